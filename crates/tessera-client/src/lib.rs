@@ -1,0 +1,275 @@
+//! A typed client for the Tessera HTTP API, used by `tessera ctl`, the agent
+//! and the tests. It speaks HTTP only; what to do with the answers is the
+//! caller's business.
+
+pub mod tls;
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tessera_core::api::{
+    AuditPage, ChangePasswordRequest, ChangePasswordResponse, CreateUserRequest,
+    CreateUserResponse, LoginRequest, LoginResponse, SecretString, UpdateUserRequest, UserView,
+    WhoAmI,
+};
+
+pub use crate::tls::TlsTrust;
+
+/// What went wrong talking to the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with its error envelope.
+    #[error("{message} ({code}, HTTP {status})")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        retry_after: Option<u64>,
+    },
+    #[error("cannot reach the server: {0}")]
+    Transport(#[from] reqwest::Error),
+    #[error("unexpected answer from the server (HTTP {status}): {detail}")]
+    Unexpected { status: u16, detail: String },
+    #[error("invalid server URL: {0}")]
+    Url(String),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+impl ClientError {
+    /// The stable error code, when the server gave one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } | ClientError::Unexpected { status, .. } => {
+                Some(*status)
+            }
+            _ => None,
+        }
+    }
+}
+
+pub type ClientResult<T> = Result<T, ClientError>;
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorFields,
+}
+
+#[derive(Deserialize)]
+struct ErrorFields {
+    code: String,
+    message: String,
+}
+
+/// Filters for [`ApiClient::audit_page`].
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AuditQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+}
+
+/// A connection to one Tessera server, optionally authenticated.
+#[derive(Clone, Debug)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: url::Url,
+    token: Option<SecretString>,
+}
+
+impl ApiClient {
+    pub fn new(server: &str, trust: &TlsTrust) -> ClientResult<Self> {
+        let base = url::Url::parse(server).map_err(|e| ClientError::Url(e.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(ClientError::Url("use an http:// or https:// URL".into()));
+        }
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls::client_config(trust)?)
+            .user_agent(concat!("tessera/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(ApiClient {
+            http,
+            base,
+            token: None,
+        })
+    }
+
+    pub fn with_token(mut self, token: SecretString) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    pub fn base_url(&self) -> &url::Url {
+        &self.base
+    }
+
+    /// Sends a request and decodes a JSON answer or the error envelope.
+    pub async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> ClientResult<T> {
+        let resp = self.send(method, path, body).await?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Unexpected {
+            status: status.as_u16(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Sends a request whose success has no body.
+    pub async fn call_empty<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> ClientResult<()> {
+        self.send(method, path, body).await.map(|_| ())
+    }
+
+    async fn send<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> ClientResult<reqwest::Response> {
+        let url = self
+            .base
+            .join(path)
+            .map_err(|e| ClientError::Url(e.to_string()))?;
+        let mut req = self.http.request(method, url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t.expose());
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(error_from(resp).await)
+    }
+
+    pub async fn login(
+        &self,
+        username: &str,
+        password: SecretString,
+    ) -> ClientResult<LoginResponse> {
+        let req = LoginRequest {
+            username: username.to_owned(),
+            password,
+        };
+        self.call(Method::POST, "/api/v1/auth/login", Some(&req))
+            .await
+    }
+
+    pub async fn logout(&self) -> ClientResult<()> {
+        self.call_empty::<()>(Method::POST, "/api/v1/auth/logout", None)
+            .await
+    }
+
+    pub async fn whoami(&self) -> ClientResult<WhoAmI> {
+        self.call::<(), _>(Method::GET, "/api/v1/auth/whoami", None)
+            .await
+    }
+
+    pub async fn change_password(
+        &self,
+        req: &ChangePasswordRequest,
+    ) -> ClientResult<ChangePasswordResponse> {
+        self.call(Method::POST, "/api/v1/auth/password", Some(req))
+            .await
+    }
+
+    pub async fn create_user(&self, req: &CreateUserRequest) -> ClientResult<CreateUserResponse> {
+        self.call(Method::POST, "/api/v1/users", Some(req)).await
+    }
+
+    pub async fn list_users(&self) -> ClientResult<Vec<UserView>> {
+        self.call::<(), _>(Method::GET, "/api/v1/users", None).await
+    }
+
+    pub async fn update_user(&self, user: &str, req: &UpdateUserRequest) -> ClientResult<UserView> {
+        let path = format!("/api/v1/users/{}", encode_segment(user));
+        self.call(Method::PATCH, &path, Some(req)).await
+    }
+
+    pub async fn audit_page(&self, q: &AuditQuery) -> ClientResult<AuditPage> {
+        let query = serde_urlencoded_string(q);
+        let path = if query.is_empty() {
+            "/api/v1/audit".to_owned()
+        } else {
+            format!("/api/v1/audit?{query}")
+        };
+        self.call::<(), _>(Method::GET, &path, None).await
+    }
+}
+
+async fn error_from(resp: reqwest::Response) -> ClientError {
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let bytes = resp.bytes().await.unwrap_or_default();
+    match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
+        Ok(env) => ClientError::Api {
+            status: status.as_u16(),
+            code: env.error.code,
+            message: env.error.message,
+            retry_after,
+        },
+        Err(_) => ClientError::Unexpected {
+            status: status.as_u16(),
+            detail: status
+                .canonical_reason()
+                .unwrap_or("no error body")
+                .to_owned(),
+        },
+    }
+}
+
+/// Percent-encodes one path segment.
+fn encode_segment(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn serde_urlencoded_string<T: Serialize>(q: &T) -> String {
+    let v = serde_json::to_value(q).unwrap_or_default();
+    let mut out = url::form_urlencoded::Serializer::new(String::new());
+    if let serde_json::Value::Object(map) = v {
+        for (k, v) in map {
+            let s = match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            out.append_pair(&k, &s);
+        }
+    }
+    out.finish()
+}
+
+/// Whether a status is the "not logged in" kind.
+pub fn is_unauthorized(e: &ClientError) -> bool {
+    e.status() == Some(StatusCode::UNAUTHORIZED.as_u16())
+}

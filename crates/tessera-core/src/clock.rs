@@ -1,0 +1,140 @@
+//! Time as the rest of Tessera sees it: UTC milliseconds since the Unix epoch,
+//! read through a [`Clock`] so that expiry, lockout and rate-limit logic can be
+//! tested by moving a [`ManualClock`] instead of sleeping.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A point in time: milliseconds since the Unix epoch, UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    pub const fn from_millis(ms: i64) -> Self {
+        Timestamp(ms)
+    }
+
+    pub const fn as_millis(self) -> i64 {
+        self.0
+    }
+
+    /// This instant plus `d`, saturating instead of overflowing.
+    pub fn plus(self, d: Duration) -> Self {
+        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Timestamp(self.0.saturating_add(ms))
+    }
+
+    /// This instant minus `d`, saturating instead of overflowing.
+    pub fn minus(self, d: Duration) -> Self {
+        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Timestamp(self.0.saturating_sub(ms))
+    }
+
+    /// How long from `earlier` to `self`; zero if `earlier` is later.
+    pub fn since(self, earlier: Timestamp) -> Duration {
+        Duration::from_millis(u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0))
+    }
+
+    /// RFC 3339 with millisecond precision, e.g. `2026-11-23T07:00:00.000Z`.
+    pub fn to_rfc3339(self) -> String {
+        let t = if self.0 >= 0 {
+            UNIX_EPOCH + Duration::from_millis(self.0.unsigned_abs())
+        } else {
+            UNIX_EPOCH - Duration::from_millis(self.0.unsigned_abs())
+        };
+        humantime::format_rfc3339_millis(t).to_string()
+    }
+
+    /// Parses RFC 3339 (`2026-11-23T07:00:00Z`, fractional seconds allowed).
+    pub fn parse_rfc3339(s: &str) -> Option<Self> {
+        let t = humantime::parse_rfc3339_weak(s).ok()?;
+        let ms = match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_millis()).ok()?,
+            Err(e) => -i64::try_from(e.duration().as_millis()).ok()?,
+        };
+        Some(Timestamp(ms))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+/// Where the current time comes from.
+pub trait Clock: Send + Sync + fmt::Debug {
+    fn now(&self) -> Timestamp;
+}
+
+/// The real wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        Timestamp(ms)
+    }
+}
+
+/// A clock that only moves when told to. Clones share the same time.
+#[derive(Clone, Debug)]
+pub struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    pub fn new(start: Timestamp) -> Self {
+        ManualClock(Arc::new(AtomicI64::new(start.as_millis())))
+    }
+
+    /// Starts at the current wall-clock time.
+    pub fn starting_now() -> Self {
+        Self::new(SystemClock.now())
+    }
+
+    pub fn advance(&self, d: Duration) {
+        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(Ordering::SeqCst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trips_at_millisecond_precision() {
+        let t = Timestamp::from_millis(1_795_000_000_123);
+        let s = t.to_rfc3339();
+        assert!(s.ends_with('Z'), "{s}");
+        assert_eq!(Timestamp::parse_rfc3339(&s), Some(t));
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_advanced_and_clones_share_it() {
+        let c = ManualClock::new(Timestamp::from_millis(1000));
+        let c2 = c.clone();
+        c.advance(Duration::from_secs(2));
+        assert_eq!(c2.now(), Timestamp::from_millis(3000));
+    }
+
+    #[test]
+    fn since_saturates_at_zero() {
+        let a = Timestamp::from_millis(10);
+        assert_eq!(a.since(Timestamp::from_millis(20)), Duration::ZERO);
+    }
+}

@@ -1,0 +1,16 @@
+//! Tessera's shared domain: identities, secret formats, the audit chain's
+//! canonical encoding, roles and permissions, and the clock.
+//!
+//! This crate does no I/O. Everything here is a pure function of its inputs
+//! (plus the operating system's CSPRNG where a secret is minted), so the server,
+//! the agent and the CLI agree on formats and tests can call it directly.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod audit;
+pub mod clock;
+pub mod password;
+pub mod roles;
+pub mod secret;
+
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};

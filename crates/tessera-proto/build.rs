@@ -1,0 +1,12 @@
+//! Compiles `proto/*.proto` with protox (a pure-Rust protobuf compiler) and
+//! prost-build, so no `protoc` binary is needed to build Tessera.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["proto/tessera.proto"];
+    for f in files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let fds = protox::compile(files, ["proto"])?;
+    prost_build::Config::new().compile_fds(fds)?;
+    Ok(())
+}

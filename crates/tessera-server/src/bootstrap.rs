@@ -1,0 +1,72 @@
+//! The first administrator.
+//!
+//! On a database that has never been bootstrapped, exactly one starting
+//! process (even among several racing on one PostgreSQL) creates an `admin`
+//! account with a random password and returns it, for the caller to print
+//! once on the console. It is never logged and never stored in plaintext.
+
+use tessera_core::password;
+use tessera_core::roles::Role;
+use zeroize::Zeroizing;
+
+use crate::audit::{Action, Actor, AuditEvent};
+use crate::store::{self, StoreResult};
+use crate::tenancy::BOOTSTRAP_TENANT;
+use crate::AppState;
+
+pub const BOOTSTRAP_USERNAME: &str = "admin";
+
+/// The one-time credential of the bootstrap admin.
+pub struct BootstrapAdmin {
+    pub username: String,
+    pub password: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for BootstrapAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootstrapAdmin")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+pub async fn ensure_admin(state: &AppState) -> StoreResult<Option<BootstrapAdmin>> {
+    let now = state.now();
+    let mut tx = state.db().begin_write().await?;
+    if !store::tenants::claim_bootstrap(&mut tx, BOOTSTRAP_TENANT, now).await? {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    let secret = Zeroizing::new(password::generate());
+    let hash = crate::auth::hash_password(secret.clone()).await;
+    let id = uuid::Uuid::now_v7().to_string();
+    store::users::insert(
+        &mut tx,
+        store::users::NewUser {
+            id: &id,
+            tenant_id: BOOTSTRAP_TENANT,
+            username: BOOTSTRAP_USERNAME,
+            password_hash: &hash,
+            role: Role::Admin,
+            now,
+        },
+    )
+    .await?;
+    state
+        .audit(
+            &mut tx,
+            AuditEvent::new(
+                BOOTSTRAP_TENANT,
+                Actor::System,
+                Action::BootstrapAdminCreated,
+            )
+            .target(format!("user:{id}"))
+            .detail("username", BOOTSTRAP_USERNAME),
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(Some(BootstrapAdmin {
+        username: BOOTSTRAP_USERNAME.to_owned(),
+        password: secret,
+    }))
+}

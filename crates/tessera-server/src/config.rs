@@ -1,0 +1,112 @@
+//! Server configuration, as parsed by the `tessera server` command.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+#[derive(Clone, Debug)]
+pub enum TlsMode {
+    /// Plain HTTP: loopback only, unless `insecure_http` says otherwise.
+    Off,
+    /// PEM certificate chain and private key from files.
+    Files { cert: PathBuf, key: PathBuf },
+    /// A certificate generated once into `<data-dir>/tls/`.
+    SelfSigned,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; `None` means SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    pub tls: TlsMode,
+    /// Allow plain HTTP on a non-loopback address (behind a TLS proxy).
+    pub insecure_http: bool,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Lifetime of an operator login session.
+    pub session_ttl: Duration,
+}
+
+impl ServerConfig {
+    /// Defaults for everything but where to listen and keep data.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        ServerConfig {
+            listen,
+            data_dir,
+            database_url: None,
+            tls: TlsMode::Off,
+            insecure_http: false,
+            trusted_proxies: Vec::new(),
+            session_ttl: Duration::from_secs(12 * 3600),
+        }
+    }
+
+    /// Why this configuration must not start, if it must not.
+    pub fn refusal(&self) -> Option<String> {
+        plain_http_refusal(
+            self.listen,
+            matches!(self.tls, TlsMode::Off),
+            self.insecure_http,
+        )
+    }
+}
+
+/// Plain HTTP off loopback would carry passwords, login tokens and device keys
+/// over the network in the clear, so it takes an explicit opt-in.
+pub fn plain_http_refusal(listen: SocketAddr, plain: bool, insecure_http: bool) -> Option<String> {
+    if !plain || insecure_http || listen.ip().is_loopback() {
+        return None;
+    }
+    Some(format!(
+        "refusing to serve plain HTTP on {listen}: passwords, login tokens and device keys would \
+         cross the network unencrypted. Use --tls-cert/--tls-key or --tls-self-signed, or pass \
+         --insecure-http if a TLS-terminating proxy sits in front of this server"
+    ))
+}
+
+/// A database URL fit for a log line: scheme, host and database, never a
+/// password.
+pub fn redact_database_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let after_creds = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
+            let without_query = after_creds.split('?').next().unwrap_or("");
+            format!("{scheme}://{without_query}")
+        }
+        None => "<unparsable database url>".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_refused_off_loopback_only() {
+        let lo: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let lo6: SocketAddr = "[::1]:8080".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert!(plain_http_refusal(lo, true, false).is_none());
+        assert!(plain_http_refusal(lo6, true, false).is_none());
+        let why = plain_http_refusal(any, true, false).unwrap();
+        assert!(why.contains("--insecure-http") && why.contains("unencrypted"));
+        assert!(plain_http_refusal(any, true, true).is_none());
+        assert!(plain_http_refusal(any, false, false).is_none());
+    }
+
+    #[test]
+    fn database_urls_lose_their_credentials() {
+        assert_eq!(
+            redact_database_url("postgres://app:s3cret@db.example:5432/tessera?sslmode=require"),
+            "postgres://db.example:5432/tessera"
+        );
+        assert_eq!(
+            redact_database_url("sqlite:///var/lib/tessera/tessera.db?mode=rwc"),
+            "sqlite:///var/lib/tessera/tessera.db"
+        );
+    }
+}

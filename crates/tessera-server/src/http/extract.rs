@@ -1,0 +1,225 @@
+//! Extractors that turn every way a request can be malformed into an
+//! [`ApiError`] with a stable code, and never echo the offending value (a
+//! password sent as a number must not come back in an error message).
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use ipnet::IpNet;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::AppState;
+
+/// A JSON body, deserialised with errors that name the field but not its value.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|ct| {
+                let mime = ct.split(';').next().unwrap_or("").trim();
+                mime.eq_ignore_ascii_case("application/json")
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Maps a body-read failure; an over-limit body is 413 `body_too_large`.
+pub fn body_error(e: BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "request body exceeds the size limit",
+        )
+    } else {
+        ApiError::bad_request("unreadable_body", "the request body could not be read")
+    }
+}
+
+/// Deserialises JSON, naming the failing field and the kind of failure only.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                ApiError::bad_request("malformed_json", "request body is not valid JSON")
+            }
+            serde_json::error::Category::Data => {
+                let msg = inner.to_string();
+                // serde names missing and unknown fields without their values.
+                let message = if msg.starts_with("missing field") {
+                    msg.split(" at line")
+                        .next()
+                        .unwrap_or("missing field")
+                        .to_owned()
+                } else {
+                    format!("field `{path}` has an invalid value or type")
+                };
+                ApiError::unprocessable("invalid_field", message)
+            }
+            serde_json::error::Category::Io => {
+                ApiError::bad_request("unreadable_body", "the request body could not be read")
+            }
+        }
+    })
+}
+
+/// Query-string parameters, with a stable error.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str(q)
+            .map(ApiQuery)
+            .map_err(|_| ApiError::bad_request("invalid_query", "query parameters are invalid"))
+    }
+}
+
+/// The client's address: the socket peer, or, when the peer is a configured
+/// trusted proxy, the address that proxy reports in `X-Forwarded-For`.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip_of(parts, state.trusted_proxies())))
+    }
+}
+
+/// See [`ClientIp`]; usable from middleware that has the parts.
+pub fn client_ip_of(parts: &Parts, trusted: &[IpNet]) -> IpAddr {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let xff = parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    resolve_client_ip(peer, xff, trusted)
+}
+
+/// Walks `X-Forwarded-For` from the right, past trusted proxies, to the first
+/// address a trusted hop vouches for. Headers from untrusted peers are
+/// ignored: anyone can write them.
+pub fn resolve_client_ip(peer: IpAddr, xff: Option<&str>, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for hop in xff.unwrap_or("").rsplit(',') {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(&ip) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    client
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn forwarded_for_is_ignored_from_untrusted_peers() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        assert_eq!(
+            resolve_client_ip(ip("192.0.2.1"), Some("203.0.113.9"), &trusted),
+            ip("192.0.2.1")
+        );
+    }
+
+    #[test]
+    fn forwarded_for_is_walked_past_trusted_hops() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        assert_eq!(
+            resolve_client_ip(
+                ip("10.0.0.1"),
+                Some("198.51.100.7, 203.0.113.9, 10.0.0.2"),
+                &trusted
+            ),
+            ip("203.0.113.9")
+        );
+        // Garbage stops the walk at the last address a trusted hop gave.
+        assert_eq!(
+            resolve_client_ip(ip("10.0.0.1"), Some("nonsense, 10.0.0.3"), &trusted),
+            ip("10.0.0.3")
+        );
+        assert_eq!(
+            resolve_client_ip(ip("10.0.0.1"), None, &trusted),
+            ip("10.0.0.1")
+        );
+    }
+
+    #[derive(Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Login {
+        username: String,
+        password: String,
+    }
+
+    #[test]
+    fn json_errors_name_the_field_but_not_the_value() {
+        let e = parse_json::<Login>(br#"{"username":"a","password":12345678901}"#).unwrap_err();
+        assert_eq!(e.code, "invalid_field");
+        assert!(e.message.contains("password"));
+        assert!(!e.message.contains("12345678901"), "{}", e.message);
+
+        let e = parse_json::<Login>(br#"{"username":"a"}"#).unwrap_err();
+        assert_eq!(e.code, "invalid_field");
+        assert_eq!(e.message, "missing field `password`");
+
+        let e = parse_json::<Login>(b"{not json").unwrap_err();
+        assert_eq!(e.code, "malformed_json");
+    }
+}

@@ -1,0 +1,164 @@
+//! HTTP transport: the router, built in one place, and the middleware every
+//! request passes through (request id, tracing span, metrics, panic guard,
+//! body limit).
+
+pub mod audit;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod ops;
+pub mod users;
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use self::error::ApiError;
+use crate::AppState;
+
+/// Largest JSON body any API route accepts.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tessera API",
+        description = "Self-hosted broker and relay for secure sessions between people and devices."
+    ),
+    components(schemas(error::ErrorBody, error::ErrorDetail)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "operator_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Every route with its OpenAPI description; the document is derived from
+/// the same list that builds the router, so it cannot miss a route.
+pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(ops::routes())
+        .merge(auth::routes(state))
+        .merge(users::routes())
+        .merge(audit::routes())
+}
+
+pub fn router(state: AppState) -> Router {
+    let (routes, openapi) = api(&state).split_for_parts();
+    let openapi = std::sync::Arc::new(openapi);
+    routes
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let doc = openapi.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(make_span)
+                        .on_request(())
+                        .on_response(on_response),
+                )
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(CatchPanicLayer::custom(on_panic))
+                .layer(middleware::from_fn_with_state(state.clone(), observe))
+                .layer(DefaultBodyLimit::max(BODY_LIMIT)),
+        )
+        .with_state(state)
+}
+
+/// One span per request. Fields: request id, method, route template, and the
+/// operator once authenticated. Never headers: they carry credentials.
+fn make_span(req: &Request) -> tracing::Span {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+        .unwrap_or("unmatched");
+    tracing::info_span!(
+        "request",
+        request_id,
+        method = %req.method(),
+        route,
+        user = tracing::field::Empty,
+    )
+}
+
+fn on_response<B>(resp: &axum::http::Response<B>, latency: Duration, _span: &tracing::Span) {
+    tracing::info!(
+        status = resp.status().as_u16(),
+        latency_us = latency.as_micros() as u64,
+        "finished"
+    );
+}
+
+fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    // The payload may quote request data; it is not echoed or logged.
+    tracing::error!("handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal server error; see the server log",
+    )
+    .into_response()
+}
+
+/// Request counts and latencies by route template (never by raw path, which
+/// would let clients mint unbounded label values).
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    state
+        .metrics()
+        .request(&method, &route, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method",
+    )
+}

@@ -1,0 +1,138 @@
+//! Prometheus metrics, exposed at `/metrics` in the OpenMetrics text format
+//! (which Prometheus scrapes natively). Names follow
+//! `tessera_<area>_<what>_<unit>`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimiterLabels {
+    limiter: String,
+}
+
+type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+/// All of the server's metrics; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: HistogramFamily,
+    rate_limited: Family<LimiterLabels, Counter>,
+    audit_appends: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs … ~3.3 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "tessera_http_requests",
+            "HTTP requests by method, route template and status",
+            requests.clone(),
+        );
+        let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "tessera_http_request_duration_seconds",
+            "HTTP request latency by method and route template",
+            latency.clone(),
+        );
+        let rate_limited = Family::<LimiterLabels, Counter>::default();
+        registry.register(
+            "tessera_ratelimit_rejections",
+            "Requests refused by a rate limiter",
+            rate_limited.clone(),
+        );
+        let audit_appends = Counter::default();
+        registry.register(
+            "tessera_audit_appends",
+            "Rows appended to the audit chain",
+            audit_appends.clone(),
+        );
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                requests,
+                latency,
+                rate_limited,
+                audit_appends,
+            }),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        self.inner
+            .requests
+            .get_or_create(&RequestLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+        self.inner
+            .latency
+            .get_or_create(&RouteLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn rate_limited(&self, limiter: &str) {
+        self.inner
+            .rate_limited
+            .get_or_create(&LimiterLabels {
+                limiter: limiter.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn audit_appended(&self) {
+        self.inner.audit_appends.inc();
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.inner.registry);
+        out
+    }
+}

@@ -1,0 +1,182 @@
+//! Storage: one sqlx `AnyPool` over SQLite (the embedded default) or
+//! PostgreSQL, chosen by URL at start-up.
+//!
+//! Queries are written once in the SQL both backends accept (`$n`
+//! placeholders, `RETURNING`, `ON CONFLICT`); times are BIGINT milliseconds and
+//! ids are text, so the same row mapping serves both. Where the dialects truly
+//! differ (DDL, triggers) each backend has its own migration folder.
+//!
+//! Write transactions on SQLite start with `BEGIN IMMEDIATE`, so a
+//! transaction that reads before it writes waits for the write lock instead of
+//! failing with `SQLITE_BUSY` when another writer got there first.
+
+pub mod audit;
+pub mod sessions;
+pub mod tenants;
+pub mod users;
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{Any, AnyPool, Executor, Transaction};
+
+/// The storage error kinds callers act on; everything else is internal.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("a row with this key already exists")]
+    Conflict,
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Maps a unique-constraint violation to [`StoreError::Conflict`].
+pub(crate) fn conflict_on_unique(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+        _ => StoreError::Db(e),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// The database handle every store function takes.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+pub type Tx = Transaction<'static, Any>;
+
+macro_rules! migrations {
+    ($dir:literal: $($version:literal $name:literal),* $(,)?) => {
+        vec![$(Migration::new(
+            $version,
+            Cow::Borrowed($name),
+            MigrationType::Simple,
+            Cow::Borrowed(include_str!(concat!("../../migrations/", $dir, "/", $name, ".sql"))),
+            false,
+        )),*]
+    };
+}
+
+fn migrator(backend: Backend) -> Migrator {
+    let migrations = match backend {
+        Backend::Sqlite => migrations!("sqlite": 1 "0001_foundation"),
+        Backend::Postgres => migrations!("postgres": 1 "0001_foundation"),
+    };
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+    }
+}
+
+impl Db {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`) and applies any
+    /// migrations not yet applied. Safe to run from several processes at once
+    /// on PostgreSQL: the migrator takes an advisory lock.
+    pub async fn connect(url: &str) -> StoreResult<Db> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Db(sqlx::Error::Configuration(
+                "database URL must start with sqlite:// or postgres://".into(),
+            )));
+        };
+        let options = AnyConnectOptions::from_str(url)?;
+        let max = match backend {
+            // One writer at a time anyway; a few readers alongside it.
+            Backend::Sqlite => 8,
+            Backend::Postgres => 16,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute(
+                            "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+                             PRAGMA synchronous = NORMAL;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        if backend == Backend::Sqlite {
+            // Persistent in the file: readers no longer block the writer.
+            pool.execute("PRAGMA journal_mode = WAL").await?;
+        }
+        migrator(backend).run(&pool).await?;
+        Ok(Db { pool, backend })
+    }
+
+    /// The default embedded database inside `data_dir`.
+    pub fn sqlite_url(data_dir: &Path) -> String {
+        format!(
+            "sqlite://{}?mode=rwc",
+            data_dir.join("tessera.db").display()
+        )
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Starts a transaction that will write.
+    pub async fn begin_write(&self) -> StoreResult<Tx> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(tx)
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Hashes stored as BLOB/BYTEA come back as `Vec<u8>`; a wrong length means a
+/// corrupted row, which reads as "no match" rather than a panic.
+pub(crate) fn to_hash(v: Vec<u8>) -> [u8; 32] {
+    v.try_into().unwrap_or([0u8; 32])
+}

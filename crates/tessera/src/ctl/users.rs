@@ -1,0 +1,149 @@
+//! `users add|list|set-role|disable|enable`.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use tessera_core::api::{CreateUserRequest, UpdateUserRequest, UserView};
+use tessera_core::roles::Role;
+
+use super::{read_stdin_line, Ctx, JsonFlag};
+use crate::output;
+
+#[derive(Subcommand, Debug)]
+pub enum UsersCommand {
+    /// Create a user. Without --password-stdin the server generates a
+    /// password and it is printed once.
+    Add {
+        username: String,
+        #[arg(long, value_parser = parse_role, default_value = "operator")]
+        role: Role,
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// List users.
+    List(JsonFlag),
+    /// Change a user's role.
+    SetRole {
+        user: String,
+        #[arg(value_parser = parse_role)]
+        role: Role,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Disable a user and end all their sessions.
+    Disable {
+        user: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Enable a disabled user.
+    Enable {
+        user: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| "role must be admin, operator or viewer".to_owned())
+}
+
+fn rows(users: &[UserView]) -> Vec<Vec<String>> {
+    users
+        .iter()
+        .map(|u| {
+            vec![
+                u.username.clone(),
+                u.role.as_str().to_owned(),
+                if u.disabled { "disabled" } else { "active" }.to_owned(),
+                u.created_at.clone(),
+                u.id.clone(),
+            ]
+        })
+        .collect()
+}
+
+fn show(users: &[UserView], json: bool) -> anyhow::Result<()> {
+    if json {
+        output::json(&users)
+    } else {
+        output::table(
+            &["USERNAME", "ROLE", "STATE", "CREATED", "ID"],
+            &rows(users),
+        );
+        Ok(())
+    }
+}
+
+pub async fn run(ctx: &Ctx, cmd: UsersCommand) -> anyhow::Result<ExitCode> {
+    let client = ctx.client()?;
+    match cmd {
+        UsersCommand::Add {
+            username,
+            role,
+            password_stdin,
+            out,
+        } => {
+            let password = if password_stdin {
+                Some(read_stdin_line()?)
+            } else {
+                None
+            };
+            let resp = client
+                .create_user(&CreateUserRequest {
+                    username,
+                    role,
+                    password,
+                })
+                .await?;
+            if out.json {
+                output::json(&resp)?;
+            } else {
+                show(std::slice::from_ref(&resp.user), false)?;
+                if let Some(p) = &resp.initial_password {
+                    println!("\nInitial password (shown once): {}", p.expose());
+                }
+            }
+        }
+        UsersCommand::List(out) => show(&client.list_users().await?, out.json)?,
+        UsersCommand::SetRole { user, role, out } => {
+            let u = client
+                .update_user(
+                    &user,
+                    &UpdateUserRequest {
+                        role: Some(role),
+                        disabled: None,
+                    },
+                )
+                .await?;
+            show(&[u], out.json)?;
+        }
+        UsersCommand::Disable { user, out } => {
+            let u = client
+                .update_user(
+                    &user,
+                    &UpdateUserRequest {
+                        role: None,
+                        disabled: Some(true),
+                    },
+                )
+                .await?;
+            show(&[u], out.json)?;
+        }
+        UsersCommand::Enable { user, out } => {
+            let u = client
+                .update_user(
+                    &user,
+                    &UpdateUserRequest {
+                        role: None,
+                        disabled: Some(false),
+                    },
+                )
+                .await?;
+            show(&[u], out.json)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,142 @@
+//! `tessera server`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use ipnet::IpNet;
+use tessera_core::SystemClock;
+use tessera_server::{Server, ServerConfig, TlsMode};
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "TESSERA_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory for the embedded database and generated TLS material.
+    #[arg(long, env = "TESSERA_DATA_DIR", default_value = "./tessera-data")]
+    data_dir: PathBuf,
+    /// `postgres://…` to use PostgreSQL; default: SQLite in the data directory.
+    #[arg(long, env = "TESSERA_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// PEM certificate chain to serve TLS with (needs --tls-key).
+    #[arg(
+        long,
+        env = "TESSERA_TLS_CERT",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "TESSERA_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve TLS with a certificate generated once into <data-dir>/tls.
+    #[arg(long, env = "TESSERA_TLS_SELF_SIGNED")]
+    tls_self_signed: bool,
+    /// Allow plain HTTP on a non-loopback address (only behind a TLS proxy).
+    #[arg(long, env = "TESSERA_INSECURE_HTTP")]
+    insecure_http: bool,
+    /// Proxy address range whose X-Forwarded-For is trusted (repeatable).
+    #[arg(
+        long = "trusted-proxy",
+        env = "TESSERA_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<IpNet>,
+    /// Lifetime of an operator login, e.g. `12h`.
+    #[arg(long, env = "TESSERA_SESSION_TTL", default_value = "12h", value_parser = humantime::parse_duration)]
+    session_ttl: Duration,
+    /// Log line format.
+    #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutting down");
+}
+
+pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    init_logging(args.log_format);
+    let tls = match (args.tls_cert, args.tls_key, args.tls_self_signed) {
+        (Some(cert), Some(key), _) => TlsMode::Files { cert, key },
+        (_, _, true) => TlsMode::SelfSigned,
+        _ => TlsMode::Off,
+    };
+    let mut config = ServerConfig::new(args.listen, args.data_dir);
+    config.database_url = args.database_url;
+    config.tls = tls;
+    config.insecure_http = args.insecure_http;
+    config.trusted_proxies = args.trusted_proxies;
+    config.session_ttl = args.session_ttl;
+
+    let server = Server::start(config, Arc::new(SystemClock))
+        .await
+        .context("cannot start the server")?;
+    let scheme = if server.tls_fingerprint.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{}", server.local_addr());
+    if let Some(fp) = &server.tls_fingerprint {
+        println!("TLS certificate SHA-256 fingerprint: {fp}");
+    }
+    if let Some(admin) = &server.bootstrap {
+        // Printed once, to the console only: never through the logger.
+        let pin = server
+            .tls_fingerprint
+            .as_ref()
+            .map(|fp| format!(" --tls-fingerprint {fp}"))
+            .unwrap_or_default();
+        println!(
+            "\n================================================================\n\
+             Tessera created the first administrator. This password is shown\n\
+             once and is not stored anywhere in plaintext:\n\n  \
+             username: {}\n  password: {}\n\n\
+             Log in with:\n  tessera ctl login --server {url} --user {}{pin}\n\
+             ================================================================\n",
+            admin.username,
+            admin.password.as_str(),
+            admin.username,
+        );
+    }
+    tracing::info!(%url, "listening");
+    server.serve(shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
