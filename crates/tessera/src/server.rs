@@ -66,6 +66,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -136,6 +137,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
             admin.username,
         );
     }
+    println!("tessera server listening on {url}");
     tracing::info!(%url, "listening");
     server.serve(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)

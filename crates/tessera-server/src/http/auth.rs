@@ -104,7 +104,7 @@ async fn login(
             "username or password too long",
         ));
     }
-    let user = store::users::by_username(state.db(), tenant, &req.username).await?;
+    let user = store::users::by_username(state.db().pool(), tenant, &req.username).await?;
     let ok = verify_password(
         user.as_ref().map(|u| u.password_hash.clone()),
         Zeroizing::new(req.password.expose().to_owned()),
@@ -247,7 +247,7 @@ async fn change_password(
         .map_err(locked_out)?;
     password::check_policy(req.new_password.expose())
         .map_err(|e| ApiError::unprocessable("weak_password", e.to_string()))?;
-    let user = store::users::by_id(state.db(), &op.tenant_id, &op.user_id)
+    let user = store::users::by_id(state.db().pool(), &op.tenant_id, &op.user_id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     let ok = verify_password(

@@ -65,12 +65,12 @@ pub fn validate_username(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Finds a user by id or by username.
-async fn find(state: &AppState, tenant: &str, key: &str) -> ApiResult<UserRow> {
+/// Finds a user by id or by username, inside `tx`.
+async fn find(tx: &mut store::Tx, tenant: &str, key: &str) -> ApiResult<UserRow> {
     let found = if uuid::Uuid::parse_str(key).is_ok() {
-        store::users::by_id(state.db(), tenant, key).await?
+        store::users::by_id(&mut **tx, tenant, key).await?
     } else {
-        store::users::by_username(state.db(), tenant, key).await?
+        store::users::by_username(&mut **tx, tenant, key).await?
     };
     found.ok_or_else(|| ApiError::not_found("user"))
 }
@@ -133,7 +133,7 @@ async fn create_user(
         )
         .await?;
     tx.commit().await?;
-    let user = store::users::by_id(state.db(), tenant, &id)
+    let user = store::users::by_id(state.db().pool(), tenant, &id)
         .await?
         .ok_or_else(|| ApiError::internal("created user vanished"))?;
     Ok((
@@ -185,7 +185,7 @@ async fn update_user(
     let mut tx = state.db().begin_write().await?;
     store::tenants::lock(&mut tx, tenant).await?;
     // Read after taking the lock, so the checks below see settled state.
-    let user = find(&state, tenant, &key).await?;
+    let user = find(&mut tx, tenant, &key).await?;
     let now = state.now();
     let actor = Actor::User(op.user_id.clone());
     let target = format!("user:{}", user.id);
@@ -254,7 +254,7 @@ async fn update_user(
         _ => {}
     }
     tx.commit().await?;
-    let user = store::users::by_id(state.db(), tenant, &user.id)
+    let user = store::users::by_id(state.db().pool(), tenant, &user.id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     Ok(Json(user_view(&user)))

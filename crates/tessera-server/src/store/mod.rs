@@ -6,6 +6,12 @@
 //! ids are text, so the same row mapping serves both. Where the dialects truly
 //! differ (DDL, triggers) each backend has its own migration folder.
 //!
+//! Code holding a transaction never takes a second pool connection: on
+//! SQLite the other connections may all be queued behind that transaction's
+//! write lock, and the two would wait on each other until a timeout. Reads
+//! inside a transaction go through the transaction (store functions that
+//! read take any `Executor`).
+//!
 //! Write transactions on SQLite start with `BEGIN IMMEDIATE`, so a
 //! transaction that reads before it writes waits for the write lock instead of
 //! failing with `SQLITE_BUSY` when another writer got there first.

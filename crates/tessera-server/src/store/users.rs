@@ -1,7 +1,7 @@
 //! Operator accounts.
 
 use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::{Any, Executor, Row};
 use tessera_core::roles::Role;
 use tessera_core::Timestamp;
 
@@ -65,22 +65,32 @@ pub async fn insert(tx: &mut Tx, u: NewUser<'_>) -> StoreResult<()> {
     Ok(())
 }
 
-pub async fn by_username(db: &Db, tenant: &str, username: &str) -> StoreResult<Option<UserRow>> {
+/// Looks a user up by name, through the pool or inside a transaction.
+pub async fn by_username<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    tenant: &str,
+    username: &str,
+) -> StoreResult<Option<UserRow>> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND username = $2");
     let row = sqlx::query(&sql)
         .bind(tenant)
         .bind(username)
-        .fetch_optional(db.pool())
+        .fetch_optional(ex)
         .await?;
     Ok(row.as_ref().map(from_row).transpose()?)
 }
 
-pub async fn by_id(db: &Db, tenant: &str, id: &str) -> StoreResult<Option<UserRow>> {
+/// Looks a user up by id, through the pool or inside a transaction.
+pub async fn by_id<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    tenant: &str,
+    id: &str,
+) -> StoreResult<Option<UserRow>> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2");
     let row = sqlx::query(&sql)
         .bind(tenant)
         .bind(id)
-        .fetch_optional(db.pool())
+        .fetch_optional(ex)
         .await?;
     Ok(row.as_ref().map(from_row).transpose()?)
 }

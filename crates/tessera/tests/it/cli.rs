@@ -1,0 +1,150 @@
+//! `tessera ctl` end to end: the quick start a new user follows.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::harness::{ctl, TestServer};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_start_login_create_user_read_and_verify_audit_logout() {
+    let s = TestServer::start().await;
+    let cfg = tempfile::tempdir().unwrap();
+    let dir = cfg.path().join("tessera");
+    let dir = dir.as_path();
+    let pw = s.admin_password.clone().unwrap();
+
+    let (code, _, err) = ctl(dir, &["whoami"], None).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("not logged in"), "{err}");
+
+    let (code, out, err) = ctl(
+        dir,
+        &[
+            "login",
+            "--server",
+            &s.url,
+            "--user",
+            "admin",
+            "--password-stdin",
+        ],
+        Some(&format!("{pw}\n")),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Logged in as admin"), "{out}");
+    let mode = std::fs::metadata(dir.join("ctl.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let dmode = std::fs::metadata(dir).unwrap().permissions().mode();
+    assert_eq!(dmode & 0o777, 0o700);
+
+    let (code, out, _) = ctl(dir, &["whoami"], None).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("admin") && out.contains("manage_users"),
+        "{out}"
+    );
+
+    let (code, out, err) = ctl(dir, &["users", "add", "grace", "--role", "viewer"], None).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Initial password (shown once):"), "{out}");
+    let (code, out, err) = ctl(
+        dir,
+        &[
+            "users",
+            "add",
+            "heidi",
+            "--role",
+            "operator",
+            "--password-stdin",
+        ],
+        Some("heidi-password-99\n"),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("Initial password"), "{out}");
+
+    let (code, out, _) = ctl(dir, &["users", "list"], None).await;
+    assert_eq!(code, 0);
+    let header = out.lines().next().unwrap();
+    assert!(
+        header.starts_with("USERNAME") && header.contains("ROLE"),
+        "{out}"
+    );
+    assert!(out.contains("grace") && out.contains("heidi"), "{out}");
+
+    let (code, out, _) = ctl(dir, &["users", "list", "--json"], None).await;
+    assert_eq!(code, 0);
+    let users: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(users.len(), 3);
+
+    let (code, out, _) = ctl(
+        dir,
+        &["users", "set-role", "grace", "operator", "--json"],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap()[0]["role"],
+        "operator"
+    );
+    let (code, out, _) = ctl(dir, &["users", "disable", "heidi"], None).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("disabled"), "{out}");
+    let (code, _, err) = ctl(dir, &["users", "set-role", "grace", "emperor"], None).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("role must be"), "{err}");
+
+    let (code, out, _) = ctl(dir, &["audit", "list"], None).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("user_created") && out.contains("user_disabled"),
+        "{out}"
+    );
+    let (code, out, _) = ctl(
+        dir,
+        &["audit", "list", "--json", "--action", "user_created"],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.len(), 2);
+
+    let (code, out, _) = ctl(dir, &["audit", "verify"], None).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("audit chain OK"), "{out}");
+
+    let (code, out, _) = ctl(dir, &["logout"], None).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(!dir.join("ctl.json").exists());
+    let (code, _, err) = ctl(dir, &["users", "list"], None).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("not logged in"), "{err}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_reports_server_errors_with_their_code() {
+    let s = TestServer::start().await;
+    let cfg = tempfile::tempdir().unwrap();
+    let (code, _, err) = ctl(
+        cfg.path(),
+        &["login", "--server", &s.url, "--password-stdin"],
+        Some("definitely wrong\n"),
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid_credentials"), "{err}");
+    let (code, _, err) = ctl(
+        cfg.path(),
+        &["login", "--server", "ftp://example", "--password-stdin"],
+        Some("x\n"),
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("http://"), "{err}");
+    s.stop().await;
+}

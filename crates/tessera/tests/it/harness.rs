@@ -1,0 +1,367 @@
+//! The test kit: one call gives a real server on an ephemeral loopback port,
+//! with a fresh database on the backend under test, a manual clock, and
+//! clients for it.
+//!
+//! The backend comes from `TESSERA_TEST_BACKEND` (`sqlite`, the default, or
+//! `postgres`). For PostgreSQL every test creates its own database on the
+//! server named by `TESSERA_TEST_PG_URL` (default: the local trust-auth
+//! server), named with `TESSERA_TEST_PG_PREFIX` so a CI run can drop them all.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{Connection, Executor};
+use tempfile::TempDir;
+use tessera_client::{ApiClient, TlsTrust};
+use tessera_core::api::SecretString;
+use tessera_core::ManualClock;
+use tessera_server::{AppState, Server, ServerConfig};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn backend() -> Backend {
+    match std::env::var("TESSERA_TEST_BACKEND").as_deref() {
+        Ok("postgres") => Backend::Postgres,
+        _ => Backend::Sqlite,
+    }
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("TESSERA_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A fresh, empty database for one test, and the directory it lives in.
+pub struct TestDb {
+    pub url: String,
+    pub dir: TempDir,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = match backend() {
+            Backend::Sqlite => tessera_server::store::Db::sqlite_url(dir.path()),
+            Backend::Postgres => {
+                let prefix = std::env::var("TESSERA_TEST_PG_PREFIX")
+                    .unwrap_or_else(|_| "tessera_test_".to_owned());
+                let name = format!("{prefix}{}", uuid::Uuid::new_v4().simple());
+                let admin = pg_admin_url();
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .expect("connect to PostgreSQL (is it running?)");
+                conn.execute(format!("CREATE DATABASE \"{name}\"").as_str())
+                    .await
+                    .expect("create test database");
+                let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+                format!("{base}/{name}")
+            }
+        };
+        TestDb { url, dir }
+    }
+
+    /// Runs raw SQL against the test database, behind the server's back.
+    pub async fn raw(&self, sql: &str) -> Result<(), sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&self.url).await?;
+        conn.execute(sql).await.map(|_| ())
+    }
+}
+
+/// Adjusts a server's configuration before it starts.
+pub type Configure = Box<dyn FnOnce(&mut ServerConfig) + Send>;
+
+/// Options for [`TestServer::start_with`].
+#[derive(Default)]
+pub struct Options {
+    /// Share this database instead of creating one.
+    pub database_url: Option<String>,
+    pub clock: Option<ManualClock>,
+    pub configure: Option<Configure>,
+}
+
+/// A server running in this process on 127.0.0.1:<ephemeral>.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub clock: ManualClock,
+    /// The bootstrap admin's password, if this start created the admin.
+    pub admin_password: Option<String>,
+    pub state: AppState,
+    pub db: Option<TestDb>,
+    pub database_url: String,
+    data_dir: TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(opts: Options) -> TestServer {
+        let (db, database_url) = match opts.database_url {
+            Some(url) => (None, url),
+            None => {
+                let db = TestDb::new().await;
+                let url = db.url.clone();
+                (Some(db), url)
+            }
+        };
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let mut config =
+            ServerConfig::new("127.0.0.1:0".parse().unwrap(), data_dir.path().to_owned());
+        config.database_url = Some(database_url.clone());
+        if let Some(f) = opts.configure {
+            f(&mut config);
+        }
+        let clock = opts.clock.unwrap_or_else(ManualClock::starting_now);
+        let server = Server::start(config, Arc::new(clock.clone()))
+            .await
+            .expect("server starts");
+        let addr = server.local_addr();
+        let admin_password = server.bootstrap.as_ref().map(|b| b.password.to_string());
+        let state = server.state().clone();
+        let scheme = if server.tls_fingerprint.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = server
+                .serve(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        TestServer {
+            addr,
+            url: format!("{scheme}://{addr}"),
+            clock,
+            admin_password,
+            state,
+            db,
+            database_url,
+            data_dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// An unauthenticated client.
+    pub fn client(&self) -> ApiClient {
+        ApiClient::new(&self.url, &TlsTrust::PublicRoots).expect("client")
+    }
+
+    /// A plain reqwest client for requests the typed client would not send.
+    pub fn http(&self) -> reqwest::Client {
+        http_client()
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("{}{}", self.url, path)
+    }
+
+    /// Logs in as the bootstrap admin.
+    pub async fn admin(&self) -> ApiClient {
+        let pw = self
+            .admin_password
+            .clone()
+            .expect("this server bootstrapped the admin");
+        self.login("admin", &pw).await
+    }
+
+    pub async fn login(&self, user: &str, password: &str) -> ApiClient {
+        let resp = self
+            .client()
+            .login(user, SecretString::new(password))
+            .await
+            .expect("login");
+        self.client().with_token(resp.token)
+    }
+
+    /// Creates a user with `role` and returns a logged-in client for them.
+    pub async fn user(
+        &self,
+        admin: &ApiClient,
+        name: &str,
+        role: tessera_core::roles::Role,
+    ) -> ApiClient {
+        let password = format!("{name}-password-123");
+        admin
+            .create_user(&tessera_core::api::CreateUserRequest {
+                username: name.to_owned(),
+                role,
+                password: Some(SecretString::new(password.clone())),
+            })
+            .await
+            .expect("create user");
+        self.login(name, &password).await
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A plain reqwest client (ring as the TLS provider).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// Path of the `tessera` binary under test.
+pub fn tessera_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tessera"))
+}
+
+/// A `tessera server` child process.
+pub struct ServerProcess {
+    pub child: tokio::process::Child,
+    pub url: String,
+    /// Everything it printed on stdout up to "listening".
+    pub stdout_head: String,
+    pub stderr_path: PathBuf,
+    _dir: TempDir,
+}
+
+impl ServerProcess {
+    /// Starts `tessera server` on an ephemeral port against `database_url`,
+    /// with logging at `log_level`; waits until it listens.
+    pub async fn spawn(database_url: &str, log_level: &str, extra: &[&str]) -> ServerProcess {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stderr_path = dir.path().join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let mut child = tokio::process::Command::new(tessera_bin())
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(extra)
+            .env("TESSERA_DATABASE_URL", database_url)
+            .env("TESSERA_LOG", log_level)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn tessera server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut head = String::new();
+        let url = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                head.push_str(&line);
+                head.push('\n');
+                if let Some(url) = line.strip_prefix("tessera server listening on ") {
+                    return url.to_owned();
+                }
+            }
+            panic!(
+                "server exited before listening; stderr: {}",
+                stderr_path.display()
+            );
+        })
+        .await
+        .expect("server listens within 30 s");
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        ServerProcess {
+            child,
+            url,
+            stdout_head: head,
+            stderr_path,
+            _dir: dir,
+        }
+    }
+
+    pub fn client(&self) -> ApiClient {
+        ApiClient::new(&self.url, &TlsTrust::PublicRoots).expect("client")
+    }
+
+    /// The bootstrap password from the console banner, if it printed one.
+    pub fn bootstrap_password(&self) -> Option<String> {
+        self.stdout_head
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("password: ").map(str::to_owned))
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("server exits within 20 s of SIGTERM")
+            .expect("wait")
+    }
+}
+
+/// Runs `tessera ctl …` with its own config dir; returns (exit code, stdout,
+/// stderr).
+pub async fn ctl(config_dir: &Path, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(tessera_bin())
+        .arg("ctl")
+        .arg("--config-dir")
+        .arg(config_dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tessera ctl");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).await.expect("write stdin");
+    }
+    drop(input);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("ctl finishes within 60 s")
+        .expect("ctl output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,14 @@
+//! Integration tests: real servers on ephemeral loopback ports, real
+//! databases (SQLite, or PostgreSQL with TESSERA_TEST_BACKEND=postgres), real
+//! HTTP. One test binary, so it links once.
+
+mod harness;
+
+mod audit;
+mod auth;
+mod bad_input;
+mod cli;
+mod limits;
+mod ops;
+mod secrets;
+mod users;

@@ -1,0 +1,92 @@
+//! No password, token or other secret in logs, audit rows or error bodies.
+
+use tessera_client::AuditQuery;
+use tessera_core::api::{ChangePasswordRequest, CreateUserRequest, SecretString};
+use tessera_core::roles::Role;
+
+use crate::harness::{ServerProcess, TestDb};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_password_or_token_appears_in_logs_or_audit_rows() {
+    let db = TestDb::new().await;
+    // The most verbose logging the server has.
+    let p = ServerProcess::spawn(&db.url, "trace", &[]).await;
+    let admin_pw = p
+        .bootstrap_password()
+        .expect("bootstrap password on stdout");
+    let c = p.client();
+    let mut secrets: Vec<String> = vec![admin_pw.clone()];
+
+    let wrong = "Wrong-Password-Guess-1";
+    secrets.push(wrong.to_owned());
+    let _ = c.login("admin", SecretString::new(wrong)).await;
+    // A password typed into the username box must not be kept either.
+    let typed_in_name = "Hunter2-In-The-Username";
+    secrets.push(typed_in_name.to_owned());
+    let _ = c.login(typed_in_name, SecretString::new(wrong)).await;
+
+    let login = c
+        .login("admin", SecretString::new(admin_pw.clone()))
+        .await
+        .unwrap();
+    secrets.push(login.token.expose().to_owned());
+    let admin = c.clone().with_token(login.token.clone());
+    let made = admin
+        .create_user(&CreateUserRequest {
+            username: "erin".into(),
+            role: Role::Operator,
+            password: None,
+        })
+        .await
+        .unwrap();
+    secrets.push(made.initial_password.unwrap().expose().to_owned());
+    let chosen = "Chosen-Password-For-Frank";
+    secrets.push(chosen.to_owned());
+    admin
+        .create_user(&CreateUserRequest {
+            username: "frank".into(),
+            role: Role::Viewer,
+            password: Some(SecretString::new(chosen)),
+        })
+        .await
+        .unwrap();
+    let new_pw = "New-Admin-Passphrase-2";
+    secrets.push(new_pw.to_owned());
+    admin
+        .change_password(&ChangePasswordRequest {
+            current_password: SecretString::new(admin_pw.clone()),
+            new_password: SecretString::new(new_pw),
+        })
+        .await
+        .unwrap();
+    // A request whose JSON carries a password of the wrong type.
+    let _ = crate::harness::http_client()
+        .post(format!("{}/api/v1/auth/login", p.url))
+        .json(&serde_json::json!({"username": "admin", "password": 987654321987u64}))
+        .send()
+        .await
+        .unwrap();
+    secrets.push("987654321987".to_owned());
+    admin.logout().await.unwrap();
+
+    let relogin = c.login("admin", SecretString::new(new_pw)).await.unwrap();
+    let admin = c.clone().with_token(relogin.token.clone());
+    let audit =
+        serde_json::to_string(&admin.audit_page(&AuditQuery::default()).await.unwrap()).unwrap();
+    let stderr = p.stderr();
+    assert!(stderr.contains("finished"), "trace logs were captured");
+    let stdout = p.stdout_head.clone();
+    assert!(p.terminate().await.success());
+
+    for s in &secrets {
+        assert!(
+            !stderr.contains(s.as_str()),
+            "secret in the server log: {s}"
+        );
+        assert!(!audit.contains(s.as_str()), "secret in the audit log: {s}");
+    }
+    // The bootstrap password is on the console banner exactly once, and
+    // nowhere else.
+    assert_eq!(stdout.matches(admin_pw.as_str()).count(), 1);
+    assert!(!stderr.contains(&admin_pw));
+}
