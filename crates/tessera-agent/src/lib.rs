@@ -1,1 +1,16 @@
+//! The Tessera device agent: its identity and state on disk, enrollment
+//! (RFC 8628 pairing or an enrollment token), and the control channel.
+//!
+//! The agent never talks to a database; everything goes through the
+//! server's API and the control WebSocket.
 
+pub mod control;
+pub mod enroll;
+pub mod state;
+pub mod sysinfo;
+
+pub use control::{run, Exit, RunOptions};
+pub use state::{AgentState, StateError};
+
+/// This agent's version, as reported to the server.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");

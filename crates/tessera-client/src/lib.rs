@@ -8,9 +8,12 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tessera_core::api::{
-    AuditPage, ChangePasswordRequest, ChangePasswordResponse, CreateUserRequest,
-    CreateUserResponse, LoginRequest, LoginResponse, SecretString, UpdateUserRequest, UserView,
-    WhoAmI,
+    AuditPage, ChangePasswordRequest, ChangePasswordResponse, CreateEnrollmentTokenRequest,
+    CreateUserRequest, CreateUserResponse, CreatedEnrollmentToken, DeviceAuthorizationResponse,
+    DeviceKeyView, DeviceTokenResponse, DeviceView, EnrollRequest, EnrollResponse,
+    EnrollmentTokenView, EventBatch, EventPage, IngestResponse, IssuedKey, LoginRequest,
+    LoginResponse, OAuthError, PairingView, RevokeRequest, SecretString, TagsRequest,
+    UpdateUserRequest, UserView, WhoAmI,
 };
 
 pub use crate::tls::TlsTrust;
@@ -34,6 +37,9 @@ pub enum ClientError {
     Url(String),
     #[error("TLS setup: {0}")]
     Tls(String),
+    /// An RFC 6749 error from the OAuth endpoints.
+    #[error("{}", .0.error)]
+    OAuth(OAuthError),
 }
 
 impl ClientError {
@@ -41,6 +47,7 @@ impl ClientError {
     pub fn code(&self) -> Option<&str> {
         match self {
             ClientError::Api { code, .. } => Some(code),
+            ClientError::OAuth(e) => Some(&e.error),
             _ => None,
         }
     }
@@ -117,6 +124,22 @@ impl ApiClient {
 
     pub fn base_url(&self) -> &url::Url {
         &self.base
+    }
+
+    /// The `ws(s)://` URL of a WebSocket path on this server.
+    pub fn ws_url(&self, path: &str) -> ClientResult<url::Url> {
+        let mut url = self
+            .base
+            .join(path)
+            .map_err(|e| ClientError::Url(e.to_string()))?;
+        let scheme = if self.base.scheme() == "https" {
+            "wss"
+        } else {
+            "ws"
+        };
+        url.set_scheme(scheme)
+            .map_err(|_| ClientError::Url("cannot make a WebSocket URL".into()))?;
+        Ok(url)
     }
 
     /// Sends a request and decodes a JSON answer or the error envelope.
@@ -219,6 +242,185 @@ impl ApiClient {
             "/api/v1/audit".to_owned()
         } else {
             format!("/api/v1/audit?{query}")
+        };
+        self.call::<(), _>(Method::GET, &path, None).await
+    }
+}
+
+impl ApiClient {
+    // ---- devices (operator plane) -------------------------------------
+
+    pub async fn list_devices(&self) -> ClientResult<Vec<DeviceView>> {
+        self.call::<(), _>(Method::GET, "/api/v1/devices", None)
+            .await
+    }
+
+    pub async fn device(&self, id: &str) -> ClientResult<DeviceView> {
+        let path = format!("/api/v1/devices/{}", encode_segment(id));
+        self.call::<(), _>(Method::GET, &path, None).await
+    }
+
+    pub async fn revoke_device(
+        &self,
+        id: &str,
+        reason: Option<String>,
+    ) -> ClientResult<DeviceView> {
+        let path = format!("/api/v1/devices/{}/revoke", encode_segment(id));
+        self.call(Method::POST, &path, Some(&RevokeRequest { reason }))
+            .await
+    }
+
+    pub async fn tag_device(&self, id: &str, req: &TagsRequest) -> ClientResult<DeviceView> {
+        let path = format!("/api/v1/devices/{}/tags", encode_segment(id));
+        self.call(Method::POST, &path, Some(req)).await
+    }
+
+    pub async fn device_keys(&self, id: &str) -> ClientResult<Vec<DeviceKeyView>> {
+        let path = format!("/api/v1/devices/{}/keys", encode_segment(id));
+        self.call::<(), _>(Method::GET, &path, None).await
+    }
+
+    pub async fn issue_device_key(&self, id: &str) -> ClientResult<IssuedKey> {
+        let path = format!("/api/v1/devices/{}/keys", encode_segment(id));
+        self.call::<(), _>(Method::POST, &path, None).await
+    }
+
+    pub async fn revoke_device_key(
+        &self,
+        id: &str,
+        key_id: &str,
+        reason: Option<String>,
+    ) -> ClientResult<DeviceKeyView> {
+        let path = format!(
+            "/api/v1/devices/{}/keys/{}/revoke",
+            encode_segment(id),
+            encode_segment(key_id)
+        );
+        self.call(Method::POST, &path, Some(&RevokeRequest { reason }))
+            .await
+    }
+
+    // ---- enrollment ---------------------------------------------------
+
+    pub async fn create_enrollment_token(
+        &self,
+        req: &CreateEnrollmentTokenRequest,
+    ) -> ClientResult<CreatedEnrollmentToken> {
+        self.call(Method::POST, "/api/v1/enrollment-tokens", Some(req))
+            .await
+    }
+
+    pub async fn enrollment_tokens(&self) -> ClientResult<Vec<EnrollmentTokenView>> {
+        self.call::<(), _>(Method::GET, "/api/v1/enrollment-tokens", None)
+            .await
+    }
+
+    pub async fn revoke_enrollment_token(&self, id: &str) -> ClientResult<()> {
+        let path = format!("/api/v1/enrollment-tokens/{}/revoke", encode_segment(id));
+        self.call_empty::<()>(Method::POST, &path, None).await
+    }
+
+    /// Device plane: enroll with an enrollment token.
+    pub async fn enroll(&self, req: &EnrollRequest) -> ClientResult<EnrollResponse> {
+        self.call(Method::POST, "/api/v1/enroll", Some(req)).await
+    }
+
+    // ---- pairing ------------------------------------------------------
+
+    pub async fn pairings(&self) -> ClientResult<Vec<PairingView>> {
+        self.call::<(), _>(Method::GET, "/api/v1/pairings", None)
+            .await
+    }
+
+    pub async fn decide_pairing(
+        &self,
+        user_code: &str,
+        approve: bool,
+    ) -> ClientResult<PairingView> {
+        let verb = if approve { "approve" } else { "deny" };
+        let path = format!("/api/v1/pairings/{}/{verb}", encode_segment(user_code));
+        self.call::<(), _>(Method::POST, &path, None).await
+    }
+
+    /// RFC 8628 §3.1, as a device.
+    pub async fn device_authorization(
+        &self,
+        form: &[(&str, &str)],
+    ) -> ClientResult<DeviceAuthorizationResponse> {
+        self.oauth_form("/oauth/device_authorization", form).await
+    }
+
+    /// RFC 8628 §3.4, as a device: one poll.
+    pub async fn device_token(
+        &self,
+        device_code: &str,
+        client_id: &str,
+    ) -> ClientResult<DeviceTokenResponse> {
+        self.oauth_form(
+            "/oauth/token",
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                ("device_code", device_code),
+                ("client_id", client_id),
+            ],
+        )
+        .await
+    }
+
+    async fn oauth_form<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> ClientResult<T> {
+        let url = self
+            .base
+            .join(path)
+            .map_err(|e| ClientError::Url(e.to_string()))?;
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let resp = self
+            .http
+            .post(url)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body)
+            .send()
+            .await?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Unexpected {
+                status: status.as_u16(),
+                detail: e.to_string(),
+            });
+        }
+        match serde_json::from_slice::<OAuthError>(&bytes) {
+            Ok(e) => Err(ClientError::OAuth(e)),
+            Err(_) => Err(ClientError::Unexpected {
+                status: status.as_u16(),
+                detail: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+            }),
+        }
+    }
+
+    // ---- events -------------------------------------------------------
+
+    /// Device plane: push a batch of events.
+    pub async fn push_events(&self, batch: &EventBatch) -> ClientResult<IngestResponse> {
+        self.call(Method::POST, "/api/v1/events", Some(batch)).await
+    }
+
+    pub async fn events(&self, query: &[(&str, String)]) -> ClientResult<EventPage> {
+        let q = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())))
+            .finish();
+        let path = if q.is_empty() {
+            "/api/v1/events".to_owned()
+        } else {
+            format!("/api/v1/events?{q}")
         };
         self.call::<(), _>(Method::GET, &path, None).await
     }

@@ -156,3 +156,241 @@ pub struct AuditPage {
     /// Pass as `after` for the next page; absent on the last page.
     pub next_after: Option<i64>,
 }
+
+// ---- devices ------------------------------------------------------------
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DeviceView {
+    /// DeviceId: base32 SHA-256 of the device's Ed25519 key.
+    pub id: String,
+    /// The same id grouped in fours, for people to compare.
+    pub fingerprint: String,
+    pub name: String,
+    pub hostname: String,
+    pub os: String,
+    pub agent_version: Option<String>,
+    pub tags: Vec<String>,
+    pub online: bool,
+    pub last_seen_at: Option<String>,
+    pub last_ip: Option<String>,
+    /// `pairing` or `enrollment_token`.
+    pub enrolled_via: String,
+    /// `user:<id>` or `token:<id>`.
+    pub enrolled_by: String,
+    pub owner_user_id: String,
+    pub created_at: String,
+    pub revoked: bool,
+    pub revoked_at: Option<String>,
+    pub revoked_reason: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DeviceKeyView {
+    pub id: String,
+    /// Public prefix of the key (`cak_abcdefgh`); the key itself is never shown again.
+    pub prefix: String,
+    /// `active`, `pending` (rotation not yet confirmed) or `revoked`.
+    pub state: String,
+    pub created_at: String,
+    pub created_by: String,
+    pub last_used_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub revoked_reason: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct IssuedKey {
+    pub key: DeviceKeyView,
+    /// The new `cak_` key. Shown once.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub device_key: SecretString,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RevokeRequest {
+    /// Why, for the audit log and the device's user.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct TagsRequest {
+    #[serde(default)]
+    pub add: Vec<String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+// ---- enrollment ---------------------------------------------------------
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CreateEnrollmentTokenRequest {
+    /// How many devices may enroll with it (1–10000).
+    pub uses: u32,
+    /// Lifetime in seconds (60 s – 30 days).
+    pub ttl_seconds: u64,
+    /// Tags given to every device enrolled with it.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct EnrollmentTokenView {
+    pub id: String,
+    pub prefix: String,
+    pub uses_total: i64,
+    pub uses_remaining: i64,
+    pub tags: Vec<String>,
+    pub created_by: String,
+    pub created_at: String,
+    pub expires_at: String,
+    pub last_used_at: Option<String>,
+    /// `active`, `expired`, `exhausted` or `revoked`.
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CreatedEnrollmentToken {
+    pub token: EnrollmentTokenView,
+    /// The `etk_` token. Shown once.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub secret: SecretString,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct EnrollRequest {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub token: SecretString,
+    /// The device's identity document (base64url).
+    pub identity: String,
+    pub name: String,
+    pub hostname: String,
+    pub os: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct EnrollResponse {
+    pub device_id: String,
+    /// The device's `cak_` key. Shown once.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub device_key: SecretString,
+}
+
+// ---- pairing (RFC 8628) ------------------------------------------------
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PairingView {
+    /// `XXXX-XXXX`, as the device shows it.
+    pub user_code: String,
+    pub device_id: String,
+    pub fingerprint: String,
+    pub name: String,
+    pub hostname: String,
+    pub os: String,
+    pub source_ip: Option<String>,
+    pub requested_at: String,
+    pub expires_at: String,
+}
+
+/// RFC 8628 §3.2 device authorization response.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DeviceAuthorizationResponse {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub device_code: SecretString,
+    pub user_code: String,
+    pub verification_uri: String,
+    pub verification_uri_complete: String,
+    pub expires_in: u64,
+    pub interval: u64,
+}
+
+/// RFC 6749 §5.1 token response, plus the device id.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DeviceTokenResponse {
+    /// The device's `cak_` key.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub access_token: SecretString,
+    /// Always `Bearer`.
+    pub token_type: String,
+    pub device_id: String,
+}
+
+/// RFC 6749 §5.2 error response.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct OAuthError {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_description: Option<String>,
+}
+
+// ---- events -------------------------------------------------------------
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct EventIn {
+    /// `a-z 0-9 . _ -`, 1–64 characters.
+    pub kind: String,
+    pub subject: String,
+    /// RFC 3339.
+    pub occurred_at: String,
+    /// A JSON object.
+    #[serde(default = "empty_object")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub attributes: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct EventBatch {
+    /// At most 1000 events; the whole body at most 1 MiB.
+    pub events: Vec<EventIn>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct IngestResponse {
+    /// Events stored for the first time.
+    pub accepted: u64,
+    /// Events already stored (same canonical id), not stored again.
+    pub duplicates: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct EventView {
+    pub event_id: String,
+    pub kind: String,
+    pub subject: String,
+    pub occurred_at: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub attributes: serde_json::Value,
+    pub device_id: String,
+    pub owner_user_id: String,
+    pub received_at: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct EventPage {
+    pub events: Vec<EventView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next_after: Option<String>,
+}

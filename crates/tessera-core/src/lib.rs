@@ -9,6 +9,9 @@
 pub mod api;
 pub mod audit;
 pub mod clock;
+pub mod codes;
+pub mod events;
+pub mod identity;
 pub mod password;
 pub mod roles;
 pub mod secret;

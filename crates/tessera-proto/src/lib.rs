@@ -6,5 +6,35 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/tessera.v1.rs"));
 }
 
+pub use v1::envelope::Body;
+pub use v1::Envelope;
+
 /// Protocol version spoken by this build.
 pub const PROTOCOL_VERSION: u32 = 1;
+/// Oldest protocol version this build accepts.
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
+
+/// Largest WebSocket message a device may send (checked before buffering).
+pub const MAX_DEVICE_FRAME: usize = 4 * 1024 * 1024;
+/// Largest WebSocket message a viewer may send.
+pub const MAX_VIEWER_FRAME: usize = 64 * 1024;
+
+/// Application close codes (4000–4999 are for applications).
+pub mod close {
+    /// The device or key was revoked.
+    pub const REVOKED: u16 = 4001;
+    /// Authentication or identity proof failed.
+    pub const AUTH_FAILED: u16 = 4003;
+    /// Protocol versions have nothing in common.
+    pub const INCOMPATIBLE: u16 = 4004;
+    /// No heartbeat within the allowed time.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4008;
+    /// A newer connection of the same device replaced this one.
+    pub const REPLACED: u16 = 4009;
+}
+
+impl Envelope {
+    pub fn of(body: Body) -> Envelope {
+        Envelope { body: Some(body) }
+    }
+}

@@ -29,6 +29,16 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Lifetime of an operator login session.
     pub session_ttl: Duration,
+    /// How often devices heartbeat on the control channel; a revoked device
+    /// is cut off within one interval on every node.
+    pub heartbeat_interval: Duration,
+    /// RFC 8628 polling interval handed to devices.
+    pub pairing_interval: Duration,
+    /// How long a device code and its user code stay valid.
+    pub pairing_ttl: Duration,
+    /// The URL people and devices use to reach this server, for links such
+    /// as the pairing `verification_uri`; default: from the request's Host.
+    pub public_url: Option<String>,
 }
 
 impl ServerConfig {
@@ -42,6 +52,10 @@ impl ServerConfig {
             insecure_http: false,
             trusted_proxies: Vec::new(),
             session_ttl: Duration::from_secs(12 * 3600),
+            heartbeat_interval: Duration::from_secs(15),
+            pairing_interval: Duration::from_secs(5),
+            pairing_ttl: Duration::from_secs(600),
+            public_url: None,
         }
     }
 

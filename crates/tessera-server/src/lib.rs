@@ -10,9 +10,12 @@ pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
+pub mod control;
+pub mod enrollment;
 pub mod fsutil;
 pub mod http;
 pub mod metrics;
+pub mod pairing;
 pub mod store;
 pub mod tenancy;
 pub mod tls;
@@ -48,7 +51,10 @@ struct Inner {
     config: ServerConfig,
     metrics: Metrics,
     login_lockout: Lockout<IpAddr>,
+    /// Failed user-code lookups: guessing codes locks an address out.
+    pairing_lockout: Lockout<IpAddr>,
     limiters: Limiters,
+    registry: control::Registry,
     shutdown: CancellationToken,
 }
 
@@ -56,6 +62,9 @@ struct Inner {
 pub struct Limiters {
     pub login: Arc<IpRateLimiter>,
     pub password: Arc<IpRateLimiter>,
+    pub device_authorization: Arc<IpRateLimiter>,
+    pub enroll: Arc<IpRateLimiter>,
+    pub pairing_lookup: Arc<IpRateLimiter>,
 }
 
 impl Limiters {
@@ -72,11 +81,20 @@ impl Limiters {
             // 20 at once, then one every 3 s (20 a minute).
             login: per("login", 20, 3_000),
             password: per("change_password", 10, 6_000),
+            device_authorization: per("device_authorization", 10, 6_000),
+            enroll: per("enroll", 50, 1_000),
+            pairing_lookup: per("pairing_lookup", 20, 3_000),
         }
     }
 
-    fn all(&self) -> [&Arc<IpRateLimiter>; 2] {
-        [&self.login, &self.password]
+    fn all(&self) -> [&Arc<IpRateLimiter>; 5] {
+        [
+            &self.login,
+            &self.password,
+            &self.device_authorization,
+            &self.enroll,
+            &self.pairing_lookup,
+        ]
     }
 }
 
@@ -98,7 +116,9 @@ impl AppState {
                 config,
                 metrics: Metrics::default(),
                 login_lockout: Lockout::new(LockoutPolicy::default()),
+                pairing_lockout: Lockout::new(LockoutPolicy::default()),
                 limiters,
+                registry: control::Registry::default(),
                 shutdown: CancellationToken::new(),
             }),
         }
@@ -130,6 +150,15 @@ impl AppState {
 
     pub fn login_lockout(&self) -> &Lockout<IpAddr> {
         &self.inner.login_lockout
+    }
+
+    pub fn pairing_lockout(&self) -> &Lockout<IpAddr> {
+        &self.inner.pairing_lockout
+    }
+
+    /// Devices connected to this node.
+    pub fn registry(&self) -> &control::Registry {
+        &self.inner.registry
     }
 
     pub fn limiters(&self) -> &Limiters {
@@ -273,6 +302,7 @@ impl Server {
             });
         }
         tokio::spawn(maintenance(state.clone()));
+        tokio::spawn(control::presence_sweep(state.clone()));
         let result = match tls {
             Some(tls) => {
                 axum_server::from_tcp_rustls(listener, tls)

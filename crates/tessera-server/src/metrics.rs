@@ -26,6 +26,11 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PlaneLabels {
+    plane: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimiterLabels {
     limiter: String,
 }
@@ -44,6 +49,7 @@ struct Inner {
     latency: HistogramFamily,
     rate_limited: Family<LimiterLabels, Counter>,
     audit_appends: Counter,
+    oversized_frames: Family<PlaneLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -84,6 +90,12 @@ impl Default for Metrics {
             "Rows appended to the audit chain",
             audit_appends.clone(),
         );
+        let oversized_frames = Family::<PlaneLabels, Counter>::default();
+        registry.register(
+            "tessera_ws_oversized_frames",
+            "WebSocket messages refused for exceeding the plane's size cap (closed with 1009)",
+            oversized_frames.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -91,6 +103,7 @@ impl Default for Metrics {
                 latency,
                 rate_limited,
                 audit_appends,
+                oversized_frames,
             }),
         }
     }
@@ -126,6 +139,15 @@ impl Metrics {
 
     pub fn audit_appended(&self) {
         self.inner.audit_appends.inc();
+    }
+
+    pub fn oversized_frame(&self, plane: &str) {
+        self.inner
+            .oversized_frames
+            .get_or_create(&PlaneLabels {
+                plane: plane.to_owned(),
+            })
+            .inc();
     }
 
     /// The text exposition.

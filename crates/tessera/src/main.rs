@@ -1,6 +1,7 @@
 //! `tessera`: one binary for the server, the agent and the operator CLI.
 //! Argument parsing and wiring only; the work happens in the library crates.
 
+mod agent;
 mod ctl;
 mod output;
 mod server;
@@ -24,8 +25,10 @@ struct Cli {
 enum Command {
     /// Run the Tessera server.
     Server(server::ServerArgs),
-    /// Operator command line: log in, manage users, read the audit log.
+    /// Operator command line: log in, manage users and devices, read the audit log.
     Ctl(ctl::CtlArgs),
+    /// The device agent: enroll this machine and keep it connected.
+    Agent(agent::AgentArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Server(args) => server::run(args).await,
             Command::Ctl(args) => ctl::run(args).await,
+            Command::Agent(args) => agent::run(args).await,
         }
     });
     match result {

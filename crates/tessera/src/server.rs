@@ -47,6 +47,16 @@ pub struct ServerArgs {
         value_delimiter = ','
     )]
     trusted_proxies: Vec<IpNet>,
+    /// How often devices heartbeat; a revoked device is cut off within one.
+    #[arg(long, env = "TESSERA_HEARTBEAT_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Duration,
+    /// RFC 8628 polling interval given to pairing devices.
+    #[arg(long, env = "TESSERA_PAIRING_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pairing_interval: Duration,
+    /// URL people and devices use to reach this server (for pairing links);
+    /// default: from the request's Host header.
+    #[arg(long, env = "TESSERA_PUBLIC_URL")]
+    public_url: Option<String>,
     /// Lifetime of an operator login, e.g. `12h`.
     #[arg(long, env = "TESSERA_SESSION_TTL", default_value = "12h", value_parser = humantime::parse_duration)]
     session_ttl: Duration,
@@ -56,22 +66,23 @@ pub struct ServerArgs {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum LogFormat {
+pub enum LogFormat {
     Text,
     Json,
 }
 
-fn init_logging(format: LogFormat) {
+pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    // Ignore a second initialisation (tests, nested commands).
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 async fn shutdown_signal() {
@@ -105,6 +116,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     config.insecure_http = args.insecure_http;
     config.trusted_proxies = args.trusted_proxies;
     config.session_ttl = args.session_ttl;
+    config.heartbeat_interval = args.heartbeat_interval.max(Duration::from_millis(100));
+    config.pairing_interval = args.pairing_interval.max(Duration::from_secs(1));
+    config.public_url = args.public_url;
 
     let server = Server::start(config, Arc::new(SystemClock))
         .await

@@ -50,6 +50,21 @@ pub enum Action {
     UserRoleChanged,
     UserDisabled,
     UserEnabled,
+    PairingRequested,
+    PairingApproved,
+    PairingDenied,
+    DeviceEnrolled,
+    DeviceAuthFailed,
+    DeviceRevoked,
+    DeviceTagged,
+    KeyIssued,
+    KeyRotated,
+    KeyRevoked,
+    EnrollmentTokenCreated,
+    EnrollmentTokenUsed,
+    EnrollmentTokenExhausted,
+    EnrollmentTokenRevoked,
+    EnrollmentRefused,
 }
 
 impl Action {
@@ -65,6 +80,21 @@ impl Action {
             Action::UserRoleChanged => "user_role_changed",
             Action::UserDisabled => "user_disabled",
             Action::UserEnabled => "user_enabled",
+            Action::PairingRequested => "pairing_requested",
+            Action::PairingApproved => "pairing_approved",
+            Action::PairingDenied => "pairing_denied",
+            Action::DeviceEnrolled => "device_enrolled",
+            Action::DeviceAuthFailed => "device_auth_failed",
+            Action::DeviceRevoked => "device_revoked",
+            Action::DeviceTagged => "device_tagged",
+            Action::KeyIssued => "key_issued",
+            Action::KeyRotated => "key_rotated",
+            Action::KeyRevoked => "key_revoked",
+            Action::EnrollmentTokenCreated => "enrollment_token_created",
+            Action::EnrollmentTokenUsed => "enrollment_token_used",
+            Action::EnrollmentTokenExhausted => "enrollment_token_exhausted",
+            Action::EnrollmentTokenRevoked => "enrollment_token_revoked",
+            Action::EnrollmentRefused => "enrollment_refused",
         }
     }
 }

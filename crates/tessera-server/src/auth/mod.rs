@@ -4,7 +4,9 @@
 //! or any other credential is refused here by its kind before any lookup, so
 //! a credential of one plane can never authenticate on another.
 
+pub mod device;
 pub mod lockout;
+pub mod login;
 pub mod ratelimit;
 
 use axum::extract::FromRequestParts;

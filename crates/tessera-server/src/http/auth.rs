@@ -9,7 +9,6 @@ use tessera_core::api::{
     WhoAmI,
 };
 use tessera_core::password;
-use tessera_core::secret::{Secret, SecretKind};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use zeroize::Zeroizing;
@@ -18,10 +17,9 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ClientIp};
 use super::users::user_view;
 use crate::audit::{Action, Actor, AuditEvent};
-use crate::auth::lockout::FailureOutcome;
-use crate::auth::{hash_password, ratelimit, verify_password, Operator};
+use crate::auth::{hash_password, login, ratelimit, verify_password, Operator};
 use crate::store;
-use crate::{tenancy, AppState};
+use crate::AppState;
 
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     let login = OpenApiRouter::new()
@@ -43,40 +41,6 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(whoami))
 }
 
-fn invalid_credentials() -> ApiError {
-    ApiError::unauthorized("invalid_credentials", "username or password is incorrect")
-}
-
-fn locked_out(remaining: std::time::Duration) -> ApiError {
-    ApiError::too_many_requests(
-        "locked_out",
-        "too many failed attempts from this address; try again later",
-        remaining,
-    )
-}
-
-/// Counts a failed password check from `ip` toward its lockout, and records
-/// the lockout when this failure triggers one.
-async fn count_failure(state: &AppState, tx: &mut store::Tx, ip: ClientIp) -> ApiResult<()> {
-    if let FailureOutcome::LockedOut { until } =
-        state.login_lockout().record_failure(&ip.0, state.now())
-    {
-        state
-            .audit(
-                tx,
-                AuditEvent::new(
-                    tenancy::for_anonymous(),
-                    Actor::Anonymous,
-                    Action::LockoutTriggered,
-                )
-                .ip(Some(ip.0))
-                .detail("until", until.to_rfc3339()),
-            )
-            .await?;
-    }
-    Ok(())
-}
-
 /// Log in with username and password; returns an operator token.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
     request_body = LoginRequest,
@@ -90,95 +54,11 @@ async fn login(
     ip: ClientIp,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
-    let now = state.now();
-    state
-        .login_lockout()
-        .check(&ip.0, now)
-        .map_err(locked_out)?;
-    let tenant = tenancy::for_anonymous();
-    if req.username.len() > super::users::MAX_USERNAME_LEN
-        || req.password.expose().len() > password::MAX_PASSWORD_LEN * 4
-    {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
-            "username or password too long",
-        ));
-    }
-    let user = store::users::by_username(state.db().pool(), tenant, &req.username).await?;
-    let ok = verify_password(
-        user.as_ref().map(|u| u.password_hash.clone()),
-        Zeroizing::new(req.password.expose().to_owned()),
-    )
-    .await;
-
-    let mut tx = state.db().begin_write().await?;
-    let user = match user {
-        Some(u) if ok && u.disabled_at.is_none() => u,
-        found => {
-            let (reason, target) = match &found {
-                None => ("unknown_user", None),
-                Some(u) if ok => ("account_disabled", Some(u)),
-                Some(u) => ("wrong_password", Some(u)),
-            };
-            let mut event = AuditEvent::new(tenant, Actor::Anonymous, Action::LoginFailed)
-                .ip(Some(ip.0))
-                .detail("reason", reason);
-            // The attempted name is recorded only when it is a real account:
-            // a password typed into the username box must not be kept.
-            if let Some(u) = target {
-                event = event
-                    .target(format!("user:{}", u.id))
-                    .detail("username", u.username.clone());
-            }
-            state.audit(&mut tx, event).await?;
-            if reason != "account_disabled" {
-                count_failure(&state, &mut tx, ip).await?;
-            }
-            tx.commit().await?;
-            return Err(if reason == "account_disabled" {
-                ApiError::unauthorized("account_disabled", "this account is disabled")
-            } else {
-                invalid_credentials()
-            });
-        }
-    };
-
-    let token = Secret::generate(SecretKind::OperatorToken);
-    let session_id = uuid::Uuid::now_v7().to_string();
-    let expires_at = now.plus(state.config().session_ttl);
-    let ip_text = ip.0.to_string();
-    store::sessions::insert(
-        &mut tx,
-        store::sessions::NewSession {
-            id: &session_id,
-            tenant_id: &user.tenant_id,
-            user_id: &user.id,
-            token_hash: &token.hash(),
-            token_prefix: &token.prefix(),
-            source_ip: Some(&ip_text),
-            now,
-            expires_at,
-        },
-    )
-    .await?;
-    state
-        .audit(
-            &mut tx,
-            AuditEvent::new(
-                &user.tenant_id,
-                Actor::User(user.id.clone()),
-                Action::LoginSucceeded,
-            )
-            .ip(Some(ip.0))
-            .target(format!("session:{session_id}"))
-            .detail("username", user.username.clone()),
-        )
-        .await?;
-    tx.commit().await?;
+    let done = login::login(&state, ip.0, &req.username, req.password.expose()).await?;
     Ok(Json(LoginResponse {
-        token: SecretString::new(token.expose()),
-        expires_at: expires_at.to_rfc3339(),
-        user: user_view(&user),
+        token: SecretString::new(done.token.expose()),
+        expires_at: done.expires_at.to_rfc3339(),
+        user: user_view(&done.user),
     }))
 }
 
@@ -244,7 +124,7 @@ async fn change_password(
     state
         .login_lockout()
         .check(&ip.0, state.now())
-        .map_err(locked_out)?;
+        .map_err(login::locked_out)?;
     password::check_policy(req.new_password.expose())
         .map_err(|e| ApiError::unprocessable("weak_password", e.to_string()))?;
     let user = store::users::by_id(state.db().pool(), &op.tenant_id, &op.user_id)
@@ -257,7 +137,7 @@ async fn change_password(
     .await;
     if !ok {
         let mut tx = state.db().begin_write().await?;
-        count_failure(&state, &mut tx, ip).await?;
+        login::count_failure(&state, &mut tx, ip.0).await?;
         tx.commit().await?;
         return Err(ApiError::unauthorized(
             "invalid_credentials",

@@ -4,9 +4,15 @@
 
 pub mod audit;
 pub mod auth;
+pub mod devices;
+pub mod enroll;
 pub mod error;
+pub mod events;
 pub mod extract;
+pub mod oauth;
 pub mod ops;
+pub mod pages;
+pub mod pairings;
 pub mod users;
 
 use std::time::{Duration, Instant};
@@ -50,6 +56,10 @@ impl utoipa::Modify for BearerAuth {
             "operator_token",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        components.add_security_scheme(
+            "device_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 
@@ -61,6 +71,11 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(auth::routes(state))
         .merge(users::routes())
         .merge(audit::routes())
+        .merge(devices::routes())
+        .merge(enroll::routes(state))
+        .merge(oauth::routes(state))
+        .merge(pairings::routes(state))
+        .merge(events::routes())
 }
 
 pub fn router(state: AppState) -> Router {
@@ -74,6 +89,11 @@ pub fn router(state: AppState) -> Router {
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
+        .route(
+            "/ws/device",
+            axum::routing::get(crate::control::connection::upgrade),
+        )
+        .merge(pages::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
@@ -112,6 +132,7 @@ fn make_span(req: &Request) -> tracing::Span {
         method = %req.method(),
         route,
         user = tracing::field::Empty,
+        device = tracing::field::Empty,
     )
 }
 

@@ -20,7 +20,7 @@ use crate::store::users::UserRow;
 use crate::store::{self, StoreError};
 use crate::{tenancy, AppState};
 
-pub const MAX_USERNAME_LEN: usize = 64;
+pub use crate::auth::login::MAX_USERNAME_LEN;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

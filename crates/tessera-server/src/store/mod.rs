@@ -17,6 +17,10 @@
 //! failing with `SQLITE_BUSY` when another writer got there first.
 
 pub mod audit;
+pub mod devices;
+pub mod enrollment;
+pub mod events;
+pub mod pairings;
 pub mod sessions;
 pub mod tenants;
 pub mod users;
@@ -89,8 +93,8 @@ macro_rules! migrations {
 
 fn migrator(backend: Backend) -> Migrator {
     let migrations = match backend {
-        Backend::Sqlite => migrations!("sqlite": 1 "0001_foundation"),
-        Backend::Postgres => migrations!("postgres": 1 "0001_foundation"),
+        Backend::Sqlite => migrations!("sqlite": 1 "0001_foundation", 2 "0002_devices"),
+        Backend::Postgres => migrations!("postgres": 1 "0001_foundation", 2 "0002_devices"),
     };
     Migrator {
         migrations: Cow::Owned(migrations),

@@ -2,6 +2,7 @@
 //! (or a short walk of pages) plus its rendering.
 
 mod audit;
+mod devices;
 mod session;
 mod users;
 
@@ -40,6 +41,15 @@ enum CtlCommand {
     /// Read and verify the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// List, inspect, tag and revoke devices and their keys.
+    #[command(subcommand)]
+    Devices(devices::DevicesCommand),
+    /// Approve or deny devices pairing by device code.
+    #[command(subcommand)]
+    Pairing(devices::PairingCommand),
+    /// Create, list and revoke enrollment tokens.
+    #[command(subcommand, name = "enroll-token")]
+    EnrollToken(devices::TokenCommand),
 }
 
 #[derive(Args, Debug)]
@@ -159,5 +169,8 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
         CtlCommand::Passwd(a) => session::passwd(&ctx, a).await,
         CtlCommand::Users(c) => users::run(&ctx, c).await,
         CtlCommand::Audit(c) => audit::run(&ctx, c).await,
+        CtlCommand::Devices(c) => devices::devices(&ctx, c).await,
+        CtlCommand::Pairing(c) => devices::pairing(&ctx, c).await,
+        CtlCommand::EnrollToken(c) => devices::tokens(&ctx, c).await,
     }
 }

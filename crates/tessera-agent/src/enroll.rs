@@ -1,0 +1,144 @@
+//! Enrolling this device: with an enrollment token (unattended), or by
+//! RFC 8628 pairing, which an operator approves on `/device`.
+
+use std::time::Duration;
+
+use tessera_client::{ApiClient, ClientError, TlsTrust};
+use tessera_core::api::{DeviceAuthorizationResponse, EnrollRequest, SecretString};
+use tessera_core::identity::DeviceId;
+
+use crate::state::{AgentState, Enrollment, StateError};
+use crate::sysinfo;
+
+/// The RFC 8628 client id this agent uses.
+pub const CLIENT_ID: &str = "tessera-agent";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Server(#[from] ClientError),
+    #[error(
+        "this device is already enrolled (state in {0}); use another --state-dir to enroll again"
+    )]
+    AlreadyEnrolled(String),
+    #[error("the operator denied this device")]
+    Denied,
+    #[error("the code expired before an operator approved it; run enroll again")]
+    Expired,
+}
+
+/// Where to enroll and what to call this device.
+#[derive(Clone, Debug)]
+pub struct EnrollOptions {
+    pub server: String,
+    pub tls_fingerprint: Option<String>,
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// Defaults to the hostname.
+    pub name: Option<String>,
+}
+
+impl EnrollOptions {
+    fn trust(&self) -> TlsTrust {
+        Enrollment {
+            server: self.server.clone(),
+            device_id: String::new(),
+            tls_fingerprint: self.tls_fingerprint.clone(),
+            ca_cert: self.ca_cert.clone(),
+        }
+        .trust()
+    }
+
+    fn enrollment(&self, device_id: String) -> Enrollment {
+        Enrollment {
+            server: self.server.clone(),
+            device_id,
+            tls_fingerprint: self.tls_fingerprint.clone(),
+            ca_cert: self.ca_cert.clone(),
+        }
+    }
+
+    fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(sysinfo::hostname)
+    }
+}
+
+fn refuse_if_enrolled(state: &AgentState) -> Result<(), EnrollError> {
+    if state.is_enrolled() {
+        return Err(EnrollError::AlreadyEnrolled(
+            state.dir().display().to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// Enrolls with an `etk_` token. Returns the DeviceId.
+pub async fn with_token(
+    state: &AgentState,
+    opts: &EnrollOptions,
+    token: SecretString,
+) -> Result<DeviceId, EnrollError> {
+    refuse_if_enrolled(state)?;
+    let keys = state.identity_or_create()?;
+    let client = ApiClient::new(&opts.server, &opts.trust())?;
+    let resp = client
+        .enroll(&EnrollRequest {
+            token,
+            identity: keys.document().encode(),
+            name: opts.name(),
+            hostname: sysinfo::hostname(),
+            os: sysinfo::os(),
+        })
+        .await?;
+    let id = keys.device_id();
+    state.save_enrollment(&opts.enrollment(id.to_string()), &resp.device_key)?;
+    Ok(id)
+}
+
+/// Pairs by RFC 8628: asks for a code, hands it to `show` for the person at
+/// the device, and polls until an operator decides. Returns the DeviceId.
+pub async fn with_pairing(
+    state: &AgentState,
+    opts: &EnrollOptions,
+    show: impl FnOnce(&DeviceAuthorizationResponse, &DeviceId),
+) -> Result<DeviceId, EnrollError> {
+    refuse_if_enrolled(state)?;
+    let keys = state.identity_or_create()?;
+    let id = keys.device_id();
+    let client = ApiClient::new(&opts.server, &opts.trust())?;
+    let identity = keys.document().encode();
+    let (name, hostname, os) = (opts.name(), sysinfo::hostname(), sysinfo::os());
+    let auth = client
+        .device_authorization(&[
+            ("client_id", CLIENT_ID),
+            ("identity", &identity),
+            ("name", &name),
+            ("hostname", &hostname),
+            ("os", &os),
+        ])
+        .await?;
+    show(&auth, &id);
+    let mut interval = Duration::from_secs(auth.interval.max(1));
+    loop {
+        tokio::time::sleep(interval).await;
+        match client
+            .device_token(auth.device_code.expose(), CLIENT_ID)
+            .await
+        {
+            Ok(token) => {
+                state.save_enrollment(&opts.enrollment(id.to_string()), &token.access_token)?;
+                return Ok(id);
+            }
+            Err(ClientError::OAuth(e)) => match e.error.as_str() {
+                "authorization_pending" => {}
+                // RFC 8628 §3.5: add five seconds for this and every later poll.
+                "slow_down" => interval += Duration::from_secs(5),
+                "access_denied" => return Err(EnrollError::Denied),
+                "expired_token" => return Err(EnrollError::Expired),
+                _ => return Err(ClientError::OAuth(e).into()),
+            },
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

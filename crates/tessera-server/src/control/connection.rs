@@ -1,0 +1,494 @@
+//! One device's control connection, from upgrade to close.
+//!
+//! The HTTP upgrade already checked the `cak_` key. The connection then
+//! proves the device holds its identity key: the server sends a fresh nonce,
+//! the device signs it (bound to its id and protocol version) with its
+//! Ed25519 key, and the server verifies against the key it stored at
+//! enrollment. A stolen `cak_` alone therefore gets no further than the
+//! challenge.
+
+use std::time::Duration;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
+use tessera_core::identity::{self, challenge_body, DeviceId, Label};
+use tessera_core::secret::{random_bytes, Secret, SecretKind};
+use tessera_proto::v1::{
+    Challenge, Error as ErrorMsg, HeartbeatAck, Revoked, RotateKeyDone, RotateKeyOffer, Welcome,
+};
+use tessera_proto::{
+    close, Body, Envelope, MAX_DEVICE_FRAME, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
+
+use super::ControlCommand;
+use crate::audit::{Action, Actor, AuditEvent};
+use crate::auth::device::DevicePrincipal;
+use crate::http::error::ApiError;
+use crate::http::extract::ClientIp;
+use crate::store::{self, StoreResult};
+use crate::AppState;
+
+/// How long a device has to answer the challenge.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Missing this many heartbeats in a row ends the connection.
+const MISSED_HEARTBEATS: u32 = 3;
+
+/// `GET /ws/device`: authenticate the key, then upgrade.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    device: DevicePrincipal,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::UPGRADE_REQUIRED,
+                "websocket_required",
+                "this endpoint speaks WebSocket",
+            )
+            .into_response()
+        }
+    };
+    ws.max_message_size(MAX_DEVICE_FRAME)
+        .max_frame_size(MAX_DEVICE_FRAME)
+        .on_upgrade(move |socket| async move {
+            let device_id = device.device_id.clone();
+            let span = tracing::info_span!("device_connection", device = %device_id);
+            let _ = tracing::Instrument::instrument(serve(socket, state, device, ip), span).await;
+        })
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+type Stream = SplitStream<WebSocket>;
+
+async fn send(sink: &mut Sink, body: Body) -> Result<(), axum::Error> {
+    sink.send(Message::Binary(Envelope::of(body).encode_to_vec().into()))
+        .await
+}
+
+async fn close_with(sink: &mut Sink, code: u16, reason: &str) {
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
+        .await;
+}
+
+/// Sends a refusal and closes.
+async fn refuse(sink: &mut Sink, close_code: u16, code: &str, message: &str) {
+    let _ = send(
+        sink,
+        Body::Error(ErrorMsg {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        }),
+    )
+    .await;
+    close_with(sink, close_code, code).await;
+}
+
+/// What reading one message produced.
+enum Incoming {
+    Envelope(Envelope),
+    Closed,
+    /// Oversized, undecodable, or a text frame: the connection is closed.
+    Bad(u16, &'static str),
+}
+
+async fn next_envelope(state: &AppState, stream: &mut Stream) -> Incoming {
+    loop {
+        match stream.next().await {
+            None | Some(Ok(Message::Close(_))) => return Incoming::Closed,
+            Some(Ok(Message::Binary(b))) => {
+                return match Envelope::decode(b.as_ref()) {
+                    Ok(env) => Incoming::Envelope(env),
+                    Err(_) => Incoming::Bad(1007, "undecodable_message"),
+                }
+            }
+            Some(Ok(Message::Text(_))) => return Incoming::Bad(1003, "binary_frames_only"),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Err(e)) => {
+                if is_too_big(&e) {
+                    state.metrics().oversized_frame("device");
+                    return Incoming::Bad(1009, "message_too_big");
+                }
+                return Incoming::Closed;
+            }
+        }
+    }
+}
+
+/// Whether a WebSocket read failed because a message exceeded the limit
+/// (detected from the frame header, before the payload is buffered).
+pub fn is_too_big(e: &axum::Error) -> bool {
+    use std::error::Error as _;
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(t) = s.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
+            return matches!(t, tokio_tungstenite::tungstenite::Error::Capacity(_));
+        }
+        source = s.source();
+    }
+    false
+}
+
+async fn audit_auth_failure(
+    state: &AppState,
+    device: &DevicePrincipal,
+    ip: ClientIp,
+    reason: &str,
+) {
+    let result: StoreResult<()> = async {
+        let mut tx = state.db().begin_write().await?;
+        state
+            .audit(
+                &mut tx,
+                AuditEvent::new(
+                    &device.tenant_id,
+                    Actor::Device(device.device_id.clone()),
+                    Action::DeviceAuthFailed,
+                )
+                .ip(Some(ip.0))
+                .target(format!("device:{}", device.device_id))
+                .detail("reason", reason)
+                .detail("key", device.key_prefix.clone()),
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cannot audit a failed device authentication");
+    }
+}
+
+async fn serve(socket: WebSocket, state: AppState, device: DevicePrincipal, ip: ClientIp) {
+    let (mut sink, mut stream) = socket.split();
+    let nonce: [u8; 32] = random_bytes();
+    let challenge = Body::Challenge(Challenge {
+        nonce: nonce.to_vec(),
+        protocol_version: PROTOCOL_VERSION,
+        min_protocol_version: MIN_PROTOCOL_VERSION,
+        server_time_ms: state.now().as_millis(),
+    });
+    if send(&mut sink, challenge).await.is_err() {
+        return;
+    }
+
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, next_envelope(&state, &mut stream)).await
+    {
+        Ok(Incoming::Envelope(Envelope {
+            body: Some(Body::Hello(h)),
+        })) => h,
+        Ok(Incoming::Bad(code, why)) => return close_with(&mut sink, code, why).await,
+        Ok(Incoming::Closed) => return,
+        Ok(Incoming::Envelope(_)) => {
+            return refuse(
+                &mut sink,
+                close::AUTH_FAILED,
+                "hello_expected",
+                "expected Hello",
+            )
+            .await
+        }
+        Err(_) => {
+            return refuse(
+                &mut sink,
+                close::AUTH_FAILED,
+                "hello_timeout",
+                "no Hello within 10 s",
+            )
+            .await
+        }
+    };
+
+    let claimed = DeviceId::parse(&hello.device_id)
+        .ok()
+        .filter(|c| c.as_str() == device.device_id);
+    let Some(claimed) = claimed else {
+        audit_auth_failure(&state, &device, ip, "device_id_mismatch").await;
+        return refuse(
+            &mut sink,
+            close::AUTH_FAILED,
+            "identity_proof_failed",
+            "the device id does not match the key's device",
+        )
+        .await;
+    };
+    if hello.protocol_version < MIN_PROTOCOL_VERSION {
+        return refuse(
+            &mut sink,
+            close::INCOMPATIBLE,
+            "incompatible_version",
+            &format!(
+                "protocol {} is too old; this server needs {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}",
+                hello.protocol_version
+            ),
+        )
+        .await;
+    }
+    let body = challenge_body(&nonce, &claimed, hello.protocol_version);
+    if identity::verify(
+        &device.ed25519_public,
+        Label::Challenge,
+        &body,
+        &hello.signature,
+    )
+    .is_err()
+    {
+        audit_auth_failure(&state, &device, ip, "bad_challenge_signature").await;
+        return refuse(
+            &mut sink,
+            close::AUTH_FAILED,
+            "identity_proof_failed",
+            "the challenge signature does not verify with this device's identity key",
+        )
+        .await;
+    }
+    let version = hello.protocol_version.min(PROTOCOL_VERSION);
+
+    let registry = state.registry();
+    let (conn_id, mut commands) = registry.register(&device.device_id, &device.key_id);
+    let ip_text = ip.0.to_string();
+    if let Err(e) = store::devices::mark_connected(
+        state.db(),
+        store::devices::Connected {
+            id: &device.device_id,
+            key_id: &device.key_id,
+            ip: &ip_text,
+            agent_version: &clip(&hello.agent_version, 64),
+            os: &clip(&hello.os, 128),
+            hostname: &clip(&hello.hostname, 255),
+            now: state.now(),
+        },
+    )
+    .await
+    {
+        tracing::warn!(error = %e, "cannot record the connection");
+    }
+    let interval = state.config().heartbeat_interval;
+    let welcome = Body::Welcome(Welcome {
+        protocol_version: version,
+        heartbeat_interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
+        connection_id: conn_id.to_string(),
+    });
+    tracing::info!(conn_id, "device connected");
+
+    let mut session = Session {
+        state: state.clone(),
+        device,
+        conn_id,
+        pending_rotation: None,
+    };
+    if send(&mut sink, welcome).await.is_ok() {
+        session
+            .run(&mut sink, &mut stream, &mut commands, interval)
+            .await;
+    }
+    registry.unregister(&session.device.device_id, conn_id);
+    if let Err(e) =
+        store::devices::mark_disconnected(state.db(), &session.device.device_id, state.now()).await
+    {
+        tracing::warn!(error = %e, "cannot record the disconnection");
+    }
+    tracing::info!(conn_id, "device disconnected");
+}
+
+fn clip(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// An authenticated connection's state.
+struct Session {
+    state: AppState,
+    device: DevicePrincipal,
+    conn_id: u64,
+    /// The key offered by a rotation, until the device confirms it.
+    pending_rotation: Option<String>,
+}
+
+impl Session {
+    async fn run(
+        &mut self,
+        sink: &mut Sink,
+        stream: &mut Stream,
+        commands: &mut tokio::sync::mpsc::Receiver<ControlCommand>,
+        interval: Duration,
+    ) {
+        let allowance = interval * MISSED_HEARTBEATS;
+        let mut deadline = tokio::time::Instant::now() + allowance;
+        let shutdown = self.state.shutdown_token().clone();
+        loop {
+            tokio::select! {
+                incoming = next_envelope(&self.state, stream) => match incoming {
+                    Incoming::Envelope(env) => {
+                        deadline = tokio::time::Instant::now() + allowance;
+                        if let Err(stop) = self.handle(sink, env).await {
+                            if let Some((code, why)) = stop {
+                                close_with(sink, code, why).await;
+                            }
+                            return;
+                        }
+                    }
+                    Incoming::Closed => return,
+                    Incoming::Bad(code, why) => return close_with(sink, code, why).await,
+                },
+                cmd = commands.recv() => match cmd {
+                    Some(ControlCommand::Revoke { key_id, code, reason }) => {
+                        // A stale order for a key this connection rotated away from.
+                        if key_id != self.device.key_id && code == "key_revoked" {
+                            continue;
+                        }
+                        let _ = send(sink, Body::Revoked(Revoked { code: code.to_owned(), reason })).await;
+                        return close_with(sink, close::REVOKED, code).await;
+                    }
+                    Some(ControlCommand::Replaced) | None => {
+                        return close_with(sink, close::REPLACED, "replaced_by_newer_connection").await;
+                    }
+                },
+                () = tokio::time::sleep_until(deadline) => {
+                    return refuse(sink, close::HEARTBEAT_TIMEOUT, "heartbeat_timeout", "no heartbeat in time").await;
+                }
+                () = shutdown.cancelled() => {
+                    return close_with(sink, 1001, "server_shutting_down").await;
+                }
+            }
+        }
+    }
+
+    /// Handles one message. `Err(Some(close))` ends the connection with that
+    /// close code; `Err(None)` ends it without one (the socket is gone).
+    async fn handle(
+        &mut self,
+        sink: &mut Sink,
+        env: Envelope,
+    ) -> Result<(), Option<(u16, &'static str)>> {
+        let reply = match env.body {
+            Some(Body::Heartbeat(h)) => Body::HeartbeatAck(HeartbeatAck { seq: h.seq }),
+            Some(Body::RotateKeyRequest(_)) => match self.offer_rotation().await {
+                Ok(body) => body,
+                Err(e) => error_body("rotation_failed", &e.message),
+            },
+            Some(Body::RotateKeyConfirm(c)) => match self.confirm_rotation(&c.key_id).await {
+                Ok(body) => body,
+                Err(e) => error_body(e.code, &e.message),
+            },
+            _ => return Err(Some((1008, "unexpected_message"))),
+        };
+        send(sink, reply).await.map_err(|_| None)
+    }
+
+    async fn offer_rotation(&mut self) -> Result<Body, ApiError> {
+        if self.pending_rotation.is_some() {
+            return Err(ApiError::conflict(
+                "rotation_pending",
+                "a rotation is already waiting for confirmation",
+            ));
+        }
+        let secret = Secret::generate(SecretKind::DeviceKey);
+        let key_id = uuid::Uuid::now_v7().to_string();
+        let now = self.state.now();
+        let d = &self.device;
+        let mut tx = self.state.db().begin_write().await?;
+        store::devices::insert_key(
+            &mut tx,
+            store::devices::NewKey {
+                id: &key_id,
+                tenant_id: &d.tenant_id,
+                device_id: &d.device_id,
+                key_hash: &secret.hash(),
+                key_prefix: &secret.prefix(),
+                created_by: &format!("device:{}", d.device_id),
+                active: false,
+                now,
+            },
+        )
+        .await?;
+        self.state
+            .audit(
+                &mut tx,
+                AuditEvent::new(
+                    &d.tenant_id,
+                    Actor::Device(d.device_id.clone()),
+                    Action::KeyIssued,
+                )
+                .target(format!("device:{}", d.device_id))
+                .detail("key_id", key_id.clone())
+                .detail("key", secret.prefix())
+                .detail("reason", "rotation_requested"),
+            )
+            .await?;
+        tx.commit().await?;
+        self.pending_rotation = Some(key_id.clone());
+        Ok(Body::RotateKeyOffer(RotateKeyOffer {
+            key_id,
+            device_key: secret.expose().to_owned(),
+        }))
+    }
+
+    async fn confirm_rotation(&mut self, key_id: &str) -> Result<Body, ApiError> {
+        if self.pending_rotation.as_deref() != Some(key_id) {
+            return Err(ApiError::conflict(
+                "unknown_rotation",
+                "no rotation with that key id is pending on this connection",
+            ));
+        }
+        let now = self.state.now();
+        let d = &self.device;
+        let mut tx = self.state.db().begin_write().await?;
+        if !store::devices::activate_key(&mut tx, &d.device_id, key_id, now).await? {
+            return Err(ApiError::conflict(
+                "unknown_rotation",
+                "the offered key is no longer pending",
+            ));
+        }
+        store::devices::revoke_key(
+            &mut tx,
+            &d.tenant_id,
+            &d.device_id,
+            &d.key_id,
+            "rotated",
+            now,
+        )
+        .await?;
+        self.state
+            .audit(
+                &mut tx,
+                AuditEvent::new(
+                    &d.tenant_id,
+                    Actor::Device(d.device_id.clone()),
+                    Action::KeyRotated,
+                )
+                .target(format!("device:{}", d.device_id))
+                .detail("old_key_id", d.key_id.clone())
+                .detail("new_key_id", key_id),
+            )
+            .await?;
+        tx.commit().await?;
+        self.state
+            .registry()
+            .set_key(&d.device_id, self.conn_id, key_id);
+        self.device.key_id = key_id.to_owned();
+        self.pending_rotation = None;
+        Ok(Body::RotateKeyDone(RotateKeyDone {
+            key_id: key_id.to_owned(),
+        }))
+    }
+}
+
+fn error_body(code: &str, message: &str) -> Body {
+    Body::Error(ErrorMsg {
+        code: code.to_owned(),
+        message: message.to_owned(),
+    })
+}

@@ -1,0 +1,383 @@
+//! The device registry: list, show, tag, revoke; and each device's keys.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use tessera_core::api::{
+    DeviceKeyView, DeviceView, IssuedKey, RevokeRequest, SecretString, TagsRequest,
+};
+use tessera_core::identity::DeviceId;
+use tessera_core::roles::Permission;
+use tessera_core::secret::{Secret, SecretKind};
+use tessera_core::Timestamp;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{ApiJson, ClientIp};
+use crate::audit::{Action, Actor, AuditEvent};
+use crate::auth::Operator;
+use crate::store::devices::{DeviceRow, KeyRow};
+use crate::{enrollment, store, tenancy, AppState};
+
+pub const MAX_TAGS: usize = 32;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_devices))
+        .routes(routes!(show_device))
+        .routes(routes!(revoke_device))
+        .routes(routes!(tag_device))
+        .routes(routes!(list_keys, issue_key))
+        .routes(routes!(revoke_key))
+}
+
+/// Online: connected to this node, or (for another node's connection) seen
+/// within two heartbeat intervals since its latest connect.
+pub fn is_online(
+    d: &DeviceRow,
+    now: Timestamp,
+    heartbeat: std::time::Duration,
+    local: bool,
+) -> bool {
+    if d.revoked_at.is_some() {
+        return false;
+    }
+    if local {
+        return true;
+    }
+    let connected = match (d.connected_at, d.disconnected_at) {
+        (Some(c), Some(dis)) => c > dis,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    connected
+        && d.last_seen_at
+            .is_some_and(|seen| seen >= now.minus(heartbeat * 2))
+}
+
+pub fn device_view(state: &AppState, d: &DeviceRow) -> DeviceView {
+    let local = state.registry().is_connected(&d.id);
+    let fingerprint = DeviceId::parse(&d.id)
+        .map(|id| id.grouped())
+        .unwrap_or_else(|_| d.id.clone());
+    DeviceView {
+        id: d.id.clone(),
+        fingerprint,
+        name: d.name.clone(),
+        hostname: d.hostname.clone(),
+        os: d.os.clone(),
+        agent_version: d.agent_version.clone(),
+        tags: d.tags.clone(),
+        online: is_online(d, state.now(), state.config().heartbeat_interval, local),
+        last_seen_at: d.last_seen_at.map(Timestamp::to_rfc3339),
+        last_ip: d.last_ip.clone(),
+        enrolled_via: d.enrolled_via.clone(),
+        enrolled_by: d.enrolled_by.clone(),
+        owner_user_id: d.owner_user_id.clone(),
+        created_at: d.created_at.to_rfc3339(),
+        revoked: d.revoked_at.is_some(),
+        revoked_at: d.revoked_at.map(Timestamp::to_rfc3339),
+        revoked_reason: d.revoked_reason.clone(),
+    }
+}
+
+pub fn key_view(k: &KeyRow) -> DeviceKeyView {
+    let state = if k.revoked_at.is_some() {
+        "revoked"
+    } else if k.activated_at.is_none() {
+        "pending"
+    } else {
+        "active"
+    };
+    DeviceKeyView {
+        id: k.id.clone(),
+        prefix: k.key_prefix.clone(),
+        state: state.to_owned(),
+        created_at: k.created_at.to_rfc3339(),
+        created_by: k.created_by.clone(),
+        last_used_at: k.last_used_at.map(Timestamp::to_rfc3339),
+        revoked_at: k.revoked_at.map(Timestamp::to_rfc3339),
+        revoked_reason: k.revoked_reason.clone(),
+    }
+}
+
+/// Tags: 1–64 of `a-z 0-9 : . _ -`.
+pub fn validate_tags(tags: &[String]) -> Result<(), ApiError> {
+    for t in tags {
+        let ok = !t.is_empty()
+            && t.len() <= 64
+            && t.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b":._-".contains(&b));
+        if !ok {
+            return Err(ApiError::unprocessable(
+                "invalid_tag",
+                "tags are 1-64 characters of a-z, 0-9, ':', '.', '_', '-'",
+            ));
+        }
+    }
+    if tags.len() > MAX_TAGS {
+        return Err(ApiError::unprocessable(
+            "invalid_tag",
+            format!("at most {MAX_TAGS} tags"),
+        ));
+    }
+    Ok(())
+}
+
+fn clean_reason(r: Option<String>) -> Result<String, ApiError> {
+    let r = r.unwrap_or_else(|| "revoked by an operator".to_owned());
+    if r.chars().count() > 200 || r.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            "`reason` must be at most 200 printable characters",
+        ));
+    }
+    Ok(r)
+}
+
+async fn find(state: &AppState, op: &Operator, id: &str) -> ApiResult<DeviceRow> {
+    let id = DeviceId::parse(id).map_err(|_| ApiError::not_found("device"))?;
+    store::devices::by_id(state.db().pool(), tenancy::of(op), id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found("device"))
+}
+
+/// List devices.
+#[utoipa::path(get, path = "/api/v1/devices", tag = "devices",
+    security(("operator_token" = [])),
+    responses((status = 200, body = Vec<DeviceView>), (status = 403, body = ErrorBody)))]
+async fn list_devices(
+    State(state): State<AppState>,
+    op: Operator,
+) -> ApiResult<Json<Vec<DeviceView>>> {
+    op.require(Permission::View)?;
+    let rows = store::devices::list(state.db(), tenancy::of(&op)).await?;
+    Ok(Json(rows.iter().map(|d| device_view(&state, d)).collect()))
+}
+
+/// Show one device.
+#[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices",
+    security(("operator_token" = [])),
+    params(("id" = String, Path, description = "DeviceId, grouped or not")),
+    responses((status = 200, body = DeviceView), (status = 404, body = ErrorBody)))]
+async fn show_device(
+    State(state): State<AppState>,
+    op: Operator,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DeviceView>> {
+    op.require(Permission::View)?;
+    let d = find(&state, &op, &id).await?;
+    Ok(Json(device_view(&state, &d)))
+}
+
+/// Revoke a device and all its keys; its control connection is closed at
+/// once on this node and within one heartbeat on others.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/revoke", tag = "devices",
+    security(("operator_token" = [])),
+    params(("id" = String, Path, description = "DeviceId")),
+    request_body = RevokeRequest,
+    responses((status = 200, body = DeviceView), (status = 404, body = ErrorBody), (status = 409, description = "already_revoked", body = ErrorBody)))]
+async fn revoke_device(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    op: Operator,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<RevokeRequest>,
+) -> ApiResult<Json<DeviceView>> {
+    op.require(Permission::ManageDevices)?;
+    let reason = clean_reason(req.reason)?;
+    let d = find(&state, &op, &id).await?;
+    let mut tx = state.db().begin_write().await?;
+    if !store::devices::revoke(
+        &mut tx,
+        tenancy::of(&op),
+        &d.id,
+        &reason,
+        &format!("user:{}", op.user_id),
+        state.now(),
+    )
+    .await?
+    {
+        return Err(ApiError::conflict(
+            "already_revoked",
+            "this device is already revoked",
+        ));
+    }
+    state
+        .audit(
+            &mut tx,
+            AuditEvent::new(
+                tenancy::of(&op),
+                Actor::User(op.user_id.clone()),
+                Action::DeviceRevoked,
+            )
+            .ip(Some(ip.0))
+            .target(format!("device:{}", d.id))
+            .detail("device_name", d.name.clone())
+            .detail("reason", reason.clone()),
+        )
+        .await?;
+    tx.commit().await?;
+    state
+        .registry()
+        .revoke_device(&d.id, "device_revoked", &reason);
+    let d = find(&state, &op, &id).await?;
+    Ok(Json(device_view(&state, &d)))
+}
+
+/// Add and remove tags.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/tags", tag = "devices",
+    security(("operator_token" = [])),
+    params(("id" = String, Path, description = "DeviceId")),
+    request_body = TagsRequest,
+    responses((status = 200, body = DeviceView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn tag_device(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    op: Operator,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<TagsRequest>,
+) -> ApiResult<Json<DeviceView>> {
+    op.require(Permission::ManageDevices)?;
+    validate_tags(&req.add)?;
+    validate_tags(&req.remove)?;
+    let tenant = tenancy::of(&op);
+    let mut tx = state.db().begin_write().await?;
+    let key = DeviceId::parse(&id).map_err(|_| ApiError::not_found("device"))?;
+    let d = store::devices::by_id(&mut *tx, tenant, key.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found("device"))?;
+    let mut tags: Vec<String> = d
+        .tags
+        .iter()
+        .filter(|t| !req.remove.contains(t))
+        .cloned()
+        .collect();
+    for t in &req.add {
+        if !tags.contains(t) {
+            tags.push(t.clone());
+        }
+    }
+    tags.sort();
+    validate_tags(&tags)?;
+    store::devices::set_tags(&mut tx, tenant, &d.id, &tags).await?;
+    state
+        .audit(
+            &mut tx,
+            AuditEvent::new(
+                tenant,
+                Actor::User(op.user_id.clone()),
+                Action::DeviceTagged,
+            )
+            .ip(Some(ip.0))
+            .target(format!("device:{}", d.id))
+            .detail("tags", tags.clone()),
+        )
+        .await?;
+    tx.commit().await?;
+    let d = find(&state, &op, &id).await?;
+    Ok(Json(device_view(&state, &d)))
+}
+
+/// A device's keys (prefixes only; a key is shown once, when issued).
+#[utoipa::path(get, path = "/api/v1/devices/{id}/keys", tag = "devices",
+    security(("operator_token" = [])),
+    params(("id" = String, Path, description = "DeviceId")),
+    responses((status = 200, body = Vec<DeviceKeyView>), (status = 404, body = ErrorBody)))]
+async fn list_keys(
+    State(state): State<AppState>,
+    op: Operator,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<DeviceKeyView>>> {
+    op.require(Permission::ManageDevices)?;
+    let d = find(&state, &op, &id).await?;
+    let keys = store::devices::list_keys(state.db(), tenancy::of(&op), &d.id).await?;
+    Ok(Json(keys.iter().map(key_view).collect()))
+}
+
+/// Issue a new key for a device; the key is in this response only.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/keys", tag = "devices",
+    security(("operator_token" = [])),
+    params(("id" = String, Path, description = "DeviceId")),
+    responses((status = 201, body = IssuedKey), (status = 404, body = ErrorBody), (status = 409, description = "device_revoked", body = ErrorBody)))]
+async fn issue_key(
+    State(state): State<AppState>,
+    op: Operator,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<IssuedKey>)> {
+    op.require(Permission::ManageDevices)?;
+    let d = find(&state, &op, &id).await?;
+    if d.revoked_at.is_some() {
+        return Err(ApiError::conflict(
+            "device_revoked",
+            "a revoked device gets no new keys",
+        ));
+    }
+    let secret = Secret::generate(SecretKind::DeviceKey);
+    let mut tx = state.db().begin_write().await?;
+    let key_id = enrollment::insert_key(
+        &state,
+        &mut tx,
+        tenancy::of(&op),
+        &d.id,
+        &secret,
+        &format!("user:{}", op.user_id),
+        "issued_by_operator",
+    )
+    .await?;
+    tx.commit().await?;
+    let keys = store::devices::list_keys(state.db(), tenancy::of(&op), &d.id).await?;
+    let key = keys
+        .iter()
+        .find(|k| k.id == key_id)
+        .map(key_view)
+        .ok_or_else(|| ApiError::internal("issued key vanished"))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(IssuedKey {
+            key,
+            device_key: SecretString::new(secret.expose()),
+        }),
+    ))
+}
+
+/// Revoke one key of a device; a connection using it is closed.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/keys/{key_id}/revoke", tag = "devices",
+    security(("operator_token" = [])),
+    params(("id" = String, Path, description = "DeviceId"), ("key_id" = String, Path, description = "key id")),
+    request_body = RevokeRequest,
+    responses((status = 200, body = DeviceKeyView), (status = 404, body = ErrorBody)))]
+async fn revoke_key(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    op: Operator,
+    Path((id, key_id)): Path<(String, String)>,
+    ApiJson(req): ApiJson<RevokeRequest>,
+) -> ApiResult<Json<DeviceKeyView>> {
+    op.require(Permission::ManageDevices)?;
+    let reason = clean_reason(req.reason)?;
+    let d = find(&state, &op, &id).await?;
+    let tenant = tenancy::of(&op);
+    let mut tx = state.db().begin_write().await?;
+    if !store::devices::revoke_key(&mut tx, tenant, &d.id, &key_id, &reason, state.now()).await? {
+        return Err(ApiError::not_found("live key"));
+    }
+    state
+        .audit(
+            &mut tx,
+            AuditEvent::new(tenant, Actor::User(op.user_id.clone()), Action::KeyRevoked)
+                .ip(Some(ip.0))
+                .target(format!("device:{}", d.id))
+                .detail("key_id", key_id.clone())
+                .detail("reason", reason.clone()),
+        )
+        .await?;
+    tx.commit().await?;
+    state.registry().revoke_key(&key_id, "key_revoked", &reason);
+    let keys = store::devices::list_keys(state.db(), tenant, &d.id).await?;
+    keys.iter()
+        .find(|k| k.id == key_id)
+        .map(|k| Json(key_view(k)))
+        .ok_or_else(|| ApiError::not_found("key"))
+}

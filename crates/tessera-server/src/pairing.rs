@@ -1,0 +1,325 @@
+//! RFC 8628 device pairing: the decisions, apart from the HTTP that carries
+//! them.
+//!
+//! A pairing is `pending` until an operator approves or denies it by its
+//! user code, then `consumed` by the one token exchange that returns the
+//! device's key. The device polls; [`poll_outcome`] decides each answer.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tessera_core::codes::normalise_user_code;
+use tessera_core::roles::Permission;
+use tessera_core::secret::{Secret, SecretKind};
+use tessera_core::Timestamp;
+
+use crate::audit::{Action, Actor, AuditEvent};
+use crate::auth::login::locked_out;
+use crate::auth::Operator;
+use crate::http::error::ApiError;
+use crate::store::pairings::PairingRow;
+use crate::store::{self, StoreError, Tx};
+use crate::{enrollment, tenancy, AppState};
+
+/// The RFC 8628 `client_id` of Tessera's agent.
+pub const CLIENT_ID: &str = "tessera-agent";
+/// RFC 8628 §3.5: each `slow_down` adds five seconds to the interval.
+pub const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
+
+/// The answer to one poll of the token endpoint.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PollOutcome {
+    /// Unknown, already redeemed, or issued to another client.
+    InvalidGrant,
+    AccessDenied,
+    ExpiredToken,
+    /// Polled too soon; the interval is now this long.
+    SlowDown {
+        interval_ms: i64,
+    },
+    AuthorizationPending,
+    /// Approved: issue the device its key.
+    Ready,
+}
+
+/// Decides a poll from the pairing's state, the poll's time and client.
+pub fn poll_outcome(row: &PairingRow, client_id: &str, now: Timestamp) -> PollOutcome {
+    if row.client_id != client_id || row.state == "consumed" {
+        return PollOutcome::InvalidGrant;
+    }
+    if row.state == "denied" {
+        return PollOutcome::AccessDenied;
+    }
+    if now >= row.expires_at {
+        return PollOutcome::ExpiredToken;
+    }
+    if row.state == "approved" {
+        return PollOutcome::Ready;
+    }
+    let too_soon = row
+        .last_poll_at
+        .is_some_and(|last| now.as_millis() - last.as_millis() < row.interval_ms);
+    if too_soon {
+        let step = i64::try_from(SLOW_DOWN_STEP.as_millis()).unwrap_or(5000);
+        PollOutcome::SlowDown {
+            interval_ms: row.interval_ms + step,
+        }
+    } else {
+        PollOutcome::AuthorizationPending
+    }
+}
+
+/// Looks up a pending pairing by a typed user code, counting misses toward
+/// the caller's lockout so that codes cannot be guessed.
+pub async fn find_pending(
+    state: &AppState,
+    ip: IpAddr,
+    typed: &str,
+) -> Result<PairingRow, ApiError> {
+    let now = state.now();
+    state
+        .pairing_lockout()
+        .check(&ip, now)
+        .map_err(locked_out)?;
+    let found = match normalise_user_code(typed) {
+        Some(code) => {
+            store::pairings::pending_by_user_code(
+                state.db().pool(),
+                tenancy::for_anonymous(),
+                &code,
+                now,
+            )
+            .await?
+        }
+        None => None,
+    };
+    match found {
+        Some(p) => Ok(p),
+        None => {
+            state.pairing_lockout().record_failure(&ip, now);
+            Err(ApiError::not_found("pending pairing with that user code"))
+        }
+    }
+}
+
+/// An operator approves or denies the pairing shown under `typed`.
+pub async fn decide(
+    state: &AppState,
+    op: &Operator,
+    ip: IpAddr,
+    typed: &str,
+    approve: bool,
+) -> Result<PairingRow, ApiError> {
+    op.require(Permission::ManageDevices)?;
+    let pairing = find_pending(state, ip, typed).await?;
+    let now = state.now();
+    let mut tx = state.db().begin_write().await?;
+    if approve {
+        if let Some(existing) =
+            store::devices::by_id_any_tenant(&mut *tx, &pairing.device_id).await?
+        {
+            if existing.revoked_at.is_some() {
+                return Err(ApiError::conflict(
+                    "device_revoked",
+                    "this device identity was revoked; it cannot be paired again",
+                ));
+            }
+        }
+    }
+    if !store::pairings::decide(&mut tx, &pairing.id, approve, &op.user_id, now).await? {
+        return Err(ApiError::conflict(
+            "pairing_not_pending",
+            "this pairing was already decided or has expired",
+        ));
+    }
+    let action = if approve {
+        Action::PairingApproved
+    } else {
+        Action::PairingDenied
+    };
+    state
+        .audit(
+            &mut tx,
+            AuditEvent::new(&pairing.tenant_id, Actor::User(op.user_id.clone()), action)
+                .ip(Some(ip))
+                .target(format!("device:{}", pairing.device_id))
+                .detail("pairing_id", pairing.id.clone())
+                .detail("device_name", pairing.name.clone())
+                .detail("hostname", pairing.hostname.clone()),
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(pairing)
+}
+
+/// Redeems an approved pairing: creates the device (or, for a device that
+/// re-paired, a new key for it) and returns its key. One caller wins.
+pub async fn redeem(
+    state: &AppState,
+    pairing: &PairingRow,
+) -> Result<(String, Secret), PollOutcome> {
+    let result: Result<Option<Secret>, StoreError> = async {
+        let mut tx = state.db().begin_write().await?;
+        if !store::pairings::consume(&mut tx, &pairing.id).await? {
+            return Ok(None);
+        }
+        let owner = pairing.decided_by.clone().unwrap_or_default();
+        let key = Secret::generate(SecretKind::DeviceKey);
+        let issued = issue_for_pairing(state, &mut tx, pairing, &owner, &key).await?;
+        if !issued {
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(Some(key))
+    }
+    .await;
+    match result {
+        Ok(Some(key)) => Ok((pairing.device_id.clone(), key)),
+        Ok(None) => Err(PollOutcome::InvalidGrant),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot redeem a pairing");
+            Err(PollOutcome::InvalidGrant)
+        }
+    }
+}
+
+async fn issue_for_pairing(
+    state: &AppState,
+    tx: &mut Tx,
+    p: &PairingRow,
+    owner: &str,
+    key: &Secret,
+) -> Result<bool, StoreError> {
+    let existing = store::devices::by_id_any_tenant(&mut **tx, &p.device_id).await?;
+    let created = match existing {
+        Some(d) if d.revoked_at.is_some() => return Ok(false),
+        Some(_) => false,
+        None => {
+            store::devices::insert(
+                tx,
+                store::devices::NewDevice {
+                    id: &p.device_id,
+                    tenant_id: &p.tenant_id,
+                    ed25519_public: &p.ed25519_public,
+                    x25519_public: &p.x25519_public,
+                    identity_signature: &p.identity_signature,
+                    name: &p.name,
+                    hostname: &p.hostname,
+                    os: &p.os,
+                    tags: &[],
+                    enrolled_via: "pairing",
+                    enrolled_by: &format!("user:{owner}"),
+                    owner_user_id: owner,
+                    now: state.now(),
+                },
+            )
+            .await?;
+            true
+        }
+    };
+    enrollment::insert_key(
+        state,
+        tx,
+        &p.tenant_id,
+        &p.device_id,
+        key,
+        &format!("user:{owner}"),
+        "pairing",
+    )
+    .await?;
+    if created {
+        state
+            .audit(
+                tx,
+                AuditEvent::new(
+                    &p.tenant_id,
+                    Actor::User(owner.to_owned()),
+                    Action::DeviceEnrolled,
+                )
+                .target(format!("device:{}", p.device_id))
+                .detail("via", "pairing")
+                .detail("pairing_id", p.id.clone())
+                .detail("device_name", p.name.clone()),
+            )
+            .await?;
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(state: &str, last_poll: Option<i64>) -> PairingRow {
+        PairingRow {
+            id: "p".into(),
+            tenant_id: "t".into(),
+            user_code: "BCDFGHJK".into(),
+            client_id: CLIENT_ID.into(),
+            device_id: "D".into(),
+            ed25519_public: [0; 32],
+            x25519_public: [0; 32],
+            identity_signature: [0; 64],
+            name: "n".into(),
+            hostname: "h".into(),
+            os: "o".into(),
+            source_ip: None,
+            created_at: Timestamp::from_millis(0),
+            expires_at: Timestamp::from_millis(600_000),
+            interval_ms: 5000,
+            last_poll_at: last_poll.map(Timestamp::from_millis),
+            state: state.into(),
+            decided_by: None,
+        }
+    }
+
+    const T: Timestamp = Timestamp::from_millis(10_000);
+
+    #[test]
+    fn polls_follow_rfc_8628() {
+        assert_eq!(
+            poll_outcome(&row("pending", None), CLIENT_ID, T),
+            PollOutcome::AuthorizationPending
+        );
+        assert_eq!(
+            poll_outcome(&row("pending", Some(5_000)), CLIENT_ID, T),
+            PollOutcome::AuthorizationPending
+        );
+        assert_eq!(
+            poll_outcome(&row("pending", Some(6_000)), CLIENT_ID, T),
+            PollOutcome::SlowDown {
+                interval_ms: 10_000
+            }
+        );
+        assert_eq!(
+            poll_outcome(&row("approved", Some(9_999)), CLIENT_ID, T),
+            PollOutcome::Ready
+        );
+        assert_eq!(
+            poll_outcome(&row("denied", None), CLIENT_ID, T),
+            PollOutcome::AccessDenied
+        );
+        assert_eq!(
+            poll_outcome(&row("consumed", None), CLIENT_ID, T),
+            PollOutcome::InvalidGrant
+        );
+        assert_eq!(
+            poll_outcome(&row("pending", None), "other-client", T),
+            PollOutcome::InvalidGrant
+        );
+        let late = Timestamp::from_millis(600_000);
+        assert_eq!(
+            poll_outcome(&row("pending", None), CLIENT_ID, late),
+            PollOutcome::ExpiredToken
+        );
+        assert_eq!(
+            poll_outcome(&row("approved", None), CLIENT_ID, late),
+            PollOutcome::ExpiredToken
+        );
+        // A denial is reported as such even after expiry.
+        assert_eq!(
+            poll_outcome(&row("denied", None), CLIENT_ID, late),
+            PollOutcome::AccessDenied
+        );
+    }
+}

@@ -1,0 +1,143 @@
+//! Enrollment tokens. A use is consumed by one conditional UPDATE, so N
+//! concurrent enrollments against a token with one use left: exactly one
+//! wins.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Executor, Row};
+use tessera_core::Timestamp;
+
+use super::devices::{tags_from_json, tags_to_json};
+use super::{Db, StoreResult, Tx};
+
+#[derive(Clone, Debug)]
+pub struct TokenRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub token_prefix: String,
+    pub uses_total: i64,
+    pub uses_remaining: i64,
+    pub tags: Vec<String>,
+    pub created_by: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+}
+
+const COLUMNS: &str = "id, tenant_id, token_prefix, uses_total, uses_remaining, tags, created_by, \
+    created_at, expires_at, last_used_at, revoked_at";
+
+fn from_row(r: &AnyRow) -> Result<TokenRow, sqlx::Error> {
+    let tags: String = r.try_get("tags")?;
+    Ok(TokenRow {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        token_prefix: r.try_get("token_prefix")?,
+        uses_total: r.try_get("uses_total")?,
+        uses_remaining: r.try_get("uses_remaining")?,
+        tags: tags_from_json(&tags),
+        created_by: r.try_get("created_by")?,
+        created_at: Timestamp::from_millis(r.try_get("created_at")?),
+        expires_at: Timestamp::from_millis(r.try_get("expires_at")?),
+        last_used_at: r
+            .try_get::<Option<i64>, _>("last_used_at")?
+            .map(Timestamp::from_millis),
+        revoked_at: r
+            .try_get::<Option<i64>, _>("revoked_at")?
+            .map(Timestamp::from_millis),
+    })
+}
+
+pub struct NewToken<'a> {
+    pub id: &'a str,
+    pub tenant_id: &'a str,
+    pub token_hash: &'a [u8; 32],
+    pub token_prefix: &'a str,
+    pub uses: i64,
+    pub tags: &'a [String],
+    pub created_by: &'a str,
+    pub now: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+pub async fn insert(tx: &mut Tx, t: NewToken<'_>) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO enrollment_tokens (id, tenant_id, token_hash, token_prefix, uses_total, \
+         uses_remaining, tags, created_by, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9)",
+    )
+    .bind(t.id)
+    .bind(t.tenant_id)
+    .bind(t.token_hash.to_vec())
+    .bind(t.token_prefix)
+    .bind(t.uses)
+    .bind(tags_to_json(t.tags))
+    .bind(t.created_by)
+    .bind(t.now.as_millis())
+    .bind(t.expires_at.as_millis())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Takes one use of a live token; `None` if it is unknown, revoked,
+/// expired or used up (ask [`by_hash`] which).
+pub async fn consume(
+    tx: &mut Tx,
+    hash: &[u8; 32],
+    now: Timestamp,
+) -> StoreResult<Option<TokenRow>> {
+    let sql = format!(
+        "UPDATE enrollment_tokens SET uses_remaining = uses_remaining - 1, last_used_at = $1 \
+         WHERE token_hash = $2 AND revoked_at IS NULL AND expires_at > $1 AND uses_remaining > 0 \
+         RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(now.as_millis())
+        .bind(hash.to_vec())
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(row.as_ref().map(from_row).transpose()?)
+}
+
+pub async fn by_hash<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    hash: &[u8; 32],
+) -> StoreResult<Option<TokenRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM enrollment_tokens WHERE token_hash = $1");
+    let row = sqlx::query(&sql)
+        .bind(hash.to_vec())
+        .fetch_optional(ex)
+        .await?;
+    Ok(row.as_ref().map(from_row).transpose()?)
+}
+
+pub async fn list(db: &Db, tenant: &str) -> StoreResult<Vec<TokenRow>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM enrollment_tokens WHERE tenant_id = $1 ORDER BY created_at DESC, id"
+    );
+    let rows = sqlx::query(&sql).bind(tenant).fetch_all(db.pool()).await?;
+    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+}
+
+/// Revokes a live token; false if unknown or already revoked.
+pub async fn revoke(
+    tx: &mut Tx,
+    tenant: &str,
+    id: &str,
+    by: &str,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let n = sqlx::query(
+        "UPDATE enrollment_tokens SET revoked_at = $1, revoked_by = $2 \
+         WHERE tenant_id = $3 AND id = $4 AND revoked_at IS NULL",
+    )
+    .bind(now.as_millis())
+    .bind(by)
+    .bind(tenant)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}

@@ -1,0 +1,199 @@
+//! RFC 8628 pairings: pending → approved | denied → consumed. Each
+//! transition is one conditional UPDATE on the expected state.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Executor, Row};
+use tessera_core::Timestamp;
+
+use super::{to_hash, Db, StoreResult, Tx};
+
+#[derive(Clone, Debug)]
+pub struct PairingRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub user_code: String,
+    pub client_id: String,
+    pub device_id: String,
+    pub ed25519_public: [u8; 32],
+    pub x25519_public: [u8; 32],
+    pub identity_signature: [u8; 64],
+    pub name: String,
+    pub hostname: String,
+    pub os: String,
+    pub source_ip: Option<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub interval_ms: i64,
+    pub last_poll_at: Option<Timestamp>,
+    pub state: String,
+    pub decided_by: Option<String>,
+}
+
+const COLUMNS: &str = "id, tenant_id, user_code, client_id, device_id, ed25519_public, \
+    x25519_public, identity_signature, name, hostname, os, source_ip, created_at, expires_at, \
+    interval_ms, last_poll_at, state, decided_by";
+
+fn from_row(r: &AnyRow) -> Result<PairingRow, sqlx::Error> {
+    let sig: Vec<u8> = r.try_get("identity_signature")?;
+    Ok(PairingRow {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        user_code: r.try_get("user_code")?,
+        client_id: r.try_get("client_id")?,
+        device_id: r.try_get("device_id")?,
+        ed25519_public: to_hash(r.try_get("ed25519_public")?),
+        x25519_public: to_hash(r.try_get("x25519_public")?),
+        identity_signature: sig.try_into().unwrap_or([0u8; 64]),
+        name: r.try_get("name")?,
+        hostname: r.try_get("hostname")?,
+        os: r.try_get("os")?,
+        source_ip: r.try_get("source_ip")?,
+        created_at: Timestamp::from_millis(r.try_get("created_at")?),
+        expires_at: Timestamp::from_millis(r.try_get("expires_at")?),
+        interval_ms: r.try_get("interval_ms")?,
+        last_poll_at: r
+            .try_get::<Option<i64>, _>("last_poll_at")?
+            .map(Timestamp::from_millis),
+        state: r.try_get("state")?,
+        decided_by: r.try_get("decided_by")?,
+    })
+}
+
+pub struct NewPairing<'a> {
+    pub id: &'a str,
+    pub tenant_id: &'a str,
+    pub device_code_hash: &'a [u8; 32],
+    pub user_code: &'a str,
+    pub client_id: &'a str,
+    pub device_id: &'a str,
+    pub ed25519_public: &'a [u8; 32],
+    pub x25519_public: &'a [u8; 32],
+    pub identity_signature: &'a [u8; 64],
+    pub name: &'a str,
+    pub hostname: &'a str,
+    pub os: &'a str,
+    pub source_ip: &'a str,
+    pub now: Timestamp,
+    pub expires_at: Timestamp,
+    pub interval_ms: i64,
+}
+
+/// Inserts a pending pairing; `Conflict` if its user code is taken by
+/// another pending one (the caller draws a new code).
+pub async fn insert(db: &Db, p: NewPairing<'_>) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO pairings (id, tenant_id, device_code_hash, user_code, client_id, device_id, \
+         ed25519_public, x25519_public, identity_signature, name, hostname, os, source_ip, \
+         created_at, expires_at, interval_ms, state) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 'pending')",
+    )
+    .bind(p.id)
+    .bind(p.tenant_id)
+    .bind(p.device_code_hash.to_vec())
+    .bind(p.user_code)
+    .bind(p.client_id)
+    .bind(p.device_id)
+    .bind(p.ed25519_public.to_vec())
+    .bind(p.x25519_public.to_vec())
+    .bind(p.identity_signature.to_vec())
+    .bind(p.name)
+    .bind(p.hostname)
+    .bind(p.os)
+    .bind(p.source_ip)
+    .bind(p.now.as_millis())
+    .bind(p.expires_at.as_millis())
+    .bind(p.interval_ms)
+    .execute(db.pool())
+    .await
+    .map_err(super::conflict_on_unique)?;
+    Ok(())
+}
+
+pub async fn by_device_code<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    hash: &[u8; 32],
+) -> StoreResult<Option<PairingRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM pairings WHERE device_code_hash = $1");
+    let row = sqlx::query(&sql)
+        .bind(hash.to_vec())
+        .fetch_optional(ex)
+        .await?;
+    Ok(row.as_ref().map(from_row).transpose()?)
+}
+
+/// The live pending pairing with this (canonical) user code.
+pub async fn pending_by_user_code<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    tenant: &str,
+    user_code: &str,
+    now: Timestamp,
+) -> StoreResult<Option<PairingRow>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM pairings \
+         WHERE tenant_id = $1 AND user_code = $2 AND state = 'pending' AND expires_at > $3"
+    );
+    let row = sqlx::query(&sql)
+        .bind(tenant)
+        .bind(user_code)
+        .bind(now.as_millis())
+        .fetch_optional(ex)
+        .await?;
+    Ok(row.as_ref().map(from_row).transpose()?)
+}
+
+pub async fn list_pending(db: &Db, tenant: &str, now: Timestamp) -> StoreResult<Vec<PairingRow>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM pairings WHERE tenant_id = $1 AND state = 'pending' \
+         AND expires_at > $2 ORDER BY created_at"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(tenant)
+        .bind(now.as_millis())
+        .fetch_all(db.pool())
+        .await?;
+    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+}
+
+/// Records a poll and the interval now in force.
+pub async fn record_poll(db: &Db, id: &str, now: Timestamp, interval_ms: i64) -> StoreResult<()> {
+    sqlx::query("UPDATE pairings SET last_poll_at = $1, interval_ms = $2 WHERE id = $3")
+        .bind(now.as_millis())
+        .bind(interval_ms)
+        .bind(id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// pending → approved/denied, if still pending and unexpired.
+pub async fn decide(
+    tx: &mut Tx,
+    id: &str,
+    approve: bool,
+    by: &str,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let n = sqlx::query(
+        "UPDATE pairings SET state = $1, decided_by = $2, decided_at = $3 \
+         WHERE id = $4 AND state = 'pending' AND expires_at > $3",
+    )
+    .bind(if approve { "approved" } else { "denied" })
+    .bind(by)
+    .bind(now.as_millis())
+    .bind(id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// approved → consumed: exactly one token exchange wins.
+pub async fn consume(tx: &mut Tx, id: &str) -> StoreResult<bool> {
+    let n =
+        sqlx::query("UPDATE pairings SET state = 'consumed' WHERE id = $1 AND state = 'approved'")
+            .bind(id)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+    Ok(n == 1)
+}
