@@ -90,7 +90,7 @@ pub struct Connection {
 }
 
 enum Connected {
-    Ok(Connection),
+    Ok(Box<Connection>),
     Revoked(Exit),
 }
 
@@ -176,11 +176,11 @@ async fn connect(
     )
     .await?;
     match recv(&mut ws).await? {
-        Some(Body::Welcome(w)) => Ok(Connected::Ok(Connection {
+        Some(Body::Welcome(w)) => Ok(Connected::Ok(Box::new(Connection {
             ws,
             heartbeat: Duration::from_millis(u64::from(w.heartbeat_interval_ms.max(100))),
             connection_id: w.connection_id,
-        })),
+        }))),
         Some(Body::Error(e)) => Err(AgentError::Refused {
             code: e.code,
             message: e.message,
@@ -189,8 +189,29 @@ async fn connect(
     }
 }
 
+/// Names what arrived instead, never its contents (an offer carries a key).
 fn unexpected(wanted: &str, got: Option<Body>) -> AgentError {
-    AgentError::Protocol(format!("expected {wanted}, got {got:?}"))
+    let got = match got {
+        None => "the end of the connection",
+        Some(body) => body_name(&body),
+    };
+    AgentError::Protocol(format!("expected {wanted}, got {got}"))
+}
+
+fn body_name(body: &Body) -> &'static str {
+    match body {
+        Body::Challenge(_) => "Challenge",
+        Body::Hello(_) => "Hello",
+        Body::Welcome(_) => "Welcome",
+        Body::Heartbeat(_) => "Heartbeat",
+        Body::HeartbeatAck(_) => "HeartbeatAck",
+        Body::Error(_) => "Error",
+        Body::Revoked(_) => "Revoked",
+        Body::RotateKeyRequest(_) => "RotateKeyRequest",
+        Body::RotateKeyOffer(_) => "RotateKeyOffer",
+        Body::RotateKeyConfirm(_) => "RotateKeyConfirm",
+        Body::RotateKeyDone(_) => "RotateKeyDone",
+    }
 }
 
 async fn send(ws: &mut Ws, body: Body) -> Result<(), AgentError> {
@@ -312,7 +333,7 @@ impl Connection {
 
 /// Connects once with the stored key, recovering from an interrupted
 /// rotation (whose new key waits in `device.key.next`).
-pub async fn connect_once(state: &AgentState) -> Result<Result<Connection, Exit>, AgentError> {
+pub async fn connect_once(state: &AgentState) -> Result<Result<Box<Connection>, Exit>, AgentError> {
     let keys = state.identity()?;
     let key = state.key()?;
     match connect(state, &keys, &key).await? {

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use tessera_client::{ApiClient, ClientError, TlsTrust};
 use tessera_core::api::{DeviceAuthorizationResponse, EnrollRequest, SecretString};
-use tessera_core::identity::DeviceId;
+use tessera_core::identity::{pairing_request_body, DeviceId, DeviceKeys, Label};
+use tessera_core::Clock;
 
 use crate::state::{AgentState, Enrollment, StateError};
 use crate::sysinfo;
@@ -64,6 +65,34 @@ impl EnrollOptions {
     }
 }
 
+/// The proof of key possession a pairing request carries: `issued_at`
+/// (Unix ms) and the identity key's signature over the request.
+pub fn pairing_proof(keys: &DeviceKeys, name: &str, hostname: &str, os: &str) -> (String, String) {
+    pairing_proof_at(
+        keys,
+        name,
+        hostname,
+        os,
+        tessera_core::SystemClock.now().as_millis(),
+    )
+}
+
+/// [`pairing_proof`] at a given time.
+pub fn pairing_proof_at(
+    keys: &DeviceKeys,
+    name: &str,
+    hostname: &str,
+    os: &str,
+    issued_at: i64,
+) -> (String, String) {
+    let body = pairing_request_body(CLIENT_ID, name, hostname, os, issued_at);
+    let sig = keys.sign(Label::PairingRequest, &body);
+    (
+        issued_at.to_string(),
+        data_encoding::BASE64URL_NOPAD.encode(&sig),
+    )
+}
+
 fn refuse_if_enrolled(state: &AgentState) -> Result<(), EnrollError> {
     if state.is_enrolled() {
         return Err(EnrollError::AlreadyEnrolled(
@@ -109,6 +138,7 @@ pub async fn with_pairing(
     let client = ApiClient::new(&opts.server, &opts.trust())?;
     let identity = keys.document().encode();
     let (name, hostname, os) = (opts.name(), sysinfo::hostname(), sysinfo::os());
+    let (issued_at, proof) = pairing_proof(&keys, &name, &hostname, &os);
     let auth = client
         .device_authorization(&[
             ("client_id", CLIENT_ID),
@@ -116,6 +146,8 @@ pub async fn with_pairing(
             ("name", &name),
             ("hostname", &hostname),
             ("os", &os),
+            ("issued_at", &issued_at),
+            ("proof", &proof),
         ])
         .await?;
     show(&auth, &id);

@@ -291,8 +291,9 @@ pub struct EnrollResponse {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct PairingView {
-    /// `XXXX-XXXX`, as the device shows it.
-    pub user_code: String,
+    /// The pairing's id. The user code is deliberately not listed: approving
+    /// takes the code read off the device itself.
+    pub id: String,
     pub device_id: String,
     pub fingerprint: String,
     pub name: String,

@@ -100,6 +100,11 @@ impl ManualClock {
         Self::new(SystemClock.now())
     }
 
+    /// The current reading in milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
     pub fn advance(&self, d: Duration) {
         let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         self.0.fetch_add(ms, Ordering::SeqCst);

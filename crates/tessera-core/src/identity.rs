@@ -22,6 +22,8 @@ pub enum Label {
     Identity,
     /// Answers the control channel's challenge.
     Challenge,
+    /// Proves, when asking to pair, that the requester holds the key.
+    PairingRequest,
 }
 
 impl Label {
@@ -29,6 +31,7 @@ impl Label {
         match self {
             Label::Identity => "identity",
             Label::Challenge => "control-challenge",
+            Label::PairingRequest => "pairing-request",
         }
     }
 }
@@ -283,6 +286,25 @@ pub fn challenge_body(nonce: &[u8], device_id: &DeviceId, protocol_version: u32)
     b.extend_from_slice(nonce);
     b.extend_from_slice(device_id.as_str().as_bytes());
     b.extend_from_slice(&protocol_version.to_be_bytes());
+    b
+}
+
+/// What a device signs when it asks to pair (RFC 8628 device
+/// authorization): the request's fields and the time it was made, so the
+/// public identity document alone cannot be replayed into a pairing.
+pub fn pairing_request_body(
+    client_id: &str,
+    name: &str,
+    hostname: &str,
+    os: &str,
+    issued_at_ms: i64,
+) -> Vec<u8> {
+    let mut b = Vec::new();
+    for field in [client_id, name, hostname, os] {
+        b.extend_from_slice(&(field.len() as u64).to_be_bytes());
+        b.extend_from_slice(field.as_bytes());
+    }
+    b.extend_from_slice(&issued_at_ms.to_be_bytes());
     b
 }
 

@@ -33,6 +33,15 @@ pub mod close {
     pub const REPLACED: u16 = 4009;
 }
 
+impl std::fmt::Debug for v1::RotateKeyOffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotateKeyOffer")
+            .field("key_id", &self.key_id)
+            .field("device_key", &"<redacted>")
+            .finish()
+    }
+}
+
 impl Envelope {
     pub fn of(body: Body) -> Envelope {
         Envelope { body: Some(body) }

@@ -118,12 +118,14 @@ pub async fn decide(
         if let Some(existing) =
             store::devices::by_id_any_tenant(&mut *tx, &pairing.device_id).await?
         {
-            if existing.revoked_at.is_some() {
-                return Err(ApiError::conflict(
+            return Err(if existing.revoked_at.is_some() {
+                ApiError::conflict(
                     "device_revoked",
                     "this device identity was revoked; it cannot be paired again",
-                ));
-            }
+                )
+            } else {
+                ApiError::conflict("already_enrolled", "this device is already enrolled")
+            });
         }
     }
     if !store::pairings::decide(&mut tx, &pairing.id, approve, &op.user_id, now).await? {
@@ -190,33 +192,34 @@ async fn issue_for_pairing(
     owner: &str,
     key: &Secret,
 ) -> Result<bool, StoreError> {
-    let existing = store::devices::by_id_any_tenant(&mut **tx, &p.device_id).await?;
-    let created = match existing {
-        Some(d) if d.revoked_at.is_some() => return Ok(false),
-        Some(_) => false,
-        None => {
-            store::devices::insert(
-                tx,
-                store::devices::NewDevice {
-                    id: &p.device_id,
-                    tenant_id: &p.tenant_id,
-                    ed25519_public: &p.ed25519_public,
-                    x25519_public: &p.x25519_public,
-                    identity_signature: &p.identity_signature,
-                    name: &p.name,
-                    hostname: &p.hostname,
-                    os: &p.os,
-                    tags: &[],
-                    enrolled_via: "pairing",
-                    enrolled_by: &format!("user:{owner}"),
-                    owner_user_id: owner,
-                    now: state.now(),
-                },
-            )
-            .await?;
-            true
-        }
-    };
+    // Pairing only ever creates a device: an identity that already exists
+    // (enrolled, or revoked) gets nothing here. New keys for an enrolled
+    // device come from an operator or a rotation.
+    if store::devices::by_id_any_tenant(&mut **tx, &p.device_id)
+        .await?
+        .is_some()
+    {
+        return Ok(false);
+    }
+    store::devices::insert(
+        tx,
+        store::devices::NewDevice {
+            id: &p.device_id,
+            tenant_id: &p.tenant_id,
+            ed25519_public: &p.ed25519_public,
+            x25519_public: &p.x25519_public,
+            identity_signature: &p.identity_signature,
+            name: &p.name,
+            hostname: &p.hostname,
+            os: &p.os,
+            tags: &[],
+            enrolled_via: "pairing",
+            enrolled_by: &format!("user:{owner}"),
+            owner_user_id: owner,
+            now: state.now(),
+        },
+    )
+    .await?;
     enrollment::insert_key(
         state,
         tx,
@@ -227,22 +230,20 @@ async fn issue_for_pairing(
         "pairing",
     )
     .await?;
-    if created {
-        state
-            .audit(
-                tx,
-                AuditEvent::new(
-                    &p.tenant_id,
-                    Actor::User(owner.to_owned()),
-                    Action::DeviceEnrolled,
-                )
-                .target(format!("device:{}", p.device_id))
-                .detail("via", "pairing")
-                .detail("pairing_id", p.id.clone())
-                .detail("device_name", p.name.clone()),
+    state
+        .audit(
+            tx,
+            AuditEvent::new(
+                &p.tenant_id,
+                Actor::User(owner.to_owned()),
+                Action::DeviceEnrolled,
             )
-            .await?;
-    }
+            .target(format!("device:{}", p.device_id))
+            .detail("via", "pairing")
+            .detail("pairing_id", p.id.clone())
+            .detail("device_name", p.name.clone()),
+        )
+        .await?;
     Ok(true)
 }
 

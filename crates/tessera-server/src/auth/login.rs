@@ -112,6 +112,17 @@ pub async fn login(
         }
     };
 
+    // The password was checked before this transaction began: make sure
+    // it was not changed, nor the account disabled, in between, so a login
+    // racing a password change cannot outlive it.
+    let current = store::users::by_id(&mut *tx, &user.tenant_id, &user.id).await?;
+    if !current.is_some_and(|c| c.password_hash == user.password_hash && c.disabled_at.is_none()) {
+        tx.rollback().await?;
+        return Err(ApiError::unauthorized(
+            "invalid_credentials",
+            "username or password is incorrect",
+        ));
+    }
     let token = Secret::generate(SecretKind::OperatorToken);
     let session_id = uuid::Uuid::now_v7().to_string();
     let expires_at = now.plus(state.config().session_ttl);

@@ -257,8 +257,6 @@ async fn serve(socket: WebSocket, state: AppState, device: DevicePrincipal, ip: 
     }
     let version = hello.protocol_version.min(PROTOCOL_VERSION);
 
-    let registry = state.registry();
-    let (conn_id, mut commands) = registry.register(&device.device_id, &device.key_id);
     let ip_text = ip.0.to_string();
     if let Err(e) = store::devices::mark_connected(
         state.db(),
@@ -276,6 +274,10 @@ async fn serve(socket: WebSocket, state: AppState, device: DevicePrincipal, ip: 
     {
         tracing::warn!(error = %e, "cannot record the connection");
     }
+    // Registered only once the row says what connected, so a device that
+    // shows online also shows its agent version and OS.
+    let registry = state.registry();
+    let (conn_id, mut commands) = registry.register(&device.device_id, &device.key_id);
     let interval = state.config().heartbeat_interval;
     let welcome = Body::Welcome(Welcome {
         protocol_version: version,
@@ -304,8 +306,10 @@ async fn serve(socket: WebSocket, state: AppState, device: DevicePrincipal, ip: 
     tracing::info!(conn_id, "device disconnected");
 }
 
+/// What a device reports about itself is shown to operators: keep it to
+/// printable characters (no terminal escapes) and a sane length.
 fn clip(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
 /// An authenticated connection's state.
@@ -377,15 +381,31 @@ impl Session {
             Some(Body::Heartbeat(h)) => Body::HeartbeatAck(HeartbeatAck { seq: h.seq }),
             Some(Body::RotateKeyRequest(_)) => match self.offer_rotation().await {
                 Ok(body) => body,
-                Err(e) => error_body("rotation_failed", &e.message),
+                Err(e) if e.code == REVOKED_CODE => return self.cut_off(sink).await,
+                Err(e) => error_body(e.code, &e.message),
             },
             Some(Body::RotateKeyConfirm(c)) => match self.confirm_rotation(&c.key_id).await {
                 Ok(body) => body,
+                Err(e) if e.code == REVOKED_CODE => return self.cut_off(sink).await,
                 Err(e) => error_body(e.code, &e.message),
             },
             _ => return Err(Some((1008, "unexpected_message"))),
         };
         send(sink, reply).await.map_err(|_| None)
+    }
+
+    /// Tells the device its key or itself is revoked, and ends the
+    /// connection.
+    async fn cut_off(&self, sink: &mut Sink) -> Result<(), Option<(u16, &'static str)>> {
+        let _ = send(
+            sink,
+            Body::Revoked(Revoked {
+                code: REVOKED_CODE.to_owned(),
+                reason: "the key this connection authenticated with is no longer valid".to_owned(),
+            }),
+        )
+        .await;
+        Err(Some((close::REVOKED, REVOKED_CODE)))
     }
 
     async fn offer_rotation(&mut self) -> Result<Body, ApiError> {
@@ -400,6 +420,11 @@ impl Session {
         let now = self.state.now();
         let d = &self.device;
         let mut tx = self.state.db().begin_write().await?;
+        // A key revoked since this connection opened must not mint its
+        // successor (the presence sweep may not have cut us off yet).
+        if !store::devices::hold_live_key(&mut tx, &d.device_id, &d.key_id, now).await? {
+            return Err(revoked());
+        }
         store::devices::insert_key(
             &mut tx,
             store::devices::NewKey {
@@ -446,13 +471,16 @@ impl Session {
         let now = self.state.now();
         let d = &self.device;
         let mut tx = self.state.db().begin_write().await?;
+        if !store::devices::hold_live_key(&mut tx, &d.device_id, &d.key_id, now).await? {
+            return Err(revoked());
+        }
         if !store::devices::activate_key(&mut tx, &d.device_id, key_id, now).await? {
             return Err(ApiError::conflict(
                 "unknown_rotation",
                 "the offered key is no longer pending",
             ));
         }
-        store::devices::revoke_key(
+        if !store::devices::revoke_key(
             &mut tx,
             &d.tenant_id,
             &d.device_id,
@@ -460,7 +488,10 @@ impl Session {
             "rotated",
             now,
         )
-        .await?;
+        .await?
+        {
+            return Err(revoked());
+        }
         self.state
             .audit(
                 &mut tx,
@@ -484,6 +515,12 @@ impl Session {
             key_id: key_id.to_owned(),
         }))
     }
+}
+
+const REVOKED_CODE: &str = "key_revoked";
+
+fn revoked() -> ApiError {
+    ApiError::unauthorized(REVOKED_CODE, "this device or key has been revoked")
 }
 
 fn error_body(code: &str, message: &str) -> Body {

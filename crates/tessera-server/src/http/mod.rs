@@ -158,7 +158,13 @@ fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// Request counts and latencies by route template (never by raw path, which
 /// would let clients mint unbounded label values).
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let method = req.method().to_string();
+    // Clients can send any extension method; only the standard ones become
+    // label values, so labels stay bounded.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_owned();
     let route = req
         .extensions()
         .get::<MatchedPath>()

@@ -14,7 +14,7 @@ use tessera_core::api::{
     DeviceAuthorizationResponse, DeviceTokenResponse, OAuthError, SecretString,
 };
 use tessera_core::codes::{display_user_code, new_user_code};
-use tessera_core::identity::IdentityDocument;
+use tessera_core::identity::{self, pairing_request_body, IdentityDocument, Label};
 use tessera_core::secret::{Secret, SecretKind};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -179,6 +179,9 @@ async fn device_authorization(
     }
 }
 
+/// How far a pairing request's `issued_at` may be from the server's clock.
+pub const PROOF_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
 async fn authorize(
     state: &AppState,
     ip: ClientIp,
@@ -201,8 +204,9 @@ async fn authorize(
     );
     validate_device_fields(name, hostname, os)
         .map_err(|e| fail("invalid_request", Some(&e.message)))?;
-
     let now = state.now();
+    check_proof(&doc, &form, name, hostname, os, now)?;
+
     let cfg = state.config();
     let device_code = Secret::generate(SecretKind::DeviceCode);
     let id = uuid::Uuid::now_v7().to_string();
@@ -211,30 +215,56 @@ async fn authorize(
     let mut user_code = new_user_code();
     let mut attempt = 0;
     loop {
-        let inserted = store::pairings::insert(
-            state.db(),
-            store::pairings::NewPairing {
-                id: &id,
-                tenant_id: tenancy::for_anonymous(),
-                device_code_hash: &device_code.hash(),
-                user_code: &user_code,
-                client_id: CLIENT_ID,
-                device_id: device_id.as_str(),
-                ed25519_public: &doc.ed25519,
-                x25519_public: &doc.x25519,
-                identity_signature: &doc.signature,
-                name: name.trim(),
-                hostname: hostname.trim(),
-                os: os.trim(),
-                source_ip: &ip_text,
-                now,
-                expires_at: now.plus(cfg.pairing_ttl),
-                interval_ms,
-            },
-        )
+        let outcome: Result<Option<OAuthFailure>, StoreError> = async {
+            let mut tx = state.db().begin_write().await?;
+            if let Some(refusal) = pairing_refusal(&mut tx, device_id.as_str(), now).await? {
+                return Ok(Some(refusal));
+            }
+            store::pairings::insert(
+                &mut tx,
+                store::pairings::NewPairing {
+                    id: &id,
+                    tenant_id: tenancy::for_anonymous(),
+                    device_code_hash: &device_code.hash(),
+                    user_code: &user_code,
+                    client_id: CLIENT_ID,
+                    device_id: device_id.as_str(),
+                    ed25519_public: &doc.ed25519,
+                    x25519_public: &doc.x25519,
+                    identity_signature: &doc.signature,
+                    name: name.trim(),
+                    hostname: hostname.trim(),
+                    os: os.trim(),
+                    source_ip: &ip_text,
+                    now,
+                    expires_at: now.plus(cfg.pairing_ttl),
+                    interval_ms,
+                },
+            )
+            .await?;
+            state
+                .audit(
+                    &mut tx,
+                    AuditEvent::new(
+                        tenancy::for_anonymous(),
+                        Actor::Anonymous,
+                        Action::PairingRequested,
+                    )
+                    .ip(Some(ip.0))
+                    .target(format!("device:{device_id}"))
+                    .detail("pairing_id", id.clone())
+                    .detail("device_name", name.trim())
+                    .detail("hostname", hostname.trim()),
+                )
+                .await?;
+            tx.commit().await?;
+            Ok(None)
+        }
         .await;
-        match inserted {
-            Ok(()) => break,
+        match outcome {
+            Ok(None) => break,
+            Ok(Some(refusal)) => return Err(refusal),
+            // Another pending pairing drew the same user code: draw again.
             Err(StoreError::Conflict) if attempt < 5 => {
                 attempt += 1;
                 user_code = new_user_code();
@@ -251,30 +281,6 @@ async fn authorize(
             }
         }
     }
-    let audited: Result<(), StoreError> = async {
-        let mut tx = state.db().begin_write().await?;
-        state
-            .audit(
-                &mut tx,
-                AuditEvent::new(
-                    tenancy::for_anonymous(),
-                    Actor::Anonymous,
-                    Action::PairingRequested,
-                )
-                .ip(Some(ip.0))
-                .target(format!("device:{device_id}"))
-                .detail("pairing_id", id.clone())
-                .detail("device_name", name.trim())
-                .detail("hostname", hostname.trim()),
-            )
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-    .await;
-    if let Err(e) = audited {
-        tracing::warn!(error = %e, "cannot audit a pairing request");
-    }
     let base = public_base(state, headers);
     let shown = display_user_code(&user_code);
     Ok(DeviceAuthorizationResponse {
@@ -285,6 +291,67 @@ async fn authorize(
         expires_in: cfg.pairing_ttl.as_secs(),
         interval: cfg.pairing_interval.as_secs().max(1),
     })
+}
+
+/// The requester must hold the identity key: `proof` is its signature over
+/// the request's fields and `issued_at` (Unix milliseconds, within five
+/// minutes of the server's clock). The identity document alone is public.
+fn check_proof(
+    doc: &IdentityDocument,
+    form: &[(String, String)],
+    name: &str,
+    hostname: &str,
+    os: &str,
+    now: tessera_core::Timestamp,
+) -> Result<(), OAuthFailure> {
+    let issued_at: i64 = required(form, "issued_at")?.parse().map_err(|_| {
+        fail(
+            "invalid_request",
+            Some("`issued_at` must be Unix milliseconds"),
+        )
+    })?;
+    let skew = (now.as_millis() - issued_at).unsigned_abs();
+    if u128::from(skew) > PROOF_WINDOW.as_millis() {
+        return Err(fail(
+            "invalid_request",
+            Some("`issued_at` is more than five minutes from the server's clock"),
+        ));
+    }
+    let proof = data_encoding::BASE64URL_NOPAD
+        .decode(required(form, "proof")?.as_bytes())
+        .map_err(|_| fail("invalid_request", Some("`proof` must be base64url")))?;
+    let body = pairing_request_body(CLIENT_ID, name, hostname, os, issued_at);
+    identity::verify(&doc.ed25519, Label::PairingRequest, &body, &proof).map_err(|_| {
+        fail(
+            "invalid_request",
+            Some("`proof` does not verify with the identity key"),
+        )
+    })
+}
+
+/// Why this identity may not start a pairing, if it may not: it is already
+/// enrolled (new keys for it come from an operator or a rotation), it was
+/// revoked, or a pairing for it is already pending.
+async fn pairing_refusal(
+    tx: &mut store::Tx,
+    device_id: &str,
+    now: tessera_core::Timestamp,
+) -> Result<Option<OAuthFailure>, StoreError> {
+    if let Some(d) = store::devices::by_id_any_tenant(&mut **tx, device_id).await? {
+        let why = if d.revoked_at.is_some() {
+            "this device identity was revoked"
+        } else {
+            "this device is already enrolled"
+        };
+        return Ok(Some(fail("access_denied", Some(why))));
+    }
+    if store::pairings::pending_for_device(&mut **tx, device_id, now).await? {
+        return Ok(Some(fail(
+            "invalid_request",
+            Some("a pairing for this device is already pending"),
+        )));
+    }
+    Ok(None)
 }
 
 /// The form of a token request (for the OpenAPI document).

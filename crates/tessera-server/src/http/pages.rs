@@ -282,6 +282,30 @@ async fn show(
     }
 }
 
+/// Refuses cross-site form posts (including login CSRF, where another site
+/// signs the browser in to the attacker's account): browsers say where a
+/// request came from in `Sec-Fetch-Site` and `Origin`.
+pub fn same_origin(headers: &HeaderMap) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = header("sec-fetch-site") {
+        if !matches!(site, "same-origin" | "none") {
+            return false;
+        }
+    }
+    match (header("origin"), header("host")) {
+        (Some("null"), _) => false,
+        (Some(origin), Some(host)) => origin
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.trim_end_matches('/') == host),
+        (Some(_), None) => false,
+        (None, _) => true,
+    }
+}
+
+fn cross_site() -> Response {
+    error_page(&ApiError::forbidden("cross-site form submission refused"))
+}
+
 fn form_fields(body: &[u8]) -> Vec<(String, String)> {
     serde_urlencoded::from_bytes(body).unwrap_or_default()
 }
@@ -325,7 +349,15 @@ fn url_escape(s: &str) -> String {
 }
 
 /// `POST /device/login`
-async fn sign_in(State(state): State<AppState>, ip: ClientIp, body: Bytes) -> Response {
+async fn sign_in(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
     let fields = form_fields(&body);
     let code = field(&fields, "user_code");
     let (Some(user), Some(password)) = (field(&fields, "username"), field(&fields, "password"))
@@ -370,6 +402,9 @@ async fn sign_out(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
     let fields = form_fields(&body);
     if let Some((op, token)) = signed_in(&state, &headers).await {
         if !csrf_ok(&token, field(&fields, "csrf")) {
@@ -394,6 +429,9 @@ async fn decide(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
     let fields = form_fields(&body);
     let Some((op, token)) = signed_in(&state, &headers).await else {
         return page(
@@ -438,5 +476,51 @@ async fn decide(
             )
         }
         Err(e) => error_page(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn cross_site_posts_are_recognised() {
+        assert!(same_origin(&headers(&[("host", "t.example:8443")])));
+        assert!(same_origin(&headers(&[
+            ("host", "t.example:8443"),
+            ("origin", "https://t.example:8443")
+        ])));
+        assert!(same_origin(&headers(&[
+            ("host", "t"),
+            ("sec-fetch-site", "same-origin")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "t.example"),
+            ("origin", "https://evil.example")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "t.example"),
+            ("sec-fetch-site", "cross-site")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "t.example"),
+            ("origin", "null")
+        ])));
+    }
+
+    #[test]
+    fn escape_covers_markup_and_quotes() {
+        assert_eq!(
+            escape("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
     }
 }

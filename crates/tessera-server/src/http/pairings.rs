@@ -3,7 +3,6 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use tessera_core::api::PairingView;
-use tessera_core::codes::display_user_code;
 use tessera_core::identity::DeviceId;
 use tessera_core::roles::Permission;
 use utoipa_axum::router::OpenApiRouter;
@@ -30,7 +29,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
 
 pub fn pairing_view(p: &PairingRow) -> PairingView {
     PairingView {
-        user_code: display_user_code(&p.user_code),
+        id: p.id.clone(),
         device_id: p.device_id.clone(),
         fingerprint: DeviceId::parse(&p.device_id)
             .map(|d| d.grouped())

@@ -80,7 +80,7 @@ pub struct NewPairing<'a> {
 
 /// Inserts a pending pairing; `Conflict` if its user code is taken by
 /// another pending one (the caller draws a new code).
-pub async fn insert(db: &Db, p: NewPairing<'_>) -> StoreResult<()> {
+pub async fn insert(tx: &mut Tx, p: NewPairing<'_>) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO pairings (id, tenant_id, device_code_hash, user_code, client_id, device_id, \
          ed25519_public, x25519_public, identity_signature, name, hostname, os, source_ip, \
@@ -103,10 +103,26 @@ pub async fn insert(db: &Db, p: NewPairing<'_>) -> StoreResult<()> {
     .bind(p.now.as_millis())
     .bind(p.expires_at.as_millis())
     .bind(p.interval_ms)
-    .execute(db.pool())
+    .execute(&mut **tx)
     .await
     .map_err(super::conflict_on_unique)?;
     Ok(())
+}
+
+/// Whether a live pending pairing exists for this device identity.
+pub async fn pending_for_device<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    device_id: &str,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pairings WHERE device_id = $1 AND state = 'pending' AND expires_at > $2",
+    )
+    .bind(device_id)
+    .bind(now.as_millis())
+    .fetch_one(ex)
+    .await?;
+    Ok(n > 0)
 }
 
 pub async fn by_device_code<'e, E: Executor<'e, Database = Any>>(

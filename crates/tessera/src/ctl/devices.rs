@@ -266,7 +266,6 @@ fn pairing_rows(p: &[PairingView]) -> Vec<Vec<String>> {
     p.iter()
         .map(|p| {
             vec![
-                p.user_code.clone(),
                 p.name.clone(),
                 p.hostname.clone(),
                 p.os.clone(),
@@ -278,15 +277,7 @@ fn pairing_rows(p: &[PairingView]) -> Vec<Vec<String>> {
         .collect()
 }
 
-const PAIRING_HEADERS: [&str; 7] = [
-    "CODE",
-    "NAME",
-    "HOSTNAME",
-    "OS",
-    "FROM",
-    "REQUESTED",
-    "FINGERPRINT",
-];
+const PAIRING_HEADERS: [&str; 6] = ["NAME", "HOSTNAME", "OS", "FROM", "REQUESTED", "FINGERPRINT"];
 
 pub async fn pairing(ctx: &Ctx, cmd: PairingCommand) -> anyhow::Result<ExitCode> {
     let c = ctx.client()?;
@@ -297,6 +288,9 @@ pub async fn pairing(ctx: &Ctx, cmd: PairingCommand) -> anyhow::Result<ExitCode>
                 output::json(&p)?;
             } else {
                 output::table(&PAIRING_HEADERS, &pairing_rows(&p));
+                if !p.is_empty() {
+                    println!("\nApprove with the code shown on the device: tessera ctl pairing approve XXXX-XXXX");
+                }
             }
         }
         PairingCommand::Approve { user_code } => {

@@ -365,3 +365,127 @@ pub async fn ctl(config_dir: &Path, args: &[&str], stdin: Option<&str>) -> (i32,
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// An enrolled device: its state directory (identity and key on disk),
+/// enrolled through the real API with an enrollment token.
+pub struct TestDevice {
+    pub state: tessera_agent::AgentState,
+    pub device_id: String,
+    pub key: SecretString,
+    _dir: TempDir,
+}
+
+impl TestDevice {
+    /// Creates a one-use token as `admin` and enrolls a new device with it.
+    pub async fn enroll(server: &TestServer, admin: &ApiClient, name: &str) -> TestDevice {
+        let token = admin
+            .create_enrollment_token(&tessera_core::api::CreateEnrollmentTokenRequest {
+                uses: 1,
+                ttl_seconds: 3600,
+                tags: vec![],
+            })
+            .await
+            .expect("create token");
+        Self::enroll_with(server, token.secret, name).await
+    }
+
+    pub async fn enroll_with(server: &TestServer, token: SecretString, name: &str) -> TestDevice {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = tessera_agent::AgentState::new(dir.path().join("agent"));
+        let opts = tessera_agent::enroll::EnrollOptions {
+            server: server.url.clone(),
+            tls_fingerprint: None,
+            ca_cert: None,
+            name: Some(name.to_owned()),
+        };
+        let id = tessera_agent::enroll::with_token(&state, &opts, token)
+            .await
+            .expect("enroll");
+        let key = state.key().expect("key saved");
+        TestDevice {
+            state,
+            device_id: id.to_string(),
+            key,
+            _dir: dir,
+        }
+    }
+
+    /// A client authenticated as this device (device plane).
+    pub fn client(&self, server: &TestServer) -> ApiClient {
+        server.client().with_token(self.key.clone())
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.state.dir()
+    }
+}
+
+/// Runs the agent's control loop in a task; stop it with the sender.
+pub struct RunningAgent {
+    pub stop: Option<oneshot::Sender<()>>,
+    pub task: JoinHandle<Result<tessera_agent::Exit, tessera_agent::control::AgentError>>,
+}
+
+impl RunningAgent {
+    pub fn start(device: &TestDevice) -> RunningAgent {
+        let state = device.state.clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            tessera_agent::run(
+                &state,
+                tessera_agent::RunOptions {
+                    max_backoff: Duration::from_millis(500),
+                },
+                async {
+                    let _ = stopped.await;
+                },
+            )
+            .await
+        });
+        RunningAgent {
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Waits for the loop to end by itself (e.g. revoked).
+    pub async fn exit_within(self, limit: Duration) -> tessera_agent::Exit {
+        let RunningAgent { stop, task } = self;
+        let out = tokio::time::timeout(limit, task)
+            .await
+            .expect("agent exits in time")
+            .expect("agent task")
+            .expect("agent ran");
+        drop(stop);
+        out
+    }
+}
+
+/// Polls `check` every 20 ms until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        if check().await {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Options for a server whose devices heartbeat every `ms` milliseconds.
+pub fn fast_heartbeat(ms: u64) -> Options {
+    Options {
+        configure: Some(Box::new(move |c| {
+            c.heartbeat_interval = Duration::from_millis(ms);
+            c.pairing_interval = Duration::from_secs(1);
+        })),
+        ..Options::default()
+    }
+}

@@ -1,0 +1,562 @@
+//! The device control channel: identity proof, presence, revocation within
+//! one heartbeat (on this node and from another), frame limits, key
+//! rotation, and the agent process end to end.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
+use tessera_core::api::SecretString;
+use tessera_core::identity::{challenge_body, DeviceKeys, Label};
+use tessera_proto::v1::{Heartbeat, Hello};
+use tessera_proto::{Body, Envelope, PROTOCOL_VERSION};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::harness::{
+    eventually, fast_heartbeat, tessera_bin, Options, RunningAgent, TestDevice, TestServer,
+};
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens `/ws/device` with a bearer key; `Err` carries the HTTP refusal.
+async fn open(s: &TestServer, key: &str) -> Result<Ws, (u16, serde_json::Value)> {
+    let mut req = format!("ws://{}/ws/device", s.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let body = resp
+                .body()
+                .as_deref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or_default();
+            Err((resp.status().as_u16(), body))
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+async fn send(ws: &mut Ws, body: Body) {
+    ws.send(Message::Binary(Envelope::of(body).encode_to_vec().into()))
+        .await
+        .unwrap();
+}
+
+/// The next envelope, or the close frame's code.
+async fn next(ws: &mut Ws) -> Result<Body, u16> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("message in time")
+        {
+            Some(Ok(Message::Binary(b))) => {
+                return Ok(Envelope::decode(b.as_ref()).unwrap().body.unwrap())
+            }
+            Some(Ok(Message::Close(f))) => {
+                return Err(f.map(|f| u16::from(f.code)).unwrap_or(1005))
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return Err(1006),
+        }
+    }
+}
+
+/// Answers the challenge with `signer`'s key, claiming `device_id`.
+async fn hello(
+    ws: &mut Ws,
+    signer: &DeviceKeys,
+    device_id: &tessera_core::identity::DeviceId,
+) -> Result<Body, u16> {
+    let Ok(Body::Challenge(c)) = next(ws).await else {
+        panic!("challenge first")
+    };
+    let sig = signer.sign(
+        Label::Challenge,
+        &challenge_body(&c.nonce, device_id, PROTOCOL_VERSION),
+    );
+    send(
+        ws,
+        Body::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            agent_version: "test".into(),
+            device_id: device_id.to_string(),
+            signature: sig.to_vec(),
+            os: "test-os".into(),
+            hostname: "test-host".into(),
+        }),
+    )
+    .await;
+    next(ws).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_connects_and_shows_online_with_what_it_reported() {
+    let s = TestServer::start_with(fast_heartbeat(200)).await;
+    let admin = s.admin().await;
+    let device = TestDevice::enroll(&s, &admin, "desk").await;
+    assert!(!admin.device(&device.device_id).await.unwrap().online);
+    let agent = RunningAgent::start(&device);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            admin.device(&device.device_id).await.unwrap().online
+        })
+        .await,
+        "device comes online"
+    );
+    let d = admin.device(&device.device_id).await.unwrap();
+    assert_eq!(
+        d.agent_version.as_deref(),
+        Some(tessera_agent::AGENT_VERSION)
+    );
+    assert!(d.last_seen_at.is_some());
+    let _ = agent.stop.map(|s| s.send(()));
+    assert_eq!(
+        agent.task.await.unwrap().unwrap(),
+        tessera_agent::Exit::Shutdown
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            !admin.device(&device.device_id).await.unwrap().online
+        })
+        .await,
+        "device goes offline"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stolen_device_key_without_the_identity_key_is_refused_and_audited() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let device = TestDevice::enroll(&s, &admin, "victim").await;
+    let real = device.state.identity().unwrap();
+    let thief = DeviceKeys::generate();
+
+    // The thief signs with their own key, claiming the victim's id.
+    let mut ws = open(&s, device.key.expose()).await.unwrap();
+    match hello(&mut ws, &thief, &real.device_id()).await {
+        Ok(Body::Error(e)) => assert_eq!(e.code, "identity_proof_failed"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        next(&mut ws).await.unwrap_err(),
+        tessera_proto::close::AUTH_FAILED
+    );
+
+    // Or claims their own id with the stolen key.
+    let mut ws = open(&s, device.key.expose()).await.unwrap();
+    match hello(&mut ws, &thief, &thief.device_id()).await {
+        Ok(Body::Error(e)) => assert_eq!(e.code, "identity_proof_failed"),
+        other => panic!("{other:?}"),
+    }
+
+    // The real device gets in.
+    let mut ws = open(&s, device.key.expose()).await.unwrap();
+    assert!(matches!(
+        hello(&mut ws, &real, &real.device_id()).await,
+        Ok(Body::Welcome(_))
+    ));
+
+    let audit = admin
+        .audit_page(&tessera_client::AuditQuery {
+            action: Some("device_auth_failed".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let reasons: Vec<&str> = audit
+        .entries
+        .iter()
+        .map(|e| e.details["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["bad_challenge_signature", "device_id_mismatch"]);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_are_refused_before_the_upgrade() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let device = TestDevice::enroll(&s, &admin, "d").await;
+    let operator_token = s
+        .client()
+        .login(
+            "admin",
+            SecretString::new(s.admin_password.clone().unwrap()),
+        )
+        .await
+        .unwrap()
+        .token;
+    let (status, body) = open(&s, operator_token.expose()).await.err().unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("wrong_credential_type"))
+    );
+    let (status, body) = open(&s, "cak_nonsense").await.err().unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_token"))
+    );
+
+    let keys = admin.device_keys(&device.device_id).await.unwrap();
+    admin
+        .revoke_device_key(&device.device_id, &keys[0].id, Some("lost".into()))
+        .await
+        .unwrap();
+    let (status, body) = open(&s, device.key.expose()).await.err().unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("key_revoked"))
+    );
+
+    // And a device key opens no operator route.
+    let e = device.client(&s).list_devices().await.unwrap_err();
+    assert_eq!(e.code(), Some("wrong_credential_type"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_device_cuts_its_live_connection_and_its_next_request() {
+    let s = TestServer::start_with(fast_heartbeat(300)).await;
+    let admin = s.admin().await;
+    let device = TestDevice::enroll(&s, &admin, "laptop").await;
+    let agent = RunningAgent::start(&device);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            admin.device(&device.device_id).await.unwrap().online
+        })
+        .await
+    );
+    admin
+        .revoke_device(&device.device_id, Some("stolen".into()))
+        .await
+        .unwrap();
+    let exit = agent.exit_within(Duration::from_millis(300 + 1000)).await;
+    assert_eq!(
+        exit,
+        tessera_agent::Exit::Revoked {
+            code: "device_revoked".into(),
+            reason: "stolen".into()
+        }
+    );
+    let e = device
+        .client(&s)
+        .push_events(&tessera_core::api::EventBatch { events: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!((e.status(), e.code()), (Some(401), Some("device_revoked")));
+    // Reconnecting is refused too.
+    let (status, body) = open(&s, device.key.expose()).await.err().unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("device_revoked"))
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_on_another_node_arrives_within_one_heartbeat() {
+    let heartbeat = 400;
+    let a = TestServer::start_with(fast_heartbeat(heartbeat)).await;
+    let b = TestServer::start_with(Options {
+        database_url: Some(a.database_url.clone()),
+        ..fast_heartbeat(heartbeat)
+    })
+    .await;
+    let admin_a = a.admin().await;
+    let device = TestDevice::enroll(&a, &admin_a, "roaming").await;
+    let agent = RunningAgent::start(&device);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            a.state.registry().is_connected(&device.device_id)
+        })
+        .await
+    );
+    // Revoked through node B, which holds no connection for it.
+    let pw = a.admin_password.clone().unwrap();
+    let admin_b = b.login("admin", &pw).await;
+    let keys = admin_b.device_keys(&device.device_id).await.unwrap();
+    let started = tokio::time::Instant::now();
+    admin_b
+        .revoke_device_key(&device.device_id, &keys[0].id, None)
+        .await
+        .unwrap();
+    let exit = agent.exit_within(Duration::from_secs(5)).await;
+    let took = started.elapsed();
+    assert!(
+        matches!(&exit, tessera_agent::Exit::Revoked { code, .. } if code == "key_revoked"),
+        "{exit:?}"
+    );
+    // One sweep interval, plus scheduling slack on a loaded 2-core machine.
+    assert!(
+        took < Duration::from_millis(heartbeat + 600),
+        "took {took:?}"
+    );
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_closes_the_socket_with_1009() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let device = TestDevice::enroll(&s, &admin, "big").await;
+    let keys = device.state.identity().unwrap();
+    let mut ws = open(&s, device.key.expose()).await.unwrap();
+    assert!(matches!(
+        hello(&mut ws, &keys, &keys.device_id()).await,
+        Ok(Body::Welcome(_))
+    ));
+    let big = vec![0u8; tessera_proto::MAX_DEVICE_FRAME + 1];
+    let _ = ws.send(Message::Binary(big.into())).await;
+    assert_eq!(next(&mut ws).await.unwrap_err(), 1009);
+    let metrics = s
+        .http()
+        .get(s.api("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tessera_ws_oversized_frames_total{plane=\"device\"} 1"),
+        "{metrics}"
+    );
+
+    // Garbage and text frames are refused with their own codes.
+    let mut ws = open(&s, device.key.expose()).await.unwrap();
+    assert!(matches!(
+        hello(&mut ws, &keys, &keys.device_id()).await,
+        Ok(Body::Welcome(_))
+    ));
+    ws.send(Message::Binary(vec![0xff, 0xff, 0xff].into()))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut ws).await.unwrap_err(), 1007);
+    let mut ws = open(&s, device.key.expose()).await.unwrap();
+    assert!(matches!(
+        hello(&mut ws, &keys, &keys.device_id()).await,
+        Ok(Body::Welcome(_))
+    ));
+    ws.send(Message::Text("hello".into())).await.unwrap();
+    assert_eq!(next(&mut ws).await.unwrap_err(), 1003);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_are_answered_and_silence_ends_the_connection() {
+    let s = TestServer::start_with(fast_heartbeat(200)).await;
+    let admin = s.admin().await;
+    let device = TestDevice::enroll(&s, &admin, "quiet").await;
+    let keys = device.state.identity().unwrap();
+    let mut ws = open(&s, device.key.expose()).await.unwrap();
+    let Ok(Body::Welcome(w)) = hello(&mut ws, &keys, &keys.device_id()).await else {
+        panic!()
+    };
+    assert_eq!(w.heartbeat_interval_ms, 200);
+    send(&mut ws, Body::Heartbeat(Heartbeat { seq: 7 })).await;
+    assert!(matches!(next(&mut ws).await, Ok(Body::HeartbeatAck(a)) if a.seq == 7));
+    // Then silence for more than three intervals.
+    match next(&mut ws).await {
+        Ok(Body::Error(e)) => assert_eq!(e.code, "heartbeat_timeout"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        next(&mut ws).await.unwrap_err(),
+        tessera_proto::close::HEARTBEAT_TIMEOUT
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_rotates_its_key_over_the_control_channel() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let device = TestDevice::enroll(&s, &admin, "rotator").await;
+    let old = device.state.key().unwrap();
+    let new_id = tessera_agent::control::rotate_device_key(&device.state)
+        .await
+        .unwrap();
+    let new = device.state.key().unwrap();
+    assert_ne!(old, new);
+    let keys = admin.device_keys(&device.device_id).await.unwrap();
+    let states: Vec<(&str, &str)> = keys
+        .iter()
+        .map(|k| (k.id.as_str(), k.state.as_str()))
+        .collect();
+    assert_eq!(states.len(), 2);
+    assert!(states.contains(&(new_id.as_str(), "active")));
+    assert_eq!(
+        keys.iter()
+            .find(|k| k.id != new_id)
+            .unwrap()
+            .revoked_reason
+            .as_deref(),
+        Some("rotated")
+    );
+    // Old key refused, new key works.
+    let e = s
+        .client()
+        .with_token(old)
+        .push_events(&tessera_core::api::EventBatch { events: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("key_revoked"));
+    s.client()
+        .with_token(new)
+        .push_events(&tessera_core::api::EventBatch { events: vec![] })
+        .await
+        .unwrap();
+    let audit = admin
+        .audit_page(&tessera_client::AuditQuery {
+            action: Some("key_rotated".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit.entries.len(), 1);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_rotation_key_does_not_authenticate_until_confirmed() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let device = TestDevice::enroll(&s, &admin, "half").await;
+    let keys = device.state.identity().unwrap();
+    let mut ws = open(&s, device.key.expose()).await.unwrap();
+    assert!(matches!(
+        hello(&mut ws, &keys, &keys.device_id()).await,
+        Ok(Body::Welcome(_))
+    ));
+    send(
+        &mut ws,
+        Body::RotateKeyRequest(tessera_proto::v1::RotateKeyRequest {}),
+    )
+    .await;
+    let Ok(Body::RotateKeyOffer(offer)) = next(&mut ws).await else {
+        panic!("offer")
+    };
+    let e = s
+        .client()
+        .with_token(SecretString::new(offer.device_key.clone()))
+        .push_events(&tessera_core::api::EventBatch { events: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("key_not_active"));
+    // Confirming a key id that was not offered does nothing.
+    send(
+        &mut ws,
+        Body::RotateKeyConfirm(tessera_proto::v1::RotateKeyConfirm {
+            key_id: "bogus".into(),
+        }),
+    )
+    .await;
+    assert!(matches!(next(&mut ws).await, Ok(Body::Error(e)) if e.code == "unknown_rotation"));
+    device
+        .client(&s)
+        .push_events(&tessera_core::api::EventBatch { events: vec![] })
+        .await
+        .unwrap();
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_process_reports_revocation_and_exits_3() {
+    let s = TestServer::start_with(fast_heartbeat(300)).await;
+    let admin = s.admin().await;
+    let device = TestDevice::enroll(&s, &admin, "proc").await;
+    let child = tokio::process::Command::new(tessera_bin())
+        .args(["agent", "--state-dir"])
+        .arg(device.dir())
+        .arg("run")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            admin.device(&device.device_id).await.unwrap().online
+        })
+        .await
+    );
+    admin
+        .revoke_device(&device.device_id, Some("decommissioned".into()))
+        .await
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains("revoked this device (device_revoked): decommissioned"),
+        "{stdout}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_refuses_a_key_file_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let device = TestDevice::enroll(&s, &admin, "lax").await;
+    let path = device.dir().join("identity.key");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = tokio::process::Command::new(tessera_bin())
+        .args(["agent", "--state-dir"])
+        .arg(device.dir())
+        .arg("run")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("identity.key") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_reconnects_after_the_server_restarts() {
+    let s = TestServer::start_with(fast_heartbeat(200)).await;
+    let admin = s.admin().await;
+    let device = TestDevice::enroll(&s, &admin, "patient").await;
+    let agent = RunningAgent::start(&device);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            s.state.registry().is_connected(&device.device_id)
+        })
+        .await
+    );
+    // Drop every connection this node holds by replacing it: the agent's
+    // connection is told it was replaced and reconnects with backoff.
+    let (_, _rx) = s
+        .state
+        .registry()
+        .register(&device.device_id, "someone-else");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            s.state
+                .registry()
+                .snapshot()
+                .iter()
+                .any(|(d, k)| d == &device.device_id && k != "someone-else")
+        })
+        .await,
+        "agent reconnected"
+    );
+    let _ = agent.stop.map(|s| s.send(()));
+    s.stop().await;
+}
