@@ -148,3 +148,120 @@ async fn ctl_reports_server_errors_with_their_code() {
     assert!(err.contains("http://"), "{err}");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_enroll_token_agent_enroll_and_device_commands() {
+    let s = TestServer::start().await;
+    let cfg = tempfile::tempdir().unwrap();
+    let dir = cfg.path();
+    let pw = s.admin_password.clone().unwrap();
+    let (code, _, err) = ctl(
+        dir,
+        &["login", "--server", &s.url, "--password-stdin"],
+        Some(&format!("{pw}\n")),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+
+    let (code, out, err) = ctl(
+        dir,
+        &[
+            "enroll-token",
+            "create",
+            "--uses",
+            "2",
+            "--ttl",
+            "10m",
+            "--tag",
+            "site:lab",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let token = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Enrollment token (shown once): "))
+        .expect("token printed")
+        .to_owned();
+    let (_, out, _) = ctl(dir, &["enroll-token", "list"], None).await;
+    assert!(
+        out.contains("active") && out.contains("2/2") && !out.contains(&token),
+        "{out}"
+    );
+
+    let agent_dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(crate::harness::tessera_bin())
+        .args(["agent", "--state-dir"])
+        .arg(agent_dir.path())
+        .args([
+            "enroll", "--server", &s.url, "--token", &token, "--name", "kiosk",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Enrolling the same state dir twice is refused locally.
+    let again = tokio::process::Command::new(crate::harness::tessera_bin())
+        .args(["agent", "--state-dir"])
+        .arg(agent_dir.path())
+        .args(["enroll", "--server", &s.url, "--token", &token])
+        .output()
+        .await
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already enrolled"));
+
+    let (_, out, _) = ctl(dir, &["devices", "list", "--json"], None).await;
+    let devices: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let id = devices[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(devices[0]["tags"], serde_json::json!(["site:lab"]));
+
+    let (code, out, _) = ctl(
+        dir,
+        &["devices", "tag", &id, "+role:kiosk", "-site:lab"],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("role:kiosk") && !out.contains("site:lab"),
+        "{out}"
+    );
+    let (code, out, _) = ctl(dir, &["devices", "issue-key", &id], None).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("Device key (shown once): cak_"), "{out}");
+    let (_, out, _) = ctl(dir, &["devices", "show", &id, "--json"], None).await;
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let keys = shown["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    let key_id = keys[1]["id"].as_str().unwrap().to_owned();
+    let (code, out, _) = ctl(
+        dir,
+        &["devices", "revoke-key", &id, &key_id, "--reason", "spare"],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert!(out.contains("revoked") && out.contains("spare"), "{out}");
+    let (_, out, _) = ctl(dir, &["devices", "show", &id], None).await;
+    assert!(
+        out.contains("Fingerprint") && out.contains("kiosk"),
+        "{out}"
+    );
+
+    let token_id = {
+        let (_, out, _) = ctl(dir, &["enroll-token", "list", "--json"], None).await;
+        let t: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        t[0]["id"].as_str().unwrap().to_owned()
+    };
+    let (code, _, _) = ctl(dir, &["enroll-token", "revoke", &token_id], None).await;
+    assert_eq!(code, 0);
+    let (_, out, _) = ctl(dir, &["enroll-token", "list"], None).await;
+    assert!(out.contains("revoked"), "{out}");
+    s.stop().await;
+}

@@ -560,3 +560,43 @@ async fn the_agent_reconnects_after_the_server_restarts() {
     let _ = agent.stop.map(|s| s.send(()));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_agent_cleanly() {
+    let s = TestServer::start_with(fast_heartbeat(300)).await;
+    let admin = s.admin().await;
+    let device = TestDevice::enroll(&s, &admin, "term").await;
+    let child = tokio::process::Command::new(tessera_bin())
+        .args(["agent", "--state-dir"])
+        .arg(device.dir())
+        .arg("run")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            admin.device(&device.device_id).await.unwrap().online
+        })
+        .await
+    );
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stopped"));
+    // The server saw a clean close, not a timeout: offline at once.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            !admin.device(&device.device_id).await.unwrap().online
+        })
+        .await
+    );
+    s.stop().await;
+}

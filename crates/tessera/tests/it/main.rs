@@ -9,6 +9,7 @@ mod auth;
 mod bad_input;
 mod cli;
 mod control;
+mod e2e;
 mod enrollment;
 mod events;
 mod limits;

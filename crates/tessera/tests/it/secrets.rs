@@ -67,6 +67,52 @@ async fn no_password_or_token_appears_in_logs_or_audit_rows() {
         .await
         .unwrap();
     secrets.push("987654321987".to_owned());
+    // Device-plane secrets: an enrollment token, the device key it yields,
+    // a pairing's device code, and a rotated key.
+    let token = admin
+        .create_enrollment_token(&tessera_core::api::CreateEnrollmentTokenRequest {
+            uses: 1,
+            ttl_seconds: 600,
+            tags: vec![],
+        })
+        .await
+        .unwrap();
+    secrets.push(token.secret.expose().to_owned());
+    let dir = tempfile::tempdir().unwrap();
+    let agent_state = tessera_agent::AgentState::new(dir.path().join("a"));
+    let opts = tessera_agent::enroll::EnrollOptions {
+        server: p.url.clone(),
+        tls_fingerprint: None,
+        ca_cert: None,
+        name: Some("leaky".into()),
+    };
+    tessera_agent::enroll::with_token(&agent_state, &opts, token.secret.clone())
+        .await
+        .unwrap();
+    secrets.push(agent_state.key().unwrap().expose().to_owned());
+    tessera_agent::control::rotate_device_key(&agent_state)
+        .await
+        .unwrap();
+    secrets.push(agent_state.key().unwrap().expose().to_owned());
+    let keys = tessera_core::identity::DeviceKeys::generate();
+    let (issued_at, proof) = tessera_agent::enroll::pairing_proof(&keys, "p", "p", "p");
+    let doc = keys.document().encode();
+    let auth = c
+        .device_authorization(&[
+            ("client_id", "tessera-agent"),
+            ("identity", &doc),
+            ("name", "p"),
+            ("hostname", "p"),
+            ("os", "p"),
+            ("issued_at", &issued_at),
+            ("proof", &proof),
+        ])
+        .await
+        .unwrap();
+    secrets.push(auth.device_code.expose().to_owned());
+    let _ = c
+        .device_token(auth.device_code.expose(), "tessera-agent")
+        .await;
     admin.logout().await.unwrap();
 
     let relogin = c.login("admin", SecretString::new(new_pw)).await.unwrap();
