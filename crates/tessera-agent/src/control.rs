@@ -211,6 +211,14 @@ fn body_name(body: &Body) -> &'static str {
         Body::RotateKeyOffer(_) => "RotateKeyOffer",
         Body::RotateKeyConfirm(_) => "RotateKeyConfirm",
         Body::RotateKeyDone(_) => "RotateKeyDone",
+        Body::ChannelOpen(_) => "ChannelOpen",
+        Body::ChannelData(_) => "ChannelData",
+        Body::ChannelResize(_) => "ChannelResize",
+        Body::ChannelClose(_) => "ChannelClose",
+        Body::SessionEnded(_) => "SessionEnded",
+        Body::ConsentRequest(_) => "ConsentRequest",
+        Body::ConsentResponse(_) => "ConsentResponse",
+        Body::ViewerReady(_) => "ViewerReady",
     }
 }
 

@@ -92,10 +92,25 @@ macro_rules! migrations {
 }
 
 fn migrator(backend: Backend) -> Migrator {
-    let migrations = match backend {
-        Backend::Sqlite => migrations!("sqlite": 1 "0001_foundation", 2 "0002_devices"),
-        Backend::Postgres => migrations!("postgres": 1 "0001_foundation", 2 "0002_devices"),
+    migrator_up_to(backend, i64::MAX)
+}
+
+/// The migrations up to and including `version`; tests use it to check that
+/// a later migration keeps the data an earlier schema held.
+pub fn migrator_up_to(backend: Backend, version: i64) -> Migrator {
+    let mut migrations = match backend {
+        Backend::Sqlite => migrations!("sqlite":
+            1 "0001_foundation",
+            2 "0002_devices",
+            3 "0003_sessions",
+        ),
+        Backend::Postgres => migrations!("postgres":
+            1 "0001_foundation",
+            2 "0002_devices",
+            3 "0003_sessions",
+        ),
     };
+    migrations.retain(|m| m.version <= version);
     Migrator {
         migrations: Cow::Owned(migrations),
         ignore_missing: false,

@@ -255,3 +255,64 @@ async fn sigterm_shuts_the_server_down_cleanly() {
     let status = p.terminate().await;
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_migrations_keep_the_rows_earlier_schemas_held() {
+    use tessera_server::store::{migrator_up_to, Backend};
+    let db = TestDb::new().await;
+    sqlx::any::install_default_drivers();
+    let backend = if db.url.starts_with("sqlite") {
+        Backend::Sqlite
+    } else {
+        Backend::Postgres
+    };
+    let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
+    if backend == Backend::Sqlite {
+        sqlx::query("PRAGMA foreign_keys = ON")
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    migrator_up_to(backend, 2).run(&pool).await.unwrap();
+    let exec = |sql: &'static str| sqlx::query(sql);
+    exec("INSERT INTO users (id, username, password_hash, role, created_at, updated_at) VALUES ('u1', 'old', 'x', 'admin', 0, 0)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    exec("INSERT INTO devices (id, ed25519_public, x25519_public, identity_signature, name, hostname, os, enrolled_via, enrolled_by, owner_user_id, created_at) \
+          VALUES ('D1', $1, $1, $2, 'old-device', 'h', 'o', 'pairing', 'user:u1', 'u1', 0)")
+        .bind(vec![1u8; 32])
+        .bind(vec![2u8; 64])
+        .execute(&pool)
+        .await
+        .unwrap();
+    exec("INSERT INTO device_keys (id, device_id, key_hash, key_prefix, created_at, created_by, activated_at) VALUES ('K1', 'D1', $1, 'cak_x', 0, 'user:u1', 0)")
+        .bind(vec![3u8; 32])
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    // Everything after version 2 applies over that data.
+    let migrated = tessera_server::store::Db::connect(&db.url).await.unwrap();
+    let name: String = sqlx::query_scalar("SELECT name FROM devices WHERE id = 'D1'")
+        .fetch_one(migrated.pool())
+        .await
+        .unwrap();
+    assert_eq!(name, "old-device");
+    let keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM device_keys WHERE device_id = 'D1'")
+        .fetch_one(migrated.pool())
+        .await
+        .unwrap();
+    assert_eq!(keys, 1);
+    // The new value is allowed, and foreign keys still hold.
+    sqlx::query("UPDATE devices SET enrolled_via = 'support_code' WHERE id = 'D1'")
+        .execute(migrated.pool())
+        .await
+        .unwrap();
+    let orphan = sqlx::query("INSERT INTO device_keys (id, device_id, key_hash, key_prefix, created_at, created_by) VALUES ('K2', 'nope', $1, 'cak_y', 0, 'x')")
+        .bind(vec![4u8; 32])
+        .execute(migrated.pool())
+        .await;
+    assert!(orphan.is_err(), "foreign keys enforced after the rebuild");
+}
