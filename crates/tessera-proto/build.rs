@@ -8,6 +8,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let fds = protox::compile(files, ["proto"])?;
     prost_build::Config::new()
+        // Relay payloads are sliced out of the frame they arrived in, not copied.
+        .bytes(["."])
         // Carries a device key: its Debug is written by hand, redacted.
         .skip_debug(["tessera.v1.RotateKeyOffer"])
         .compile_fds(fds)?;

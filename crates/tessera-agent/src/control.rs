@@ -1,6 +1,8 @@
-//! The control channel: connect, prove the identity key, heartbeat, and
-//! reconnect with jittered exponential backoff until shut down or revoked.
+//! The control channel: connect, prove the identity key, heartbeat, carry
+//! session channels, and reconnect with jittered exponential backoff until
+//! shut down or revoked.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,18 +10,23 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
 use rand::Rng;
-use tessera_client::{ApiClient, ClientError};
+use tessera_client::{ApiClient, ClientError, TlsTrust};
 use tessera_core::api::SecretString;
 use tessera_core::identity::{challenge_body, DeviceKeys, Label};
-use tessera_proto::v1::{Heartbeat, Hello, RotateKeyConfirm, RotateKeyRequest};
+use tessera_proto::v1::{
+    ChannelClose, ConsentResponse, Heartbeat, Hello, RotateKeyConfirm, RotateKeyRequest,
+};
 use tessera_proto::{close, Body, Envelope, MAX_DEVICE_FRAME, PROTOCOL_VERSION};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
+use crate::channels::{default_shell, Shell};
+use crate::consent::{self, ConsentMode};
 use crate::state::{AgentState, StateError};
 use crate::{sysinfo, AGENT_VERSION};
 
@@ -32,6 +39,8 @@ pub enum Exit {
     Shutdown,
     /// The server revoked this device or its key; retrying is pointless.
     Revoked { code: String, reason: String },
+    /// One-session mode: the session is over (or never started).
+    SessionEnded { code: String, reason: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,13 +68,40 @@ impl AgentError {
 pub struct RunOptions {
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
+    /// The shell sessions run (default: `$SHELL`, else `/bin/sh`).
+    pub shell: Option<String>,
+    /// How consent is asked for when a session needs it.
+    pub consent: ConsentMode,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             max_backoff: Duration::from_secs(60),
+            shell: None,
+            consent: ConsentMode::Deny,
         }
+    }
+}
+
+/// What a connection authenticates with.
+#[derive(Clone)]
+pub struct Credentials {
+    pub server: String,
+    pub trust: TlsTrust,
+    pub keys: Arc<DeviceKeys>,
+    pub key: SecretString,
+}
+
+impl Credentials {
+    pub fn load(state: &AgentState) -> Result<Credentials, AgentError> {
+        let enrollment = state.enrollment()?;
+        Ok(Credentials {
+            trust: enrollment.trust(),
+            server: enrollment.server,
+            keys: Arc::new(state.identity()?),
+            key: state.key()?,
+        })
     }
 }
 
@@ -98,23 +134,18 @@ fn revoked_code(code: &str) -> bool {
     matches!(code, "device_revoked" | "key_revoked")
 }
 
-async fn connect(
-    state: &AgentState,
-    keys: &DeviceKeys,
-    key: &SecretString,
-) -> Result<Connected, AgentError> {
-    let enrollment = state.enrollment()?;
-    let client = ApiClient::new(&enrollment.server, &enrollment.trust())?;
+async fn connect(creds: &Credentials) -> Result<Connected, AgentError> {
+    let client = ApiClient::new(&creds.server, &creds.trust)?;
     let url = client.ws_url("/ws/device")?;
     let mut request = url
         .as_str()
         .into_client_request()
         .map_err(|e| AgentError::Connection(e.to_string()))?;
-    let auth = format!("Bearer {}", key.expose())
+    let auth = format!("Bearer {}", creds.key.expose())
         .parse()
         .map_err(|_| AgentError::Protocol("device key is not a valid header value".into()))?;
     request.headers_mut().insert("authorization", auth);
-    let tls = tessera_client::tls::client_config(&enrollment.trust())?;
+    let tls = tessera_client::tls::client_config(&creds.trust)?;
     let mut config = WebSocketConfig::default();
     config.max_message_size = Some(MAX_DEVICE_FRAME);
     config.max_frame_size = Some(MAX_DEVICE_FRAME);
@@ -158,6 +189,7 @@ async fn connect(
         other => return Err(unexpected("Challenge", other)),
     };
     let version = PROTOCOL_VERSION.min(challenge.protocol_version);
+    let keys = &creds.keys;
     let device_id = keys.device_id();
     let signature = keys.sign(
         Label::Challenge,
@@ -169,7 +201,7 @@ async fn connect(
             protocol_version: version,
             agent_version: AGENT_VERSION.to_owned(),
             device_id: device_id.to_string(),
-            signature: signature.to_vec(),
+            signature: signature.to_vec().into(),
             os: sysinfo::os(),
             hostname: sysinfo::hostname(),
         }),
@@ -229,13 +261,12 @@ async fn send(ws: &mut Ws, body: Body) -> Result<(), AgentError> {
 }
 
 /// The next envelope; `None` when the server closed (its close code, if
-/// it revoked us, is turned into a `Revoked` body by the caller).
+/// it revoked us, is turned into a `Revoked` body).
 async fn recv(ws: &mut Ws) -> Result<Option<Body>, AgentError> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Binary(b))) => {
-                let env = Envelope::decode(b.as_ref())
-                    .map_err(|e| AgentError::Protocol(e.to_string()))?;
+                let env = Envelope::decode(b).map_err(|e| AgentError::Protocol(e.to_string()))?;
                 return Ok(env.body);
             }
             Some(Ok(Message::Close(frame))) => {
@@ -254,16 +285,115 @@ async fn recv(ws: &mut Ws) -> Result<Option<Body>, AgentError> {
     }
 }
 
+/// Messages from channel and consent tasks to the connection.
+const OUTBOUND_QUEUE: usize = 256;
+
+/// What one connection serves: its shells and pending consent questions.
+struct Sessions<'a> {
+    opts: &'a RunOptions,
+    /// One-session mode: the session this agent exists for.
+    only: Option<&'a str>,
+    shells: HashMap<(String, u32), Shell>,
+    outbound: mpsc::Sender<Body>,
+}
+
+impl Sessions<'_> {
+    /// Handles one relay message from the server; `Some(exit)` ends the run.
+    fn handle(&mut self, body: Body) -> Option<Exit> {
+        match body {
+            Body::ConsentRequest(req) => {
+                let mode = self.opts.consent.clone();
+                let outbound = self.outbound.clone();
+                tokio::spawn(async move {
+                    let timeout = Duration::from_millis(u64::from(req.timeout_ms));
+                    let granted = consent::ask(
+                        &mode,
+                        &req.technician,
+                        &req.access,
+                        &req.session_id,
+                        timeout,
+                    )
+                    .await;
+                    let _ = outbound
+                        .send(Body::ConsentResponse(ConsentResponse {
+                            session_id: req.session_id,
+                            granted,
+                        }))
+                        .await;
+                });
+            }
+            Body::ChannelOpen(open) => {
+                let shell = self.opts.shell.clone().unwrap_or_else(default_shell);
+                match Shell::spawn(
+                    &shell,
+                    &open.session_id,
+                    open.channel_id,
+                    open.cols,
+                    open.rows,
+                    self.outbound.clone(),
+                ) {
+                    Ok(s) => {
+                        tracing::info!(session = %open.session_id, "shell started");
+                        self.shells.insert((open.session_id, open.channel_id), s);
+                    }
+                    Err(e) => {
+                        let _ = self.outbound.try_send(Body::ChannelClose(ChannelClose {
+                            session_id: open.session_id,
+                            channel_id: open.channel_id,
+                            exit_status: None,
+                            reason: e.to_string(),
+                        }));
+                    }
+                }
+            }
+            Body::ChannelData(d) => {
+                if let Some(shell) = self.shells.get(&(d.session_id, d.channel_id)) {
+                    shell.write(&d.data);
+                }
+            }
+            Body::ChannelResize(r) => {
+                if let Some(shell) = self.shells.get(&(r.session_id, r.channel_id)) {
+                    shell.resize(r.cols, r.rows);
+                }
+            }
+            Body::ChannelClose(c) => {
+                self.shells.remove(&(c.session_id, c.channel_id));
+            }
+            Body::SessionEnded(e) => {
+                self.shells.retain(|(sid, _), _| *sid != e.session_id);
+                if self.only == Some(e.session_id.as_str()) {
+                    return Some(Exit::SessionEnded {
+                        code: e.code,
+                        reason: e.reason,
+                    });
+                }
+            }
+            _ => {}
+        }
+        None
+    }
+}
+
 impl Connection {
-    /// Heartbeats until the server closes, revokes, or `shutdown` fires.
+    /// Heartbeats and serves sessions until the server closes, revokes,
+    /// or `shutdown` fires.
     async fn serve(
         &mut self,
+        opts: &RunOptions,
+        only: Option<&str>,
         shutdown: &mut (impl Future<Output = ()> + Unpin),
     ) -> Result<Option<Exit>, AgentError> {
         let mut tick = tokio::time::interval(self.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seq = 0u64;
         let mut last_ack = tokio::time::Instant::now();
+        let (outbound, mut outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let mut sessions = Sessions {
+            opts,
+            only,
+            shells: HashMap::new(),
+            outbound,
+        };
         loop {
             tokio::select! {
                 _ = tick.tick() => {
@@ -273,13 +403,19 @@ impl Connection {
                     seq += 1;
                     send(&mut self.ws, Body::Heartbeat(Heartbeat { seq })).await?;
                 }
+                Some(body) = outbound_rx.recv() => send(&mut self.ws, body).await?,
                 msg = recv(&mut self.ws) => match msg? {
                     Some(Body::HeartbeatAck(_)) => last_ack = tokio::time::Instant::now(),
                     Some(Body::Revoked(r)) => {
                         return Ok(Some(Exit::Revoked { code: r.code, reason: r.reason }));
                     }
                     Some(Body::Error(e)) => tracing::warn!(code = %e.code, message = %e.message, "server reported an error"),
-                    Some(_) => {}
+                    Some(body) => {
+                        if let Some(exit) = sessions.handle(body) {
+                            let _ = self.ws.close(None).await;
+                            return Ok(Some(exit));
+                        }
+                    }
                     None => return Err(AgentError::Connection("the server closed the connection".into())),
                 },
                 () = &mut *shutdown => {
@@ -308,7 +444,7 @@ impl Connection {
                 other => return Err(unexpected("RotateKeyOffer", other)),
             }
         };
-        let new_key = SecretString::new(offer.device_key);
+        let new_key = SecretString::new(offer.device_key.clone());
         state.save_next_key(&new_key)?;
         send(
             &mut self.ws,
@@ -342,13 +478,13 @@ impl Connection {
 /// Connects once with the stored key, recovering from an interrupted
 /// rotation (whose new key waits in `device.key.next`).
 pub async fn connect_once(state: &AgentState) -> Result<Result<Box<Connection>, Exit>, AgentError> {
-    let keys = state.identity()?;
-    let key = state.key()?;
-    match connect(state, &keys, &key).await? {
+    let mut creds = Credentials::load(state)?;
+    match connect(&creds).await? {
         Connected::Ok(c) => Ok(Ok(c)),
         Connected::Revoked(exit) => {
             if let Some(next) = state.next_key()? {
-                if let Connected::Ok(c) = connect(state, &keys, &next).await? {
+                creds.key = next;
+                if let Connected::Ok(c) = connect(&creds).await? {
                     state.promote_next_key()?;
                     return Ok(Ok(c));
                 }
@@ -376,7 +512,7 @@ pub async fn run(
             Ok(Ok(mut conn)) => {
                 attempt = 0;
                 tracing::info!(connection = %conn.connection_id, heartbeat_ms = conn.heartbeat.as_millis() as u64, "connected");
-                match conn.serve(&mut shutdown).await {
+                match conn.serve(&opts, None, &mut shutdown).await {
                     Ok(Some(exit)) => return Ok(exit),
                     Ok(None) => continue,
                     Err(e) => e,
@@ -396,6 +532,29 @@ pub async fn run(
     }
 }
 
+/// One-session mode (the support agent): connect once with in-memory
+/// credentials and serve `session_id` until it ends. A lost connection ends
+/// the session too (the server ends it when the device goes).
+pub async fn run_one_session(
+    creds: &Credentials,
+    session_id: &str,
+    opts: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Exit, AgentError> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut conn = match connect(creds).await? {
+        Connected::Ok(c) => c,
+        Connected::Revoked(exit) => return Ok(exit),
+    };
+    match conn.serve(&opts, Some(session_id), &mut shutdown).await {
+        Ok(Some(exit)) => Ok(exit),
+        Ok(None) | Err(_) => Ok(Exit::SessionEnded {
+            code: "disconnected".into(),
+            reason: "the connection to the server was lost".into(),
+        }),
+    }
+}
+
 /// Connects, rotates the device key, and disconnects.
 pub async fn rotate_device_key(state: &AgentState) -> Result<String, AgentError> {
     match connect_once(state).await? {
@@ -404,10 +563,12 @@ pub async fn rotate_device_key(state: &AgentState) -> Result<String, AgentError>
             conn.close().await;
             Ok(id)
         }
-        Err(Exit::Revoked { code, reason }) => Err(AgentError::Refused {
-            code,
-            message: reason,
-        }),
+        Err(Exit::Revoked { code, reason }) | Err(Exit::SessionEnded { code, reason }) => {
+            Err(AgentError::Refused {
+                code,
+                message: reason,
+            })
+        }
         Err(Exit::Shutdown) => Err(AgentError::Connection("stopped".into())),
     }
 }

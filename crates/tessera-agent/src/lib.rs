@@ -4,9 +4,12 @@
 //! The agent never talks to a database; everything goes through the
 //! server's API and the control WebSocket.
 
+pub mod channels;
+pub mod consent;
 pub mod control;
 pub mod enroll;
 pub mod state;
+pub mod support;
 pub mod sysinfo;
 
 pub use control::{run, Exit, RunOptions};

@@ -3,6 +3,9 @@
 //! caller's business.
 
 pub mod tls;
+pub mod viewer;
+
+use std::sync::Arc;
 
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -98,6 +101,7 @@ pub struct ApiClient {
     http: reqwest::Client,
     base: url::Url,
     token: Option<SecretString>,
+    tls: Arc<rustls::ClientConfig>,
 }
 
 impl ApiClient {
@@ -106,14 +110,16 @@ impl ApiClient {
         if !matches!(base.scheme(), "http" | "https") {
             return Err(ClientError::Url("use an http:// or https:// URL".into()));
         }
+        let tls = tls::client_config(trust)?;
         let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls::client_config(trust)?)
+            .use_preconfigured_tls(tls.clone())
             .user_agent(concat!("tessera/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(ApiClient {
             http,
             base,
             token: None,
+            tls: Arc::new(tls),
         })
     }
 
@@ -474,4 +480,91 @@ fn serde_urlencoded_string<T: Serialize>(q: &T) -> String {
 /// Whether a status is the "not logged in" kind.
 pub fn is_unauthorized(e: &ClientError) -> bool {
     e.status() == Some(StatusCode::UNAUTHORIZED.as_u16())
+}
+
+impl ApiClient {
+    // ---- sessions -----------------------------------------------------
+
+    pub async fn create_session(
+        &self,
+        req: &tessera_core::api::CreateSessionRequest,
+    ) -> ClientResult<tessera_core::api::SessionView> {
+        self.call(Method::POST, "/api/v1/sessions", Some(req)).await
+    }
+
+    pub async fn sessions(
+        &self,
+        include_ended: bool,
+    ) -> ClientResult<Vec<tessera_core::api::SessionView>> {
+        let path = if include_ended {
+            "/api/v1/sessions?all=true"
+        } else {
+            "/api/v1/sessions"
+        };
+        self.call::<(), _>(Method::GET, path, None).await
+    }
+
+    pub async fn session(&self, id: &str) -> ClientResult<tessera_core::api::SessionView> {
+        let path = format!("/api/v1/sessions/{}", encode_segment(id));
+        self.call::<(), _>(Method::GET, &path, None).await
+    }
+
+    pub async fn end_session(&self, id: &str) -> ClientResult<tessera_core::api::SessionView> {
+        let path = format!("/api/v1/sessions/{}/end", encode_segment(id));
+        self.call::<(), _>(Method::POST, &path, None).await
+    }
+
+    pub async fn viewer_token(
+        &self,
+        id: &str,
+    ) -> ClientResult<tessera_core::api::ViewerTokenResponse> {
+        let path = format!("/api/v1/sessions/{}/viewer-token", encode_segment(id));
+        self.call::<(), _>(Method::POST, &path, None).await
+    }
+
+    // ---- support codes --------------------------------------------------
+
+    pub async fn create_support_code(
+        &self,
+        req: &tessera_core::api::CreateSupportCodeRequest,
+    ) -> ClientResult<tessera_core::api::CreatedSupportCode> {
+        self.call(Method::POST, "/api/v1/support-codes", Some(req))
+            .await
+    }
+
+    pub async fn preview_support_code(
+        &self,
+        code: &str,
+    ) -> ClientResult<tessera_core::api::SupportCodePreview> {
+        let path = format!("/api/v1/support-codes/{}", encode_segment(code));
+        self.call::<(), _>(Method::GET, &path, None).await
+    }
+
+    pub async fn bind_support_code(
+        &self,
+        code: &str,
+        req: &tessera_core::api::BindSupportCodeRequest,
+    ) -> ClientResult<tessera_core::api::BoundSupportCode> {
+        let path = format!("/api/v1/support-codes/{}/bind", encode_segment(code));
+        self.call(Method::POST, &path, Some(req)).await
+    }
+
+    // ---- policy -------------------------------------------------------
+
+    pub async fn policy(&self) -> ClientResult<tessera_core::api::Policy> {
+        self.call::<(), _>(Method::GET, "/api/v1/policy", None)
+            .await
+    }
+
+    pub async fn set_policy(
+        &self,
+        p: &tessera_core::api::Policy,
+    ) -> ClientResult<tessera_core::api::Policy> {
+        self.call(Method::PUT, "/api/v1/policy", Some(p)).await
+    }
+
+    /// The rustls configuration this client trusts, for WebSockets.
+    pub fn tls_config(&self) -> &Arc<rustls::ClientConfig> {
+        &self.tls
+    }
 }

@@ -395,3 +395,118 @@ pub struct EventPage {
     /// Pass as `after` for the next page; absent on the last page.
     pub next_after: Option<String>,
 }
+
+// ---- sessions -----------------------------------------------------------
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SessionView {
+    pub id: String,
+    /// `attended`, `managed` or `automatic`.
+    pub origin: String,
+    pub device_id: String,
+    pub device_name: String,
+    pub created_by: String,
+    pub created_by_name: Option<String>,
+    /// What the session allows at most: `view` or `control`.
+    pub access: String,
+    /// `not_required`, `pending`, `granted` or `denied`.
+    pub consent: String,
+    /// `pending` (awaiting consent), `active` or `ended`.
+    pub state: String,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    /// Why it ended, machine-readable (`consent_denied`, `shell_exited`, …).
+    pub end_code: Option<String>,
+    pub end_reason: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CreateSessionRequest {
+    /// The device: its id (grouped or not) or its name.
+    pub device: String,
+    /// `control` (default) or `view`.
+    #[serde(default)]
+    pub access: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ViewerTokenResponse {
+    /// Signed, session-scoped, short-lived; pass as `Authorization: Bearer`
+    /// to `/ws/viewer?session=<id>`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub token: SecretString,
+    /// `control` or `view_only`.
+    pub access: String,
+    pub expires_at: String,
+    pub session_id: String,
+}
+
+// ---- support codes ------------------------------------------------------
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CreateSupportCodeRequest {
+    /// `control` (default) or `view`.
+    #[serde(default)]
+    pub access: Option<String>,
+    /// Lifetime in seconds; default 1800 (30 minutes), at most 86400.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CreatedSupportCode {
+    pub id: String,
+    /// `XXX-XXX-XXX`; shown once.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub code: SecretString,
+    pub access: String,
+    pub expires_at: String,
+}
+
+/// What the person at the machine may learn about a code before using it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SupportCodePreview {
+    pub valid: bool,
+    /// The technician who asked for the session.
+    pub requested_by: String,
+    pub access: String,
+    pub expires_at: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct BindSupportCodeRequest {
+    /// The one-time agent's (ephemeral) identity document.
+    pub identity: String,
+    pub name: String,
+    pub hostname: String,
+    pub os: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct BoundSupportCode {
+    pub session_id: String,
+    pub device_id: String,
+    /// Key for this one session's control connection.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub device_key: SecretString,
+    pub technician: String,
+    pub access: String,
+}
+
+// ---- policy -------------------------------------------------------------
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Policy {
+    /// Managed sessions ask the device for consent first (default false).
+    pub require_consent_for_managed: bool,
+}

@@ -39,6 +39,8 @@ pub struct ServerConfig {
     /// The URL people and devices use to reach this server, for links such
     /// as the pairing `verification_uri`; default: from the request's Host.
     pub public_url: Option<String>,
+    /// How long the person at an attended device has to answer.
+    pub consent_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -56,6 +58,7 @@ impl ServerConfig {
             pairing_interval: Duration::from_secs(5),
             pairing_ttl: Duration::from_secs(600),
             public_url: None,
+            consent_timeout: Duration::from_secs(60),
         }
     }
 

@@ -150,6 +150,7 @@ pub async fn enroll(state: &AppState, e: Enrollment<'_>) -> Result<(String, Secr
             enrolled_via: "enrollment_token",
             enrolled_by: &format!("token:{}", used.id),
             owner_user_id: &used.created_by,
+            ephemeral: false,
             now,
         },
     )

@@ -16,6 +16,8 @@ pub mod fsutil;
 pub mod http;
 pub mod metrics;
 pub mod pairing;
+pub mod relay;
+pub mod session;
 pub mod store;
 pub mod tenancy;
 pub mod tls;
@@ -55,6 +57,8 @@ struct Inner {
     pairing_lockout: Lockout<IpAddr>,
     limiters: Limiters,
     registry: control::Registry,
+    hub: relay::Hub,
+    viewer_keys: auth::viewer::ViewerKeys,
     shutdown: CancellationToken,
 }
 
@@ -65,6 +69,7 @@ pub struct Limiters {
     pub device_authorization: Arc<IpRateLimiter>,
     pub enroll: Arc<IpRateLimiter>,
     pub pairing_lookup: Arc<IpRateLimiter>,
+    pub support_code: Arc<IpRateLimiter>,
 }
 
 impl Limiters {
@@ -84,16 +89,20 @@ impl Limiters {
             device_authorization: per("device_authorization", 10, 6_000),
             enroll: per("enroll", 50, 1_000),
             pairing_lookup: per("pairing_lookup", 20, 3_000),
+            // Generous enough for a burst of honest binders racing for one
+            // code; guessing is stopped by the lockout.
+            support_code: per("support_code", 30, 2_000),
         }
     }
 
-    fn all(&self) -> [&Arc<IpRateLimiter>; 5] {
+    fn all(&self) -> [&Arc<IpRateLimiter>; 6] {
         [
             &self.login,
             &self.password,
             &self.device_authorization,
             &self.enroll,
             &self.pairing_lookup,
+            &self.support_code,
         ]
     }
 }
@@ -107,7 +116,7 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    pub fn new(db: Db, clock: Arc<dyn Clock>, config: ServerConfig) -> Self {
+    pub fn new(db: Db, clock: Arc<dyn Clock>, config: ServerConfig, viewer_secret: &[u8]) -> Self {
         let limiters = Limiters::new(&clock);
         AppState {
             inner: Arc::new(Inner {
@@ -119,6 +128,8 @@ impl AppState {
                 pairing_lockout: Lockout::new(LockoutPolicy::default()),
                 limiters,
                 registry: control::Registry::default(),
+                hub: relay::Hub::default(),
+                viewer_keys: auth::viewer::ViewerKeys::new(viewer_secret),
                 shutdown: CancellationToken::new(),
             }),
         }
@@ -159,6 +170,15 @@ impl AppState {
     /// Devices connected to this node.
     pub fn registry(&self) -> &control::Registry {
         &self.inner.registry
+    }
+
+    /// Sessions relayed by this node.
+    pub fn hub(&self) -> &relay::Hub {
+        &self.inner.hub
+    }
+
+    pub fn viewer_keys(&self) -> &auth::viewer::ViewerKeys {
+        &self.inner.viewer_keys
     }
 
     pub fn limiters(&self) -> &Limiters {
@@ -254,7 +274,11 @@ impl Server {
                 source,
             })?;
 
-        let state = AppState::new(db, clock, config);
+        let fresh: [u8; 32] = tessera_core::secret::random_bytes();
+        let viewer_secret =
+            store::server_keys::get_or_create(&db, "viewer_token_hs256", &fresh, clock.now())
+                .await?;
+        let state = AppState::new(db, clock, config, &viewer_secret);
         let bootstrap = bootstrap::ensure_admin(&state).await?;
         Ok(Server {
             state,
@@ -303,6 +327,7 @@ impl Server {
         }
         tokio::spawn(maintenance(state.clone()));
         tokio::spawn(control::presence_sweep(state.clone()));
+        tokio::spawn(control::session_sweep(state.clone()));
         let result = match tls {
             Some(tls) => {
                 axum_server::from_tcp_rustls(listener, tls)

@@ -31,6 +31,11 @@ struct PlaneLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimiterLabels {
     limiter: String,
 }
@@ -50,6 +55,7 @@ struct Inner {
     rate_limited: Family<LimiterLabels, Counter>,
     audit_appends: Counter,
     oversized_frames: Family<PlaneLabels, Counter>,
+    input_dropped: Family<ReasonLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -96,6 +102,12 @@ impl Default for Metrics {
             "WebSocket messages refused for exceeding the plane's size cap (closed with 1009)",
             oversized_frames.clone(),
         );
+        let input_dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "tessera_relay_input_dropped",
+            "Viewer input events dropped at the relay (view_only or rate_limited)",
+            input_dropped.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -104,6 +116,7 @@ impl Default for Metrics {
                 rate_limited,
                 audit_appends,
                 oversized_frames,
+                input_dropped,
             }),
         }
     }
@@ -146,6 +159,15 @@ impl Metrics {
             .oversized_frames
             .get_or_create(&PlaneLabels {
                 plane: plane.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn input_dropped(&self, reason: &str) {
+        self.inner
+            .input_dropped
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
             })
             .inc();
     }

@@ -216,6 +216,7 @@ async fn issue_for_pairing(
             enrolled_via: "pairing",
             enrolled_by: &format!("user:{owner}"),
             owner_user_id: owner,
+            ephemeral: false,
             now: state.now(),
         },
     )

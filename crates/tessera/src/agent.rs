@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use tessera_agent::consent::ConsentMode;
 use tessera_agent::control::{rotate_device_key, Exit, RunOptions};
 use tessera_agent::enroll::{self, EnrollOptions};
 use tessera_agent::AgentState;
@@ -25,15 +26,51 @@ pub struct AgentArgs {
     command: AgentCommand,
 }
 
+/// How the managed agent answers consent requests.
+#[derive(Args, Debug, Default)]
+struct SessionArgs {
+    /// Decide consent (when the server's policy asks for it) by running
+    /// this program: exit 0 = allow. Without it, such sessions are refused.
+    #[arg(long)]
+    consent_command: Option<PathBuf>,
+    /// The shell sessions open (default: $SHELL).
+    #[arg(long)]
+    shell: Option<String>,
+}
+
 #[derive(Subcommand, Debug)]
 enum AgentCommand {
     /// Enroll this device: with --token (unattended), or by pairing, which
     /// an operator approves at the URL shown.
     Enroll(EnrollArgs),
     /// Keep this device connected to its server.
-    Run,
+    Run(SessionArgs),
     /// Replace this device's key with a new one, over the control channel.
     RotateDeviceKey,
+    /// Let a technician help you: join one attended session with the
+    /// support code they gave you. No enrollment; you will be asked first.
+    Support(SupportArgs),
+}
+
+#[derive(Args, Debug)]
+struct SupportArgs {
+    /// Server URL.
+    #[arg(long, env = "TESSERA_SERVER")]
+    server: String,
+    /// The code the technician gave you, `XXX-XXX-XXX`.
+    #[arg(long)]
+    code: String,
+    /// Decide consent by running this program (exit 0 = allow) instead of
+    /// asking on the terminal.
+    #[arg(long)]
+    consent_command: Option<PathBuf>,
+    /// The shell to open (default: $SHELL).
+    #[arg(long)]
+    shell: Option<String>,
+    #[arg(long)]
+    tls_fingerprint: Option<String>,
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -109,14 +146,22 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        AgentCommand::Run => {
+        AgentCommand::Run(sargs) => {
             let enrollment = state.enrollment()?;
             println!(
                 "tessera agent: device {} connecting to {}",
                 state.identity()?.device_id().grouped(),
                 enrollment.server
             );
-            let exit = tessera_agent::run(&state, RunOptions::default(), shutdown_signal())
+            let opts = RunOptions {
+                shell: sargs.shell,
+                consent: match sargs.consent_command {
+                    Some(p) => ConsentMode::Command(p),
+                    None => ConsentMode::Deny,
+                },
+                ..RunOptions::default()
+            };
+            let exit = tessera_agent::run(&state, opts, shutdown_signal())
                 .await
                 .context("the agent stopped")?;
             match exit {
@@ -133,6 +178,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
                     println!("tessera agent: the server revoked this device ({code}){why}. Not reconnecting.");
                     Ok(ExitCode::from(EXIT_REVOKED))
                 }
+                Exit::SessionEnded { .. } => Ok(ExitCode::SUCCESS),
             }
         }
         AgentCommand::RotateDeviceKey => {
@@ -140,6 +186,50 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             println!(
                 "Device key rotated; the new key ({key_id}) is stored and the old one revoked."
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        AgentCommand::Support(a) => support(a).await,
+    }
+}
+
+async fn support(a: SupportArgs) -> anyhow::Result<ExitCode> {
+    let trust = crate::ctl::trust_from(a.tls_fingerprint, a.ca_cert);
+    let preview = tessera_agent::support::preview(&a.server, &trust, &a.code)
+        .await
+        .context("that support code is not valid")?;
+    println!(
+        "{} asked for a support session ({} access). You will be asked before anything is shared.",
+        preview.requested_by, preview.access
+    );
+    let (creds, bound) = tessera_agent::support::bind(&a.server, &trust, &a.code, None)
+        .await
+        .context("cannot use that support code")?;
+    let consent = match a.consent_command {
+        Some(p) => ConsentMode::Command(p),
+        None => ConsentMode::Terminal,
+    };
+    let opts = RunOptions {
+        shell: a.shell,
+        consent,
+        ..RunOptions::default()
+    };
+    println!("Connected; waiting for the consent prompt…");
+    let exit = tessera_agent::support::serve(&creds, &bound, opts, shutdown_signal()).await?;
+    match exit {
+        Exit::SessionEnded { code, reason } => {
+            println!("Support session ended ({code}): {reason}");
+            Ok(if code == "consent_denied" || code == "consent_timeout" {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Exit::Shutdown => {
+            println!("Support session stopped.");
+            Ok(ExitCode::SUCCESS)
+        }
+        Exit::Revoked { code, .. } => {
+            println!("Support session ended ({code}).");
             Ok(ExitCode::SUCCESS)
         }
     }

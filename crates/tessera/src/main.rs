@@ -2,6 +2,7 @@
 //! Argument parsing and wiring only; the work happens in the library crates.
 
 mod agent;
+mod connect;
 mod ctl;
 mod output;
 mod server;
@@ -29,6 +30,8 @@ enum Command {
     Ctl(ctl::CtlArgs),
     /// The device agent: enroll this machine and keep it connected.
     Agent(agent::AgentArgs),
+    /// Open a shell on a device (or join a session) in this terminal.
+    Connect(connect::ConnectArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
             Command::Server(args) => server::run(args).await,
             Command::Ctl(args) => ctl::run(args).await,
             Command::Agent(args) => agent::run(args).await,
+            Command::Connect(args) => connect::run(args).await,
         }
     });
     match result {

@@ -65,6 +65,21 @@ pub enum Action {
     EnrollmentTokenExhausted,
     EnrollmentTokenRevoked,
     EnrollmentRefused,
+    SessionCreated,
+    SessionJoined,
+    SessionLeft,
+    SessionEnded,
+    ConsentRequested,
+    ConsentGranted,
+    ConsentDenied,
+    ConsentTimedOut,
+    SupportCodeCreated,
+    SupportCodeConsumed,
+    SupportCodeExpired,
+    SupportCodeRefused,
+    ViewerTokenMinted,
+    ViewerThrottled,
+    PolicyChanged,
 }
 
 impl Action {
@@ -95,6 +110,21 @@ impl Action {
             Action::EnrollmentTokenExhausted => "enrollment_token_exhausted",
             Action::EnrollmentTokenRevoked => "enrollment_token_revoked",
             Action::EnrollmentRefused => "enrollment_refused",
+            Action::SessionCreated => "session_created",
+            Action::SessionJoined => "session_joined",
+            Action::SessionLeft => "session_left",
+            Action::SessionEnded => "session_ended",
+            Action::ConsentRequested => "consent_requested",
+            Action::ConsentGranted => "consent_granted",
+            Action::ConsentDenied => "consent_denied",
+            Action::ConsentTimedOut => "consent_timed_out",
+            Action::SupportCodeCreated => "support_code_created",
+            Action::SupportCodeConsumed => "support_code_consumed",
+            Action::SupportCodeExpired => "support_code_expired",
+            Action::SupportCodeRefused => "support_code_refused",
+            Action::ViewerTokenMinted => "viewer_token_minted",
+            Action::ViewerThrottled => "viewer_throttled",
+            Action::PolicyChanged => "policy_changed",
         }
     }
 }

@@ -127,9 +127,9 @@ pub async fn login(
     let session_id = uuid::Uuid::now_v7().to_string();
     let expires_at = now.plus(state.config().session_ttl);
     let ip_text = ip.to_string();
-    store::sessions::insert(
+    store::logins::insert(
         &mut tx,
-        store::sessions::NewSession {
+        store::logins::NewSession {
             id: &session_id,
             tenant_id: &user.tenant_id,
             user_id: &user.id,
@@ -172,7 +172,7 @@ pub async fn logout(
     session_id: &str,
 ) -> Result<(), ApiError> {
     let mut tx = state.db().begin_write().await?;
-    if store::sessions::revoke(&mut tx, session_id, "logout", state.now()).await? {
+    if store::logins::revoke(&mut tx, session_id, "logout", state.now()).await? {
         state
             .audit(
                 &mut tx,

@@ -8,6 +8,7 @@ pub mod device;
 pub mod lockout;
 pub mod login;
 pub mod ratelimit;
+pub mod viewer;
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
@@ -18,7 +19,7 @@ use tessera_core::Timestamp;
 use zeroize::Zeroizing;
 
 use crate::http::error::ApiError;
-use crate::store::sessions::SessionRow;
+use crate::store::logins::SessionRow;
 use crate::tenancy::TenantScoped;
 use crate::AppState;
 
@@ -98,7 +99,12 @@ pub fn check_session(row: &SessionRow, now: Timestamp) -> Result<(), ApiError> {
 
 /// The bearer token of a request, if it has one.
 pub fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    bearer_from(&parts.headers)
+}
+
+/// The bearer token in `headers`, if any.
+pub fn bearer_from(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
@@ -130,7 +136,7 @@ impl FromRequestParts<AppState> for Operator {
             ApiError::unauthorized("unauthenticated", "log in first: missing bearer token")
         })?;
         let secret = parse_operator_token(token)?;
-        let row = crate::store::sessions::by_token_hash(state.db(), &secret.hash())
+        let row = crate::store::logins::by_token_hash(state.db(), &secret.hash())
             .await?
             .ok_or_else(|| ApiError::unauthorized("invalid_token", "the token is not valid"))?;
         check_session(&row, state.now())?;

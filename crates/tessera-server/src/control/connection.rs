@@ -26,7 +26,7 @@ use tessera_proto::{
     close, Body, Envelope, MAX_DEVICE_FRAME, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 
-use super::ControlCommand;
+use super::{ControlCommand, Registration};
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::auth::device::DevicePrincipal;
 use crate::http::error::ApiError;
@@ -109,7 +109,7 @@ async fn next_envelope(state: &AppState, stream: &mut Stream) -> Incoming {
         match stream.next().await {
             None | Some(Ok(Message::Close(_))) => return Incoming::Closed,
             Some(Ok(Message::Binary(b))) => {
-                return match Envelope::decode(b.as_ref()) {
+                return match Envelope::decode(b) {
                     Ok(env) => Incoming::Envelope(env),
                     Err(_) => Incoming::Bad(1007, "undecodable_message"),
                 }
@@ -176,7 +176,7 @@ async fn serve(socket: WebSocket, state: AppState, device: DevicePrincipal, ip: 
     let (mut sink, mut stream) = socket.split();
     let nonce: [u8; 32] = random_bytes();
     let challenge = Body::Challenge(Challenge {
-        nonce: nonce.to_vec(),
+        nonce: nonce.to_vec().into(),
         protocol_version: PROTOCOL_VERSION,
         min_protocol_version: MIN_PROTOCOL_VERSION,
         server_time_ms: state.now().as_millis(),
@@ -277,7 +277,8 @@ async fn serve(socket: WebSocket, state: AppState, device: DevicePrincipal, ip: 
     // Registered only once the row says what connected, so a device that
     // shows online also shows its agent version and OS.
     let registry = state.registry();
-    let (conn_id, mut commands) = registry.register(&device.device_id, &device.key_id);
+    let mut registration = registry.register(&device.device_id, &device.key_id);
+    let conn_id = registration.conn_id;
     let interval = state.config().heartbeat_interval;
     let welcome = Body::Welcome(Welcome {
         protocol_version: version,
@@ -293,11 +294,16 @@ async fn serve(socket: WebSocket, state: AppState, device: DevicePrincipal, ip: 
         pending_rotation: None,
     };
     if send(&mut sink, welcome).await.is_ok() {
+        crate::session::device_arrived(&state, &session.device.device_id).await;
         session
-            .run(&mut sink, &mut stream, &mut commands, interval)
+            .run(&mut sink, &mut stream, &mut registration, interval)
             .await;
     }
     registry.unregister(&session.device.device_id, conn_id);
+    // Its sessions end with it, unless a newer connection took over.
+    if !registry.is_connected(&session.device.device_id) {
+        crate::session::device_gone(&state, &session.device.device_id).await;
+    }
     if let Err(e) =
         store::devices::mark_disconnected(state.db(), &session.device.device_id, state.now()).await
     {
@@ -326,9 +332,12 @@ impl Session {
         &mut self,
         sink: &mut Sink,
         stream: &mut Stream,
-        commands: &mut tokio::sync::mpsc::Receiver<ControlCommand>,
+        registration: &mut Registration,
         interval: Duration,
     ) {
+        let Registration {
+            commands, relay, ..
+        } = registration;
         let allowance = interval * MISSED_HEARTBEATS;
         let mut deadline = tokio::time::Instant::now() + allowance;
         let shutdown = self.state.shutdown_token().clone();
@@ -360,6 +369,11 @@ impl Session {
                         return close_with(sink, close::REPLACED, "replaced_by_newer_connection").await;
                     }
                 },
+                Some(outbound) = relay.recv() => {
+                    if sink.send(Message::Binary(outbound.encode_to_vec().into())).await.is_err() {
+                        return;
+                    }
+                }
                 () = tokio::time::sleep_until(deadline) => {
                     return refuse(sink, close::HEARTBEAT_TIMEOUT, "heartbeat_timeout", "no heartbeat in time").await;
                 }
@@ -389,6 +403,40 @@ impl Session {
                 Err(e) if e.code == REVOKED_CODE => return self.cut_off(sink).await,
                 Err(e) => error_body(e.code, &e.message),
             },
+            // Relay traffic from the device: nothing to answer.
+            Some(Body::ChannelData(d)) => {
+                // Output goes only into this device's own sessions.
+                if let Some(live) = self.state.hub().get(&d.session_id) {
+                    if live.device_id == self.device.device_id {
+                        live.output(d.data);
+                    }
+                }
+                return Ok(());
+            }
+            Some(Body::ChannelClose(c)) => {
+                crate::session::channel_closed(
+                    &self.state,
+                    &self.device.device_id,
+                    &c.session_id,
+                    c.exit_status,
+                    &c.reason,
+                )
+                .await;
+                return Ok(());
+            }
+            Some(Body::ConsentResponse(r)) => {
+                if let Err(e) = crate::session::consent_answer(
+                    &self.state,
+                    &self.device.device_id,
+                    &r.session_id,
+                    r.granted,
+                )
+                .await
+                {
+                    tracing::warn!(error = %e, "cannot record a consent answer");
+                }
+                return Ok(());
+            }
             _ => return Err(Some((1008, "unexpected_message"))),
         };
         send(sink, reply).await.map_err(|_| None)

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use tessera_proto::Envelope;
 use tokio::sync::mpsc;
 
 use crate::store;
@@ -36,6 +37,15 @@ struct Entry {
     conn_id: u64,
     key_id: String,
     commands: mpsc::Sender<ControlCommand>,
+    /// Relay traffic for the device (channel opens, input, session ends).
+    relay: mpsc::Sender<Envelope>,
+}
+
+/// What one registration hands its connection task.
+pub struct Registration {
+    pub conn_id: u64,
+    pub commands: mpsc::Receiver<ControlCommand>,
+    pub relay: mpsc::Receiver<Envelope>,
 }
 
 /// The devices connected to this node.
@@ -48,6 +58,9 @@ pub struct Registry {
 /// Commands per connection that may wait; a connection that falls this far
 /// behind is being torn down anyway, so further commands are dropped.
 const COMMAND_QUEUE: usize = 8;
+/// Relay messages waiting for the device's socket. Viewer input waits for
+/// room (backpressure on that viewer); server notices are dropped if full.
+pub const RELAY_QUEUE: usize = 256;
 
 impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -56,21 +69,32 @@ impl Registry {
 
     /// Registers a connection, telling any older one of the same device to
     /// go. Returns the connection's id and its command receiver.
-    pub fn register(&self, device_id: &str, key_id: &str) -> (u64, mpsc::Receiver<ControlCommand>) {
+    pub fn register(&self, device_id: &str, key_id: &str) -> Registration {
         let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let (relay_tx, relay_rx) = mpsc::channel(RELAY_QUEUE);
         let old = self.lock().insert(
             device_id.to_owned(),
             Entry {
                 conn_id,
                 key_id: key_id.to_owned(),
                 commands: tx,
+                relay: relay_tx,
             },
         );
         if let Some(old) = old {
             let _ = old.commands.try_send(ControlCommand::Replaced);
         }
-        (conn_id, rx)
+        Registration {
+            conn_id,
+            commands: rx,
+            relay: relay_rx,
+        }
+    }
+
+    /// The relay queue of a device connected here.
+    pub fn relay(&self, device_id: &str) -> Option<mpsc::Sender<Envelope>> {
+        self.lock().get(device_id).map(|e| e.relay.clone())
     }
 
     /// Removes a connection, unless a newer one already replaced it.
@@ -165,6 +189,59 @@ pub async fn presence_sweep(state: AppState) {
     }
 }
 
+/// Once per heartbeat interval: viewers whose login ended are cut off (the
+/// login may have ended on another node), and support codes that lapsed
+/// unused are marked expired and audited.
+pub async fn session_sweep(state: AppState) {
+    let mut tick = tokio::time::interval(state.config().heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = state.shutdown_token().cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let live = state.hub().all();
+        let logins: Vec<String> = live
+            .iter()
+            .flat_map(|s| s.viewers().into_iter().map(|(_, _, login)| login))
+            .collect();
+        if !logins.is_empty() {
+            match store::logins::dead_among(state.db(), &logins, state.now()).await {
+                Ok(dead) if !dead.is_empty() => {
+                    for s in &live {
+                        s.kick_logins("logged_out", |l| dead.iter().any(|d| d == l));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "session sweep: cannot check viewer logins"),
+            }
+        }
+        if let Err(e) = expire_support_codes(&state).await {
+            tracing::warn!(error = %e, "session sweep: cannot expire support codes");
+        }
+    }
+}
+
+async fn expire_support_codes(state: &AppState) -> store::StoreResult<()> {
+    let mut tx = state.db().begin_write().await?;
+    let expired = store::support_codes::expire_lapsed(&mut tx, state.now()).await?;
+    for (id, tenant) in expired {
+        state
+            .audit(
+                &mut tx,
+                crate::audit::AuditEvent::new(
+                    &tenant,
+                    crate::audit::Actor::System,
+                    crate::audit::Action::SupportCodeExpired,
+                )
+                .target(format!("support_code:{id}")),
+            )
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,10 +249,11 @@ mod tests {
     #[test]
     fn a_new_connection_replaces_the_old_one() {
         let r = Registry::default();
-        let (old, mut old_rx) = r.register("dev", "k1");
-        let (new, _new_rx) = r.register("dev", "k1");
+        let mut first = r.register("dev", "k1");
+        let second = r.register("dev", "k1");
+        let (old, new) = (first.conn_id, second.conn_id);
         assert_ne!(old, new);
-        assert_eq!(old_rx.try_recv().unwrap(), ControlCommand::Replaced);
+        assert_eq!(first.commands.try_recv().unwrap(), ControlCommand::Replaced);
         // The old connection's cleanup must not remove the new one.
         r.unregister("dev", old);
         assert!(r.is_connected("dev"));
@@ -186,12 +264,12 @@ mod tests {
     #[test]
     fn revoking_a_key_reaches_only_its_connection() {
         let r = Registry::default();
-        let (_, mut a) = r.register("a", "ka");
-        let (_, mut b) = r.register("b", "kb");
+        let mut a = r.register("a", "ka");
+        let mut b = r.register("b", "kb");
         r.revoke_key("kb", "key_revoked", "test");
-        assert!(a.try_recv().is_err());
+        assert!(a.commands.try_recv().is_err());
         assert!(matches!(
-            b.try_recv().unwrap(),
+            b.commands.try_recv().unwrap(),
             ControlCommand::Revoke {
                 code: "key_revoked",
                 ..

@@ -72,7 +72,7 @@ async fn logout(
     op: Operator,
 ) -> ApiResult<StatusCode> {
     let mut tx = state.db().begin_write().await?;
-    if store::sessions::revoke(&mut tx, &op.session_id, "logout", state.now()).await? {
+    if store::logins::revoke(&mut tx, &op.session_id, "logout", state.now()).await? {
         state
             .audit(
                 &mut tx,
@@ -148,7 +148,7 @@ async fn change_password(
     let now = state.now();
     let mut tx = state.db().begin_write().await?;
     store::users::set_password(&mut tx, &op.tenant_id, &op.user_id, &hash, now).await?;
-    let revoked = store::sessions::revoke_all_of_user(
+    let revoked = store::logins::revoke_all_of_user(
         &mut tx,
         &op.user_id,
         Some(&op.session_id),

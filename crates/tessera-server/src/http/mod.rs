@@ -13,6 +13,9 @@ pub mod oauth;
 pub mod ops;
 pub mod pages;
 pub mod pairings;
+pub mod policy;
+pub mod sessions;
+pub mod support;
 pub mod users;
 
 use std::time::{Duration, Instant};
@@ -76,6 +79,9 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(oauth::routes(state))
         .merge(pairings::routes(state))
         .merge(events::routes())
+        .merge(sessions::routes())
+        .merge(support::routes(state))
+        .merge(policy::routes())
 }
 
 pub fn router(state: AppState) -> Router {
@@ -92,6 +98,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/ws/device",
             axum::routing::get(crate::control::connection::upgrade),
+        )
+        .route(
+            "/ws/viewer",
+            axum::routing::get(crate::relay::viewer::upgrade),
         )
         .merge(pages::routes())
         .fallback(not_found)

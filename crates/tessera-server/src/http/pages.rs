@@ -120,7 +120,7 @@ fn session_token(headers: &HeaderMap) -> Option<String> {
 async fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<(Operator, String)> {
     let token = session_token(headers)?;
     let secret = Secret::parse(SecretKind::OperatorToken, &token).ok()?;
-    let row = store::sessions::by_token_hash(state.db(), &secret.hash())
+    let row = store::logins::by_token_hash(state.db(), &secret.hash())
         .await
         .ok()??;
     check_session(&row, state.now()).ok()?;

@@ -226,7 +226,7 @@ async fn update_user(
         Some(true) if user.disabled_at.is_none() => {
             store::users::disable(&mut tx, tenant, &user.id, now).await?;
             let ended =
-                store::sessions::revoke_all_of_user(&mut tx, &user.id, None, "user_disabled", now)
+                store::logins::revoke_all_of_user(&mut tx, &user.id, None, "user_disabled", now)
                     .await?;
             state
                 .audit(

@@ -27,11 +27,12 @@ pub struct DeviceRow {
     pub last_ip: Option<String>,
     pub revoked_at: Option<Timestamp>,
     pub revoked_reason: Option<String>,
+    pub ephemeral: bool,
 }
 
 const COLUMNS: &str = "id, tenant_id, ed25519_public, x25519_public, name, hostname, os, \
     agent_version, tags, enrolled_via, enrolled_by, owner_user_id, created_at, connected_at, \
-    disconnected_at, last_seen_at, last_ip, revoked_at, revoked_reason";
+    disconnected_at, last_seen_at, last_ip, revoked_at, revoked_reason, ephemeral";
 
 fn ts(r: &AnyRow, col: &str) -> Result<Option<Timestamp>, sqlx::Error> {
     Ok(r.try_get::<Option<i64>, _>(col)?
@@ -68,6 +69,7 @@ fn from_row(r: &AnyRow) -> Result<DeviceRow, sqlx::Error> {
         last_ip: r.try_get("last_ip")?,
         revoked_at: ts(r, "revoked_at")?,
         revoked_reason: r.try_get("revoked_reason")?,
+        ephemeral: r.try_get::<i64, _>("ephemeral")? != 0,
     })
 }
 
@@ -84,14 +86,16 @@ pub struct NewDevice<'a> {
     pub enrolled_via: &'a str,
     pub enrolled_by: &'a str,
     pub owner_user_id: &'a str,
+    /// Exists for one attended session only.
+    pub ephemeral: bool,
     pub now: Timestamp,
 }
 
 pub async fn insert(tx: &mut Tx, d: NewDevice<'_>) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO devices (id, tenant_id, ed25519_public, x25519_public, identity_signature, \
-         name, hostname, os, tags, enrolled_via, enrolled_by, owner_user_id, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         name, hostname, os, tags, enrolled_via, enrolled_by, owner_user_id, created_at, ephemeral) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(d.id)
     .bind(d.tenant_id)
@@ -106,6 +110,7 @@ pub async fn insert(tx: &mut Tx, d: NewDevice<'_>) -> StoreResult<()> {
     .bind(d.enrolled_by)
     .bind(d.owner_user_id)
     .bind(d.now.as_millis())
+    .bind(i64::from(d.ephemeral))
     .execute(&mut **tx)
     .await
     .map_err(super::conflict_on_unique)?;
@@ -137,8 +142,11 @@ pub async fn by_id_any_tenant<'e, E: Executor<'e, Database = Any>>(
     Ok(row.as_ref().map(from_row).transpose()?)
 }
 
+/// The tenant's enrolled devices (not the one-session agents of support codes).
 pub async fn list(db: &Db, tenant: &str) -> StoreResult<Vec<DeviceRow>> {
-    let sql = format!("SELECT {COLUMNS} FROM devices WHERE tenant_id = $1 ORDER BY name, id");
+    let sql = format!(
+        "SELECT {COLUMNS} FROM devices WHERE tenant_id = $1 AND ephemeral = 0 ORDER BY name, id"
+    );
     let rows = sqlx::query(&sql).bind(tenant).fetch_all(db.pool()).await?;
     Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
 }

@@ -20,8 +20,11 @@ pub mod audit;
 pub mod devices;
 pub mod enrollment;
 pub mod events;
+pub mod logins;
 pub mod pairings;
+pub mod server_keys;
 pub mod sessions;
+pub mod support_codes;
 pub mod tenants;
 pub mod users;
 

@@ -1,96 +1,208 @@
-//! Operator login sessions, found by the SHA-256 of their bearer token.
-//!
-//! Every authenticated request reads its session row, so a logout or a
-//! revocation takes effect at once on every server sharing the database.
+//! Relay sessions (attended, managed, automatic): their state and consent.
+//! Every transition is a conditional UPDATE on the state it leaves.
 
 use sqlx::any::AnyRow;
-use sqlx::Row;
-use tessera_core::roles::Role;
+use sqlx::{Any, Executor, Row};
 use tessera_core::Timestamp;
 
 use super::{Db, StoreResult, Tx};
 
+#[derive(Clone, Debug)]
+pub struct SessionRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub origin: String,
+    pub device_id: String,
+    pub device_name: String,
+    pub created_by: String,
+    pub created_by_name: Option<String>,
+    pub access: String,
+    pub consent: String,
+    pub state: String,
+    pub created_at: Timestamp,
+    pub consent_deadline: Option<Timestamp>,
+    pub started_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+    pub end_code: Option<String>,
+    pub end_reason: Option<String>,
+}
+
+const SELECT: &str = "SELECT s.id, s.tenant_id, s.origin, s.device_id, d.name AS device_name, \
+    s.created_by, u.username, s.access, s.consent, s.state, s.created_at, s.consent_deadline, \
+    s.started_at, s.ended_at, s.end_code, s.end_reason \
+    FROM sessions s JOIN devices d ON d.id = s.device_id LEFT JOIN users u ON u.id = s.created_by";
+
+fn ts(r: &AnyRow, c: &str) -> Result<Option<Timestamp>, sqlx::Error> {
+    Ok(r.try_get::<Option<i64>, _>(c)?.map(Timestamp::from_millis))
+}
+
+fn from_row(r: &AnyRow) -> Result<SessionRow, sqlx::Error> {
+    Ok(SessionRow {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        origin: r.try_get("origin")?,
+        device_id: r.try_get("device_id")?,
+        device_name: r.try_get("device_name")?,
+        created_by: r.try_get("created_by")?,
+        created_by_name: r.try_get("username")?,
+        access: r.try_get("access")?,
+        consent: r.try_get("consent")?,
+        state: r.try_get("state")?,
+        created_at: Timestamp::from_millis(r.try_get("created_at")?),
+        consent_deadline: ts(r, "consent_deadline")?,
+        started_at: ts(r, "started_at")?,
+        ended_at: ts(r, "ended_at")?,
+        end_code: r.try_get("end_code")?,
+        end_reason: r.try_get("end_reason")?,
+    })
+}
+
 pub struct NewSession<'a> {
     pub id: &'a str,
     pub tenant_id: &'a str,
-    pub user_id: &'a str,
-    pub token_hash: &'a [u8; 32],
-    pub token_prefix: &'a str,
-    pub source_ip: Option<&'a str>,
+    pub origin: &'a str,
+    pub device_id: &'a str,
+    pub created_by: &'a str,
+    pub access: &'a str,
+    /// `pending` or `not_required`.
+    pub consent: &'a str,
+    pub support_code_id: Option<&'a str>,
     pub now: Timestamp,
-    pub expires_at: Timestamp,
+    pub consent_deadline: Option<Timestamp>,
 }
 
+/// Inserts a session: `pending` while consent is pending, else `active`.
 pub async fn insert(tx: &mut Tx, s: NewSession<'_>) -> StoreResult<()> {
+    let active = s.consent == "not_required";
     sqlx::query(
-        "INSERT INTO operator_sessions \
-         (id, tenant_id, user_id, token_hash, token_prefix, source_ip, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO sessions (id, tenant_id, origin, device_id, created_by, access, consent, state, \
+         support_code_id, created_at, consent_deadline, started_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(s.id)
     .bind(s.tenant_id)
-    .bind(s.user_id)
-    .bind(s.token_hash.to_vec())
-    .bind(s.token_prefix)
-    .bind(s.source_ip)
+    .bind(s.origin)
+    .bind(s.device_id)
+    .bind(s.created_by)
+    .bind(s.access)
+    .bind(s.consent)
+    .bind(if active { "active" } else { "pending" })
+    .bind(s.support_code_id)
     .bind(s.now.as_millis())
-    .bind(s.expires_at.as_millis())
+    .bind(s.consent_deadline.map(Timestamp::as_millis))
+    .bind(active.then(|| s.now.as_millis()))
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-/// A session joined with its user, as the authenticator needs it.
-#[derive(Clone, Debug)]
-pub struct SessionRow {
-    pub id: String,
-    pub tenant_id: String,
-    pub user_id: String,
-    pub username: String,
-    pub role: Role,
-    pub expires_at: Timestamp,
-    pub revoked_at: Option<Timestamp>,
-    pub user_disabled_at: Option<Timestamp>,
-}
-
-fn from_row(r: &AnyRow) -> Result<SessionRow, sqlx::Error> {
-    let role: String = r.try_get("role")?;
-    Ok(SessionRow {
-        id: r.try_get("id")?,
-        tenant_id: r.try_get("tenant_id")?,
-        user_id: r.try_get("user_id")?,
-        username: r.try_get("username")?,
-        role: Role::parse(&role).ok_or_else(|| sqlx::Error::Decode("unknown role".into()))?,
-        expires_at: Timestamp::from_millis(r.try_get("expires_at")?),
-        revoked_at: r
-            .try_get::<Option<i64>, _>("revoked_at")?
-            .map(Timestamp::from_millis),
-        user_disabled_at: r
-            .try_get::<Option<i64>, _>("disabled_at")?
-            .map(Timestamp::from_millis),
-    })
-}
-
-pub async fn by_token_hash(db: &Db, hash: &[u8; 32]) -> StoreResult<Option<SessionRow>> {
-    let row = sqlx::query(
-        "SELECT s.id, s.tenant_id, s.user_id, u.username, u.role, s.expires_at, s.revoked_at, \
-                u.disabled_at \
-         FROM operator_sessions s JOIN users u ON u.id = s.user_id \
-         WHERE s.token_hash = $1",
-    )
-    .bind(hash.to_vec())
-    .fetch_optional(db.pool())
-    .await?;
+pub async fn by_id<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    tenant: &str,
+    id: &str,
+) -> StoreResult<Option<SessionRow>> {
+    let sql = format!("{SELECT} WHERE s.tenant_id = $1 AND s.id = $2");
+    let row = sqlx::query(&sql)
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(ex)
+        .await?;
     Ok(row.as_ref().map(from_row).transpose()?)
 }
 
-/// Revokes one live session; returns false if it was already revoked.
-pub async fn revoke(tx: &mut Tx, id: &str, reason: &str, now: Timestamp) -> StoreResult<bool> {
+/// Sessions `viewer` may see: all but attended ones whose consent was never
+/// granted, which only their creator sees.
+pub async fn list_visible(
+    db: &Db,
+    tenant: &str,
+    viewer: &str,
+    include_ended: bool,
+) -> StoreResult<Vec<SessionRow>> {
+    let sql = format!(
+        "{SELECT} WHERE s.tenant_id = $1 \
+         AND (s.origin <> 'attended' OR s.consent = 'granted' OR s.created_by = $2) \
+         AND ($3 = 1 OR s.state <> 'ended') \
+         ORDER BY s.created_at DESC LIMIT 500"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(tenant)
+        .bind(viewer)
+        .bind(i64::from(include_ended))
+        .fetch_all(db.pool())
+        .await?;
+    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+}
+
+/// Sessions of a device waiting for its consent.
+pub async fn pending_for_device(db: &Db, device_id: &str) -> StoreResult<Vec<SessionRow>> {
+    let sql = format!(
+        "{SELECT} WHERE s.device_id = $1 AND s.consent = 'pending' AND s.state = 'pending'"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(device_id)
+        .fetch_all(db.pool())
+        .await?;
+    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+}
+
+/// Live (pending or active) sessions of a device.
+pub async fn live_for_device(db: &Db, device_id: &str) -> StoreResult<Vec<SessionRow>> {
+    let sql = format!("{SELECT} WHERE s.device_id = $1 AND s.state <> 'ended'");
+    let rows = sqlx::query(&sql)
+        .bind(device_id)
+        .fetch_all(db.pool())
+        .await?;
+    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+}
+
+/// pending consent → granted (session active) or denied (session ended).
+pub async fn decide_consent(
+    tx: &mut Tx,
+    id: &str,
+    granted: bool,
+    code: &str,
+    reason: &str,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let n = if granted {
+        sqlx::query(
+            "UPDATE sessions SET consent = 'granted', state = 'active', started_at = $1 \
+             WHERE id = $2 AND consent = 'pending' AND state = 'pending'",
+        )
+        .bind(now.as_millis())
+        .bind(id)
+        .execute(&mut **tx)
+        .await?
+    } else {
+        sqlx::query(
+            "UPDATE sessions SET consent = 'denied', state = 'ended', ended_at = $1, end_code = $2, end_reason = $3 \
+             WHERE id = $4 AND consent = 'pending' AND state = 'pending'",
+        )
+        .bind(now.as_millis())
+        .bind(code)
+        .bind(reason)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?
+    }
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Ends a live session; false if it had already ended.
+pub async fn end(
+    tx: &mut Tx,
+    id: &str,
+    code: &str,
+    reason: &str,
+    now: Timestamp,
+) -> StoreResult<bool> {
     let n = sqlx::query(
-        "UPDATE operator_sessions SET revoked_at = $1, revoked_reason = $2 \
-         WHERE id = $3 AND revoked_at IS NULL",
+        "UPDATE sessions SET state = 'ended', ended_at = $1, end_code = $2, end_reason = $3 \
+         WHERE id = $4 AND state <> 'ended'",
     )
     .bind(now.as_millis())
+    .bind(code)
     .bind(reason)
     .bind(id)
     .execute(&mut **tx)
@@ -99,24 +211,13 @@ pub async fn revoke(tx: &mut Tx, id: &str, reason: &str, now: Timestamp) -> Stor
     Ok(n == 1)
 }
 
-/// Revokes every live session of a user except `keep`; returns how many.
-pub async fn revoke_all_of_user(
-    tx: &mut Tx,
-    user_id: &str,
-    keep: Option<&str>,
-    reason: &str,
-    now: Timestamp,
-) -> StoreResult<u64> {
-    let n = sqlx::query(
-        "UPDATE operator_sessions SET revoked_at = $1, revoked_reason = $2 \
-         WHERE user_id = $3 AND revoked_at IS NULL AND id <> $4",
-    )
-    .bind(now.as_millis())
-    .bind(reason)
-    .bind(user_id)
-    .bind(keep.unwrap_or(""))
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(n)
+/// A session by id in any tenant (for the device and relay side, which know
+/// the session id from a trusted source).
+pub async fn by_id_any_tenant<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    id: &str,
+) -> StoreResult<Option<SessionRow>> {
+    let sql = format!("{SELECT} WHERE s.id = $1");
+    let row = sqlx::query(&sql).bind(id).fetch_optional(ex).await?;
+    Ok(row.as_ref().map(from_row).transpose()?)
 }

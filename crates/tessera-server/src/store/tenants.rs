@@ -29,3 +29,29 @@ pub async fn lock(tx: &mut Tx, tenant: &str) -> StoreResult<()> {
         .await?;
     Ok(())
 }
+
+/// Whether managed sessions in this tenant need the device's consent.
+pub async fn require_consent_for_managed<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    ex: E,
+    tenant: &str,
+) -> StoreResult<bool> {
+    let v: i64 =
+        sqlx::query_scalar("SELECT require_consent_for_managed FROM tenants WHERE id = $1")
+            .bind(tenant)
+            .fetch_one(ex)
+            .await?;
+    Ok(v != 0)
+}
+
+pub async fn set_require_consent_for_managed(
+    tx: &mut Tx,
+    tenant: &str,
+    on: bool,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE tenants SET require_consent_for_managed = $1 WHERE id = $2")
+        .bind(i64::from(on))
+        .bind(tenant)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

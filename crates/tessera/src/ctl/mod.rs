@@ -4,6 +4,7 @@
 mod audit;
 mod devices;
 mod session;
+mod sessions;
 mod users;
 
 use std::io::BufRead;
@@ -50,6 +51,15 @@ enum CtlCommand {
     /// Create, list and revoke enrollment tokens.
     #[command(subcommand, name = "enroll-token")]
     EnrollToken(devices::TokenCommand),
+    /// List, show and end sessions.
+    #[command(subcommand)]
+    Sessions(sessions::SessionsCommand),
+    /// Create a support code for an attended session.
+    #[command(subcommand, name = "support-code")]
+    SupportCode(sessions::SupportCodeCommand),
+    /// The session policy.
+    #[command(subcommand)]
+    Policy(sessions::PolicyCommand),
 }
 
 #[derive(Args, Debug)]
@@ -89,6 +99,17 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The given directory, or the user's config dir.
+    pub fn from_dir(dir: Option<PathBuf>) -> anyhow::Result<Ctx> {
+        let config_dir = match dir {
+            Some(d) => d,
+            None => dirs::config_dir()
+                .ok_or_else(|| anyhow!("no config directory; pass --config-dir"))?
+                .join("tessera"),
+        };
+        Ok(Ctx { config_dir })
+    }
+
     fn path(&self) -> PathBuf {
         self.config_dir.join("ctl.json")
     }
@@ -155,13 +176,7 @@ pub fn prompt_secret(prompt: &str) -> anyhow::Result<SecretString> {
 }
 
 pub async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
-    let config_dir = match args.config_dir {
-        Some(d) => d,
-        None => dirs::config_dir()
-            .ok_or_else(|| anyhow!("no config directory; pass --config-dir"))?
-            .join("tessera"),
-    };
-    let ctx = Ctx { config_dir };
+    let ctx = Ctx::from_dir(args.config_dir)?;
     match args.command {
         CtlCommand::Login(a) => session::login(&ctx, a).await,
         CtlCommand::Logout => session::logout(&ctx).await,
@@ -172,5 +187,8 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
         CtlCommand::Devices(c) => devices::devices(&ctx, c).await,
         CtlCommand::Pairing(c) => devices::pairing(&ctx, c).await,
         CtlCommand::EnrollToken(c) => devices::tokens(&ctx, c).await,
+        CtlCommand::Sessions(c) => sessions::sessions(&ctx, c).await,
+        CtlCommand::SupportCode(c) => sessions::support_code(&ctx, c).await,
+        CtlCommand::Policy(c) => sessions::policy(&ctx, c).await,
     }
 }

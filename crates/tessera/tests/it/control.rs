@@ -85,7 +85,7 @@ async fn hello(
             protocol_version: PROTOCOL_VERSION,
             agent_version: "test".into(),
             device_id: device_id.to_string(),
-            signature: sig.to_vec(),
+            signature: sig.to_vec().into(),
             os: "test-os".into(),
             hostname: "test-host".into(),
         }),
@@ -542,7 +542,7 @@ async fn the_agent_reconnects_after_the_server_restarts() {
     );
     // Drop every connection this node holds by replacing it: the agent's
     // connection is told it was replaced and reconnects with backoff.
-    let (_, _rx) = s
+    let _registration = s
         .state
         .registry()
         .register(&device.device_id, "someone-else");

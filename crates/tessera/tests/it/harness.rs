@@ -435,6 +435,8 @@ impl RunningAgent {
                 &state,
                 tessera_agent::RunOptions {
                     max_backoff: Duration::from_millis(500),
+                    shell: Some("/bin/sh".to_owned()),
+                    consent: tessera_agent::consent::ConsentMode::Deny,
                 },
                 async {
                     let _ = stopped.await;

@@ -106,6 +106,16 @@ async fn openapi_document_covers_every_json_route() {
         "POST /api/v1/pairings/{user_code}/deny",
         "POST /api/v1/events",
         "GET /api/v1/events",
+        "GET /api/v1/policy",
+        "PUT /api/v1/policy",
+        "GET /api/v1/sessions",
+        "POST /api/v1/sessions",
+        "GET /api/v1/sessions/{id}",
+        "POST /api/v1/sessions/{id}/end",
+        "POST /api/v1/sessions/{id}/viewer-token",
+        "POST /api/v1/support-codes",
+        "GET /api/v1/support-codes/{code}",
+        "POST /api/v1/support-codes/{code}/bind",
     ]
     .into_iter()
     .map(String::from)

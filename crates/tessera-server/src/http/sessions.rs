@@ -1,0 +1,355 @@
+//! Sessions for operators: open a managed session, list, show, end, and mint
+//! viewer tokens.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use tessera_core::api::{CreateSessionRequest, SecretString, SessionView, ViewerTokenResponse};
+use tessera_core::identity::DeviceId;
+use tessera_core::roles::Permission;
+use tessera_core::Timestamp;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{ApiJson, ApiQuery, ClientIp};
+use crate::audit::{Action, Actor, AuditEvent};
+use crate::auth::viewer::{ViewerClaims, PURPOSE, TTL};
+use crate::auth::Operator;
+use crate::store::sessions::SessionRow;
+use crate::{session, store, tenancy, AppState};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_session, list_sessions))
+        .routes(routes!(show_session))
+        .routes(routes!(end_session))
+        .routes(routes!(viewer_token))
+}
+
+pub fn session_view(s: &SessionRow) -> SessionView {
+    SessionView {
+        id: s.id.clone(),
+        origin: s.origin.clone(),
+        device_id: s.device_id.clone(),
+        device_name: s.device_name.clone(),
+        created_by: s.created_by.clone(),
+        created_by_name: s.created_by_name.clone(),
+        access: s.access.clone(),
+        consent: s.consent.clone(),
+        state: s.state.clone(),
+        created_at: s.created_at.to_rfc3339(),
+        started_at: s.started_at.map(Timestamp::to_rfc3339),
+        ended_at: s.ended_at.map(Timestamp::to_rfc3339),
+        end_code: s.end_code.clone(),
+        end_reason: s.end_reason.clone(),
+    }
+}
+
+/// Whether `op` may see `s`: an attended session whose consent was never
+/// granted is visible to its creator only.
+pub fn visible_to(s: &SessionRow, op: &Operator) -> bool {
+    s.origin != "attended" || s.consent == "granted" || s.created_by == op.user_id
+}
+
+async fn find(state: &AppState, op: &Operator, id: &str) -> ApiResult<SessionRow> {
+    store::sessions::by_id(state.db().pool(), tenancy::of(op), id)
+        .await?
+        .filter(|s| visible_to(s, op))
+        .ok_or_else(|| ApiError::not_found("session"))
+}
+
+/// Looks a device up by id, fingerprint or (unique) name.
+pub async fn find_device(
+    state: &AppState,
+    op: &Operator,
+    key: &str,
+) -> ApiResult<store::devices::DeviceRow> {
+    if let Ok(id) = DeviceId::parse(key) {
+        if let Some(d) =
+            store::devices::by_id(state.db().pool(), tenancy::of(op), id.as_str()).await?
+        {
+            return Ok(d);
+        }
+    }
+    let named: Vec<_> = store::devices::list(state.db(), tenancy::of(op))
+        .await?
+        .into_iter()
+        .filter(|d| d.name == key && d.revoked_at.is_none())
+        .collect();
+    match named.len() {
+        1 => Ok(named
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::not_found("device"))?),
+        0 => Err(ApiError::not_found("device")),
+        _ => Err(ApiError::conflict(
+            "ambiguous_device",
+            "several devices have that name; use its id",
+        )),
+    }
+}
+
+/// Open a managed session (a shell) on an online device.
+#[utoipa::path(post, path = "/api/v1/sessions", tag = "sessions",
+    security(("operator_token" = [])),
+    request_body = CreateSessionRequest,
+    responses(
+        (status = 201, body = SessionView),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "device_offline, device_revoked", body = ErrorBody),
+    ))]
+async fn create_session(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    op: Operator,
+    ApiJson(req): ApiJson<CreateSessionRequest>,
+) -> ApiResult<(StatusCode, Json<SessionView>)> {
+    op.require(Permission::Control)?;
+    let access = match req.access.as_deref().unwrap_or("control") {
+        a @ ("control" | "view") => a,
+        _ => {
+            return Err(ApiError::unprocessable(
+                "invalid_field",
+                "`access` is control or view",
+            ))
+        }
+    };
+    let device = find_device(&state, &op, &req.device).await?;
+    if device.revoked_at.is_some() {
+        return Err(ApiError::conflict(
+            "device_revoked",
+            "the device is revoked",
+        ));
+    }
+    if !state.registry().is_connected(&device.id) {
+        return Err(ApiError::conflict(
+            "device_offline",
+            "the device is not connected to this server",
+        ));
+    }
+    let tenant = tenancy::of(&op);
+    let now = state.now();
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut tx = state.db().begin_write().await?;
+    let consent = if store::tenants::require_consent_for_managed(&mut *tx, tenant).await? {
+        "pending"
+    } else {
+        "not_required"
+    };
+    store::sessions::insert(
+        &mut tx,
+        store::sessions::NewSession {
+            id: &id,
+            tenant_id: tenant,
+            origin: "managed",
+            device_id: &device.id,
+            created_by: &op.user_id,
+            access,
+            consent,
+            support_code_id: None,
+            now,
+            consent_deadline: (consent == "pending")
+                .then(|| now.plus(state.config().consent_timeout)),
+        },
+    )
+    .await?;
+    state
+        .audit(
+            &mut tx,
+            AuditEvent::new(
+                tenant,
+                Actor::User(op.user_id.clone()),
+                Action::SessionCreated,
+            )
+            .ip(Some(ip.0))
+            .target(format!("session:{id}"))
+            .detail("origin", "managed")
+            .detail("device_id", device.id.clone())
+            .detail("access", access)
+            .detail("consent", consent),
+        )
+        .await?;
+    if consent == "pending" {
+        state
+            .audit(
+                &mut tx,
+                AuditEvent::new(
+                    tenant,
+                    Actor::User(op.user_id.clone()),
+                    Action::ConsentRequested,
+                )
+                .target(format!("session:{id}"))
+                .detail("device_id", device.id.clone()),
+            )
+            .await?;
+    }
+    tx.commit().await?;
+    let row = find(&state, &op, &id).await?;
+    if consent == "pending" {
+        session::request_consent(&state, &row);
+    } else {
+        session::start_relay(&state, &row).await?;
+    }
+    let row = find(&state, &op, &id).await?;
+    Ok((StatusCode::CREATED, Json(session_view(&row))))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Include ended sessions (default false).
+    #[serde(default)]
+    all: bool,
+}
+
+/// Sessions you may see (attended sessions awaiting consent only if you
+/// created them).
+#[utoipa::path(get, path = "/api/v1/sessions", tag = "sessions",
+    security(("operator_token" = [])),
+    params(ListQuery),
+    responses((status = 200, body = Vec<SessionView>), (status = 403, body = ErrorBody)))]
+async fn list_sessions(
+    State(state): State<AppState>,
+    op: Operator,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Vec<SessionView>>> {
+    op.require(Permission::View)?;
+    let rows =
+        store::sessions::list_visible(state.db(), tenancy::of(&op), &op.user_id, q.all).await?;
+    Ok(Json(rows.iter().map(session_view).collect()))
+}
+
+/// One session.
+#[utoipa::path(get, path = "/api/v1/sessions/{id}", tag = "sessions",
+    security(("operator_token" = [])),
+    params(("id" = String, Path, description = "session id")),
+    responses((status = 200, body = SessionView), (status = 404, body = ErrorBody)))]
+async fn show_session(
+    State(state): State<AppState>,
+    op: Operator,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SessionView>> {
+    op.require(Permission::View)?;
+    Ok(Json(session_view(&find(&state, &op, &id).await?)))
+}
+
+/// End a session: viewers and the device are told at once.
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/end", tag = "sessions",
+    security(("operator_token" = [])),
+    params(("id" = String, Path, description = "session id")),
+    responses((status = 200, body = SessionView), (status = 404, body = ErrorBody), (status = 409, description = "already_ended", body = ErrorBody)))]
+async fn end_session(
+    State(state): State<AppState>,
+    op: Operator,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SessionView>> {
+    let row = find(&state, &op, &id).await?;
+    if row.created_by != op.user_id {
+        op.require(Permission::Control)?;
+    }
+    let reason = format!("ended by {}", op.username);
+    if !session::end(
+        &state,
+        &id,
+        "ended_by_operator",
+        &reason,
+        Actor::User(op.user_id.clone()),
+    )
+    .await?
+    {
+        return Err(ApiError::conflict(
+            "already_ended",
+            "the session has already ended",
+        ));
+    }
+    Ok(Json(session_view(&find(&state, &op, &id).await?)))
+}
+
+/// Mint a viewer token for an active session: `control` for operators with
+/// the control permission (if the session allows control), else
+/// `view_only`. The token's value is never recorded.
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/viewer-token", tag = "sessions",
+    security(("operator_token" = [])),
+    params(("id" = String, Path, description = "session id")),
+    responses(
+        (status = 200, body = ViewerTokenResponse),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "consent_pending, session_ended", body = ErrorBody),
+    ))]
+async fn viewer_token(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    op: Operator,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ViewerTokenResponse>> {
+    let access = if op.role.allows(Permission::Control) {
+        "control"
+    } else if op.role.allows(Permission::View) {
+        "view_only"
+    } else {
+        return Err(ApiError::forbidden(
+            "viewing a session needs the `view` permission",
+        ));
+    };
+    let row = find(&state, &op, &id).await?;
+    match row.state.as_str() {
+        "active" => {}
+        "pending" => {
+            return Err(ApiError::conflict(
+                "consent_pending",
+                "the person at the device has not answered yet",
+            ))
+        }
+        _ => return Err(ApiError::conflict("session_ended", "the session has ended")),
+    }
+    let access = if row.access == "view" {
+        "view_only"
+    } else {
+        access
+    };
+    let now = state.now();
+    let iat = now.as_millis().div_euclid(1000);
+    let jti = uuid::Uuid::now_v7().to_string();
+    let claims = ViewerClaims {
+        sub: op.user_id.clone(),
+        sid: row.id.clone(),
+        tid: row.tenant_id.clone(),
+        access: access.to_owned(),
+        purpose: PURPOSE.to_owned(),
+        lid: op.session_id.clone(),
+        iat,
+        exp: iat + TTL.as_secs() as i64,
+        jti: jti.clone(),
+    };
+    let token = state
+        .viewer_keys()
+        .mint(&claims)
+        .map_err(ApiError::internal)?;
+    let mut tx = state.db().begin_write().await?;
+    state
+        .audit(
+            &mut tx,
+            AuditEvent::new(
+                &row.tenant_id,
+                Actor::User(op.user_id.clone()),
+                Action::ViewerTokenMinted,
+            )
+            .ip(Some(ip.0))
+            .target(format!("session:{}", row.id))
+            .detail("access", access)
+            .detail("token_id", jti),
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(Json(ViewerTokenResponse {
+        token: SecretString::new(token),
+        access: access.to_owned(),
+        expires_at: tessera_core::Timestamp::from_millis(claims.exp * 1000).to_rfc3339(),
+        session_id: row.id,
+    }))
+}

@@ -1,0 +1,300 @@
+//! Support codes: an operator asks for one; the person at the machine
+//! previews it and binds it with the one-time agent.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
+use axum::Json;
+use sha2::{Digest, Sha256};
+use tessera_core::api::{
+    BindSupportCodeRequest, BoundSupportCode, CreateSupportCodeRequest, CreatedSupportCode,
+    SecretString, SupportCodePreview,
+};
+use tessera_core::codes::{display_support_code, new_support_code, normalise_support_code};
+use tessera_core::identity::IdentityDocument;
+use tessera_core::roles::Permission;
+use tessera_core::secret::{Secret, SecretKind};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{ApiJson, ClientIp};
+use crate::audit::{Action, Actor, AuditEvent};
+use crate::auth::login::locked_out;
+use crate::auth::{ratelimit, Operator};
+use crate::enrollment::validate_device_fields;
+use crate::store::support_codes::SupportCodeRow;
+use crate::store::{self, StoreError};
+use crate::{enrollment, tenancy, AppState};
+
+pub const DEFAULT_TTL: Duration = Duration::from_secs(30 * 60);
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+
+pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
+    let public = OpenApiRouter::new()
+        .routes(routes!(preview))
+        .routes(routes!(bind))
+        .route_layer(from_fn_with_state(
+            (state.clone(), state.limiters().support_code.clone()),
+            ratelimit::enforce,
+        ));
+    OpenApiRouter::new().merge(public).routes(routes!(create))
+}
+
+/// What is stored for a code: SHA-256 under a label, looked up by equality.
+pub fn code_hash(canonical: &str) -> [u8; 32] {
+    Sha256::digest(format!("tessera/support-code/v1\0{canonical}")).into()
+}
+
+/// Ask for a support code (`XXX-XXX-XXX`, shown once) for an attended session.
+#[utoipa::path(post, path = "/api/v1/support-codes", tag = "support",
+    security(("operator_token" = [])),
+    request_body = CreateSupportCodeRequest,
+    responses((status = 201, body = CreatedSupportCode), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    op: Operator,
+    ApiJson(req): ApiJson<CreateSupportCodeRequest>,
+) -> ApiResult<(StatusCode, Json<CreatedSupportCode>)> {
+    op.require(Permission::Control)?;
+    let access = match req.access.as_deref().unwrap_or("control") {
+        a @ ("control" | "view") => a,
+        _ => {
+            return Err(ApiError::unprocessable(
+                "invalid_field",
+                "`access` is control or view",
+            ))
+        }
+    };
+    let ttl = req
+        .ttl_seconds
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_TTL);
+    if ttl < Duration::from_secs(60) || ttl > MAX_TTL {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            "`ttl_seconds` must be between 60 and 86400",
+        ));
+    }
+    let tenant = tenancy::of(&op);
+    let now = state.now();
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut attempt = 0;
+    loop {
+        let code = new_support_code();
+        let inserted: Result<(), StoreError> = async {
+            let mut tx = state.db().begin_write().await?;
+            store::support_codes::insert(
+                &mut tx,
+                store::support_codes::NewCode {
+                    id: &id,
+                    tenant_id: tenant,
+                    code_hash: &code_hash(&code),
+                    access,
+                    created_by: &op.user_id,
+                    now,
+                    expires_at: now.plus(ttl),
+                },
+            )
+            .await?;
+            state
+                .audit(
+                    &mut tx,
+                    AuditEvent::new(
+                        tenant,
+                        Actor::User(op.user_id.clone()),
+                        Action::SupportCodeCreated,
+                    )
+                    .ip(Some(ip.0))
+                    .target(format!("support_code:{id}"))
+                    .detail("access", access)
+                    .detail("expires_at", now.plus(ttl).to_rfc3339()),
+                )
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        match inserted {
+            Ok(()) => {
+                return Ok((
+                    StatusCode::CREATED,
+                    Json(CreatedSupportCode {
+                        id,
+                        code: SecretString::new(display_support_code(&code)),
+                        access: access.to_owned(),
+                        expires_at: now.plus(ttl).to_rfc3339(),
+                    }),
+                ))
+            }
+            // 2^44.6 codes: a collision is astronomically rare, but harmless.
+            Err(StoreError::Conflict) if attempt < 3 => attempt += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Finds a live code by what was typed, counting misses toward the
+/// address's lockout so codes cannot be guessed.
+async fn find_live(state: &AppState, ip: IpAddr, typed: &str) -> Result<SupportCodeRow, ApiError> {
+    let now = state.now();
+    state
+        .pairing_lockout()
+        .check(&ip, now)
+        .map_err(locked_out)?;
+    let found = match normalise_support_code(typed) {
+        Some(code) => store::support_codes::by_hash(state.db().pool(), &code_hash(&code)).await?,
+        None => None,
+    };
+    match found {
+        Some(c) if c.state == "active" && c.expires_at > now => Ok(c),
+        _ => {
+            state.pairing_lockout().record_failure(&ip, now);
+            Err(ApiError::not_found("active support code"))
+        }
+    }
+}
+
+/// Public preview: is the code valid, and who asked for it? Never uses it.
+#[utoipa::path(get, path = "/api/v1/support-codes/{code}", tag = "support",
+    params(("code" = String, Path, description = "XXX-XXX-XXX")),
+    responses((status = 200, body = SupportCodePreview), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn preview(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    Path(code): Path<String>,
+) -> ApiResult<Json<SupportCodePreview>> {
+    let c = find_live(&state, ip.0, &code).await?;
+    Ok(Json(SupportCodePreview {
+        valid: true,
+        requested_by: c.created_by_name,
+        access: c.access,
+        expires_at: c.expires_at.to_rfc3339(),
+    }))
+}
+
+/// The one-time agent binds the code: exactly one binder wins. It gets a
+/// key for this one session; the session waits for the person's consent.
+#[utoipa::path(post, path = "/api/v1/support-codes/{code}/bind", tag = "support",
+    params(("code" = String, Path, description = "XXX-XXX-XXX")),
+    request_body = BindSupportCodeRequest,
+    responses(
+        (status = 201, body = BoundSupportCode),
+        (status = 404, description = "unknown, used or expired code", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody),
+    ))]
+async fn bind(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    Path(code): Path<String>,
+    ApiJson(req): ApiJson<BindSupportCodeRequest>,
+) -> ApiResult<(StatusCode, Json<BoundSupportCode>)> {
+    validate_device_fields(&req.name, &req.hostname, &req.os)?;
+    let doc = IdentityDocument::decode(&req.identity)
+        .map_err(|e| ApiError::unprocessable("invalid_identity", e.to_string()))?;
+    let device_id = doc
+        .device_id()
+        .map_err(|e| ApiError::unprocessable("invalid_identity", e.to_string()))?;
+    let c = find_live(&state, ip.0, &code).await?;
+    let now = state.now();
+    let session_id = uuid::Uuid::now_v7().to_string();
+    let key = Secret::generate(SecretKind::DeviceKey);
+    let mut tx = state.db().begin_write().await?;
+    if !store::support_codes::consume(&mut tx, &c.id, &session_id, now).await? {
+        tx.rollback().await?;
+        state.pairing_lockout().record_failure(&ip.0, now);
+        return Err(ApiError::not_found("active support code"));
+    }
+    let owner = c.created_by.clone();
+    store::devices::insert(
+        &mut tx,
+        store::devices::NewDevice {
+            id: device_id.as_str(),
+            tenant_id: &c.tenant_id,
+            ed25519_public: &doc.ed25519,
+            x25519_public: &doc.x25519,
+            identity_signature: &doc.signature,
+            name: req.name.trim(),
+            hostname: req.hostname.trim(),
+            os: req.os.trim(),
+            tags: &["attended".to_owned()],
+            enrolled_via: "support_code",
+            enrolled_by: &format!("support_code:{}", c.id),
+            owner_user_id: &owner,
+            ephemeral: true,
+            now,
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        StoreError::Conflict => ApiError::conflict(
+            "already_enrolled",
+            "use a fresh identity for each support session",
+        ),
+        other => other.into(),
+    })?;
+    enrollment::insert_key(
+        &state,
+        &mut tx,
+        &c.tenant_id,
+        device_id.as_str(),
+        &key,
+        &format!("support_code:{}", c.id),
+        "support_code",
+    )
+    .await?;
+    store::sessions::insert(
+        &mut tx,
+        store::sessions::NewSession {
+            id: &session_id,
+            tenant_id: &c.tenant_id,
+            origin: "attended",
+            device_id: device_id.as_str(),
+            created_by: &owner,
+            access: &c.access,
+            consent: "pending",
+            support_code_id: Some(&c.id),
+            now,
+            consent_deadline: Some(now.plus(state.config().consent_timeout)),
+        },
+    )
+    .await?;
+    let actor = Actor::Device(device_id.to_string());
+    for (action, target) in [
+        (
+            Action::SupportCodeConsumed,
+            format!("support_code:{}", c.id),
+        ),
+        (Action::SessionCreated, format!("session:{session_id}")),
+        (Action::ConsentRequested, format!("session:{session_id}")),
+    ] {
+        state
+            .audit(
+                &mut tx,
+                AuditEvent::new(&c.tenant_id, actor.clone(), action)
+                    .ip(Some(ip.0))
+                    .target(target)
+                    .detail("origin", "attended")
+                    .detail("device_id", device_id.to_string())
+                    .detail("technician", c.created_by_name.clone())
+                    .detail("access", c.access.clone()),
+            )
+            .await?;
+    }
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(BoundSupportCode {
+            session_id,
+            device_id: device_id.to_string(),
+            device_key: SecretString::new(key.expose()),
+            technician: c.created_by_name,
+            access: c.access,
+        }),
+    ))
+}

@@ -1,0 +1,326 @@
+//! `/ws/viewer`: a viewer joins one session with a viewer token.
+//!
+//! Checked before the upgrade: the token's signature, expiry, purpose and
+//! session; the login that minted it; the session being active here. After
+//! it, input from a `view_only` viewer is dropped (and counted), input from
+//! a `control` viewer is rate-limited to 200 events a second, and every
+//! message is capped at 64 KiB before it is buffered.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use governor::{Quota, RateLimiter};
+use prost::Message as _;
+use serde::Deserialize;
+use tessera_proto::v1::{ChannelClose, ChannelData, ChannelResize, SessionEnded, ViewerReady};
+use tessera_proto::{Body, Envelope, MAX_VIEWER_FRAME};
+
+use super::{Access, Joined, LiveSession, ToViewer, SHELL_CHANNEL};
+use crate::audit::{Action, Actor, AuditEvent};
+use crate::auth::viewer::{parse_access, ViewerClaims};
+use crate::auth::{bearer_from, check_session};
+use crate::control::connection::is_too_big;
+use crate::http::error::ApiError;
+use crate::http::extract::ClientIp;
+use crate::store;
+use crate::AppState;
+
+/// Input events a control viewer may send per second.
+pub const INPUT_PER_SECOND: u32 = 200;
+
+/// Close codes on the viewer plane.
+pub mod close {
+    /// The session ended (the reason is in the preceding `SessionEnded`).
+    pub const SESSION_ENDED: u16 = 4000;
+    /// The viewer fell too far behind the output.
+    pub const TOO_SLOW: u16 = 4010;
+    /// The operator's login ended.
+    pub const LOGGED_OUT: u16 = 4011;
+}
+
+#[derive(Deserialize)]
+pub struct ViewerQuery {
+    session: String,
+}
+
+/// `GET /ws/viewer?session=<id>` with `Authorization: Bearer <viewer token>`.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    query: Result<Query<ViewerQuery>, QueryRejection>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return ApiError::bad_request("invalid_query", "give the session as ?session=<id>")
+            .into_response();
+    };
+    let (claims, live) = match admit(&state, &q.session, &headers).await {
+        Ok(admitted) => admitted,
+        Err(e) => return e.into_response(),
+    };
+    let Ok(ws) = ws else {
+        return ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "websocket_required",
+            "this endpoint speaks WebSocket",
+        )
+        .into_response();
+    };
+    ws.max_message_size(MAX_VIEWER_FRAME)
+        .max_frame_size(MAX_VIEWER_FRAME)
+        .on_upgrade(move |socket| async move {
+            let span = tracing::info_span!("viewer", session = %claims.sid, user = %claims.sub);
+            tracing::Instrument::instrument(serve(socket, state, claims, live, ip), span).await;
+        })
+}
+
+/// Every check before a viewer may join.
+async fn admit(
+    state: &AppState,
+    session_id: &str,
+    headers: &HeaderMap,
+) -> Result<(ViewerClaims, Arc<LiveSession>), ApiError> {
+    let token = bearer_from(headers)
+        .ok_or_else(|| ApiError::unauthorized("unauthenticated", "missing viewer token"))?;
+    let claims = state
+        .viewer_keys()
+        .check(token, session_id, state.now())
+        .map_err(|e| ApiError::unauthorized(e.code(), e.to_string()))?;
+    let login = store::logins::by_id(state.db(), &claims.lid)
+        .await?
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "session_revoked",
+                "the login that minted this token is gone",
+            )
+        })?;
+    check_session(&login, state.now())?;
+    if login.user_id != claims.sub || login.tenant_id != claims.tid {
+        return Err(ApiError::unauthorized(
+            "invalid_token",
+            "the viewer token does not match its login",
+        ));
+    }
+    let live = state
+        .hub()
+        .get(session_id)
+        .filter(|l| l.tenant_id == claims.tid)
+        .ok_or_else(|| {
+            ApiError::conflict(
+                "session_not_active",
+                "the session is not active on this server",
+            )
+        })?;
+    Ok((claims, live))
+}
+
+async fn send(sink: &mut futures_util::stream::SplitSink<WebSocket, Message>, body: Body) -> bool {
+    sink.send(Message::Binary(Envelope::of(body).encode_to_vec().into()))
+        .await
+        .is_ok()
+}
+
+async fn close_with(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    code: u16,
+    reason: &str,
+) {
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
+        .await;
+}
+
+/// What a viewer did, for the aggregate audit row when it leaves.
+#[derive(Default)]
+struct Tally {
+    dropped_view_only: u64,
+    dropped_rate: u64,
+    oversized: bool,
+}
+
+async fn audit(
+    state: &AppState,
+    claims: &ViewerClaims,
+    ip: ClientIp,
+    action: Action,
+    details: Vec<(&str, serde_json::Value)>,
+) {
+    let result: Result<(), store::StoreError> = async {
+        let mut tx = state.db().begin_write().await?;
+        let mut event = AuditEvent::new(&claims.tid, Actor::User(claims.sub.clone()), action)
+            .ip(Some(ip.0))
+            .target(format!("session:{}", claims.sid))
+            .detail("access", claims.access.clone());
+        for (k, v) in details {
+            event = event.detail(k, v);
+        }
+        state.audit(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cannot audit a viewer event");
+    }
+}
+
+async fn serve(
+    socket: WebSocket,
+    state: AppState,
+    claims: ViewerClaims,
+    live: Arc<LiveSession>,
+    ip: ClientIp,
+) {
+    // The token says what the operator may do; the session may allow less.
+    let access = match (parse_access(&claims.access), live.max_access) {
+        (Some(Access::Control), Access::Control) => Access::Control,
+        _ => Access::ViewOnly,
+    };
+    let Some(Joined {
+        viewer_id,
+        mut queue,
+        scrollback,
+        kick,
+        kicked_because,
+    }) = live.join(&claims.sub, &claims.lid)
+    else {
+        let (mut sink, _) = socket.split();
+        close_with(&mut sink, close::SESSION_ENDED, "session_ended").await;
+        return;
+    };
+    audit(&state, &claims, ip, Action::SessionJoined, vec![]).await;
+    let (mut sink, mut stream) = socket.split();
+    let mut ok = send(
+        &mut sink,
+        Body::ViewerReady(ViewerReady {
+            session_id: live.id.clone(),
+            access: access.as_str().to_owned(),
+            channel_id: SHELL_CHANNEL,
+            device_name: live.device_name.clone(),
+        }),
+    )
+    .await;
+    if ok && !scrollback.is_empty() {
+        ok = send(
+            &mut sink,
+            Body::ChannelData(ChannelData {
+                session_id: live.id.clone(),
+                channel_id: SHELL_CHANNEL,
+                data: scrollback.into(),
+            }),
+        )
+        .await;
+    }
+    let limiter = RateLimiter::direct(Quota::per_second(
+        NonZeroU32::new(INPUT_PER_SECOND).unwrap_or(NonZeroU32::MIN),
+    ));
+    let mut tally = Tally::default();
+    let device_relay = state.registry().relay(&live.device_id);
+    while ok {
+        tokio::select! {
+            out = queue.recv() => match out {
+                Some(ToViewer::Output(data)) => {
+                    ok = send(&mut sink, Body::ChannelData(ChannelData { session_id: live.id.clone(), channel_id: SHELL_CHANNEL, data })).await;
+                }
+                Some(ToViewer::ChannelClosed { exit_status, reason }) => {
+                    ok = send(&mut sink, Body::ChannelClose(ChannelClose { session_id: live.id.clone(), channel_id: SHELL_CHANNEL, exit_status, reason })).await;
+                }
+                Some(ToViewer::Ended { code, reason }) => {
+                    let _ = send(&mut sink, Body::SessionEnded(SessionEnded { session_id: live.id.clone(), code, reason })).await;
+                    close_with(&mut sink, close::SESSION_ENDED, "session_ended").await;
+                    break;
+                }
+                None => break,
+            },
+            () = kick.cancelled() => {
+                let why = kicked_because.lock().ok().and_then(|w| *w).unwrap_or("disconnected");
+                let (code, text) = match why {
+                    "viewer_too_slow" => (close::TOO_SLOW, "you fell too far behind the session's output; reconnect to resume"),
+                    "logged_out" => (close::LOGGED_OUT, "your login ended"),
+                    _ => (close::SESSION_ENDED, "disconnected by the server"),
+                };
+                let _ = send(&mut sink, Body::SessionEnded(SessionEnded { session_id: live.id.clone(), code: why.to_owned(), reason: text.to_owned() })).await;
+                close_with(&mut sink, code, why).await;
+                break;
+            }
+            incoming = stream.next() => match incoming {
+                Some(Ok(Message::Binary(b))) => {
+                    let Ok(env) = Envelope::decode(b) else {
+                        close_with(&mut sink, 1007, "undecodable_message").await;
+                        break;
+                    };
+                    let forward = match env.body {
+                        Some(Body::ChannelData(d)) => Some(Body::ChannelData(ChannelData { session_id: live.id.clone(), channel_id: SHELL_CHANNEL, data: d.data })),
+                        Some(Body::ChannelResize(r)) => Some(Body::ChannelResize(ChannelResize {
+                            session_id: live.id.clone(),
+                            channel_id: SHELL_CHANNEL,
+                            cols: r.cols.clamp(1, 1000),
+                            rows: r.rows.clamp(1, 1000),
+                        })),
+                        _ => {
+                            close_with(&mut sink, 1008, "unexpected_message").await;
+                            break;
+                        }
+                    };
+                    if access == Access::ViewOnly {
+                        tally.dropped_view_only += 1;
+                        state.metrics().input_dropped("view_only");
+                        continue;
+                    }
+                    if limiter.check().is_err() {
+                        tally.dropped_rate += 1;
+                        state.metrics().input_dropped("rate_limited");
+                        continue;
+                    }
+                    if let (Some(relay), Some(body)) = (&device_relay, forward) {
+                        // Waits for room: only this viewer is held back.
+                        if relay.send(Envelope::of(body)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(Message::Text(_))) => {
+                    close_with(&mut sink, 1003, "binary_frames_only").await;
+                    break;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    if is_too_big(&e) {
+                        tally.oversized = true;
+                        state.metrics().oversized_frame("viewer");
+                        close_with(&mut sink, 1009, "message_too_big").await;
+                    }
+                    break;
+                }
+            },
+        }
+    }
+    live.leave(viewer_id);
+    if tally.dropped_view_only > 0 || tally.dropped_rate > 0 || tally.oversized {
+        audit(
+            &state,
+            &claims,
+            ip,
+            Action::ViewerThrottled,
+            vec![
+                ("dropped_view_only", tally.dropped_view_only.into()),
+                ("dropped_rate_limited", tally.dropped_rate.into()),
+                ("oversized_frame", tally.oversized.into()),
+            ],
+        )
+        .await;
+    }
+    audit(&state, &claims, ip, Action::SessionLeft, vec![]).await;
+}

@@ -1,0 +1,157 @@
+//! Operator login sessions, found by the SHA-256 of their bearer token.
+//!
+//! Every authenticated request reads its session row, so a logout or a
+//! revocation takes effect at once on every server sharing the database.
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use tessera_core::roles::Role;
+use tessera_core::Timestamp;
+
+use super::{Db, StoreResult, Tx};
+
+pub struct NewSession<'a> {
+    pub id: &'a str,
+    pub tenant_id: &'a str,
+    pub user_id: &'a str,
+    pub token_hash: &'a [u8; 32],
+    pub token_prefix: &'a str,
+    pub source_ip: Option<&'a str>,
+    pub now: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+pub async fn insert(tx: &mut Tx, s: NewSession<'_>) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO operator_sessions \
+         (id, tenant_id, user_id, token_hash, token_prefix, source_ip, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(s.id)
+    .bind(s.tenant_id)
+    .bind(s.user_id)
+    .bind(s.token_hash.to_vec())
+    .bind(s.token_prefix)
+    .bind(s.source_ip)
+    .bind(s.now.as_millis())
+    .bind(s.expires_at.as_millis())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A session joined with its user, as the authenticator needs it.
+#[derive(Clone, Debug)]
+pub struct SessionRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub user_id: String,
+    pub username: String,
+    pub role: Role,
+    pub expires_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+    pub user_disabled_at: Option<Timestamp>,
+}
+
+fn from_row(r: &AnyRow) -> Result<SessionRow, sqlx::Error> {
+    let role: String = r.try_get("role")?;
+    Ok(SessionRow {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        user_id: r.try_get("user_id")?,
+        username: r.try_get("username")?,
+        role: Role::parse(&role).ok_or_else(|| sqlx::Error::Decode("unknown role".into()))?,
+        expires_at: Timestamp::from_millis(r.try_get("expires_at")?),
+        revoked_at: r
+            .try_get::<Option<i64>, _>("revoked_at")?
+            .map(Timestamp::from_millis),
+        user_disabled_at: r
+            .try_get::<Option<i64>, _>("disabled_at")?
+            .map(Timestamp::from_millis),
+    })
+}
+
+pub async fn by_token_hash(db: &Db, hash: &[u8; 32]) -> StoreResult<Option<SessionRow>> {
+    let row = sqlx::query(
+        "SELECT s.id, s.tenant_id, s.user_id, u.username, u.role, s.expires_at, s.revoked_at, \
+                u.disabled_at \
+         FROM operator_sessions s JOIN users u ON u.id = s.user_id \
+         WHERE s.token_hash = $1",
+    )
+    .bind(hash.to_vec())
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.as_ref().map(from_row).transpose()?)
+}
+
+/// Revokes one live session; returns false if it was already revoked.
+pub async fn revoke(tx: &mut Tx, id: &str, reason: &str, now: Timestamp) -> StoreResult<bool> {
+    let n = sqlx::query(
+        "UPDATE operator_sessions SET revoked_at = $1, revoked_reason = $2 \
+         WHERE id = $3 AND revoked_at IS NULL",
+    )
+    .bind(now.as_millis())
+    .bind(reason)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Revokes every live session of a user except `keep`; returns how many.
+pub async fn revoke_all_of_user(
+    tx: &mut Tx,
+    user_id: &str,
+    keep: Option<&str>,
+    reason: &str,
+    now: Timestamp,
+) -> StoreResult<u64> {
+    let n = sqlx::query(
+        "UPDATE operator_sessions SET revoked_at = $1, revoked_reason = $2 \
+         WHERE user_id = $3 AND revoked_at IS NULL AND id <> $4",
+    )
+    .bind(now.as_millis())
+    .bind(reason)
+    .bind(user_id)
+    .bind(keep.unwrap_or(""))
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(n)
+}
+
+/// A login session by id (for viewer tokens, which carry the id of the login
+/// that minted them).
+pub async fn by_id(db: &Db, id: &str) -> StoreResult<Option<SessionRow>> {
+    let row = sqlx::query(
+        "SELECT s.id, s.tenant_id, s.user_id, u.username, u.role, s.expires_at, s.revoked_at, \
+                u.disabled_at \
+         FROM operator_sessions s JOIN users u ON u.id = s.user_id \
+         WHERE s.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.as_ref().map(from_row).transpose()?)
+}
+
+/// Of these login ids, those that no longer authenticate (ended, expired,
+/// or their user disabled).
+pub async fn dead_among(db: &Db, ids: &[String], now: Timestamp) -> StoreResult<Vec<String>> {
+    let mut dead = Vec::new();
+    for chunk in ids.chunks(500) {
+        let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT s.id FROM operator_sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.id IN ({}) AND (s.revoked_at IS NOT NULL OR s.expires_at <= $1 OR u.disabled_at IS NOT NULL)",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query_scalar::<_, String>(&sql).bind(now.as_millis());
+        for id in chunk {
+            q = q.bind(id);
+        }
+        dead.extend(q.fetch_all(db.pool()).await?);
+    }
+    Ok(dead)
+}

@@ -1,0 +1,109 @@
+//! Support codes: one attended session each. Binding is one conditional
+//! UPDATE, so among concurrent binders exactly one wins.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Executor, Row};
+use tessera_core::Timestamp;
+
+use super::{StoreResult, Tx};
+
+#[derive(Clone, Debug)]
+pub struct SupportCodeRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub access: String,
+    pub created_by: String,
+    pub created_by_name: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub state: String,
+    pub session_id: Option<String>,
+}
+
+const SELECT: &str = "SELECT c.id, c.tenant_id, c.access, c.created_by, u.username, c.created_at, \
+    c.expires_at, c.state, c.session_id FROM support_codes c JOIN users u ON u.id = c.created_by";
+
+fn from_row(r: &AnyRow) -> Result<SupportCodeRow, sqlx::Error> {
+    Ok(SupportCodeRow {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        access: r.try_get("access")?,
+        created_by: r.try_get("created_by")?,
+        created_by_name: r.try_get("username")?,
+        created_at: Timestamp::from_millis(r.try_get("created_at")?),
+        expires_at: Timestamp::from_millis(r.try_get("expires_at")?),
+        state: r.try_get("state")?,
+        session_id: r.try_get("session_id")?,
+    })
+}
+
+pub struct NewCode<'a> {
+    pub id: &'a str,
+    pub tenant_id: &'a str,
+    pub code_hash: &'a [u8; 32],
+    pub access: &'a str,
+    pub created_by: &'a str,
+    pub now: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+pub async fn insert(tx: &mut Tx, c: NewCode<'_>) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO support_codes (id, tenant_id, code_hash, access, created_by, created_at, expires_at, state) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'active')",
+    )
+    .bind(c.id)
+    .bind(c.tenant_id)
+    .bind(c.code_hash.to_vec())
+    .bind(c.access)
+    .bind(c.created_by)
+    .bind(c.now.as_millis())
+    .bind(c.expires_at.as_millis())
+    .execute(&mut **tx)
+    .await
+    .map_err(super::conflict_on_unique)?;
+    Ok(())
+}
+
+pub async fn by_hash<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    hash: &[u8; 32],
+) -> StoreResult<Option<SupportCodeRow>> {
+    let sql = format!("{SELECT} WHERE c.code_hash = $1");
+    let row = sqlx::query(&sql)
+        .bind(hash.to_vec())
+        .fetch_optional(ex)
+        .await?;
+    Ok(row.as_ref().map(from_row).transpose()?)
+}
+
+/// active → consumed, bound to `session_id`; false if someone else won,
+/// or the code is expired or revoked.
+pub async fn consume(tx: &mut Tx, id: &str, session_id: &str, now: Timestamp) -> StoreResult<bool> {
+    let n = sqlx::query(
+        "UPDATE support_codes SET state = 'consumed', consumed_at = $1, session_id = $2 \
+         WHERE id = $3 AND state = 'active' AND expires_at > $1",
+    )
+    .bind(now.as_millis())
+    .bind(session_id)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Marks lapsed active codes expired; returns (id, tenant) of each.
+pub async fn expire_lapsed(tx: &mut Tx, now: Timestamp) -> StoreResult<Vec<(String, String)>> {
+    let rows = sqlx::query(
+        "UPDATE support_codes SET state = 'expired' WHERE state = 'active' AND expires_at <= $1 \
+         RETURNING id, tenant_id",
+    )
+    .bind(now.as_millis())
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("tenant_id")?)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}

@@ -1,0 +1,181 @@
+//! `sessions`, `support-code`, `policy`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Subcommand;
+use tessera_core::api::{CreateSupportCodeRequest, Policy, SessionView};
+
+use super::{Ctx, JsonFlag};
+use crate::output::{self, opt};
+
+#[derive(Subcommand, Debug)]
+pub enum SessionsCommand {
+    /// Sessions you may see (add --all for ended ones).
+    List {
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// One session.
+    Show {
+        id: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// End a session; its viewers and device are told at once.
+    End { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SupportCodeCommand {
+    /// Create a support code for the person you are helping (shown once).
+    Create {
+        /// Ask to view only.
+        #[arg(long)]
+        view_only: bool,
+        /// How long it stays valid.
+        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Show the session policy.
+    Show(JsonFlag),
+    /// Require (or not) the device's consent for managed sessions.
+    Set {
+        #[arg(long, action = clap::ArgAction::Set)]
+        require_consent_for_managed: bool,
+    },
+}
+
+fn rows(s: &[SessionView]) -> Vec<Vec<String>> {
+    s.iter()
+        .map(|s| {
+            let state = match (s.state.as_str(), s.consent.as_str()) {
+                ("pending", _) => "awaiting consent".to_owned(),
+                (state, _) => state.to_owned(),
+            };
+            vec![
+                s.id.clone(),
+                s.origin.clone(),
+                s.device_name.clone(),
+                state,
+                s.consent.clone(),
+                s.access.clone(),
+                opt(s.created_by_name.as_deref()),
+                s.created_at.clone(),
+                opt(s.end_reason.as_deref()),
+            ]
+        })
+        .collect()
+}
+
+const HEADERS: [&str; 9] = [
+    "ID",
+    "ORIGIN",
+    "DEVICE",
+    "STATE",
+    "CONSENT",
+    "ACCESS",
+    "BY",
+    "CREATED",
+    "ENDED BECAUSE",
+];
+
+pub async fn sessions(ctx: &Ctx, cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
+    let c = ctx.client()?;
+    match cmd {
+        SessionsCommand::List { all, out } => {
+            let s = c.sessions(all).await?;
+            if out.json {
+                output::json(&s)?;
+            } else {
+                output::table(&HEADERS, &rows(&s));
+            }
+        }
+        SessionsCommand::Show { id, out } => {
+            let s = c.session(&id).await?;
+            if out.json {
+                output::json(&s)?;
+            } else {
+                output::table(&HEADERS, &rows(&[s]));
+            }
+        }
+        SessionsCommand::End { id } => {
+            let s = c.end_session(&id).await?;
+            println!("Ended session {} on {}.", s.id, s.device_name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn support_code(ctx: &Ctx, cmd: SupportCodeCommand) -> anyhow::Result<ExitCode> {
+    let c = ctx.client()?;
+    match cmd {
+        SupportCodeCommand::Create {
+            view_only,
+            ttl,
+            out,
+        } => {
+            let code = c
+                .create_support_code(&CreateSupportCodeRequest {
+                    access: Some(if view_only { "view" } else { "control" }.to_owned()),
+                    ttl_seconds: Some(ttl.as_secs()),
+                })
+                .await?;
+            if out.json {
+                output::json(&code)?;
+            } else {
+                println!("Support code (shown once): {}", code.code.expose());
+                println!(
+                    "Valid until {} for {} access.",
+                    code.expires_at, code.access
+                );
+                println!(
+                    "The person you help runs: tessera agent support --server {} --code {}",
+                    c.base_url().as_str().trim_end_matches('/'),
+                    code.code.expose()
+                );
+                println!("When they accept, join with: tessera ctl sessions list, then tessera connect SESSION_ID");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn policy(ctx: &Ctx, cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
+    let c = ctx.client()?;
+    match cmd {
+        PolicyCommand::Show(out) => {
+            let p = c.policy().await?;
+            if out.json {
+                output::json(&p)?;
+            } else {
+                println!(
+                    "require_consent_for_managed: {}",
+                    p.require_consent_for_managed
+                );
+            }
+        }
+        PolicyCommand::Set {
+            require_consent_for_managed,
+        } => {
+            let p = c
+                .set_policy(&Policy {
+                    require_consent_for_managed,
+                })
+                .await?;
+            println!(
+                "require_consent_for_managed: {}",
+                p.require_consent_for_managed
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
