@@ -45,14 +45,7 @@ pub async fn ask(
 ) -> bool {
     match mode {
         ConsentMode::Deny => false,
-        ConsentMode::Terminal => {
-            let question = prompt(technician, access);
-            let asked = tokio::task::spawn_blocking(move || ask_terminal(&question));
-            matches!(
-                tokio::time::timeout(timeout, asked).await,
-                Ok(Ok(Some(true)))
-            )
-        }
+        ConsentMode::Terminal => ask_terminal(&prompt(technician, access), timeout).await,
         ConsentMode::Command(program) => {
             let child = tokio::process::Command::new(program)
                 .env("TESSERA_TECHNICIAN", technician)
@@ -66,19 +59,48 @@ pub async fn ask(
     }
 }
 
-/// `None` when there is no terminal to ask on.
-fn ask_terminal(question: &str) -> Option<bool> {
-    let tty = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/tty")
-        .ok()?;
-    let mut out = tty.try_clone().ok()?;
-    write!(out, "\n{question}").ok()?;
-    out.flush().ok()?;
-    let mut line = String::new();
-    std::io::BufReader::new(tty).read_line(&mut line).ok()?;
-    Some(is_yes(&line))
+/// Lines typed on the terminal, read by one thread for the whole process,
+/// so an abandoned question's reader cannot swallow the next answer.
+fn tty_lines() -> Option<&'static std::sync::Mutex<std::sync::mpsc::Receiver<String>>> {
+    type Lines = std::sync::Mutex<std::sync::mpsc::Receiver<String>>;
+    static LINES: std::sync::OnceLock<Option<Lines>> = std::sync::OnceLock::new();
+    LINES
+        .get_or_init(|| {
+            let tty = std::fs::File::open("/dev/tty").ok()?;
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(tty).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            Some(std::sync::Mutex::new(rx))
+        })
+        .as_ref()
+}
+
+/// One question at a time; answers typed before it was asked are dropped.
+async fn ask_terminal(question: &str, timeout: Duration) -> bool {
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(lines) = tty_lines() else {
+        return false;
+    };
+    let Ok(mut out) = std::fs::OpenOptions::new().write(true).open("/dev/tty") else {
+        return false;
+    };
+    let question = question.to_owned();
+    let answer = tokio::task::spawn_blocking(move || {
+        let lines = lines.lock().ok()?;
+        while lines.try_recv().is_ok() {}
+        write!(out, "\n{question}").ok()?;
+        out.flush().ok()?;
+        lines.recv_timeout(timeout).ok()
+    })
+    .await;
+    matches!(answer, Ok(Some(line)) if is_yes(&line))
 }
 
 #[cfg(test)]

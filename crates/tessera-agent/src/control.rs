@@ -295,15 +295,44 @@ struct Sessions<'a> {
     only: Option<&'a str>,
     shells: HashMap<(String, u32), Shell>,
     outbound: mpsc::Sender<Body>,
+    /// The person's answers, by session: a shell opens for a session that
+    /// asked only once it was granted, never for one that was refused.
+    answers: Arc<std::sync::Mutex<HashMap<String, bool>>>,
 }
 
 impl Sessions<'_> {
+    /// Whether a shell may open for `session`: the one-time agent opens one
+    /// only for its own session and only after a yes; a managed agent never
+    /// for a session the person refused.
+    fn may_open(&self, session: &str) -> bool {
+        let answer = self
+            .answers
+            .lock()
+            .ok()
+            .and_then(|a| a.get(session).copied());
+        match self.only {
+            Some(only) => only == session && answer == Some(true),
+            None => answer != Some(false),
+        }
+    }
+
     /// Handles one relay message from the server; `Some(exit)` ends the run.
     fn handle(&mut self, body: Body) -> Option<Exit> {
         match body {
             Body::ConsentRequest(req) => {
+                // The one-time agent answers only for its own session.
+                if self.only.is_some_and(|only| only != req.session_id) {
+                    let _ = self
+                        .outbound
+                        .try_send(Body::ConsentResponse(ConsentResponse {
+                            session_id: req.session_id,
+                            granted: false,
+                        }));
+                    return None;
+                }
                 let mode = self.opts.consent.clone();
                 let outbound = self.outbound.clone();
+                let answers = self.answers.clone();
                 tokio::spawn(async move {
                     let timeout = Duration::from_millis(u64::from(req.timeout_ms));
                     let granted = consent::ask(
@@ -314,6 +343,9 @@ impl Sessions<'_> {
                         timeout,
                     )
                     .await;
+                    if let Ok(mut a) = answers.lock() {
+                        a.insert(req.session_id.clone(), granted);
+                    }
                     let _ = outbound
                         .send(Body::ConsentResponse(ConsentResponse {
                             session_id: req.session_id,
@@ -321,6 +353,15 @@ impl Sessions<'_> {
                         }))
                         .await;
                 });
+            }
+            Body::ChannelOpen(open) if !self.may_open(&open.session_id) => {
+                tracing::warn!(session = %open.session_id, "refused to open a channel without consent");
+                let _ = self.outbound.try_send(Body::ChannelClose(ChannelClose {
+                    session_id: open.session_id,
+                    channel_id: open.channel_id,
+                    exit_status: None,
+                    reason: "the person at this device did not consent to this session".into(),
+                }));
             }
             Body::ChannelOpen(open) => {
                 let shell = self.opts.shell.clone().unwrap_or_else(default_shell);
@@ -393,6 +434,7 @@ impl Connection {
             only,
             shells: HashMap::new(),
             outbound,
+            answers: Arc::default(),
         };
         loop {
             tokio::select! {
@@ -586,5 +628,41 @@ mod tests {
             assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
         }
         assert!(backoff(30, max) <= max);
+    }
+}
+
+#[cfg(test)]
+mod consent_gate {
+    use super::*;
+
+    fn sessions<'a>(opts: &'a RunOptions, only: Option<&'a str>) -> Sessions<'a> {
+        let (outbound, _rx) = mpsc::channel(8);
+        Sessions {
+            opts,
+            only,
+            shells: HashMap::new(),
+            outbound,
+            answers: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn the_one_time_agent_opens_only_its_own_consented_session() {
+        let opts = RunOptions::default();
+        let s = sessions(&opts, Some("mine"));
+        assert!(!s.may_open("mine"), "not before a yes");
+        s.answers.lock().unwrap().insert("mine".into(), true);
+        assert!(s.may_open("mine"));
+        s.answers.lock().unwrap().insert("other".into(), true);
+        assert!(!s.may_open("other"), "never another session");
+    }
+
+    #[test]
+    fn a_managed_agent_never_opens_a_refused_session() {
+        let opts = RunOptions::default();
+        let s = sessions(&opts, None);
+        assert!(s.may_open("not-asked"), "no consent needed by policy");
+        s.answers.lock().unwrap().insert("refused".into(), false);
+        assert!(!s.may_open("refused"));
     }
 }

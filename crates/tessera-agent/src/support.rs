@@ -32,15 +32,13 @@ pub async fn bind(
     let keys = DeviceKeys::generate();
     let client = ApiClient::new(server, trust)?;
     let bound = client
-        .bind_support_code(
-            code,
-            &BindSupportCodeRequest {
-                identity: keys.document().encode(),
-                name: name.unwrap_or_else(sysinfo::hostname),
-                hostname: sysinfo::hostname(),
-                os: sysinfo::os(),
-            },
-        )
+        .bind_support_code(&BindSupportCodeRequest {
+            code: tessera_core::api::SecretString::new(code),
+            identity: keys.document().encode(),
+            name: name.unwrap_or_else(sysinfo::hostname),
+            hostname: sysinfo::hostname(),
+            os: sysinfo::os(),
+        })
         .await?;
     let creds = Credentials {
         server: server.to_owned(),

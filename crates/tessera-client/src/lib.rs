@@ -542,11 +542,10 @@ impl ApiClient {
 
     pub async fn bind_support_code(
         &self,
-        code: &str,
         req: &tessera_core::api::BindSupportCodeRequest,
     ) -> ClientResult<tessera_core::api::BoundSupportCode> {
-        let path = format!("/api/v1/support-codes/{}/bind", encode_segment(code));
-        self.call(Method::POST, &path, Some(req)).await
+        self.call(Method::POST, "/api/v1/support-codes/bind", Some(req))
+            .await
     }
 
     // ---- policy -------------------------------------------------------

@@ -483,6 +483,9 @@ pub struct SupportCodePreview {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct BindSupportCodeRequest {
+    /// `XXX-XXX-XXX` (in the body, not the URL, so it stays out of proxy logs).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub code: SecretString,
     /// The one-time agent's (ephemeral) identity document.
     pub identity: String,
     pub name: String,

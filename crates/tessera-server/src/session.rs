@@ -38,17 +38,23 @@ pub fn max_access(row: &SessionRow) -> Access {
 }
 
 fn notify_device(state: &AppState, device_id: &str, body: Body) {
-    if let Some(relay) = state.registry().relay(device_id) {
-        // A full queue means the device is not reading; it will be cut off
-        // by its heartbeat timeout and learn the session's fate on return.
-        let _ = relay.try_send(Envelope::of(body));
+    if let Some((_, notices)) = state.registry().notices(device_id) {
+        // A full notice queue means the device is not reading at all; it
+        // will be cut off by its heartbeat timeout.
+        let _ = notices.try_send(Envelope::of(body));
     }
 }
 
 /// Starts relaying an active session: opens it in the hub and asks the
 /// device to start the shell. The device must be connected to this node.
 pub async fn start_relay(state: &AppState, row: &SessionRow) -> Result<(), ApiError> {
-    let Some(relay) = state.registry().relay(&row.device_id) else {
+    if row.state != "active" {
+        return Err(ApiError::conflict(
+            "session_not_active",
+            "the session is not active",
+        ));
+    }
+    let Some((conn_id, notices)) = state.registry().notices(&row.device_id) else {
         end(
             state,
             &row.id,
@@ -67,8 +73,19 @@ pub async fn start_relay(state: &AppState, row: &SessionRow) -> Result<(), ApiEr
         &row.tenant_id,
         &row.device_id,
         &row.device_name,
+        conn_id,
         max_access(row),
     );
+    // An end that landed between the caller's read and the open above found
+    // nothing in the hub to tear down: look again now that it is there.
+    let current = store::sessions::by_id_any_tenant(state.db().pool(), &row.id).await?;
+    if current.is_none_or(|c| c.state != "active") {
+        state.hub().end(&row.id, "ended", "the session ended");
+        return Err(ApiError::conflict(
+            "session_not_active",
+            "the session ended",
+        ));
+    }
     let open = Envelope::of(Body::ChannelOpen(ChannelOpen {
         session_id: row.id.clone(),
         channel_id: SHELL_CHANNEL,
@@ -76,7 +93,7 @@ pub async fn start_relay(state: &AppState, row: &SessionRow) -> Result<(), ApiEr
         cols: INITIAL_COLS,
         rows: INITIAL_ROWS,
     }));
-    if relay.try_send(open).is_err() {
+    if notices.try_send(open).is_err() {
         end(
             state,
             &row.id,
@@ -294,33 +311,70 @@ pub async fn consent_answer(
     Ok(())
 }
 
-/// The device's control connection ended: its live sessions end with it.
-pub async fn device_gone(state: &AppState, device_id: &str) {
-    let rows = match store::sessions::live_for_device(state.db(), device_id).await {
-        Ok(rows) => rows,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list a departed device's sessions");
-            return;
-        }
-    };
-    for row in rows {
-        let reason = "the device disconnected";
-        let result = if row.state == "pending" {
-            refuse_consent(
-                state,
-                &row.id,
-                "device_disconnected",
-                reason,
-                Action::ConsentDenied,
-            )
-            .await
-        } else {
-            end(state, &row.id, "device_disconnected", reason, Actor::System).await
-        };
-        if let Err(e) = result {
+/// A device connection ended: the sessions whose shells lived on it end
+/// (`device_disconnected`); sessions still waiting for consent end too
+/// (`consent_abandoned`) unless the device already reconnected, whose new
+/// connection asks again.
+pub async fn connection_closed(state: &AppState, device_id: &str, conn_id: u64, reconnected: bool) {
+    let reason = "the device disconnected";
+    for id in state.hub().sessions_of_conn(device_id, conn_id) {
+        if let Err(e) = end(state, &id, "device_disconnected", reason, Actor::System).await {
             tracing::warn!(error = %e, "cannot end a departed device's session");
         }
     }
+    if reconnected {
+        return;
+    }
+    match store::sessions::pending_for_device(state.db(), device_id).await {
+        Ok(rows) => {
+            for row in rows {
+                let abandoned = refuse_consent(
+                    state,
+                    &row.id,
+                    "consent_abandoned",
+                    reason,
+                    Action::ConsentAbandoned,
+                )
+                .await;
+                if let Err(e) = abandoned {
+                    tracing::warn!(error = %e, "cannot end a departed device's pending session");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot list a departed device's sessions"),
+    }
+}
+
+/// For the session sweep: pending sessions past their consent deadline
+/// (their device may never have connected to be asked), and active
+/// sessions whose device is gone from every node.
+pub async fn sweep(state: &AppState) -> Result<(), StoreError> {
+    let now = state.now();
+    for id in store::sessions::pending_past_deadline(state.db(), now).await? {
+        let reason = "nobody answered the consent prompt in time";
+        refuse_consent(
+            state,
+            &id,
+            "consent_timeout",
+            reason,
+            Action::ConsentTimedOut,
+        )
+        .await?;
+    }
+    let cutoff = now.minus(state.config().heartbeat_interval * 3);
+    for id in store::sessions::active_with_device_gone(state.db(), cutoff).await? {
+        if state.hub().get(&id).is_none() {
+            end(
+                state,
+                &id,
+                "device_disconnected",
+                "the device is no longer connected",
+                Actor::System,
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// A connecting device is asked about every session waiting on it.

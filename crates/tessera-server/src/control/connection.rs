@@ -300,10 +300,11 @@ async fn serve(socket: WebSocket, state: AppState, device: DevicePrincipal, ip: 
             .await;
     }
     registry.unregister(&session.device.device_id, conn_id);
-    // Its sessions end with it, unless a newer connection took over.
-    if !registry.is_connected(&session.device.device_id) {
-        crate::session::device_gone(&state, &session.device.device_id).await;
-    }
+    // The shells of this connection died with it; sessions waiting for
+    // consent end too unless a newer connection took over (it asks again).
+    let reconnected = registry.is_connected(&session.device.device_id);
+    crate::session::connection_closed(&state, &session.device.device_id, conn_id, reconnected)
+        .await;
     if let Err(e) =
         store::devices::mark_disconnected(state.db(), &session.device.device_id, state.now()).await
     {
@@ -336,26 +337,20 @@ impl Session {
         interval: Duration,
     ) {
         let Registration {
-            commands, relay, ..
+            commands,
+            notices,
+            input,
+            ..
         } = registration;
         let allowance = interval * MISSED_HEARTBEATS;
         let mut deadline = tokio::time::Instant::now() + allowance;
         let shutdown = self.state.shutdown_token().clone();
         loop {
             tokio::select! {
-                incoming = next_envelope(&self.state, stream) => match incoming {
-                    Incoming::Envelope(env) => {
-                        deadline = tokio::time::Instant::now() + allowance;
-                        if let Err(stop) = self.handle(sink, env).await {
-                            if let Some((code, why)) = stop {
-                                close_with(sink, code, why).await;
-                            }
-                            return;
-                        }
-                    }
-                    Incoming::Closed => return,
-                    Incoming::Bad(code, why) => return close_with(sink, code, why).await,
-                },
+                // Revocations first; then what the device sends, which also
+                // re-arms the heartbeat deadline, so time spent pushing back
+                // on a device's output never counts as a missed heartbeat.
+                biased;
                 cmd = commands.recv() => match cmd {
                     Some(ControlCommand::Revoke { key_id, code, reason }) => {
                         // A stale order for a key this connection rotated away from.
@@ -369,8 +364,26 @@ impl Session {
                         return close_with(sink, close::REPLACED, "replaced_by_newer_connection").await;
                     }
                 },
-                Some(outbound) = relay.recv() => {
-                    if sink.send(Message::Binary(outbound.encode_to_vec().into())).await.is_err() {
+                incoming = next_envelope(&self.state, stream) => match incoming {
+                    Incoming::Envelope(env) => {
+                        deadline = tokio::time::Instant::now() + allowance;
+                        if let Err(stop) = self.handle(sink, env).await {
+                            if let Some((code, why)) = stop {
+                                close_with(sink, code, why).await;
+                            }
+                            return;
+                        }
+                    }
+                    Incoming::Closed => return,
+                    Incoming::Bad(code, why) => return close_with(sink, code, why).await,
+                },
+                Some(notice) = notices.recv() => {
+                    if sink.send(Message::Binary(notice.encode_to_vec().into())).await.is_err() {
+                        return;
+                    }
+                }
+                Some(typed) = input.recv() => {
+                    if sink.send(Message::Binary(typed.encode_to_vec().into())).await.is_err() {
                         return;
                     }
                 }
@@ -408,7 +421,13 @@ impl Session {
                 // Output goes only into this device's own sessions.
                 if let Some(live) = self.state.hub().get(&d.session_id) {
                     if live.device_id == self.device.device_id {
-                        live.output(d.data);
+                        // Bounded pieces, so a viewer queue's worst case is
+                        // its length times this, whatever the device sends.
+                        let mut data = d.data;
+                        while !data.is_empty() {
+                            let piece = data.split_to(data.len().min(crate::relay::MAX_PIECE));
+                            live.output(piece).await;
+                        }
                     }
                 }
                 return Ok(());
@@ -419,7 +438,7 @@ impl Session {
                     &self.device.device_id,
                     &c.session_id,
                     c.exit_status,
-                    &c.reason,
+                    &clip(&c.reason, 256),
                 )
                 .await;
                 return Ok(());

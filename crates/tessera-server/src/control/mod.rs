@@ -37,15 +37,19 @@ struct Entry {
     conn_id: u64,
     key_id: String,
     commands: mpsc::Sender<ControlCommand>,
-    /// Relay traffic for the device (channel opens, input, session ends).
-    relay: mpsc::Sender<Envelope>,
+    /// Server notices for the device (channel opens, consent requests,
+    /// session ends): never crowded out by viewer input.
+    notices: mpsc::Sender<Envelope>,
+    /// Viewer input for the device.
+    input: mpsc::Sender<Envelope>,
 }
 
 /// What one registration hands its connection task.
 pub struct Registration {
     pub conn_id: u64,
     pub commands: mpsc::Receiver<ControlCommand>,
-    pub relay: mpsc::Receiver<Envelope>,
+    pub notices: mpsc::Receiver<Envelope>,
+    pub input: mpsc::Receiver<Envelope>,
 }
 
 /// The devices connected to this node.
@@ -58,9 +62,12 @@ pub struct Registry {
 /// Commands per connection that may wait; a connection that falls this far
 /// behind is being torn down anyway, so further commands are dropped.
 const COMMAND_QUEUE: usize = 8;
-/// Relay messages waiting for the device's socket. Viewer input waits for
-/// room (backpressure on that viewer); server notices are dropped if full.
-pub const RELAY_QUEUE: usize = 256;
+/// Viewer input waiting for the device's socket. Input waits a little for
+/// room (holding back only its viewer), then is dropped and counted.
+pub const INPUT_QUEUE: usize = 256;
+/// Server notices waiting for the device's socket. Few and small; the
+/// device reads them before any input.
+pub const NOTICE_QUEUE: usize = 64;
 
 impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -72,14 +79,16 @@ impl Registry {
     pub fn register(&self, device_id: &str, key_id: &str) -> Registration {
         let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let (relay_tx, relay_rx) = mpsc::channel(RELAY_QUEUE);
+        let (notices_tx, notices_rx) = mpsc::channel(NOTICE_QUEUE);
+        let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
         let old = self.lock().insert(
             device_id.to_owned(),
             Entry {
                 conn_id,
                 key_id: key_id.to_owned(),
                 commands: tx,
-                relay: relay_tx,
+                notices: notices_tx,
+                input: input_tx,
             },
         );
         if let Some(old) = old {
@@ -88,13 +97,26 @@ impl Registry {
         Registration {
             conn_id,
             commands: rx,
-            relay: relay_rx,
+            notices: notices_rx,
+            input: input_rx,
         }
     }
 
-    /// The relay queue of a device connected here.
-    pub fn relay(&self, device_id: &str) -> Option<mpsc::Sender<Envelope>> {
-        self.lock().get(device_id).map(|e| e.relay.clone())
+    /// The notice queue of a device connected here, with its connection.
+    pub fn notices(&self, device_id: &str) -> Option<(u64, mpsc::Sender<Envelope>)> {
+        self.lock()
+            .get(device_id)
+            .map(|e| (e.conn_id, e.notices.clone()))
+    }
+
+    /// The input queue of a device connected here.
+    pub fn input(&self, device_id: &str) -> Option<mpsc::Sender<Envelope>> {
+        self.lock().get(device_id).map(|e| e.input.clone())
+    }
+
+    /// The id of the device's current connection here, if any.
+    pub fn conn_of(&self, device_id: &str) -> Option<u64> {
+        self.lock().get(device_id).map(|e| e.conn_id)
     }
 
     /// Removes a connection, unless a newer one already replaced it.
@@ -218,6 +240,9 @@ pub async fn session_sweep(state: AppState) {
         }
         if let Err(e) = expire_support_codes(&state).await {
             tracing::warn!(error = %e, "session sweep: cannot expire support codes");
+        }
+        if let Err(e) = crate::session::sweep(&state).await {
+            tracing::warn!(error = %e, "session sweep: cannot end lapsed sessions");
         }
     }
 }

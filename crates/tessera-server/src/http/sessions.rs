@@ -68,8 +68,11 @@ pub async fn find_device(
     key: &str,
 ) -> ApiResult<store::devices::DeviceRow> {
     if let Ok(id) = DeviceId::parse(key) {
-        if let Some(d) =
-            store::devices::by_id(state.db().pool(), tenancy::of(op), id.as_str()).await?
+        // A support-code device exists for its one attended session only:
+        // nobody opens another session on it.
+        if let Some(d) = store::devices::by_id(state.db().pool(), tenancy::of(op), id.as_str())
+            .await?
+            .filter(|d| !d.ephemeral)
         {
             return Ok(d);
         }

@@ -179,8 +179,7 @@ async fn preview(
 
 /// The one-time agent binds the code: exactly one binder wins. It gets a
 /// key for this one session; the session waits for the person's consent.
-#[utoipa::path(post, path = "/api/v1/support-codes/{code}/bind", tag = "support",
-    params(("code" = String, Path, description = "XXX-XXX-XXX")),
+#[utoipa::path(post, path = "/api/v1/support-codes/bind", tag = "support",
     request_body = BindSupportCodeRequest,
     responses(
         (status = 201, body = BoundSupportCode),
@@ -191,16 +190,16 @@ async fn preview(
 async fn bind(
     State(state): State<AppState>,
     ip: ClientIp,
-    Path(code): Path<String>,
     ApiJson(req): ApiJson<BindSupportCodeRequest>,
 ) -> ApiResult<(StatusCode, Json<BoundSupportCode>)> {
+    let code = req.code.expose();
     validate_device_fields(&req.name, &req.hostname, &req.os)?;
     let doc = IdentityDocument::decode(&req.identity)
         .map_err(|e| ApiError::unprocessable("invalid_identity", e.to_string()))?;
     let device_id = doc
         .device_id()
         .map_err(|e| ApiError::unprocessable("invalid_identity", e.to_string()))?;
-    let c = find_live(&state, ip.0, &code).await?;
+    let c = find_live(&state, ip.0, code).await?;
     let now = state.now();
     let session_id = uuid::Uuid::now_v7().to_string();
     let key = Secret::generate(SecretKind::DeviceKey);

@@ -3,11 +3,18 @@
 //!
 //! The device side rides the device's control connection (one WebSocket per
 //! device, multiplexed by session and channel). Each viewer has a bounded
-//! outbound queue. Device output is offered to every queue without waiting
-//! (`try_send`): a full queue means that viewer fell too far behind, and for
-//! a shell, dropping bytes would corrupt its screen, so the viewer is
-//! disconnected with a reason instead. The device and the other viewers
-//! never wait for a slow one.
+//! outbound queue, and output is never dropped for a viewer that stays
+//! connected (a shell's screen would be corrupted):
+//!
+//! - Output goes to every viewer whose queue has room. A viewer whose queue
+//!   is full while another viewer's has room has fallen behind the others:
+//!   it is disconnected with a reason (`viewer_too_slow`), so it never holds
+//!   back the device or the other viewers.
+//! - When every viewer's queue is full, the device is outrunning all of them
+//!   (bulk output to a remote operator): the relay waits for the first one
+//!   to make room, which pushes back on the device through its socket the
+//!   way SSH does. A wait longer than [`STALL_LIMIT`] means nobody is
+//!   reading: the stalled viewers are disconnected and output resumes.
 //!
 //! Recent output (the last [`SCROLLBACK`] bytes) is kept so a viewer who
 //! joins late sees the current prompt.
@@ -27,6 +34,13 @@ pub const SCROLLBACK: usize = 64 * 1024;
 pub const VIEWER_QUEUE: usize = 1024;
 /// The shell channel's id within a session.
 pub const SHELL_CHANNEL: u32 = 1;
+/// Device output is relayed in pieces of at most this many bytes.
+pub const MAX_PIECE: usize = 64 * 1024;
+/// Viewers one session admits at once.
+pub const MAX_VIEWERS: usize = 32;
+/// How long output may wait for a viewer to make room before the viewers
+/// that are not reading at all are disconnected.
+pub const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What a viewer may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +95,8 @@ pub struct LiveSession {
     pub tenant_id: String,
     pub device_id: String,
     pub device_name: String,
+    /// The device connection the session's shell lives on.
+    pub conn_id: u64,
     /// The most the session allows (`view` sessions never take input).
     pub max_access: Access,
     inner: Mutex<Inner>,
@@ -100,10 +116,10 @@ impl LiveSession {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a viewer; `None` if the session has already ended.
+    /// Adds a viewer; `None` if the session has ended or is full.
     pub fn join(&self, user_id: &str, login_id: &str) -> Option<Joined> {
         let mut inner = self.lock();
-        if inner.ended.is_some() {
+        if inner.ended.is_some() || inner.viewers.len() >= MAX_VIEWERS {
             return None;
         }
         inner.next_viewer += 1;
@@ -138,21 +154,56 @@ impl LiveSession {
         self.lock().viewers.len()
     }
 
-    /// Fans device output out to every viewer, without waiting on any.
-    pub fn output(&self, data: Bytes) {
+    /// Delivers device output to every viewer (see the module doc): returns
+    /// at once unless every viewer is behind, then waits for the first to
+    /// catch up, at most [`STALL_LIMIT`].
+    pub async fn output(&self, data: Bytes) {
+        let deadline = tokio::time::Instant::now() + STALL_LIMIT;
+        loop {
+            let full = match self.offer(&data) {
+                None => return,
+                Some(full) => full,
+            };
+            let room = futures_util::future::select_all(full.iter().map(|q| Box::pin(q.reserve())));
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
+                self.kick_full("viewer_stalled");
+            }
+        }
+    }
+
+    /// Sends `data` to every viewer with room, or, if none has room but
+    /// some viewer exists, returns their queues to wait on.
+    fn offer(&self, data: &Bytes) -> Option<Vec<mpsc::Sender<ToViewer>>> {
         let mut inner = self.lock();
+        let any_room = inner.viewers.values().any(|v| v.queue.capacity() > 0);
+        if !any_room && !inner.viewers.is_empty() {
+            return Some(inner.viewers.values().map(|v| v.queue.clone()).collect());
+        }
+        inner.viewers.retain(|_, v| {
+            // Only this task sends, so room seen is room kept.
+            if v.queue.try_send(ToViewer::Output(data.clone())).is_ok() {
+                true
+            } else {
+                kick(v, "viewer_too_slow");
+                false
+            }
+        });
         inner.scrollback.extend(data.iter().copied());
         let excess = inner.scrollback.len().saturating_sub(SCROLLBACK);
         inner.scrollback.drain(..excess);
-        inner.viewers.retain(
-            |_, v| match v.queue.try_send(ToViewer::Output(data.clone())) {
-                Ok(()) => true,
-                Err(_) => {
-                    kick(v, "viewer_too_slow");
-                    false
-                }
-            },
-        );
+        None
+    }
+
+    /// Disconnects the viewers whose queues are full.
+    fn kick_full(&self, why: &'static str) {
+        self.lock().viewers.retain(|_, v| {
+            if v.queue.capacity() == 0 {
+                kick(v, why);
+                false
+            } else {
+                true
+            }
+        });
     }
 
     /// Tells every viewer a channel closed.
@@ -227,6 +278,7 @@ impl Hub {
         tenant_id: &str,
         device_id: &str,
         device_name: &str,
+        conn_id: u64,
         max_access: Access,
     ) -> Arc<LiveSession> {
         let s = Arc::new(LiveSession {
@@ -234,6 +286,7 @@ impl Hub {
             tenant_id: tenant_id.to_owned(),
             device_id: device_id.to_owned(),
             device_name: device_name.to_owned(),
+            conn_id,
             max_access,
             inner: Mutex::new(Inner::default()),
         });
@@ -252,11 +305,11 @@ impl Hub {
         Some(s)
     }
 
-    /// Ids of this device's live sessions here.
-    pub fn sessions_of(&self, device_id: &str) -> Vec<String> {
+    /// Ids of the sessions relayed over one device connection.
+    pub fn sessions_of_conn(&self, device_id: &str, conn_id: u64) -> Vec<String> {
         self.lock()
             .values()
-            .filter(|s| s.device_id == device_id)
+            .filter(|s| s.device_id == device_id && s.conn_id == conn_id)
             .map(|s| s.id.clone())
             .collect()
     }
@@ -271,17 +324,17 @@ mod tests {
     use super::*;
 
     fn session() -> Arc<LiveSession> {
-        Hub::default().open("s", "t", "d", "desk", Access::Control)
+        Hub::default().open("s", "t", "d", "desk", 1, Access::Control)
     }
 
-    #[test]
-    fn output_reaches_every_viewer_and_late_joiners_get_scrollback() {
+    #[tokio::test]
+    async fn output_reaches_every_viewer_and_late_joiners_get_scrollback() {
         let s = session();
         let mut a = s.join("u1", "l1").unwrap();
-        s.output(Bytes::from_static(b"hello "));
+        s.output(Bytes::from_static(b"hello ")).await;
         let b = s.join("u2", "l2").unwrap();
         assert_eq!(b.scrollback, b"hello ");
-        s.output(Bytes::from_static(b"world"));
+        s.output(Bytes::from_static(b"world")).await;
         assert_eq!(
             a.queue.try_recv().unwrap(),
             ToViewer::Output(Bytes::from_static(b"hello "))
@@ -297,13 +350,13 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_stalled_viewer_is_kicked_and_the_others_keep_receiving() {
+    #[tokio::test]
+    async fn a_viewer_behind_the_others_is_kicked_and_the_others_keep_receiving() {
         let s = session();
         let stalled = s.join("u1", "l1").unwrap();
         let mut live = s.join("u2", "l2").unwrap();
         for i in 0..VIEWER_QUEUE + 10 {
-            s.output(Bytes::from(vec![b'x'; 1]));
+            s.output(Bytes::from(vec![b'x'; 1])).await;
             // The live viewer drains as it goes.
             assert!(live.queue.try_recv().is_ok(), "message {i}");
         }
@@ -315,20 +368,70 @@ mod tests {
         assert_eq!(s.viewer_count(), 1);
     }
 
-    #[test]
-    fn scrollback_is_bounded() {
+    #[tokio::test]
+    async fn when_every_viewer_is_behind_output_waits_for_the_first_to_catch_up() {
         let s = session();
-        s.output(Bytes::from(vec![b'a'; SCROLLBACK]));
-        s.output(Bytes::from_static(b"tail"));
+        let mut only = s.join("u1", "l1").unwrap();
+        for _ in 0..VIEWER_QUEUE {
+            s.output(Bytes::from_static(b"x")).await;
+        }
+        // The queue is full: the next output waits instead of dropping.
+        let s2 = s.clone();
+        let pending = tokio::spawn(async move { s2.output(Bytes::from_static(b"last")).await });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!pending.is_finished());
+        assert!(only.queue.try_recv().is_ok());
+        pending.await.unwrap();
+        let mut last = None;
+        while let Ok(ToViewer::Output(d)) = only.queue.try_recv() {
+            last = Some(d);
+        }
+        assert_eq!(last.as_deref(), Some(&b"last"[..]));
+        assert!(
+            !only.kick.is_cancelled(),
+            "the only viewer is never dropped for being behind"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn viewers_that_stop_reading_altogether_are_dropped_after_the_stall_limit() {
+        let s = session();
+        let stalled = s.join("u1", "l1").unwrap();
+        for _ in 0..VIEWER_QUEUE {
+            s.output(Bytes::from_static(b"x")).await;
+        }
+        s.output(Bytes::from_static(b"more")).await;
+        assert!(stalled.kick.is_cancelled());
+        assert_eq!(
+            *stalled.kicked_because.lock().unwrap(),
+            Some("viewer_stalled")
+        );
+    }
+
+    #[tokio::test]
+    async fn scrollback_is_bounded() {
+        let s = session();
+        s.output(Bytes::from(vec![b'a'; SCROLLBACK])).await;
+        s.output(Bytes::from_static(b"tail")).await;
         let j = s.join("u", "l").unwrap();
         assert_eq!(j.scrollback.len(), SCROLLBACK);
         assert!(j.scrollback.ends_with(b"tail"));
     }
 
     #[test]
+    fn a_session_admits_a_bounded_number_of_viewers() {
+        let s = session();
+        let joined: Vec<_> = (0..MAX_VIEWERS)
+            .map(|i| s.join("u", &i.to_string()).unwrap())
+            .collect();
+        assert!(s.join("u", "one-too-many").is_none());
+        drop(joined);
+    }
+
+    #[test]
     fn ending_tells_viewers_and_refuses_new_ones() {
         let hub = Hub::default();
-        let s = hub.open("s", "t", "d", "desk", Access::Control);
+        let s = hub.open("s", "t", "d", "desk", 1, Access::Control);
         let mut v = s.join("u", "l").unwrap();
         hub.end("s", "ended_by_operator", "bye");
         assert!(

@@ -34,6 +34,9 @@ use crate::AppState;
 
 /// Input events a control viewer may send per second.
 pub const INPUT_PER_SECOND: u32 = 200;
+/// How long input waits for room in the device's queue before it is dropped
+/// (counted as `device_busy`).
+const INPUT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Close codes on the viewer plane.
 pub mod close {
@@ -119,13 +122,25 @@ async fn admit(
                 "the session is not active on this server",
             )
         })?;
+    if live.viewer_count() >= super::MAX_VIEWERS {
+        return Err(ApiError::conflict(
+            "too_many_viewers",
+            "this session has as many viewers as it admits",
+        ));
+    }
     Ok((claims, live))
 }
 
+/// A send that does not complete in this long means the viewer stopped
+/// reading its socket: it is dropped rather than waited for.
+const SEND_STALL: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn send(sink: &mut futures_util::stream::SplitSink<WebSocket, Message>, body: Body) -> bool {
-    sink.send(Message::Binary(Envelope::of(body).encode_to_vec().into()))
-        .await
-        .is_ok()
+    let frame = Message::Binary(Envelope::of(body).encode_to_vec().into());
+    matches!(
+        tokio::time::timeout(SEND_STALL, sink.send(frame)).await,
+        Ok(Ok(()))
+    )
 }
 
 async fn close_with(
@@ -133,12 +148,42 @@ async fn close_with(
     code: u16,
     reason: &str,
 ) {
-    let _ = sink
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        })))
-        .await;
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }));
+    let _ = tokio::time::timeout(SEND_STALL, sink.send(frame)).await;
+}
+
+/// Tells a viewer why the relay dropped it, then closes.
+async fn notify_kicked(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    session_id: &str,
+    kicked_because: &std::sync::Mutex<Option<&'static str>>,
+) {
+    let why = kicked_because
+        .lock()
+        .ok()
+        .and_then(|w| *w)
+        .unwrap_or("disconnected");
+    let (code, text) = match why {
+        "viewer_too_slow" => (
+            close::TOO_SLOW,
+            "you fell too far behind the session's output; reconnect to resume",
+        ),
+        "logged_out" => (close::LOGGED_OUT, "your login ended"),
+        _ => (close::SESSION_ENDED, "disconnected by the server"),
+    };
+    let _ = send(
+        sink,
+        Body::SessionEnded(SessionEnded {
+            session_id: session_id.to_owned(),
+            code: why.to_owned(),
+            reason: text.to_owned(),
+        }),
+    )
+    .await;
+    close_with(sink, code, why).await;
 }
 
 /// What a viewer did, for the aggregate audit row when it leaves.
@@ -226,7 +271,7 @@ async fn serve(
         NonZeroU32::new(INPUT_PER_SECOND).unwrap_or(NonZeroU32::MIN),
     ));
     let mut tally = Tally::default();
-    let device_relay = state.registry().relay(&live.device_id);
+    let device_input = state.registry().input(&live.device_id);
     while ok {
         tokio::select! {
             out = queue.recv() => match out {
@@ -241,17 +286,15 @@ async fn serve(
                     close_with(&mut sink, close::SESSION_ENDED, "session_ended").await;
                     break;
                 }
+                // Dropped from the session: by a kick, whose reason follows.
+                None if kick.is_cancelled() => {
+                    notify_kicked(&mut sink, &live.id, &kicked_because).await;
+                    break;
+                }
                 None => break,
             },
             () = kick.cancelled() => {
-                let why = kicked_because.lock().ok().and_then(|w| *w).unwrap_or("disconnected");
-                let (code, text) = match why {
-                    "viewer_too_slow" => (close::TOO_SLOW, "you fell too far behind the session's output; reconnect to resume"),
-                    "logged_out" => (close::LOGGED_OUT, "your login ended"),
-                    _ => (close::SESSION_ENDED, "disconnected by the server"),
-                };
-                let _ = send(&mut sink, Body::SessionEnded(SessionEnded { session_id: live.id.clone(), code: why.to_owned(), reason: text.to_owned() })).await;
-                close_with(&mut sink, code, why).await;
+                notify_kicked(&mut sink, &live.id, &kicked_because).await;
                 break;
             }
             incoming = stream.next() => match incoming {
@@ -283,10 +326,16 @@ async fn serve(
                         state.metrics().input_dropped("rate_limited");
                         continue;
                     }
-                    if let (Some(relay), Some(body)) = (&device_relay, forward) {
-                        // Waits for room: only this viewer is held back.
-                        if relay.send(Envelope::of(body)).await.is_err() {
-                            break;
+                    if let (Some(relay), Some(body)) = (&device_input, forward) {
+                        // Waits for room (holding back only this viewer), but
+                        // not for long: meanwhile this viewer's own output
+                        // queue is not being drained.
+                        match relay.send_timeout(Envelope::of(body), INPUT_WAIT).await {
+                            Ok(()) => {}
+                            Err(tokio::sync::mpsc::error::SendTimeoutError::Timeout(_)) => {
+                                state.metrics().input_dropped("device_busy");
+                            }
+                            Err(tokio::sync::mpsc::error::SendTimeoutError::Closed(_)) => break,
                         }
                     }
                 }

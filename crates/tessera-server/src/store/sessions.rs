@@ -167,7 +167,8 @@ pub async fn decide_consent(
     let n = if granted {
         sqlx::query(
             "UPDATE sessions SET consent = 'granted', state = 'active', started_at = $1 \
-             WHERE id = $2 AND consent = 'pending' AND state = 'pending'",
+             WHERE id = $2 AND consent = 'pending' AND state = 'pending' \
+               AND (consent_deadline IS NULL OR consent_deadline > $1)",
         )
         .bind(now.as_millis())
         .bind(id)
@@ -220,4 +221,31 @@ pub async fn by_id_any_tenant<'e, E: Executor<'e, Database = Any>>(
     let sql = format!("{SELECT} WHERE s.id = $1");
     let row = sqlx::query(&sql).bind(id).fetch_optional(ex).await?;
     Ok(row.as_ref().map(from_row).transpose()?)
+}
+
+/// Pending sessions whose consent deadline has passed.
+pub async fn pending_past_deadline(db: &Db, now: Timestamp) -> StoreResult<Vec<String>> {
+    let ids = sqlx::query_scalar(
+        "SELECT id FROM sessions WHERE state = 'pending' AND consent_deadline IS NOT NULL \
+         AND consent_deadline <= $1",
+    )
+    .bind(now.as_millis())
+    .fetch_all(db.pool())
+    .await?;
+    Ok(ids)
+}
+
+/// Active sessions whose device disconnected, or has not been seen since
+/// `cutoff` by any node.
+pub async fn active_with_device_gone(db: &Db, cutoff: Timestamp) -> StoreResult<Vec<String>> {
+    let ids = sqlx::query_scalar(
+        "SELECT s.id FROM sessions s JOIN devices d ON d.id = s.device_id \
+         WHERE s.state = 'active' AND (d.connected_at IS NULL \
+            OR (d.disconnected_at IS NOT NULL AND d.disconnected_at >= d.connected_at) \
+            OR d.last_seen_at < $1)",
+    )
+    .bind(cutoff.as_millis())
+    .fetch_all(db.pool())
+    .await?;
+    Ok(ids)
 }

@@ -491,3 +491,70 @@ pub fn fast_heartbeat(ms: u64) -> Options {
         ..Options::default()
     }
 }
+
+/// Joins `session` as the operator behind `client`.
+pub async fn watch(
+    client: &ApiClient,
+    session: &str,
+) -> (
+    tessera_client::viewer::ViewerSender,
+    tessera_client::viewer::ViewerReceiver,
+    String,
+) {
+    let token = client.viewer_token(session).await.expect("viewer token");
+    let (tx, mut rx) = tessera_client::viewer::connect(client, session, &token.token)
+        .await
+        .expect("viewer connects");
+    match rx.next().await {
+        tessera_client::viewer::ViewerEvent::Ready { access, .. } => (tx, rx, access),
+        other => panic!("expected Ready, got {other:?}"),
+    }
+}
+
+/// Reads viewer output until it contains `needle`; returns all of it.
+pub async fn read_until(
+    rx: &mut tessera_client::viewer::ViewerReceiver,
+    needle: &str,
+    limit: Duration,
+) -> String {
+    let mut seen = String::new();
+    let found = tokio::time::timeout(limit, async {
+        loop {
+            match rx.next().await {
+                tessera_client::viewer::ViewerEvent::Output(data) => {
+                    seen.push_str(&String::from_utf8_lossy(&data));
+                    if seen.contains(needle) {
+                        return true;
+                    }
+                }
+                tessera_client::viewer::ViewerEvent::Closed { .. } => return false,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(matches!(found, Ok(true)), "never saw {needle:?} in: {seen}");
+    seen
+}
+
+/// A device with a running agent (shell `/bin/sh`), online on `server`.
+pub async fn online_device(
+    server: &TestServer,
+    admin: &ApiClient,
+    name: &str,
+) -> (TestDevice, RunningAgent) {
+    let device = TestDevice::enroll(server, admin, name).await;
+    let agent = RunningAgent::start(&device);
+    let id = device.device_id.clone();
+    let state = server.state.clone();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let state = state.clone();
+            let id = id.clone();
+            async move { state.registry().is_connected(&id) }
+        })
+        .await,
+        "device online"
+    );
+    (device, agent)
+}

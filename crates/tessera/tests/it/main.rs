@@ -16,4 +16,6 @@ mod limits;
 mod ops;
 mod pairing;
 mod secrets;
+mod sessions;
+mod support;
 mod users;

@@ -115,7 +115,7 @@ async fn openapi_document_covers_every_json_route() {
         "POST /api/v1/sessions/{id}/viewer-token",
         "POST /api/v1/support-codes",
         "GET /api/v1/support-codes/{code}",
-        "POST /api/v1/support-codes/{code}/bind",
+        "POST /api/v1/support-codes/bind",
     ]
     .into_iter()
     .map(String::from)
