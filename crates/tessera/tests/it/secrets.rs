@@ -113,6 +113,52 @@ async fn no_password_or_token_appears_in_logs_or_audit_rows() {
     let _ = c
         .device_token(auth.device_code.expose(), "tessera-agent")
         .await;
+    // A support code, and a viewer token for the session it opens.
+    let support = admin
+        .create_support_code(&tessera_core::api::CreateSupportCodeRequest::default())
+        .await
+        .unwrap();
+    let shown = support.code.expose().to_owned();
+    secrets.push(shown.clone());
+    secrets.push(shown.replace('-', ""));
+    let (_creds, bound) =
+        tessera_agent::support::bind(&p.url, &tessera_client::TlsTrust::PublicRoots, &shown, None)
+            .await
+            .unwrap();
+    secrets.push(bound.device_key.expose().to_owned());
+    // A viewer token, minted for a managed session on the enrolled device.
+    let running = {
+        let st = agent_state.clone();
+        tokio::spawn(async move {
+            let opts = tessera_agent::RunOptions {
+                shell: Some("/bin/sh".into()),
+                ..Default::default()
+            };
+            let _ = tessera_agent::run(&st, opts, std::future::pending()).await;
+        })
+    };
+    assert!(
+        crate::harness::eventually(std::time::Duration::from_secs(10), || async {
+            admin
+                .list_devices()
+                .await
+                .unwrap()
+                .iter()
+                .any(|d| d.name == "leaky" && d.online)
+        })
+        .await
+    );
+    let session = admin
+        .create_session(&tessera_core::api::CreateSessionRequest {
+            device: "leaky".into(),
+            access: None,
+        })
+        .await
+        .unwrap();
+    let viewer = admin.viewer_token(&session.id).await.unwrap();
+    secrets.push(viewer.token.expose().to_owned());
+    admin.end_session(&session.id).await.unwrap();
+    running.abort();
     admin.logout().await.unwrap();
 
     let relogin = c.login("admin", SecretString::new(new_pw)).await.unwrap();
