@@ -11,7 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Relay payloads are sliced out of the frame they arrived in, not copied.
         .bytes(["."])
         // Carries a device key: its Debug is written by hand, redacted.
-        .skip_debug(["tessera.v1.RotateKeyOffer"])
+        .skip_debug(["tessera.v1.RotateKeyOffer", "tessera.v1.SessionKeyGrant"])
         .compile_fds(fds)?;
     Ok(())
 }

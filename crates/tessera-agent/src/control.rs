@@ -72,6 +72,9 @@ pub struct RunOptions {
     pub shell: Option<String>,
     /// How consent is asked for when a session needs it.
     pub consent: ConsentMode,
+    /// Where files sent in automatic sessions land (default:
+    /// `<state dir>/inbox`).
+    pub inbox: Option<std::path::PathBuf>,
 }
 
 impl Default for RunOptions {
@@ -80,6 +83,7 @@ impl Default for RunOptions {
             max_backoff: Duration::from_secs(60),
             shell: None,
             consent: ConsentMode::Deny,
+            inbox: None,
         }
     }
 }
@@ -94,6 +98,11 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// An HTTP client authenticated as this device.
+    pub fn client(&self) -> Result<ApiClient, ClientError> {
+        Ok(ApiClient::new(&self.server, &self.trust)?.with_token(self.key.clone()))
+    }
+
     pub fn load(state: &AgentState) -> Result<Credentials, AgentError> {
         let enrollment = state.enrollment()?;
         Ok(Credentials {
@@ -134,7 +143,7 @@ fn revoked_code(code: &str) -> bool {
     matches!(code, "device_revoked" | "key_revoked")
 }
 
-async fn connect(creds: &Credentials) -> Result<Connected, AgentError> {
+async fn connect(creds: &Credentials, role: u32) -> Result<Connected, AgentError> {
     let client = ApiClient::new(&creds.server, &creds.trust)?;
     let url = client.ws_url("/ws/device")?;
     let mut request = url
@@ -204,6 +213,7 @@ async fn connect(creds: &Credentials) -> Result<Connected, AgentError> {
             signature: signature.to_vec().into(),
             os: sysinfo::os(),
             hostname: sysinfo::hostname(),
+            role,
         }),
     )
     .await?;
@@ -251,6 +261,13 @@ fn body_name(body: &Body) -> &'static str {
         Body::ConsentRequest(_) => "ConsentRequest",
         Body::ConsentResponse(_) => "ConsentResponse",
         Body::ViewerReady(_) => "ViewerReady",
+        Body::AutoSessionCreate(_) => "AutoSessionCreate",
+        Body::AutoSessionCreated(_) => "AutoSessionCreated",
+        Body::AutoJoinInvite(_) => "AutoJoinInvite",
+        Body::AutoJoinAnswer(_) => "AutoJoinAnswer",
+        Body::E2eHandshake(_) => "E2eHandshake",
+        Body::E2eData(_) => "E2eData",
+        Body::MemberLeft(_) => "MemberLeft",
     }
 }
 
@@ -298,6 +315,13 @@ struct Sessions<'a> {
     /// The person's answers, by session: a shell opens for a session that
     /// asked only once it was granted, never for one that was refused.
     answers: Arc<std::sync::Mutex<HashMap<String, bool>>>,
+    /// The agent's state (trust store, inbox); none for the one-time agent,
+    /// which takes part in no automatic session.
+    state: Option<&'a AgentState>,
+    /// This device's identity.
+    keys: Option<&'a DeviceKeys>,
+    /// Automatic sessions this device is a member of.
+    members: HashMap<String, crate::auto::Member>,
 }
 
 impl Sessions<'_> {
@@ -313,6 +337,62 @@ impl Sessions<'_> {
         match self.only {
             Some(only) => only == session && answer == Some(true),
             None => answer != Some(false),
+        }
+    }
+
+    /// An invitation to an automatic session: this device's own checks.
+    fn join(&mut self, inv: &tessera_proto::v1::AutoJoinInvite) -> Result<(), &'static str> {
+        let (Some(state), Some(keys)) = (self.state, self.keys) else {
+            return Err("not_mutually_trusted");
+        };
+        let store = crate::trust::TrustStore::load(state).map_err(|_| "not_mutually_trusted")?;
+        let inbox = self
+            .opts
+            .inbox
+            .clone()
+            .unwrap_or_else(|| crate::auto::inbox_of(state));
+        let me = keys.device_id().to_string();
+        let now = tessera_core::Clock::now(&tessera_core::SystemClock);
+        let member = crate::auto::Member::accept(
+            &store,
+            &me,
+                        &keys.x25519_secret().to_bytes(),
+            inv,
+            inbox,
+            now,
+        )
+        .inspect_err(|reason| tracing::warn!(session = %inv.session_id, %reason, "refused an automatic session"))?;
+        tracing::info!(session = %inv.session_id, creator = %inv.creator_name, "joined an automatic session");
+        self.members.insert(inv.session_id.clone(), member);
+        Ok(())
+    }
+
+    /// Sends what a member produced, or leaves the session if it aborted.
+    fn member_result(
+        &mut self,
+        session: &str,
+        result: Option<Result<Vec<Body>, crate::auto::Abort>>,
+    ) {
+        match result {
+            Some(Ok(out)) => {
+                for b in out {
+                    let _ = self.outbound.try_send(b);
+                }
+            }
+            Some(Err(crate::auto::Abort(reason))) => {
+                tracing::warn!(session, %reason, "left an automatic session");
+                if let Some(mut m) = self.members.remove(session) {
+                    m.close();
+                }
+                if let Some(keys) = self.keys {
+                    let _ = self.outbound.try_send(crate::auto::leave(
+                        session,
+                        &keys.device_id().to_string(),
+                        &reason,
+                    ));
+                }
+            }
+            None => {}
         }
     }
 
@@ -400,7 +480,36 @@ impl Sessions<'_> {
             Body::ChannelClose(c) => {
                 self.shells.remove(&(c.session_id, c.channel_id));
             }
+            Body::AutoJoinInvite(inv) => {
+                let verdict = self.join(&inv);
+                let _ = self
+                    .outbound
+                    .try_send(crate::auto::answer(&inv.session_id, verdict));
+            }
+            Body::E2eHandshake(h) => {
+                let result = self
+                    .members
+                    .get_mut(&h.session_id)
+                    .map(|m| m.on_handshake(&h));
+                self.member_result(&h.session_id, result);
+            }
+            Body::E2eData(d) => {
+                let result = self.members.get_mut(&d.session_id).map(|m| m.on_data(&d));
+                self.member_result(&d.session_id, result);
+            }
+            Body::MemberLeft(m)
+                if self
+                    .keys
+                    .is_some_and(|k| k.device_id().to_string() == m.device_id) =>
+            {
+                if let Some(mut member) = self.members.remove(&m.session_id) {
+                    member.close();
+                }
+            }
             Body::SessionEnded(e) => {
+                if let Some(mut member) = self.members.remove(&e.session_id) {
+                    member.close();
+                }
                 self.shells.retain(|(sid, _), _| *sid != e.session_id);
                 if self.only == Some(e.session_id.as_str()) {
                     return Some(Exit::SessionEnded {
@@ -422,6 +531,8 @@ impl Connection {
         &mut self,
         opts: &RunOptions,
         only: Option<&str>,
+        state: Option<&AgentState>,
+        keys: Option<&DeviceKeys>,
         shutdown: &mut (impl Future<Output = ()> + Unpin),
     ) -> Result<Option<Exit>, AgentError> {
         let mut tick = tokio::time::interval(self.heartbeat);
@@ -435,6 +546,9 @@ impl Connection {
             shells: HashMap::new(),
             outbound,
             answers: Arc::default(),
+            state,
+            keys,
+            members: HashMap::new(),
         };
         loop {
             tokio::select! {
@@ -521,12 +635,12 @@ impl Connection {
 /// rotation (whose new key waits in `device.key.next`).
 pub async fn connect_once(state: &AgentState) -> Result<Result<Box<Connection>, Exit>, AgentError> {
     let mut creds = Credentials::load(state)?;
-    match connect(&creds).await? {
+    match connect(&creds, tessera_proto::role::AGENT).await? {
         Connected::Ok(c) => Ok(Ok(c)),
         Connected::Revoked(exit) => {
             if let Some(next) = state.next_key()? {
                 creds.key = next;
-                if let Connected::Ok(c) = connect(&creds).await? {
+                if let Connected::Ok(c) = connect(&creds, tessera_proto::role::AGENT).await? {
                     state.promote_next_key()?;
                     return Ok(Ok(c));
                 }
@@ -554,7 +668,11 @@ pub async fn run(
             Ok(Ok(mut conn)) => {
                 attempt = 0;
                 tracing::info!(connection = %conn.connection_id, heartbeat_ms = conn.heartbeat.as_millis() as u64, "connected");
-                match conn.serve(&opts, None, &mut shutdown).await {
+                let keys = state.identity()?;
+                match conn
+                    .serve(&opts, None, Some(state), Some(&keys), &mut shutdown)
+                    .await
+                {
                     Ok(Some(exit)) => return Ok(exit),
                     Ok(None) => continue,
                     Err(e) => e,
@@ -584,11 +702,14 @@ pub async fn run_one_session(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Exit, AgentError> {
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut conn = match connect(creds).await? {
+    let mut conn = match connect(creds, tessera_proto::role::AGENT).await? {
         Connected::Ok(c) => c,
         Connected::Revoked(exit) => return Ok(exit),
     };
-    match conn.serve(&opts, Some(session_id), &mut shutdown).await {
+    match conn
+        .serve(&opts, Some(session_id), None, None, &mut shutdown)
+        .await
+    {
         Ok(Some(exit)) => Ok(exit),
         Ok(None) | Err(_) => Ok(Exit::SessionEnded {
             code: "disconnected".into(),
@@ -643,6 +764,9 @@ mod consent_gate {
             shells: HashMap::new(),
             outbound,
             answers: Arc::default(),
+            state: None,
+            keys: None,
+            members: HashMap::new(),
         }
     }
 
@@ -664,5 +788,94 @@ mod consent_gate {
         assert!(s.may_open("not-asked"), "no consent needed by policy");
         s.answers.lock().unwrap().insert("refused".into(), false);
         assert!(!s.may_open("refused"));
+    }
+}
+
+/// A client connection of this device (`Hello.role = CLIENT`), alongside its
+/// agent: for sessions a command such as `tessera send` creates. A task
+/// keeps it alive with heartbeats and passes messages through queues.
+pub struct ClientConnection {
+    tx: mpsc::Sender<Body>,
+    rx: mpsc::Receiver<Body>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ClientConnection {
+    pub async fn open(creds: &Credentials) -> Result<ClientConnection, AgentError> {
+        let conn = match connect(creds, tessera_proto::role::CLIENT).await? {
+            Connected::Ok(c) => c,
+            Connected::Revoked(Exit::Revoked { code, reason })
+            | Connected::Revoked(Exit::SessionEnded { code, reason }) => {
+                return Err(AgentError::Refused {
+                    code,
+                    message: reason,
+                })
+            }
+            Connected::Revoked(Exit::Shutdown) => {
+                return Err(AgentError::Connection("stopped".into()))
+            }
+        };
+        let (tx, mut out_rx) = mpsc::channel::<Body>(64);
+        let (in_tx, rx) = mpsc::channel::<Body>(1024);
+        let task = tokio::spawn(async move {
+            let mut c = conn;
+            let mut tick = tokio::time::interval(c.heartbeat);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut seq = 0u64;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        seq += 1;
+                        if send(&mut c.ws, Body::Heartbeat(Heartbeat { seq })).await.is_err() {
+                            break;
+                        }
+                    }
+                    out = out_rx.recv() => match out {
+                        Some(b) => {
+                            if send(&mut c.ws, b).await.is_err() {
+                                break;
+                            }
+                        }
+                        None => {
+                            let _ = c.ws.close(None).await;
+                            break;
+                        }
+                    },
+                    msg = recv(&mut c.ws) => match msg {
+                        Ok(Some(Body::HeartbeatAck(_))) => {}
+                        Ok(Some(b)) => {
+                            if in_tx.send(b).await.is_err() {
+                                break;
+                            }
+                        }
+                        _ => break,
+                    },
+                }
+            }
+        });
+        Ok(ClientConnection { tx, rx, task })
+    }
+
+    pub async fn send(&self, body: Body) -> Result<(), AgentError> {
+        self.tx
+            .send(body)
+            .await
+            .map_err(|_| AgentError::Connection("the connection to the server closed".into()))
+    }
+
+    pub async fn recv(&mut self) -> Option<Body> {
+        self.rx.recv().await
+    }
+
+    pub fn try_recv(&mut self) -> Option<Body> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Flushes what was sent and closes.
+    pub async fn close(self) {
+        let ClientConnection { tx, rx, task } = self;
+        drop(tx);
+        drop(rx);
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
 }

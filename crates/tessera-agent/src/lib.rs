@@ -4,13 +4,16 @@
 //! The agent never talks to a database; everything goes through the
 //! server's API and the control WebSocket.
 
+pub mod auto;
 pub mod channels;
 pub mod consent;
 pub mod control;
 pub mod enroll;
+pub mod files;
 pub mod state;
 pub mod support;
 pub mod sysinfo;
+pub mod trust;
 
 pub use control::{run, Exit, RunOptions};
 pub use state::{AgentState, StateError};

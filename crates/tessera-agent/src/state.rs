@@ -226,6 +226,22 @@ impl AgentState {
         Ok(SecretString::new(text.trim()))
     }
 
+    fn next_identity_path(&self) -> PathBuf {
+        self.dir.join("identity.key.next")
+    }
+
+    /// Stores the next identity key beside the current one (before the
+    /// server is told of the rotation).
+    pub fn save_next_identity(&self, keys: &DeviceKeys) -> Result<(), StateError> {
+        write_private(&self.next_identity_path(), &keys.to_bytes())
+    }
+
+    /// Makes the next identity key the current one.
+    pub fn promote_next_identity(&self) -> Result<(), StateError> {
+        fs::rename(self.next_identity_path(), self.identity_path())
+            .map_err(io(&self.identity_path()))
+    }
+
     pub fn is_enrolled(&self) -> bool {
         self.enrollment_path().exists() && self.key_path().exists()
     }

@@ -513,3 +513,85 @@ pub struct Policy {
     /// Managed sessions ask the device for consent first (default false).
     pub require_consent_for_managed: bool,
 }
+
+// ---- trust between devices (device plane) --------------------------------
+
+/// The server's view of a peer's keys: a hint that the peer's own pin must
+/// match, never a source of trust.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PeerView {
+    pub device_id: String,
+    pub name: String,
+    /// The current identity document (base64url).
+    pub identity: String,
+    pub ed25519: String,
+    pub x25519: String,
+    pub fingerprint: String,
+    pub key_epoch: u32,
+    pub online: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CreateExchangeRequest {
+    pub peer: String,
+    /// Hex SHA-256 commitment to this device's identity and nonce.
+    pub commitment: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ExchangeStepRequest {
+    /// Identity document (base64url).
+    pub identity: String,
+    /// Hex nonce (32 bytes).
+    pub nonce: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ExchangeView {
+    pub id: String,
+    pub initiator: String,
+    pub responder: String,
+    pub commitment: String,
+    /// `committed`, `responded` or `revealed`.
+    pub state: String,
+    pub responder_identity: Option<String>,
+    pub responder_nonce: Option<String>,
+    pub initiator_identity: Option<String>,
+    pub initiator_nonce: Option<String>,
+    pub expires_at: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AttestationView {
+    pub truster: String,
+    pub trusted: String,
+    pub trusted_fingerprint: String,
+    pub issued_at: String,
+    /// Whether the other side attested too, to the keys each holds now.
+    pub mutual: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct GrantView {
+    pub id: String,
+    /// The device that lets itself be auto-joined.
+    pub granter: String,
+    pub granter_name: Option<String>,
+    /// The device that may auto-join it.
+    pub grantee: String,
+    pub grantee_name: Option<String>,
+    pub grantee_fingerprint: String,
+    pub scopes: Vec<String>,
+    pub issued_at: String,
+    pub expires_at: String,
+    /// `active`, `expiring_soon`, `expired`, `revoked`, `key_mismatch`.
+    pub state: String,
+    pub last_used_at: Option<String>,
+    pub revoked_reason: Option<String>,
+}

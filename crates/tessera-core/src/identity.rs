@@ -24,6 +24,14 @@ pub enum Label {
     Challenge,
     /// Proves, when asking to pair, that the requester holds the key.
     PairingRequest,
+    /// "I verified this peer's keys": a trust attestation.
+    TrustAttestation,
+    /// "This peer may auto-join me into its sessions": a grant.
+    AutoJoinGrant,
+    /// "My identity key is now this one", signed by the old key.
+    KeyRotation,
+    /// Withdraws a grant or an attestation, signed by its issuer.
+    Withdrawal,
 }
 
 impl Label {
@@ -32,6 +40,10 @@ impl Label {
             Label::Identity => "identity",
             Label::Challenge => "control-challenge",
             Label::PairingRequest => "pairing-request",
+            Label::TrustAttestation => "trust-attestation",
+            Label::AutoJoinGrant => "auto-join-grant",
+            Label::KeyRotation => "key-rotation",
+            Label::Withdrawal => "withdrawal",
         }
     }
 }
@@ -244,6 +256,8 @@ impl DeviceKeys {
         v
     }
 
+    /// The id of a device that never rotated its identity key. After a
+    /// rotation the device keeps its first id; see `trust::KeyRotation`.
     pub fn device_id(&self) -> DeviceId {
         DeviceId::of(&self.signing.verifying_key())
     }

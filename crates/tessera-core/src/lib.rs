@@ -10,10 +10,12 @@ pub mod api;
 pub mod audit;
 pub mod clock;
 pub mod codes;
+pub mod e2e;
 pub mod events;
 pub mod identity;
 pub mod password;
 pub mod roles;
 pub mod secret;
+pub mod trust;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};

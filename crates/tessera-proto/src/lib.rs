@@ -9,8 +9,11 @@ pub mod v1 {
 pub use v1::envelope::Body;
 pub use v1::Envelope;
 
-/// Protocol version spoken by this build.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Protocol version spoken by this build. Version 2 adds automatic sessions
+/// between trusted devices and their end-to-end encryption.
+pub const PROTOCOL_VERSION: u32 = 2;
+/// The oldest version that can take part in automatic sessions.
+pub const AUTO_SESSION_VERSION: u32 = 2;
 /// Oldest protocol version this build accepts.
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
 
@@ -18,6 +21,14 @@ pub const MIN_PROTOCOL_VERSION: u32 = 1;
 pub const MAX_DEVICE_FRAME: usize = 4 * 1024 * 1024;
 /// Largest WebSocket message a viewer may send.
 pub const MAX_VIEWER_FRAME: usize = 64 * 1024;
+
+/// Connection roles (in `Hello.role`).
+pub mod role {
+    /// The device's agent: one per device, newer replaces older.
+    pub const AGENT: u32 = 0;
+    /// A client of the same device alongside its agent.
+    pub const CLIENT: u32 = 1;
+}
 
 /// Application close codes (4000–4999 are for applications).
 pub mod close {
@@ -31,6 +42,15 @@ pub mod close {
     pub const HEARTBEAT_TIMEOUT: u16 = 4008;
     /// A newer connection of the same device replaced this one.
     pub const REPLACED: u16 = 4009;
+}
+
+impl std::fmt::Debug for v1::SessionKeyGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionKeyGrant")
+            .field("key", &"<redacted>")
+            .field("epoch", &self.epoch)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for v1::RotateKeyOffer {

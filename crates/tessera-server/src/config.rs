@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// How long the person at an attended device has to answer.
     pub consent_timeout: Duration,
+    /// Most devices in one automatic session, the creator included.
+    pub auto_session_max_members: usize,
 }
 
 impl ServerConfig {
@@ -59,6 +61,7 @@ impl ServerConfig {
             pairing_ttl: Duration::from_secs(600),
             public_url: None,
             consent_timeout: Duration::from_secs(60),
+            auto_session_max_members: crate::automatic::DEFAULT_MAX_MEMBERS,
         }
     }
 

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod automatic;
 pub mod bootstrap;
 pub mod config;
 pub mod control;
@@ -58,6 +59,8 @@ struct Inner {
     limiters: Limiters,
     registry: control::Registry,
     hub: relay::Hub,
+    auto: automatic::AutoHub,
+    relay_tap: std::sync::RwLock<Option<automatic::RelayTap>>,
     viewer_keys: auth::viewer::ViewerKeys,
     shutdown: CancellationToken,
 }
@@ -129,6 +132,8 @@ impl AppState {
                 limiters,
                 registry: control::Registry::default(),
                 hub: relay::Hub::default(),
+                auto: automatic::AutoHub::default(),
+                relay_tap: std::sync::RwLock::new(None),
                 viewer_keys: auth::viewer::ViewerKeys::new(viewer_secret),
                 shutdown: CancellationToken::new(),
             }),
@@ -175,6 +180,23 @@ impl AppState {
     /// Sessions relayed by this node.
     pub fn hub(&self) -> &relay::Hub {
         &self.inner.hub
+    }
+
+    /// Automatic sessions routed by this node.
+    pub fn auto(&self) -> &automatic::AutoHub {
+        &self.inner.auto
+    }
+
+    /// The relay tap, if a test set one (see [`automatic::RelayTap`]).
+    pub fn relay_tap(&self) -> Option<automatic::RelayTap> {
+        self.inner.relay_tap.read().ok().and_then(|t| t.clone())
+    }
+
+    /// Tests only: sees (and may alter) sealed payloads as they are routed.
+    pub fn set_relay_tap(&self, tap: Option<automatic::RelayTap>) {
+        if let Ok(mut t) = self.inner.relay_tap.write() {
+            *t = tap;
+        }
     }
 
     pub fn viewer_keys(&self) -> &auth::viewer::ViewerKeys {

@@ -81,6 +81,15 @@ pub enum Action {
     ViewerTokenMinted,
     ViewerThrottled,
     PolicyChanged,
+    TrustEstablished,
+    TrustRemoved,
+    GrantCreated,
+    GrantRenewed,
+    GrantRevoked,
+    GrantExpired,
+    IdentityKeyRotated,
+    AutoSessionCreated,
+    AutoJoin,
 }
 
 impl Action {
@@ -127,6 +136,15 @@ impl Action {
             Action::ViewerTokenMinted => "viewer_token_minted",
             Action::ViewerThrottled => "viewer_throttled",
             Action::PolicyChanged => "policy_changed",
+            Action::TrustEstablished => "trust_established",
+            Action::TrustRemoved => "trust_removed",
+            Action::GrantCreated => "grant_created",
+            Action::GrantRenewed => "grant_renewed",
+            Action::GrantRevoked => "grant_revoked",
+            Action::GrantExpired => "grant_expired",
+            Action::IdentityKeyRotated => "identity_key_rotated",
+            Action::AutoSessionCreated => "auto_session_created",
+            Action::AutoJoin => "auto_join",
         }
     }
 }

@@ -256,11 +256,13 @@ async fn serve(socket: WebSocket, state: AppState, device: DevicePrincipal, ip: 
         .await;
     }
     let version = hello.protocol_version.min(PROTOCOL_VERSION);
+    let agent = hello.role != tessera_proto::role::CLIENT;
 
     let ip_text = ip.0.to_string();
-    if let Err(e) = store::devices::mark_connected(
-        state.db(),
-        store::devices::Connected {
+    // A client connection (a `tessera send`) does not make the device
+    // online or offline: its agent does.
+    if agent {
+        let connected = store::devices::Connected {
             id: &device.device_id,
             key_id: &device.key_id,
             ip: &ip_text,
@@ -268,16 +270,20 @@ async fn serve(socket: WebSocket, state: AppState, device: DevicePrincipal, ip: 
             os: &clip(&hello.os, 128),
             hostname: &clip(&hello.hostname, 255),
             now: state.now(),
-        },
-    )
-    .await
-    {
-        tracing::warn!(error = %e, "cannot record the connection");
+        };
+        if let Err(e) = store::devices::mark_connected(state.db(), connected).await {
+            tracing::warn!(error = %e, "cannot record the connection");
+        }
     }
     // Registered only once the row says what connected, so a device that
     // shows online also shows its agent version and OS.
     let registry = state.registry();
-    let mut registration = registry.register(&device.device_id, &device.key_id);
+    let role = if agent {
+        tessera_proto::role::AGENT
+    } else {
+        tessera_proto::role::CLIENT
+    };
+    let mut registration = registry.register(&device.device_id, &device.key_id, role, version);
     let conn_id = registration.conn_id;
     let interval = state.config().heartbeat_interval;
     let welcome = Body::Welcome(Welcome {
@@ -294,21 +300,27 @@ async fn serve(socket: WebSocket, state: AppState, device: DevicePrincipal, ip: 
         pending_rotation: None,
     };
     if send(&mut sink, welcome).await.is_ok() {
-        crate::session::device_arrived(&state, &session.device.device_id).await;
+        if agent {
+            crate::session::device_arrived(&state, &session.device.device_id).await;
+        }
         session
             .run(&mut sink, &mut stream, &mut registration, interval)
             .await;
     }
     registry.unregister(&session.device.device_id, conn_id);
-    // The shells of this connection died with it; sessions waiting for
-    // consent end too unless a newer connection took over (it asks again).
-    let reconnected = registry.is_connected(&session.device.device_id);
-    crate::session::connection_closed(&state, &session.device.device_id, conn_id, reconnected)
-        .await;
-    if let Err(e) =
-        store::devices::mark_disconnected(state.db(), &session.device.device_id, state.now()).await
-    {
-        tracing::warn!(error = %e, "cannot record the disconnection");
+    crate::automatic::connection_closed(&state, &session.device.device_id, conn_id).await;
+    if agent {
+        // The shells of this connection died with it; sessions waiting for
+        // consent end too unless a newer connection took over (it asks again).
+        let reconnected = registry.is_connected(&session.device.device_id);
+        crate::session::connection_closed(&state, &session.device.device_id, conn_id, reconnected)
+            .await;
+        if let Err(e) =
+            store::devices::mark_disconnected(state.db(), &session.device.device_id, state.now())
+                .await
+        {
+            tracing::warn!(error = %e, "cannot record the disconnection");
+        }
     }
     tracing::info!(conn_id, "device disconnected");
 }
@@ -340,6 +352,7 @@ impl Session {
             commands,
             notices,
             input,
+            e2e,
             ..
         } = registration;
         let allowance = interval * MISSED_HEARTBEATS;
@@ -382,8 +395,13 @@ impl Session {
                         return;
                     }
                 }
-                Some(typed) = input.recv() => {
+                                Some(typed) = input.recv() => {
                     if sink.send(Message::Binary(typed.encode_to_vec().into())).await.is_err() {
+                        return;
+                    }
+                }
+                Some(sealed) = e2e.recv() => {
+                    if sink.send(Message::Binary(sealed.encode_to_vec().into())).await.is_err() {
                         return;
                     }
                 }
@@ -454,6 +472,57 @@ impl Session {
                 {
                     tracing::warn!(error = %e, "cannot record a consent answer");
                 }
+                return Ok(());
+            }
+            // Automatic sessions: the creator asks, members answer, and the
+            // server routes what they seal for each other.
+            Some(Body::AutoSessionCreate(req)) => {
+                match crate::automatic::create(&self.state, &self.device, self.conn_id, req).await {
+                    Ok(created) => Body::AutoSessionCreated(created),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot create an automatic session");
+                        error_body("internal", "the session could not be created")
+                    }
+                }
+            }
+            Some(Body::AutoJoinAnswer(a)) => {
+                if let Err(e) =
+                    crate::automatic::answer(&self.state, &self.device.device_id, self.conn_id, a)
+                        .await
+                {
+                    tracing::warn!(error = %e, "cannot record an automatic join answer");
+                }
+                return Ok(());
+            }
+            Some(Body::E2eHandshake(h)) => {
+                crate::automatic::handshake(&self.state, &self.device.device_id, self.conn_id, h)
+                    .await;
+                return Ok(());
+            }
+            Some(Body::E2eData(d)) => {
+                crate::automatic::data(&self.state, &self.device.device_id, self.conn_id, d).await;
+                return Ok(());
+            }
+            Some(Body::MemberLeft(m)) => {
+                crate::automatic::remove_member(
+                    &self.state,
+                    &self.device.device_id,
+                    self.conn_id,
+                    &m.session_id,
+                    &m.device_id,
+                    &m.reason,
+                )
+                .await;
+                return Ok(());
+            }
+            Some(Body::SessionEnded(e)) => {
+                crate::automatic::end_by_creator(
+                    &self.state,
+                    &self.device.device_id,
+                    self.conn_id,
+                    &e.session_id,
+                )
+                .await;
                 return Ok(());
             }
             _ => return Err(Some((1008, "unexpected_message"))),

@@ -34,14 +34,20 @@ pub enum ControlCommand {
 }
 
 struct Entry {
-    conn_id: u64,
+    device_id: String,
     key_id: String,
+    /// `role::AGENT` or `role::CLIENT`.
+    role: u32,
+    /// The protocol version the connection speaks.
+    protocol: u32,
     commands: mpsc::Sender<ControlCommand>,
     /// Server notices for the device (channel opens, consent requests,
-    /// session ends): never crowded out by viewer input.
+    /// session ends, invitations): never crowded out by other traffic.
     notices: mpsc::Sender<Envelope>,
     /// Viewer input for the device.
     input: mpsc::Sender<Envelope>,
+    /// End-to-end session traffic for the device.
+    e2e: mpsc::Sender<Envelope>,
 }
 
 /// What one registration hands its connection task.
@@ -50,12 +56,21 @@ pub struct Registration {
     pub commands: mpsc::Receiver<ControlCommand>,
     pub notices: mpsc::Receiver<Envelope>,
     pub input: mpsc::Receiver<Envelope>,
+    pub e2e: mpsc::Receiver<Envelope>,
 }
 
-/// The devices connected to this node.
+#[derive(Default)]
+struct Connections {
+    by_conn: HashMap<u64, Entry>,
+    /// Each device's agent connection.
+    agent_of: HashMap<String, u64>,
+}
+
+/// The device connections on this node: at most one agent connection per
+/// device (a newer one replaces it), and any number of client connections.
 #[derive(Default)]
 pub struct Registry {
-    entries: Mutex<HashMap<String, Entry>>,
+    conns: Mutex<Connections>,
     next_id: AtomicU64,
 }
 
@@ -68,91 +83,136 @@ pub const INPUT_QUEUE: usize = 256;
 /// Server notices waiting for the device's socket. Few and small; the
 /// device reads them before any input.
 pub const NOTICE_QUEUE: usize = 64;
+/// End-to-end messages waiting for the device's socket; a sender waits for
+/// room, which pushes back on it through its own socket.
+pub const E2E_QUEUE: usize = 64;
 
 impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connections> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a connection, telling any older one of the same device to
-    /// go. Returns the connection's id and its command receiver.
-    pub fn register(&self, device_id: &str, key_id: &str) -> Registration {
+    /// Registers a connection. An agent connection tells any older agent
+    /// connection of the same device to go.
+    pub fn register(
+        &self,
+        device_id: &str,
+        key_id: &str,
+        role: u32,
+        protocol: u32,
+    ) -> Registration {
         let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let (notices_tx, notices_rx) = mpsc::channel(NOTICE_QUEUE);
         let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
-        let old = self.lock().insert(
-            device_id.to_owned(),
+        let (e2e_tx, e2e_rx) = mpsc::channel(E2E_QUEUE);
+        let mut c = self.lock();
+        c.by_conn.insert(
+            conn_id,
             Entry {
-                conn_id,
+                device_id: device_id.to_owned(),
                 key_id: key_id.to_owned(),
+                role,
+                protocol,
                 commands: tx,
                 notices: notices_tx,
                 input: input_tx,
+                e2e: e2e_tx,
             },
         );
-        if let Some(old) = old {
-            let _ = old.commands.try_send(ControlCommand::Replaced);
+        if role == tessera_proto::role::AGENT {
+            if let Some(old) = c.agent_of.insert(device_id.to_owned(), conn_id) {
+                if let Some(e) = c.by_conn.get(&old) {
+                    let _ = e.commands.try_send(ControlCommand::Replaced);
+                }
+            }
         }
         Registration {
             conn_id,
             commands: rx,
             notices: notices_rx,
             input: input_rx,
+            e2e: e2e_rx,
         }
     }
 
-    /// The notice queue of a device connected here, with its connection.
+    fn agent_entry<'a>(c: &'a Connections, device_id: &str) -> Option<(u64, &'a Entry)> {
+        let id = *c.agent_of.get(device_id)?;
+        c.by_conn.get(&id).map(|e| (id, e))
+    }
+
+    /// The notice queue of a device's agent connection here.
     pub fn notices(&self, device_id: &str) -> Option<(u64, mpsc::Sender<Envelope>)> {
-        self.lock()
-            .get(device_id)
-            .map(|e| (e.conn_id, e.notices.clone()))
+        let c = self.lock();
+        Self::agent_entry(&c, device_id).map(|(id, e)| (id, e.notices.clone()))
     }
 
-    /// The input queue of a device connected here.
+    /// The notice queue of one connection.
+    pub fn notices_of_conn(&self, conn_id: u64) -> Option<mpsc::Sender<Envelope>> {
+        self.lock().by_conn.get(&conn_id).map(|e| e.notices.clone())
+    }
+
+    /// The end-to-end queue of one connection.
+    pub fn e2e_of_conn(&self, conn_id: u64) -> Option<mpsc::Sender<Envelope>> {
+        self.lock().by_conn.get(&conn_id).map(|e| e.e2e.clone())
+    }
+
+    /// The input queue of a device's agent connection here.
     pub fn input(&self, device_id: &str) -> Option<mpsc::Sender<Envelope>> {
-        self.lock().get(device_id).map(|e| e.input.clone())
+        let c = self.lock();
+        Self::agent_entry(&c, device_id).map(|(_, e)| e.input.clone())
     }
 
-    /// The id of the device's current connection here, if any.
+    /// The id of the device's agent connection here, if any.
     pub fn conn_of(&self, device_id: &str) -> Option<u64> {
-        self.lock().get(device_id).map(|e| e.conn_id)
+        self.lock().agent_of.get(device_id).copied()
     }
 
-    /// Removes a connection, unless a newer one already replaced it.
+    /// The protocol version the device's agent connection speaks.
+    pub fn protocol_of(&self, device_id: &str) -> Option<u32> {
+        let c = self.lock();
+        Self::agent_entry(&c, device_id).map(|(_, e)| e.protocol)
+    }
+
+    /// Removes a connection (and, if it was the device's agent connection,
+    /// the device's entry).
     pub fn unregister(&self, device_id: &str, conn_id: u64) {
-        let mut entries = self.lock();
-        if entries.get(device_id).is_some_and(|e| e.conn_id == conn_id) {
-            entries.remove(device_id);
+        let mut c = self.lock();
+        c.by_conn.remove(&conn_id);
+        if c.agent_of.get(device_id) == Some(&conn_id) {
+            c.agent_of.remove(device_id);
         }
     }
 
     /// After a key rotation, the connection is authenticated by the new key.
-    pub fn set_key(&self, device_id: &str, conn_id: u64, key_id: &str) {
-        if let Some(e) = self
-            .lock()
-            .get_mut(device_id)
-            .filter(|e| e.conn_id == conn_id)
-        {
+    pub fn set_key(&self, _device_id: &str, conn_id: u64, key_id: &str) {
+        if let Some(e) = self.lock().by_conn.get_mut(&conn_id) {
             e.key_id = key_id.to_owned();
         }
     }
 
+    /// Whether the device's agent is connected here.
     pub fn is_connected(&self, device_id: &str) -> bool {
-        self.lock().contains_key(device_id)
+        self.lock().agent_of.contains_key(device_id)
     }
 
+    /// Agents connected here.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().agent_of.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Cuts off a device's connection on this node.
+    /// Cuts off every connection of a device on this node.
     pub fn revoke_device(&self, device_id: &str, code: &'static str, reason: &str) {
-        if let Some(e) = self.lock().get(device_id) {
+        for e in self
+            .lock()
+            .by_conn
+            .values()
+            .filter(|e| e.device_id == device_id)
+        {
             let _ = e.commands.try_send(ControlCommand::Revoke {
                 key_id: e.key_id.clone(),
                 code,
@@ -161,10 +221,9 @@ impl Registry {
         }
     }
 
-    /// Cuts off the connection authenticated with `key_id`, if any.
+    /// Cuts off the connections authenticated with `key_id`.
     pub fn revoke_key(&self, key_id: &str, code: &'static str, reason: &str) {
-        let entries = self.lock();
-        if let Some(e) = entries.values().find(|e| e.key_id == key_id) {
+        for e in self.lock().by_conn.values().filter(|e| e.key_id == key_id) {
             let _ = e.commands.try_send(ControlCommand::Revoke {
                 key_id: key_id.to_owned(),
                 code,
@@ -176,9 +235,18 @@ impl Registry {
     /// (device id, key id) of every connection.
     pub fn snapshot(&self) -> Vec<(String, String)> {
         self.lock()
-            .iter()
-            .map(|(d, e)| (d.clone(), e.key_id.clone()))
+            .by_conn
+            .values()
+            .map(|e| (e.device_id.clone(), e.key_id.clone()))
             .collect()
+    }
+
+    /// Whether a connection is of a client (not the device's agent).
+    pub fn is_client(&self, conn_id: u64) -> bool {
+        self.lock()
+            .by_conn
+            .get(&conn_id)
+            .is_some_and(|e| e.role == tessera_proto::role::CLIENT)
     }
 }
 
@@ -244,7 +312,34 @@ pub async fn session_sweep(state: AppState) {
         if let Err(e) = crate::session::sweep(&state).await {
             tracing::warn!(error = %e, "session sweep: cannot end lapsed sessions");
         }
+        if let Err(e) = record_expired_grants(&state).await {
+            tracing::warn!(error = %e, "session sweep: cannot record expired grants");
+        }
     }
+}
+
+/// Grants that lapsed get one `grant_expired` row each.
+async fn record_expired_grants(state: &AppState) -> store::StoreResult<()> {
+    let mut tx = state.db().begin_write().await?;
+    for (id, tenant, granter, grantee) in
+        store::trust::take_newly_expired(&mut tx, state.now()).await?
+    {
+        state
+            .audit(
+                &mut tx,
+                crate::audit::AuditEvent::new(
+                    &tenant,
+                    crate::audit::Actor::System,
+                    crate::audit::Action::GrantExpired,
+                )
+                .target(format!("grant:{id}"))
+                .detail("granter", granter)
+                .detail("grantee", grantee),
+            )
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 async fn expire_support_codes(state: &AppState) -> store::StoreResult<()> {
@@ -274,8 +369,8 @@ mod tests {
     #[test]
     fn a_new_connection_replaces_the_old_one() {
         let r = Registry::default();
-        let mut first = r.register("dev", "k1");
-        let second = r.register("dev", "k1");
+        let mut first = r.register("dev", "k1", 0, 2);
+        let second = r.register("dev", "k1", 0, 2);
         let (old, new) = (first.conn_id, second.conn_id);
         assert_ne!(old, new);
         assert_eq!(first.commands.try_recv().unwrap(), ControlCommand::Replaced);
@@ -289,8 +384,8 @@ mod tests {
     #[test]
     fn revoking_a_key_reaches_only_its_connection() {
         let r = Registry::default();
-        let mut a = r.register("a", "ka");
-        let mut b = r.register("b", "kb");
+        let mut a = r.register("a", "ka", 0, 2);
+        let mut b = r.register("b", "kb", 0, 2);
         r.revoke_key("kb", "key_revoked", "test");
         assert!(a.commands.try_recv().is_err());
         assert!(matches!(

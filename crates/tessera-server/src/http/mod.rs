@@ -16,6 +16,7 @@ pub mod pairings;
 pub mod policy;
 pub mod sessions;
 pub mod support;
+pub mod trust;
 pub mod users;
 
 use std::time::{Duration, Instant};
@@ -82,6 +83,7 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(sessions::routes())
         .merge(support::routes(state))
         .merge(policy::routes())
+        .merge(trust::routes())
 }
 
 pub fn router(state: AppState) -> Router {

@@ -474,3 +474,21 @@ pub async fn hold_live_key(
     .rows_affected();
     Ok(n == 1)
 }
+
+/// The signature of a device's current identity document.
+pub async fn identity_signature(db: &Db, id: &str) -> StoreResult<[u8; 64]> {
+    let sig: Vec<u8> = sqlx::query_scalar("SELECT identity_signature FROM devices WHERE id = $1")
+        .bind(id)
+        .fetch_one(db.pool())
+        .await?;
+    Ok(sig.try_into().unwrap_or([0u8; 64]))
+}
+
+/// How many times a device has rotated its identity key.
+pub async fn key_epoch(db: &Db, id: &str) -> StoreResult<u32> {
+    let epoch: i64 = sqlx::query_scalar("SELECT key_epoch FROM devices WHERE id = $1")
+        .bind(id)
+        .fetch_one(db.pool())
+        .await?;
+    Ok(u32::try_from(epoch).unwrap_or(0))
+}

@@ -26,6 +26,7 @@ pub mod server_keys;
 pub mod sessions;
 pub mod support_codes;
 pub mod tenants;
+pub mod trust;
 pub mod users;
 
 use std::borrow::Cow;
@@ -106,11 +107,13 @@ pub fn migrator_up_to(backend: Backend, version: i64) -> Migrator {
             1 "0001_foundation",
             2 "0002_devices",
             3 "0003_sessions",
+            4 "0004_trust",
         ),
         Backend::Postgres => migrations!("postgres":
             1 "0001_foundation",
             2 "0002_devices",
             3 "0003_sessions",
+            4 "0004_trust",
         ),
     };
     migrations.retain(|m| m.version <= version);

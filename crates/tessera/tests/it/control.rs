@@ -88,6 +88,7 @@ async fn hello(
             signature: sig.to_vec().into(),
             os: "test-os".into(),
             hostname: "test-host".into(),
+            role: tessera_proto::role::AGENT,
         }),
     )
     .await;
@@ -542,10 +543,12 @@ async fn the_agent_reconnects_after_the_server_restarts() {
     );
     // Drop every connection this node holds by replacing it: the agent's
     // connection is told it was replaced and reconnects with backoff.
-    let _registration = s
-        .state
-        .registry()
-        .register(&device.device_id, "someone-else");
+    let _registration = s.state.registry().register(
+        &device.device_id,
+        "someone-else",
+        tessera_proto::role::AGENT,
+        PROTOCOL_VERSION,
+    );
     assert!(
         eventually(Duration::from_secs(10), || async {
             s.state

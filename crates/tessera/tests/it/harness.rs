@@ -437,6 +437,7 @@ impl RunningAgent {
                     max_backoff: Duration::from_millis(500),
                     shell: Some("/bin/sh".to_owned()),
                     consent: tessera_agent::consent::ConsentMode::Deny,
+                    inbox: None,
                 },
                 async {
                     let _ = stopped.await;

@@ -116,6 +116,21 @@ async fn openapi_document_covers_every_json_route() {
         "POST /api/v1/support-codes",
         "GET /api/v1/support-codes/{code}",
         "POST /api/v1/support-codes/bind",
+        "GET /api/v1/device/peers/{id}",
+        "GET /api/v1/device/peers/{id}/rotations",
+        "POST /api/v1/device/trust/exchanges",
+        "GET /api/v1/device/trust/exchanges",
+        "POST /api/v1/device/trust/exchanges/{id}/respond",
+        "POST /api/v1/device/trust/exchanges/{id}/reveal",
+        "POST /api/v1/device/trust/attestations",
+        "GET /api/v1/device/trust/attestations",
+        "POST /api/v1/device/trust/withdraw",
+        "POST /api/v1/device/grants",
+        "GET /api/v1/device/grants",
+        "POST /api/v1/device/grants/withdraw",
+        "POST /api/v1/device/identity/rotate",
+        "GET /api/v1/grants",
+        "POST /api/v1/grants/{id}/revoke",
     ]
     .into_iter()
     .map(String::from)

@@ -1,0 +1,312 @@
+//! File transfer inside an automatic session: what the sender walks and
+//! reads, and what the receiver writes.
+//!
+//! The receiver writes each file to a hidden temporary name beside its
+//! final one and renames it only after the whole file arrived and its
+//! BLAKE3 hash matched, so a failed or cancelled transfer never leaves a
+//! half-written file under the final name. Paths from the sender are
+//! relative and may not climb out of the inbox.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+
+/// Bytes per chunk on the wire.
+pub const CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("refused path {0:?}: it must be relative and stay inside the inbox")]
+    Path(String),
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("{0}: the content does not match its hash")]
+    Hash(String),
+    #[error("{0}: expected {1} bytes, got {2}")]
+    Size(String, u64, u64),
+    #[error("chunk for an unknown or out-of-order file")]
+    Sequence,
+}
+
+/// A relative path from the sender, made safe: no root, no `..`, no empty
+/// or `.` parts, no NUL.
+pub fn safe_relative(path: &str) -> Option<PathBuf> {
+    if path.is_empty() || path.contains('\0') || path.len() > 4096 {
+        return None;
+    }
+    let mut out = PathBuf::new();
+    for part in path.split('/') {
+        let c = Path::new(part).components().next();
+        match c {
+            Some(Component::Normal(p)) if Path::new(part).components().count() == 1 => out.push(p),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// One file to send: where it is, and its name relative to what was given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    pub source: PathBuf,
+    pub name: String,
+    pub size: u64,
+}
+
+/// Expands files and folders into the files to send (folders recursively,
+/// names keep the folder's own name). Symlinks are not followed.
+pub fn walk(paths: &[PathBuf]) -> std::io::Result<Vec<Outgoing>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let base = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("{}: no file name", p.display()),
+                )
+            })?;
+        add(p, &base, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn add(path: &Path, name: &str, out: &mut Vec<Outgoing>) -> std::io::Result<()> {
+    let meta = fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        let mut entries: Vec<_> = fs::read_dir(path)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let child = format!("{name}/{}", e.file_name().to_string_lossy());
+            add(&e.path(), &child, out)?;
+        }
+    } else if meta.is_file() {
+        out.push(Outgoing {
+            source: path.to_owned(),
+            name: name.to_owned(),
+            size: meta.len(),
+        });
+    }
+    Ok(())
+}
+
+struct Incoming {
+    name: String,
+    final_path: PathBuf,
+    temp_path: PathBuf,
+    file: File,
+    hasher: blake3::Hasher,
+    size: u64,
+    written: u64,
+}
+
+/// Writes received files into `root`.
+pub struct Receiver {
+    root: PathBuf,
+    open: HashMap<u32, Incoming>,
+    pub files: u32,
+    pub bytes: u64,
+    /// Final paths of the files completed so far.
+    pub completed: Vec<PathBuf>,
+}
+
+fn io(name: &str) -> impl FnOnce(std::io::Error) -> TransferError + '_ {
+    move |e| TransferError::Io(name.to_owned(), e)
+}
+
+/// `name`, or `name (1)`, `name (2)`, … if taken.
+fn free_name(path: &Path) -> PathBuf {
+    if !path.exists() {
+        return path.to_owned();
+    }
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    (1..)
+        .map(|i| path.with_file_name(format!("{stem} ({i}){ext}")))
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| path.to_owned())
+}
+
+impl Receiver {
+    pub fn new(root: PathBuf) -> Receiver {
+        Receiver {
+            root,
+            open: HashMap::new(),
+            files: 0,
+            bytes: 0,
+            completed: Vec::new(),
+        }
+    }
+
+    pub fn start(&mut self, id: u32, path: &str, size: u64) -> Result<(), TransferError> {
+        let rel = safe_relative(path).ok_or_else(|| TransferError::Path(path.to_owned()))?;
+        let final_path = self.root.join(&rel);
+        let dir = final_path
+            .parent()
+            .map(Path::to_owned)
+            .unwrap_or_else(|| self.root.clone());
+        fs::create_dir_all(&dir).map_err(io(path))?;
+        let file_name = final_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp_path = dir.join(format!(".{file_name}.{id}.tessera-partial"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp_path)
+            .map_err(io(path))?;
+        self.open.insert(
+            id,
+            Incoming {
+                name: path.to_owned(),
+                final_path,
+                temp_path,
+                file,
+                hasher: blake3::Hasher::new(),
+                size,
+                written: 0,
+            },
+        );
+        Ok(())
+    }
+
+    pub fn chunk(&mut self, id: u32, offset: u64, data: &[u8]) -> Result<u64, TransferError> {
+        let f = self.open.get_mut(&id).ok_or(TransferError::Sequence)?;
+        if offset != f.written || f.written + data.len() as u64 > f.size {
+            return Err(TransferError::Sequence);
+        }
+        f.file.write_all(data).map_err(io(&f.name))?;
+        f.hasher.update(data);
+        f.written += data.len() as u64;
+        Ok(data.len() as u64)
+    }
+
+    /// Verifies the hash and moves the file to its final name.
+    pub fn end(&mut self, id: u32, hash: &[u8]) -> Result<PathBuf, TransferError> {
+        let mut f = self.open.remove(&id).ok_or(TransferError::Sequence)?;
+        let result = (|| {
+            if f.written != f.size {
+                return Err(TransferError::Size(f.name.clone(), f.size, f.written));
+            }
+            if f.hasher.finalize().as_bytes() != hash {
+                return Err(TransferError::Hash(f.name.clone()));
+            }
+            f.file.flush().map_err(io(&f.name))?;
+            f.file.sync_all().map_err(io(&f.name))?;
+            let target = free_name(&f.final_path);
+            fs::rename(&f.temp_path, &target).map_err(io(&f.name))?;
+            Ok(target)
+        })();
+        match result {
+            Ok(target) => {
+                self.files += 1;
+                self.bytes += f.size;
+                self.completed.push(target.clone());
+                Ok(target)
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&f.temp_path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops every unfinished file.
+    pub fn abort(&mut self) {
+        for (_, f) in self.open.drain() {
+            let _ = fs::remove_file(&f.temp_path);
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sender_paths_cannot_escape_the_inbox() {
+        assert_eq!(safe_relative("a/b.txt"), Some(PathBuf::from("a/b.txt")));
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "./a",
+            "a/./b",
+            "a\0b",
+            "a/..",
+        ] {
+            assert_eq!(safe_relative(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_file_appears_under_its_name_only_when_whole_and_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Receiver::new(dir.path().to_owned());
+        let data = b"hello world";
+        r.start(1, "docs/a.txt", data.len() as u64).unwrap();
+        r.chunk(1, 0, &data[..5]).unwrap();
+        assert!(!dir.path().join("docs/a.txt").exists());
+        r.chunk(1, 5, &data[5..]).unwrap();
+        let p = r.end(1, blake3::hash(data).as_bytes()).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), data);
+
+        // A wrong hash: nothing under the final name, no partial left.
+        r.start(2, "docs/b.txt", 3).unwrap();
+        r.chunk(2, 0, b"abc").unwrap();
+        assert!(matches!(r.end(2, &[0u8; 32]), Err(TransferError::Hash(_))));
+        assert!(!dir.path().join("docs/b.txt").exists());
+        // An aborted transfer leaves nothing either.
+        r.start(3, "c.bin", 10).unwrap();
+        r.chunk(3, 0, b"12345").unwrap();
+        r.abort();
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("docs")]);
+        assert_eq!(fs::read_dir(dir.path().join("docs")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn out_of_order_or_oversized_chunks_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Receiver::new(dir.path().to_owned());
+        r.start(1, "x", 4).unwrap();
+        assert!(matches!(r.chunk(1, 2, b"ab"), Err(TransferError::Sequence)));
+        assert!(matches!(
+            r.chunk(1, 0, b"abcde"),
+            Err(TransferError::Sequence)
+        ));
+        assert!(matches!(r.chunk(9, 0, b"a"), Err(TransferError::Sequence)));
+    }
+
+    #[test]
+    fn folders_are_walked_with_their_own_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("photos");
+        fs::create_dir_all(top.join("2026")).unwrap();
+        fs::write(top.join("a.jpg"), b"1").unwrap();
+        fs::write(top.join("2026/b.jpg"), b"22").unwrap();
+        let names: Vec<String> = walk(&[top]).unwrap().into_iter().map(|o| o.name).collect();
+        assert_eq!(names, ["photos/2026/b.jpg", "photos/a.jpg"]);
+    }
+}

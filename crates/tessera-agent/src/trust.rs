@@ -1,0 +1,533 @@
+//! This device's trust store: the peers it verified (their keys pinned),
+//! the grants it issued (its own signed copies), and tombstones for peers it
+//! removed. Kept in `trust.json` (mode 0600). A peer's key comes from here,
+//! never from the server, whose copy is only a hint that must match.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tessera_client::ClientError;
+use tessera_core::api::{CreateExchangeRequest, ExchangeStepRequest, ExchangeView, PeerView};
+use tessera_core::identity::{DeviceId, IdentityDocument};
+use tessera_core::secret::{hex, random_bytes};
+use tessera_core::trust::{
+    commitment, fingerprint, key_from_hex, new_grant, sas, AutoJoinGrant, KeyRotation, Scope,
+    Signed, TrustAttestation, Withdrawal,
+};
+use tessera_core::{Clock, SystemClock, Timestamp};
+
+use crate::control::{AgentError, Credentials};
+use crate::state::{write_private, AgentState, StateError};
+
+/// A pinned peer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Pin {
+    pub name: String,
+    pub ed25519: String,
+    pub x25519: String,
+    pub verified_at: Timestamp,
+    /// `sas`, or `rotation` (followed a rotation the pinned key signed).
+    pub method: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TrustStore {
+    #[serde(default)]
+    pub peers: BTreeMap<String, Pin>,
+    /// Peers removed, and when: a later statement cannot bring them back
+    /// without a fresh verification.
+    #[serde(default)]
+    pub removed: BTreeMap<String, Timestamp>,
+    /// Grants this device issued, by grantee (the current one).
+    #[serde(default)]
+    pub grants: BTreeMap<String, Signed<AutoJoinGrant>>,
+    /// Grant ids this device revoked.
+    #[serde(default)]
+    pub revoked_grants: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Server(#[from] ClientError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error("{0}")]
+    Refused(String),
+}
+
+fn now() -> Timestamp {
+    SystemClock.now()
+}
+
+impl TrustStore {
+    pub fn load(state: &AgentState) -> Result<TrustStore, StateError> {
+        let path = state.dir().join("trust.json");
+        if !path.exists() {
+            return Ok(TrustStore::default());
+        }
+        crate::state::check_private(&path)?;
+        let text = std::fs::read_to_string(&path).map_err(|source| StateError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| StateError::Damaged {
+            path,
+            why: e.to_string(),
+        })
+    }
+
+    pub fn save(&self, state: &AgentState) -> Result<(), StateError> {
+        let path = state.dir().join("trust.json");
+        let json = serde_json::to_vec_pretty(self).map_err(|e| StateError::Damaged {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+        write_private(&path, &json)
+    }
+
+    /// This device's current, unrevoked grant to `grantee`.
+    pub fn grant_to(&self, grantee: &str) -> Option<&Signed<AutoJoinGrant>> {
+        self.grants
+            .get(grantee)
+            .filter(|g| !self.revoked_grants.contains(&g.statement.id))
+    }
+
+    /// The member's own checks on an invitation from `creator`, whose key
+    /// the server says is `creator_ed` (hex): `Err(reason)` to refuse.
+    pub fn check_invite(
+        &self,
+        creator: &str,
+        creator_ed: &str,
+        scope: Scope,
+        now: Timestamp,
+    ) -> Result<(), &'static str> {
+        let Some(pin) = self.peers.get(creator) else {
+            return Err("not_mutually_trusted");
+        };
+        if pin.ed25519 != creator_ed {
+            return Err("key_mismatch");
+        }
+        let Some(grant) = self.grants.get(creator) else {
+            return Err("no_grant");
+        };
+        if self.revoked_grants.contains(&grant.statement.id) {
+            return Err("grant_revoked");
+        }
+        let g = &grant.statement;
+        if g.expires_at <= now {
+            return Err("grant_expired");
+        }
+        let pinned = key_from_hex(&pin.ed25519)
+            .map(|k| fingerprint(&k))
+            .unwrap_or_default();
+        if g.grantee_fingerprint != pinned {
+            return Err("key_mismatch");
+        }
+        if !g.scopes.contains(&scope) {
+            return Err("scope_missing");
+        }
+        Ok(())
+    }
+}
+
+/// What a SAS exchange produced, for the person to compare.
+pub struct Exchanged {
+    pub peer: String,
+    pub sas: String,
+    pub peer_identity: IdentityDocument,
+    pub peer_fingerprint: String,
+}
+
+const POLL: Duration = Duration::from_millis(300);
+const EXCHANGE_WAIT: Duration = Duration::from_secs(600);
+
+fn nonce_hex() -> ([u8; 32], String) {
+    let n: [u8; 32] = random_bytes();
+    (n, hex(&n))
+}
+
+fn identity_of_peer(
+    doc: &str,
+    peer: &str,
+    hint: &PeerView,
+) -> Result<IdentityDocument, TrustError> {
+    let d = IdentityDocument::decode(doc)
+        .map_err(|e| TrustError::Refused(format!("the peer's identity is invalid: {e}")))?;
+    // A device that never rotated is named by its key; one that did is
+    // verified by the SAS alone.
+    if hint.key_epoch == 0 && d.device_id().map(|id| id.to_string()).ok().as_deref() != Some(peer) {
+        return Err(TrustError::Refused(
+            "the peer's identity does not match its device id".into(),
+        ));
+    }
+    Ok(d)
+}
+
+/// Runs the commit-then-reveal exchange with `peer` (who must run the same
+/// at about the same time) and returns the SAS to compare.
+pub async fn exchange(creds: &Credentials, peer: &str) -> Result<Exchanged, TrustError> {
+    let peer = DeviceId::parse(peer)
+        .map_err(|_| TrustError::Refused("not a device id".into()))?
+        .to_string();
+    let me = creds.keys.device_id().to_string();
+    let client = creds.client()?;
+    let hint = client.peer(&peer).await?;
+    let my_doc = creds.keys.document().encode();
+    let (my_nonce, my_nonce_hex) = nonce_hex();
+    let deadline = tokio::time::Instant::now() + EXCHANGE_WAIT;
+    let mut mine: Option<ExchangeView> = None;
+    let mut responded: Option<ExchangeView> = None;
+    loop {
+        if tokio::time::Instant::now() > deadline {
+            return Err(TrustError::Refused(
+                "the other device did not take part in time".into(),
+            ));
+        }
+        let open = client.exchanges(&peer).await?;
+        if let Some(r) = &responded {
+            // Responder: wait for the initiator's reveal.
+            if let Some(e) = open.iter().find(|e| e.id == r.id && e.state == "revealed") {
+                let (Some(doc), Some(n)) = (&e.initiator_identity, &e.initiator_nonce) else {
+                    continue;
+                };
+                let their_nonce =
+                    key_from_hex(n).ok_or_else(|| TrustError::Refused("bad nonce".into()))?;
+                if hex(&commitment(doc, &their_nonce)) != e.commitment {
+                    return Err(TrustError::Refused("the other device's reveal does not match its commitment: stop, someone is interfering".into()));
+                }
+                let theirs = identity_of_peer(doc, &peer, &hint)?;
+                return Ok(Exchanged {
+                    sas: sas(
+                        &theirs.ed25519,
+                        &creds.keys.ed25519_public(),
+                        &their_nonce,
+                        &my_nonce,
+                    ),
+                    peer_fingerprint: fingerprint(&theirs.ed25519),
+                    peer_identity: theirs,
+                    peer,
+                });
+            }
+        } else if let Some(m) = &mine {
+            // Initiator: wait for the answer, then reveal.
+            if let Some(e) = open.iter().find(|e| e.id == m.id && e.state == "responded") {
+                let (Some(doc), Some(n)) = (&e.responder_identity, &e.responder_nonce) else {
+                    continue;
+                };
+                let their_nonce =
+                    key_from_hex(n).ok_or_else(|| TrustError::Refused("bad nonce".into()))?;
+                let theirs = identity_of_peer(doc, &peer, &hint)?;
+                client
+                    .exchange_step(
+                        &e.id,
+                        "reveal",
+                        &ExchangeStepRequest {
+                            identity: my_doc.clone(),
+                            nonce: my_nonce_hex.clone(),
+                        },
+                    )
+                    .await?;
+                return Ok(Exchanged {
+                    sas: sas(
+                        &creds.keys.ed25519_public(),
+                        &theirs.ed25519,
+                        &my_nonce,
+                        &their_nonce,
+                    ),
+                    peer_fingerprint: fingerprint(&theirs.ed25519),
+                    peer_identity: theirs,
+                    peer,
+                });
+            }
+            // Both started at once: the device with the larger id yields.
+            if let Some(theirs) = open
+                .iter()
+                .find(|e| e.initiator == peer && e.state == "committed")
+            {
+                if me > peer {
+                    let r = client
+                        .exchange_step(
+                            &theirs.id,
+                            "respond",
+                            &ExchangeStepRequest {
+                                identity: my_doc.clone(),
+                                nonce: my_nonce_hex.clone(),
+                            },
+                        )
+                        .await?;
+                    responded = Some(r);
+                    mine = None;
+                }
+            }
+        } else if let Some(theirs) = open
+            .iter()
+            .find(|e| e.initiator == peer && e.state == "committed")
+        {
+            let r = client
+                .exchange_step(
+                    &theirs.id,
+                    "respond",
+                    &ExchangeStepRequest {
+                        identity: my_doc.clone(),
+                        nonce: my_nonce_hex.clone(),
+                    },
+                )
+                .await?;
+            responded = Some(r);
+        } else {
+            let c = hex(&commitment(&my_doc, &my_nonce));
+            mine = Some(
+                client
+                    .create_exchange(&CreateExchangeRequest {
+                        peer: peer.clone(),
+                        commitment: c,
+                    })
+                    .await?,
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// After the person confirmed the SAS: pin the peer and sign the
+/// attestation.
+pub async fn confirm(
+    state: &AgentState,
+    creds: &Credentials,
+    x: &Exchanged,
+    name: &str,
+) -> Result<tessera_core::api::AttestationView, TrustError> {
+    let mut store = TrustStore::load(state)?;
+    let pin = Pin {
+        name: name.to_owned(),
+        ed25519: hex(&x.peer_identity.ed25519),
+        x25519: hex(&x.peer_identity.x25519),
+        verified_at: now(),
+        method: "sas".into(),
+    };
+    let att = TrustAttestation {
+        truster: creds.keys.device_id().to_string(),
+        trusted: x.peer.clone(),
+        trusted_ed25519: pin.ed25519.clone(),
+        trusted_x25519: pin.x25519.clone(),
+        issued_at: now(),
+    };
+    store.peers.insert(x.peer.clone(), pin);
+    store.removed.remove(&x.peer);
+    store.save(state)?;
+    Ok(creds
+        .client()?
+        .attest(&Signed::sign(att, &creds.keys))
+        .await?)
+}
+
+/// Removes a peer: unpinned, its grant withdrawn, the server told.
+pub async fn remove(state: &AgentState, creds: &Credentials, peer: &str) -> Result<(), TrustError> {
+    let mut store = TrustStore::load(state)?;
+    if store.peers.remove(peer).is_none() {
+        return Err(TrustError::Refused(format!("{peer} is not a trusted peer")));
+    }
+    store.removed.insert(peer.to_owned(), now());
+    let grant = store.grants.get(peer).map(|g| g.statement.id.clone());
+    store.save(state)?;
+    let me = creds.keys.device_id().to_string();
+    let client = creds.client()?;
+    let w = Withdrawal {
+        issuer: me.clone(),
+        subject: format!("trust:{peer}"),
+        issued_at: now(),
+    };
+    client.withdraw_trust(&Signed::sign(w, &creds.keys)).await?;
+    if let Some(id) = grant {
+        revoke_grant_id(state, creds, &id).await?;
+    }
+    Ok(())
+}
+
+/// Grants `grantee` (a pinned peer) automatic join, pinned to its key.
+pub async fn grant(
+    state: &AgentState,
+    creds: &Credentials,
+    grantee: &str,
+    scopes: &[Scope],
+    ttl: Duration,
+) -> Result<tessera_core::api::GrantView, TrustError> {
+    let mut store = TrustStore::load(state)?;
+    let pin = store.peers.get(grantee).ok_or_else(|| {
+        TrustError::Refused(format!(
+            "{grantee} is not a trusted peer; run `tessera trust add {grantee}` first"
+        ))
+    })?;
+    let grantee_ed =
+        key_from_hex(&pin.ed25519).ok_or_else(|| TrustError::Refused("damaged pin".into()))?;
+    let me = creds.keys.device_id();
+    let granted =
+        DeviceId::parse(grantee).map_err(|_| TrustError::Refused("not a device id".into()))?;
+    let t = now();
+    let g = new_grant(&me, &granted, &grantee_ed, scopes, t, t.plus(ttl));
+    let signed = Signed::sign(g, &creds.keys);
+    let view = creds.client()?.submit_grant(&signed).await?;
+    store.grants.insert(grantee.to_owned(), signed);
+    store.save(state)?;
+    Ok(view)
+}
+
+async fn revoke_grant_id(
+    state: &AgentState,
+    creds: &Credentials,
+    id: &str,
+) -> Result<(), TrustError> {
+    let w = Withdrawal {
+        issuer: creds.keys.device_id().to_string(),
+        subject: format!("grant:{id}"),
+        issued_at: now(),
+    };
+    let result = creds
+        .client()?
+        .withdraw_grant(&Signed::sign(w, &creds.keys))
+        .await;
+    let mut store = TrustStore::load(state)?;
+    if !store.revoked_grants.iter().any(|g| g == id) {
+        store.revoked_grants.push(id.to_owned());
+    }
+    store.save(state)?;
+    match result {
+        Ok(()) => Ok(()),
+        // Already revoked on the server (by an admin): the local mark stands.
+        Err(e) if e.code() == Some("not_found") => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Revokes this device's grant to `grantee`.
+pub async fn revoke_grant(
+    state: &AgentState,
+    creds: &Credentials,
+    grantee: &str,
+) -> Result<(), TrustError> {
+    let store = TrustStore::load(state)?;
+    let id = store
+        .grant_to(grantee)
+        .map(|g| g.statement.id.clone())
+        .ok_or_else(|| TrustError::Refused(format!("no live grant to {grantee}")))?;
+    revoke_grant_id(state, creds, &id).await
+}
+
+/// What `trust verify` found.
+pub enum Verified {
+    Unchanged,
+    /// The key changed; `chained` says whether each step was signed by the
+    /// key before it, starting from the pinned one.
+    Changed {
+        old_fingerprint: String,
+        new: PeerView,
+        chained: bool,
+    },
+}
+
+/// Compares a peer's pin with the server's current keys.
+pub async fn verify(
+    state: &AgentState,
+    creds: &Credentials,
+    peer: &str,
+) -> Result<Verified, TrustError> {
+    let store = TrustStore::load(state)?;
+    let pin = store
+        .peers
+        .get(peer)
+        .ok_or_else(|| TrustError::Refused(format!("{peer} is not a trusted peer")))?;
+    let client = creds.client()?;
+    let now_view = client.peer(peer).await?;
+    if now_view.ed25519 == pin.ed25519 {
+        return Ok(Verified::Unchanged);
+    }
+    let chain = client.peer_rotations(peer).await?;
+    let mut key = pin.ed25519.clone();
+    for step in &chain {
+        let r: &KeyRotation = &step.statement;
+        if r.old_ed25519 != key {
+            continue;
+        }
+        let Some(old) = key_from_hex(&key) else { break };
+        if step.verify(&old).is_err() {
+            break;
+        }
+        match IdentityDocument::decode(&r.new_identity) {
+            Ok(doc) => key = hex(&doc.ed25519),
+            Err(_) => break,
+        }
+    }
+    let old_fp = key_from_hex(&pin.ed25519)
+        .map(|k| fingerprint(&k))
+        .unwrap_or_default();
+    Ok(Verified::Changed {
+        old_fingerprint: old_fp,
+        chained: key == now_view.ed25519,
+        new: now_view,
+    })
+}
+
+/// Accepts a peer's new key (after the person confirmed), re-attests it, and
+/// re-issues this device's grant to it pinned to the new key.
+pub async fn accept_new_key(
+    state: &AgentState,
+    creds: &Credentials,
+    peer: &str,
+    new: &PeerView,
+) -> Result<(), TrustError> {
+    let mut store = TrustStore::load(state)?;
+    let Some(pin) = store.peers.get_mut(peer) else {
+        return Err(TrustError::Refused(format!("{peer} is not a trusted peer")));
+    };
+    pin.ed25519 = new.ed25519.clone();
+    pin.x25519 = new.x25519.clone();
+    pin.verified_at = now();
+    pin.method = "rotation".into();
+    let regrant = store
+        .grant_to(peer)
+        .map(|g| (g.statement.scopes.clone(), g.statement.expires_at));
+    store.save(state)?;
+    let att = TrustAttestation {
+        truster: creds.keys.device_id().to_string(),
+        trusted: peer.to_owned(),
+        trusted_ed25519: new.ed25519.clone(),
+        trusted_x25519: new.x25519.clone(),
+        issued_at: now(),
+    };
+    creds
+        .client()?
+        .attest(&Signed::sign(att, &creds.keys))
+        .await?;
+    if let Some((scopes, expires)) = regrant {
+        let ttl = expires.since(now()).max(Duration::from_secs(3600));
+        grant(state, creds, peer, &scopes, ttl).await?;
+    }
+    Ok(())
+}
+
+/// Rotates this device's identity key: the new key is stored beside the
+/// old, announced in a statement the old key signs, then put in place.
+pub async fn rotate_identity(state: &AgentState) -> Result<PeerView, TrustError> {
+    let creds = Credentials::load(state)?;
+    let client = creds.client()?;
+    let me = creds.keys.device_id().to_string();
+    let current = client.peer(&me).await?;
+    let next = tessera_core::identity::DeviceKeys::generate();
+    state.save_next_identity(&next)?;
+    let statement = KeyRotation {
+        device: me,
+        epoch: current.key_epoch + 1,
+        old_ed25519: current.ed25519.clone(),
+        new_identity: next.document().encode(),
+        issued_at: now(),
+    };
+    let view = client
+        .rotate_identity(&Signed::sign(statement, &creds.keys))
+        .await?;
+    state.promote_next_identity()?;
+    Ok(view)
+}
