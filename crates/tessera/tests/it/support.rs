@@ -121,7 +121,9 @@ async fn twenty_concurrent_binders_one_winner() {
     for r in futures_util::future::join_all(tasks).await {
         match r.unwrap() {
             Ok(_) => wins += 1,
-            Err(e) => assert_eq!(e.code(), Some("not_found"), "{e}"),
+            // Losers look like guessers from one address: once ten have
+            // failed, the rest are locked out instead of told not_found.
+            Err(e) => assert!(matches!(e.code(), Some("not_found" | "locked_out")), "{e}"),
         }
     }
     assert_eq!(wins, 1);
