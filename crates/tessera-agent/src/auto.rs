@@ -64,6 +64,8 @@ pub struct Member {
     me: String,
     noise: Noise,
     key: Option<SessionKey>,
+    /// This member's sender index (from the creator, inside Noise).
+    index: u32,
     guard: ReplayGuard,
     counter: u64,
     receiver: Receiver,
@@ -103,6 +105,7 @@ impl Member {
             me: me.to_owned(),
             noise: Noise::Handshake(Box::new(hs)),
             key: None,
+            index: 0,
             guard: ReplayGuard::default(),
             counter: 0,
             receiver: Receiver::new(inbox),
@@ -139,6 +142,12 @@ impl Member {
                     .map_err(|_| Abort("handshake_failed: bad key message".into()))?;
                 let key = SessionKey::from_bytes(&grant.key, grant.epoch)
                     .ok_or_else(|| Abort("handshake_failed: bad key".into()))?;
+                // The creator names this member's place in the nonce space;
+                // 0 is its own.
+                if grant.member_index == 0 {
+                    return Err(Abort("handshake_failed: bad member index".into()));
+                }
+                self.index = grant.member_index;
                 self.key = Some(key);
                 self.guard.reset();
                 Ok(vec![])
@@ -153,12 +162,12 @@ impl Member {
         Some(Body::E2eData(E2eData {
             session_id: self.session_id.clone(),
             epoch: key.epoch,
-            sender: 0,
+            sender: self.index,
             counter: self.counter,
             ciphertext: Bytes::from(e2e::seal(
                 key,
                 &self.session_id,
-                0,
+                self.index,
                 self.counter,
                 &payload(body),
             )),
@@ -280,6 +289,8 @@ pub fn leave(session_id: &str, me: &str, reason: &str) -> Body {
 struct Link {
     noise: Noise,
     keyed: bool,
+    /// The member's sender index: distinct per member, never 0.
+    index: u32,
 }
 
 /// The creator's end of an automatic session.
@@ -341,7 +352,7 @@ impl AutoSession {
                 None => return Err(AutoError::Closed),
             }
         };
-        let me = creds.keys.device_id().to_string();
+        let me = creds.device_id.to_string();
         let mut s = AutoSession {
             session_id: created.session_id.clone(),
             outcomes: created.outcomes.clone(),
@@ -357,12 +368,18 @@ impl AutoSession {
         if !created.started {
             return Ok(s);
         }
-        let mut waiting: Vec<String> = created
-            .outcomes
-            .iter()
-            .filter(|o| o.outcome == "joined")
-            .map(|o| o.device_id.clone())
-            .collect();
+        let mut waiting: Vec<String> = Vec::new();
+        let mut indexes: HashMap<String, u32> = HashMap::new();
+        for o in created.outcomes.iter().filter(|o| o.outcome == "joined") {
+            // Two members sharing an index would share nonces under one key.
+            if o.member_index == 0 || indexes.values().any(|i| *i == o.member_index) {
+                return Err(AutoError::NotStarted(
+                    "the server assigned member indexes that collide".into(),
+                ));
+            }
+            indexes.insert(o.device_id.clone(), o.member_index);
+            waiting.push(o.device_id.clone());
+        }
         let deadline = tokio::time::Instant::now() + JOIN_WAIT;
         while !waiting.is_empty() {
             let body = match tokio::time::timeout_at(deadline, s.conn.recv()).await {
@@ -374,13 +391,13 @@ impl AutoSession {
                 Body::AutoJoinAnswer(a) if a.session_id == s.session_id => {
                     if a.accept {
                         // The member's key comes from this device's own pin.
-                        match store
+                        let pinned = store
                             .peers
                             .get(&a.device_id)
-                            .and_then(|p| key_from_hex(&p.x25519))
-                        {
-                            Some(x) => s.start_handshake(&a.device_id, &x).await?,
-                            None => {
+                            .and_then(|p| key_from_hex(&p.x25519));
+                        match (pinned, indexes.get(&a.device_id)) {
+                            (Some(x), Some(i)) => s.start_handshake(&a.device_id, &x, *i).await?,
+                            _ => {
                                 s.refusals
                                     .push((a.device_id.clone(), "not pinned here".into()));
                                 waiting.retain(|w| *w != a.device_id);
@@ -418,6 +435,7 @@ impl AutoSession {
         &mut self,
         member: &str,
         member_x: &[u8; 32],
+        index: u32,
     ) -> Result<(), AutoError> {
         let mut hs = e2e::kk_initiator(
             &self.x_secret,
@@ -430,6 +448,7 @@ impl AutoSession {
             Link {
                 noise: Noise::Handshake(Box::new(hs)),
                 keyed: false,
+                index,
             },
         );
         self.conn
@@ -458,7 +477,7 @@ impl AutoSession {
         let grant = SessionKeyGrant {
             key: Bytes::from(self.key.to_bytes().to_vec()),
             epoch: self.key.epoch,
-            member_index: 0,
+            member_index: link.index,
         };
         let sealed = transport_write(&mut t, &grant.encode_to_vec())?;
         link.noise = Noise::Transport(Box::new(t));
@@ -523,19 +542,21 @@ impl AutoSession {
             .await?;
         self.links.remove(member);
         self.key = SessionKey::generate(self.key.epoch + 1);
-        let grant = SessionKeyGrant {
-            key: Bytes::from(self.key.to_bytes().to_vec()),
-            epoch: self.key.epoch,
-            member_index: 0,
-        };
+        self.guard.reset();
         let members: Vec<String> = self.links.keys().cloned().collect();
         for m in members {
             let Some(Link {
                 noise: Noise::Transport(t),
+                index,
                 ..
             }) = self.links.get_mut(&m)
             else {
                 continue;
+            };
+            let grant = SessionKeyGrant {
+                key: Bytes::from(self.key.to_bytes().to_vec()),
+                epoch: self.key.epoch,
+                member_index: *index,
             };
             let sealed = transport_write(t, &grant.encode_to_vec())?;
             self.conn
@@ -653,11 +674,17 @@ impl AutoSession {
                                 ack.error
                             )));
                         }
-                        // The ack's sender index is the server's; one member left to wait for.
-                        waiting.pop();
+                        let from = self
+                            .links
+                            .iter()
+                            .find(|(_, l)| l.index == d.sender)
+                            .map(|(m, _)| m.clone());
+                        waiting.retain(|w| Some(w) != from.as_ref());
                     }
                 }
-                Some(Body::MemberLeft(m)) if m.session_id == self.session_id => {
+                Some(Body::MemberLeft(m))
+                    if m.session_id == self.session_id && self.links.contains_key(&m.device_id) =>
+                {
                     return Err(AutoError::Transfer(format!(
                         "{} left the session: {}",
                         m.device_id, m.reason
@@ -679,7 +706,8 @@ impl AutoSession {
     fn drain_refusals(&mut self) -> Result<(), AutoError> {
         while let Some(b) = self.conn.try_recv() {
             if let Body::MemberLeft(m) = b {
-                if m.session_id == self.session_id {
+                // A member this side removed is already gone from `links`.
+                if m.session_id == self.session_id && self.links.contains_key(&m.device_id) {
                     return Err(AutoError::Transfer(format!(
                         "{} left the session: {}",
                         m.device_id, m.reason

@@ -12,7 +12,7 @@ use prost::Message as _;
 use rand::Rng;
 use tessera_client::{ApiClient, ClientError, TlsTrust};
 use tessera_core::api::SecretString;
-use tessera_core::identity::{challenge_body, DeviceKeys, Label};
+use tessera_core::identity::{challenge_body, DeviceId, DeviceKeys, Label};
 use tessera_proto::v1::{
     ChannelClose, ConsentResponse, Heartbeat, Hello, RotateKeyConfirm, RotateKeyRequest,
 };
@@ -93,6 +93,9 @@ impl Default for RunOptions {
 pub struct Credentials {
     pub server: String,
     pub trust: TlsTrust,
+    /// The device's id: named by its first identity key, kept across
+    /// identity rotations.
+    pub device_id: DeviceId,
     pub keys: Arc<DeviceKeys>,
     pub key: SecretString,
 }
@@ -105,9 +108,15 @@ impl Credentials {
 
     pub fn load(state: &AgentState) -> Result<Credentials, AgentError> {
         let enrollment = state.enrollment()?;
+        let device_id =
+            DeviceId::parse(&enrollment.device_id).map_err(|_| StateError::Damaged {
+                path: state.dir().join("enrollment.json"),
+                why: "the device id is not valid".into(),
+            })?;
         Ok(Credentials {
             trust: enrollment.trust(),
             server: enrollment.server,
+            device_id,
             keys: Arc::new(state.identity()?),
             key: state.key()?,
         })
@@ -199,10 +208,10 @@ async fn connect(creds: &Credentials, role: u32) -> Result<Connected, AgentError
     };
     let version = PROTOCOL_VERSION.min(challenge.protocol_version);
     let keys = &creds.keys;
-    let device_id = keys.device_id();
+    let device_id = &creds.device_id;
     let signature = keys.sign(
         Label::Challenge,
-        &challenge_body(&challenge.nonce, &device_id, version),
+        &challenge_body(&challenge.nonce, device_id, version),
     );
     send(
         &mut ws,
@@ -318,8 +327,8 @@ struct Sessions<'a> {
     /// The agent's state (trust store, inbox); none for the one-time agent,
     /// which takes part in no automatic session.
     state: Option<&'a AgentState>,
-    /// This device's identity.
-    keys: Option<&'a DeviceKeys>,
+    /// This device's id and identity keys.
+    identity: Option<(DeviceId, &'a DeviceKeys)>,
     /// Automatic sessions this device is a member of.
     members: HashMap<String, crate::auto::Member>,
 }
@@ -342,7 +351,7 @@ impl Sessions<'_> {
 
     /// An invitation to an automatic session: this device's own checks.
     fn join(&mut self, inv: &tessera_proto::v1::AutoJoinInvite) -> Result<(), &'static str> {
-        let (Some(state), Some(keys)) = (self.state, self.keys) else {
+        let (Some(state), Some((me, keys))) = (self.state, self.identity.as_ref()) else {
             return Err("not_mutually_trusted");
         };
         let store = crate::trust::TrustStore::load(state).map_err(|_| "not_mutually_trusted")?;
@@ -351,7 +360,7 @@ impl Sessions<'_> {
             .inbox
             .clone()
             .unwrap_or_else(|| crate::auto::inbox_of(state));
-        let me = keys.device_id().to_string();
+        let me = me.to_string();
         let now = tessera_core::Clock::now(&tessera_core::SystemClock);
         let member = crate::auto::Member::accept(
             &store,
@@ -384,10 +393,10 @@ impl Sessions<'_> {
                 if let Some(mut m) = self.members.remove(session) {
                     m.close();
                 }
-                if let Some(keys) = self.keys {
+                if let Some((me, _)) = &self.identity {
                     let _ = self.outbound.try_send(crate::auto::leave(
                         session,
-                        &keys.device_id().to_string(),
+                        &me.to_string(),
                         &reason,
                     ));
                 }
@@ -499,8 +508,9 @@ impl Sessions<'_> {
             }
             Body::MemberLeft(m)
                 if self
-                    .keys
-                    .is_some_and(|k| k.device_id().to_string() == m.device_id) =>
+                    .identity
+                    .as_ref()
+                    .is_some_and(|(me, _)| me.to_string() == m.device_id) =>
             {
                 if let Some(mut member) = self.members.remove(&m.session_id) {
                     member.close();
@@ -532,7 +542,7 @@ impl Connection {
         opts: &RunOptions,
         only: Option<&str>,
         state: Option<&AgentState>,
-        keys: Option<&DeviceKeys>,
+        identity: Option<(DeviceId, &DeviceKeys)>,
         shutdown: &mut (impl Future<Output = ()> + Unpin),
     ) -> Result<Option<Exit>, AgentError> {
         let mut tick = tokio::time::interval(self.heartbeat);
@@ -547,7 +557,7 @@ impl Connection {
             outbound,
             answers: Arc::default(),
             state,
-            keys,
+            identity,
             members: HashMap::new(),
         };
         loop {
@@ -635,7 +645,17 @@ impl Connection {
 /// rotation (whose new key waits in `device.key.next`).
 pub async fn connect_once(state: &AgentState) -> Result<Result<Box<Connection>, Exit>, AgentError> {
     let mut creds = Credentials::load(state)?;
-    match connect(&creds, tessera_proto::role::AGENT).await? {
+    let first = connect(&creds, tessera_proto::role::AGENT).await;
+    // An identity rotation the server took but this side did not finish:
+    // the next identity key answers the challenge.
+    if let (Err(AgentError::Refused { .. }), Some(next)) = (&first, state.next_identity()?) {
+        creds.keys = Arc::new(next);
+        if let Ok(Connected::Ok(c)) = connect(&creds, tessera_proto::role::AGENT).await {
+            state.promote_next_identity()?;
+            return Ok(Ok(c));
+        }
+    }
+    match first? {
         Connected::Ok(c) => Ok(Ok(c)),
         Connected::Revoked(exit) => {
             if let Some(next) = state.next_key()? {
@@ -669,8 +689,9 @@ pub async fn run(
                 attempt = 0;
                 tracing::info!(connection = %conn.connection_id, heartbeat_ms = conn.heartbeat.as_millis() as u64, "connected");
                 let keys = state.identity()?;
+                let me = Credentials::load(state)?.device_id;
                 match conn
-                    .serve(&opts, None, Some(state), Some(&keys), &mut shutdown)
+                    .serve(&opts, None, Some(state), Some((me, &keys)), &mut shutdown)
                     .await
                 {
                     Ok(Some(exit)) => return Ok(exit),
@@ -765,7 +786,7 @@ mod consent_gate {
             outbound,
             answers: Arc::default(),
             state: None,
-            keys: None,
+            identity: None,
             members: HashMap::new(),
         }
     }

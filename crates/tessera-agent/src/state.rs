@@ -236,10 +236,24 @@ impl AgentState {
         write_private(&self.next_identity_path(), &keys.to_bytes())
     }
 
-    /// Makes the next identity key the current one.
+    /// The next identity key, if a rotation left one.
+    pub fn next_identity(&self) -> Result<Option<DeviceKeys>, StateError> {
+        let path = self.next_identity_path();
+        if !path.exists() {
+            return Ok(None);
+        }
+        check_private(&path)?;
+        let bytes = Zeroizing::new(fs::read(&path).map_err(io(&path))?);
+        Ok(DeviceKeys::from_bytes(&bytes))
+    }
+
+    /// Makes the next identity key the current one. Already done (by the
+    /// running agent, reconnecting after the rotation) is fine.
     pub fn promote_next_identity(&self) -> Result<(), StateError> {
-        fs::rename(self.next_identity_path(), self.identity_path())
-            .map_err(io(&self.identity_path()))
+        match fs::rename(self.next_identity_path(), self.identity_path()) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other.map_err(io(&self.identity_path())),
+        }
     }
 
     pub fn is_enrolled(&self) -> bool {

@@ -43,6 +43,7 @@ pub async fn bind(
     let creds = Credentials {
         server: server.to_owned(),
         trust: trust.clone(),
+        device_id: keys.device_id(),
         keys: Arc::new(keys),
         key: bound.device_key.clone(),
     };

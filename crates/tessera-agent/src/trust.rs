@@ -173,7 +173,7 @@ pub async fn exchange(creds: &Credentials, peer: &str) -> Result<Exchanged, Trus
     let peer = DeviceId::parse(peer)
         .map_err(|_| TrustError::Refused("not a device id".into()))?
         .to_string();
-    let me = creds.keys.device_id().to_string();
+    let me = creds.device_id.to_string();
     let client = creds.client()?;
     let hint = client.peer(&peer).await?;
     let my_doc = creds.keys.document().encode();
@@ -310,7 +310,7 @@ pub async fn confirm(
         method: "sas".into(),
     };
     let att = TrustAttestation {
-        truster: creds.keys.device_id().to_string(),
+        truster: creds.device_id.to_string(),
         trusted: x.peer.clone(),
         trusted_ed25519: pin.ed25519.clone(),
         trusted_x25519: pin.x25519.clone(),
@@ -334,7 +334,7 @@ pub async fn remove(state: &AgentState, creds: &Credentials, peer: &str) -> Resu
     store.removed.insert(peer.to_owned(), now());
     let grant = store.grants.get(peer).map(|g| g.statement.id.clone());
     store.save(state)?;
-    let me = creds.keys.device_id().to_string();
+    let me = creds.device_id.to_string();
     let client = creds.client()?;
     let w = Withdrawal {
         issuer: me.clone(),
@@ -364,11 +364,11 @@ pub async fn grant(
     })?;
     let grantee_ed =
         key_from_hex(&pin.ed25519).ok_or_else(|| TrustError::Refused("damaged pin".into()))?;
-    let me = creds.keys.device_id();
+    let me = &creds.device_id;
     let granted =
         DeviceId::parse(grantee).map_err(|_| TrustError::Refused("not a device id".into()))?;
     let t = now();
-    let g = new_grant(&me, &granted, &grantee_ed, scopes, t, t.plus(ttl));
+    let g = new_grant(me, &granted, &grantee_ed, scopes, t, t.plus(ttl));
     let signed = Signed::sign(g, &creds.keys);
     let view = creds.client()?.submit_grant(&signed).await?;
     store.grants.insert(grantee.to_owned(), signed);
@@ -382,7 +382,7 @@ async fn revoke_grant_id(
     id: &str,
 ) -> Result<(), TrustError> {
     let w = Withdrawal {
-        issuer: creds.keys.device_id().to_string(),
+        issuer: creds.device_id.to_string(),
         subject: format!("grant:{id}"),
         issued_at: now(),
     };
@@ -492,7 +492,7 @@ pub async fn accept_new_key(
         .map(|g| (g.statement.scopes.clone(), g.statement.expires_at));
     store.save(state)?;
     let att = TrustAttestation {
-        truster: creds.keys.device_id().to_string(),
+        truster: creds.device_id.to_string(),
         trusted: peer.to_owned(),
         trusted_ed25519: new.ed25519.clone(),
         trusted_x25519: new.x25519.clone(),
@@ -514,7 +514,7 @@ pub async fn accept_new_key(
 pub async fn rotate_identity(state: &AgentState) -> Result<PeerView, TrustError> {
     let creds = Credentials::load(state)?;
     let client = creds.client()?;
-    let me = creds.keys.device_id().to_string();
+    let me = creds.device_id.to_string();
     let current = client.peer(&me).await?;
     let next = tessera_core::identity::DeviceKeys::generate();
     state.save_next_identity(&next)?;

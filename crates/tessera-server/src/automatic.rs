@@ -137,7 +137,7 @@ pub struct AutoHub {
 /// A hook that sees (and may change) sealed payloads as the relay routes
 /// them. Only tests set it, to show that a changed byte is detected by the
 /// receiving member.
-pub type RelayTap = Arc<dyn Fn(&mut E2eData) + Send + Sync>;
+pub type RelayTap = Arc<dyn Fn(&mut Body) + Send + Sync>;
 
 impl AutoHub {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Auto>> {
@@ -474,10 +474,12 @@ pub async fn handshake(state: &AppState, from: &str, conn_id: u64, mut h: E2eHan
         return;
     };
     h.from = from.to_owned();
+    let mut body = Body::E2eHandshake(h);
+    if let Some(tap) = state.relay_tap() {
+        tap(&mut body);
+    }
     if let Some(q) = state.registry().e2e_of_conn(target) {
-        let _ = q
-            .send_timeout(Envelope::of(Body::E2eHandshake(h)), ROUTE_WAIT)
-            .await;
+        let _ = q.send_timeout(Envelope::of(body), ROUTE_WAIT).await;
     }
 }
 
@@ -490,7 +492,10 @@ pub async fn data(state: &AppState, from: &str, conn_id: u64, mut d: E2eData) {
     // another within the session's nonce space.
     d.sender = index;
     if let Some(tap) = state.relay_tap() {
-        tap(&mut d);
+        let mut body = Body::E2eData(d);
+        tap(&mut body);
+        let Body::E2eData(tapped) = body else { return };
+        d = tapped;
     }
     let targets: Vec<u64> = if d.to.is_empty() {
         conns
@@ -536,9 +541,20 @@ pub async fn remove_member(
         let mut conns: Vec<u64> = s.members.values().map(|m| m.conn_id).collect();
         conns.push(s.creator_conn);
         conns.push(gone.conn_id);
-        conns
+        (conns, s.tenant_id.clone())
     };
+    let (notify, tenant) = notify;
     let _ = store::trust::member_left(state.db(), session_id, member, state.now()).await;
+    let left = Left {
+        tenant: &tenant,
+        session_id,
+        by: from,
+        member,
+        reason,
+    };
+    if let Err(e) = audit_left(state, left).await {
+        tracing::warn!(error = %e, "could not record a member leaving");
+    }
     for c in notify {
         if let Some(q) = state.registry().notices_of_conn(c) {
             let _ = q.try_send(Envelope::of(Body::MemberLeft(MemberLeft {
@@ -548,6 +564,35 @@ pub async fn remove_member(
             })));
         }
     }
+}
+
+/// Records a member leaving (removed by the creator, or gone by itself, for
+/// instance after a payload failed its check).
+struct Left<'a> {
+    tenant: &'a str,
+    session_id: &'a str,
+    by: &'a str,
+    member: &'a str,
+    reason: &'a str,
+}
+
+async fn audit_left(state: &AppState, l: Left<'_>) -> Result<(), StoreError> {
+    let mut tx = state.db().begin_write().await?;
+    state
+        .audit(
+            &mut tx,
+            AuditEvent::new(
+                l.tenant,
+                Actor::Device(l.by.to_owned()),
+                Action::AutoMemberLeft,
+            )
+            .target(format!("session:{}", l.session_id))
+            .detail("member", l.member)
+            .detail("reason", clip(l.reason)),
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Ends an automatic session: every participant is told.

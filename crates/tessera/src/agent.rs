@@ -47,6 +47,10 @@ enum AgentCommand {
     Run(SessionArgs),
     /// Replace this device's key with a new one, over the control channel.
     RotateDeviceKey,
+    /// Replace this device's identity key. The old key signs the change;
+    /// peers must accept it (`tessera trust verify`) before their grants
+    /// work again.
+    RotateKey,
     /// Let a technician help you: join one attended session with the
     /// support code they gave you. No enrollment; you will be asked first.
     Support(SupportArgs),
@@ -185,6 +189,21 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             let key_id = rotate_device_key(&state).await?;
             println!(
                 "Device key rotated; the new key ({key_id}) is stored and the old one revoked."
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AgentCommand::RotateKey => {
+            let old = tessera_core::trust::fingerprint(&state.identity()?.ed25519_public());
+            let view = tessera_agent::trust::rotate_identity(&state).await?;
+            println!(
+                "Identity key rotated (epoch {}).\n  old  {}\n  new  {}\n\
+                 Peers that trust this device must run `tessera trust verify {}` and accept the new key; \
+                 until then their grants and sessions with this device are refused with key_mismatch.\n\
+                 Restart `tessera agent run` so its connection uses the new key.",
+                view.key_epoch,
+                tessera_core::trust::fingerprint_display(&old),
+                tessera_core::trust::fingerprint_display(&view.fingerprint),
+                view.device_id
             );
             Ok(ExitCode::SUCCESS)
         }

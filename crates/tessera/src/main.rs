@@ -4,6 +4,7 @@
 mod agent;
 mod connect;
 mod ctl;
+mod device;
 mod output;
 mod server;
 
@@ -32,6 +33,14 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Open a shell on a device (or join a session) in this terminal.
     Connect(connect::ConnectArgs),
+    /// Verify and pin your other devices' keys (this device's trust store).
+    Trust(device::TrustArgs),
+    /// Let trusted devices join this one into their sessions automatically.
+    Grant(device::GrantArgs),
+    /// Start an end-to-end encrypted session with trusted devices.
+    Session(device::SessionArgs),
+    /// Send files and folders to trusted devices, end to end encrypted.
+    Send(device::SendArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +61,10 @@ fn main() -> ExitCode {
             Command::Ctl(args) => ctl::run(args).await,
             Command::Agent(args) => agent::run(args).await,
             Command::Connect(args) => connect::run(args).await,
+            Command::Trust(args) => device::trust(args).await,
+            Command::Grant(args) => device::grant(args).await,
+            Command::Session(args) => device::session(args).await,
+            Command::Send(args) => device::send(args).await,
         }
     });
     match result {

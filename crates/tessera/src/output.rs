@@ -33,3 +33,33 @@ pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
 pub fn opt(v: Option<&str>) -> String {
     v.unwrap_or("-").to_owned()
 }
+
+/// Who may auto-join whom.
+pub fn grants(grants: &[tessera_core::api::GrantView]) {
+    let rows: Vec<Vec<String>> = grants
+        .iter()
+        .map(|g| {
+            vec![
+                g.granter_name.clone().unwrap_or_else(|| g.granter.clone()),
+                g.grantee_name.clone().unwrap_or_else(|| g.grantee.clone()),
+                g.scopes.join(","),
+                g.state.clone(),
+                g.expires_at.clone(),
+                opt(g.last_used_at.as_deref()),
+                g.id.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "GRANTER",
+            "MAY BE JOINED BY",
+            "SCOPES",
+            "STATE",
+            "EXPIRES",
+            "LAST USED",
+            "ID",
+        ],
+        &rows,
+    );
+}

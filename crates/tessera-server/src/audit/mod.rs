@@ -90,6 +90,7 @@ pub enum Action {
     IdentityKeyRotated,
     AutoSessionCreated,
     AutoJoin,
+    AutoMemberLeft,
 }
 
 impl Action {
@@ -145,6 +146,7 @@ impl Action {
             Action::IdentityKeyRotated => "identity_key_rotated",
             Action::AutoSessionCreated => "auto_session_created",
             Action::AutoJoin => "auto_join",
+            Action::AutoMemberLeft => "auto_member_left",
         }
     }
 }

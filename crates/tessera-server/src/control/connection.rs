@@ -373,8 +373,11 @@ impl Session {
                         let _ = send(sink, Body::Revoked(Revoked { code: code.to_owned(), reason })).await;
                         return close_with(sink, close::REVOKED, code).await;
                     }
-                    Some(ControlCommand::Replaced) | None => {
+                                        Some(ControlCommand::Replaced) | None => {
                         return close_with(sink, close::REPLACED, "replaced_by_newer_connection").await;
+                    }
+                    Some(ControlCommand::IdentityRotated) => {
+                        return close_with(sink, close::REPLACED, "identity_rotated").await;
                     }
                 },
                 incoming = next_envelope(&self.state, stream) => match incoming {

@@ -31,6 +31,9 @@ pub enum ControlCommand {
     },
     /// A newer connection of the same device took over.
     Replaced,
+    /// The device rotated its identity key: it reconnects to prove the new
+    /// one.
+    IdentityRotated,
 }
 
 struct Entry {
@@ -218,6 +221,19 @@ impl Registry {
                 code,
                 reason: reason.to_owned(),
             });
+        }
+    }
+
+    /// Asks every connection of a device on this node to reconnect (after
+    /// its identity key changed, so each proves the new key).
+    pub fn reconnect_device(&self, device_id: &str) {
+        for e in self
+            .lock()
+            .by_conn
+            .values()
+            .filter(|e| e.device_id == device_id)
+        {
+            let _ = e.commands.try_send(ControlCommand::IdentityRotated);
         }
     }
 

@@ -734,6 +734,10 @@ async fn rotate_identity(
         )
         .await?;
     tx.commit().await?;
+    // Live connections proved the old key: they reconnect with the new one.
+    // (Single node: other nodes' connections keep the old proof until they
+    // reconnect.)
+    state.registry().reconnect_device(&me.device_id);
     peer(State(state), me.clone(), Path(me.device_id.clone())).await
 }
 

@@ -3,6 +3,7 @@
 
 mod audit;
 mod devices;
+mod grants;
 mod session;
 mod sessions;
 mod users;
@@ -60,6 +61,9 @@ enum CtlCommand {
     /// The session policy.
     #[command(subcommand)]
     Policy(sessions::PolicyCommand),
+    /// Automatic-join grants between devices: list and revoke.
+    #[command(subcommand)]
+    Grants(grants::GrantsCommand),
 }
 
 #[derive(Args, Debug)]
@@ -190,5 +194,6 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
         CtlCommand::Sessions(c) => sessions::sessions(&ctx, c).await,
         CtlCommand::SupportCode(c) => sessions::support_code(&ctx, c).await,
         CtlCommand::Policy(c) => sessions::policy(&ctx, c).await,
+        CtlCommand::Grants(c) => grants::run(&ctx, c).await,
     }
 }

@@ -559,3 +559,119 @@ pub async fn online_device(
     );
     (device, agent)
 }
+
+/// A `tessera agent run` child process on a device's state directory,
+/// logging to a file; killed when dropped.
+pub struct AgentProcess {
+    pub child: tokio::process::Child,
+    pub log_path: PathBuf,
+    _log_dir: TempDir,
+}
+
+impl AgentProcess {
+    /// Starts the agent and waits until the server sees it online.
+    pub async fn start(server: &TestServer, device: &TestDevice) -> AgentProcess {
+        let log_dir = tempfile::tempdir().expect("tempdir");
+        let log_path = log_dir.path().join("agent.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = tokio::process::Command::new(tessera_bin())
+            .args(["agent", "run", "--state-dir"])
+            .arg(device.dir())
+            .env("TESSERA_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn tessera agent run");
+        let p = AgentProcess {
+            child,
+            log_path,
+            _log_dir: log_dir,
+        };
+        let (state, id) = (server.state.clone(), device.device_id.clone());
+        assert!(
+            eventually(Duration::from_secs(20), || {
+                let (state, id) = (state.clone(), id.clone());
+                async move { state.registry().is_connected(&id) }
+            })
+            .await,
+            "agent process online; log: {}",
+            p.log()
+        );
+        p
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+}
+
+/// Peak resident memory of a live process, in bytes (Linux `VmHWM`).
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .expect("VmHWM")
+}
+
+/// Runs `tessera <args>` as `device` (its state dir); returns (exit code,
+/// stdout, stderr).
+pub async fn device_cmd(
+    device: &TestDevice,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (i32, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(tessera_bin())
+        .args(args)
+        .env("TESSERA_AGENT_STATE_DIR", device.dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn tessera");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).await.expect("write stdin");
+    }
+    drop(input);
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("tessera finishes within 120 s")
+        .expect("output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Logs `tessera ctl` in as the bootstrap admin, in a fresh config dir.
+pub async fn ctl_admin(server: &TestServer) -> TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pw = server.admin_password.clone().expect("bootstrap password");
+    let (code, out, err) = ctl(
+        dir.path(),
+        &[
+            "login",
+            "--server",
+            &server.url,
+            "--user",
+            "admin",
+            "--password-stdin",
+        ],
+        Some(&format!("{pw}\n")),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    dir
+}

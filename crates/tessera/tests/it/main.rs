@@ -18,4 +18,5 @@ mod pairing;
 mod secrets;
 mod sessions;
 mod support;
+mod trusted;
 mod users;

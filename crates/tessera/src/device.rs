@@ -1,0 +1,519 @@
+//! The device's own commands, run beside its agent (same state dir):
+//! `trust`, `grant`, `session create` and `send`.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Subcommand};
+use tessera_agent::auto::{AutoError, AutoSession};
+use tessera_agent::control::Credentials;
+use tessera_agent::trust::{self, TrustStore, Verified};
+use tessera_agent::AgentState;
+use tessera_core::trust::{fingerprint, fingerprint_display, key_from_hex, Scope};
+use tessera_core::{Clock, SystemClock};
+
+use crate::output;
+
+#[derive(Args, Debug)]
+pub struct StateDir {
+    /// The agent's state directory (default: ~/.local/share/tessera-agent).
+    #[arg(long, env = "TESSERA_AGENT_STATE_DIR", global = true)]
+    state_dir: Option<PathBuf>,
+}
+
+impl StateDir {
+    fn state(&self) -> AgentState {
+        AgentState::new(
+            self.state_dir
+                .clone()
+                .unwrap_or_else(AgentState::default_dir),
+        )
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct TrustArgs {
+    #[command(flatten)]
+    dir: StateDir,
+    #[command(subcommand)]
+    command: TrustCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum TrustCommand {
+    /// Verify another device of yours and pin its key. Run it on both
+    /// devices at about the same time and compare the codes they show.
+    Add {
+        device: String,
+        /// What to call the peer here (default: its name on the server).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Devices this one trusts.
+    List(Json),
+    /// One trusted device: its pinned key and the grants between you.
+    Show {
+        device: String,
+        #[command(flatten)]
+        out: Json,
+    },
+    /// Stop trusting a device: unpin it and withdraw any grant to it.
+    Remove { device: String },
+    /// Check a peer's current key against the pin; after it rotated, show
+    /// the old and new fingerprints and ask before accepting the new one.
+    Verify { device: String },
+}
+
+#[derive(Args, Debug)]
+pub struct Json {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct GrantArgs {
+    #[command(flatten)]
+    dir: StateDir,
+    #[command(subcommand)]
+    command: GrantCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum GrantCommand {
+    /// Let DEVICE (a trusted peer) join this one into its automatic
+    /// sessions with no code or prompt.
+    Add {
+        device: String,
+        /// What its sessions may carry (comma-separated: files, shell).
+        #[arg(long, value_delimiter = ',', default_value = "files")]
+        scope: Vec<String>,
+        /// How long the grant lasts (at most a year).
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        expires: Duration,
+    },
+    /// Grants this device made and received, with their state and last use.
+    List(Json),
+    /// Re-issue the grant to DEVICE with the same scopes and a new expiry.
+    Renew {
+        device: String,
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        expires: Duration,
+    },
+    /// Take back the grant to DEVICE.
+    Revoke { device: String },
+}
+
+#[derive(Args, Debug)]
+pub struct SessionArgs {
+    #[command(flatten)]
+    dir: StateDir,
+    #[command(subcommand)]
+    command: SessionCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum SessionCommand {
+    /// Start an end-to-end encrypted session with trusted devices that
+    /// granted this one automatic join. Lines typed are sent to every
+    /// member; end with Ctrl-D or Ctrl-C.
+    Create {
+        /// The members (device ids, comma-separated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        with: Vec<String>,
+        /// What the session carries: files or shell.
+        #[arg(long, default_value = "files")]
+        scope: String,
+        /// Start only if every member joins.
+        #[arg(long)]
+        all_or_nothing: bool,
+        #[command(flatten)]
+        out: Json,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    #[command(flatten)]
+    dir: StateDir,
+    /// The receiving devices (device ids, comma-separated).
+    to: String,
+    /// Files and folders to send.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn credentials(state: &AgentState) -> anyhow::Result<Credentials> {
+    Credentials::load(state).context("this device is not enrolled (run `tessera agent enroll`)")
+}
+
+/// Reads one answer from standard input; only `yes` (or `y`) is yes.
+fn ask(question: &str) -> anyhow::Result<bool> {
+    print!("{question} ");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(
+        line.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+fn parse_scopes(names: &[String]) -> anyhow::Result<Vec<Scope>> {
+    let mut scopes = Vec::new();
+    for n in names {
+        let s = Scope::parse(n.trim())
+            .ok_or_else(|| anyhow!("unknown scope {n:?}: use files or shell"))?;
+        if !scopes.contains(&s) {
+            scopes.push(s);
+        }
+    }
+    if scopes.is_empty() {
+        bail!("name at least one scope");
+    }
+    Ok(scopes)
+}
+
+fn short(fp: &str) -> String {
+    fingerprint_display(fp)
+}
+
+pub async fn trust(args: TrustArgs) -> anyhow::Result<ExitCode> {
+    let state = args.dir.state();
+    match args.command {
+        TrustCommand::Add { device, name } => {
+            let creds = credentials(&state)?;
+            println!("Waiting for {device} to run `tessera trust add` for this device…");
+            let x = trust::exchange(&creds, &device).await?;
+            println!(
+                "\nBoth devices now show a code. This one shows:\n\n    {}\n\n\
+                 Its fingerprint for {} is {}.",
+                x.sas,
+                x.peer,
+                short(&x.peer_fingerprint)
+            );
+            if !ask("Does the other device show the same code? Type yes to trust it:")? {
+                println!("Not trusted. If the codes differ, someone may be in the middle: do not retry on this network.");
+                return Ok(ExitCode::from(2));
+            }
+            let name = match name {
+                Some(n) => n,
+                None => creds.client()?.peer(&x.peer).await?.name,
+            };
+            let att = trust::confirm(&state, &creds, &x, &name).await?;
+            println!(
+                "Trusted {name} ({}).{}",
+                x.peer,
+                if att.mutual {
+                    " It trusts this device too."
+                } else {
+                    " Waiting for it to confirm on its side."
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        TrustCommand::List(out) => {
+            let store = TrustStore::load(&state)?;
+            if out.json {
+                return output::json(&store.peers).map(|_| ExitCode::SUCCESS);
+            }
+            let rows: Vec<Vec<String>> = store
+                .peers
+                .iter()
+                .map(|(id, p)| {
+                    vec![
+                        p.name.clone(),
+                        pin_fingerprint(&p.ed25519),
+                        p.method.clone(),
+                        p.verified_at.to_rfc3339(),
+                        id.clone(),
+                    ]
+                })
+                .collect();
+            output::table(
+                &["NAME", "FINGERPRINT", "VERIFIED BY", "SINCE", "ID"],
+                &rows,
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        TrustCommand::Show { device, out } => {
+            let store = TrustStore::load(&state)?;
+            let pin = store
+                .peers
+                .get(&device)
+                .ok_or_else(|| anyhow!("{device} is not a trusted peer"))?;
+            let creds = credentials(&state)?;
+            let grants: Vec<_> = creds
+                .client()?
+                .my_grants()
+                .await?
+                .into_iter()
+                .filter(|g| g.granter == device || g.grantee == device)
+                .collect();
+            if out.json {
+                #[derive(serde::Serialize)]
+                struct Shown<'a> {
+                    device: &'a str,
+                    pin: &'a trust::Pin,
+                    grants: &'a [tessera_core::api::GrantView],
+                }
+                return output::json(&Shown {
+                    device: &device,
+                    pin,
+                    grants: &grants,
+                })
+                .map(|_| ExitCode::SUCCESS);
+            }
+            println!("{} ({device})", pin.name);
+            println!("  pinned key   {}", pin_fingerprint(&pin.ed25519));
+            println!(
+                "  verified     {} by {}",
+                pin.verified_at.to_rfc3339(),
+                pin.method
+            );
+            output::grants(&grants);
+            Ok(ExitCode::SUCCESS)
+        }
+        TrustCommand::Remove { device } => {
+            let creds = credentials(&state)?;
+            trust::remove(&state, &creds, &device).await?;
+            println!("{device} is no longer trusted; any grant to it is revoked.");
+            Ok(ExitCode::SUCCESS)
+        }
+        TrustCommand::Verify { device } => {
+            let creds = credentials(&state)?;
+            match trust::verify(&state, &creds, &device).await? {
+                Verified::Unchanged => {
+                    println!("{device} still has the key pinned here.");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Verified::Changed {
+                    old_fingerprint,
+                    new,
+                    chained,
+                } => {
+                    println!(
+                        "{} ({device}) has a new identity key.\n  pinned  {}\n  now     {}",
+                        new.name,
+                        short(&old_fingerprint),
+                        short(&new.fingerprint)
+                    );
+                    if !chained {
+                        println!(
+                            "The new key is NOT signed by the pinned one. Do not accept it: \
+                             remove the peer and verify again with `tessera trust add`."
+                        );
+                        return Ok(ExitCode::from(2));
+                    }
+                    println!("The pinned key signed the change.");
+                    if !ask("Accept the new key (and re-issue your grant to it)? Type yes:")? {
+                        println!("Kept the old pin; sessions with {device} stay refused.");
+                        return Ok(ExitCode::from(2));
+                    }
+                    trust::accept_new_key(&state, &creds, &device, &new).await?;
+                    println!("Pinned the new key.");
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
+    }
+}
+
+fn pin_fingerprint(ed_hex: &str) -> String {
+    key_from_hex(ed_hex)
+        .map(|k| short(&fingerprint(&k)))
+        .unwrap_or_else(|| "(damaged pin)".into())
+}
+
+pub async fn grant(args: GrantArgs) -> anyhow::Result<ExitCode> {
+    let state = args.dir.state();
+    let creds = credentials(&state)?;
+    match args.command {
+        GrantCommand::Add {
+            device,
+            scope,
+            expires,
+        } => {
+            let scopes = parse_scopes(&scope)?;
+            let g = trust::grant(&state, &creds, &device, &scopes, expires).await?;
+            println!(
+                "{} may now join this device into its sessions ({}) until {}.",
+                g.grantee_name.as_deref().unwrap_or(&g.grantee),
+                g.scopes.join(","),
+                g.expires_at
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        GrantCommand::List(out) => {
+            let grants = creds.client()?.my_grants().await?;
+            if out.json {
+                return output::json(&grants).map(|_| ExitCode::SUCCESS);
+            }
+            output::grants(&grants);
+            Ok(ExitCode::SUCCESS)
+        }
+        GrantCommand::Renew { device, expires } => {
+            let store = TrustStore::load(&state)?;
+            let scopes = store
+                .grant_to(&device)
+                .map(|g| g.statement.scopes.clone())
+                .ok_or_else(|| {
+                    anyhow!("no live grant to {device}; add one with `tessera grant add`")
+                })?;
+            let g = trust::grant(&state, &creds, &device, &scopes, expires).await?;
+            println!("Renewed until {}.", g.expires_at);
+            Ok(ExitCode::SUCCESS)
+        }
+        GrantCommand::Revoke { device } => {
+            trust::revoke_grant(&state, &creds, &device).await?;
+            println!("{device} can no longer join this device automatically.");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn outcome_rows(s: &AutoSession) -> Vec<Vec<String>> {
+    s.outcomes
+        .iter()
+        .map(|o| {
+            let refused = s
+                .refusals
+                .iter()
+                .find(|(d, _)| *d == o.device_id)
+                .map(|(_, r)| r.clone());
+            let outcome = match refused {
+                Some(r) => format!("refused: {r}"),
+                None => o.outcome.clone(),
+            };
+            vec![o.device_id.clone(), outcome]
+        })
+        .collect()
+}
+
+async fn open_session(
+    state: &AgentState,
+    members: &[String],
+    scope: Scope,
+    all_or_nothing: bool,
+) -> anyhow::Result<AutoSession> {
+    let creds = credentials(state)?;
+    let store = TrustStore::load(state)?;
+    Ok(AutoSession::create(&creds, &store, members, scope, all_or_nothing).await?)
+}
+
+pub async fn session(args: SessionArgs) -> anyhow::Result<ExitCode> {
+    let state = args.dir.state();
+    let SessionCommand::Create {
+        with,
+        scope,
+        all_or_nothing,
+        out,
+    } = args.command;
+    let scope =
+        Scope::parse(&scope).ok_or_else(|| anyhow!("unknown scope {scope:?}: files or shell"))?;
+    let mut s = open_session(&state, &with, scope, all_or_nothing).await?;
+    let joined = s.joined();
+    if out.json {
+        #[derive(serde::Serialize)]
+        struct Created<'a> {
+            session_id: &'a str,
+            members: Vec<serde_json::Value>,
+            joined: &'a [String],
+        }
+        let members = outcome_rows(&s)
+            .into_iter()
+            .map(|r| serde_json::json!({"device_id": r[0], "outcome": r[1]}))
+            .collect();
+        output::json(&Created {
+            session_id: &s.session_id,
+            members,
+            joined: &joined,
+        })?;
+    } else {
+        println!("Session {}", s.session_id);
+        output::table(&["MEMBER", "OUTCOME"], &outcome_rows(&s));
+    }
+    if joined.is_empty() {
+        s.end().await;
+        eprintln!("No member joined; the session is closed.");
+        return Ok(ExitCode::from(2));
+    }
+    if !out.json {
+        println!("End-to-end keys set with {} member(s). Type lines to send them; Ctrl-D ends the session.", joined.len());
+    }
+    let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<String>(16);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        tokio::select! {
+            line = lines.recv() => match line {
+                Some(l) => s.send_text(&l).await?,
+                None => break,
+            },
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    s.end().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
+    let state = args.dir.state();
+    let items = tessera_agent::files::walk(&args.paths).context("cannot read what to send")?;
+    let to: Vec<String> = args
+        .to
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if to.is_empty() {
+        bail!("name the device to send to");
+    }
+    let total: u64 = items.iter().map(|i| i.size).sum();
+    let mut s = open_session(&state, &to, Scope::Files, false).await?;
+    let joined = s.joined();
+    if joined.len() < to.len() {
+        output::table(&["MEMBER", "OUTCOME"], &outcome_rows(&s));
+        s.end().await;
+        eprintln!("Not sent: not every receiver joined.");
+        return Ok(ExitCode::from(2));
+    }
+    let started = SystemClock.now();
+    let sent = tokio::select! {
+        r = s.send_files(&items, !args.quiet) => r,
+        _ = tokio::signal::ctrl_c() => Err(AutoError::Transfer("cancelled".into())),
+    };
+    match sent {
+        Ok(bytes) => {
+            let secs = SystemClock.now().since(started).as_secs_f64().max(0.001);
+            println!(
+                "Sent {} file(s), {} bytes, to {} in {secs:.1} s ({:.1} MB/s); every receiver verified the BLAKE3 hashes.",
+                items.len(),
+                bytes,
+                joined.join(", "),
+                bytes as f64 / secs / 1e6
+            );
+            s.end().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let _ = s.cancel(&e.to_string()).await;
+            s.end().await;
+            eprintln!("Transfer of {total} bytes failed: {e}. Receivers kept no partial file.");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
