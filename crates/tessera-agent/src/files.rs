@@ -27,7 +27,12 @@ pub enum TransferError {
     Size(String, u64, u64),
     #[error("chunk for an unknown or out-of-order file")]
     Sequence,
+    #[error("more than {MAX_OPEN} files in flight at once")]
+    TooManyOpen,
 }
+
+/// Files a sender may have started and not finished at once.
+pub const MAX_OPEN: usize = 16;
 
 /// A relative path from the sender, made safe: no root, no `..`, no empty
 /// or `.` parts, no NUL.
@@ -116,11 +121,8 @@ fn io(name: &str) -> impl FnOnce(std::io::Error) -> TransferError + '_ {
     move |e| TransferError::Io(name.to_owned(), e)
 }
 
-/// `name`, or `name (1)`, `name (2)`, … if taken.
-fn free_name(path: &Path) -> PathBuf {
-    if !path.exists() {
-        return path.to_owned();
-    }
+/// `name`, then `name (1)`, `name (2)`, …: where a received file may land.
+fn candidates(path: &Path) -> impl Iterator<Item = PathBuf> + '_ {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -129,10 +131,27 @@ fn free_name(path: &Path) -> PathBuf {
         .extension()
         .map(|e| format!(".{}", e.to_string_lossy()))
         .unwrap_or_default();
-    (1..)
-        .map(|i| path.with_file_name(format!("{stem} ({i}){ext}")))
-        .find(|p| !p.exists())
-        .unwrap_or_else(|| path.to_owned())
+    std::iter::once(path.to_owned())
+        .chain((1..1000).map(move |i| path.with_file_name(format!("{stem} ({i}){ext}"))))
+}
+
+/// Moves a verified file to the first free name, never replacing one that
+/// exists (a hard link fails if the name is taken, unlike a rename).
+fn place(temp: &Path, wanted: &Path) -> std::io::Result<PathBuf> {
+    for target in candidates(wanted) {
+        match fs::hard_link(temp, &target) {
+            Ok(()) => {
+                fs::remove_file(temp)?;
+                return Ok(target);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        "no free name",
+    ))
 }
 
 impl Receiver {
@@ -147,6 +166,9 @@ impl Receiver {
     }
 
     pub fn start(&mut self, id: u32, path: &str, size: u64) -> Result<(), TransferError> {
+        if self.open.len() >= MAX_OPEN {
+            return Err(TransferError::TooManyOpen);
+        }
         let rel = safe_relative(path).ok_or_else(|| TransferError::Path(path.to_owned()))?;
         let final_path = self.root.join(&rel);
         let dir = final_path
@@ -154,15 +176,25 @@ impl Receiver {
             .map(Path::to_owned)
             .unwrap_or_else(|| self.root.clone());
         fs::create_dir_all(&dir).map_err(io(path))?;
+        // A link planted in the inbox must not carry a file out of it.
+        let inside = match (dir.canonicalize(), self.root.canonicalize()) {
+            (Ok(d), Ok(r)) => d.starts_with(r),
+            _ => false,
+        };
+        if !inside {
+            return Err(TransferError::Path(path.to_owned()));
+        }
         let file_name = final_path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let temp_path = dir.join(format!(".{file_name}.{id}.tessera-partial"));
+        // A leftover from a crash goes; a new file is created, never opened
+        // through a link.
+        let _ = fs::remove_file(&temp_path);
         let file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(&temp_path)
             .map_err(io(path))?;
         self.open.insert(
@@ -203,9 +235,7 @@ impl Receiver {
             }
             f.file.flush().map_err(io(&f.name))?;
             f.file.sync_all().map_err(io(&f.name))?;
-            let target = free_name(&f.final_path);
-            fs::rename(&f.temp_path, &target).map_err(io(&f.name))?;
-            Ok(target)
+            place(&f.temp_path, &f.final_path).map_err(io(&f.name))
         })();
         match result {
             Ok(target) => {
@@ -308,5 +338,53 @@ mod tests {
         fs::write(top.join("2026/b.jpg"), b"22").unwrap();
         let names: Vec<String> = walk(&[top]).unwrap().into_iter().map(|o| o.name).collect();
         assert_eq!(names, ["photos/2026/b.jpg", "photos/a.jpg"]);
+    }
+
+    #[test]
+    fn an_existing_file_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.txt"), b"mine").unwrap();
+        let mut r = Receiver::new(dir.path().to_owned());
+        r.start(1, "a.txt", 5).unwrap();
+        r.chunk(1, 0, b"yours").unwrap();
+        let p = r.end(1, blake3::hash(b"yours").as_bytes()).unwrap();
+        assert_eq!(p, dir.path().join("a (1).txt"));
+        assert_eq!(fs::read(dir.path().join("a.txt")).unwrap(), b"mine");
+        assert_eq!(fs::read(p).unwrap(), b"yours");
+    }
+
+    #[test]
+    fn a_link_planted_in_the_inbox_does_not_lead_out_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let inbox = dir.path().join("inbox");
+        fs::create_dir_all(&inbox).unwrap();
+        std::os::unix::fs::symlink(outside.path(), inbox.join("docs")).unwrap();
+        let mut r = Receiver::new(inbox.clone());
+        assert!(matches!(
+            r.start(1, "docs/evil.sh", 1),
+            Err(TransferError::Path(_))
+        ));
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+        // A link where the partial file goes is replaced, not followed.
+        let target = outside.path().join("victim");
+        fs::write(&target, b"keep").unwrap();
+        std::os::unix::fs::symlink(&target, inbox.join(".x.2.tessera-partial")).unwrap();
+        r.start(2, "x", 3).unwrap();
+        r.chunk(2, 0, b"new").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn files_in_flight_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Receiver::new(dir.path().to_owned());
+        for id in 0..MAX_OPEN as u32 {
+            r.start(id, &format!("f{id}"), 1).unwrap();
+        }
+        assert!(matches!(
+            r.start(99, "one-too-many", 1),
+            Err(TransferError::TooManyOpen)
+        ));
     }
 }

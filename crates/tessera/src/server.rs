@@ -53,6 +53,9 @@ pub struct ServerArgs {
     /// RFC 8628 polling interval given to pairing devices.
     #[arg(long, env = "TESSERA_PAIRING_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pairing_interval: Duration,
+    /// Most members of one automatic session, the creator included.
+    #[arg(long, env = "TESSERA_AUTO_SESSION_MAX_MEMBERS", default_value_t = tessera_server::automatic::DEFAULT_MAX_MEMBERS as u16, value_parser = clap::value_parser!(u16).range(2..=256))]
+    auto_session_max_members: u16,
     /// URL people and devices use to reach this server (for pairing links);
     /// default: from the request's Host header.
     #[arg(long, env = "TESSERA_PUBLIC_URL")]
@@ -119,6 +122,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     config.heartbeat_interval = args.heartbeat_interval.max(Duration::from_millis(100));
     config.pairing_interval = args.pairing_interval.max(Duration::from_secs(1));
     config.public_url = args.public_url;
+    config.auto_session_max_members = usize::from(args.auto_session_max_members);
 
     let server = Server::start(config, Arc::new(SystemClock))
         .await
