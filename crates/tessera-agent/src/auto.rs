@@ -3,32 +3,37 @@
 //!
 //! Every member runs a Noise KK handshake with the creator between the
 //! X25519 keys each pinned for the other; the creator then hands each member
-//! the session key inside its Noise channel. Payloads are sealed with the
-//! session key (see `tessera_core::e2e`). A member that sees a payload fail
-//! its check leaves the session at once: what arrived is not trusted.
+//! the session key, its sender index and an origin key (shared by the two
+//! of them only) inside its Noise channel. Payloads are sealed with the
+//! session key and carry origin tags (see `tessera_core::e2e`), so a member
+//! acts only on what the creator sent and the creator knows which member
+//! answered. A member that sees a payload fail a check leaves the session
+//! at once: what arrived is not trusted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message as _;
-use tessera_core::e2e::{self, E2eError, ReplayGuard, SessionKey};
+use tessera_core::e2e::{self, E2eError, OriginKey, Place, ReplayGuard, SessionKey};
+use tessera_core::identity::DeviceId;
 use tessera_core::trust::{key_from_hex, Scope};
 use tessera_proto::v1::{
     e2e_payload, AutoJoinAnswer, AutoJoinInvite, AutoSessionCreate, E2eData, E2eHandshake,
-    E2ePayload, FileChunk, FileEnd, FileStart, MemberLeft, MemberOutcome, SessionEnded,
+    E2ePayload, FileChunk, FileEnd, FileStart, MemberLeft, MemberOutcome, OriginTag, SessionEnded,
     SessionKeyGrant, TransferAck, TransferDone,
 };
 use tessera_proto::Body;
 use tokio::sync::mpsc;
+use zeroize::Zeroizing;
 
 use crate::control::{AgentError, ClientConnection, Credentials};
 use crate::files::{self, Outgoing, Receiver};
 use crate::trust::TrustStore;
 
-fn payload(body: e2e_payload::Body) -> Vec<u8> {
-    E2ePayload { body: Some(body) }.encode_to_vec()
+fn payload(body: e2e_payload::Body) -> Zeroizing<Vec<u8>> {
+    Zeroizing::new(E2ePayload { body: Some(body) }.encode_to_vec())
 }
 
 enum Noise {
@@ -37,8 +42,11 @@ enum Noise {
     Failed,
 }
 
-fn transport_read(t: &mut snow::TransportState, msg: &[u8]) -> Result<Vec<u8>, E2eError> {
-    let mut out = vec![0u8; e2e::NOISE_MAX];
+fn transport_read(
+    t: &mut snow::TransportState,
+    msg: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, E2eError> {
+    let mut out = Zeroizing::new(vec![0u8; e2e::NOISE_MAX]);
     let n = t
         .read_message(msg, &mut out)
         .map_err(|e| E2eError::Noise(e.to_string()))?;
@@ -55,6 +63,24 @@ fn transport_write(t: &mut snow::TransportState, msg: &[u8]) -> Result<Vec<u8>, 
     Ok(out)
 }
 
+fn place<'a>(d: &'a E2eData) -> Place<'a> {
+    Place {
+        session_id: &d.session_id,
+        epoch: d.epoch,
+        sender: d.sender,
+        counter: d.counter,
+    }
+}
+
+/// The tag `d` carries for `member`.
+fn tag_for(d: &E2eData, member: u32) -> &[u8] {
+    d.tags
+        .iter()
+        .find(|t| t.member == member)
+        .map(|t| t.tag.as_ref())
+        .unwrap_or_default()
+}
+
 // ---- member side ---------------------------------------------------------
 
 /// An invited device's part in one automatic session.
@@ -64,11 +90,16 @@ pub struct Member {
     me: String,
     noise: Noise,
     key: Option<SessionKey>,
+    /// Shared with the creator only: proves who sealed a payload.
+    origin: Option<OriginKey>,
     /// This member's sender index (from the creator, inside Noise).
     index: u32,
     guard: ReplayGuard,
     counter: u64,
     receiver: Receiver,
+    /// The first thing that went wrong in this transfer, reported in the
+    /// acknowledgement.
+    failed: Option<String>,
     progress: Option<indicatif::ProgressBar>,
 }
 
@@ -105,10 +136,12 @@ impl Member {
             me: me.to_owned(),
             noise: Noise::Handshake(Box::new(hs)),
             key: None,
+            origin: None,
             index: 0,
             guard: ReplayGuard::default(),
             counter: 0,
             receiver: Receiver::new(inbox),
+            failed: None,
             progress: None,
         })
     }
@@ -142,13 +175,17 @@ impl Member {
                     .map_err(|_| Abort("handshake_failed: bad key message".into()))?;
                 let key = SessionKey::from_bytes(&grant.key, grant.epoch)
                     .ok_or_else(|| Abort("handshake_failed: bad key".into()))?;
+                let origin = OriginKey::from_bytes(&grant.origin_key)
+                    .ok_or_else(|| Abort("handshake_failed: bad origin key".into()))?;
                 // The creator names this member's place in the nonce space;
-                // 0 is its own.
-                if grant.member_index == 0 {
+                // 0 is its own, and it never changes within a session.
+                if grant.member_index == 0 || (self.index != 0 && grant.member_index != self.index)
+                {
                     return Err(Abort("handshake_failed: bad member index".into()));
                 }
                 self.index = grant.member_index;
                 self.key = Some(key);
+                self.origin = Some(origin);
                 self.guard.reset();
                 Ok(vec![])
             }
@@ -157,43 +194,51 @@ impl Member {
     }
 
     fn seal_to_creator(&mut self, body: e2e_payload::Body) -> Option<Body> {
-        let key = self.key.as_ref()?;
+        let (key, origin) = (self.key.as_ref()?, self.origin.as_ref()?);
         self.counter += 1;
+        let at = Place {
+            session_id: &self.session_id,
+            epoch: key.epoch,
+            sender: self.index,
+            counter: self.counter,
+        };
+        let ciphertext = e2e::seal(key, at.session_id, at.sender, at.counter, &payload(body));
+        let tag = e2e::origin_tag(origin, at, &ciphertext);
         Some(Body::E2eData(E2eData {
             session_id: self.session_id.clone(),
             epoch: key.epoch,
             sender: self.index,
             counter: self.counter,
-            ciphertext: Bytes::from(e2e::seal(
-                key,
-                &self.session_id,
-                self.index,
-                self.counter,
-                &payload(body),
-            )),
+            ciphertext: Bytes::from(ciphertext),
             to: self.creator.clone(),
+            tags: vec![OriginTag {
+                member: self.index,
+                tag: Bytes::copy_from_slice(&tag),
+            }],
         }))
     }
 
-    /// A sealed payload: checked, opened and acted on. Any failed check
-    /// aborts the session for this member.
+    /// A sealed payload: checked, opened and acted on. Only the creator's
+    /// payloads count; any failed check aborts the session for this member.
     pub fn on_data(&mut self, d: &E2eData) -> Result<Vec<Body>, Abort> {
-        let key = self
-            .key
-            .as_ref()
-            .ok_or_else(|| Abort("no_session_key".into()))?;
-        self.guard
-            .check(d.sender, d.counter)
-            .map_err(|e| Abort(format!("replay: {e}")))?;
-        let plain = e2e::open(
+        let (Some(key), Some(origin)) = (self.key.as_ref(), self.origin.as_ref()) else {
+            return Err(Abort("no_session_key".into()));
+        };
+        if d.sender != 0 {
+            return Err(Abort("tampered: a payload not from the creator".into()));
+        }
+        let plain = e2e::open_from(
             key,
-            &self.session_id,
-            d.epoch,
-            d.sender,
-            d.counter,
+            origin,
+            &mut self.guard,
+            place(d),
             &d.ciphertext,
+            tag_for(d, self.index),
         )
-        .map_err(|e| Abort(format!("tampered: {e}")))?;
+        .map_err(|e| match e {
+            E2eError::Replay { .. } => Abort(format!("replay: {e}")),
+            other => Abort(format!("tampered: {other}")),
+        })?;
         let p = E2ePayload::decode(plain.as_slice())
             .map_err(|_| Abort("tampered: undecodable payload".into()))?;
         let mut out = Vec::new();
@@ -220,10 +265,12 @@ impl Member {
                 }
                 Some(e2e_payload::Body::TransferDone(_)) => {
                     let ack = TransferAck {
-                        ok: true,
-                        error: String::new(),
+                        ok: self.failed.is_none(),
+                        error: self.failed.take().unwrap_or_default(),
                         bytes: self.receiver.bytes,
+                        files: self.receiver.files,
                     };
+                    self.receiver.reset_counts();
                     out.extend(self.seal_to_creator(e2e_payload::Body::TransferAck(ack)));
                 }
                 Some(e2e_payload::Body::Cancel(c)) => {
@@ -239,11 +286,18 @@ impl Member {
         })();
         if let Err(e) = result {
             self.receiver.abort();
+            if let Some(b) = self.progress.take() {
+                b.abandon();
+            }
+            let why = e.to_string();
+            tracing::warn!(error = %why, "a received file was refused");
             let ack = TransferAck {
                 ok: false,
-                error: e.to_string(),
+                error: why.clone(),
                 bytes: self.receiver.bytes,
+                files: self.receiver.files,
             };
+            self.failed.get_or_insert(why);
             out.extend(self.seal_to_creator(e2e_payload::Body::TransferAck(ack)));
         }
         Ok(out)
@@ -291,6 +345,18 @@ struct Link {
     keyed: bool,
     /// The member's sender index: distinct per member, never 0.
     index: u32,
+    origin: OriginKey,
+}
+
+/// What happened in a session, for whoever drives it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A member acknowledged a transfer.
+    Ack { member: String, ack: TransferAck },
+    /// A member left (the others moved to a new key).
+    Left { member: String, reason: String },
+    /// The session is over.
+    Ended { code: String, reason: String },
 }
 
 /// The creator's end of an automatic session.
@@ -298,7 +364,7 @@ pub struct AutoSession {
     pub session_id: String,
     pub outcomes: Vec<MemberOutcome>,
     me: String,
-    x_secret: [u8; 32],
+    x_secret: Zeroizing<[u8; 32]>,
     conn: ClientConnection,
     links: HashMap<String, Link>,
     key: SessionKey,
@@ -325,9 +391,19 @@ pub enum AutoError {
 /// How long the creator waits for invited members to join.
 const JOIN_WAIT: Duration = Duration::from_secs(20);
 
+/// The device ids asked for, in their canonical spelling.
+fn canonical(members: &[String]) -> HashSet<String> {
+    members
+        .iter()
+        .filter_map(|m| DeviceId::parse(m).ok())
+        .map(|d| d.to_string())
+        .collect()
+}
+
 impl AutoSession {
     /// Connects as a client of this device, asks the server for a session
     /// with `members`, and sets up end-to-end keys with each that joins.
+    /// Only devices asked for, and pinned here, are ever keyed.
     pub async fn create(
         creds: &Credentials,
         store: &TrustStore,
@@ -335,6 +411,7 @@ impl AutoSession {
         scope: Scope,
         all_or_nothing: bool,
     ) -> Result<AutoSession, AutoError> {
+        let asked = canonical(members);
         let mut conn = ClientConnection::open(creds).await?;
         conn.send(Body::AutoSessionCreate(AutoSessionCreate {
             members: members.to_vec(),
@@ -357,7 +434,7 @@ impl AutoSession {
             session_id: created.session_id.clone(),
             outcomes: created.outcomes.clone(),
             me,
-            x_secret: creds.keys.x25519_secret().to_bytes(),
+            x_secret: Zeroizing::new(creds.keys.x25519_secret().to_bytes()),
             conn,
             links: HashMap::new(),
             key: SessionKey::generate(0),
@@ -371,10 +448,15 @@ impl AutoSession {
         let mut waiting: Vec<String> = Vec::new();
         let mut indexes: HashMap<String, u32> = HashMap::new();
         for o in created.outcomes.iter().filter(|o| o.outcome == "joined") {
-            // Two members sharing an index would share nonces under one key.
-            if o.member_index == 0 || indexes.values().any(|i| *i == o.member_index) {
+            // A device nobody asked for is never keyed, and two members
+            // sharing an index would share nonces under one key.
+            if !asked.contains(&o.device_id)
+                || o.member_index == 0
+                || indexes.values().any(|i| *i == o.member_index)
+            {
                 return Err(AutoError::NotStarted(
-                    "the server assigned member indexes that collide".into(),
+                    "the server's answer names devices or indexes that do not fit the request"
+                        .into(),
                 ));
             }
             indexes.insert(o.device_id.clone(), o.member_index);
@@ -388,7 +470,9 @@ impl AutoSession {
                 Err(_) => break,
             };
             match body {
-                Body::AutoJoinAnswer(a) if a.session_id == s.session_id => {
+                Body::AutoJoinAnswer(a)
+                    if a.session_id == s.session_id && waiting.contains(&a.device_id) =>
+                {
                     if a.accept {
                         // The member's key comes from this device's own pin.
                         let pinned = store
@@ -449,6 +533,7 @@ impl AutoSession {
                 noise: Noise::Handshake(Box::new(hs)),
                 keyed: false,
                 index,
+                origin: OriginKey::generate(),
             },
         );
         self.conn
@@ -462,6 +547,22 @@ impl AutoSession {
         Ok(())
     }
 
+    /// The session key, the member's index and its origin key, sealed in
+    /// its Noise channel.
+    fn key_message(key: &SessionKey, link: &mut Link) -> Result<Option<Vec<u8>>, AutoError> {
+        let Noise::Transport(t) = &mut link.noise else {
+            return Ok(None);
+        };
+        let grant = SessionKeyGrant {
+            key: Bytes::from(key.to_bytes().to_vec()),
+            epoch: key.epoch,
+            member_index: link.index,
+            origin_key: Bytes::from(link.origin.to_bytes().to_vec()),
+        };
+        let plain = Zeroizing::new(grant.encode_to_vec());
+        Ok(Some(transport_write(t, &plain)?))
+    }
+
     /// Completes a member's handshake and hands it the session key.
     async fn finish_handshake(&mut self, h: &E2eHandshake) -> Result<bool, AutoError> {
         let Some(link) = self.links.get_mut(&h.from) else {
@@ -471,23 +572,19 @@ impl AutoSession {
             return Ok(false);
         };
         e2e::read(&mut hs, &h.payload)?;
-        let mut t = hs
+        let t = hs
             .into_transport_mode()
             .map_err(|e| E2eError::Noise(e.to_string()))?;
-        let grant = SessionKeyGrant {
-            key: Bytes::from(self.key.to_bytes().to_vec()),
-            epoch: self.key.epoch,
-            member_index: link.index,
-        };
-        let sealed = transport_write(&mut t, &grant.encode_to_vec())?;
         link.noise = Noise::Transport(Box::new(t));
+        let Some(sealed) = Self::key_message(&self.key, link)? else {
+            return Ok(false);
+        };
         link.keyed = true;
-        let to = h.from.clone();
         self.conn
             .send(Body::E2eHandshake(E2eHandshake {
                 session_id: self.session_id.clone(),
                 from: self.me.clone(),
-                to,
+                to: h.from.clone(),
                 payload: Bytes::from(sealed),
             }))
             .await?;
@@ -506,22 +603,34 @@ impl AutoSession {
         v
     }
 
-    /// Seals a payload for every member (or one).
+    /// Seals a payload for every member (or one), with each recipient's
+    /// origin tag.
     fn seal(&mut self, body: e2e_payload::Body, to: &str) -> Body {
         self.counter += 1;
+        let at = Place {
+            session_id: &self.session_id,
+            epoch: self.key.epoch,
+            sender: 0,
+            counter: self.counter,
+        };
+        let ciphertext = e2e::seal(&self.key, at.session_id, 0, at.counter, &payload(body));
+        let tags = self
+            .links
+            .iter()
+            .filter(|(m, l)| l.keyed && (to.is_empty() || *m == to))
+            .map(|(_, l)| OriginTag {
+                member: l.index,
+                tag: Bytes::copy_from_slice(&e2e::origin_tag(&l.origin, at, &ciphertext)),
+            })
+            .collect();
         Body::E2eData(E2eData {
             session_id: self.session_id.clone(),
             epoch: self.key.epoch,
             sender: 0,
             counter: self.counter,
-            ciphertext: Bytes::from(e2e::seal(
-                &self.key,
-                &self.session_id,
-                0,
-                self.counter,
-                &payload(body),
-            )),
+            ciphertext: Bytes::from(ciphertext),
             to: to.to_owned(),
+            tags,
         })
     }
 
@@ -535,30 +644,19 @@ impl AutoSession {
         self.conn.send(b).await.map_err(Into::into)
     }
 
-    /// Removes a member and moves everyone left to a new key it never sees.
-    pub async fn remove(&mut self, member: &str) -> Result<(), AutoError> {
-        self.conn
-            .send(leave(&self.session_id, member, "removed"))
-            .await?;
-        self.links.remove(member);
+    /// Moves everyone still keyed to a new key, sent in each one's Noise
+    /// channel: whoever left never sees it.
+    async fn rekey(&mut self) -> Result<(), AutoError> {
         self.key = SessionKey::generate(self.key.epoch + 1);
         self.guard.reset();
         let members: Vec<String> = self.links.keys().cloned().collect();
         for m in members {
-            let Some(Link {
-                noise: Noise::Transport(t),
-                index,
-                ..
-            }) = self.links.get_mut(&m)
-            else {
+            let Some(link) = self.links.get_mut(&m) else {
                 continue;
             };
-            let grant = SessionKeyGrant {
-                key: Bytes::from(self.key.to_bytes().to_vec()),
-                epoch: self.key.epoch,
-                member_index: *index,
+            let Some(sealed) = Self::key_message(&self.key, link)? else {
+                continue;
             };
-            let sealed = transport_write(t, &grant.encode_to_vec())?;
             self.conn
                 .send(Body::E2eHandshake(E2eHandshake {
                     session_id: self.session_id.clone(),
@@ -571,8 +669,71 @@ impl AutoSession {
         Ok(())
     }
 
+    /// Removes a member and moves everyone left to a new key it never sees.
+    pub async fn remove(&mut self, member: &str) -> Result<(), AutoError> {
+        self.conn
+            .send(leave(&self.session_id, member, "removed"))
+            .await?;
+        self.links.remove(member);
+        self.rekey().await
+    }
+
+    /// Handles one message from the server: a member's sealed payload is
+    /// checked (in order, from that member, unaltered), a member that left
+    /// is dropped and the key moves on. `None` for messages of no interest.
+    pub async fn handle(&mut self, body: Body) -> Result<Option<Event>, AutoError> {
+        match body {
+            Body::E2eData(d) if d.session_id == self.session_id => {
+                let Some((member, link)) = self.links.iter().find(|(_, l)| l.index == d.sender)
+                else {
+                    return Err(E2eError::Tampered.into());
+                };
+                let plain = e2e::open_from(
+                    &self.key,
+                    &link.origin,
+                    &mut self.guard,
+                    place(&d),
+                    &d.ciphertext,
+                    tag_for(&d, d.sender),
+                )?;
+                let member = member.clone();
+                match E2ePayload::decode(plain.as_slice()) {
+                    Ok(E2ePayload {
+                        body: Some(e2e_payload::Body::TransferAck(ack)),
+                    }) => Ok(Some(Event::Ack { member, ack })),
+                    _ => Ok(None),
+                }
+            }
+            Body::MemberLeft(m)
+                if m.session_id == self.session_id && self.links.contains_key(&m.device_id) =>
+            {
+                self.links.remove(&m.device_id);
+                self.rekey().await?;
+                Ok(Some(Event::Left {
+                    member: m.device_id,
+                    reason: m.reason,
+                }))
+            }
+            Body::SessionEnded(e) if e.session_id == self.session_id => Ok(Some(Event::Ended {
+                code: e.code,
+                reason: e.reason,
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    /// The next event of this session; `None` once the connection closed.
+    pub async fn next_event(&mut self) -> Result<Option<Event>, AutoError> {
+        while let Some(body) = self.conn.recv().await {
+            if let Some(e) = self.handle(body).await? {
+                return Ok(Some(e));
+            }
+        }
+        Ok(None)
+    }
+
     /// Sends files and folders to every member; returns once each member
-    /// acknowledged that everything arrived and verified.
+    /// acknowledged every file whole and verified.
     pub async fn send_files(
         &mut self,
         items: &[Outgoing],
@@ -586,6 +747,8 @@ impl AutoSession {
             indicatif::ProgressBar::hidden()
         };
         bar.set_style(progress_style());
+        let mut acks: HashMap<String, TransferAck> = HashMap::new();
+        let receivers = self.joined();
         for (i, item) in items.iter().enumerate() {
             let id = i as u32 + 1;
             bar.set_message(item.name.clone());
@@ -625,7 +788,7 @@ impl AutoSession {
                 self.conn.send(chunk).await?;
                 offset += n as u64;
                 bar.inc(n as u64);
-                self.drain_refusals()?;
+                self.drain(&mut acks).await?;
             }
             if offset != item.size {
                 return Err(AutoError::Transfer(format!(
@@ -651,71 +814,54 @@ impl AutoSession {
         );
         self.conn.send(done).await?;
         bar.finish_and_clear();
-        let mut waiting = self.joined();
-        while !waiting.is_empty() {
-            match self.conn.recv().await {
-                Some(Body::E2eData(d)) if d.session_id == self.session_id => {
-                    self.guard.check(d.sender, d.counter)?;
-                    let plain = e2e::open(
-                        &self.key,
-                        &self.session_id,
-                        d.epoch,
-                        d.sender,
-                        d.counter,
-                        &d.ciphertext,
-                    )?;
-                    if let Ok(E2ePayload {
-                        body: Some(e2e_payload::Body::TransferAck(ack)),
-                    }) = E2ePayload::decode(plain.as_slice())
-                    {
-                        if !ack.ok {
-                            return Err(AutoError::Transfer(format!(
-                                "a member refused the transfer: {}",
-                                ack.error
-                            )));
-                        }
-                        let from = self
-                            .links
-                            .iter()
-                            .find(|(_, l)| l.index == d.sender)
-                            .map(|(m, _)| m.clone());
-                        waiting.retain(|w| Some(w) != from.as_ref());
-                    }
-                }
-                Some(Body::MemberLeft(m))
-                    if m.session_id == self.session_id && self.links.contains_key(&m.device_id) =>
-                {
-                    return Err(AutoError::Transfer(format!(
-                        "{} left the session: {}",
-                        m.device_id, m.reason
-                    )));
-                }
-                Some(Body::SessionEnded(e)) => {
-                    return Err(AutoError::Transfer(format!(
-                        "the session ended: {}",
-                        e.reason
-                    )))
-                }
-                Some(_) => {}
+        while receivers.iter().any(|r| !acks.contains_key(r)) {
+            match self.next_event().await? {
+                Some(e) => self.take(e, &mut acks)?,
                 None => return Err(AutoError::Closed),
+            }
+        }
+        for (member, ack) in &acks {
+            if ack.bytes != total || ack.files as usize != items.len() {
+                return Err(AutoError::Transfer(format!(
+                    "{member} received {} file(s), {} bytes of {} file(s), {total} bytes",
+                    ack.files,
+                    ack.bytes,
+                    items.len()
+                )));
             }
         }
         Ok(total)
     }
 
-    fn drain_refusals(&mut self) -> Result<(), AutoError> {
-        while let Some(b) = self.conn.try_recv() {
-            if let Body::MemberLeft(m) = b {
-                // A member this side removed is already gone from `links`.
-                if m.session_id == self.session_id && self.links.contains_key(&m.device_id) {
-                    return Err(AutoError::Transfer(format!(
-                        "{} left the session: {}",
-                        m.device_id, m.reason
-                    )));
-                }
+    /// Takes what arrived while sending, without waiting.
+    async fn drain(&mut self, acks: &mut HashMap<String, TransferAck>) -> Result<(), AutoError> {
+        while let Some(body) = self.conn.try_recv() {
+            if let Some(e) = self.handle(body).await? {
+                self.take(e, acks)?;
             }
         }
         Ok(())
+    }
+
+    /// A transfer's view of an event: a refusal, a departure or the end
+    /// fails it.
+    fn take(&self, e: Event, acks: &mut HashMap<String, TransferAck>) -> Result<(), AutoError> {
+        match e {
+            Event::Ack { member, ack } if !ack.ok => Err(AutoError::Transfer(format!(
+                "{member} refused the transfer: {}",
+                ack.error
+            ))),
+            Event::Ack { member, ack } => {
+                acks.insert(member, ack);
+                Ok(())
+            }
+            Event::Left { member, reason } => Err(AutoError::Transfer(format!(
+                "{member} left the session: {reason}"
+            ))),
+            Event::Ended { reason, .. } => {
+                Err(AutoError::Transfer(format!("the session ended: {reason}")))
+            }
+        }
     }
 
     /// Cancels a transfer in progress (members drop what they received).
@@ -740,11 +886,6 @@ impl AutoSession {
             }))
             .await;
         self.conn.close().await;
-    }
-
-    /// The next message for this session (for tests and tools).
-    pub async fn recv(&mut self) -> Option<Body> {
-        self.conn.recv().await
     }
 }
 

@@ -362,10 +362,11 @@ impl Sessions<'_> {
             .unwrap_or_else(|| crate::auto::inbox_of(state));
         let me = me.to_string();
         let now = tessera_core::Clock::now(&tessera_core::SystemClock);
+        let secret = zeroize::Zeroizing::new(keys.x25519_secret().to_bytes());
         let member = crate::auto::Member::accept(
             &store,
             &me,
-                        &keys.x25519_secret().to_bytes(),
+            &secret,
             inv,
             inbox,
             now,

@@ -29,6 +29,8 @@ pub enum TransferError {
     Sequence,
     #[error("more than {MAX_OPEN} files in flight at once")]
     TooManyOpen,
+    #[error("file {0} was started twice")]
+    Duplicate(u32),
 }
 
 /// Files a sender may have started and not finished at once.
@@ -166,32 +168,23 @@ impl Receiver {
     }
 
     pub fn start(&mut self, id: u32, path: &str, size: u64) -> Result<(), TransferError> {
+        if self.open.contains_key(&id) {
+            return Err(TransferError::Duplicate(id));
+        }
         if self.open.len() >= MAX_OPEN {
             return Err(TransferError::TooManyOpen);
         }
         let rel = safe_relative(path).ok_or_else(|| TransferError::Path(path.to_owned()))?;
         let final_path = self.root.join(&rel);
-        let dir = final_path
-            .parent()
-            .map(Path::to_owned)
-            .unwrap_or_else(|| self.root.clone());
-        fs::create_dir_all(&dir).map_err(io(path))?;
-        // A link planted in the inbox must not carry a file out of it.
-        let inside = match (dir.canonicalize(), self.root.canonicalize()) {
-            (Ok(d), Ok(r)) => d.starts_with(r),
-            _ => false,
-        };
-        if !inside {
-            return Err(TransferError::Path(path.to_owned()));
-        }
+        let dir = self.make_dirs(&rel, path)?;
         let file_name = final_path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let temp_path = dir.join(format!(".{file_name}.{id}.tessera-partial"));
-        // A leftover from a crash goes; a new file is created, never opened
-        // through a link.
-        let _ = fs::remove_file(&temp_path);
+        // A fresh random name, created new (never opened through a link,
+        // never shared with another transfer into the same folder).
+        let nonce = tessera_core::secret::hex(&tessera_core::secret::random_bytes::<8>());
+        let temp_path = dir.join(format!(".{file_name}.{nonce}.tessera-partial"));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -249,6 +242,33 @@ impl Receiver {
                 Err(e)
             }
         }
+    }
+
+    /// Creates the folders of `rel` under the root one by one, refusing any
+    /// that is a link (a link planted in the inbox must not lead out of it).
+    fn make_dirs(&self, rel: &Path, name: &str) -> Result<PathBuf, TransferError> {
+        let refuse = || TransferError::Path(name.to_owned());
+        fs::create_dir_all(&self.root).map_err(io(name))?;
+        let mut dir = self.root.clone();
+        let parts: Vec<_> = rel.components().collect();
+        for part in parts.iter().take(parts.len().saturating_sub(1)) {
+            dir.push(part);
+            match fs::symlink_metadata(&dir) {
+                Ok(m) if m.file_type().is_dir() => {}
+                Ok(_) => return Err(refuse()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    fs::create_dir(&dir).map_err(io(name))?
+                }
+                Err(e) => return Err(io(name)(e)),
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Starts counting a new transfer.
+    pub fn reset_counts(&mut self) {
+        self.files = 0;
+        self.bytes = 0;
     }
 
     /// Drops every unfinished file.
@@ -365,14 +385,33 @@ mod tests {
             r.start(1, "docs/evil.sh", 1),
             Err(TransferError::Path(_))
         ));
+        assert!(matches!(
+            r.start(2, "docs/deeper/evil.sh", 1),
+            Err(TransferError::Path(_))
+        ));
         assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
-        // A link where the partial file goes is replaced, not followed.
-        let target = outside.path().join("victim");
-        fs::write(&target, b"keep").unwrap();
-        std::os::unix::fs::symlink(&target, inbox.join(".x.2.tessera-partial")).unwrap();
-        r.start(2, "x", 3).unwrap();
-        r.chunk(2, 0, b"new").unwrap();
-        assert_eq!(fs::read(&target).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn two_transfers_of_one_name_never_share_a_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = Receiver::new(dir.path().to_owned());
+        let mut second = Receiver::new(dir.path().to_owned());
+        first.start(1, "report.pdf", 3).unwrap();
+        second.start(1, "report.pdf", 3).unwrap();
+        first.chunk(1, 0, b"one").unwrap();
+        second.chunk(1, 0, b"two").unwrap();
+        let a = first.end(1, blake3::hash(b"one").as_bytes()).unwrap();
+        let b = second.end(1, blake3::hash(b"two").as_bytes()).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(fs::read(a).unwrap(), b"one");
+        assert_eq!(fs::read(b).unwrap(), b"two");
+        // One transfer cannot start the same file twice.
+        first.start(7, "x", 1).unwrap();
+        assert!(matches!(
+            first.start(7, "y", 1),
+            Err(TransferError::Duplicate(7))
+        ));
     }
 
     #[test]

@@ -12,8 +12,8 @@ use tessera_core::api::{CreateExchangeRequest, ExchangeStepRequest, ExchangeView
 use tessera_core::identity::{DeviceId, IdentityDocument};
 use tessera_core::secret::{hex, random_bytes};
 use tessera_core::trust::{
-    commitment, fingerprint, key_from_hex, new_grant, sas, AutoJoinGrant, KeyRotation, Scope,
-    Signed, TrustAttestation, Withdrawal,
+    commitment, fingerprint, follow_rotations, is_identity_of, key_from_hex, new_grant, sas,
+    AutoJoinGrant, KeyRotation, Scope, Signed, TrustAttestation, Withdrawal,
 };
 use tessera_core::{Clock, SystemClock, Timestamp};
 
@@ -150,18 +150,19 @@ fn nonce_hex() -> ([u8; 32], String) {
     (n, hex(&n))
 }
 
-fn identity_of_peer(
+/// The identity the peer presented, if it is the peer's: named by its key,
+/// or reached from the key that names it by signed rotations.
+async fn identity_of_peer(
+    client: &tessera_client::ApiClient,
     doc: &str,
     peer: &str,
-    hint: &PeerView,
 ) -> Result<IdentityDocument, TrustError> {
     let d = IdentityDocument::decode(doc)
         .map_err(|e| TrustError::Refused(format!("the peer's identity is invalid: {e}")))?;
-    // A device that never rotated is named by its key; one that did is
-    // verified by the SAS alone.
-    if hint.key_epoch == 0 && d.device_id().map(|id| id.to_string()).ok().as_deref() != Some(peer) {
+    let named = d.device_id().is_ok_and(|id| id.to_string() == peer);
+    if !named && !is_identity_of(peer, &d, &client.peer_rotations(peer).await?) {
         return Err(TrustError::Refused(
-            "the peer's identity does not match its device id".into(),
+            "the peer's identity does not belong to its device id".into(),
         ));
     }
     Ok(d)
@@ -175,12 +176,16 @@ pub async fn exchange(creds: &Credentials, peer: &str) -> Result<Exchanged, Trus
         .to_string();
     let me = creds.device_id.to_string();
     let client = creds.client()?;
-    let hint = client.peer(&peer).await?;
     let my_doc = creds.keys.document().encode();
+    // One nonce per role: the one committed to as initiator is never shown
+    // while that commitment could still be used.
     let (my_nonce, my_nonce_hex) = nonce_hex();
+    let (resp_nonce, resp_nonce_hex) = nonce_hex();
     let deadline = tokio::time::Instant::now() + EXCHANGE_WAIT;
     let mut mine: Option<ExchangeView> = None;
-    let mut responded: Option<ExchangeView> = None;
+    // As responder: the exchange, and the commitment as it stood before
+    // this side revealed anything.
+    let mut responded: Option<(ExchangeView, String)> = None;
     loop {
         if tokio::time::Instant::now() > deadline {
             return Err(TrustError::Refused(
@@ -188,24 +193,26 @@ pub async fn exchange(creds: &Credentials, peer: &str) -> Result<Exchanged, Trus
             ));
         }
         let open = client.exchanges(&peer).await?;
-        if let Some(r) = &responded {
-            // Responder: wait for the initiator's reveal.
+        if let Some((r, committed)) = &responded {
+            // Responder: wait for the initiator's reveal, and check it
+            // against the commitment seen before answering (the server's
+            // copy now is only a hint).
             if let Some(e) = open.iter().find(|e| e.id == r.id && e.state == "revealed") {
                 let (Some(doc), Some(n)) = (&e.initiator_identity, &e.initiator_nonce) else {
                     continue;
                 };
                 let their_nonce =
                     key_from_hex(n).ok_or_else(|| TrustError::Refused("bad nonce".into()))?;
-                if hex(&commitment(doc, &their_nonce)) != e.commitment {
+                if hex(&commitment(doc, &their_nonce)) != *committed || e.commitment != *committed {
                     return Err(TrustError::Refused("the other device's reveal does not match its commitment: stop, someone is interfering".into()));
                 }
-                let theirs = identity_of_peer(doc, &peer, &hint)?;
+                let theirs = identity_of_peer(&client, doc, &peer).await?;
                 return Ok(Exchanged {
                     sas: sas(
                         &theirs.ed25519,
                         &creds.keys.ed25519_public(),
                         &their_nonce,
-                        &my_nonce,
+                        &resp_nonce,
                     ),
                     peer_fingerprint: fingerprint(&theirs.ed25519),
                     peer_identity: theirs,
@@ -220,7 +227,7 @@ pub async fn exchange(creds: &Credentials, peer: &str) -> Result<Exchanged, Trus
                 };
                 let their_nonce =
                     key_from_hex(n).ok_or_else(|| TrustError::Refused("bad nonce".into()))?;
-                let theirs = identity_of_peer(doc, &peer, &hint)?;
+                let theirs = identity_of_peer(&client, doc, &peer).await?;
                 client
                     .exchange_step(
                         &e.id,
@@ -249,17 +256,18 @@ pub async fn exchange(creds: &Credentials, peer: &str) -> Result<Exchanged, Trus
                 .find(|e| e.initiator == peer && e.state == "committed")
             {
                 if me > peer {
+                    let committed = theirs.commitment.clone();
                     let r = client
                         .exchange_step(
                             &theirs.id,
                             "respond",
                             &ExchangeStepRequest {
                                 identity: my_doc.clone(),
-                                nonce: my_nonce_hex.clone(),
+                                nonce: resp_nonce_hex.clone(),
                             },
                         )
                         .await?;
-                    responded = Some(r);
+                    responded = Some((r, committed));
                     mine = None;
                 }
             }
@@ -267,17 +275,18 @@ pub async fn exchange(creds: &Credentials, peer: &str) -> Result<Exchanged, Trus
             .iter()
             .find(|e| e.initiator == peer && e.state == "committed")
         {
+            let committed = theirs.commitment.clone();
             let r = client
                 .exchange_step(
                     &theirs.id,
                     "respond",
                     &ExchangeStepRequest {
                         identity: my_doc.clone(),
-                        nonce: my_nonce_hex.clone(),
+                        nonce: resp_nonce_hex.clone(),
                     },
                 )
                 .await?;
-            responded = Some(r);
+            responded = Some((r, committed));
         } else {
             let c = hex(&commitment(&my_doc, &my_nonce));
             mine = Some(
@@ -356,7 +365,7 @@ pub async fn grant(
     scopes: &[Scope],
     ttl: Duration,
 ) -> Result<tessera_core::api::GrantView, TrustError> {
-    let mut store = TrustStore::load(state)?;
+    let store = TrustStore::load(state)?;
     let pin = store.peers.get(grantee).ok_or_else(|| {
         TrustError::Refused(format!(
             "{grantee} is not a trusted peer; run `tessera trust add {grantee}` first"
@@ -371,6 +380,13 @@ pub async fn grant(
     let g = new_grant(me, &granted, &grantee_ed, scopes, t, t.plus(ttl));
     let signed = Signed::sign(g, &creds.keys);
     let view = creds.client()?.submit_grant(&signed).await?;
+    // Read again: the store may have changed while the server answered.
+    let mut store = TrustStore::load(state)?;
+    if !store.peers.contains_key(grantee) {
+        return Err(TrustError::Refused(format!(
+            "{grantee} was removed meanwhile"
+        )));
+    }
     store.grants.insert(grantee.to_owned(), signed);
     store.save(state)?;
     Ok(view)
@@ -386,15 +402,17 @@ async fn revoke_grant_id(
         subject: format!("grant:{id}"),
         issued_at: now(),
     };
-    let result = creds
-        .client()?
-        .withdraw_grant(&Signed::sign(w, &creds.keys))
-        .await;
+    // Refused here first: from this moment this device's own check says no,
+    // whatever the server answers.
     let mut store = TrustStore::load(state)?;
     if !store.revoked_grants.iter().any(|g| g == id) {
         store.revoked_grants.push(id.to_owned());
     }
     store.save(state)?;
+    let result = creds
+        .client()?
+        .withdraw_grant(&Signed::sign(w, &creds.keys))
+        .await;
     match result {
         Ok(()) => Ok(()),
         // Already revoked on the server (by an admin): the local mark stands.
@@ -420,12 +438,13 @@ pub async fn revoke_grant(
 /// What `trust verify` found.
 pub enum Verified {
     Unchanged,
-    /// The key changed; `chained` says whether each step was signed by the
-    /// key before it, starting from the pinned one.
+    /// The key changed. `chained` is the identity that signed rotations lead
+    /// to from the pinned key, when it is the one the server now shows; the
+    /// keys to pin come from it, never from the server's view.
     Changed {
         old_fingerprint: String,
         new: PeerView,
-        chained: bool,
+        chained: Option<Box<IdentityDocument>>,
     },
 }
 
@@ -446,45 +465,33 @@ pub async fn verify(
         return Ok(Verified::Unchanged);
     }
     let chain = client.peer_rotations(peer).await?;
-    let mut key = pin.ed25519.clone();
-    for step in &chain {
-        let r: &KeyRotation = &step.statement;
-        if r.old_ed25519 != key {
-            continue;
-        }
-        let Some(old) = key_from_hex(&key) else { break };
-        if step.verify(&old).is_err() {
-            break;
-        }
-        match IdentityDocument::decode(&r.new_identity) {
-            Ok(doc) => key = hex(&doc.ed25519),
-            Err(_) => break,
-        }
-    }
-    let old_fp = key_from_hex(&pin.ed25519)
-        .map(|k| fingerprint(&k))
-        .unwrap_or_default();
+    let pinned = key_from_hex(&pin.ed25519)
+        .ok_or_else(|| TrustError::Refused("the pin is damaged".into()))?;
+    let chained = follow_rotations(peer, &pinned, &chain)
+        .filter(|doc| hex(&doc.ed25519) == now_view.ed25519 && hex(&doc.x25519) == now_view.x25519)
+        .map(Box::new);
     Ok(Verified::Changed {
-        old_fingerprint: old_fp,
-        chained: key == now_view.ed25519,
+        old_fingerprint: fingerprint(&pinned),
+        chained,
         new: now_view,
     })
 }
 
-/// Accepts a peer's new key (after the person confirmed), re-attests it, and
-/// re-issues this device's grant to it pinned to the new key.
+/// Accepts a peer's new identity (reached by signed rotations from the pin,
+/// after the person confirmed), re-attests it, and re-issues this device's
+/// grant to it pinned to the new key.
 pub async fn accept_new_key(
     state: &AgentState,
     creds: &Credentials,
     peer: &str,
-    new: &PeerView,
+    new: &IdentityDocument,
 ) -> Result<(), TrustError> {
     let mut store = TrustStore::load(state)?;
     let Some(pin) = store.peers.get_mut(peer) else {
         return Err(TrustError::Refused(format!("{peer} is not a trusted peer")));
     };
-    pin.ed25519 = new.ed25519.clone();
-    pin.x25519 = new.x25519.clone();
+    pin.ed25519 = hex(&new.ed25519);
+    pin.x25519 = hex(&new.x25519);
     pin.verified_at = now();
     pin.method = "rotation".into();
     let regrant = store
@@ -494,8 +501,8 @@ pub async fn accept_new_key(
     let att = TrustAttestation {
         truster: creds.device_id.to_string(),
         trusted: peer.to_owned(),
-        trusted_ed25519: new.ed25519.clone(),
-        trusted_x25519: new.x25519.clone(),
+        trusted_ed25519: hex(&new.ed25519),
+        trusted_x25519: hex(&new.x25519),
         issued_at: now(),
     };
     creds

@@ -262,6 +262,59 @@ pub fn key_from_hex(hex: &str) -> Option<[u8; 32]> {
         .ok()
 }
 
+/// Follows `device`'s rotation statements from the key `from`: each step
+/// must start at the key reached so far and be signed by it. Returns the
+/// identity the last such step names (`None` if none starts at `from`).
+/// The server supplies the statements; only their signatures are believed.
+pub fn follow_rotations(
+    device: &str,
+    from: &[u8; 32],
+    chain: &[Signed<KeyRotation>],
+) -> Option<identity::IdentityDocument> {
+    let mut key = *from;
+    let mut reached = None;
+    for step in chain {
+        let r = &step.statement;
+        if r.device != device || key_from_hex(&r.old_ed25519) != Some(key) {
+            continue;
+        }
+        // A step the key did not sign, or naming no valid identity, is
+        // someone else's invention: skipped.
+        if step.verify(&key).is_err() {
+            continue;
+        }
+        let Ok(doc) = identity::IdentityDocument::decode(&r.new_identity) else {
+            continue;
+        };
+        key = doc.ed25519;
+        reached = Some(doc);
+    }
+    reached
+}
+
+/// Whether `doc` is `device`'s identity: its first key names the device,
+/// or a signed chain of rotations leads there from the key that does.
+pub fn is_identity_of(
+    device: &str,
+    doc: &identity::IdentityDocument,
+    chain: &[Signed<KeyRotation>],
+) -> bool {
+    if doc.device_id().is_ok_and(|id| id.to_string() == device) {
+        return true;
+    }
+    let Some(first) = chain
+        .iter()
+        .filter_map(|s| key_from_hex(&s.statement.old_ed25519))
+        .find(|k| {
+            ed25519_dalek::VerifyingKey::from_bytes(k)
+                .is_ok_and(|v| DeviceId::of(&v).to_string() == device)
+        })
+    else {
+        return false;
+    };
+    follow_rotations(device, &first, chain).is_some_and(|d| d == *doc)
+}
+
 /// Builds a grant with sorted, unique scopes.
 pub fn new_grant(
     granter: &DeviceId,
@@ -425,6 +478,56 @@ mod tests {
         assert_eq!(
             grant_state(&g, false, "fp", g.expires_at),
             GrantState::Expired
+        );
+    }
+
+    fn rotation(
+        device: &str,
+        from: &DeviceKeys,
+        to: &DeviceKeys,
+        epoch: u32,
+    ) -> Signed<KeyRotation> {
+        Signed::sign(
+            KeyRotation {
+                device: device.to_owned(),
+                epoch,
+                old_ed25519: crate::secret::hex(&from.ed25519_public()),
+                new_identity: to.document().encode(),
+                issued_at: T,
+            },
+            from,
+        )
+    }
+
+    #[test]
+    fn rotations_are_followed_only_along_signatures_from_the_first_key() {
+        let (k0, k1, k2, evil) = (
+            DeviceKeys::generate(),
+            DeviceKeys::generate(),
+            DeviceKeys::generate(),
+            DeviceKeys::generate(),
+        );
+        let dev = k0.device_id().to_string();
+        let r1 = rotation(&dev, &k0, &k1, 1);
+        let r2 = rotation(&dev, &k1, &k2, 2);
+        // The server slips in a step "from k1" that k1 never signed.
+        let mut forged = rotation(&dev, &evil, &evil, 2);
+        forged.statement.old_ed25519 = crate::secret::hex(&k1.ed25519_public());
+        let chain = vec![r1.clone(), forged, r2];
+        assert_eq!(
+            follow_rotations(&dev, &k0.ed25519_public(), &chain),
+            Some(k2.document())
+        );
+        assert!(is_identity_of(&dev, &k2.document(), &chain));
+        assert!(is_identity_of(&dev, &k0.document(), &[]));
+        assert!(!is_identity_of(&dev, &evil.document(), &chain));
+        assert!(!is_identity_of(&dev, &k1.document(), &chain[2..]));
+        // Another device's statements do not count.
+        let other = k1.device_id().to_string();
+        assert_eq!(follow_rotations(&other, &k0.ed25519_public(), &chain), None);
+        assert_eq!(
+            follow_rotations(&dev, &k0.ed25519_public(), &[r1]),
+            Some(k1.document())
         );
     }
 }

@@ -49,6 +49,8 @@ impl std::fmt::Debug for v1::SessionKeyGrant {
         f.debug_struct("SessionKeyGrant")
             .field("key", &"<redacted>")
             .field("epoch", &self.epoch)
+            .field("member_index", &self.member_index)
+            .field("origin_key", &"<redacted>")
             .finish()
     }
 }

@@ -29,6 +29,9 @@ use crate::AppState;
 /// Default limit on members of one automatic session (the creator included).
 pub const DEFAULT_MAX_MEMBERS: usize = 8;
 
+/// Most devices one request may name; a longer list is refused whole.
+pub const MAX_NAMED: usize = 256;
+
 /// What the server knows about one named device.
 #[derive(Debug, Default)]
 pub struct Facts<'a> {
@@ -165,30 +168,32 @@ impl AutoHub {
             .map(|m| m.conn_id)
     }
 
-    /// Every participant's connection but the sender's, if the sender
-    /// belongs to the session; with the sender's member index.
-    fn fan_out(&self, session: &str, from: &str, from_conn: u64) -> Option<(u32, Vec<u64>)> {
+    /// Where a sealed payload goes, with the sender's member index: from
+    /// the creator to every joined member (or the one named by `to`); from
+    /// a joined member to the creator only. Members never hear each other.
+    fn fan_out(
+        &self,
+        session: &str,
+        from: &str,
+        from_conn: u64,
+        to: &str,
+    ) -> Option<(u32, Vec<u64>)> {
         let s = self.lock();
         let a = s.get(session)?;
-        let index = if a.creator == from && a.creator_conn == from_conn {
-            0
-        } else {
-            let m = a
+        if a.creator == from && a.creator_conn == from_conn {
+            let conns = a
                 .members
-                .get(from)
-                .filter(|m| m.conn_id == from_conn && m.state == MemberState::Joined)?;
-            m.index
-        };
-        let mut conns: Vec<u64> = a
-            .members
-            .iter()
-            .filter(|(d, m)| *d != from && m.state == MemberState::Joined)
-            .map(|(_, m)| m.conn_id)
-            .collect();
-        if a.creator != from {
-            conns.push(a.creator_conn);
+                .iter()
+                .filter(|(d, m)| m.state == MemberState::Joined && (to.is_empty() || *d == to))
+                .map(|(_, m)| m.conn_id)
+                .collect();
+            return Some((0, conns));
         }
-        Some((index, conns))
+        let m = a
+            .members
+            .get(from)
+            .filter(|m| m.conn_id == from_conn && m.state == MemberState::Joined)?;
+        Some((m.index, vec![a.creator_conn]))
     }
 }
 
@@ -220,13 +225,21 @@ pub async fn create(
     else {
         return Err(StoreError::Db(sqlx::Error::RowNotFound));
     };
+    if req.members.len() > MAX_NAMED {
+        return Ok(AutoSessionCreated {
+            session_id: String::new(),
+            outcomes: vec![outcome("", "too_many_members", 0)],
+            started: false,
+        });
+    }
     // The creator is always a member; duplicates and the creator are
-    // dropped from the named list, which keeps its order.
+    // dropped from the named list, which keeps its order. A name that is
+    // no device id is answered as unknown, shortened, without a lookup.
     let mut named: Vec<String> = Vec::new();
     for m in req.members {
         let id = tessera_core::identity::DeviceId::parse(&m)
             .map(|d| d.to_string())
-            .unwrap_or(m);
+            .unwrap_or_else(|_| clip(&m));
         if id != creator.device_id && !named.contains(&id) {
             named.push(id);
         }
@@ -235,9 +248,12 @@ pub async fn create(
     let mut outcomes = Vec::new();
     let mut invited = Vec::new();
     for (i, id) in named.iter().enumerate() {
-        let device = store::devices::by_id_any_tenant(db.pool(), id)
-            .await?
-            .filter(|d| !d.ephemeral);
+        let device = match tessera_core::identity::DeviceId::parse(id) {
+            Ok(_) => store::devices::by_id_any_tenant(db.pool(), id)
+                .await?
+                .filter(|d| !d.ephemeral),
+            Err(_) => None,
+        };
         let c2m = store::trust::latest_attestation(db.pool(), &creator.device_id, id).await?;
         let m2c = store::trust::latest_attestation(db.pool(), id, &creator.device_id).await?;
         let grant = store::trust::current_grant(db.pool(), id, &creator.device_id).await?;
@@ -485,7 +501,7 @@ pub async fn handshake(state: &AppState, from: &str, conn_id: u64, mut h: E2eHan
 
 /// Routes a sealed payload to the other participants (or one of them).
 pub async fn data(state: &AppState, from: &str, conn_id: u64, mut d: E2eData) {
-    let Some((index, conns)) = state.auto().fan_out(&d.session_id, from, conn_id) else {
+    let Some((index, targets)) = state.auto().fan_out(&d.session_id, from, conn_id, &d.to) else {
         return;
     };
     // The sender's index is the server's to say: a member cannot pose as
@@ -497,15 +513,6 @@ pub async fn data(state: &AppState, from: &str, conn_id: u64, mut d: E2eData) {
         let Body::E2eData(tapped) = body else { return };
         d = tapped;
     }
-    let targets: Vec<u64> = if d.to.is_empty() {
-        conns
-    } else {
-        state
-            .auto()
-            .route(&d.session_id, from, conn_id, &d.to)
-            .into_iter()
-            .collect()
-    };
     for target in targets {
         if let Some(q) = state.registry().e2e_of_conn(target) {
             let _ = q

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
-use tessera_agent::auto::{AutoError, AutoSession};
+use tessera_agent::auto::{AutoError, AutoSession, Event};
 use tessera_agent::control::Credentials;
 use tessera_agent::trust::{self, TrustStore, Verified};
 use tessera_agent::AgentState;
@@ -304,19 +304,19 @@ pub async fn trust(args: TrustArgs) -> anyhow::Result<ExitCode> {
                         short(&old_fingerprint),
                         short(&new.fingerprint)
                     );
-                    if !chained {
+                    let Some(identity) = chained else {
                         println!(
                             "The new key is NOT signed by the pinned one. Do not accept it: \
                              remove the peer and verify again with `tessera trust add`."
                         );
                         return Ok(ExitCode::from(2));
-                    }
+                    };
                     println!("The pinned key signed the change.");
                     if !ask("Accept the new key (and re-issue your grant to it)? Type yes:")? {
                         println!("Kept the old pin; sessions with {device} stay refused.");
                         return Ok(ExitCode::from(2));
                     }
-                    trust::accept_new_key(&state, &creds, &device, &new).await?;
+                    trust::accept_new_key(&state, &creds, &device, &identity).await?;
                     println!("Pinned the new key.");
                     Ok(ExitCode::SUCCESS)
                 }
@@ -461,6 +461,21 @@ pub async fn session(args: SessionArgs) -> anyhow::Result<ExitCode> {
             line = lines.recv() => match line {
                 Some(l) => s.send_text(&l).await?,
                 None => break,
+            },
+            event = s.next_event() => match event? {
+                Some(Event::Left { member, reason }) => {
+                    eprintln!("{member} left ({reason}); the others moved to a new key.");
+                    if s.joined().is_empty() {
+                        eprintln!("No member is left.");
+                        break;
+                    }
+                }
+                Some(Event::Ended { code, reason }) => {
+                    eprintln!("The session ended ({code}) {reason}");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Some(Event::Ack { .. }) => {}
+                None => return Err(anyhow!("the connection to the server closed")),
             },
             _ = tokio::signal::ctrl_c() => break,
         }

@@ -517,6 +517,20 @@ async fn past_the_member_limit_devices_are_refused_with_too_many_members() {
         .iter()
         .any(|r| r.details["member"] == ids[2] && r.details["outcome"] == "too_many_members"));
     session.end().await;
+    // A request naming more than any session could hold is refused whole,
+    // before a single lookup; names that are no device id are unknown.
+    let many: Vec<String> = (0..300).map(|i| format!("name-{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let refused = create(&a, &many, Scope::Files, false).await;
+    assert_eq!(
+        outcomes(&refused).get(""),
+        Some(&"too_many_members".to_owned())
+    );
+    refused.end().await;
+    let odd = create(&a, &["../../etc\u{0}passwd"], Scope::Files, false).await;
+    assert_eq!(odd.outcomes.len(), 1);
+    assert_eq!(odd.outcomes[0].outcome, "unknown_device");
+    odd.end().await;
     s.stop().await;
 }
 
@@ -664,32 +678,43 @@ async fn a_byte_flipped_on_the_relay_is_detected_and_the_member_aborts() {
     trust_both(&a, &b).await;
     grant(&b, &a, &[Scope::Files], 30 * DAY).await;
     let _agent_b = AgentProcess::start(&s, &b).await;
-    // The relay flips one bit of the creator's third payload (a chunk).
-    s.state.set_relay_tap(Some(Arc::new(|b: &mut Body| {
-        if let Body::E2eData(d) = b {
-            if d.sender == 0 && d.counter == 3 {
-                let mut v = d.ciphertext.to_vec();
-                v[20] ^= 0x01;
-                d.ciphertext = v.into();
-            }
-        }
-    })));
     let src = tempfile::tempdir().unwrap();
     let file = src.path().join("big.bin");
     std::fs::write(&file, vec![7u8; 4 * 1024 * 1024]).unwrap();
     let items = tessera_agent::files::walk(&[file]).unwrap();
-    let mut session = create(&a, &[&b.device_id], Scope::Files, false).await;
-    assert_eq!(session.joined(), vec![b.device_id.clone()]);
-    let err = session
-        .send_files(&items, false)
-        .await
-        .expect_err("the member aborts");
-    assert!(err.to_string().contains("tampered"), "{err}");
-    session.end().await;
-    assert!(
-        files_under(&inbox(&b)).is_empty(),
-        "nothing kept, not even a partial file"
-    );
+    // The relay flips one bit of the creator's third payload (a chunk): in
+    // the ciphertext, then in the origin tag that says the creator sent it.
+    for part in ["ciphertext", "origin tag"] {
+        s.state.set_relay_tap(Some(Arc::new(move |b: &mut Body| {
+            if let Body::E2eData(d) = b {
+                if d.sender == 0 && d.counter == 3 {
+                    if part == "ciphertext" {
+                        let mut v = d.ciphertext.to_vec();
+                        v[20] ^= 0x01;
+                        d.ciphertext = v.into();
+                    } else {
+                        for t in &mut d.tags {
+                            let mut v = t.tag.to_vec();
+                            v[0] ^= 0x01;
+                            t.tag = v.into();
+                        }
+                    }
+                }
+            }
+        })));
+        let mut session = create(&a, &[&b.device_id], Scope::Files, false).await;
+        assert_eq!(session.joined(), vec![b.device_id.clone()]);
+        let err = session
+            .send_files(&items, false)
+            .await
+            .expect_err("the member aborts");
+        assert!(err.to_string().contains("tampered"), "{part}: {err}");
+        session.end().await;
+        assert!(
+            files_under(&inbox(&b)).is_empty(),
+            "{part}: nothing kept, not even a partial file"
+        );
+    }
     let left = audit(&admin, "auto_member_left").await;
     assert!(
         left.iter()
@@ -747,6 +772,7 @@ async fn a_non_member_cannot_decrypt_and_a_removed_member_gets_the_next_key_neve
             counter: 1_000_000,
             ciphertext: bytes::Bytes::from_static(b"junk that would not open"),
             to: b.device_id.clone(),
+            tags: vec![],
         }))
         .await
         .unwrap();
@@ -977,5 +1003,141 @@ async fn a_cancelled_transfer_leaves_no_file_under_its_final_name() {
         );
         assert!(!dir.join("movie.mkv").exists());
     }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reveal_that_does_not_match_the_commitment_seen_before_answering_is_refused() {
+    use tessera_core::api::{CreateExchangeRequest, ExchangeStepRequest};
+    use tessera_core::secret::hex;
+    use tessera_core::trust::commitment;
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let a = TestDevice::enroll(&s, &admin, "alpha").await;
+    let b = TestDevice::enroll(&s, &admin, "bravo").await;
+    // The test plays A and a server that, having seen B's nonce, swaps A's
+    // commitment for one to a nonce of its choosing (a SAS grinding attack).
+    let ca = creds(&a);
+    let client_a = ca.client().unwrap();
+    let doc = ca.keys.document().encode();
+    let ex = client_a
+        .create_exchange(&CreateExchangeRequest {
+            peer: b.device_id.clone(),
+            commitment: hex(&commitment(&doc, &[1u8; 32])),
+        })
+        .await
+        .unwrap();
+    let cb = creds(&b);
+    let a_id = a.device_id.clone();
+    let b_side = tokio::spawn(async move { trust::exchange(&cb, &a_id).await });
+    let b_id = b.device_id.clone();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let (client_a, b_id, id) = (client_a.clone(), b_id.clone(), ex.id.clone());
+            async move {
+                client_a
+                    .exchanges(&b_id)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|e| e.id == id && e.state == "responded")
+            }
+        })
+        .await
+    );
+    let forged = [2u8; 32];
+    s.db.as_ref()
+        .unwrap()
+        .raw(&format!(
+            "UPDATE trust_exchanges SET commitment = '{}' WHERE id = '{}'",
+            hex(&commitment(&doc, &forged)),
+            ex.id
+        ))
+        .await
+        .unwrap();
+    client_a
+        .exchange_step(
+            &ex.id,
+            "reveal",
+            &ExchangeStepRequest {
+                identity: doc,
+                nonce: hex(&forged),
+            },
+        )
+        .await
+        .unwrap();
+    let refused = tokio::time::timeout(Duration::from_secs(10), b_side)
+        .await
+        .unwrap()
+        .unwrap()
+        .err()
+        .expect("b refuses");
+    assert!(
+        refused
+            .to_string()
+            .contains("does not match its commitment"),
+        "{refused}"
+    );
+    assert!(TrustStore::load(&b.state).unwrap().peers.is_empty());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_identity_whose_keys_the_server_changed_is_not_accepted() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let a = TestDevice::enroll(&s, &admin, "alpha").await;
+    let b = TestDevice::enroll(&s, &admin, "bravo").await;
+    let eve = TestDevice::enroll(&s, &admin, "eve").await;
+    trust_both(&a, &b).await;
+    trust::rotate_identity(&a.state).await.unwrap();
+    // The server serves the real, signed chain but puts Eve's X25519 key
+    // in A's record.
+    s.db.as_ref()
+        .unwrap()
+        .raw(&format!(
+            "UPDATE devices SET x25519_public = (SELECT x25519_public FROM devices WHERE id = '{}') WHERE id = '{}'",
+            eve.device_id, a.device_id
+        ))
+        .await
+        .unwrap();
+    let (code, out, _) = device_cmd(&b, &["trust", "verify", &a.device_id], Some("yes\n")).await;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("NOT signed"), "{out}");
+    let pin = &TrustStore::load(&b.state).unwrap().peers[&a.device_id];
+    assert_ne!(
+        pin.x25519,
+        tessera_core::secret::hex(&eve.state.identity().unwrap().x25519_public())
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_the_member_refuses_fails_the_transfer_for_the_sender() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let a = TestDevice::enroll(&s, &admin, "alpha").await;
+    let b = TestDevice::enroll(&s, &admin, "bravo").await;
+    trust_both(&a, &b).await;
+    grant(&b, &a, &[Scope::Files], 30 * DAY).await;
+    let _agent_b = AgentProcess::start(&s, &b).await;
+    // Something on B planted a link in its inbox where the folder would go.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(inbox(&b)).unwrap();
+    std::os::unix::fs::symlink(outside.path(), inbox(&b).join("docs")).unwrap();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(src.path().join("docs")).unwrap();
+    std::fs::write(src.path().join("docs/a.txt"), b"a").unwrap();
+    std::fs::write(src.path().join("ok.txt"), b"ok").unwrap();
+    let items =
+        tessera_agent::files::walk(&[src.path().join("ok.txt"), src.path().join("docs")]).unwrap();
+    let mut session = create(&a, &[&b.device_id], Scope::Files, false).await;
+    let err = session
+        .send_files(&items, false)
+        .await
+        .expect_err("b refuses one file");
+    assert!(err.to_string().contains("refused the transfer"), "{err}");
+    session.end().await;
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     s.stop().await;
 }
