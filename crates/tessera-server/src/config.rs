@@ -43,6 +43,10 @@ pub struct ServerConfig {
     pub consent_timeout: Duration,
     /// Most devices in one automatic session, the creator included.
     pub auto_session_max_members: usize,
+    /// Most viewers of one session.
+    pub max_viewers: usize,
+    /// Input events a `control` viewer may send per second.
+    pub viewer_input_per_second: u32,
 }
 
 impl ServerConfig {
@@ -62,6 +66,8 @@ impl ServerConfig {
             public_url: None,
             consent_timeout: Duration::from_secs(60),
             auto_session_max_members: crate::automatic::DEFAULT_MAX_MEMBERS,
+            max_viewers: crate::relay::MAX_VIEWERS,
+            viewer_input_per_second: crate::relay::viewer::INPUT_PER_SECOND,
         }
     }
 

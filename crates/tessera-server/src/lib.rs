@@ -121,6 +121,7 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     pub fn new(db: Db, clock: Arc<dyn Clock>, config: ServerConfig, viewer_secret: &[u8]) -> Self {
         let limiters = Limiters::new(&clock);
+        let hub = relay::Hub::with_max_viewers(config.max_viewers);
         AppState {
             inner: Arc::new(Inner {
                 db,
@@ -131,7 +132,7 @@ impl AppState {
                 pairing_lockout: Lockout::new(LockoutPolicy::default()),
                 limiters,
                 registry: control::Registry::default(),
-                hub: relay::Hub::default(),
+                hub,
                 auto: automatic::AutoHub::default(),
                 relay_tap: std::sync::RwLock::new(None),
                 viewer_keys: auth::viewer::ViewerKeys::new(viewer_secret),

@@ -56,6 +56,13 @@ pub struct ServerArgs {
     /// Most members of one automatic session, the creator included.
     #[arg(long, env = "TESSERA_AUTO_SESSION_MAX_MEMBERS", default_value_t = tessera_server::automatic::DEFAULT_MAX_MEMBERS as u16, value_parser = clap::value_parser!(u16).range(2..=256))]
     auto_session_max_members: u16,
+    /// Most viewers of one session.
+    #[arg(long, env = "TESSERA_MAX_VIEWERS", default_value_t = tessera_server::relay::MAX_VIEWERS as u16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    max_viewers: u16,
+    /// Input events per second a `control` viewer may send (keystrokes,
+    /// resizes); more are delayed, then dropped.
+    #[arg(long, env = "TESSERA_VIEWER_INPUT_RATE", default_value_t = tessera_server::relay::viewer::INPUT_PER_SECOND, value_parser = clap::value_parser!(u32).range(1..))]
+    viewer_input_rate: u32,
     /// URL people and devices use to reach this server (for pairing links);
     /// default: from the request's Host header.
     #[arg(long, env = "TESSERA_PUBLIC_URL")]
@@ -123,6 +130,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     config.pairing_interval = args.pairing_interval.max(Duration::from_secs(1));
     config.public_url = args.public_url;
     config.auto_session_max_members = usize::from(args.auto_session_max_members);
+    config.max_viewers = usize::from(args.max_viewers);
+    config.viewer_input_per_second = args.viewer_input_rate;
 
     let server = Server::start(config, Arc::new(SystemClock))
         .await

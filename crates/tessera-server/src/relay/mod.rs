@@ -99,6 +99,8 @@ pub struct LiveSession {
     pub conn_id: u64,
     /// The most the session allows (`view` sessions never take input).
     pub max_access: Access,
+    /// How many viewers it admits at once.
+    pub max_viewers: usize,
     inner: Mutex<Inner>,
 }
 
@@ -119,7 +121,7 @@ impl LiveSession {
     /// Adds a viewer; `None` if the session has ended or is full.
     pub fn join(&self, user_id: &str, login_id: &str) -> Option<Joined> {
         let mut inner = self.lock();
-        if inner.ended.is_some() || inner.viewers.len() >= MAX_VIEWERS {
+        if inner.ended.is_some() || inner.viewers.len() >= self.max_viewers {
             return None;
         }
         inner.next_viewer += 1;
@@ -262,12 +264,26 @@ fn kick(v: &Viewer, why: &'static str) {
 }
 
 /// The sessions relayed by this node.
-#[derive(Default)]
 pub struct Hub {
     live: Mutex<HashMap<String, Arc<LiveSession>>>,
+    max_viewers: usize,
+}
+
+impl Default for Hub {
+    fn default() -> Hub {
+        Hub::with_max_viewers(MAX_VIEWERS)
+    }
 }
 
 impl Hub {
+    /// A hub whose sessions admit `max_viewers` viewers each.
+    pub fn with_max_viewers(max_viewers: usize) -> Hub {
+        Hub {
+            live: Mutex::default(),
+            max_viewers: max_viewers.max(1),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<LiveSession>>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -288,6 +304,7 @@ impl Hub {
             device_name: device_name.to_owned(),
             conn_id,
             max_access,
+            max_viewers: self.max_viewers,
             inner: Mutex::new(Inner::default()),
         });
         self.lock().insert(id.to_owned(), s.clone());

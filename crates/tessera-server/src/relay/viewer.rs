@@ -122,7 +122,7 @@ async fn admit(
                 "the session is not active on this server",
             )
         })?;
-    if live.viewer_count() >= super::MAX_VIEWERS {
+    if live.viewer_count() >= live.max_viewers {
         return Err(ApiError::conflict(
             "too_many_viewers",
             "this session has as many viewers as it admits",
@@ -268,7 +268,7 @@ async fn serve(
         .await;
     }
     let limiter = RateLimiter::direct(Quota::per_second(
-        NonZeroU32::new(INPUT_PER_SECOND).unwrap_or(NonZeroU32::MIN),
+        NonZeroU32::new(state.config().viewer_input_per_second).unwrap_or(NonZeroU32::MIN),
     ));
     let mut tally = Tally::default();
     let device_input = state.registry().input(&live.device_id);
