@@ -6,8 +6,10 @@
 //! outbound queue, and output is never dropped for a viewer that stays
 //! connected (a shell's screen would be corrupted):
 //!
-//! - Output goes to every viewer whose queue has room. A viewer whose queue
-//!   is full while another viewer's has room has fallen behind the others:
+//! - Output goes to every viewer whose queue has room (fewer than
+//!   [`VIEWER_QUEUE`] messages and [`VIEWER_QUEUE_BYTES`] bytes waiting). A
+//!   viewer whose queue is full while another viewer's has room has fallen
+//!   behind the others:
 //!   it is disconnected with a reason (`viewer_too_slow`), so it never holds
 //!   back the device or the other viewers.
 //! - When every viewer's queue is full, the device is outrunning all of them
@@ -22,16 +24,22 @@
 pub mod viewer;
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 /// Bytes of recent output replayed to a joining viewer.
 pub const SCROLLBACK: usize = 64 * 1024;
 /// Messages a viewer's queue holds before the viewer counts as too slow.
 pub const VIEWER_QUEUE: usize = 1024;
+/// Bytes of output a viewer's queue holds before the viewer counts as too
+/// slow: bounds the relay's memory per viewer whatever the message sizes.
+pub const VIEWER_QUEUE_BYTES: usize = 16 << 20;
 /// The shell channel's id within a session.
 pub const SHELL_CHANNEL: u32 = 1;
 /// Device output is relayed in pieces of at most this many bytes.
@@ -74,6 +82,10 @@ pub enum ToViewer {
 
 struct Viewer {
     queue: mpsc::Sender<ToViewer>,
+    /// Output bytes queued and not yet written to the viewer's socket.
+    queued: Arc<AtomicUsize>,
+    /// Notified each time the viewer's task wrote some out.
+    drained: Arc<Notify>,
     user_id: String,
     login_id: String,
     /// Cancelled to disconnect the viewer (too slow, logged out).
@@ -111,6 +123,41 @@ pub struct Joined {
     pub scrollback: Vec<u8>,
     pub kick: CancellationToken,
     pub kicked_because: Arc<Mutex<Option<&'static str>>>,
+    /// What the viewer's task reports as written out.
+    pub drained: Drained,
+}
+
+/// The viewer task's side of the byte budget.
+pub struct Drained {
+    queued: Arc<AtomicUsize>,
+    notify: Arc<Notify>,
+}
+
+impl Drained {
+    /// `n` output bytes left the queue (written to the socket).
+    pub fn wrote(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+        self.notify.notify_one();
+    }
+}
+
+impl Viewer {
+    fn has_room(&self) -> bool {
+        self.queue.capacity() > 0 && self.queued.load(Ordering::Acquire) < VIEWER_QUEUE_BYTES
+    }
+
+    /// Resolves when the viewer may have room again.
+    fn room(&self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        if self.queue.capacity() == 0 {
+            let q = self.queue.clone();
+            Box::pin(async move {
+                let _ = q.reserve().await;
+            })
+        } else {
+            let n = self.drained.clone();
+            Box::pin(async move { n.notified().await })
+        }
+    }
 }
 
 impl LiveSession {
@@ -129,10 +176,14 @@ impl LiveSession {
         let (tx, rx) = mpsc::channel(VIEWER_QUEUE);
         let kick = CancellationToken::new();
         let kicked_because = Arc::new(Mutex::new(None));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let drained = Arc::new(Notify::new());
         inner.viewers.insert(
             viewer_id,
             Viewer {
                 queue: tx,
+                queued: queued.clone(),
+                drained: drained.clone(),
                 user_id: user_id.to_owned(),
                 login_id: login_id.to_owned(),
                 kick: kick.clone(),
@@ -145,6 +196,10 @@ impl LiveSession {
             scrollback: inner.scrollback.iter().copied().collect(),
             kick,
             kicked_because,
+            drained: Drained {
+                queued,
+                notify: drained,
+            },
         })
     }
 
@@ -166,7 +221,7 @@ impl LiveSession {
                 None => return,
                 Some(full) => full,
             };
-            let room = futures_util::future::select_all(full.iter().map(|q| Box::pin(q.reserve())));
+            let room = futures_util::future::select_all(full);
             if tokio::time::timeout_at(deadline, room).await.is_err() {
                 self.kick_full("viewer_stalled");
             }
@@ -174,23 +229,25 @@ impl LiveSession {
     }
 
     /// Sends `data` to every viewer with room, or, if none has room but
-    /// some viewer exists, returns their queues to wait on.
-    fn offer(&self, data: &Bytes) -> Option<Vec<mpsc::Sender<ToViewer>>> {
+    /// some viewer exists, returns what to wait on for room.
+    #[allow(clippy::type_complexity)]
+    fn offer(&self, data: &Bytes) -> Option<Vec<Pin<Box<dyn Future<Output = ()> + Send>>>> {
         let mut inner = self.lock();
-        let any_room = inner.viewers.values().any(|v| v.queue.capacity() > 0);
+        let any_room = inner.viewers.values().any(Viewer::has_room);
         if !any_room && !inner.viewers.is_empty() {
-            return Some(inner.viewers.values().map(|v| v.queue.clone()).collect());
+            return Some(inner.viewers.values().map(Viewer::room).collect());
         }
         inner.viewers.retain(|_, v| {
             // Only this task sends, so room seen is room kept.
-            if v.queue.try_send(ToViewer::Output(data.clone())).is_ok() {
+            if v.has_room() && v.queue.try_send(ToViewer::Output(data.clone())).is_ok() {
+                v.queued.fetch_add(data.len(), Ordering::AcqRel);
                 true
             } else {
                 kick(v, "viewer_too_slow");
                 false
             }
         });
-        inner.scrollback.extend(data.iter().copied());
+        inner.scrollback.extend(data.iter());
         let excess = inner.scrollback.len().saturating_sub(SCROLLBACK);
         inner.scrollback.drain(..excess);
         None
@@ -199,7 +256,7 @@ impl LiveSession {
     /// Disconnects the viewers whose queues are full.
     fn kick_full(&self, why: &'static str) {
         self.lock().viewers.retain(|_, v| {
-            if v.queue.capacity() == 0 {
+            if !v.has_room() {
                 kick(v, why);
                 false
             } else {
@@ -382,6 +439,48 @@ mod tests {
             *stalled.kicked_because.lock().unwrap(),
             Some("viewer_too_slow")
         );
+        assert_eq!(s.viewer_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_viewer_behind_by_more_bytes_than_its_budget_is_kicked_before_its_queue_fills() {
+        let s = session();
+        let stalled = s.join("u1", "l1").unwrap();
+        let mut live = s.join("u2", "l2").unwrap();
+        let piece = Bytes::from(vec![b'x'; MAX_PIECE]);
+        let pieces = VIEWER_QUEUE_BYTES / MAX_PIECE + 1;
+        assert!(pieces < VIEWER_QUEUE, "the byte budget binds first");
+        for _ in 0..pieces {
+            s.output(piece.clone()).await;
+            let ToViewer::Output(d) = live.queue.try_recv().unwrap() else {
+                panic!("output")
+            };
+            live.drained.wrote(d.len());
+        }
+        assert_eq!(
+            *stalled.kicked_because.lock().unwrap(),
+            Some("viewer_too_slow")
+        );
+        assert_eq!(s.viewer_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_lone_viewer_over_its_byte_budget_holds_output_until_it_writes_some_out() {
+        let s = session();
+        let mut only = s.join("u1", "l1").unwrap();
+        let piece = Bytes::from(vec![b'x'; MAX_PIECE]);
+        for _ in 0..VIEWER_QUEUE_BYTES / MAX_PIECE {
+            s.output(piece.clone()).await;
+        }
+        let s2 = s.clone();
+        let pending = tokio::spawn(async move { s2.output(Bytes::from_static(b"last")).await });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!pending.is_finished(), "waits for room, drops nothing");
+        let ToViewer::Output(d) = only.queue.try_recv().unwrap() else {
+            panic!("output")
+        };
+        only.drained.wrote(d.len());
+        pending.await.unwrap();
         assert_eq!(s.viewer_count(), 1);
     }
 

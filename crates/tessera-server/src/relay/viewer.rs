@@ -238,6 +238,7 @@ async fn serve(
         scrollback,
         kick,
         kicked_because,
+        drained,
     }) = live.join(&claims.sub, &claims.lid)
     else {
         let (mut sink, _) = socket.split();
@@ -275,8 +276,10 @@ async fn serve(
     while ok {
         tokio::select! {
             out = queue.recv() => match out {
-                Some(ToViewer::Output(data)) => {
+                                Some(ToViewer::Output(data)) => {
+                    let n = data.len();
                     ok = send(&mut sink, Body::ChannelData(ChannelData { session_id: live.id.clone(), channel_id: SHELL_CHANNEL, data })).await;
+                    drained.wrote(n);
                 }
                 Some(ToViewer::ChannelClosed { exit_status, reason }) => {
                     ok = send(&mut sink, Body::ChannelClose(ChannelClose { session_id: live.id.clone(), channel_id: SHELL_CHANNEL, exit_status, reason })).await;
