@@ -41,12 +41,13 @@ pub fn normalise_user_code(input: &str) -> Option<String> {
     normalise(input, USER_CODE_ALPHABET, USER_CODE_LEN)
 }
 
-/// `BCDF-GHJK`.
+/// `BCDF-GHJK`. Anything that is not eight ASCII symbols (say, a code a
+/// misbehaving server sent) is shown as it is, never split inside a
+/// character.
 pub fn display_user_code(canonical: &str) -> String {
-    if canonical.len() == USER_CODE_LEN {
-        format!("{}-{}", &canonical[..4], &canonical[4..])
-    } else {
-        canonical.to_owned()
+    match (canonical.get(..4), canonical.get(4..)) {
+        (Some(a), Some(b)) if canonical.len() == USER_CODE_LEN => format!("{a}-{b}"),
+        _ => canonical.to_owned(),
     }
 }
 
@@ -59,17 +60,13 @@ pub fn normalise_support_code(input: &str) -> Option<String> {
     normalise(input, SUPPORT_CODE_ALPHABET, SUPPORT_CODE_LEN)
 }
 
-/// `XXX-XXX-XXX`.
+/// `XXX-XXX-XXX`; like [`display_user_code`], anything else as it is.
 pub fn display_support_code(canonical: &str) -> String {
-    if canonical.len() == SUPPORT_CODE_LEN {
-        format!(
-            "{}-{}-{}",
-            &canonical[..3],
-            &canonical[3..6],
-            &canonical[6..]
-        )
-    } else {
-        canonical.to_owned()
+    match (canonical.get(..3), canonical.get(3..6), canonical.get(6..)) {
+        (Some(a), Some(b), Some(c)) if canonical.len() == SUPPORT_CODE_LEN => {
+            format!("{a}-{b}-{c}")
+        }
+        _ => canonical.to_owned(),
     }
 }
 

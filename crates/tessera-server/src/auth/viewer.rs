@@ -121,7 +121,13 @@ pub fn check_claims(
         return Err(ViewerTokenError::WrongPurpose);
     }
     let now_s = now.as_millis().div_euclid(1000);
-    if c.exp <= now_s || c.exp - c.iat > MAX_TTL.as_secs() as i64 || c.iat > now_s + 60 {
+    // Saturating: whatever times a token carries, the arithmetic cannot
+    // overflow (a panic in a debug build; in release a wrap-around that
+    // would make a token good for centuries look short-lived).
+    if c.exp <= now_s
+        || c.exp.saturating_sub(c.iat) > MAX_TTL.as_secs() as i64
+        || c.iat > now_s.saturating_add(60)
+    {
         return Err(ViewerTokenError::Expired);
     }
     if c.sid != session_id {

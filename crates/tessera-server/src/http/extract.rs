@@ -62,7 +62,36 @@ pub fn body_error(e: BytesRejection) -> ApiError {
 
 /// Deserialises JSON, naming the failing field and the kind of failure only.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = deserialize(&mut de)?;
+    // Only whitespace may follow the document: trailing bytes or a second
+    // document are refused, not ignored (something in front of the server
+    // might read them differently).
+    de.end()
+        .map_err(|_| ApiError::bad_request("malformed_json", "request body is not valid JSON"))?;
+    // PostgreSQL text cannot hold U+0000 (SQLite can): refused here, so a
+    // NUL never reaches a query and both backends answer alike.
+    if has_nul_escape(bytes) {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            "text may not contain NUL characters",
+        ));
+    }
+    Ok(value)
+}
+
+/// Whether JSON text holds a `\u0000` escape, the only way a JSON string
+/// can carry a NUL (a raw NUL byte is not JSON at all). An escaped
+/// backslash followed by `u0000` is not one.
+fn has_nul_escape(bytes: &[u8]) -> bool {
+    bytes.windows(6).enumerate().any(|(i, w)| {
+        w == br"\u0000" && bytes[..i].iter().rev().take_while(|b| **b == b'\\').count() % 2 == 0
+    })
+}
+
+fn deserialize<T: DeserializeOwned>(
+    de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'_>>,
+) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -221,5 +250,20 @@ mod tests {
 
         let e = parse_json::<Login>(b"{not json").unwrap_err();
         assert_eq!(e.code, "malformed_json");
+
+        // A NUL in any string is refused; the text `\u0000` is not a NUL.
+        let e = parse_json::<Login>(br#"{"username":"a\u0000b","password":"b"}"#).unwrap_err();
+        assert_eq!(e.code, "invalid_field");
+        assert!(parse_json::<Login>(br#"{"username":"a\\u0000b","password":"b"}"#).is_ok());
+        let e = parse_json::<Login>(br#"{"username":"a\\\u0000","password":"b"}"#).unwrap_err();
+        assert_eq!(e.code, "invalid_field");
+
+        // A valid document followed by anything but whitespace is refused.
+        let doc = br#"{"username":"a","password":"b"}"#;
+        assert!(parse_json::<Login>(&[doc.as_slice(), b" \n"].concat()).is_ok());
+        for tail in [b" x".as_slice(), doc.as_slice(), b"}"] {
+            let e = parse_json::<Login>(&[doc.as_slice(), tail].concat()).unwrap_err();
+            assert_eq!(e.code, "malformed_json");
+        }
     }
 }
