@@ -17,7 +17,7 @@ use tessera_proto::v1::{
     AutoJoinAnswer, AutoJoinInvite, AutoSessionCreate, AutoSessionCreated, E2eData, E2eHandshake,
     MemberLeft, MemberOutcome, SessionEnded,
 };
-use tessera_proto::{Body, Envelope, AUTO_SESSION_VERSION};
+use tessera_proto::{Body, AUTO_SESSION_VERSION};
 
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::auth::device::DevicePrincipal;
@@ -398,15 +398,17 @@ pub async fn create(
     for (id, conn, index, grant_id) in &invited {
         let _ = store::trust::touch_grant(db, grant_id, now).await;
         if let Some(q) = state.registry().notices_of_conn(*conn) {
-            let _ = q.try_send(Envelope::of(Body::AutoJoinInvite(AutoJoinInvite {
-                session_id: session_id.clone(),
-                creator: creator.device_id.clone(),
-                creator_ed25519: creator_hex.0.clone(),
-                creator_x25519: creator_hex.1.clone(),
-                scope: scope.as_str().to_owned(),
-                member_index: *index,
-                creator_name: creator_row.name.clone(),
-            })));
+            let _ = q.try_send(crate::control::queued(Body::AutoJoinInvite(
+                AutoJoinInvite {
+                    session_id: session_id.clone(),
+                    creator: creator.device_id.clone(),
+                    creator_ed25519: creator_hex.0.clone(),
+                    creator_x25519: creator_hex.1.clone(),
+                    scope: scope.as_str().to_owned(),
+                    member_index: *index,
+                    creator_name: creator_row.name.clone(),
+                },
+            )));
         }
         let _ = id;
     }
@@ -465,12 +467,14 @@ pub async fn answer(
         .await?;
     tx.commit().await?;
     if let Some(q) = state.registry().notices_of_conn(creator_conn) {
-        let _ = q.try_send(Envelope::of(Body::AutoJoinAnswer(AutoJoinAnswer {
-            session_id: a.session_id,
-            accept: a.accept,
-            reason,
-            device_id: member.to_owned(),
-        })));
+        let _ = q.try_send(crate::control::queued(Body::AutoJoinAnswer(
+            AutoJoinAnswer {
+                session_id: a.session_id,
+                accept: a.accept,
+                reason,
+                device_id: member.to_owned(),
+            },
+        )));
     }
     Ok(())
 }
@@ -495,7 +499,9 @@ pub async fn handshake(state: &AppState, from: &str, conn_id: u64, mut h: E2eHan
         tap(&mut body);
     }
     if let Some(q) = state.registry().e2e_of_conn(target) {
-        let _ = q.send_timeout(Envelope::of(body), ROUTE_WAIT).await;
+        let _ = q
+            .send_timeout(crate::control::queued(body), ROUTE_WAIT)
+            .await;
     }
 }
 
@@ -516,7 +522,7 @@ pub async fn data(state: &AppState, from: &str, conn_id: u64, mut d: E2eData) {
     for target in targets {
         if let Some(q) = state.registry().e2e_of_conn(target) {
             let _ = q
-                .send_timeout(Envelope::of(Body::E2eData(d.clone())), ROUTE_WAIT)
+                .send_timeout(crate::control::queued(Body::E2eData(d.clone())), ROUTE_WAIT)
                 .await;
         }
     }
@@ -564,7 +570,7 @@ pub async fn remove_member(
     }
     for c in notify {
         if let Some(q) = state.registry().notices_of_conn(c) {
-            let _ = q.try_send(Envelope::of(Body::MemberLeft(MemberLeft {
+            let _ = q.try_send(crate::control::queued(Body::MemberLeft(MemberLeft {
                 session_id: session_id.to_owned(),
                 device_id: member.to_owned(),
                 reason: clip(reason),
@@ -619,7 +625,7 @@ pub async fn end(state: &AppState, session_id: &str, code: &str, reason: &str) {
     conns.push(s.creator_conn);
     for c in conns {
         if let Some(q) = state.registry().notices_of_conn(c) {
-            let _ = q.try_send(Envelope::of(Body::SessionEnded(SessionEnded {
+            let _ = q.try_send(crate::control::queued(Body::SessionEnded(SessionEnded {
                 session_id: session_id.to_owned(),
                 code: code.to_owned(),
                 reason: reason.to_owned(),
@@ -680,7 +686,7 @@ pub async fn connection_closed(state: &AppState, device: &str, conn_id: u64) {
         let _ = store::trust::member_left(state.db(), &id, device, state.now()).await;
         for c in conns {
             if let Some(q) = state.registry().notices_of_conn(c) {
-                let _ = q.try_send(Envelope::of(Body::MemberLeft(MemberLeft {
+                let _ = q.try_send(crate::control::queued(Body::MemberLeft(MemberLeft {
                     session_id: id.clone(),
                     device_id: device.to_owned(),
                     reason: "disconnected".into(),

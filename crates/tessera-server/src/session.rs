@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use tessera_proto::v1::{ChannelKind, ChannelOpen, ConsentRequest, SessionEnded};
-use tessera_proto::{Body, Envelope};
+use tessera_proto::Body;
 
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::http::error::ApiError;
@@ -41,7 +41,7 @@ fn notify_device(state: &AppState, device_id: &str, body: Body) {
     if let Some((_, notices)) = state.registry().notices(device_id) {
         // A full notice queue means the device is not reading at all; it
         // will be cut off by its heartbeat timeout.
-        let _ = notices.try_send(Envelope::of(body));
+        let _ = notices.try_send(crate::control::queued(body));
     }
 }
 
@@ -86,7 +86,7 @@ pub async fn start_relay(state: &AppState, row: &SessionRow) -> Result<(), ApiEr
             "the session ended",
         ));
     }
-    let open = Envelope::of(Body::ChannelOpen(ChannelOpen {
+    let open = crate::control::queued(Body::ChannelOpen(ChannelOpen {
         session_id: row.id.clone(),
         channel_id: SHELL_CHANNEL,
         kind: ChannelKind::Shell.into(),

@@ -26,7 +26,7 @@ use tessera_proto::{
     close, Body, Envelope, MAX_DEVICE_FRAME, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 
-use super::{ControlCommand, Registration};
+use super::{ControlCommand, Registration, Revocation};
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::auth::device::DevicePrincipal;
 use crate::http::error::ApiError;
@@ -38,6 +38,13 @@ use crate::AppState;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Missing this many heartbeats in a row ends the connection.
 const MISSED_HEARTBEATS: u32 = 3;
+
+/// The WebSocket's read buffer: grows for a large frame, starts (and, for
+/// an idle device, stays) small. The library's default, 128 KiB per
+/// connection, would be most of an idle device's memory.
+pub const READ_BUFFER: usize = 4 * 1024;
+/// Frames are written out once this much is buffered (or on flush).
+pub const WRITE_BUFFER: usize = 64 * 1024;
 
 /// `GET /ws/device`: authenticate the key, then upgrade.
 pub async fn upgrade(
@@ -59,6 +66,8 @@ pub async fn upgrade(
     };
     ws.max_message_size(MAX_DEVICE_FRAME)
         .max_frame_size(MAX_DEVICE_FRAME)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
             let device_id = device.device_id.clone();
             let span = tracing::info_span!("device_connection", device = %device_id);
@@ -216,7 +225,13 @@ async fn serve(socket: WebSocket, state: AppState, device: DevicePrincipal, ip: 
         .ok()
         .filter(|c| c.as_str() == device.device_id);
     let Some(claimed) = claimed else {
-        audit_auth_failure(&state, &device, ip, "device_id_mismatch").await;
+        Box::pin(audit_auth_failure(
+            &state,
+            &device,
+            ip,
+            "device_id_mismatch",
+        ))
+        .await;
         return refuse(
             &mut sink,
             close::AUTH_FAILED,
@@ -246,7 +261,13 @@ async fn serve(socket: WebSocket, state: AppState, device: DevicePrincipal, ip: 
     )
     .is_err()
     {
-        audit_auth_failure(&state, &device, ip, "bad_challenge_signature").await;
+        Box::pin(audit_auth_failure(
+            &state,
+            &device,
+            ip,
+            "bad_challenge_signature",
+        ))
+        .await;
         return refuse(
             &mut sink,
             close::AUTH_FAILED,
@@ -271,7 +292,7 @@ async fn serve(socket: WebSocket, state: AppState, device: DevicePrincipal, ip: 
             hostname: &clip(&hello.hostname, 255),
             now: state.now(),
         };
-        if let Err(e) = store::devices::mark_connected(state.db(), connected).await {
+        if let Err(e) = Box::pin(store::devices::mark_connected(state.db(), connected)).await {
             tracing::warn!(error = %e, "cannot record the connection");
         }
     }
@@ -301,23 +322,40 @@ async fn serve(socket: WebSocket, state: AppState, device: DevicePrincipal, ip: 
     };
     if send(&mut sink, welcome).await.is_ok() {
         if agent {
-            crate::session::device_arrived(&state, &session.device.device_id).await;
+            Box::pin(crate::session::device_arrived(
+                &state,
+                &session.device.device_id,
+            ))
+            .await;
         }
         session
             .run(&mut sink, &mut stream, &mut registration, interval)
             .await;
     }
     registry.unregister(&session.device.device_id, conn_id);
-    crate::automatic::connection_closed(&state, &session.device.device_id, conn_id).await;
+    Box::pin(crate::automatic::connection_closed(
+        &state,
+        &session.device.device_id,
+        conn_id,
+    ))
+    .await;
     if agent {
         // The shells of this connection died with it; sessions waiting for
         // consent end too unless a newer connection took over (it asks again).
         let reconnected = registry.is_connected(&session.device.device_id);
-        crate::session::connection_closed(&state, &session.device.device_id, conn_id, reconnected)
-            .await;
-        if let Err(e) =
-            store::devices::mark_disconnected(state.db(), &session.device.device_id, state.now())
-                .await
+        Box::pin(crate::session::connection_closed(
+            &state,
+            &session.device.device_id,
+            conn_id,
+            reconnected,
+        ))
+        .await;
+        if let Err(e) = Box::pin(store::devices::mark_disconnected(
+            state.db(),
+            &session.device.device_id,
+            state.now(),
+        ))
+        .await
         {
             tracing::warn!(error = %e, "cannot record the disconnection");
         }
@@ -365,7 +403,8 @@ impl Session {
                 // on a device's output never counts as a missed heartbeat.
                 biased;
                 cmd = commands.recv() => match cmd {
-                    Some(ControlCommand::Revoke { key_id, code, reason }) => {
+                    Some(ControlCommand::Revoke(revocation)) => {
+                        let Revocation { key_id, code, reason } = *revocation;
                         // A stale order for a key this connection rotated away from.
                         if key_id != self.device.key_id && code == "key_revoked" {
                             continue;
@@ -373,7 +412,7 @@ impl Session {
                         let _ = send(sink, Body::Revoked(Revoked { code: code.to_owned(), reason })).await;
                         return close_with(sink, close::REVOKED, code).await;
                     }
-                                        Some(ControlCommand::Replaced) | None => {
+                    Some(ControlCommand::Replaced) | None => {
                         return close_with(sink, close::REPLACED, "replaced_by_newer_connection").await;
                     }
                     Some(ControlCommand::IdentityRotated) => {
@@ -383,7 +422,9 @@ impl Session {
                 incoming = next_envelope(&self.state, stream) => match incoming {
                     Incoming::Envelope(env) => {
                         deadline = tokio::time::Instant::now() + allowance;
-                        if let Err(stop) = self.handle(sink, env).await {
+                        // Boxed: the rarely used handlers are large, and an idle
+                        // connection should not carry their state.
+                        if let Err(stop) = Box::pin(self.handle(sink, env)).await {
                             if let Some((code, why)) = stop {
                                 close_with(sink, code, why).await;
                             }

@@ -20,20 +20,34 @@ use tokio::sync::mpsc;
 use crate::store;
 use crate::AppState;
 
+/// A message waiting in a connection's queue. Boxed: a queue allocates its
+/// first block of slots up front, and an idle connection should cost little.
+pub type Queued = Box<Envelope>;
+
+/// Queues `body` as an envelope.
+pub fn queued(body: tessera_proto::Body) -> Queued {
+    Box::new(Envelope::of(body))
+}
+
 /// What the node asks a connection task to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ControlCommand {
     /// The device, or the key this connection authenticated with, is revoked.
-    Revoke {
-        key_id: String,
-        code: &'static str,
-        reason: String,
-    },
+    /// Boxed so that the queue's slots, allocated up front, stay small.
+    Revoke(Box<Revocation>),
     /// A newer connection of the same device took over.
     Replaced,
     /// The device rotated its identity key: it reconnects to prove the new
     /// one.
     IdentityRotated,
+}
+
+/// Why a connection is cut off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    pub key_id: String,
+    pub code: &'static str,
+    pub reason: String,
 }
 
 struct Entry {
@@ -46,20 +60,20 @@ struct Entry {
     commands: mpsc::Sender<ControlCommand>,
     /// Server notices for the device (channel opens, consent requests,
     /// session ends, invitations): never crowded out by other traffic.
-    notices: mpsc::Sender<Envelope>,
+    notices: mpsc::Sender<Queued>,
     /// Viewer input for the device.
-    input: mpsc::Sender<Envelope>,
+    input: mpsc::Sender<Queued>,
     /// End-to-end session traffic for the device.
-    e2e: mpsc::Sender<Envelope>,
+    e2e: mpsc::Sender<Queued>,
 }
 
 /// What one registration hands its connection task.
 pub struct Registration {
     pub conn_id: u64,
     pub commands: mpsc::Receiver<ControlCommand>,
-    pub notices: mpsc::Receiver<Envelope>,
-    pub input: mpsc::Receiver<Envelope>,
-    pub e2e: mpsc::Receiver<Envelope>,
+    pub notices: mpsc::Receiver<Queued>,
+    pub input: mpsc::Receiver<Queued>,
+    pub e2e: mpsc::Receiver<Queued>,
 }
 
 #[derive(Default)]
@@ -145,23 +159,23 @@ impl Registry {
     }
 
     /// The notice queue of a device's agent connection here.
-    pub fn notices(&self, device_id: &str) -> Option<(u64, mpsc::Sender<Envelope>)> {
+    pub fn notices(&self, device_id: &str) -> Option<(u64, mpsc::Sender<Queued>)> {
         let c = self.lock();
         Self::agent_entry(&c, device_id).map(|(id, e)| (id, e.notices.clone()))
     }
 
     /// The notice queue of one connection.
-    pub fn notices_of_conn(&self, conn_id: u64) -> Option<mpsc::Sender<Envelope>> {
+    pub fn notices_of_conn(&self, conn_id: u64) -> Option<mpsc::Sender<Queued>> {
         self.lock().by_conn.get(&conn_id).map(|e| e.notices.clone())
     }
 
     /// The end-to-end queue of one connection.
-    pub fn e2e_of_conn(&self, conn_id: u64) -> Option<mpsc::Sender<Envelope>> {
+    pub fn e2e_of_conn(&self, conn_id: u64) -> Option<mpsc::Sender<Queued>> {
         self.lock().by_conn.get(&conn_id).map(|e| e.e2e.clone())
     }
 
     /// The input queue of a device's agent connection here.
-    pub fn input(&self, device_id: &str) -> Option<mpsc::Sender<Envelope>> {
+    pub fn input(&self, device_id: &str) -> Option<mpsc::Sender<Queued>> {
         let c = self.lock();
         Self::agent_entry(&c, device_id).map(|(_, e)| e.input.clone())
     }
@@ -216,11 +230,13 @@ impl Registry {
             .values()
             .filter(|e| e.device_id == device_id)
         {
-            let _ = e.commands.try_send(ControlCommand::Revoke {
-                key_id: e.key_id.clone(),
-                code,
-                reason: reason.to_owned(),
-            });
+            let _ = e
+                .commands
+                .try_send(ControlCommand::Revoke(Box::new(Revocation {
+                    key_id: e.key_id.clone(),
+                    code,
+                    reason: reason.to_owned(),
+                })));
         }
     }
 
@@ -240,11 +256,13 @@ impl Registry {
     /// Cuts off the connections authenticated with `key_id`.
     pub fn revoke_key(&self, key_id: &str, code: &'static str, reason: &str) {
         for e in self.lock().by_conn.values().filter(|e| e.key_id == key_id) {
-            let _ = e.commands.try_send(ControlCommand::Revoke {
-                key_id: key_id.to_owned(),
-                code,
-                reason: reason.to_owned(),
-            });
+            let _ = e
+                .commands
+                .try_send(ControlCommand::Revoke(Box::new(Revocation {
+                    key_id: key_id.to_owned(),
+                    code,
+                    reason: reason.to_owned(),
+                })));
         }
     }
 
@@ -406,10 +424,7 @@ mod tests {
         assert!(a.commands.try_recv().is_err());
         assert!(matches!(
             b.commands.try_recv().unwrap(),
-            ControlCommand::Revoke {
-                code: "key_revoked",
-                ..
-            }
+            ControlCommand::Revoke(r) if r.code == "key_revoked"
         ));
     }
 }

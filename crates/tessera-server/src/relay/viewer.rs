@@ -79,6 +79,8 @@ pub async fn upgrade(
     };
     ws.max_message_size(MAX_VIEWER_FRAME)
         .max_frame_size(MAX_VIEWER_FRAME)
+        .read_buffer_size(crate::control::connection::READ_BUFFER)
+        .write_buffer_size(crate::control::connection::WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
             let span = tracing::info_span!("viewer", session = %claims.sid, user = %claims.sub);
             tracing::Instrument::instrument(serve(socket, state, claims, live, ip), span).await;
@@ -276,7 +278,7 @@ async fn serve(
     while ok {
         tokio::select! {
             out = queue.recv() => match out {
-                                Some(ToViewer::Output(data)) => {
+                Some(ToViewer::Output(data)) => {
                     let n = data.len();
                     ok = send(&mut sink, Body::ChannelData(ChannelData { session_id: live.id.clone(), channel_id: SHELL_CHANNEL, data })).await;
                     drained.wrote(n);
@@ -333,7 +335,7 @@ async fn serve(
                         // Waits for room (holding back only this viewer), but
                         // not for long: meanwhile this viewer's own output
                         // queue is not being drained.
-                        match relay.send_timeout(Envelope::of(body), INPUT_WAIT).await {
+                        match relay.send_timeout(crate::control::queued(body), INPUT_WAIT).await {
                             Ok(()) => {}
                             Err(tokio::sync::mpsc::error::SendTimeoutError::Timeout(_)) => {
                                 state.metrics().input_dropped("device_busy");
