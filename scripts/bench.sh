@@ -18,6 +18,10 @@ cargo build --release --locked -p tessera -p tessera-bench
 bench=target/release/tessera-bench
 results="target/bench-results"
 mkdir -p "$results"
+# This run's figures replace the earlier ones of the same benchmarks.
+for b in "${benches[@]}"; do
+  rm -f "$results/$b"-*.json
+done
 
 # 10,000 device connections need as many descriptors on each side.
 ulimit -n "$(ulimit -Hn)"

@@ -102,6 +102,10 @@ enum Command {
         /// SVG chart to write.
         #[arg(long, default_value = "docs/benchmarks.svg")]
         chart: PathBuf,
+        /// Hand-written reading of the figures (what limits the goals not
+        /// met), placed after the goals table if the file exists.
+        #[arg(long, default_value = "docs/benchmarks-analysis.md")]
+        analysis: PathBuf,
     },
 }
 
@@ -142,7 +146,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             results,
             out,
             chart,
-        } => return report::write(&results, &out, &chart),
+            analysis,
+        } => return report::write(&results, &out, &chart, &analysis),
         Command::RelayThroughput { bytes } => {
             flows::relay_throughput(&opts, bytes.unwrap_or(if q { 32 << 20 } else { 1 << 30 }))
                 .await?

@@ -230,7 +230,7 @@ fn goal_rows(benches: &[Bench]) -> String {
     s
 }
 
-pub fn write(results: &Path, out: &Path, chart: &Path) -> anyhow::Result<()> {
+pub fn write(results: &Path, out: &Path, chart: &Path, analysis: &Path) -> anyhow::Result<()> {
     let runs = load(results)?;
     if runs.is_empty() {
         anyhow::bail!("no full (non-quick) results in {}", results.display());
@@ -251,7 +251,7 @@ pub fn write(results: &Path, out: &Path, chart: &Path) -> anyhow::Result<()> {
          process (release build) on an ephemeral loopback port and drives it with real device and \
          viewer clients from the `tessera-bench` process; only the ingest benchmark also runs on \
          PostgreSQL, the others use the embedded SQLite (the relay does not touch the database).\n",
-        sh("git", &["rev-parse", "--short", "HEAD"]),
+        sh("git", &["describe", "--always", "--dirty"]),
         sh("date", &["-u", "+%Y-%m-%d"]),
     );
     md.push_str("## Machine\n\n");
@@ -263,6 +263,10 @@ pub fn write(results: &Path, out: &Path, chart: &Path) -> anyhow::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let _ = writeln!(md, "\n![throughput and latency]({chart_name})\n");
+    if let Ok(text) = std::fs::read_to_string(analysis) {
+        md.push_str(text.trim_end());
+        md.push_str("\n\n");
+    }
     for b in &benches {
         let _ = writeln!(md, "## {} ({})\n", b.name, b.backend);
         let _ = writeln!(
@@ -303,8 +307,9 @@ const NOTES: &str = "## How to read these\n\n\
 - *fanout*: per-viewer rates are bytes over the time from the first byte sent to that viewer's \
   last byte received. The stalled viewer connects and never reads; the relay disconnects it \
   (`viewer_too_slow`, 4010) and the others keep their pace.\n\
-- *idle-devices*: memory is the server's resident set after all connections minus before them, \
-  divided by the connections; CPU is the server's user+system time over two heartbeat intervals.\n\
+- *idle-devices*: memory is the marginal cost: the server's resident set with all devices \
+  connected minus its resident set with half of them, divided by the second half (so start-up \
+  memory and the first-touch growth of pools and caches do not count as per-connection); CPU is the server's user+system time over two heartbeat intervals.\n\
 - *session-setup*: from the creator's request to every member holding the session key (each \
   member's Noise handshake done and its key sent).\n\
 - *ingest*: four devices push batches of 500 events at once; with 50 % duplicates half of each \
