@@ -439,7 +439,7 @@ impl Session {
                         return;
                     }
                 }
-                                Some(typed) = input.recv() => {
+                Some(typed) = input.recv() => {
                     if sink.send(Message::Binary(typed.encode_to_vec().into())).await.is_err() {
                         return;
                     }
