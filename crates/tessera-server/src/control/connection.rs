@@ -68,11 +68,49 @@ pub async fn upgrade(
         .max_frame_size(MAX_DEVICE_FRAME)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| async move {
-            let device_id = device.device_id.clone();
-            let span = tracing::info_span!("device_connection", device = %device_id);
-            let _ = tracing::Instrument::instrument(serve(socket, state, device, ip), span).await;
+        .on_upgrade(move |socket| {
+            connection(Box::new(Accepted {
+                socket,
+                state,
+                device,
+                ip,
+            }))
         })
+}
+
+/// An upgraded socket and who it claims to be, before the handshake.
+///
+/// The connection's future is held for the connection's whole life, and a
+/// future keeps room for its arguments and for the largest state it ever
+/// passes through. So the arguments travel boxed, the handshake runs in its
+/// own boxed future that is freed once it is done, and an idle device holds
+/// only the loop of [`Connected::serve`].
+struct Accepted {
+    socket: WebSocket,
+    state: AppState,
+    device: DevicePrincipal,
+    ip: ClientIp,
+}
+
+/// A device that proved its identity and is registered on this node.
+struct Connected {
+    sink: Sink,
+    stream: Stream,
+    registration: Registration,
+    session: Session,
+    /// An agent (not a `tessera send` client): it makes the device online.
+    agent: bool,
+    /// The protocol version both sides speak.
+    version: u32,
+}
+
+async fn connection(accepted: Box<Accepted>) {
+    use tracing::Instrument as _;
+    let span = tracing::info_span!("device_connection", device = %accepted.device.device_id);
+    let connected = Box::pin(handshake(accepted)).instrument(span.clone()).await;
+    if let Some(mut connected) = connected {
+        connected.serve().instrument(span).await;
+    }
 }
 
 type Sink = SplitSink<WebSocket, Message>;
@@ -181,7 +219,15 @@ async fn audit_auth_failure(
     }
 }
 
-async fn serve(socket: WebSocket, state: AppState, device: DevicePrincipal, ip: ClientIp) {
+/// Challenges the device to prove its identity key, then records and
+/// registers the connection. `None`: refused (and told why) or gone.
+async fn handshake(accepted: Box<Accepted>) -> Option<Box<Connected>> {
+    let Accepted {
+        socket,
+        state,
+        device,
+        ip,
+    } = *accepted;
     let (mut sink, mut stream) = socket.split();
     let nonce: [u8; 32] = random_bytes();
     let challenge = Body::Challenge(Challenge {
@@ -190,34 +236,37 @@ async fn serve(socket: WebSocket, state: AppState, device: DevicePrincipal, ip: 
         min_protocol_version: MIN_PROTOCOL_VERSION,
         server_time_ms: state.now().as_millis(),
     });
-    if send(&mut sink, challenge).await.is_err() {
-        return;
-    }
+    send(&mut sink, challenge).await.ok()?;
 
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, next_envelope(&state, &mut stream)).await
     {
         Ok(Incoming::Envelope(Envelope {
             body: Some(Body::Hello(h)),
         })) => h,
-        Ok(Incoming::Bad(code, why)) => return close_with(&mut sink, code, why).await,
-        Ok(Incoming::Closed) => return,
+        Ok(Incoming::Bad(code, why)) => {
+            close_with(&mut sink, code, why).await;
+            return None;
+        }
+        Ok(Incoming::Closed) => return None,
         Ok(Incoming::Envelope(_)) => {
-            return refuse(
+            refuse(
                 &mut sink,
                 close::AUTH_FAILED,
                 "hello_expected",
                 "expected Hello",
             )
-            .await
+            .await;
+            return None;
         }
         Err(_) => {
-            return refuse(
+            refuse(
                 &mut sink,
                 close::AUTH_FAILED,
                 "hello_timeout",
                 "no Hello within 10 s",
             )
-            .await
+            .await;
+            return None;
         }
     };
 
@@ -232,16 +281,17 @@ async fn serve(socket: WebSocket, state: AppState, device: DevicePrincipal, ip: 
             "device_id_mismatch",
         ))
         .await;
-        return refuse(
+        refuse(
             &mut sink,
             close::AUTH_FAILED,
             "identity_proof_failed",
             "the device id does not match the key's device",
         )
         .await;
+        return None;
     };
     if hello.protocol_version < MIN_PROTOCOL_VERSION {
-        return refuse(
+        refuse(
             &mut sink,
             close::INCOMPATIBLE,
             "incompatible_version",
@@ -251,6 +301,7 @@ async fn serve(socket: WebSocket, state: AppState, device: DevicePrincipal, ip: 
             ),
         )
         .await;
+        return None;
     }
     let body = challenge_body(&nonce, &claimed, hello.protocol_version);
     if identity::verify(
@@ -268,21 +319,22 @@ async fn serve(socket: WebSocket, state: AppState, device: DevicePrincipal, ip: 
             "bad_challenge_signature",
         ))
         .await;
-        return refuse(
+        refuse(
             &mut sink,
             close::AUTH_FAILED,
             "identity_proof_failed",
             "the challenge signature does not verify with this device's identity key",
         )
         .await;
+        return None;
     }
     let version = hello.protocol_version.min(PROTOCOL_VERSION);
     let agent = hello.role != tessera_proto::role::CLIENT;
 
-    let ip_text = ip.0.to_string();
     // A client connection (a `tessera send`) does not make the device
     // online or offline: its agent does.
     if agent {
+        let ip_text = ip.0.to_string();
         let connected = store::devices::Connected {
             id: &device.device_id,
             key_id: &device.key_id,
@@ -298,69 +350,92 @@ async fn serve(socket: WebSocket, state: AppState, device: DevicePrincipal, ip: 
     }
     // Registered only once the row says what connected, so a device that
     // shows online also shows its agent version and OS.
-    let registry = state.registry();
     let role = if agent {
         tessera_proto::role::AGENT
     } else {
         tessera_proto::role::CLIENT
     };
-    let mut registration = registry.register(&device.device_id, &device.key_id, role, version);
+    let registration = state
+        .registry()
+        .register(&device.device_id, &device.key_id, role, version);
     let conn_id = registration.conn_id;
-    let interval = state.config().heartbeat_interval;
-    let welcome = Body::Welcome(Welcome {
-        protocol_version: version,
-        heartbeat_interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
-        connection_id: conn_id.to_string(),
-    });
     tracing::info!(conn_id, "device connected");
+    Some(Box::new(Connected {
+        sink,
+        stream,
+        registration,
+        session: Session {
+            state,
+            device,
+            conn_id,
+            pending_rotation: None,
+        },
+        agent,
+        version,
+    }))
+}
 
-    let mut session = Session {
-        state: state.clone(),
-        device,
-        conn_id,
-        pending_rotation: None,
-    };
-    if send(&mut sink, welcome).await.is_ok() {
-        if agent {
-            Box::pin(crate::session::device_arrived(
-                &state,
-                &session.device.device_id,
-            ))
-            .await;
+impl Connected {
+    /// Welcomes the device, serves it until the connection ends, and
+    /// records that it is gone.
+    async fn serve(&mut self) {
+        let Connected {
+            sink,
+            stream,
+            registration,
+            session,
+            agent,
+            version,
+        } = self;
+        let state = session.state.clone();
+        let conn_id = session.conn_id;
+        let interval = state.config().heartbeat_interval;
+        let welcome = Body::Welcome(Welcome {
+            protocol_version: *version,
+            heartbeat_interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
+            connection_id: conn_id.to_string(),
+        });
+        if send(sink, welcome).await.is_ok() {
+            if *agent {
+                Box::pin(crate::session::device_arrived(
+                    &state,
+                    &session.device.device_id,
+                ))
+                .await;
+            }
+            session.run(sink, stream, registration, interval).await;
         }
-        session
-            .run(&mut sink, &mut stream, &mut registration, interval)
-            .await;
-    }
-    registry.unregister(&session.device.device_id, conn_id);
-    Box::pin(crate::automatic::connection_closed(
-        &state,
-        &session.device.device_id,
-        conn_id,
-    ))
-    .await;
-    if agent {
-        // The shells of this connection died with it; sessions waiting for
-        // consent end too unless a newer connection took over (it asks again).
-        let reconnected = registry.is_connected(&session.device.device_id);
-        Box::pin(crate::session::connection_closed(
+        let registry = state.registry();
+        registry.unregister(&session.device.device_id, conn_id);
+        Box::pin(crate::automatic::connection_closed(
             &state,
             &session.device.device_id,
             conn_id,
-            reconnected,
         ))
         .await;
-        if let Err(e) = Box::pin(store::devices::mark_disconnected(
-            state.db(),
-            &session.device.device_id,
-            state.now(),
-        ))
-        .await
-        {
-            tracing::warn!(error = %e, "cannot record the disconnection");
+        if *agent {
+            // The shells of this connection died with it; sessions waiting for
+            // consent end too unless a newer connection took over (it asks again).
+            let reconnected = registry.is_connected(&session.device.device_id);
+            Box::pin(crate::session::connection_closed(
+                &state,
+                &session.device.device_id,
+                conn_id,
+                reconnected,
+            ))
+            .await;
+            if let Err(e) = Box::pin(store::devices::mark_disconnected(
+                state.db(),
+                &session.device.device_id,
+                state.now(),
+            ))
+            .await
+            {
+                tracing::warn!(error = %e, "cannot record the disconnection");
+            }
         }
+        tracing::info!(conn_id, "device disconnected");
     }
-    tracing::info!(conn_id, "device disconnected");
 }
 
 /// What a device reports about itself is shown to operators: keep it to
@@ -387,7 +462,7 @@ impl Session {
         interval: Duration,
     ) {
         let Registration {
-            commands,
+            orders,
             notices,
             input,
             e2e,
@@ -402,8 +477,8 @@ impl Session {
                 // re-arms the heartbeat deadline, so time spent pushing back
                 // on a device's output never counts as a missed heartbeat.
                 biased;
-                cmd = commands.recv() => match cmd {
-                    Some(ControlCommand::Revoke(revocation)) => {
+                order = orders.next() => match order {
+                    ControlCommand::Revoke(revocation) => {
                         let Revocation { key_id, code, reason } = *revocation;
                         // A stale order for a key this connection rotated away from.
                         if key_id != self.device.key_id && code == "key_revoked" {
@@ -412,10 +487,10 @@ impl Session {
                         let _ = send(sink, Body::Revoked(Revoked { code: code.to_owned(), reason })).await;
                         return close_with(sink, close::REVOKED, code).await;
                     }
-                    Some(ControlCommand::Replaced) | None => {
+                    ControlCommand::Replaced => {
                         return close_with(sink, close::REPLACED, "replaced_by_newer_connection").await;
                     }
-                    Some(ControlCommand::IdentityRotated) => {
+                    ControlCommand::IdentityRotated => {
                         return close_with(sink, close::REPLACED, "identity_rotated").await;
                     }
                 },

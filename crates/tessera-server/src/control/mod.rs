@@ -2,7 +2,7 @@
 //! them.
 //!
 //! Each connected device has one entry, holding the key it authenticated
-//! with and a bounded command channel to its connection task. A revocation
+//! with and a small order box for its connection task. A revocation
 //! made on this node reaches the connection at once through [`Registry`];
 //! one made on another node is found by the presence sweep, which runs once
 //! per heartbeat interval, so a revoked device is cut off within one
@@ -10,12 +10,12 @@
 
 pub mod connection;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tessera_proto::Envelope;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::store;
 use crate::AppState;
@@ -33,7 +33,6 @@ pub fn queued(body: tessera_proto::Body) -> Queued {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ControlCommand {
     /// The device, or the key this connection authenticated with, is revoked.
-    /// Boxed so that the queue's slots, allocated up front, stay small.
     Revoke(Box<Revocation>),
     /// A newer connection of the same device took over.
     Replaced,
@@ -57,7 +56,7 @@ struct Entry {
     role: u32,
     /// The protocol version the connection speaks.
     protocol: u32,
-    commands: mpsc::Sender<ControlCommand>,
+    orders: Arc<Orders>,
     /// Server notices for the device (channel opens, consent requests,
     /// session ends, invitations): never crowded out by other traffic.
     notices: mpsc::Sender<Queued>,
@@ -70,7 +69,7 @@ struct Entry {
 /// What one registration hands its connection task.
 pub struct Registration {
     pub conn_id: u64,
-    pub commands: mpsc::Receiver<ControlCommand>,
+    pub orders: Arc<Orders>,
     pub notices: mpsc::Receiver<Queued>,
     pub input: mpsc::Receiver<Queued>,
     pub e2e: mpsc::Receiver<Queued>,
@@ -91,9 +90,58 @@ pub struct Registry {
     next_id: AtomicU64,
 }
 
-/// Commands per connection that may wait; a connection that falls this far
-/// behind is being torn down anyway, so further commands are dropped.
-const COMMAND_QUEUE: usize = 8;
+/// Orders per connection that may wait; a connection that falls this far
+/// behind is being torn down anyway, so further orders are dropped.
+const ORDER_QUEUE: usize = 8;
+
+/// The orders waiting for one connection task.
+///
+/// Orders are rare (every one but a stale revocation ends the connection),
+/// so this is a short list and a wake-up rather than a channel: a tokio
+/// channel allocates its first block of slots and two cache-padded halves
+/// up front, about 0.8 KiB that every idle device would carry.
+#[derive(Debug, Default)]
+pub struct Orders {
+    queue: Mutex<VecDeque<ControlCommand>>,
+    wake: Notify,
+}
+
+impl Orders {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<ControlCommand>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues an order (dropped if the connection has [`ORDER_QUEUE`]
+    /// waiting) and wakes the connection task.
+    fn post(&self, order: ControlCommand) {
+        {
+            let mut q = self.lock();
+            if q.len() >= ORDER_QUEUE {
+                return;
+            }
+            q.push_back(order);
+        }
+        // Stores a permit if the task is not waiting, so an order posted
+        // between its check and its wait still wakes it.
+        self.wake.notify_one();
+    }
+
+    /// The oldest waiting order, without waiting.
+    pub fn take(&self) -> Option<ControlCommand> {
+        self.lock().pop_front()
+    }
+
+    /// The next order. Cancel-safe: an order is only taken off the list
+    /// in the same poll that returns it.
+    pub async fn next(&self) -> ControlCommand {
+        loop {
+            if let Some(order) = self.take() {
+                return order;
+            }
+            self.wake.notified().await;
+        }
+    }
+}
 /// Viewer input waiting for the device's socket. Input waits a little for
 /// room (holding back only its viewer), then is dropped and counted.
 pub const INPUT_QUEUE: usize = 256;
@@ -119,7 +167,7 @@ impl Registry {
         protocol: u32,
     ) -> Registration {
         let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let orders = Arc::new(Orders::default());
         let (notices_tx, notices_rx) = mpsc::channel(NOTICE_QUEUE);
         let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
         let (e2e_tx, e2e_rx) = mpsc::channel(E2E_QUEUE);
@@ -131,7 +179,7 @@ impl Registry {
                 key_id: key_id.to_owned(),
                 role,
                 protocol,
-                commands: tx,
+                orders: Arc::clone(&orders),
                 notices: notices_tx,
                 input: input_tx,
                 e2e: e2e_tx,
@@ -140,13 +188,13 @@ impl Registry {
         if role == tessera_proto::role::AGENT {
             if let Some(old) = c.agent_of.insert(device_id.to_owned(), conn_id) {
                 if let Some(e) = c.by_conn.get(&old) {
-                    let _ = e.commands.try_send(ControlCommand::Replaced);
+                    e.orders.post(ControlCommand::Replaced);
                 }
             }
         }
         Registration {
             conn_id,
-            commands: rx,
+            orders,
             notices: notices_rx,
             input: input_rx,
             e2e: e2e_rx,
@@ -230,13 +278,11 @@ impl Registry {
             .values()
             .filter(|e| e.device_id == device_id)
         {
-            let _ = e
-                .commands
-                .try_send(ControlCommand::Revoke(Box::new(Revocation {
-                    key_id: e.key_id.clone(),
-                    code,
-                    reason: reason.to_owned(),
-                })));
+            e.orders.post(ControlCommand::Revoke(Box::new(Revocation {
+                key_id: e.key_id.clone(),
+                code,
+                reason: reason.to_owned(),
+            })));
         }
     }
 
@@ -249,20 +295,18 @@ impl Registry {
             .values()
             .filter(|e| e.device_id == device_id)
         {
-            let _ = e.commands.try_send(ControlCommand::IdentityRotated);
+            e.orders.post(ControlCommand::IdentityRotated);
         }
     }
 
     /// Cuts off the connections authenticated with `key_id`.
     pub fn revoke_key(&self, key_id: &str, code: &'static str, reason: &str) {
         for e in self.lock().by_conn.values().filter(|e| e.key_id == key_id) {
-            let _ = e
-                .commands
-                .try_send(ControlCommand::Revoke(Box::new(Revocation {
-                    key_id: key_id.to_owned(),
-                    code,
-                    reason: reason.to_owned(),
-                })));
+            e.orders.post(ControlCommand::Revoke(Box::new(Revocation {
+                key_id: key_id.to_owned(),
+                code,
+                reason: reason.to_owned(),
+            })));
         }
     }
 
@@ -403,11 +447,11 @@ mod tests {
     #[test]
     fn a_new_connection_replaces_the_old_one() {
         let r = Registry::default();
-        let mut first = r.register("dev", "k1", 0, 2);
+        let first = r.register("dev", "k1", 0, 2);
         let second = r.register("dev", "k1", 0, 2);
         let (old, new) = (first.conn_id, second.conn_id);
         assert_ne!(old, new);
-        assert_eq!(first.commands.try_recv().unwrap(), ControlCommand::Replaced);
+        assert_eq!(first.orders.take(), Some(ControlCommand::Replaced));
         // The old connection's cleanup must not remove the new one.
         r.unregister("dev", old);
         assert!(r.is_connected("dev"));
@@ -418,13 +462,47 @@ mod tests {
     #[test]
     fn revoking_a_key_reaches_only_its_connection() {
         let r = Registry::default();
-        let mut a = r.register("a", "ka", 0, 2);
-        let mut b = r.register("b", "kb", 0, 2);
+        let a = r.register("a", "ka", 0, 2);
+        let b = r.register("b", "kb", 0, 2);
         r.revoke_key("kb", "key_revoked", "test");
-        assert!(a.commands.try_recv().is_err());
+        assert!(a.orders.take().is_none());
         assert!(matches!(
-            b.commands.try_recv().unwrap(),
-            ControlCommand::Revoke(r) if r.code == "key_revoked"
+            b.orders.take(),
+            Some(ControlCommand::Revoke(r)) if r.code == "key_revoked"
         ));
+    }
+
+    #[tokio::test]
+    async fn an_order_posted_before_the_wait_still_wakes_it() {
+        let orders = Orders::default();
+        orders.post(ControlCommand::Replaced);
+        orders.post(ControlCommand::IdentityRotated);
+        assert_eq!(orders.next().await, ControlCommand::Replaced);
+        assert_eq!(orders.next().await, ControlCommand::IdentityRotated);
+        // The permit left by the second post must not make a third wait
+        // return early with nothing.
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_millis(20), orders.next()).await;
+        assert!(waited.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_task_wakes_for_an_order_and_a_full_list_drops_more() {
+        let orders = Arc::new(Orders::default());
+        let waiter = tokio::spawn({
+            let orders = Arc::clone(&orders);
+            async move { orders.next().await }
+        });
+        tokio::task::yield_now().await;
+        orders.post(ControlCommand::Replaced);
+        assert_eq!(waiter.await.ok(), Some(ControlCommand::Replaced));
+        for _ in 0..ORDER_QUEUE + 3 {
+            orders.post(ControlCommand::IdentityRotated);
+        }
+        let mut taken = 0;
+        while orders.take().is_some() {
+            taken += 1;
+        }
+        assert_eq!(taken, ORDER_QUEUE);
     }
 }
