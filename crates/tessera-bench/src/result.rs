@@ -25,6 +25,9 @@ pub struct BenchResult {
     /// The command line that produced it.
     #[serde(default)]
     pub command: String,
+    /// The code it measured (`git describe --always --dirty` at run time).
+    #[serde(default)]
+    pub commit: String,
 }
 
 impl BenchResult {
@@ -37,6 +40,7 @@ impl BenchResult {
             quick: false,
             backend: String::new(),
             command: String::new(),
+            commit: String::new(),
         }
     }
 
@@ -65,6 +69,7 @@ impl BenchResult {
             }
         }
         self.command = shown.join(" ");
+        self.commit = crate::report::sh("git", &["describe", "--always", "--dirty"]);
         if self.backend.is_empty() {
             self.backend = format!("{backend:?}").to_lowercase();
         }
