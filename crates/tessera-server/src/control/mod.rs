@@ -127,7 +127,7 @@ impl Orders {
     }
 
     /// The oldest waiting order, without waiting.
-    pub fn take(&self) -> Option<ControlCommand> {
+    fn take(&self) -> Option<ControlCommand> {
         self.lock().pop_front()
     }
 
