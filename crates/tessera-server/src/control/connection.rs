@@ -102,6 +102,8 @@ struct Connected {
     agent: bool,
     /// The protocol version both sides speak.
     version: u32,
+    /// When this connection was recorded in the device's row.
+    connected_at: tessera_core::Timestamp,
 }
 
 async fn connection(accepted: Box<Accepted>) {
@@ -330,6 +332,7 @@ async fn handshake(accepted: Box<Accepted>) -> Option<Box<Connected>> {
     }
     let version = hello.protocol_version.min(PROTOCOL_VERSION);
     let agent = hello.role != tessera_proto::role::CLIENT;
+    let connected_at = state.now();
 
     // A client connection (a `tessera send`) does not make the device
     // online or offline: its agent does.
@@ -342,7 +345,7 @@ async fn handshake(accepted: Box<Accepted>) -> Option<Box<Connected>> {
             agent_version: &clip(&hello.agent_version, 64),
             os: &clip(&hello.os, 128),
             hostname: &clip(&hello.hostname, 255),
-            now: state.now(),
+            now: connected_at,
         };
         if let Err(e) = Box::pin(store::devices::mark_connected(state.db(), connected)).await {
             tracing::warn!(error = %e, "cannot record the connection");
@@ -372,6 +375,7 @@ async fn handshake(accepted: Box<Accepted>) -> Option<Box<Connected>> {
         },
         agent,
         version,
+        connected_at,
     }))
 }
 
@@ -386,6 +390,7 @@ impl Connected {
             session,
             agent,
             version,
+            connected_at,
         } = self;
         let state = session.state.clone();
         let conn_id = session.conn_id;
@@ -427,6 +432,7 @@ impl Connected {
             if let Err(e) = Box::pin(store::devices::mark_disconnected(
                 state.db(),
                 &session.device.device_id,
+                *connected_at,
                 state.now(),
             ))
             .await

@@ -230,12 +230,25 @@ pub async fn mark_connected(db: &Db, c: Connected<'_>) -> StoreResult<()> {
     Ok(())
 }
 
-pub async fn mark_disconnected(db: &Db, id: &str, now: Timestamp) -> StoreResult<()> {
-    sqlx::query("UPDATE devices SET disconnected_at = $1, last_seen_at = $1 WHERE id = $2")
-        .bind(now.as_millis())
-        .bind(id)
-        .execute(db.pool())
-        .await?;
+/// Records that the connection made at `connected_at` is gone. A newer
+/// connection of the device (a takeover, here or on another node) has
+/// recorded its own `connected_at` since: then the device stays connected.
+pub async fn mark_disconnected(
+    db: &Db,
+    id: &str,
+    connected_at: Timestamp,
+    now: Timestamp,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE devices SET last_seen_at = $1, \
+         disconnected_at = CASE WHEN connected_at = $2 THEN $1 ELSE disconnected_at END \
+         WHERE id = $3",
+    )
+    .bind(now.as_millis())
+    .bind(connected_at.as_millis())
+    .bind(id)
+    .execute(db.pool())
+    .await?;
     Ok(())
 }
 

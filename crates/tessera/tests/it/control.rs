@@ -303,6 +303,60 @@ async fn a_revocation_on_another_node_arrives_within_one_heartbeat() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_leaves_the_device_online_on_every_node() {
+    // Long heartbeats: "seen lately" is no part of what this checks.
+    let a = TestServer::start_with(fast_heartbeat(60_000)).await;
+    let b = TestServer::start_with(Options {
+        database_url: Some(a.database_url.clone()),
+        ..fast_heartbeat(60_000)
+    })
+    .await;
+    let admin_a = a.admin().await;
+    let admin_b = b.login("admin", &a.admin_password.clone().unwrap()).await;
+    let device = TestDevice::enroll(&a, &admin_a, "twice").await;
+    let keys = device.state.identity().unwrap();
+    let id = keys.device_id();
+
+    let mut first = open(&a, device.key.expose()).await.unwrap();
+    assert!(matches!(
+        hello(&mut first, &keys, &id).await,
+        Ok(Body::Welcome(_))
+    ));
+    // Later, a second connection of the same device takes over on node A.
+    a.clock.advance(Duration::from_secs(1));
+    let mut second = open(&a, device.key.expose()).await.unwrap();
+    assert!(matches!(
+        hello(&mut second, &keys, &id).await,
+        Ok(Body::Welcome(_))
+    ));
+    assert_eq!(
+        next(&mut first).await.unwrap_err(),
+        tessera_proto::close::REPLACED
+    );
+    // The replaced connection's cleanup must not make node B, which knows
+    // the device only from the database, show it offline.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(admin_a.device(&device.device_id).await.unwrap().online);
+    assert!(
+        admin_b.device(&device.device_id).await.unwrap().online,
+        "online on the other node after the takeover"
+    );
+
+    // When the device's last connection closes, it goes offline everywhere.
+    a.clock.advance(Duration::from_secs(1));
+    second.close(None).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            !admin_b.device(&device.device_id).await.unwrap().online
+        })
+        .await,
+        "offline on the other node once the last connection is gone"
+    );
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_frame_closes_the_socket_with_1009() {
     let s = TestServer::start().await;
     let admin = s.admin().await;
