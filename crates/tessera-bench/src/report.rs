@@ -127,7 +127,13 @@ fn figure<'a>(benches: &'a [Bench], bench: &str, name: &str) -> Option<&'a Summa
         .map(|(_, s)| s)
 }
 
-pub(crate) fn sh(cmd: &str, args: &[&str]) -> String {
+/// The checked-out code, as `git describe` names it (`-dirty` when tracked
+/// files differ from the commit); empty outside a git checkout.
+pub(crate) fn commit() -> String {
+    sh("git", &["describe", "--always", "--dirty"])
+}
+
+fn sh(cmd: &str, args: &[&str]) -> String {
     std::process::Command::new(cmd)
         .args(args)
         .output()
@@ -251,7 +257,7 @@ pub fn write(results: &Path, out: &Path, chart: &Path, analysis: &Path) -> anyho
     commits.sort_unstable();
     commits.dedup();
     let measured = if commits.is_empty() {
-        format!("`{}`", sh("git", &["describe", "--always", "--dirty"]))
+        format!("`{}`", commit())
     } else {
         commits
             .iter()

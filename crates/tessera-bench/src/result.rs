@@ -69,7 +69,7 @@ impl BenchResult {
             }
         }
         self.command = shown.join(" ");
-        self.commit = crate::report::sh("git", &["describe", "--always", "--dirty"]);
+        self.commit = crate::report::commit();
         if self.backend.is_empty() {
             self.backend = format!("{backend:?}").to_lowercase();
         }

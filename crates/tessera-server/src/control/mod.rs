@@ -33,6 +33,8 @@ pub fn queued(body: tessera_proto::Body) -> Queued {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ControlCommand {
     /// The device, or the key this connection authenticated with, is revoked.
+    /// Boxed so that every idle connection's loop, which has room for an
+    /// order it is acting on, stays small.
     Revoke(Box<Revocation>),
     /// A newer connection of the same device took over.
     Replaced,
