@@ -11,11 +11,17 @@ pub mod audit;
 pub mod clock;
 pub mod codes;
 pub mod e2e;
+pub mod error_code;
 pub mod events;
 pub mod identity;
+pub mod ids;
+pub mod kinds;
 pub mod password;
 pub mod roles;
 pub mod secret;
 pub mod trust;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use error_code::ErrorCode;
+pub use identity::DeviceId;
+pub use ids::{ExchangeId, GrantId, PairingId, SessionId, TenantId, UserId};

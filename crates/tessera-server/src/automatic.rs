@@ -19,8 +19,8 @@ use tessera_proto::v1::{
 };
 use tessera_proto::{Body, AUTO_SESSION_VERSION};
 
-use crate::audit::{Action, Actor, AuditEvent};
 use crate::auth::device::DevicePrincipal;
+use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::devices::DeviceRow;
 use crate::store::trust::{AttestationRow, GrantRow};
 use crate::store::{self, StoreError};

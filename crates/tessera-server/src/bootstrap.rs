@@ -9,7 +9,7 @@ use tessera_core::password;
 use tessera_core::roles::Role;
 use zeroize::Zeroizing;
 
-use crate::audit::{Action, Actor, AuditEvent};
+use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::{self, StoreResult};
 use crate::tenancy::BOOTSTRAP_TENANT;
 use crate::AppState;

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use tessera_core::identity::IdentityDocument;
 use tessera_core::secret::{Secret, SecretKind};
 
-use crate::audit::{Action, Actor, AuditEvent};
 use crate::http::error::ApiError;
+use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::enrollment::TokenRow;
 use crate::store::{self, StoreError, StoreResult, Tx};
 use crate::AppState;

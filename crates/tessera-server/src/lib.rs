@@ -6,7 +6,6 @@
 //! functions tests can call without a socket.
 #![forbid(unsafe_code)]
 
-pub mod audit;
 pub mod auth;
 pub mod automatic;
 pub mod bootstrap;
@@ -19,207 +18,23 @@ pub mod metrics;
 pub mod pairing;
 pub mod relay;
 pub mod session;
+pub mod state;
 pub mod store;
 pub mod tenancy;
 pub mod tls;
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU32;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum_server::tls_rustls::RustlsConfig;
-use ipnet::IpNet;
-use tessera_core::{Clock, Timestamp};
-use tokio_util::sync::CancellationToken;
+use tessera_core::Clock;
 
-use crate::audit::AuditEvent;
-use crate::auth::lockout::{Lockout, LockoutPolicy};
-use crate::auth::ratelimit::IpRateLimiter;
 pub use crate::bootstrap::BootstrapAdmin;
 pub use crate::config::{ServerConfig, TlsMode};
-use crate::metrics::Metrics;
-use crate::store::{Db, StoreResult, Tx};
-
-/// Shared state of one server process, handed to every handler.
-#[derive(Clone)]
-pub struct AppState {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    db: Db,
-    clock: Arc<dyn Clock>,
-    config: ServerConfig,
-    metrics: Metrics,
-    login_lockout: Lockout<IpAddr>,
-    /// Failed user-code lookups: guessing codes locks an address out.
-    pairing_lockout: Lockout<IpAddr>,
-    limiters: Limiters,
-    registry: control::Registry,
-    hub: relay::Hub,
-    auto: automatic::AutoHub,
-    relay_tap: std::sync::RwLock<Option<automatic::RelayTap>>,
-    viewer_keys: auth::viewer::ViewerKeys,
-    shutdown: CancellationToken,
-}
-
-/// The named per-IP limiters that routes attach.
-pub struct Limiters {
-    pub login: Arc<IpRateLimiter>,
-    pub password: Arc<IpRateLimiter>,
-    pub device_authorization: Arc<IpRateLimiter>,
-    pub enroll: Arc<IpRateLimiter>,
-    pub pairing_lookup: Arc<IpRateLimiter>,
-    pub support_code: Arc<IpRateLimiter>,
-}
-
-impl Limiters {
-    fn new(clock: &Arc<dyn Clock>) -> Self {
-        let per = |name, burst: u32, period_ms| {
-            Arc::new(IpRateLimiter::new(
-                name,
-                NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN),
-                Duration::from_millis(period_ms),
-                clock.clone(),
-            ))
-        };
-        Limiters {
-            // 20 at once, then one every 3 s (20 a minute).
-            login: per("login", 20, 3_000),
-            password: per("change_password", 10, 6_000),
-            device_authorization: per("device_authorization", 10, 6_000),
-            enroll: per("enroll", 50, 1_000),
-            pairing_lookup: per("pairing_lookup", 20, 3_000),
-            // Generous enough for a burst of honest binders racing for one
-            // code; guessing is stopped by the lockout.
-            support_code: per("support_code", 30, 2_000),
-        }
-    }
-
-    fn all(&self) -> [&Arc<IpRateLimiter>; 6] {
-        [
-            &self.login,
-            &self.password,
-            &self.device_authorization,
-            &self.enroll,
-            &self.pairing_lookup,
-            &self.support_code,
-        ]
-    }
-}
-
-impl std::fmt::Debug for AppState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState")
-            .field("backend", &self.inner.db.backend())
-            .finish_non_exhaustive()
-    }
-}
-
-impl AppState {
-    pub fn new(db: Db, clock: Arc<dyn Clock>, config: ServerConfig, viewer_secret: &[u8]) -> Self {
-        let limiters = Limiters::new(&clock);
-        let hub = relay::Hub::with_max_viewers(config.max_viewers);
-        AppState {
-            inner: Arc::new(Inner {
-                db,
-                clock,
-                config,
-                metrics: Metrics::default(),
-                login_lockout: Lockout::new(LockoutPolicy::default()),
-                pairing_lockout: Lockout::new(LockoutPolicy::default()),
-                limiters,
-                registry: control::Registry::default(),
-                hub,
-                auto: automatic::AutoHub::default(),
-                relay_tap: std::sync::RwLock::new(None),
-                viewer_keys: auth::viewer::ViewerKeys::new(viewer_secret),
-                shutdown: CancellationToken::new(),
-            }),
-        }
-    }
-
-    pub fn db(&self) -> &Db {
-        &self.inner.db
-    }
-
-    pub fn now(&self) -> Timestamp {
-        self.inner.clock.now()
-    }
-
-    pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.inner.clock
-    }
-
-    pub fn config(&self) -> &ServerConfig {
-        &self.inner.config
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
-    }
-
-    pub fn trusted_proxies(&self) -> &[IpNet] {
-        &self.inner.config.trusted_proxies
-    }
-
-    pub fn login_lockout(&self) -> &Lockout<IpAddr> {
-        &self.inner.login_lockout
-    }
-
-    pub fn pairing_lockout(&self) -> &Lockout<IpAddr> {
-        &self.inner.pairing_lockout
-    }
-
-    /// Devices connected to this node.
-    pub fn registry(&self) -> &control::Registry {
-        &self.inner.registry
-    }
-
-    /// Sessions relayed by this node.
-    pub fn hub(&self) -> &relay::Hub {
-        &self.inner.hub
-    }
-
-    /// Automatic sessions routed by this node.
-    pub fn auto(&self) -> &automatic::AutoHub {
-        &self.inner.auto
-    }
-
-    /// The relay tap, if a test set one (see [`automatic::RelayTap`]).
-    pub fn relay_tap(&self) -> Option<automatic::RelayTap> {
-        self.inner.relay_tap.read().ok().and_then(|t| t.clone())
-    }
-
-    /// Tests only: sees (and may alter) sealed payloads as they are routed.
-    pub fn set_relay_tap(&self, tap: Option<automatic::RelayTap>) {
-        if let Ok(mut t) = self.inner.relay_tap.write() {
-            *t = tap;
-        }
-    }
-
-    pub fn viewer_keys(&self) -> &auth::viewer::ViewerKeys {
-        &self.inner.viewer_keys
-    }
-
-    pub fn limiters(&self) -> &Limiters {
-        &self.inner.limiters
-    }
-
-    /// Cancelled when the server begins to shut down.
-    pub fn shutdown_token(&self) -> &CancellationToken {
-        &self.inner.shutdown
-    }
-
-    /// Appends an audit event inside `tx`, at the current time.
-    pub async fn audit(&self, tx: &mut Tx, event: AuditEvent) -> StoreResult<i64> {
-        let seq = audit::record(tx, self.now(), event).await?;
-        self.inner.metrics.audit_appended();
-        Ok(seq)
-    }
-}
+pub use crate::state::AppState;
+use crate::store::Db;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]

@@ -150,8 +150,9 @@ impl Metrics {
             .inc();
     }
 
-    pub fn audit_appended(&self) {
-        self.inner.audit_appends.inc();
+    /// The counter of committed audit rows, for [`crate::store::Db`].
+    pub fn audit_counter(&self) -> Counter {
+        self.inner.audit_appends.clone()
     }
 
     pub fn oversized_frame(&self, plane: &str) {

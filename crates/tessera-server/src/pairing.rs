@@ -13,10 +13,10 @@ use tessera_core::roles::Permission;
 use tessera_core::secret::{Secret, SecretKind};
 use tessera_core::Timestamp;
 
-use crate::audit::{Action, Actor, AuditEvent};
 use crate::auth::login::locked_out;
 use crate::auth::Operator;
 use crate::http::error::ApiError;
+use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::pairings::PairingRow;
 use crate::store::{self, StoreError, Tx};
 use crate::{enrollment, tenancy, AppState};

@@ -18,9 +18,9 @@ use std::time::Duration;
 use tessera_proto::v1::{ChannelKind, ChannelOpen, ConsentRequest, SessionEnded};
 use tessera_proto::Body;
 
-use crate::audit::{Action, Actor, AuditEvent};
 use crate::http::error::ApiError;
 use crate::relay::{Access, SHELL_CHANNEL};
+use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::sessions::SessionRow;
 use crate::store::{self, StoreError};
 use crate::AppState;
@@ -120,26 +120,31 @@ pub async fn end(
     reason: &str,
     actor: Actor,
 ) -> Result<bool, StoreError> {
-    let now = state.now();
-    let mut tx = state.db().begin_write().await?;
-    let Some(row) = store::sessions::by_id_any_tenant(&mut *tx, id).await? else {
+    let ended = state
+        .db()
+        .write(async |w| {
+            let Some(row) = store::sessions::by_id_any_tenant(w.conn(), id).await? else {
+                return Ok::<_, StoreError>(None);
+            };
+            let now = w.now();
+            if !store::sessions::end(w, id, code, reason, now).await? {
+                return Ok(None);
+            }
+            w.audit(
+                AuditEvent::new(&row.tenant_id, actor, Action::SessionEnded)
+                    .target(format!("session:{id}"))
+                    .detail("device_id", row.device_id.clone())
+                    .detail("code", code)
+                    .detail("reason", reason),
+            )
+            .await?;
+            retire_ephemeral(w, &row, now).await?;
+            Ok(Some(row))
+        })
+        .await?;
+    let Some(row) = ended else {
         return Ok(false);
     };
-    if !store::sessions::end(&mut tx, id, code, reason, now).await? {
-        return Ok(false);
-    }
-    state
-        .audit(
-            &mut tx,
-            AuditEvent::new(&row.tenant_id, actor, Action::SessionEnded)
-                .target(format!("session:{id}"))
-                .detail("device_id", row.device_id.clone())
-                .detail("code", code)
-                .detail("reason", reason),
-        )
-        .await?;
-    retire_ephemeral(&mut tx, &row, now).await?;
-    tx.commit().await?;
     finish(state, &row.device_id, id, code, reason);
     Ok(true)
 }

@@ -10,8 +10,8 @@ use zeroize::Zeroizing;
 
 use super::lockout::FailureOutcome;
 use super::verify_password;
-use crate::audit::{Action, Actor, AuditEvent};
 use crate::http::error::ApiError;
+use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::users::UserRow;
 use crate::store::{self, Tx};
 use crate::{tenancy, AppState};

@@ -27,10 +27,10 @@ use tessera_proto::{
 };
 
 use super::{ControlCommand, Registration, Revocation};
-use crate::audit::{Action, Actor, AuditEvent};
 use crate::auth::device::DevicePrincipal;
 use crate::http::error::ApiError;
 use crate::http::extract::ClientIp;
+use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::{self, StoreResult};
 use crate::AppState;
 

@@ -407,10 +407,10 @@ async fn record_expired_grants(state: &AppState) -> store::StoreResult<()> {
         state
             .audit(
                 &mut tx,
-                crate::audit::AuditEvent::new(
+                crate::store::audit::AuditEvent::new(
                     &tenant,
-                    crate::audit::Actor::System,
-                    crate::audit::Action::GrantExpired,
+                    crate::store::audit::Actor::System,
+                    crate::store::audit::Action::GrantExpired,
                 )
                 .target(format!("grant:{id}"))
                 .detail("granter", granter)
@@ -429,10 +429,10 @@ async fn expire_support_codes(state: &AppState) -> store::StoreResult<()> {
         state
             .audit(
                 &mut tx,
-                crate::audit::AuditEvent::new(
+                crate::store::audit::AuditEvent::new(
                     &tenant,
-                    crate::audit::Actor::System,
-                    crate::audit::Action::SupportCodeExpired,
+                    crate::store::audit::Actor::System,
+                    crate::store::audit::Action::SupportCodeExpired,
                 )
                 .target(format!("support_code:{id}")),
             )

@@ -16,9 +16,9 @@ use zeroize::Zeroizing;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ClientIp};
 use super::users::user_view;
-use crate::audit::{Action, Actor, AuditEvent};
 use crate::auth::{hash_password, login, ratelimit, verify_password, Operator};
 use crate::store;
+use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::AppState;
 
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {

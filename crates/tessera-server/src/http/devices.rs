@@ -15,8 +15,8 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ClientIp};
-use crate::audit::{Action, Actor, AuditEvent};
 use crate::auth::Operator;
+use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::devices::{DeviceRow, KeyRow};
 use crate::{enrollment, store, tenancy, AppState};
 

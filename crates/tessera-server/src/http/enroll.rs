@@ -19,9 +19,9 @@ use utoipa_axum::routes;
 use super::devices::validate_tags;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ClientIp};
-use crate::audit::{Action, Actor, AuditEvent};
 use crate::auth::{ratelimit, Operator};
 use crate::enrollment::{self, token_state, Enrollment};
+use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::enrollment::TokenRow;
 use crate::{store, tenancy, AppState};
 

@@ -21,11 +21,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::ClientIp;
-use crate::audit::{Action, Actor, AuditEvent};
 use crate::auth::ratelimit;
 use crate::config::TlsMode;
 use crate::enrollment::validate_device_fields;
 use crate::pairing::{poll_outcome, redeem, PollOutcome, CLIENT_ID};
+use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::{self, StoreError};
 use crate::{tenancy, AppState};
 

@@ -9,8 +9,8 @@ use utoipa_axum::routes;
 
 use super::error::{ApiResult, ErrorBody};
 use super::extract::{ApiJson, ClientIp};
-use crate::audit::{Action, Actor, AuditEvent};
 use crate::auth::Operator;
+use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::{store, tenancy, AppState};
 
 pub fn routes() -> OpenApiRouter<AppState> {

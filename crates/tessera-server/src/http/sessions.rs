@@ -15,9 +15,9 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, ClientIp};
-use crate::audit::{Action, Actor, AuditEvent};
 use crate::auth::viewer::{ViewerClaims, PURPOSE, TTL};
 use crate::auth::Operator;
+use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::sessions::SessionRow;
 use crate::{session, store, tenancy, AppState};
 

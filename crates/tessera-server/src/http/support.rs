@@ -22,10 +22,10 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ClientIp};
-use crate::audit::{Action, Actor, AuditEvent};
 use crate::auth::login::locked_out;
 use crate::auth::{ratelimit, Operator};
 use crate::enrollment::validate_device_fields;
+use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::support_codes::SupportCodeRow;
 use crate::store::{self, StoreError};
 use crate::{enrollment, tenancy, AppState};

@@ -29,9 +29,9 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, ClientIp};
-use crate::audit::{Action, Actor, AuditEvent};
 use crate::auth::device::DevicePrincipal;
 use crate::auth::Operator;
+use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::devices::DeviceRow;
 use crate::store::trust::{ExchangeRow, GrantRow};
 use crate::store::{self, StoreError};

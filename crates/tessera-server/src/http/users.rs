@@ -14,8 +14,8 @@ use zeroize::Zeroizing;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ClientIp};
-use crate::audit::{Action, Actor, AuditEvent};
 use crate::auth::{hash_password, Operator};
+use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::users::UserRow;
 use crate::store::{self, StoreError};
 use crate::{tenancy, AppState};

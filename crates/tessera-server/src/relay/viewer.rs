@@ -23,13 +23,13 @@ use tessera_proto::v1::{ChannelClose, ChannelData, ChannelResize, SessionEnded, 
 use tessera_proto::{Body, Envelope, MAX_VIEWER_FRAME};
 
 use super::{Access, Joined, LiveSession, ToViewer, SHELL_CHANNEL};
-use crate::audit::{Action, Actor, AuditEvent};
 use crate::auth::viewer::{parse_access, ViewerClaims};
 use crate::auth::{bearer_from, check_session};
 use crate::control::connection::is_too_big;
 use crate::http::error::ApiError;
 use crate::http::extract::ClientIp;
 use crate::store;
+use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::AppState;
 
 /// Input events a control viewer may send per second.

@@ -30,9 +30,14 @@ pub mod trust;
 pub mod users;
 
 use std::borrow::Cow;
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use tessera_core::{Clock, SystemClock, Timestamp};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -74,11 +79,73 @@ impl Backend {
     }
 }
 
-/// The database handle every store function takes.
-#[derive(Clone, Debug)]
+/// The database handle every store function takes. It carries the clock
+/// that stamps audit rows and the counter of appended rows, so a domain
+/// function that writes with audit needs nothing but the `Db`.
+#[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    clock: Arc<dyn Clock>,
+    audit_appends: Counter,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A write transaction that records what it changes: the audit rows it
+/// appends commit or roll back with the change they describe. Dropping it
+/// without [`Write::commit`] rolls everything back.
+pub struct Write {
+    tx: Tx,
+    now: Timestamp,
+    appended: u64,
+    audit_appends: Counter,
+}
+
+impl Write {
+    /// The time this transaction began; audit rows and changes share it.
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    /// Appends `event` at [`Write::now`]; returns its sequence number.
+    pub async fn audit(&mut self, event: audit::AuditEvent) -> StoreResult<i64> {
+        let seq = audit::record(&mut self.tx, self.now, event).await?;
+        self.appended += 1;
+        Ok(seq)
+    }
+
+    /// The connection under the transaction, for store functions that
+    /// take any executor.
+    pub fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+
+    pub async fn commit(self) -> StoreResult<()> {
+        self.tx.commit().await?;
+        self.audit_appends.inc_by(self.appended);
+        Ok(())
+    }
+}
+
+impl Deref for Write {
+    type Target = Tx;
+
+    fn deref(&self) -> &Tx {
+        &self.tx
+    }
+}
+
+impl DerefMut for Write {
+    fn deref_mut(&mut self) -> &mut Tx {
+        &mut self.tx
+    }
 }
 
 pub type Tx = Transaction<'static, Any>;
@@ -168,7 +235,28 @@ impl Db {
             pool.execute("PRAGMA journal_mode = WAL").await?;
         }
         migrator(backend).run(&pool).await?;
-        Ok(Db { pool, backend })
+        Ok(Db {
+            pool,
+            backend,
+            clock: Arc::new(SystemClock),
+            audit_appends: Counter::default(),
+        })
+    }
+
+    /// Stamps audit rows (and [`Write::now`]) with `clock`'s time.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Db {
+        self.clock = clock;
+        self
+    }
+
+    /// Counts committed audit rows in `counter` (a metric).
+    pub fn counting_audit_in(mut self, counter: Counter) -> Db {
+        self.audit_appends = counter;
+        self
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
     }
 
     /// The default embedded database inside `data_dir`.
@@ -194,6 +282,31 @@ impl Db {
             Backend::Postgres => self.pool.begin().await?,
         };
         Ok(tx)
+    }
+
+    /// A write transaction that can append audit rows (see [`Write`]).
+    pub async fn begin_audited(&self) -> StoreResult<Write> {
+        Ok(Write {
+            tx: self.begin_write().await?,
+            now: self.now(),
+            appended: 0,
+            audit_appends: self.audit_appends.clone(),
+        })
+    }
+
+    /// Runs `change` in a write transaction and commits what it did, audit
+    /// rows included, if it returns `Ok`; rolls all of it back otherwise.
+    pub async fn write<T, E>(
+        &self,
+        change: impl AsyncFnOnce(&mut Write) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let mut w = self.begin_audited().await?;
+        let out = change(&mut w).await?;
+        w.commit().await?;
+        Ok(out)
     }
 
     /// Whether the database answers.

@@ -1,0 +1,104 @@
+//! The stable, machine-readable codes of the API's error envelope
+//! (`{"error": {"code": …, "message": …}}`) and of WebSocket close reasons.
+//!
+//! Clients branch on these (the agent stops for good on
+//! [`ErrorCode::DeviceRevoked`] and [`ErrorCode::KeyRevoked`]), so a code is
+//! API: add new ones, never rename one.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::kinds::{words, UnknownWord};
+
+words! {
+    /// Every code the server answers with.
+    pub enum ErrorCode: "error code" {
+        // The request itself.
+        MalformedJson = "malformed_json",
+        InvalidField = "invalid_field",
+        InvalidQuery = "invalid_query",
+        UnreadableBody = "unreadable_body",
+        BodyTooLarge = "body_too_large",
+        UnsupportedMediaType = "unsupported_media_type",
+        MethodNotAllowed = "method_not_allowed",
+        NotFound = "not_found",
+        Conflict = "conflict",
+        Internal = "internal",
+        Unavailable = "unavailable",
+        WebsocketRequired = "websocket_required",
+        // Who is asking.
+        Unauthenticated = "unauthenticated",
+        WrongCredentialType = "wrong_credential_type",
+        InvalidCredentials = "invalid_credentials",
+        Forbidden = "forbidden",
+        AccountDisabled = "account_disabled",
+        SessionExpired = "session_expired",
+        SessionRevoked = "session_revoked",
+        RateLimited = "rate_limited",
+        LockedOut = "locked_out",
+        // Users.
+        UsernameTaken = "username_taken",
+        InvalidUsername = "invalid_username",
+        WeakPassword = "weak_password",
+        LastAdmin = "last_admin",
+        CannotDisableSelf = "cannot_disable_self",
+        NothingToChange = "nothing_to_change",
+        // Devices, keys, enrollment and pairing.
+        InvalidIdentity = "invalid_identity",
+        InvalidTag = "invalid_tag",
+        AmbiguousDevice = "ambiguous_device",
+        AlreadyEnrolled = "already_enrolled",
+        AlreadyRevoked = "already_revoked",
+        DeviceRevoked = "device_revoked",
+        DeviceOffline = "device_offline",
+        KeyRevoked = "key_revoked",
+        KeyNotActive = "key_not_active",
+        RotationPending = "rotation_pending",
+        UnknownRotation = "unknown_rotation",
+        InvalidToken = "invalid_token",
+        TokenExpired = "token_expired",
+        TokenExhausted = "token_exhausted",
+        TokenRevoked = "token_revoked",
+        PairingNotPending = "pairing_not_pending",
+        InvalidEvent = "invalid_event",
+        // Sessions and viewers.
+        SessionNotActive = "session_not_active",
+        SessionEnded = "session_ended",
+        AlreadyEnded = "already_ended",
+        ConsentPending = "consent_pending",
+        TooManyViewers = "too_many_viewers",
+        // Trust between devices.
+        BadSignature = "bad_signature",
+        StaleStatement = "stale_statement",
+        InvalidGrant = "invalid_grant",
+        ExchangeNotOpen = "exchange_not_open",
+    }
+}
+
+impl ErrorCode {
+    /// Codes after which a device's credential will never work again.
+    pub fn is_revocation(self) -> bool {
+        matches!(self, ErrorCode::DeviceRevoked | ErrorCode::KeyRevoked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for c in ErrorCode::ALL {
+            assert!(seen.insert(c.as_str()), "{c} twice");
+            assert!(c
+                .as_str()
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch == '_'));
+        }
+        assert!(ErrorCode::KeyRevoked.is_revocation());
+        assert_eq!("device_revoked".parse(), Ok(ErrorCode::DeviceRevoked));
+    }
+}
