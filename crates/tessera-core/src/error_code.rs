@@ -63,12 +63,14 @@ words! {
         TokenRevoked = "token_revoked",
         PairingNotPending = "pairing_not_pending",
         InvalidEvent = "invalid_event",
+        BatchTooLarge = "batch_too_large",
         // Sessions and viewers.
         SessionNotActive = "session_not_active",
         SessionEnded = "session_ended",
         AlreadyEnded = "already_ended",
         ConsentPending = "consent_pending",
         TooManyViewers = "too_many_viewers",
+        WrongSession = "wrong_session",
         // Trust between devices.
         BadSignature = "bad_signature",
         StaleStatement = "stale_statement",

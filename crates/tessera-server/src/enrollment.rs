@@ -2,6 +2,7 @@
 //! key issuing that enrollment and pairing share.
 
 use std::net::IpAddr;
+use tessera_core::ErrorCode;
 
 use tessera_core::identity::IdentityDocument;
 use tessera_core::secret::{Secret, SecretKind};
@@ -89,7 +90,7 @@ pub fn validate_device_fields(name: &str, hostname: &str, os: &str) -> Result<()
             || value.chars().any(char::is_control)
         {
             return Err(ApiError::unprocessable(
-                "invalid_field",
+                ErrorCode::InvalidField,
                 format!("`{field}` must be 1-{max} printable characters"),
             ));
         }
@@ -102,17 +103,19 @@ pub fn validate_device_fields(name: &str, hostname: &str, os: &str) -> Result<()
 pub async fn enroll(state: &AppState, e: Enrollment<'_>) -> Result<(String, Secret), ApiError> {
     validate_device_fields(e.name, e.hostname, e.os)?;
     let doc = IdentityDocument::decode(e.identity)
-        .map_err(|err| ApiError::unprocessable("invalid_identity", err.to_string()))?;
+        .map_err(|err| ApiError::unprocessable(ErrorCode::InvalidIdentity, err.to_string()))?;
     let device_id = doc
         .device_id()
-        .map_err(|err| ApiError::unprocessable("invalid_identity", err.to_string()))?;
+        .map_err(|err| ApiError::unprocessable(ErrorCode::InvalidIdentity, err.to_string()))?;
     let token = match SecretKind::of(e.token) {
         Some(SecretKind::EnrollmentToken) => {
             Secret::parse(SecretKind::EnrollmentToken, e.token).ok()
         }
         _ => None,
     }
-    .ok_or_else(|| ApiError::unauthorized("invalid_token", "not a valid enrollment token"))?;
+    .ok_or_else(|| {
+        ApiError::unauthorized(ErrorCode::InvalidToken, "not a valid enrollment token")
+    })?;
 
     let now = state.now();
     let mut tx = state.db().begin_write().await?;
@@ -125,12 +128,12 @@ pub async fn enroll(state: &AppState, e: Enrollment<'_>) -> Result<(String, Secr
         return Err(if existing.revoked_at.is_some() {
             ApiError::new(
                 axum::http::StatusCode::FORBIDDEN,
-                "device_revoked",
+                ErrorCode::DeviceRevoked,
                 "this device identity was revoked; it cannot enroll again",
             )
         } else {
             ApiError::conflict(
-                "already_enrolled",
+                ErrorCode::AlreadyEnrolled,
                 "this device identity is already enrolled",
             )
         });
@@ -157,7 +160,7 @@ pub async fn enroll(state: &AppState, e: Enrollment<'_>) -> Result<(String, Secr
     .await
     .map_err(|err| match err {
         StoreError::Conflict => ApiError::conflict(
-            "already_enrolled",
+            ErrorCode::AlreadyEnrolled,
             "this device identity is already enrolled",
         ),
         other => other.into(),
@@ -228,7 +231,7 @@ async fn refusal(state: &AppState, token: &Secret, ip: IpAddr) -> ApiError {
         Err(e) => return e.into(),
     };
     let Some(t) = found else {
-        return ApiError::unauthorized("invalid_token", "unknown enrollment token");
+        return ApiError::unauthorized(ErrorCode::InvalidToken, "unknown enrollment token");
     };
     let state_name = token_state(&t, state.now());
     let audited: Result<(), StoreError> = async {
@@ -250,8 +253,15 @@ async fn refusal(state: &AppState, token: &Secret, ip: IpAddr) -> ApiError {
         tracing::warn!(error = %e, "cannot audit an enrollment refusal");
     }
     match state_name {
-        "revoked" => ApiError::unauthorized("token_revoked", "this enrollment token was revoked"),
-        "expired" => ApiError::unauthorized("token_expired", "this enrollment token has expired"),
-        _ => ApiError::unauthorized("token_exhausted", "this enrollment token has no uses left"),
+        "revoked" => {
+            ApiError::unauthorized(ErrorCode::TokenRevoked, "this enrollment token was revoked")
+        }
+        "expired" => {
+            ApiError::unauthorized(ErrorCode::TokenExpired, "this enrollment token has expired")
+        }
+        _ => ApiError::unauthorized(
+            ErrorCode::TokenExhausted,
+            "this enrollment token has no uses left",
+        ),
     }
 }

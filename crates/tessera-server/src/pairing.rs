@@ -7,6 +7,7 @@
 
 use std::net::IpAddr;
 use std::time::Duration;
+use tessera_core::ErrorCode;
 
 use tessera_core::codes::normalise_user_code;
 use tessera_core::roles::Permission;
@@ -120,17 +121,20 @@ pub async fn decide(
         {
             return Err(if existing.revoked_at.is_some() {
                 ApiError::conflict(
-                    "device_revoked",
+                    ErrorCode::DeviceRevoked,
                     "this device identity was revoked; it cannot be paired again",
                 )
             } else {
-                ApiError::conflict("already_enrolled", "this device is already enrolled")
+                ApiError::conflict(
+                    ErrorCode::AlreadyEnrolled,
+                    "this device is already enrolled",
+                )
             });
         }
     }
     if !store::pairings::decide(&mut tx, &pairing.id, approve, &op.user_id, now).await? {
         return Err(ApiError::conflict(
-            "pairing_not_pending",
+            ErrorCode::PairingNotPending,
             "this pairing was already decided or has expired",
         ));
     }

@@ -14,6 +14,7 @@
 //! consent answer racing its timeout has exactly one outcome.
 
 use std::time::Duration;
+use tessera_core::ErrorCode;
 
 use tessera_proto::v1::{ChannelKind, ChannelOpen, ConsentRequest, SessionEnded};
 use tessera_proto::Body;
@@ -50,7 +51,7 @@ fn notify_device(state: &AppState, device_id: &str, body: Body) {
 pub async fn start_relay(state: &AppState, row: &SessionRow) -> Result<(), ApiError> {
     if row.state != "active" {
         return Err(ApiError::conflict(
-            "session_not_active",
+            ErrorCode::SessionNotActive,
             "the session is not active",
         ));
     }
@@ -64,7 +65,7 @@ pub async fn start_relay(state: &AppState, row: &SessionRow) -> Result<(), ApiEr
         )
         .await?;
         return Err(ApiError::conflict(
-            "device_offline",
+            ErrorCode::DeviceOffline,
             "the device is not connected to this server",
         ));
     };
@@ -82,7 +83,7 @@ pub async fn start_relay(state: &AppState, row: &SessionRow) -> Result<(), ApiEr
     if current.is_none_or(|c| c.state != "active") {
         state.hub().end(&row.id, "ended", "the session ended");
         return Err(ApiError::conflict(
-            "session_not_active",
+            ErrorCode::SessionNotActive,
             "the session ended",
         ));
     }
@@ -103,7 +104,7 @@ pub async fn start_relay(state: &AppState, row: &SessionRow) -> Result<(), ApiEr
         )
         .await?;
         return Err(ApiError::conflict(
-            "device_offline",
+            ErrorCode::DeviceOffline,
             "the device is not responding",
         ));
     }
@@ -310,7 +311,7 @@ pub async fn consent_answer(
     tx.commit().await?;
     if let Some(active) = store::sessions::by_id_any_tenant(state.db().pool(), session_id).await? {
         if let Err(e) = start_relay(state, &active).await {
-            tracing::warn!(code = e.code, "could not start a consented session");
+            tracing::warn!(code = %e.code, "could not start a consented session");
         }
     }
     Ok(())

@@ -9,6 +9,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use tessera_core::secret::{Secret, SecretKind};
+use tessera_core::ErrorCode;
 
 use super::bearer;
 use crate::http::error::ApiError;
@@ -36,19 +37,19 @@ impl TenantScoped for DevicePrincipal {
 pub fn check_key(row: &KeyAuthRow) -> Result<(), ApiError> {
     if row.device_revoked_at.is_some() {
         return Err(ApiError::unauthorized(
-            "device_revoked",
+            ErrorCode::DeviceRevoked,
             "this device has been revoked",
         ));
     }
     if row.key_revoked_at.is_some() {
         return Err(ApiError::unauthorized(
-            "key_revoked",
+            ErrorCode::KeyRevoked,
             "this device key has been revoked",
         ));
     }
     if row.key_activated_at.is_none() {
         return Err(ApiError::unauthorized(
-            "key_not_active",
+            ErrorCode::KeyNotActive,
             "this device key has not been confirmed yet",
         ));
     }
@@ -58,14 +59,15 @@ pub fn check_key(row: &KeyAuthRow) -> Result<(), ApiError> {
 /// Parses a device key, refusing other planes' credentials by kind.
 pub fn parse_device_key(token: &str) -> Result<Secret, ApiError> {
     match SecretKind::of(token) {
-        Some(SecretKind::DeviceKey) => Secret::parse(SecretKind::DeviceKey, token)
-            .map_err(|_| ApiError::unauthorized("invalid_token", "the device key is not valid")),
+        Some(SecretKind::DeviceKey) => Secret::parse(SecretKind::DeviceKey, token).map_err(|_| {
+            ApiError::unauthorized(ErrorCode::InvalidToken, "the device key is not valid")
+        }),
         Some(_) => Err(ApiError::unauthorized(
-            "wrong_credential_type",
+            ErrorCode::WrongCredentialType,
             "this endpoint takes a device key",
         )),
         None => Err(ApiError::unauthorized(
-            "invalid_token",
+            ErrorCode::InvalidToken,
             "the device key is not valid",
         )),
     }
@@ -93,7 +95,7 @@ impl FromRequestParts<AppState> for DevicePrincipal {
     ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or_else(|| {
             ApiError::unauthorized(
-                "unauthenticated",
+                ErrorCode::Unauthenticated,
                 "missing device key (Authorization: Bearer cak_…)",
             )
         })?;
@@ -101,7 +103,7 @@ impl FromRequestParts<AppState> for DevicePrincipal {
         let row = crate::store::devices::key_auth(state.db().pool(), &secret.hash())
             .await?
             .ok_or_else(|| {
-                ApiError::unauthorized("invalid_token", "the device key is not valid")
+                ApiError::unauthorized(ErrorCode::InvalidToken, "the device key is not valid")
             })?;
         check_key(&row)?;
         tracing::Span::current().record("device", row.device_id.as_str());

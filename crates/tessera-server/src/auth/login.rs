@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 use std::time::Duration;
+use tessera_core::ErrorCode;
 
 use tessera_core::password;
 use tessera_core::secret::{Secret, SecretKind};
@@ -28,7 +29,7 @@ pub struct LoggedIn {
 
 pub fn locked_out(remaining: Duration) -> ApiError {
     ApiError::too_many_requests(
-        "locked_out",
+        ErrorCode::LockedOut,
         "too many failed attempts from this address; try again later",
         remaining,
     )
@@ -69,7 +70,7 @@ pub async fn login(
     let tenant = tenancy::for_anonymous();
     if username.len() > MAX_USERNAME_LEN || password.len() > password::MAX_PASSWORD_LEN * 4 {
         return Err(ApiError::unprocessable(
-            "invalid_field",
+            ErrorCode::InvalidField,
             "username or password too long",
         ));
     }
@@ -105,9 +106,12 @@ pub async fn login(
             }
             tx.commit().await?;
             return Err(if reason == "account_disabled" {
-                ApiError::unauthorized("account_disabled", "this account is disabled")
+                ApiError::unauthorized(ErrorCode::AccountDisabled, "this account is disabled")
             } else {
-                ApiError::unauthorized("invalid_credentials", "username or password is incorrect")
+                ApiError::unauthorized(
+                    ErrorCode::InvalidCredentials,
+                    "username or password is incorrect",
+                )
             });
         }
     };
@@ -119,7 +123,7 @@ pub async fn login(
     if !current.is_some_and(|c| c.password_hash == user.password_hash && c.disabled_at.is_none()) {
         tx.rollback().await?;
         return Err(ApiError::unauthorized(
-            "invalid_credentials",
+            ErrorCode::InvalidCredentials,
             "username or password is incorrect",
         ));
     }

@@ -15,10 +15,12 @@ use axum::http::header;
 use axum::http::request::Parts;
 use tessera_core::roles::{Permission, Role};
 use tessera_core::secret::{Secret, SecretKind};
+use tessera_core::ErrorCode;
 use tessera_core::Timestamp;
 use zeroize::Zeroizing;
 
 use crate::http::error::ApiError;
+use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::logins::SessionRow;
 use crate::tenancy::TenantScoped;
 use crate::AppState;
@@ -61,6 +63,11 @@ impl TenantScoped for Operator {
 }
 
 impl Operator {
+    /// An audit event of this operator's, in their tenant.
+    pub fn event(&self, action: Action) -> AuditEvent {
+        AuditEvent::new(&self.tenant_id, Actor::User(self.user_id.clone()), action)
+    }
+
     /// `403 forbidden` unless the operator's role grants `p`.
     pub fn require(&self, p: Permission) -> Result<(), ApiError> {
         if self.role.allows(p) {
@@ -78,19 +85,19 @@ impl Operator {
 pub fn check_session(row: &SessionRow, now: Timestamp) -> Result<(), ApiError> {
     if row.revoked_at.is_some() {
         return Err(ApiError::unauthorized(
-            "session_revoked",
+            ErrorCode::SessionRevoked,
             "this login session was ended; log in again",
         ));
     }
     if row.expires_at <= now {
         return Err(ApiError::unauthorized(
-            "session_expired",
+            ErrorCode::SessionExpired,
             "this login session has expired; log in again",
         ));
     }
     if row.user_disabled_at.is_some() {
         return Err(ApiError::unauthorized(
-            "account_disabled",
+            ErrorCode::AccountDisabled,
             "this account is disabled",
         ));
     }
@@ -113,13 +120,13 @@ pub fn bearer_from(headers: &axum::http::HeaderMap) -> Option<&str> {
 pub fn parse_operator_token(token: &str) -> Result<Secret, ApiError> {
     match SecretKind::of(token) {
         Some(SecretKind::OperatorToken) => Secret::parse(SecretKind::OperatorToken, token)
-            .map_err(|_| ApiError::unauthorized("invalid_token", "the token is not valid")),
+            .map_err(|_| ApiError::unauthorized(ErrorCode::InvalidToken, "the token is not valid")),
         Some(_) => Err(ApiError::unauthorized(
-            "wrong_credential_type",
+            ErrorCode::WrongCredentialType,
             "this endpoint takes an operator login token",
         )),
         None => Err(ApiError::unauthorized(
-            "invalid_token",
+            ErrorCode::InvalidToken,
             "the token is not valid",
         )),
     }
@@ -133,12 +140,17 @@ impl FromRequestParts<AppState> for Operator {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or_else(|| {
-            ApiError::unauthorized("unauthenticated", "log in first: missing bearer token")
+            ApiError::unauthorized(
+                ErrorCode::Unauthenticated,
+                "log in first: missing bearer token",
+            )
         })?;
         let secret = parse_operator_token(token)?;
         let row = crate::store::logins::by_token_hash(state.db(), &secret.hash())
             .await?
-            .ok_or_else(|| ApiError::unauthorized("invalid_token", "the token is not valid"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized(ErrorCode::InvalidToken, "the token is not valid")
+            })?;
         check_session(&row, state.now())?;
         let op = Operator {
             user_id: row.user_id,

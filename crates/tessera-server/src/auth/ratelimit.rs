@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_core::ErrorCode;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -103,7 +104,7 @@ pub async fn enforce(
     if let Err(wait) = limiter.check(ip) {
         state.metrics().rate_limited(limiter.name());
         return ApiError::too_many_requests(
-            "rate_limited",
+            ErrorCode::RateLimited,
             "too many requests from this address; retry later",
             wait,
         )

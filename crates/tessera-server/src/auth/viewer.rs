@@ -9,6 +9,7 @@
 //! minted the token is still live, so logging out kills its viewer tokens.
 
 use std::time::Duration;
+use tessera_core::ErrorCode;
 
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -56,12 +57,12 @@ pub enum ViewerTokenError {
 }
 
 impl ViewerTokenError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ViewerTokenError::Invalid => "invalid_token",
-            ViewerTokenError::Expired => "token_expired",
-            ViewerTokenError::WrongPurpose => "wrong_credential_type",
-            ViewerTokenError::WrongSession => "wrong_session",
+            ViewerTokenError::Invalid => ErrorCode::InvalidToken,
+            ViewerTokenError::Expired => ErrorCode::TokenExpired,
+            ViewerTokenError::WrongPurpose => ErrorCode::WrongCredentialType,
+            ViewerTokenError::WrongSession => ErrorCode::WrongSession,
         }
     }
 }

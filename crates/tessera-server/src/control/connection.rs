@@ -8,6 +8,7 @@
 //! challenge.
 
 use std::time::Duration;
+use tessera_core::ErrorCode;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -58,7 +59,7 @@ pub async fn upgrade(
         Err(_) => {
             return ApiError::new(
                 StatusCode::UPGRADE_REQUIRED,
-                "websocket_required",
+                ErrorCode::WebsocketRequired,
                 "this endpoint speaks WebSocket",
             )
             .into_response()
@@ -552,12 +553,12 @@ impl Session {
             Some(Body::RotateKeyRequest(_)) => match self.offer_rotation().await {
                 Ok(body) => body,
                 Err(e) if e.code == REVOKED_CODE => return self.cut_off(sink).await,
-                Err(e) => error_body(e.code, &e.message),
+                Err(e) => error_body(e.code.as_str(), &e.message),
             },
             Some(Body::RotateKeyConfirm(c)) => match self.confirm_rotation(&c.key_id).await {
                 Ok(body) => body,
                 Err(e) if e.code == REVOKED_CODE => return self.cut_off(sink).await,
-                Err(e) => error_body(e.code, &e.message),
+                Err(e) => error_body(e.code.as_str(), &e.message),
             },
             // Relay traffic from the device: nothing to answer.
             Some(Body::ChannelData(d)) => {
@@ -661,18 +662,18 @@ impl Session {
         let _ = send(
             sink,
             Body::Revoked(Revoked {
-                code: REVOKED_CODE.to_owned(),
+                code: REVOKED_CODE.as_str().to_owned(),
                 reason: "the key this connection authenticated with is no longer valid".to_owned(),
             }),
         )
         .await;
-        Err(Some((close::REVOKED, REVOKED_CODE)))
+        Err(Some((close::REVOKED, REVOKED_CODE.as_str())))
     }
 
     async fn offer_rotation(&mut self) -> Result<Body, ApiError> {
         if self.pending_rotation.is_some() {
             return Err(ApiError::conflict(
-                "rotation_pending",
+                ErrorCode::RotationPending,
                 "a rotation is already waiting for confirmation",
             ));
         }
@@ -725,7 +726,7 @@ impl Session {
     async fn confirm_rotation(&mut self, key_id: &str) -> Result<Body, ApiError> {
         if self.pending_rotation.as_deref() != Some(key_id) {
             return Err(ApiError::conflict(
-                "unknown_rotation",
+                ErrorCode::UnknownRotation,
                 "no rotation with that key id is pending on this connection",
             ));
         }
@@ -737,7 +738,7 @@ impl Session {
         }
         if !store::devices::activate_key(&mut tx, &d.device_id, key_id, now).await? {
             return Err(ApiError::conflict(
-                "unknown_rotation",
+                ErrorCode::UnknownRotation,
                 "the offered key is no longer pending",
             ));
         }
@@ -778,7 +779,7 @@ impl Session {
     }
 }
 
-const REVOKED_CODE: &str = "key_revoked";
+const REVOKED_CODE: ErrorCode = ErrorCode::KeyRevoked;
 
 fn revoked() -> ApiError {
     ApiError::unauthorized(REVOKED_CODE, "this device or key has been revoked")

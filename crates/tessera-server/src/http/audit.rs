@@ -6,6 +6,7 @@ use serde::Deserialize;
 use tessera_core::api::{AuditEntryView, AuditPage};
 use tessera_core::roles::Permission;
 use tessera_core::secret::hex;
+use tessera_core::ErrorCode;
 use tessera_core::Timestamp;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -45,7 +46,7 @@ fn parse_time(name: &str, v: Option<&str>) -> ApiResult<Option<Timestamp>> {
     v.map(|s| {
         Timestamp::parse_rfc3339(s).ok_or_else(|| {
             ApiError::bad_request(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 format!("`{name}` must be an RFC 3339 time"),
             )
         })
@@ -82,7 +83,7 @@ async fn list_audit(
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::bad_request(
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             format!("`limit` must be between 1 and {MAX_PAGE}"),
         ));
     }

@@ -9,6 +9,7 @@ use tessera_core::api::{
     WhoAmI,
 };
 use tessera_core::password;
+use tessera_core::ErrorCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use zeroize::Zeroizing;
@@ -126,7 +127,7 @@ async fn change_password(
         .check(&ip.0, state.now())
         .map_err(login::locked_out)?;
     password::check_policy(req.new_password.expose())
-        .map_err(|e| ApiError::unprocessable("weak_password", e.to_string()))?;
+        .map_err(|e| ApiError::unprocessable(ErrorCode::WeakPassword, e.to_string()))?;
     let user = store::users::by_id(state.db().pool(), &op.tenant_id, &op.user_id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
@@ -140,7 +141,7 @@ async fn change_password(
         login::count_failure(&state, &mut tx, ip.0).await?;
         tx.commit().await?;
         return Err(ApiError::unauthorized(
-            "invalid_credentials",
+            ErrorCode::InvalidCredentials,
             "the current password is incorrect",
         ));
     }

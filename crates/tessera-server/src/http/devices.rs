@@ -9,6 +9,7 @@ use tessera_core::api::{
 use tessera_core::identity::DeviceId;
 use tessera_core::roles::Permission;
 use tessera_core::secret::{Secret, SecretKind};
+use tessera_core::ErrorCode;
 use tessera_core::Timestamp;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -111,14 +112,14 @@ pub fn validate_tags(tags: &[String]) -> Result<(), ApiError> {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b":._-".contains(&b));
         if !ok {
             return Err(ApiError::unprocessable(
-                "invalid_tag",
+                ErrorCode::InvalidTag,
                 "tags are 1-64 characters of a-z, 0-9, ':', '.', '_', '-'",
             ));
         }
     }
     if tags.len() > MAX_TAGS {
         return Err(ApiError::unprocessable(
-            "invalid_tag",
+            ErrorCode::InvalidTag,
             format!("at most {MAX_TAGS} tags"),
         ));
     }
@@ -129,7 +130,7 @@ fn clean_reason(r: Option<String>) -> Result<String, ApiError> {
     let r = r.unwrap_or_else(|| "revoked by an operator".to_owned());
     if r.chars().count() > 200 || r.chars().any(char::is_control) {
         return Err(ApiError::unprocessable(
-            "invalid_field",
+            ErrorCode::InvalidField,
             "`reason` must be at most 200 printable characters",
         ));
     }
@@ -200,7 +201,7 @@ async fn revoke_device(
     .await?
     {
         return Err(ApiError::conflict(
-            "already_revoked",
+            ErrorCode::AlreadyRevoked,
             "this device is already revoked",
         ));
     }
@@ -310,7 +311,7 @@ async fn issue_key(
     let d = find(&state, &op, &id).await?;
     if d.revoked_at.is_some() {
         return Err(ApiError::conflict(
-            "device_revoked",
+            ErrorCode::DeviceRevoked,
             "a revoked device gets no new keys",
         ));
     }

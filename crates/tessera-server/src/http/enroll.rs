@@ -1,6 +1,7 @@
 //! Enrollment tokens (create, list, revoke) and enrolling with one.
 
 use std::time::Duration;
+use tessera_core::ErrorCode;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -71,14 +72,14 @@ async fn create_token(
     op.require(Permission::ManageDevices)?;
     if !(1..=MAX_USES).contains(&req.uses) {
         return Err(ApiError::unprocessable(
-            "invalid_field",
+            ErrorCode::InvalidField,
             format!("`uses` must be 1-{MAX_USES}"),
         ));
     }
     let ttl = Duration::from_secs(req.ttl_seconds);
     if ttl < MIN_TTL || ttl > MAX_TTL {
         return Err(ApiError::unprocessable(
-            "invalid_field",
+            ErrorCode::InvalidField,
             "`ttl_seconds` must be between 60 and 2592000 (30 days)",
         ));
     }

@@ -7,6 +7,7 @@ use tessera_core::api::{EventBatch, EventPage, EventView, IngestResponse};
 use tessera_core::events::{bucket, event_id, normalise_subject, validate_kind, DEFAULT_BUCKET_MS};
 use tessera_core::identity::DeviceId;
 use tessera_core::roles::Permission;
+use tessera_core::ErrorCode;
 use tessera_core::Timestamp;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -42,7 +43,7 @@ pub fn prepare(
     if batch.events.len() > MAX_BATCH_EVENTS {
         return Err(ApiError::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
+            ErrorCode::BatchTooLarge,
             format!("at most {MAX_BATCH_EVENTS} events per batch"),
         ));
     }
@@ -53,7 +54,7 @@ pub fn prepare(
         .enumerate()
         .map(|(i, e)| {
             let bad = |what: String| {
-                ApiError::unprocessable("invalid_event", format!("events[{i}]: {what}"))
+                ApiError::unprocessable(ErrorCode::InvalidEvent, format!("events[{i}]: {what}"))
             };
             validate_kind(&e.kind).map_err(|err| bad(err.to_string()))?;
             let subject = normalise_subject(&e.subject).map_err(|err| bad(err.to_string()))?;
@@ -112,7 +113,7 @@ async fn ingest(
     if !store::devices::hold_live_key(&mut tx, &device.device_id, &device.key_id, now).await? {
         tx.rollback().await?;
         return Err(ApiError::unauthorized(
-            "device_revoked",
+            ErrorCode::DeviceRevoked,
             "this device or key has been revoked",
         ));
     }
@@ -158,7 +159,7 @@ async fn list_events(
     ApiQuery(q): ApiQuery<EventQuery>,
 ) -> ApiResult<Json<EventPage>> {
     op.require(Permission::View)?;
-    let invalid = |m: &str| ApiError::bad_request("invalid_query", m.to_owned());
+    let invalid = |m: &str| ApiError::bad_request(ErrorCode::InvalidQuery, m.to_owned());
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(invalid("`limit` must be between 1 and 1000"));

@@ -3,6 +3,7 @@
 //! password sent as a number must not come back in an error message).
 
 use std::net::{IpAddr, SocketAddr};
+use tessera_core::ErrorCode;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -38,7 +39,7 @@ where
         if !is_json {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "expected Content-Type: application/json",
             ));
         }
@@ -52,11 +53,14 @@ pub fn body_error(e: BytesRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            ErrorCode::BodyTooLarge,
             "request body exceeds the size limit",
         )
     } else {
-        ApiError::bad_request("unreadable_body", "the request body could not be read")
+        ApiError::bad_request(
+            ErrorCode::UnreadableBody,
+            "the request body could not be read",
+        )
     }
 }
 
@@ -67,13 +71,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Only whitespace may follow the document: trailing bytes or a second
     // document are refused, not ignored (something in front of the server
     // might read them differently).
-    de.end()
-        .map_err(|_| ApiError::bad_request("malformed_json", "request body is not valid JSON"))?;
+    de.end().map_err(|_| {
+        ApiError::bad_request(ErrorCode::MalformedJson, "request body is not valid JSON")
+    })?;
     // PostgreSQL text cannot hold U+0000 (SQLite can): refused here, so a
     // NUL never reaches a query and both backends answer alike.
     if has_nul_escape(bytes) {
         return Err(ApiError::unprocessable(
-            "invalid_field",
+            ErrorCode::InvalidField,
             "text may not contain NUL characters",
         ));
     }
@@ -97,7 +102,7 @@ fn deserialize<T: DeserializeOwned>(
         let inner = e.into_inner();
         match inner.classify() {
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                ApiError::bad_request("malformed_json", "request body is not valid JSON")
+                ApiError::bad_request(ErrorCode::MalformedJson, "request body is not valid JSON")
             }
             serde_json::error::Category::Data => {
                 let msg = inner.to_string();
@@ -110,11 +115,12 @@ fn deserialize<T: DeserializeOwned>(
                 } else {
                     format!("field `{path}` has an invalid value or type")
                 };
-                ApiError::unprocessable("invalid_field", message)
+                ApiError::unprocessable(ErrorCode::InvalidField, message)
             }
-            serde_json::error::Category::Io => {
-                ApiError::bad_request("unreadable_body", "the request body could not be read")
-            }
+            serde_json::error::Category::Io => ApiError::bad_request(
+                ErrorCode::UnreadableBody,
+                "the request body could not be read",
+            ),
         }
     })
 }
@@ -131,9 +137,9 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let q = parts.uri.query().unwrap_or("");
-        serde_urlencoded::from_str(q)
-            .map(ApiQuery)
-            .map_err(|_| ApiError::bad_request("invalid_query", "query parameters are invalid"))
+        serde_urlencoded::from_str(q).map(ApiQuery).map_err(|_| {
+            ApiError::bad_request(ErrorCode::InvalidQuery, "query parameters are invalid")
+        })
     }
 }
 
@@ -240,30 +246,30 @@ mod tests {
     #[test]
     fn json_errors_name_the_field_but_not_the_value() {
         let e = parse_json::<Login>(br#"{"username":"a","password":12345678901}"#).unwrap_err();
-        assert_eq!(e.code, "invalid_field");
+        assert_eq!(e.code, ErrorCode::InvalidField);
         assert!(e.message.contains("password"));
         assert!(!e.message.contains("12345678901"), "{}", e.message);
 
         let e = parse_json::<Login>(br#"{"username":"a"}"#).unwrap_err();
-        assert_eq!(e.code, "invalid_field");
+        assert_eq!(e.code, ErrorCode::InvalidField);
         assert_eq!(e.message, "missing field `password`");
 
         let e = parse_json::<Login>(b"{not json").unwrap_err();
-        assert_eq!(e.code, "malformed_json");
+        assert_eq!(e.code, ErrorCode::MalformedJson);
 
         // A NUL in any string is refused; the text `\u0000` is not a NUL.
         let e = parse_json::<Login>(br#"{"username":"a\u0000b","password":"b"}"#).unwrap_err();
-        assert_eq!(e.code, "invalid_field");
+        assert_eq!(e.code, ErrorCode::InvalidField);
         assert!(parse_json::<Login>(br#"{"username":"a\\u0000b","password":"b"}"#).is_ok());
         let e = parse_json::<Login>(br#"{"username":"a\\\u0000","password":"b"}"#).unwrap_err();
-        assert_eq!(e.code, "invalid_field");
+        assert_eq!(e.code, ErrorCode::InvalidField);
 
         // A valid document followed by anything but whitespace is refused.
         let doc = br#"{"username":"a","password":"b"}"#;
         assert!(parse_json::<Login>(&[doc.as_slice(), b" \n"].concat()).is_ok());
         for tail in [b" x".as_slice(), doc.as_slice(), b"}"] {
             let e = parse_json::<Login>(&[doc.as_slice(), tail].concat()).unwrap_err();
-            assert_eq!(e.code, "malformed_json");
+            assert_eq!(e.code, ErrorCode::MalformedJson);
         }
     }
 }

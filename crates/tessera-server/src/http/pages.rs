@@ -21,6 +21,7 @@ use tessera_core::codes::display_user_code;
 use tessera_core::identity::DeviceId;
 use tessera_core::roles::Permission;
 use tessera_core::secret::{hex, Secret, SecretKind};
+use tessera_core::ErrorCode;
 use tessera_core::Timestamp;
 
 use super::error::ApiError;
@@ -258,7 +259,7 @@ async fn show(
             .metrics()
             .rate_limited(state.limiters().pairing_lookup.name());
         return error_page(&ApiError::too_many_requests(
-            "rate_limited",
+            ErrorCode::RateLimited,
             "too many attempts; wait a moment",
             wait,
         ));
@@ -371,7 +372,7 @@ async fn sign_in(
     if let Err(wait) = state.limiters().login.check(ip.0) {
         state.metrics().rate_limited(state.limiters().login.name());
         return error_page(&ApiError::too_many_requests(
-            "rate_limited",
+            ErrorCode::RateLimited,
             "too many attempts; wait a moment",
             wait,
         ));
@@ -451,7 +452,7 @@ async fn decide(
         Some("deny") => false,
         _ => {
             return error_page(&ApiError::bad_request(
-                "invalid_field",
+                ErrorCode::InvalidField,
                 "choose approve or deny",
             ))
         }

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use tessera_core::api::{CreateSessionRequest, SecretString, SessionView, ViewerTokenResponse};
 use tessera_core::identity::DeviceId;
 use tessera_core::roles::Permission;
+use tessera_core::ErrorCode;
 use tessera_core::Timestamp;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -89,7 +90,7 @@ pub async fn find_device(
             .ok_or_else(|| ApiError::not_found("device"))?),
         0 => Err(ApiError::not_found("device")),
         _ => Err(ApiError::conflict(
-            "ambiguous_device",
+            ErrorCode::AmbiguousDevice,
             "several devices have that name; use its id",
         )),
     }
@@ -116,7 +117,7 @@ async fn create_session(
         a @ ("control" | "view") => a,
         _ => {
             return Err(ApiError::unprocessable(
-                "invalid_field",
+                ErrorCode::InvalidField,
                 "`access` is control or view",
             ))
         }
@@ -124,13 +125,13 @@ async fn create_session(
     let device = find_device(&state, &op, &req.device).await?;
     if device.revoked_at.is_some() {
         return Err(ApiError::conflict(
-            "device_revoked",
+            ErrorCode::DeviceRevoked,
             "the device is revoked",
         ));
     }
     if !state.registry().is_connected(&device.id) {
         return Err(ApiError::conflict(
-            "device_offline",
+            ErrorCode::DeviceOffline,
             "the device is not connected to this server",
         ));
     }
@@ -265,7 +266,7 @@ async fn end_session(
     .await?
     {
         return Err(ApiError::conflict(
-            "already_ended",
+            ErrorCode::AlreadyEnded,
             "the session has already ended",
         ));
     }
@@ -304,11 +305,16 @@ async fn viewer_token(
         "active" => {}
         "pending" => {
             return Err(ApiError::conflict(
-                "consent_pending",
+                ErrorCode::ConsentPending,
                 "the person at the device has not answered yet",
             ))
         }
-        _ => return Err(ApiError::conflict("session_ended", "the session has ended")),
+        _ => {
+            return Err(ApiError::conflict(
+                ErrorCode::SessionEnded,
+                "the session has ended",
+            ))
+        }
     }
     let access = if row.access == "view" {
         "view_only"

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::time::Duration;
+use tessera_core::ErrorCode;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -65,7 +66,7 @@ async fn create(
         a @ ("control" | "view") => a,
         _ => {
             return Err(ApiError::unprocessable(
-                "invalid_field",
+                ErrorCode::InvalidField,
                 "`access` is control or view",
             ))
         }
@@ -76,7 +77,7 @@ async fn create(
         .unwrap_or(DEFAULT_TTL);
     if ttl < Duration::from_secs(60) || ttl > MAX_TTL {
         return Err(ApiError::unprocessable(
-            "invalid_field",
+            ErrorCode::InvalidField,
             "`ttl_seconds` must be between 60 and 86400",
         ));
     }
@@ -195,10 +196,10 @@ async fn bind(
     let code = req.code.expose();
     validate_device_fields(&req.name, &req.hostname, &req.os)?;
     let doc = IdentityDocument::decode(&req.identity)
-        .map_err(|e| ApiError::unprocessable("invalid_identity", e.to_string()))?;
+        .map_err(|e| ApiError::unprocessable(ErrorCode::InvalidIdentity, e.to_string()))?;
     let device_id = doc
         .device_id()
-        .map_err(|e| ApiError::unprocessable("invalid_identity", e.to_string()))?;
+        .map_err(|e| ApiError::unprocessable(ErrorCode::InvalidIdentity, e.to_string()))?;
     let c = find_live(&state, ip.0, code).await?;
     let now = state.now();
     let session_id = uuid::Uuid::now_v7().to_string();
@@ -232,7 +233,7 @@ async fn bind(
     .await
     .map_err(|e| match e {
         StoreError::Conflict => ApiError::conflict(
-            "already_enrolled",
+            ErrorCode::AlreadyEnrolled,
             "use a fresh identity for each support session",
         ),
         other => other.into(),

@@ -7,6 +7,7 @@
 //! a revoked grant is not brought back by re-sending it.
 
 use std::time::Duration;
+use tessera_core::ErrorCode;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -76,7 +77,7 @@ async fn peer_row(state: &AppState, me: &DevicePrincipal, id: &str) -> ApiResult
 fn fresh(issued_at: Timestamp, now: Timestamp) -> ApiResult<()> {
     if issued_at.since(now) > FRESHNESS || now.since(issued_at) > FRESHNESS {
         return Err(ApiError::unprocessable(
-            "stale_statement",
+            ErrorCode::StaleStatement,
             "the statement's time is more than ten minutes from the server's clock",
         ));
     }
@@ -91,7 +92,7 @@ async fn my_row(state: &AppState, me: &DevicePrincipal) -> ApiResult<DeviceRow> 
 
 fn bad_signature() -> ApiError {
     ApiError::unprocessable(
-        "bad_signature",
+        ErrorCode::BadSignature,
         "the signature does not verify with the signer's current key",
     )
 }
@@ -141,7 +142,10 @@ fn exchange_view(e: &ExchangeRow) -> ExchangeView {
 
 fn hex32(s: &str, what: &str) -> ApiResult<()> {
     key_from_hex(s).map(|_| ()).ok_or_else(|| {
-        ApiError::unprocessable("invalid_field", format!("`{what}` must be 64 hex digits"))
+        ApiError::unprocessable(
+            ErrorCode::InvalidField,
+            format!("`{what}` must be 64 hex digits"),
+        )
     })
 }
 
@@ -160,7 +164,7 @@ async fn create_exchange(
     let peer = peer_row(&state, &me, &req.peer).await?;
     if peer.id == me.device_id {
         return Err(ApiError::unprocessable(
-            "invalid_field",
+            ErrorCode::InvalidField,
             "a device cannot trust itself",
         ));
     }
@@ -205,7 +209,7 @@ async fn list_exchanges(
     ApiQuery(q): ApiQuery<PeerQuery>,
 ) -> ApiResult<Json<Vec<ExchangeView>>> {
     let peer = DeviceId::parse(&q.peer)
-        .map_err(|_| ApiError::bad_request("invalid_query", "`peer` is not a device id"))?;
+        .map_err(|_| ApiError::bad_request(ErrorCode::InvalidQuery, "`peer` is not a device id"))?;
     let rows =
         store::trust::exchanges_between(state.db(), &me.device_id, peer.as_str(), state.now())
             .await?;
@@ -215,11 +219,11 @@ async fn list_exchanges(
 fn check_step(req: &ExchangeStepRequest, me: &DevicePrincipal) -> ApiResult<()> {
     hex32(&req.nonce, "nonce")?;
     let doc = IdentityDocument::decode(&req.identity)
-        .map_err(|e| ApiError::unprocessable("invalid_identity", e.to_string()))?;
+        .map_err(|e| ApiError::unprocessable(ErrorCode::InvalidIdentity, e.to_string()))?;
     // The identity must be the caller's current one.
     if doc.ed25519 != me.ed25519_public {
         return Err(ApiError::unprocessable(
-            "invalid_identity",
+            ErrorCode::InvalidIdentity,
             "that is not this device's current identity",
         ));
     }
@@ -250,7 +254,7 @@ async fn respond(
     .await?
     {
         return Err(ApiError::conflict(
-            "exchange_not_open",
+            ErrorCode::ExchangeNotOpen,
             "no open exchange awaits this device's answer",
         ));
     }
@@ -284,7 +288,7 @@ async fn reveal(
     .await?
     {
         return Err(ApiError::conflict(
-            "exchange_not_open",
+            ErrorCode::ExchangeNotOpen,
             "no answered exchange awaits this device's reveal",
         ));
     }
@@ -329,7 +333,7 @@ async fn attest(
     let peer = peer_row(&state, &me, &a.trusted).await?;
     if key_from_hex(&a.trusted_ed25519).is_none() || key_from_hex(&a.trusted_x25519).is_none() {
         return Err(ApiError::unprocessable(
-            "invalid_field",
+            ErrorCode::InvalidField,
             "pinned keys must be 64 hex digits",
         ));
     }
@@ -339,7 +343,7 @@ async fn attest(
     {
         if a.issued_at <= prev.issued_at || prev.withdrawn_at.is_some_and(|w| a.issued_at <= w) {
             return Err(ApiError::conflict(
-                "stale_statement",
+                ErrorCode::StaleStatement,
                 "a newer statement about this peer exists",
             ));
         }
@@ -456,7 +460,7 @@ async fn withdraw_trust(
     let now = state.now();
     fresh(w.issued_at, now)?;
     let peer = w.subject.strip_prefix("trust:").ok_or_else(|| {
-        ApiError::unprocessable("invalid_field", "subject must be trust:<device id>")
+        ApiError::unprocessable(ErrorCode::InvalidField, "subject must be trust:<device id>")
     })?;
     let mut tx = state.db().begin_write().await?;
     if !store::trust::withdraw_attestation(&mut tx, &me.device_id, peer, now).await? {
@@ -534,7 +538,7 @@ async fn create_grant(
         || uuid::Uuid::parse_str(&g.id).is_err()
     {
         return Err(ApiError::unprocessable(
-            "invalid_grant",
+            ErrorCode::InvalidGrant,
             "a grant needs an id, a scope and an expiry within a year",
         ));
     }
@@ -546,7 +550,7 @@ async fn create_grant(
         .is_some_and(|p| g.issued_at <= p.grant.issued_at)
     {
         return Err(ApiError::conflict(
-            "stale_statement",
+            ErrorCode::StaleStatement,
             "a newer grant to this device exists",
         ));
     }
@@ -554,9 +558,10 @@ async fn create_grant(
     store::trust::insert_grant(&mut tx, &me.tenant_id, g, &signed.signature, now)
         .await
         .map_err(|e| match e {
-            StoreError::Conflict => {
-                ApiError::conflict("stale_statement", "that grant was already submitted")
-            }
+            StoreError::Conflict => ApiError::conflict(
+                ErrorCode::StaleStatement,
+                "that grant was already submitted",
+            ),
             other => other.into(),
         })?;
     let replaced = store::trust::supersede(&mut tx, &me.device_id, &grantee.id, &g.id).await?;
@@ -648,10 +653,9 @@ async fn withdraw_grant(
         .verify(&me.ed25519_public)
         .map_err(|_| bad_signature())?;
     fresh(w.issued_at, state.now())?;
-    let id = w
-        .subject
-        .strip_prefix("grant:")
-        .ok_or_else(|| ApiError::unprocessable("invalid_field", "subject must be grant:<id>"))?;
+    let id = w.subject.strip_prefix("grant:").ok_or_else(|| {
+        ApiError::unprocessable(ErrorCode::InvalidField, "subject must be grant:<id>")
+    })?;
     let g = store::trust::grant_by_id(state.db().pool(), id)
         .await?
         .filter(|g| g.grant.granter == me.device_id)
@@ -694,7 +698,7 @@ async fn rotate_identity(
     let now = state.now();
     fresh(r.issued_at, now)?;
     let doc = IdentityDocument::decode(&r.new_identity)
-        .map_err(|e| ApiError::unprocessable("invalid_identity", e.to_string()))?;
+        .map_err(|e| ApiError::unprocessable(ErrorCode::InvalidIdentity, e.to_string()))?;
     let statement = serde_json::to_string(r).map_err(ApiError::internal)?;
     let mut tx = state.db().begin_write().await?;
     let moved = store::trust::rotate_identity(
@@ -714,7 +718,7 @@ async fn rotate_identity(
     .await?;
     if !moved {
         return Err(ApiError::conflict(
-            "stale_statement",
+            ErrorCode::StaleStatement,
             "the epoch or the old key does not match the device's current key",
         ));
     }

@@ -8,6 +8,7 @@ use tessera_core::api::{
 };
 use tessera_core::password;
 use tessera_core::roles::{Permission, Role};
+use tessera_core::ErrorCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use zeroize::Zeroizing;
@@ -52,13 +53,13 @@ pub fn validate_username(name: &str) -> Result<(), ApiError> {
         .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     if name.is_empty() || name.len() > MAX_USERNAME_LEN || !ok_chars || !ok_start {
         return Err(ApiError::unprocessable(
-            "invalid_username",
+            ErrorCode::InvalidUsername,
             "usernames are 1-64 characters of a-z, 0-9, '.', '_', '@', '-', starting with a letter or digit",
         ));
     }
     if uuid::Uuid::parse_str(name).is_ok() {
         return Err(ApiError::unprocessable(
-            "invalid_username",
+            ErrorCode::InvalidUsername,
             "a username may not look like a user id",
         ));
     }
@@ -96,7 +97,7 @@ async fn create_user(
     let (plain, generated) = match &req.password {
         Some(p) => {
             password::check_policy(p.expose())
-                .map_err(|e| ApiError::unprocessable("weak_password", e.to_string()))?;
+                .map_err(|e| ApiError::unprocessable(ErrorCode::WeakPassword, e.to_string()))?;
             (Zeroizing::new(p.expose().to_owned()), false)
         }
         None => (Zeroizing::new(password::generate()), true),
@@ -119,7 +120,9 @@ async fn create_user(
     )
     .await
     .map_err(|e| match e {
-        StoreError::Conflict => ApiError::conflict("username_taken", "that username is taken"),
+        StoreError::Conflict => {
+            ApiError::conflict(ErrorCode::UsernameTaken, "that username is taken")
+        }
         other => other.into(),
     })?;
     state
@@ -177,7 +180,7 @@ async fn update_user(
     op.require(Permission::ManageUsers)?;
     if req.role.is_none() && req.disabled.is_none() {
         return Err(ApiError::unprocessable(
-            "nothing_to_change",
+            ErrorCode::NothingToChange,
             "give `role` and/or `disabled`",
         ));
     }
@@ -194,7 +197,7 @@ async fn update_user(
     let disables = req.disabled == Some(true) && user.disabled_at.is_none();
     if disables && user.id == op.user_id {
         return Err(ApiError::conflict(
-            "cannot_disable_self",
+            ErrorCode::CannotDisableSelf,
             "you cannot disable your own account",
         ));
     }
@@ -203,7 +206,7 @@ async fn update_user(
         && store::users::count_enabled_admins(&mut tx, tenant).await? <= 1
     {
         return Err(ApiError::conflict(
-            "last_admin",
+            ErrorCode::LastAdmin,
             "this is the last enabled admin; promote another first",
         ));
     }

@@ -8,6 +8,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use tessera_core::ErrorCode;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -62,7 +63,7 @@ pub async fn upgrade(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let Ok(Query(q)) = query else {
-        return ApiError::bad_request("invalid_query", "give the session as ?session=<id>")
+        return ApiError::bad_request(ErrorCode::InvalidQuery, "give the session as ?session=<id>")
             .into_response();
     };
     let (claims, live) = match admit(&state, &q.session, &headers).await {
@@ -72,7 +73,7 @@ pub async fn upgrade(
     let Ok(ws) = ws else {
         return ApiError::new(
             StatusCode::UPGRADE_REQUIRED,
-            "websocket_required",
+            ErrorCode::WebsocketRequired,
             "this endpoint speaks WebSocket",
         )
         .into_response();
@@ -93,8 +94,9 @@ async fn admit(
     session_id: &str,
     headers: &HeaderMap,
 ) -> Result<(ViewerClaims, Arc<LiveSession>), ApiError> {
-    let token = bearer_from(headers)
-        .ok_or_else(|| ApiError::unauthorized("unauthenticated", "missing viewer token"))?;
+    let token = bearer_from(headers).ok_or_else(|| {
+        ApiError::unauthorized(ErrorCode::Unauthenticated, "missing viewer token")
+    })?;
     let claims = state
         .viewer_keys()
         .check(token, session_id, state.now())
@@ -103,14 +105,14 @@ async fn admit(
         .await?
         .ok_or_else(|| {
             ApiError::unauthorized(
-                "session_revoked",
+                ErrorCode::SessionRevoked,
                 "the login that minted this token is gone",
             )
         })?;
     check_session(&login, state.now())?;
     if login.user_id != claims.sub || login.tenant_id != claims.tid {
         return Err(ApiError::unauthorized(
-            "invalid_token",
+            ErrorCode::InvalidToken,
             "the viewer token does not match its login",
         ));
     }
@@ -120,13 +122,13 @@ async fn admit(
         .filter(|l| l.tenant_id == claims.tid)
         .ok_or_else(|| {
             ApiError::conflict(
-                "session_not_active",
+                ErrorCode::SessionNotActive,
                 "the session is not active on this server",
             )
         })?;
     if live.viewer_count() >= live.max_viewers {
         return Err(ApiError::conflict(
-            "too_many_viewers",
+            ErrorCode::TooManyViewers,
             "this session has as many viewers as it admits",
         ));
     }
