@@ -28,7 +28,9 @@ use tessera_proto::Body;
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
-use crate::control::{AgentError, ClientConnection, Credentials};
+use crate::control::ClientConnection;
+use crate::credentials::Credentials;
+use crate::error::AgentError;
 use crate::files::{self, Outgoing, Receiver};
 use crate::trust::TrustStore;
 

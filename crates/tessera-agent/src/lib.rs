@@ -8,7 +8,9 @@ pub mod auto;
 pub mod channels;
 pub mod consent;
 pub mod control;
+pub mod credentials;
 pub mod enroll;
+pub mod error;
 pub mod files;
 pub mod state;
 pub mod support;
@@ -16,6 +18,8 @@ pub mod sysinfo;
 pub mod trust;
 
 pub use control::{run, Exit, RunOptions};
+pub use credentials::Credentials;
+pub use error::AgentError;
 pub use state::{AgentState, StateError};
 
 /// This agent's version, as reported to the server.

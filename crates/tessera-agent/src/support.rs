@@ -8,7 +8,9 @@ use tessera_client::{ApiClient, ClientError, TlsTrust};
 use tessera_core::api::{BindSupportCodeRequest, BoundSupportCode, SupportCodePreview};
 use tessera_core::identity::DeviceKeys;
 
-use crate::control::{run_one_session, AgentError, Credentials, Exit, RunOptions};
+use crate::control::{run_one_session, Exit, RunOptions};
+use crate::credentials::Credentials;
+use crate::error::AgentError;
 use crate::sysinfo;
 
 /// Who asked for this code, without using it.

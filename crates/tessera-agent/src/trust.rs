@@ -17,7 +17,8 @@ use tessera_core::trust::{
 };
 use tessera_core::{Clock, SystemClock, Timestamp};
 
-use crate::control::{AgentError, Credentials};
+use crate::credentials::Credentials;
+use crate::error::AgentError;
 use crate::state::{write_private, AgentState, StateError};
 
 /// A pinned peer.

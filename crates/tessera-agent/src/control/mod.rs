@@ -1,0 +1,210 @@
+//! The agent's control channel: connect, heartbeat, carry session
+//! channels, and reconnect with jittered exponential backoff until shut
+//! down or revoked.
+//!
+//! - [`connection`]: one authenticated WebSocket (connect, the identity
+//!   handshake, send and receive, key rotation, serving until it drops);
+//! - [`sessions`]: what a connection serves (shells, consent answers,
+//!   invitations to automatic sessions);
+//! - [`client`]: a client connection of this device, for the sessions a
+//!   command such as `tessera send` creates.
+
+mod client;
+mod connection;
+mod sessions;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::consent::ConsentMode;
+use crate::state::AgentState;
+
+pub use crate::credentials::Credentials;
+pub use crate::error::AgentError;
+pub use client::ClientConnection;
+pub use connection::Connection;
+use connection::{connect, Connected};
+
+/// Why `run` returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// Asked to stop (SIGTERM, Ctrl-C).
+    Shutdown,
+    /// The server revoked this device or its key; retrying is pointless.
+    Revoked { code: String, reason: String },
+    /// One-session mode: the session is over (or never started).
+    SessionEnded { code: String, reason: String },
+}
+
+/// How the agent serves its sessions.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Longest wait between reconnection attempts.
+    pub max_backoff: Duration,
+    /// The shell sessions run (default: `$SHELL`, else `/bin/sh`).
+    pub shell: Option<String>,
+    /// How consent is asked for when a session needs it.
+    pub consent: ConsentMode,
+    /// Where files sent in automatic sessions land (default:
+    /// `<state dir>/inbox`).
+    pub inbox: Option<std::path::PathBuf>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            max_backoff: Duration::from_secs(60),
+            shell: None,
+            consent: ConsentMode::Deny,
+            inbox: None,
+        }
+    }
+}
+
+/// Exponential backoff with jitter: attempt `n` waits a random time in
+/// `[d/2, d]` where `d = min(1 s · 2^n, max)`, so a fleet that lost its
+/// server does not come back in lockstep.
+pub fn backoff(attempt: u32, max: Duration) -> Duration {
+    let d = Duration::from_secs(1)
+        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
+        .min(max);
+    let half = d / 2;
+    half + d
+        .saturating_sub(half)
+        .mul_f64(rand::thread_rng().gen::<f64>())
+}
+
+/// Connects once with the stored key, recovering from an interrupted
+/// rotation (whose new key waits in `device.key.next`).
+pub async fn connect_once(state: &AgentState) -> Result<Result<Box<Connection>, Exit>, AgentError> {
+    let mut creds = Credentials::load(state)?;
+    let first = connect(&creds, tessera_proto::role::AGENT).await;
+    // An identity rotation the server took but this side did not finish:
+    // the next identity key answers the challenge.
+    if let (Err(AgentError::Refused { .. }), Some(next)) = (&first, state.next_identity()?) {
+        creds.keys = Arc::new(next);
+        if let Ok(Connected::Ok(c)) = connect(&creds, tessera_proto::role::AGENT).await {
+            state.promote_next_identity()?;
+            return Ok(Ok(c));
+        }
+    }
+    match first? {
+        Connected::Ok(c) => Ok(Ok(c)),
+        Connected::Revoked(exit) => {
+            if let Some(next) = state.next_key()? {
+                creds.key = next;
+                if let Connected::Ok(c) = connect(&creds, tessera_proto::role::AGENT).await? {
+                    state.promote_next_key()?;
+                    return Ok(Ok(c));
+                }
+            }
+            Ok(Err(exit))
+        }
+    }
+}
+
+/// Runs the control loop until `shutdown` completes or the device is
+/// revoked. Transient failures reconnect with backoff.
+pub async fn run(
+    state: &AgentState,
+    opts: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Exit, AgentError> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut attempt = 0u32;
+    loop {
+        let result = tokio::select! {
+            r = connect_once(state) => r,
+            () = &mut shutdown => return Ok(Exit::Shutdown),
+        };
+        let failure = match result {
+            Ok(Ok(mut conn)) => {
+                attempt = 0;
+                tracing::info!(connection = %conn.connection_id, heartbeat_ms = conn.heartbeat.as_millis() as u64, "connected");
+                let keys = state.identity()?;
+                let me = Credentials::load(state)?.device_id;
+                match conn
+                    .serve(&opts, None, Some(state), Some((me, &keys)), &mut shutdown)
+                    .await
+                {
+                    Ok(Some(exit)) => return Ok(exit),
+                    Ok(None) => continue,
+                    Err(e) => e,
+                }
+            }
+            Ok(Err(exit)) => return Ok(exit),
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => e,
+        };
+        let wait = backoff(attempt, opts.max_backoff);
+        attempt = attempt.saturating_add(1);
+        tracing::warn!(error = %failure, retry_in_ms = wait.as_millis() as u64, "control connection lost");
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = &mut shutdown => return Ok(Exit::Shutdown),
+        }
+    }
+}
+
+/// One-session mode (the support agent): connect once with in-memory
+/// credentials and serve `session_id` until it ends. A lost connection ends
+/// the session too (the server ends it when the device goes).
+pub async fn run_one_session(
+    creds: &Credentials,
+    session_id: &str,
+    opts: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Exit, AgentError> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut conn = match connect(creds, tessera_proto::role::AGENT).await? {
+        Connected::Ok(c) => c,
+        Connected::Revoked(exit) => return Ok(exit),
+    };
+    match conn
+        .serve(&opts, Some(session_id), None, None, &mut shutdown)
+        .await
+    {
+        Ok(Some(exit)) => Ok(exit),
+        Ok(None) | Err(_) => Ok(Exit::SessionEnded {
+            code: "disconnected".into(),
+            reason: "the connection to the server was lost".into(),
+        }),
+    }
+}
+
+/// Connects, rotates the device key, and disconnects.
+pub async fn rotate_device_key(state: &AgentState) -> Result<String, AgentError> {
+    match connect_once(state).await? {
+        Ok(mut conn) => {
+            let id = conn.rotate_key(state).await?;
+            conn.close().await;
+            Ok(id)
+        }
+        Err(Exit::Revoked { code, reason }) | Err(Exit::SessionEnded { code, reason }) => {
+            Err(AgentError::Refused {
+                code,
+                message: reason,
+            })
+        }
+        Err(Exit::Shutdown) => Err(AgentError::Connection("stopped".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_caps() {
+        let max = Duration::from_secs(60);
+        for attempt in 0..20 {
+            let d = backoff(attempt, max);
+            let full = Duration::from_secs(1u64 << attempt.min(16)).min(max);
+            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
+        }
+        assert!(backoff(30, max) <= max);
+    }
+}

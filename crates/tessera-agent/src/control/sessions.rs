@@ -1,0 +1,276 @@
+//! What one control connection serves: shells for session channels, the
+//! person's consent answers (which gate those shells), and this device's
+//! part in automatic sessions it is invited to.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tessera_core::identity::{DeviceId, DeviceKeys};
+use tessera_proto::v1::{ChannelClose, ConsentResponse};
+use tessera_proto::Body;
+use tokio::sync::mpsc;
+
+use super::{Exit, RunOptions};
+use crate::channels::{default_shell, Shell};
+use crate::consent;
+use crate::state::AgentState;
+/// What one connection serves: its shells and pending consent questions.
+pub(super) struct Sessions<'a> {
+    pub(super) opts: &'a RunOptions,
+    /// One-session mode: the session this agent exists for.
+    pub(super) only: Option<&'a str>,
+    pub(super) shells: HashMap<(String, u32), Shell>,
+    pub(super) outbound: mpsc::Sender<Body>,
+    /// The person's answers, by session: a shell opens for a session that
+    /// asked only once it was granted, never for one that was refused.
+    pub(super) answers: Arc<std::sync::Mutex<HashMap<String, bool>>>,
+    /// The agent's state (trust store, inbox); none for the one-time agent,
+    /// which takes part in no automatic session.
+    pub(super) state: Option<&'a AgentState>,
+    /// This device's id and identity keys.
+    pub(super) identity: Option<(DeviceId, &'a DeviceKeys)>,
+    /// Automatic sessions this device is a member of.
+    pub(super) members: HashMap<String, crate::auto::Member>,
+}
+
+impl Sessions<'_> {
+    /// Whether a shell may open for `session`: the one-time agent opens one
+    /// only for its own session and only after a yes; a managed agent never
+    /// for a session the person refused.
+    fn may_open(&self, session: &str) -> bool {
+        let answer = self
+            .answers
+            .lock()
+            .ok()
+            .and_then(|a| a.get(session).copied());
+        match self.only {
+            Some(only) => only == session && answer == Some(true),
+            None => answer != Some(false),
+        }
+    }
+
+    /// An invitation to an automatic session: this device's own checks.
+    fn join(&mut self, inv: &tessera_proto::v1::AutoJoinInvite) -> Result<(), &'static str> {
+        let (Some(state), Some((me, keys))) = (self.state, self.identity.as_ref()) else {
+            return Err("not_mutually_trusted");
+        };
+        let store = crate::trust::TrustStore::load(state).map_err(|_| "not_mutually_trusted")?;
+        let inbox = self
+            .opts
+            .inbox
+            .clone()
+            .unwrap_or_else(|| crate::auto::inbox_of(state));
+        let me = me.to_string();
+        let now = tessera_core::Clock::now(&tessera_core::SystemClock);
+        let secret = zeroize::Zeroizing::new(keys.x25519_secret().to_bytes());
+        let member = crate::auto::Member::accept(
+            &store,
+            &me,
+            &secret,
+            inv,
+            inbox,
+            now,
+        )
+        .inspect_err(|reason| tracing::warn!(session = %inv.session_id, %reason, "refused an automatic session"))?;
+        tracing::info!(session = %inv.session_id, creator = %inv.creator_name, "joined an automatic session");
+        self.members.insert(inv.session_id.clone(), member);
+        Ok(())
+    }
+
+    /// Sends what a member produced, or leaves the session if it aborted.
+    fn member_result(
+        &mut self,
+        session: &str,
+        result: Option<Result<Vec<Body>, crate::auto::Abort>>,
+    ) {
+        match result {
+            Some(Ok(out)) => {
+                for b in out {
+                    let _ = self.outbound.try_send(b);
+                }
+            }
+            Some(Err(crate::auto::Abort(reason))) => {
+                tracing::warn!(session, %reason, "left an automatic session");
+                if let Some(mut m) = self.members.remove(session) {
+                    m.close();
+                }
+                if let Some((me, _)) = &self.identity {
+                    let _ = self.outbound.try_send(crate::auto::leave(
+                        session,
+                        &me.to_string(),
+                        &reason,
+                    ));
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Handles one relay message from the server; `Some(exit)` ends the run.
+    pub(super) fn handle(&mut self, body: Body) -> Option<Exit> {
+        match body {
+            Body::ConsentRequest(req) => {
+                // The one-time agent answers only for its own session.
+                if self.only.is_some_and(|only| only != req.session_id) {
+                    let _ = self
+                        .outbound
+                        .try_send(Body::ConsentResponse(ConsentResponse {
+                            session_id: req.session_id,
+                            granted: false,
+                        }));
+                    return None;
+                }
+                let mode = self.opts.consent.clone();
+                let outbound = self.outbound.clone();
+                let answers = self.answers.clone();
+                tokio::spawn(async move {
+                    let timeout = Duration::from_millis(u64::from(req.timeout_ms));
+                    let granted = consent::ask(
+                        &mode,
+                        &req.technician,
+                        &req.access,
+                        &req.session_id,
+                        timeout,
+                    )
+                    .await;
+                    if let Ok(mut a) = answers.lock() {
+                        a.insert(req.session_id.clone(), granted);
+                    }
+                    let _ = outbound
+                        .send(Body::ConsentResponse(ConsentResponse {
+                            session_id: req.session_id,
+                            granted,
+                        }))
+                        .await;
+                });
+            }
+            Body::ChannelOpen(open) if !self.may_open(&open.session_id) => {
+                tracing::warn!(session = %open.session_id, "refused to open a channel without consent");
+                let _ = self.outbound.try_send(Body::ChannelClose(ChannelClose {
+                    session_id: open.session_id,
+                    channel_id: open.channel_id,
+                    exit_status: None,
+                    reason: "the person at this device did not consent to this session".into(),
+                }));
+            }
+            Body::ChannelOpen(open) => {
+                let shell = self.opts.shell.clone().unwrap_or_else(default_shell);
+                match Shell::spawn(
+                    &shell,
+                    &open.session_id,
+                    open.channel_id,
+                    open.cols,
+                    open.rows,
+                    self.outbound.clone(),
+                ) {
+                    Ok(s) => {
+                        tracing::info!(session = %open.session_id, "shell started");
+                        self.shells.insert((open.session_id, open.channel_id), s);
+                    }
+                    Err(e) => {
+                        let _ = self.outbound.try_send(Body::ChannelClose(ChannelClose {
+                            session_id: open.session_id,
+                            channel_id: open.channel_id,
+                            exit_status: None,
+                            reason: e.to_string(),
+                        }));
+                    }
+                }
+            }
+            Body::ChannelData(d) => {
+                if let Some(shell) = self.shells.get(&(d.session_id, d.channel_id)) {
+                    shell.write(&d.data);
+                }
+            }
+            Body::ChannelResize(r) => {
+                if let Some(shell) = self.shells.get(&(r.session_id, r.channel_id)) {
+                    shell.resize(r.cols, r.rows);
+                }
+            }
+            Body::ChannelClose(c) => {
+                self.shells.remove(&(c.session_id, c.channel_id));
+            }
+            Body::AutoJoinInvite(inv) => {
+                let verdict = self.join(&inv);
+                let _ = self
+                    .outbound
+                    .try_send(crate::auto::answer(&inv.session_id, verdict));
+            }
+            Body::E2eHandshake(h) => {
+                let result = self
+                    .members
+                    .get_mut(&h.session_id)
+                    .map(|m| m.on_handshake(&h));
+                self.member_result(&h.session_id, result);
+            }
+            Body::E2eData(d) => {
+                let result = self.members.get_mut(&d.session_id).map(|m| m.on_data(&d));
+                self.member_result(&d.session_id, result);
+            }
+            Body::MemberLeft(m)
+                if self
+                    .identity
+                    .as_ref()
+                    .is_some_and(|(me, _)| me.to_string() == m.device_id) =>
+            {
+                if let Some(mut member) = self.members.remove(&m.session_id) {
+                    member.close();
+                }
+            }
+            Body::SessionEnded(e) => {
+                if let Some(mut member) = self.members.remove(&e.session_id) {
+                    member.close();
+                }
+                self.shells.retain(|(sid, _), _| *sid != e.session_id);
+                if self.only == Some(e.session_id.as_str()) {
+                    return Some(Exit::SessionEnded {
+                        code: e.code,
+                        reason: e.reason,
+                    });
+                }
+            }
+            _ => {}
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod consent_gate {
+    use super::*;
+
+    fn sessions<'a>(opts: &'a RunOptions, only: Option<&'a str>) -> Sessions<'a> {
+        let (outbound, _rx) = mpsc::channel(8);
+        Sessions {
+            opts,
+            only,
+            shells: HashMap::new(),
+            outbound,
+            answers: Arc::default(),
+            state: None,
+            identity: None,
+            members: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn the_one_time_agent_opens_only_its_own_consented_session() {
+        let opts = RunOptions::default();
+        let s = sessions(&opts, Some("mine"));
+        assert!(!s.may_open("mine"), "not before a yes");
+        s.answers.lock().unwrap().insert("mine".into(), true);
+        assert!(s.may_open("mine"));
+        s.answers.lock().unwrap().insert("other".into(), true);
+        assert!(!s.may_open("other"), "never another session");
+    }
+
+    #[test]
+    fn a_managed_agent_never_opens_a_refused_session() {
+        let opts = RunOptions::default();
+        let s = sessions(&opts, None);
+        assert!(s.may_open("not-asked"), "no consent needed by policy");
+        s.answers.lock().unwrap().insert("refused".into(), false);
+        assert!(!s.may_open("refused"));
+    }
+}
