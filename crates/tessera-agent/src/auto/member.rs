@@ -1,0 +1,256 @@
+//! The member side: an invited device's agent checks the invitation
+//! against its own pin and grant, answers the creator's Noise handshake,
+//! and then acts only on payloads the creator sealed, writing received
+//! files into its inbox.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use prost::Message as _;
+use tessera_core::e2e::{self, E2eError, OriginKey, Place, ReplayGuard, SessionKey};
+use tessera_core::trust::{key_from_hex, Scope};
+use tessera_proto::v1::{
+    e2e_payload, AutoJoinInvite, E2eData, E2eHandshake, E2ePayload, OriginTag, SessionKeyGrant,
+    TransferAck,
+};
+use tessera_proto::Body;
+
+use super::{payload, place, tag_for, transport_read, Noise};
+use crate::files::{self, Receiver};
+use crate::trust::TrustStore;
+
+/// An invited device's part in one automatic session.
+pub struct Member {
+    pub session_id: String,
+    creator: String,
+    me: String,
+    noise: Noise,
+    key: Option<SessionKey>,
+    /// Shared with the creator only: proves who sealed a payload.
+    origin: Option<OriginKey>,
+    /// This member's sender index (from the creator, inside Noise).
+    index: u32,
+    guard: ReplayGuard,
+    counter: u64,
+    receiver: Receiver,
+    /// The first thing that went wrong in this transfer, reported in the
+    /// acknowledgement.
+    failed: Option<String>,
+    progress: Option<indicatif::ProgressBar>,
+}
+
+/// Why a member left a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Abort(pub String);
+
+impl Member {
+    /// Checks the invitation against this device's own pin and grant, and
+    /// prepares the Noise responder with the pinned key. `Err(reason)`
+    /// refuses.
+    pub fn accept(
+        store: &TrustStore,
+        me: &str,
+        my_x25519_secret: &[u8; 32],
+        invite: &AutoJoinInvite,
+        inbox: PathBuf,
+        now: tessera_core::Timestamp,
+    ) -> Result<Member, &'static str> {
+        let (session_id, creator) = (invite.session_id.as_str(), invite.creator.as_str());
+        let scope = Scope::parse(&invite.scope).ok_or("scope_missing")?;
+        store.check_invite(creator, &invite.creator_ed25519, scope, now)?;
+        let pin = store.peers.get(creator).ok_or("not_mutually_trusted")?;
+        let creator_x = key_from_hex(&pin.x25519).ok_or("key_mismatch")?;
+        let hs = e2e::kk_responder(
+            my_x25519_secret,
+            &creator_x,
+            &e2e::prologue(session_id, creator, me),
+        )
+        .map_err(|_| "handshake_failed")?;
+        Ok(Member {
+            session_id: session_id.to_owned(),
+            creator: creator.to_owned(),
+            me: me.to_owned(),
+            noise: Noise::Handshake(Box::new(hs)),
+            key: None,
+            origin: None,
+            index: 0,
+            guard: ReplayGuard::default(),
+            counter: 0,
+            receiver: Receiver::new(inbox),
+            failed: None,
+            progress: None,
+        })
+    }
+
+    /// A Noise message from the creator: the handshake's first message (the
+    /// reply is returned), then the session key inside the channel.
+    pub fn on_handshake(&mut self, h: &E2eHandshake) -> Result<Vec<Body>, Abort> {
+        if h.from != self.creator {
+            return Ok(vec![]);
+        }
+        let fail = |e: E2eError| Abort(format!("handshake_failed: {e}"));
+        match std::mem::replace(&mut self.noise, Noise::Failed) {
+            Noise::Handshake(mut hs) => {
+                e2e::read(&mut hs, &h.payload).map_err(fail)?;
+                let reply = e2e::write(&mut hs, &[]).map_err(fail)?;
+                let t = hs
+                    .into_transport_mode()
+                    .map_err(|e| fail(E2eError::Noise(e.to_string())))?;
+                self.noise = Noise::Transport(Box::new(t));
+                Ok(vec![Body::E2eHandshake(E2eHandshake {
+                    session_id: self.session_id.clone(),
+                    from: self.me.clone(),
+                    to: self.creator.clone(),
+                    payload: Bytes::from(reply),
+                })])
+            }
+            Noise::Transport(mut t) => {
+                let plain = transport_read(&mut t, &h.payload).map_err(fail)?;
+                self.noise = Noise::Transport(t);
+                let grant = SessionKeyGrant::decode(plain.as_slice())
+                    .map_err(|_| Abort("handshake_failed: bad key message".into()))?;
+                let key = SessionKey::from_bytes(&grant.key, grant.epoch)
+                    .ok_or_else(|| Abort("handshake_failed: bad key".into()))?;
+                let origin = OriginKey::from_bytes(&grant.origin_key)
+                    .ok_or_else(|| Abort("handshake_failed: bad origin key".into()))?;
+                // The creator names this member's place in the nonce space;
+                // 0 is its own, and it never changes within a session.
+                if grant.member_index == 0 || (self.index != 0 && grant.member_index != self.index)
+                {
+                    return Err(Abort("handshake_failed: bad member index".into()));
+                }
+                self.index = grant.member_index;
+                self.key = Some(key);
+                self.origin = Some(origin);
+                self.guard.reset();
+                Ok(vec![])
+            }
+            Noise::Failed => Err(Abort("handshake_failed".into())),
+        }
+    }
+
+    fn seal_to_creator(&mut self, body: e2e_payload::Body) -> Option<Body> {
+        let (key, origin) = (self.key.as_ref()?, self.origin.as_ref()?);
+        self.counter += 1;
+        let at = Place {
+            session_id: &self.session_id,
+            epoch: key.epoch,
+            sender: self.index,
+            counter: self.counter,
+        };
+        let ciphertext = e2e::seal(key, at.session_id, at.sender, at.counter, &payload(body));
+        let tag = e2e::origin_tag(origin, at, &ciphertext);
+        Some(Body::E2eData(E2eData {
+            session_id: self.session_id.clone(),
+            epoch: key.epoch,
+            sender: self.index,
+            counter: self.counter,
+            ciphertext: Bytes::from(ciphertext),
+            to: self.creator.clone(),
+            tags: vec![OriginTag {
+                member: self.index,
+                tag: Bytes::copy_from_slice(&tag),
+            }],
+        }))
+    }
+
+    /// A sealed payload: checked, opened and acted on. Only the creator's
+    /// payloads count; any failed check aborts the session for this member.
+    pub fn on_data(&mut self, d: &E2eData) -> Result<Vec<Body>, Abort> {
+        let (Some(key), Some(origin)) = (self.key.as_ref(), self.origin.as_ref()) else {
+            return Err(Abort("no_session_key".into()));
+        };
+        if d.sender != 0 {
+            return Err(Abort("tampered: a payload not from the creator".into()));
+        }
+        let plain = e2e::open_from(
+            key,
+            origin,
+            &mut self.guard,
+            place(d),
+            &d.ciphertext,
+            tag_for(d, self.index),
+        )
+        .map_err(|e| match e {
+            E2eError::Replay { .. } => Abort(format!("replay: {e}")),
+            other => Abort(format!("tampered: {other}")),
+        })?;
+        let p = E2ePayload::decode(plain.as_slice())
+            .map_err(|_| Abort("tampered: undecodable payload".into()))?;
+        let mut out = Vec::new();
+        let result: Result<(), files::TransferError> = (|| {
+            match p.body {
+                Some(e2e_payload::Body::FileStart(f)) => {
+                    self.receiver.start(f.file_id, &f.path, f.size)?;
+                    let bar = indicatif::ProgressBar::new(f.size).with_message(f.path.clone());
+                    bar.set_style(progress_style());
+                    self.progress = Some(bar);
+                }
+                Some(e2e_payload::Body::FileChunk(c)) => {
+                    let n = self.receiver.chunk(c.file_id, c.offset, &c.data)?;
+                    if let Some(b) = &self.progress {
+                        b.inc(n);
+                    }
+                }
+                Some(e2e_payload::Body::FileEnd(e)) => {
+                    let path = self.receiver.end(e.file_id, &e.blake3)?;
+                    if let Some(b) = self.progress.take() {
+                        b.finish_and_clear();
+                    }
+                    tracing::info!(path = %path.display(), "file received");
+                }
+                Some(e2e_payload::Body::TransferDone(_)) => {
+                    let ack = TransferAck {
+                        ok: self.failed.is_none(),
+                        error: self.failed.take().unwrap_or_default(),
+                        bytes: self.receiver.bytes,
+                        files: self.receiver.files,
+                    };
+                    self.receiver.reset_counts();
+                    out.extend(self.seal_to_creator(e2e_payload::Body::TransferAck(ack)));
+                }
+                Some(e2e_payload::Body::Cancel(c)) => {
+                    tracing::warn!(reason = %c.reason, "transfer cancelled by the sender");
+                    self.receiver.abort();
+                }
+                Some(e2e_payload::Body::Text(t)) => {
+                    tracing::info!(text = %t.text, "message in session")
+                }
+                _ => {}
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            self.receiver.abort();
+            if let Some(b) = self.progress.take() {
+                b.abandon();
+            }
+            let why = e.to_string();
+            tracing::warn!(error = %why, "a received file was refused");
+            let ack = TransferAck {
+                ok: false,
+                error: why.clone(),
+                bytes: self.receiver.bytes,
+                files: self.receiver.files,
+            };
+            self.failed.get_or_insert(why);
+            out.extend(self.seal_to_creator(e2e_payload::Body::TransferAck(ack)));
+        }
+        Ok(out)
+    }
+
+    /// The session ended or this member left: unfinished files are removed.
+    pub fn close(&mut self) {
+        self.receiver.abort();
+        if let Some(b) = self.progress.take() {
+            b.abandon();
+        }
+    }
+}
+
+pub(super) fn progress_style() -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(
+        "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+}
