@@ -165,9 +165,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 },
                 ..RunOptions::default()
             };
-            let exit = tessera_agent::run(&state, opts, shutdown_signal())
-                .await
-                .context("the agent stopped")?;
+            let exit = tessera_agent::control::run_reporting(
+                &state,
+                opts,
+                crate::progress::receiving(),
+                shutdown_signal(),
+            )
+            .await
+            .context("the agent stopped")?;
             match exit {
                 Exit::Shutdown => {
                     println!("tessera agent: stopped");

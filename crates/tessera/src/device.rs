@@ -15,7 +15,7 @@ use tessera_agent::AgentState;
 use tessera_core::trust::{fingerprint, fingerprint_display, key_from_hex, Scope};
 use tessera_core::{Clock, SystemClock};
 
-use crate::output;
+use crate::{output, progress};
 
 #[derive(Args, Debug)]
 pub struct StateDir {
@@ -508,7 +508,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     }
     let started = SystemClock.now();
     let sent = tokio::select! {
-        r = s.send_files(&items, !args.quiet) => r,
+        r = s.send_files(&items, progress::sending(&items, !args.quiet)) => r,
         _ = tokio::signal::ctrl_c() => Err(AutoError::Transfer("cancelled".into())),
     };
     match sent {

@@ -6,6 +6,7 @@ mod connect;
 mod ctl;
 mod device;
 mod output;
+mod progress;
 mod server;
 
 use std::process::ExitCode;

@@ -15,6 +15,7 @@ use tessera_proto::v1::{
 };
 use tessera_proto::Body;
 
+use super::transfer::{TransferEvent, TransferReport};
 use super::{payload, place, tag_for, transport_read, Noise};
 use crate::files::{self, Receiver};
 use crate::trust::TrustStore;
@@ -36,7 +37,11 @@ pub struct Member {
     /// The first thing that went wrong in this transfer, reported in the
     /// acknowledgement.
     failed: Option<String>,
-    progress: Option<indicatif::ProgressBar>,
+    /// Where received files are reported as they move.
+    report: Option<TransferReport>,
+    /// The file being received, by the name it was sent under (stopping
+    /// abandons it).
+    receiving: Option<String>,
 }
 
 /// Why a member left a session.
@@ -54,6 +59,7 @@ impl Member {
         invite: &AutoJoinInvite,
         inbox: PathBuf,
         now: tessera_core::Timestamp,
+        report: Option<TransferReport>,
     ) -> Result<Member, &'static str> {
         let (session_id, creator) = (invite.session_id.as_str(), invite.creator.as_str());
         let scope = Scope::parse(&invite.scope).ok_or("scope_missing")?;
@@ -78,7 +84,8 @@ impl Member {
             counter: 0,
             receiver: Receiver::new(inbox),
             failed: None,
-            progress: None,
+            report,
+            receiving: None,
         })
     }
 
@@ -182,20 +189,20 @@ impl Member {
             match p.body {
                 Some(e2e_payload::Body::FileStart(f)) => {
                     self.receiver.start(f.file_id, &f.path, f.size)?;
-                    let bar = indicatif::ProgressBar::new(f.size).with_message(f.path.clone());
-                    bar.set_style(progress_style());
-                    self.progress = Some(bar);
+                    self.receiving = Some(f.path.clone());
+                    self.tell(TransferEvent::Started {
+                        name: f.path,
+                        size: f.size,
+                    });
                 }
                 Some(e2e_payload::Body::FileChunk(c)) => {
                     let n = self.receiver.chunk(c.file_id, c.offset, &c.data)?;
-                    if let Some(b) = &self.progress {
-                        b.inc(n);
-                    }
+                    self.tell(TransferEvent::Progress { bytes: n });
                 }
                 Some(e2e_payload::Body::FileEnd(e)) => {
                     let path = self.receiver.end(e.file_id, &e.blake3)?;
-                    if let Some(b) = self.progress.take() {
-                        b.finish_and_clear();
+                    if let Some(name) = self.receiving.take() {
+                        self.tell(TransferEvent::Finished { name });
                     }
                     tracing::info!(path = %path.display(), "file received");
                 }
@@ -212,6 +219,7 @@ impl Member {
                 Some(e2e_payload::Body::Cancel(c)) => {
                     tracing::warn!(reason = %c.reason, "transfer cancelled by the sender");
                     self.receiver.abort();
+                    self.abandon();
                 }
                 Some(e2e_payload::Body::Text(t)) => {
                     tracing::info!(text = %t.text, "message in session")
@@ -222,9 +230,7 @@ impl Member {
         })();
         if let Err(e) = result {
             self.receiver.abort();
-            if let Some(b) = self.progress.take() {
-                b.abandon();
-            }
+            self.abandon();
             let why = e.to_string();
             tracing::warn!(error = %why, "a received file was refused");
             let ack = TransferAck {
@@ -242,15 +248,19 @@ impl Member {
     /// The session ended or this member left: unfinished files are removed.
     pub fn close(&mut self) {
         self.receiver.abort();
-        if let Some(b) = self.progress.take() {
-            b.abandon();
+        self.abandon();
+    }
+
+    fn tell(&self, event: TransferEvent) {
+        if let Some(report) = &self.report {
+            report(event);
         }
     }
-}
 
-pub(super) fn progress_style() -> indicatif::ProgressStyle {
-    indicatif::ProgressStyle::with_template(
-        "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    /// Reports the file in progress, if any, as given up.
+    fn abandon(&mut self) {
+        if self.receiving.take().is_some() {
+            self.tell(TransferEvent::Abandoned);
+        }
+    }
 }

@@ -30,6 +30,7 @@ use zeroize::Zeroizing;
 
 pub use creator::{AutoError, AutoSession, Event};
 pub use member::{Abort, Member};
+pub use transfer::{TransferEvent, TransferReport};
 
 fn payload(body: e2e_payload::Body) -> Zeroizing<Vec<u8>> {
     Zeroizing::new(E2ePayload { body: Some(body) }.encode_to_vec())

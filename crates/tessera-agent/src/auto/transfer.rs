@@ -1,36 +1,53 @@
 //! Sending files to every member of an automatic session, and waiting
-//! until each acknowledged every file whole and verified.
+//! until each acknowledged every file whole and verified; and the events
+//! either side reports as files move, for its caller to show (the library
+//! draws nothing).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tessera_proto::v1::{e2e_payload, FileChunk, FileEnd, FileStart, TransferAck, TransferDone};
 
 use super::creator::{AutoError, AutoSession, Event};
-use super::member::progress_style;
 use crate::files::{self, Outgoing};
+
+/// One step of a file transfer, on the sending or the receiving side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferEvent {
+    /// A file starts: its name (its path within what was sent) and size.
+    Started { name: String, size: u64 },
+    /// `bytes` more of the current file moved.
+    Progress { bytes: u64 },
+    /// The current file was sent, or arrived whole and verified.
+    Finished { name: String },
+    /// The receiver stopped before the end and removed what it had of the
+    /// file in progress.
+    Abandoned,
+}
+
+/// Where a member's agent reports the files it receives.
+pub type TransferReport = Arc<dyn Fn(TransferEvent) + Send + Sync>;
 
 impl AutoSession {
     /// Sends files and folders to every member; returns once each member
-    /// acknowledged every file whole and verified.
+    /// acknowledged every file whole and verified. `report` hears each
+    /// file start, move and finish.
     pub async fn send_files(
         &mut self,
         items: &[Outgoing],
-        show_progress: bool,
+        mut report: impl FnMut(TransferEvent),
     ) -> Result<u64, AutoError> {
         use tokio::io::AsyncReadExt;
         let total: u64 = items.iter().map(|o| o.size).sum();
-        let bar = if show_progress {
-            indicatif::ProgressBar::new(total)
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        bar.set_style(progress_style());
         let mut acks: HashMap<String, TransferAck> = HashMap::new();
         let receivers = self.joined();
         for (i, item) in items.iter().enumerate() {
             let id = i as u32 + 1;
-            bar.set_message(item.name.clone());
+            report(TransferEvent::Started {
+                name: item.name.clone(),
+                size: item.size,
+            });
             let start = self.seal(
                 e2e_payload::Body::FileStart(FileStart {
                     file_id: id,
@@ -66,7 +83,7 @@ impl AutoSession {
                 );
                 self.conn.send(chunk).await?;
                 offset += n as u64;
-                bar.inc(n as u64);
+                report(TransferEvent::Progress { bytes: n as u64 });
                 self.drain(&mut acks).await?;
             }
             if offset != item.size {
@@ -83,6 +100,9 @@ impl AutoSession {
                 "",
             );
             self.conn.send(end).await?;
+            report(TransferEvent::Finished {
+                name: item.name.clone(),
+            });
         }
         let done = self.seal(
             e2e_payload::Body::TransferDone(TransferDone {
@@ -92,7 +112,6 @@ impl AutoSession {
             "",
         );
         self.conn.send(done).await?;
-        bar.finish_and_clear();
         while receivers.iter().any(|r| !acks.contains_key(r)) {
             match self.next_event().await? {
                 Some(e) => self.take(e, &mut acks)?,

@@ -3,7 +3,6 @@
 //! sending and receiving envelopes, key rotation, and serving sessions with
 //! heartbeats until the connection drops.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
 use tessera_client::ApiClient;
 use tessera_core::api::SecretString;
-use tessera_core::identity::{challenge_body, DeviceId, DeviceKeys, Label};
+use tessera_core::identity::{challenge_body, Label};
 use tessera_core::ErrorCode;
 use tessera_proto::v1::{Heartbeat, Hello, RotateKeyConfirm, RotateKeyRequest};
 use tessera_proto::{close, Body, Envelope, MAX_DEVICE_FRAME, PROTOCOL_VERSION};
@@ -24,8 +23,8 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-use super::sessions::Sessions;
-use super::{Exit, RunOptions};
+use super::sessions::{Serving, Sessions};
+use super::Exit;
 use crate::credentials::Credentials;
 use crate::error::AgentError;
 use crate::state::AgentState;
@@ -191,10 +190,7 @@ impl Connection {
     /// or `shutdown` fires.
     pub(super) async fn serve(
         &mut self,
-        opts: &RunOptions,
-        only: Option<&str>,
-        state: Option<&AgentState>,
-        identity: Option<(DeviceId, &DeviceKeys)>,
+        serving: Serving<'_>,
         shutdown: &mut (impl Future<Output = ()> + Unpin),
     ) -> Result<Option<Exit>, AgentError> {
         let mut tick = tokio::time::interval(self.heartbeat);
@@ -202,16 +198,7 @@ impl Connection {
         let mut seq = 0u64;
         let mut last_ack = tokio::time::Instant::now();
         let (outbound, mut outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let mut sessions = Sessions {
-            opts,
-            only,
-            shells: HashMap::new(),
-            outbound,
-            answers: Arc::default(),
-            state,
-            identity,
-            members: HashMap::new(),
-        };
+        let mut sessions = Sessions::new(serving, outbound);
         loop {
             tokio::select! {
                 _ = tick.tick() => {

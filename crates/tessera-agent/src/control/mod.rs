@@ -27,6 +27,9 @@ pub use crate::error::AgentError;
 pub use client::ClientConnection;
 pub use connection::Connection;
 use connection::{connect, Connected};
+use sessions::Serving;
+
+use crate::auto::TransferReport;
 
 /// Why `run` returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +116,26 @@ pub async fn run(
     opts: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Exit, AgentError> {
+    run_until(state, opts, None, shutdown).await
+}
+
+/// [`run`], telling `report` about the files this device receives in
+/// automatic sessions (for the caller to show).
+pub async fn run_reporting(
+    state: &AgentState,
+    opts: RunOptions,
+    report: TransferReport,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Exit, AgentError> {
+    run_until(state, opts, Some(report), shutdown).await
+}
+
+async fn run_until(
+    state: &AgentState,
+    opts: RunOptions,
+    report: Option<TransferReport>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Exit, AgentError> {
     let mut shutdown = std::pin::pin!(shutdown);
     let mut attempt = 0u32;
     loop {
@@ -126,10 +149,14 @@ pub async fn run(
                 tracing::info!(connection = %conn.connection_id, heartbeat_ms = conn.heartbeat.as_millis() as u64, "connected");
                 let keys = state.identity()?;
                 let me = Credentials::load(state)?.device_id;
-                match conn
-                    .serve(&opts, None, Some(state), Some((me, &keys)), &mut shutdown)
-                    .await
-                {
+                let serving = Serving {
+                    opts: &opts,
+                    only: None,
+                    state: Some(state),
+                    identity: Some((me, &keys)),
+                    report: report.clone(),
+                };
+                match conn.serve(serving, &mut shutdown).await {
                     Ok(Some(exit)) => return Ok(exit),
                     Ok(None) => continue,
                     Err(e) => e,
@@ -163,10 +190,14 @@ pub async fn run_one_session(
         Connected::Ok(c) => c,
         Connected::Revoked(exit) => return Ok(exit),
     };
-    match conn
-        .serve(&opts, Some(session_id), None, None, &mut shutdown)
-        .await
-    {
+    let serving = Serving {
+        opts: &opts,
+        only: Some(session_id),
+        state: None,
+        identity: None,
+        report: None,
+    };
+    match conn.serve(serving, &mut shutdown).await {
         Ok(Some(exit)) => Ok(exit),
         Ok(None) | Err(_) => Ok(Exit::SessionEnded {
             code: "disconnected".into(),

@@ -12,9 +12,24 @@ use tessera_proto::Body;
 use tokio::sync::mpsc;
 
 use super::{Exit, RunOptions};
+use crate::auto::TransferReport;
 use crate::channels::{default_shell, Shell};
 use crate::consent;
 use crate::state::AgentState;
+/// What a connection is to serve, and as whom.
+pub(super) struct Serving<'a> {
+    pub(super) opts: &'a RunOptions,
+    /// One-session mode: the session this agent exists for.
+    pub(super) only: Option<&'a str>,
+    /// The agent's state (trust store, inbox); none for the one-time agent,
+    /// which takes part in no automatic session.
+    pub(super) state: Option<&'a AgentState>,
+    /// This device's id and identity keys.
+    pub(super) identity: Option<(DeviceId, &'a DeviceKeys)>,
+    /// Where files received in automatic sessions are reported.
+    pub(super) report: Option<TransferReport>,
+}
+
 /// What one connection serves: its shells and pending consent questions.
 pub(super) struct Sessions<'a> {
     pub(super) opts: &'a RunOptions,
@@ -32,9 +47,32 @@ pub(super) struct Sessions<'a> {
     pub(super) identity: Option<(DeviceId, &'a DeviceKeys)>,
     /// Automatic sessions this device is a member of.
     pub(super) members: HashMap<String, crate::auto::Member>,
+    /// Where files received in automatic sessions are reported.
+    pub(super) report: Option<TransferReport>,
 }
 
-impl Sessions<'_> {
+impl<'a> Sessions<'a> {
+    pub(super) fn new(serving: Serving<'a>, outbound: mpsc::Sender<Body>) -> Sessions<'a> {
+        let Serving {
+            opts,
+            only,
+            state,
+            identity,
+            report,
+        } = serving;
+        Sessions {
+            opts,
+            only,
+            shells: HashMap::new(),
+            outbound,
+            answers: Arc::default(),
+            state,
+            identity,
+            members: HashMap::new(),
+            report,
+        }
+    }
+
     /// Whether a shell may open for `session`: the one-time agent opens one
     /// only for its own session and only after a yes; a managed agent never
     /// for a session the person refused.
@@ -71,6 +109,7 @@ impl Sessions<'_> {
             inv,
             inbox,
             now,
+            self.report.clone(),
         )
         .inspect_err(|reason| tracing::warn!(session = %inv.session_id, %reason, "refused an automatic session"))?;
         tracing::info!(session = %inv.session_id, creator = %inv.creator_name, "joined an automatic session");
@@ -242,16 +281,14 @@ mod consent_gate {
 
     fn sessions<'a>(opts: &'a RunOptions, only: Option<&'a str>) -> Sessions<'a> {
         let (outbound, _rx) = mpsc::channel(8);
-        Sessions {
+        let serving = Serving {
             opts,
             only,
-            shells: HashMap::new(),
-            outbound,
-            answers: Arc::default(),
             state: None,
             identity: None,
-            members: HashMap::new(),
-        }
+            report: None,
+        };
+        Sessions::new(serving, outbound)
     }
 
     #[test]

@@ -705,7 +705,7 @@ async fn a_byte_flipped_on_the_relay_is_detected_and_the_member_aborts() {
         let mut session = create(&a, &[&b.device_id], Scope::Files, false).await;
         assert_eq!(session.joined(), vec![b.device_id.clone()]);
         let err = session
-            .send_files(&items, false)
+            .send_files(&items, |_| {})
             .await
             .expect_err("the member aborts");
         assert!(err.to_string().contains("tampered"), "{part}: {err}");
@@ -754,7 +754,7 @@ async fn a_non_member_cannot_decrypt_and_a_removed_member_gets_the_next_key_neve
     assert_eq!(session.joined().len(), 2);
     session.send_text(marker).await.unwrap();
     session
-        .send_files(&tessera_agent::files::walk(&[first]).unwrap(), false)
+        .send_files(&tessera_agent::files::walk(&[first]).unwrap(), |_| {})
         .await
         .unwrap();
     let before_removal = seen.lock().unwrap().len();
@@ -777,7 +777,7 @@ async fn a_non_member_cannot_decrypt_and_a_removed_member_gets_the_next_key_neve
         .await
         .unwrap();
     session
-        .send_files(&tessera_agent::files::walk(&[second]).unwrap(), false)
+        .send_files(&tessera_agent::files::walk(&[second]).unwrap(), |_| {})
         .await
         .expect("b still takes part");
     let session_id = session.session_id.clone();
@@ -1133,7 +1133,7 @@ async fn a_file_the_member_refuses_fails_the_transfer_for_the_sender() {
         tessera_agent::files::walk(&[src.path().join("ok.txt"), src.path().join("docs")]).unwrap();
     let mut session = create(&a, &[&b.device_id], Scope::Files, false).await;
     let err = session
-        .send_files(&items, false)
+        .send_files(&items, |_| {})
         .await
         .expect_err("b refuses one file");
     assert!(err.to_string().contains("refused the transfer"), "{err}");
