@@ -7,6 +7,8 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tessera_core::kinds::SessionAccess;
+
 /// How consent is asked for.
 #[derive(Clone, Debug, Default)]
 pub enum ConsentMode {
@@ -20,9 +22,10 @@ pub enum ConsentMode {
     Deny,
 }
 
-/// The question, as the person reads it.
+/// The question, as the person reads it: `access` is the session's
+/// (`view` or `control`); anything but control is asked as view.
 pub fn prompt(technician: &str, access: &str) -> String {
-    let verb = if access == "control" {
+    let verb = if access.parse() == Ok(SessionAccess::Control) {
         "control"
     } else {
         "view"

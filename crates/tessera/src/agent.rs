@@ -12,6 +12,7 @@ use tessera_agent::enroll::{self, EnrollOptions};
 use tessera_agent::AgentState;
 use tessera_core::api::SecretString;
 use tessera_core::codes::normalise_user_code;
+use tessera_core::kinds::EndCode;
 
 /// Exit code when the server revoked this device.
 pub const EXIT_REVOKED: u8 = 3;
@@ -242,11 +243,16 @@ async fn support(a: SupportArgs) -> anyhow::Result<ExitCode> {
     match exit {
         Exit::SessionEnded { code, reason } => {
             println!("Support session ended ({code}): {reason}");
-            Ok(if code == "consent_denied" || code == "consent_timeout" {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            })
+            Ok(
+                if matches!(
+                    code.parse(),
+                    Ok(EndCode::ConsentDenied | EndCode::ConsentTimeout)
+                ) {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                },
+            )
         }
         Exit::Shutdown => {
             println!("Support session stopped.");

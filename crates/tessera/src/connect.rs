@@ -12,6 +12,7 @@ use clap::Args;
 use tessera_client::viewer::{self, ViewerEvent};
 use tessera_client::ApiClient;
 use tessera_core::api::CreateSessionRequest;
+use tessera_core::kinds::{SessionAccess, SessionState, ViewerAccess};
 use tokio::sync::mpsc;
 
 /// Ctrl-] detaches, as in telnet and ssh-like tools.
@@ -66,7 +67,15 @@ async fn open_session(client: &ApiClient, args: &ConnectArgs) -> anyhow::Result<
     let s = client
         .create_session(&CreateSessionRequest {
             device: args.target.clone(),
-            access: Some(if args.view_only { "view" } else { "control" }.to_owned()),
+            access: Some(
+                if args.view_only {
+                    SessionAccess::View
+                } else {
+                    SessionAccess::Control
+                }
+                .as_str()
+                .to_owned(),
+            ),
         })
         .await?;
     Ok(s.id)
@@ -77,9 +86,9 @@ async fn wait_until_active(client: &ApiClient, id: &str) -> anyhow::Result<()> {
     let mut told = false;
     loop {
         let s = client.session(id).await?;
-        match s.state.as_str() {
-            "active" => return Ok(()),
-            "ended" => {
+        match s.state.parse() {
+            Ok(SessionState::Active) => return Ok(()),
+            Ok(SessionState::Ended) => {
                 return Err(anyhow!(
                     "the session ended before it started ({}): {}",
                     s.end_code.unwrap_or_default(),
@@ -118,7 +127,7 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     };
     eprintln!(
         "Connected to {device} ({}). Ctrl-] disconnects.\r",
-        if access == "control" {
+        if access.parse() == Ok(ViewerAccess::Control) {
             "control"
         } else {
             "view only"

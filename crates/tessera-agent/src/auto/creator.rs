@@ -10,6 +10,7 @@ use bytes::Bytes;
 use prost::Message as _;
 use tessera_core::e2e::{self, E2eError, OriginKey, Place, ReplayGuard, SessionKey};
 use tessera_core::identity::DeviceId;
+use tessera_core::kinds::{self, EndCode};
 use tessera_core::trust::{key_from_hex, Scope};
 use tessera_proto::v1::{
     e2e_payload, AutoSessionCreate, E2eData, E2eHandshake, E2ePayload, MemberOutcome, OriginTag,
@@ -72,6 +73,14 @@ pub enum AutoError {
     Transfer(String),
 }
 
+/// Whether the server joined this member (an outcome word this version
+/// does not know is no join).
+fn joined(o: &MemberOutcome) -> bool {
+    o.outcome
+        .parse::<kinds::MemberOutcome>()
+        .is_ok_and(kinds::MemberOutcome::joined)
+}
+
 /// How long the creator waits for invited members to join.
 const JOIN_WAIT: Duration = Duration::from_secs(20);
 
@@ -131,7 +140,7 @@ impl AutoSession {
         }
         let mut waiting: Vec<String> = Vec::new();
         let mut indexes: HashMap<String, u32> = HashMap::new();
-        for o in created.outcomes.iter().filter(|o| o.outcome == "joined") {
+        for o in created.outcomes.iter().filter(|o| joined(o)) {
             // A device nobody asked for is never keyed, and two members
             // sharing an index would share nonces under one key.
             if !asked.contains(&o.device_id)
@@ -422,7 +431,7 @@ impl AutoSession {
             .conn
             .send(Body::SessionEnded(SessionEnded {
                 session_id: self.session_id.clone(),
-                code: "ended_by_creator".into(),
+                code: EndCode::EndedByCreator.as_str().into(),
                 reason: String::new(),
             }))
             .await;

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use prost::Message as _;
 use tessera_core::e2e::{self, E2eError, OriginKey, Place, ReplayGuard, SessionKey};
+use tessera_core::kinds::RejectionReason;
 use tessera_core::trust::{key_from_hex, Scope};
 use tessera_proto::v1::{
     e2e_payload, AutoJoinInvite, E2eData, E2eHandshake, E2ePayload, OriginTag, SessionKeyGrant,
@@ -60,18 +61,21 @@ impl Member {
         inbox: PathBuf,
         now: tessera_core::Timestamp,
         report: Option<TransferReport>,
-    ) -> Result<Member, &'static str> {
+    ) -> Result<Member, RejectionReason> {
         let (session_id, creator) = (invite.session_id.as_str(), invite.creator.as_str());
-        let scope = Scope::parse(&invite.scope).ok_or("scope_missing")?;
+        let scope = Scope::parse(&invite.scope).ok_or(RejectionReason::ScopeMissing)?;
         store.check_invite(creator, &invite.creator_ed25519, scope, now)?;
-        let pin = store.peers.get(creator).ok_or("not_mutually_trusted")?;
-        let creator_x = key_from_hex(&pin.x25519).ok_or("key_mismatch")?;
+        let pin = store
+            .peers
+            .get(creator)
+            .ok_or(RejectionReason::NotMutuallyTrusted)?;
+        let creator_x = key_from_hex(&pin.x25519).ok_or(RejectionReason::KeyMismatch)?;
         let hs = e2e::kk_responder(
             my_x25519_secret,
             &creator_x,
             &e2e::prologue(session_id, creator, me),
         )
-        .map_err(|_| "handshake_failed")?;
+        .map_err(|_| RejectionReason::HandshakeFailed)?;
         Ok(Member {
             session_id: session_id.to_owned(),
             creator: creator.to_owned(),

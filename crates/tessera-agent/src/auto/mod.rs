@@ -23,6 +23,7 @@ use std::path::PathBuf;
 
 use prost::Message as _;
 use tessera_core::e2e::{self, E2eError, Place};
+use tessera_core::kinds::RejectionReason;
 use tessera_proto::v1::{e2e_payload, AutoJoinAnswer, E2eData, E2ePayload, MemberLeft};
 use tessera_proto::Body;
 use tokio::sync::mpsc;
@@ -82,11 +83,15 @@ fn tag_for(d: &E2eData, member: u32) -> &[u8] {
 }
 
 /// The answer to send for an invitation.
-pub fn answer(session_id: &str, accepted: Result<(), &str>) -> Body {
+pub fn answer(session_id: &str, accepted: Result<(), RejectionReason>) -> Body {
     Body::AutoJoinAnswer(AutoJoinAnswer {
         session_id: session_id.to_owned(),
         accept: accepted.is_ok(),
-        reason: accepted.err().unwrap_or("").to_owned(),
+        reason: accepted
+            .err()
+            .map(RejectionReason::as_str)
+            .unwrap_or("")
+            .to_owned(),
         device_id: String::new(),
     })
 }

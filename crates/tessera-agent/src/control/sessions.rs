@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_core::identity::{DeviceId, DeviceKeys};
+use tessera_core::kinds::RejectionReason;
 use tessera_proto::v1::{ChannelClose, ConsentResponse};
 use tessera_proto::Body;
 use tokio::sync::mpsc;
@@ -89,11 +90,12 @@ impl<'a> Sessions<'a> {
     }
 
     /// An invitation to an automatic session: this device's own checks.
-    fn join(&mut self, inv: &tessera_proto::v1::AutoJoinInvite) -> Result<(), &'static str> {
+    fn join(&mut self, inv: &tessera_proto::v1::AutoJoinInvite) -> Result<(), RejectionReason> {
         let (Some(state), Some((me, keys))) = (self.state, self.identity.as_ref()) else {
-            return Err("not_mutually_trusted");
+            return Err(RejectionReason::NotMutuallyTrusted);
         };
-        let store = crate::trust::TrustStore::load(state).map_err(|_| "not_mutually_trusted")?;
+        let store = crate::trust::TrustStore::load(state)
+            .map_err(|_| RejectionReason::NotMutuallyTrusted)?;
         let inbox = self
             .opts
             .inbox
