@@ -10,9 +10,9 @@
 //! answered. A member that sees a payload fail a check leaves the session
 //! at once: what arrived is not trusted.
 //!
-//! - [`member`]: an invited device's part (run by its agent);
-//! - [`creator`]: the creator's end ([`AutoSession`]);
-//! - [`transfer`]: sending files to every member, and the events a
+//! - `member`: an invited device's part (run by its agent);
+//! - `creator`: the creator's end ([`AutoSession`]);
+//! - `transfer`: sending files to every member, and the events a
 //!   transfer reports.
 
 mod creator;

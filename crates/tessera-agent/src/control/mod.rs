@@ -2,11 +2,11 @@
 //! channels, and reconnect with jittered exponential backoff until shut
 //! down or revoked.
 //!
-//! - [`connection`]: one authenticated WebSocket (connect, the identity
+//! - `connection`: one authenticated WebSocket (connect, the identity
 //!   handshake, send and receive, key rotation, serving until it drops);
-//! - [`sessions`]: what a connection serves (shells, consent answers,
+//! - `sessions`: what a connection serves (shells, consent answers,
 //!   invitations to automatic sessions);
-//! - [`client`]: a client connection of this device, for the sessions a
+//! - `client`: a client connection of this device, for the sessions a
 //!   command such as `tessera send` creates.
 
 mod client;
