@@ -112,3 +112,23 @@ pub fn inbox_of(state: &crate::AgentState) -> PathBuf {
 
 /// Queue for bodies produced by member handling.
 pub type Outbound = mpsc::Sender<Body>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_carries_the_reason_word() {
+        let Body::AutoJoinAnswer(yes) = answer("s", Ok(())) else {
+            panic!("not an answer");
+        };
+        assert!(yes.accept);
+        assert_eq!(yes.reason, "");
+        let Body::AutoJoinAnswer(no) = answer("s", Err(RejectionReason::GrantExpired)) else {
+            panic!("not an answer");
+        };
+        assert!(!no.accept);
+        assert_eq!(no.reason, "grant_expired");
+        assert_eq!(no.session_id, "s");
+    }
+}
