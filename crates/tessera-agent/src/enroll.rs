@@ -162,15 +162,37 @@ pub async fn with_pairing(
                 state.save_enrollment(&opts.enrollment(id.to_string()), &token.access_token)?;
                 return Ok(id);
             }
-            Err(ClientError::OAuth(e)) => match e.error.as_str() {
-                "authorization_pending" => {}
+            Err(ClientError::OAuth(e)) => match PollError::parse(&e.error) {
+                Some(PollError::AuthorizationPending) => {}
                 // RFC 8628 §3.5: add five seconds for this and every later poll.
-                "slow_down" => interval += Duration::from_secs(5),
-                "access_denied" => return Err(EnrollError::Denied),
-                "expired_token" => return Err(EnrollError::Expired),
-                _ => return Err(ClientError::OAuth(e).into()),
+                Some(PollError::SlowDown) => interval += Duration::from_secs(5),
+                Some(PollError::AccessDenied) => return Err(EnrollError::Denied),
+                Some(PollError::ExpiredToken) => return Err(EnrollError::Expired),
+                None => return Err(ClientError::OAuth(e).into()),
             },
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// The RFC 8628 §3.5 errors a token poll answers with while the pairing is
+/// undecided or after it ended; any other error ends enrollment as is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PollError {
+    AuthorizationPending,
+    SlowDown,
+    AccessDenied,
+    ExpiredToken,
+}
+
+impl PollError {
+    fn parse(word: &str) -> Option<PollError> {
+        Some(match word {
+            "authorization_pending" => PollError::AuthorizationPending,
+            "slow_down" => PollError::SlowDown,
+            "access_denied" => PollError::AccessDenied,
+            "expired_token" => PollError::ExpiredToken,
+            _ => return None,
+        })
     }
 }
