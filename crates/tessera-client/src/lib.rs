@@ -2,6 +2,7 @@
 //! and the tests. It speaks HTTP only; what to do with the answers is the
 //! caller's business.
 
+pub mod control;
 pub mod tls;
 pub mod viewer;
 
