@@ -6,39 +6,21 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
+use tessera_client::control::{handshake, DeviceHello, HandshakeError};
 use tessera_core::api::SecretString;
-use tessera_core::identity::{challenge_body, DeviceKeys, Label};
-use tessera_proto::v1::{Heartbeat, Hello};
+use tessera_core::identity::DeviceKeys;
+use tessera_proto::v1::Heartbeat;
 use tessera_proto::{Body, Envelope, PROTOCOL_VERSION};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::{
-    eventually, fast_heartbeat, tessera_bin, Options, RunningAgent, TestDevice, TestServer,
+use tessera_testkit::{
+    eventually, fast_heartbeat, open_ws, tessera_bin, Options, Refusal, RunningAgent, TestDevice,
+    TestServer, Ws,
 };
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 /// Opens `/ws/device` with a bearer key; `Err` carries the HTTP refusal.
-async fn open(s: &TestServer, key: &str) -> Result<Ws, (u16, serde_json::Value)> {
-    let mut req = format!("ws://{}/ws/device", s.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            let body = resp
-                .body()
-                .as_deref()
-                .and_then(|b| serde_json::from_slice(b).ok())
-                .unwrap_or_default();
-            Err((resp.status().as_u16(), body))
-        }
-        Err(e) => panic!("{e}"),
-    }
+async fn open(s: &TestServer, key: &str) -> Result<Ws, Refusal> {
+    open_ws(&format!("ws://{}/ws/device", s.addr), key).await
 }
 
 async fn send(ws: &mut Ws, body: Body) {
@@ -66,33 +48,27 @@ async fn next(ws: &mut Ws) -> Result<Body, u16> {
     }
 }
 
-/// Answers the challenge with `signer`'s key, claiming `device_id`.
+/// Answers the challenge with `signer`'s key, claiming `device_id`: the
+/// server's reply (`Welcome` or `Error`), or the close code.
 async fn hello(
     ws: &mut Ws,
     signer: &DeviceKeys,
     device_id: &tessera_core::identity::DeviceId,
 ) -> Result<Body, u16> {
-    let Ok(Body::Challenge(c)) = next(ws).await else {
-        panic!("challenge first")
-    };
-    let sig = signer.sign(
-        Label::Challenge,
-        &challenge_body(&c.nonce, device_id, PROTOCOL_VERSION),
-    );
-    send(
-        ws,
-        Body::Hello(Hello {
-            protocol_version: PROTOCOL_VERSION,
-            agent_version: "test".into(),
-            device_id: device_id.to_string(),
-            signature: sig.to_vec().into(),
-            os: "test-os".into(),
-            hostname: "test-host".into(),
-            role: tessera_proto::role::AGENT,
-        }),
-    )
-    .await;
-    next(ws).await
+    let mut hello = DeviceHello::agent(signer, device_id, "test");
+    hello.os = "test-os".into();
+    hello.hostname = "test-host".into();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), handshake(ws, &hello))
+        .await
+        .expect("handshake in time");
+    match outcome {
+        Ok(welcome) => Ok(Body::Welcome(welcome)),
+        Err(HandshakeError::Refused { code, message }) => {
+            Ok(Body::Error(tessera_proto::v1::Error { code, message }))
+        }
+        Err(HandshakeError::Closed { code, .. }) => Err(code.unwrap_or(1006)),
+        Err(e) => panic!("{e}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

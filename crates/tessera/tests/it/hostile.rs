@@ -13,6 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
 use reqwest::Method;
 use serde_json::{json, Value};
+use tessera_client::control::{handshake, DeviceHello};
 use tessera_core::api::{CreateSessionRequest, SecretString};
 use tessera_core::identity::{challenge_body, DeviceKeys, Label};
 use tessera_core::Clock as _;
@@ -21,10 +22,10 @@ use tessera_proto::v1::{
     E2eHandshake, Heartbeat, Hello, MemberLeft, RotateKeyConfirm, SessionEnded, Welcome,
 };
 use tessera_proto::{Body, Envelope, PROTOCOL_VERSION};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::{online_device, TestDevice, TestServer};
+use tessera_testkit::{online_device, open_ws_with, TestDevice, TestServer, Ws};
 
 // ---- HTTP bodies ------------------------------------------------------------------
 
@@ -673,9 +674,6 @@ async fn hostile_bodies_on_every_json_route_get_a_4xx_envelope() {
 
 // ---- WebSocket frames -------------------------------------------------------------
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 /// Close codes the server documents: the standard ones it uses and the
 /// application codes in `tessera_proto::close` and the viewer plane's.
 const DOCUMENTED_CLOSE: &[u16] = &[
@@ -683,21 +681,12 @@ const DOCUMENTED_CLOSE: &[u16] = &[
 ];
 
 async fn connect(url: String, bearer: &str) -> Ws {
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {bearer}").parse().unwrap());
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(
-        req,
-        Some(
-            tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-                .max_message_size(Some(64 << 20))
-                .max_frame_size(Some(64 << 20)),
-        ),
-        false,
-    )
-    .await
-    .expect("upgrade");
-    ws
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20));
+    open_ws_with(&url, bearer, Some(config))
+        .await
+        .expect("upgrade")
 }
 
 /// What the server said next: an envelope body, or how the socket closed.
@@ -756,28 +745,33 @@ fn hello_body(keys: &DeviceKeys, nonce: &[u8], version: u32) -> Hello {
     }
 }
 
-/// A device connection past its challenge, before or after a valid Hello.
-async fn device_ws(s: &TestServer, d: &TestDevice, hello: bool) -> (Ws, Vec<u8>) {
+/// A device connection that has read its challenge; returns the nonce.
+async fn challenged_ws(s: &TestServer, d: &TestDevice) -> (Ws, Vec<u8>) {
     let mut ws = connect(format!("ws://{}/ws/device", s.addr), d.key.expose()).await;
     let Said::Body(Body::Challenge(c)) = next(&mut ws).await else {
         panic!("a challenge first")
     };
     let nonce = c.nonce.to_vec();
-    if hello {
-        let keys = d.state.identity().unwrap();
-        ws.send(frame(Body::Hello(hello_body(
-            &keys,
-            &nonce,
-            PROTOCOL_VERSION,
-        ))))
-        .await
-        .unwrap();
-        match next(&mut ws).await {
-            Said::Body(Body::Welcome(_)) => {}
-            other => panic!("expected Welcome, got {other:?}"),
-        }
-    }
     (ws, nonce)
+}
+
+/// A device connection before its Hello (challenge read), or after a valid
+/// one (with odd but acceptable host details) and the Welcome.
+async fn device_ws(s: &TestServer, d: &TestDevice, hello: bool) -> Ws {
+    if !hello {
+        return challenged_ws(s, d).await.0;
+    }
+    let mut ws = connect(format!("ws://{}/ws/device", s.addr), d.key.expose()).await;
+    let keys = d.state.identity().unwrap();
+    let id = keys.device_id();
+    let mut hello = DeviceHello::agent(&keys, &id, "hostile");
+    hello.os = "\u{1b}[31mos".into();
+    hello.hostname = "h".repeat(10_000);
+    tokio::time::timeout(Duration::from_secs(10), handshake(&mut ws, &hello))
+        .await
+        .expect("handshake in time")
+        .expect("expected Welcome");
+    ws
 }
 
 /// Frames that end a connection, with the close code each must get.
@@ -832,7 +826,7 @@ async fn hostile_device_frames_close_with_documented_codes() {
 
     for before_hello in [true, false] {
         for (name, msg, want) in fatal_frames(before_hello) {
-            let (mut ws, _) = device_ws(&s, &d, !before_hello).await;
+            let mut ws = device_ws(&s, &d, !before_hello).await;
             // The server may close before an oversized frame is all written.
             let _ = ws.send(msg).await;
             let got = close_code(&mut ws).await;
@@ -875,7 +869,7 @@ async fn hostile_device_frames_close_with_documented_codes() {
         ),
     ];
     for (name, forge, want) in forged {
-        let (mut ws, nonce) = device_ws(&s, &d, false).await;
+        let (mut ws, nonce) = challenged_ws(&s, &d).await;
         ws.send(frame(Body::Hello(forge(&keys, &thief, &nonce))))
             .await
             .unwrap();
@@ -885,7 +879,7 @@ async fn hostile_device_frames_close_with_documented_codes() {
 
     // After the Hello: valid envelopes for sessions that do not exist, or
     // in the wrong state, are ignored or answered; the connection lives on.
-    let (mut ws, _) = device_ws(&s, &d, true).await;
+    let mut ws = device_ws(&s, &d, true).await;
     let junk = "\u{0}not-a-session";
     let out_of_state = [
         Body::RotateKeyConfirm(RotateKeyConfirm {

@@ -8,23 +8,20 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use prost::Message as _;
 use tessera_agent::auto::AutoSession;
 use tessera_agent::control::Credentials;
 use tessera_agent::trust::{self, TrustStore};
+use tessera_client::control::{handshake, DeviceHello};
 use tessera_client::{ApiClient, AuditQuery};
 use tessera_core::api::AuditEntryView;
-use tessera_core::identity::{challenge_body, Label};
 use tessera_core::trust::Scope;
-use tessera_proto::v1::Hello;
 use tessera_proto::{Body, Envelope};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::{
-    ctl, ctl_admin, device_cmd, eventually, peak_rss, tessera_bin, AgentProcess, Options,
+use tessera_testkit::{
+    ctl, ctl_admin, device_cmd, eventually, open_ws, peak_rss, tessera_bin, AgentProcess, Options,
     TestDevice, TestServer,
 };
 
@@ -284,46 +281,19 @@ async fn three_agents_trust_grant_and_send_a_folder_then_a_revoked_grant_stops_t
 /// A device online with protocol version 1: it predates automatic
 /// sessions.
 async fn connect_v1(s: &TestServer, d: &TestDevice) -> impl Drop {
-    let mut req = format!("ws://{}/ws/device", s.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", d.key.expose()).parse().unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let Some(Ok(Message::Binary(b))) = ws.next().await else {
-        panic!("challenge")
-    };
-    let Some(Body::Challenge(c)) = Envelope::decode(b.as_ref()).unwrap().body else {
-        panic!("challenge")
-    };
+    let mut ws = open_ws(&format!("ws://{}/ws/device", s.addr), d.key.expose())
+        .await
+        .expect("upgrade");
     let keys = d.state.identity().unwrap();
     let id = keys.device_id();
-    let hello = Hello {
+    let hello = DeviceHello {
         protocol_version: 1,
-        agent_version: "0.0.1-old".into(),
-        device_id: id.to_string(),
-        signature: keys
-            .sign(Label::Challenge, &challenge_body(&c.nonce, &id, 1))
-            .to_vec()
-            .into(),
         os: "old".into(),
         hostname: "old".into(),
-        role: 0,
+        ..DeviceHello::agent(&keys, &id, "0.0.1-old")
     };
-    ws.send(Message::Binary(
-        Envelope::of(Body::Hello(hello)).encode_to_vec().into(),
-    ))
-    .await
-    .unwrap();
-    let Some(Ok(Message::Binary(b))) = ws.next().await else {
-        panic!("welcome")
-    };
-    assert!(matches!(
-        Envelope::decode(b.as_ref()).unwrap().body,
-        Some(Body::Welcome(_))
-    ));
+    let welcome = handshake(&mut ws, &hello).await.expect("welcome");
+    assert_eq!(welcome.protocol_version, 1);
     // Keep reading (and so answering nothing) in the background.
     let task = tokio::spawn(async move { while ws.next().await.is_some() {} });
     struct Abort(tokio::task::JoinHandle<()>);
