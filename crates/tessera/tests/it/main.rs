@@ -15,6 +15,7 @@ mod hostile;
 mod limits;
 mod ops;
 mod pairing;
+mod schema;
 mod secrets;
 mod sessions;
 mod support;
