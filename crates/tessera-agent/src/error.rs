@@ -3,6 +3,7 @@
 //! that connect (`control`, `auto`, `trust`) share it without importing
 //! each other.
 
+use tessera_client::control::body_name;
 use tessera_client::ClientError;
 use tessera_proto::Body;
 
@@ -36,37 +37,5 @@ impl AgentError {
             Some(body) => body_name(&body),
         };
         AgentError::Protocol(format!("expected {wanted}, got {got}"))
-    }
-}
-
-/// A message's kind, for errors and logs.
-pub fn body_name(body: &Body) -> &'static str {
-    match body {
-        Body::Challenge(_) => "Challenge",
-        Body::Hello(_) => "Hello",
-        Body::Welcome(_) => "Welcome",
-        Body::Heartbeat(_) => "Heartbeat",
-        Body::HeartbeatAck(_) => "HeartbeatAck",
-        Body::Error(_) => "Error",
-        Body::Revoked(_) => "Revoked",
-        Body::RotateKeyRequest(_) => "RotateKeyRequest",
-        Body::RotateKeyOffer(_) => "RotateKeyOffer",
-        Body::RotateKeyConfirm(_) => "RotateKeyConfirm",
-        Body::RotateKeyDone(_) => "RotateKeyDone",
-        Body::ChannelOpen(_) => "ChannelOpen",
-        Body::ChannelData(_) => "ChannelData",
-        Body::ChannelResize(_) => "ChannelResize",
-        Body::ChannelClose(_) => "ChannelClose",
-        Body::SessionEnded(_) => "SessionEnded",
-        Body::ConsentRequest(_) => "ConsentRequest",
-        Body::ConsentResponse(_) => "ConsentResponse",
-        Body::ViewerReady(_) => "ViewerReady",
-        Body::AutoSessionCreate(_) => "AutoSessionCreate",
-        Body::AutoSessionCreated(_) => "AutoSessionCreated",
-        Body::AutoJoinInvite(_) => "AutoJoinInvite",
-        Body::AutoJoinAnswer(_) => "AutoJoinAnswer",
-        Body::E2eHandshake(_) => "E2eHandshake",
-        Body::E2eData(_) => "E2eData",
-        Body::MemberLeft(_) => "MemberLeft",
     }
 }

@@ -1,20 +1,21 @@
 //! Synthetic devices: real identities enrolled through the API, and the
 //! device side of the control protocol spoken directly over a WebSocket
-//! (key, then the signed challenge), as an agent would.
+//! (key, then the signed challenge through `tessera_client::control`), as an
+//! agent would.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
-use futures_util::{SinkExt, StreamExt};
+use anyhow::{bail, Context};
+use futures_util::StreamExt;
 use prost::Message as _;
+use tessera_client::control::{handshake, DeviceHello};
 use tessera_client::ApiClient;
 use tessera_core::api::{
     CreateEnrollmentTokenRequest, EnrollRequest, EnrollResponse, SecretString,
 };
-use tessera_core::identity::{challenge_body, DeviceKeys, Label};
-use tessera_proto::v1::Hello;
-use tessera_proto::{Body, Envelope, PROTOCOL_VERSION};
+use tessera_core::identity::DeviceKeys;
+use tessera_proto::{Body, Envelope};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -143,39 +144,12 @@ pub async fn connect(addr: SocketAddr, d: &Device, local: IpAddr) -> anyhow::Res
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(req, tcp, Some(config))
         .await
         .context("websocket upgrade")?;
-    let Some(Body::Challenge(c)) = tokio::time::timeout(Duration::from_secs(30), recv(&mut ws))
-        .await
-        .context("challenge in time")?
-    else {
-        bail!("expected a challenge");
-    };
     let id = d.keys.device_id();
-    ws.send(frame(Body::Hello(Hello {
-        protocol_version: PROTOCOL_VERSION,
-        agent_version: "bench".into(),
-        device_id: id.to_string(),
-        signature: d
-            .keys
-            .sign(
-                Label::Challenge,
-                &challenge_body(&c.nonce, &id, PROTOCOL_VERSION),
-            )
-            .to_vec()
-            .into(),
-        os: "bench".into(),
-        hostname: "bench".into(),
-        role: tessera_proto::role::AGENT,
-    })))
-    .await?;
-    match tokio::time::timeout(Duration::from_secs(30), recv(&mut ws))
+    let mut hello = DeviceHello::agent(&d.keys, &id, "bench");
+    hello.os = "bench".into();
+    hello.hostname = "bench".into();
+    tokio::time::timeout(Duration::from_secs(60), handshake(&mut ws, &hello))
         .await
-        .context("welcome in time")?
-    {
-        Some(Body::Welcome(_)) => Ok(ws),
-        Some(Body::Error(e)) => Err(anyhow!("refused: {} {}", e.code, e.message)),
-        other => Err(anyhow!(
-            "expected Welcome, got {:?}",
-            other.map(|_| "another message")
-        )),
-    }
+        .context("welcome in time")??;
+    Ok(ws)
 }

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
+use tessera_client::control::{self, DeviceHello, HandshakeError};
 use tessera_client::ApiClient;
 use tessera_core::api::SecretString;
-use tessera_core::identity::{challenge_body, Label};
 use tessera_core::ErrorCode;
-use tessera_proto::v1::{Heartbeat, Hello, RotateKeyConfirm, RotateKeyRequest};
+use tessera_proto::v1::{Heartbeat, RotateKeyConfirm, RotateKeyRequest};
 use tessera_proto::{close, Body, Envelope, MAX_DEVICE_FRAME, PROTOCOL_VERSION};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -112,45 +112,37 @@ pub(super) async fn connect(creds: &Credentials, role: u32) -> Result<Connected,
         .map(|c| Connected::Ok(Box::new(c)))
 }
 
-/// The device side of the control handshake: answer the server's challenge
-/// with a hello signed by the identity key, and read the welcome. Kept in
-/// one place so the handshake has one implementation to change.
+/// The device side of the control handshake (answer the server's challenge
+/// with a hello signed by the identity key, read the welcome), through the
+/// one implementation in `tessera_client::control`.
 async fn handshake(mut ws: Ws, creds: &Credentials, role: u32) -> Result<Connection, AgentError> {
-    let keys = &creds.keys;
-    let device_id = &creds.device_id;
-    let challenge = match recv(&mut ws).await? {
-        Some(Body::Challenge(c)) => c,
-        other => return Err(AgentError::unexpected("Challenge", other)),
+    let hello = DeviceHello {
+        keys: &creds.keys,
+        device_id: &creds.device_id,
+        protocol_version: PROTOCOL_VERSION,
+        role,
+        agent_version: AGENT_VERSION.to_owned(),
+        os: sysinfo::os(),
+        hostname: sysinfo::hostname(),
     };
-    let version = PROTOCOL_VERSION.min(challenge.protocol_version);
-    let signature = keys.sign(
-        Label::Challenge,
-        &challenge_body(&challenge.nonce, device_id, version),
-    );
-    send(
-        &mut ws,
-        Body::Hello(Hello {
-            protocol_version: version,
-            agent_version: AGENT_VERSION.to_owned(),
-            device_id: device_id.to_string(),
-            signature: signature.to_vec().into(),
-            os: sysinfo::os(),
-            hostname: sysinfo::hostname(),
-            role,
-        }),
-    )
-    .await?;
-    match recv(&mut ws).await? {
-        Some(Body::Welcome(w)) => Ok(Connection {
+    match control::handshake(&mut ws, &hello).await {
+        Ok(w) => Ok(Connection {
             ws,
             heartbeat: Duration::from_millis(u64::from(w.heartbeat_interval_ms.max(100))),
             connection_id: w.connection_id,
         }),
-        Some(Body::Error(e)) => Err(AgentError::Refused {
-            code: e.code,
-            message: e.message,
-        }),
-        other => Err(AgentError::unexpected("Welcome", other)),
+        Err(HandshakeError::Refused { code, message }) => {
+            Err(AgentError::Refused { code, message })
+        }
+        Err(HandshakeError::Transport(e)) => Err(AgentError::Connection(e.to_string())),
+        Err(HandshakeError::Unexpected { wanted, got }) => Err(AgentError::Protocol(format!(
+            "expected {wanted}, got {got}"
+        ))),
+        Err(HandshakeError::Decode(e)) => Err(AgentError::Protocol(e.to_string())),
+        Err(HandshakeError::Closed { code, reason }) => Err(AgentError::Protocol(format!(
+            "the server closed the connection during the handshake ({}{reason})",
+            code.map(|c| format!("{c} ")).unwrap_or_default()
+        ))),
     }
 }
 

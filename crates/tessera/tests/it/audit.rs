@@ -10,7 +10,7 @@ use tessera_core::audit::{canonical_json, AuditContent, ChainVerifier};
 use tessera_core::roles::Role;
 use tessera_core::{Clock, Timestamp};
 
-use crate::harness::{backend, ctl, Backend, ServerProcess, TestDb, TestServer};
+use tessera_testkit::{backend, ctl, Backend, ServerProcess, TestDb, TestServer};
 
 fn hash(hex: &str) -> [u8; 32] {
     data_encoding::HEXLOWER

@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 use tessera_core::api::{ChangePasswordRequest, SecretString};
 use tessera_core::roles::Role;
 
-use crate::harness::{Options, TestServer};
+use tessera_testkit::{Options, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_admin_is_created_once_and_only_on_an_empty_database() {
@@ -32,7 +32,7 @@ async fn bootstrap_admin_is_created_once_and_only_on_an_empty_database() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_first_starts_create_exactly_one_admin() {
-    let db = crate::harness::TestDb::new().await;
+    let db = tessera_testkit::TestDb::new().await;
     // Migrate once, so the race is on the bootstrap itself (concurrent
     // migrations are covered by the migrator's lock on PostgreSQL).
     tessera_server::store::Db::connect(&db.url)

@@ -3,7 +3,7 @@
 
 use reqwest::{Method, StatusCode};
 
-use crate::harness::TestServer;
+use tessera_testkit::TestServer;
 
 struct Case {
     method: Method,

@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::harness::{ctl, TestServer};
+use tessera_testkit::{ctl, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_start_login_create_user_read_and_verify_audit_logout() {
@@ -191,7 +191,7 @@ async fn ctl_enroll_token_agent_enroll_and_device_commands() {
     );
 
     let agent_dir = tempfile::tempdir().unwrap();
-    let out = tokio::process::Command::new(crate::harness::tessera_bin())
+    let out = tokio::process::Command::new(tessera_testkit::tessera_bin())
         .args(["agent", "--state-dir"])
         .arg(agent_dir.path())
         .args([
@@ -206,7 +206,7 @@ async fn ctl_enroll_token_agent_enroll_and_device_commands() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Enrolling the same state dir twice is refused locally.
-    let again = tokio::process::Command::new(crate::harness::tessera_bin())
+    let again = tokio::process::Command::new(tessera_testkit::tessera_bin())
         .args(["agent", "--state-dir"])
         .arg(agent_dir.path())
         .args(["enroll", "--server", &s.url, "--token", &token])

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::harness::{ctl, eventually, tessera_bin, ServerProcess, TestDb};
+use tessera_testkit::{ctl, eventually, tessera_bin, ServerProcess, TestDb};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pair_by_device_code_approve_on_the_page_see_online_revoke_and_watch_it_drop() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tessera_core::api::{CreateEnrollmentTokenRequest, EnrollRequest, SecretString};
 use tessera_core::identity::DeviceKeys;
 
-use crate::harness::{TestDevice, TestServer};
+use tessera_testkit::{TestDevice, TestServer};
 
 fn enroll_request(token: &SecretString, keys: &DeviceKeys, name: &str) -> EnrollRequest {
     EnrollRequest {

@@ -3,7 +3,7 @@
 
 use tessera_core::api::{EventBatch, EventIn};
 
-use crate::harness::{TestDevice, TestServer};
+use tessera_testkit::{TestDevice, TestServer};
 
 fn batch(n: usize, base_ms: i64, subject: &str) -> EventBatch {
     EventBatch {

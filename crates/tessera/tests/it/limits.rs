@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tessera_core::api::SecretString;
 
-use crate::harness::{Options, TestServer};
+use tessera_testkit::{Options, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_failed_logins_lock_the_address_out_for_fifteen_minutes() {

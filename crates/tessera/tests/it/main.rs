@@ -1,8 +1,7 @@
 //! Integration tests: real servers on ephemeral loopback ports, real
 //! databases (SQLite, or PostgreSQL with TESSERA_TEST_BACKEND=postgres), real
-//! HTTP. One test binary, so it links once.
-
-mod harness;
+//! HTTP. One test binary, so it links once. The servers, devices and clients
+//! come from `tessera_testkit`.
 
 mod audit;
 mod auth;
@@ -16,6 +15,7 @@ mod hostile;
 mod limits;
 mod ops;
 mod pairing;
+mod schema;
 mod secrets;
 mod sessions;
 mod support;

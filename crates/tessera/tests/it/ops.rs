@@ -7,7 +7,7 @@ use tessera_client::{ApiClient, TlsTrust};
 use tessera_core::api::SecretString;
 use tessera_server::{Server, ServerConfig, StartError, TlsMode};
 
-use crate::harness::{ctl, tessera_bin, Options, ServerProcess, TestDb, TestServer};
+use tessera_testkit::{ctl, tessera_bin, Options, ServerProcess, TestDb, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_readyz_and_metrics_answer() {

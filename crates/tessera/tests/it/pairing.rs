@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use tessera_client::ClientError;
 use tessera_core::identity::DeviceKeys;
 
-use crate::harness::{fast_heartbeat, http_client, Options, TestServer};
+use tessera_testkit::{fast_heartbeat, http_client, Options, TestServer};
 
 fn authorization_form(s: &TestServer, keys: &DeviceKeys) -> Vec<(&'static str, String)> {
     form_for(s, keys, "build-box", "build-box.lan", "linux")

@@ -4,7 +4,7 @@ use tessera_client::AuditQuery;
 use tessera_core::api::{ChangePasswordRequest, CreateUserRequest, SecretString};
 use tessera_core::roles::Role;
 
-use crate::harness::{ServerProcess, TestDb};
+use tessera_testkit::{ServerProcess, TestDb};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_password_or_token_appears_in_logs_or_audit_rows() {
@@ -60,7 +60,7 @@ async fn no_password_or_token_appears_in_logs_or_audit_rows() {
         .await
         .unwrap();
     // A request whose JSON carries a password of the wrong type.
-    let _ = crate::harness::http_client()
+    let _ = tessera_testkit::http_client()
         .post(format!("{}/api/v1/auth/login", p.url))
         .json(&serde_json::json!({"username": "admin", "password": 987654321987u64}))
         .send()
@@ -138,7 +138,7 @@ async fn no_password_or_token_appears_in_logs_or_audit_rows() {
         })
     };
     assert!(
-        crate::harness::eventually(std::time::Duration::from_secs(10), || async {
+        tessera_testkit::eventually(std::time::Duration::from_secs(10), || async {
             admin
                 .list_devices()
                 .await

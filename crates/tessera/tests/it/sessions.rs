@@ -7,7 +7,7 @@ use tessera_client::viewer::ViewerEvent;
 use tessera_core::api::{CreateSessionRequest, SecretString};
 use tessera_core::roles::Role;
 
-use crate::harness::{fast_heartbeat, online_device, read_until, watch, TestServer};
+use tessera_testkit::{fast_heartbeat, online_device, read_until, watch, TestServer};
 
 async fn shell_session(admin: &tessera_client::ApiClient, device: &str) -> String {
     admin
@@ -109,7 +109,7 @@ async fn view_only_input_never_reaches_the_shell() {
         .await
         .unwrap();
     assert!(
-        crate::harness::eventually(Duration::from_secs(5), || async {
+        tessera_testkit::eventually(Duration::from_secs(5), || async {
             admin
                 .audit_page(&tessera_client::AuditQuery {
                     action: Some("viewer_throttled".into()),
@@ -359,7 +359,7 @@ async fn control_input_is_rate_limited_per_viewer() {
         tx.input(b":").await.unwrap();
     }
     assert!(
-        crate::harness::eventually(Duration::from_secs(5), || async {
+        tessera_testkit::eventually(Duration::from_secs(5), || async {
             let m = s
                 .http()
                 .get(s.api("/metrics"))
@@ -421,7 +421,7 @@ async fn managed_sessions_ask_for_consent_when_the_policy_says_so() {
     // This device's agent refuses everything (no consent command).
     let (_d, _agent) = online_device(&s, &admin, "box").await;
     let id = shell_session(&admin, "box").await;
-    let ended = crate::harness::eventually(Duration::from_secs(10), || async {
+    let ended = tessera_testkit::eventually(Duration::from_secs(10), || async {
         admin.session(&id).await.unwrap().state == "ended"
     })
     .await;

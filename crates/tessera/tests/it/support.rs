@@ -10,7 +10,7 @@ use tessera_client::TlsTrust;
 use tessera_core::api::CreateSupportCodeRequest;
 use tessera_core::roles::Role;
 
-use crate::harness::{eventually, read_until, tessera_bin, watch, Options, TestServer};
+use tessera_testkit::{eventually, read_until, tessera_bin, watch, Options, TestServer};
 
 async fn code(admin: &tessera_client::ApiClient) -> String {
     admin
@@ -327,7 +327,7 @@ async fn the_support_agent_disconnecting_ends_the_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lapsed_codes_are_marked_expired_and_refused() {
-    let s = TestServer::start_with(crate::harness::fast_heartbeat(200)).await;
+    let s = TestServer::start_with(tessera_testkit::fast_heartbeat(200)).await;
     let admin = s.admin().await;
     let created = admin
         .create_support_code(&CreateSupportCodeRequest {
@@ -433,7 +433,7 @@ async fn technician_and_helped_person_in_terminals() {
     // The technician's terminal: `tessera connect` under a PTY.
     let cfg = tempfile::tempdir().unwrap();
     let pw = s.admin_password.clone().unwrap();
-    let (code_, _, _) = crate::harness::ctl(
+    let (code_, _, _) = tessera_testkit::ctl(
         cfg.path(),
         &["login", "--server", &s.url, "--password-stdin"],
         Some(&format!("{pw}\n")),
@@ -550,7 +550,7 @@ async fn nobody_can_open_another_session_on_a_support_device() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bound_code_whose_agent_never_connects_times_out_anyway() {
-    let s = TestServer::start_with(crate::harness::fast_heartbeat(200)).await;
+    let s = TestServer::start_with(tessera_testkit::fast_heartbeat(200)).await;
     let admin = s.admin().await;
     let c = code(&admin).await;
     let (creds, bound) = tessera_agent::support::bind(&s.url, &TlsTrust::PublicRoots, &c, None)

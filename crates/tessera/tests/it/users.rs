@@ -4,7 +4,7 @@ use reqwest::{Method, StatusCode};
 use tessera_core::api::{CreateUserRequest, SecretString, UpdateUserRequest};
 use tessera_core::roles::Role;
 
-use crate::harness::TestServer;
+use tessera_testkit::TestServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_creates_lists_changes_role_disables_and_enables_users() {
