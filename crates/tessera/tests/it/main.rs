@@ -12,6 +12,7 @@ mod control;
 mod e2e;
 mod enrollment;
 mod events;
+mod grant_scopes;
 mod hostile;
 mod limits;
 mod ops;
