@@ -130,10 +130,9 @@ async fn a_member_that_granted_shell_takes_no_file_pushed_in_a_shell_session() {
         let id = member.device_id.as_str();
         assert!(
             eventually(Duration::from_secs(10), || async {
-                left_reasons(&admin, id)
-                    .await
-                    .iter()
-                    .any(|r| r.starts_with("scope_missing: a file_start payload needs the files scope"))
+                left_reasons(&admin, id).await.iter().any(|r| {
+                    r.starts_with("scope_missing: a file_start payload needs the files scope")
+                })
             })
             .await,
             "{id} leaves with the reason: {:?}",

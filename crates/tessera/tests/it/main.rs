@@ -17,6 +17,7 @@ mod hostile;
 mod limits;
 mod ops;
 mod pairing;
+mod pipes;
 mod secrets;
 mod sessions;
 mod support;
