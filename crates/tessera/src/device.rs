@@ -2,7 +2,7 @@
 //! `trust`, `grant`, `session create` and `send`.
 
 use crate::output::{note, say};
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;

@@ -11,12 +11,18 @@ use crate::harness::{ctl_admin, tessera_bin, TestDevice, TestServer};
 /// already closed, so its first write fails with EPIPE: the exit status and
 /// what it said on standard error.
 fn run_into_a_closed_pipe(args: Vec<String>) -> (Option<i32>, String) {
-    let (reader, writer) = std::io::pipe().expect("pipe");
-    drop(reader);
+    // The read end goes to `true`, which exits without reading: the write
+    // end left here has no reader. (`std::io::pipe` is newer than the MSRV.)
+    let mut gone = Command::new("true")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("run true");
+    let writer = gone.stdin.take().expect("pipe");
+    gone.wait().expect("true exits");
     let out = Command::new(tessera_bin())
         .args(&args)
         .stdin(Stdio::null())
-        .stdout(writer)
+        .stdout(Stdio::from(writer))
         .stderr(Stdio::piped())
         .output()
         .expect("run tessera");
