@@ -1,6 +1,7 @@
 //! `tessera agent`: enroll this device, run its control channel, rotate its
 //! key.
 
+use crate::output::say;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -131,7 +132,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 None => {
                     enroll::with_pairing(&state, &opts, |auth, id| {
                         let code = normalise_user_code(&auth.user_code).unwrap_or_default();
-                        println!(
+                        say!(
                             "To approve this device, open\n\n    {}\n\nand enter the code {} (or open {}).\n\
                              Check that the page shows this fingerprint:\n\n    {}\n\n\
                              Waiting for approval (the code expires in {} minutes)…",
@@ -145,7 +146,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
                     .await?
                 }
             };
-            println!(
+            say!(
                 "Enrolled as device {}.\nStart it with: tessera agent run",
                 id.grouped()
             );
@@ -153,7 +154,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         }
         AgentCommand::Run(sargs) => {
             let enrollment = state.enrollment()?;
-            println!(
+            say!(
                 "tessera agent: device {} connecting to {}",
                 state.identity()?.device_id().grouped(),
                 enrollment.server
@@ -176,7 +177,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             .context("the agent stopped")?;
             match exit {
                 Exit::Shutdown => {
-                    println!("tessera agent: stopped");
+                    say!("tessera agent: stopped");
                     Ok(ExitCode::SUCCESS)
                 }
                 Exit::Revoked { code, reason } => {
@@ -185,7 +186,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
                     } else {
                         format!(": {reason}")
                     };
-                    println!("tessera agent: the server revoked this device ({code}){why}. Not reconnecting.");
+                    say!("tessera agent: the server revoked this device ({code}){why}. Not reconnecting.");
                     Ok(ExitCode::from(EXIT_REVOKED))
                 }
                 Exit::SessionEnded { .. } => Ok(ExitCode::SUCCESS),
@@ -193,15 +194,13 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         }
         AgentCommand::RotateDeviceKey => {
             let key_id = rotate_device_key(&state).await?;
-            println!(
-                "Device key rotated; the new key ({key_id}) is stored and the old one revoked."
-            );
+            say!("Device key rotated; the new key ({key_id}) is stored and the old one revoked.");
             Ok(ExitCode::SUCCESS)
         }
         AgentCommand::RotateKey => {
             let old = tessera_core::trust::fingerprint(&state.identity()?.ed25519_public());
             let view = tessera_agent::trust::rotate_identity(&state).await?;
-            println!(
+            say!(
                 "Identity key rotated (epoch {}).\n  old  {}\n  new  {}\n\
                  Peers that trust this device must run `tessera trust verify {}` and accept the new key; \
                  until then their grants and sessions with this device are refused with key_mismatch.\n\
@@ -222,9 +221,10 @@ async fn support(a: SupportArgs) -> anyhow::Result<ExitCode> {
     let preview = tessera_agent::support::preview(&a.server, &trust, &a.code)
         .await
         .context("that support code is not valid")?;
-    println!(
+    say!(
         "{} asked for a support session ({} access). You will be asked before anything is shared.",
-        preview.requested_by, preview.access
+        preview.requested_by,
+        preview.access
     );
     let (creds, bound) = tessera_agent::support::bind(&a.server, &trust, &a.code, None)
         .await
@@ -238,11 +238,11 @@ async fn support(a: SupportArgs) -> anyhow::Result<ExitCode> {
         consent,
         ..RunOptions::default()
     };
-    println!("Connected; waiting for the consent prompt…");
+    say!("Connected; waiting for the consent prompt…");
     let exit = tessera_agent::support::serve(&creds, &bound, opts, shutdown_signal()).await?;
     match exit {
         Exit::SessionEnded { code, reason } => {
-            println!("Support session ended ({code}): {reason}");
+            say!("Support session ended ({code}): {reason}");
             Ok(
                 if matches!(
                     code.parse(),
@@ -255,11 +255,11 @@ async fn support(a: SupportArgs) -> anyhow::Result<ExitCode> {
             )
         }
         Exit::Shutdown => {
-            println!("Support session stopped.");
+            say!("Support session stopped.");
             Ok(ExitCode::SUCCESS)
         }
         Exit::Revoked { code, .. } => {
-            println!("Support session ended ({code}).");
+            say!("Support session ended ({code}).");
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -2,6 +2,7 @@
 //! puts the terminal in raw mode, relays keystrokes and window size, and
 //! restores the terminal on every way out, then says why the session ended.
 
+use crate::output::note;
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -97,7 +98,7 @@ async fn wait_until_active(client: &ApiClient, id: &str) -> anyhow::Result<()> {
             }
             _ => {
                 if !told {
-                    eprintln!("Waiting for the person at {} to accept…", s.device_name);
+                    note!("Waiting for the person at {} to accept…", s.device_name);
                     told = true;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -125,7 +126,7 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         }
         other => return Err(anyhow!("unexpected answer from the relay: {other:?}")),
     };
-    eprintln!(
+    note!(
         "Connected to {device} ({}). Ctrl-] disconnects.\r",
         if access.parse() == Ok(ViewerAccess::Control) {
             "control"
@@ -191,7 +192,7 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         }
     };
     drop(raw);
-    eprintln!("\r\n{ending}");
+    note!("\r\n{ending}");
     Ok(match exit_status {
         Some(0) | None => ExitCode::SUCCESS,
         Some(s) => ExitCode::from(u8::try_from(s).unwrap_or(1)),

@@ -1,7 +1,8 @@
 //! The device's own commands, run beside its agent (same state dir):
 //! `trust`, `grant`, `session create` and `send`.
 
-use std::io::{BufRead, Write};
+use crate::output::{note, say};
+use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -155,8 +156,7 @@ fn credentials(state: &AgentState) -> anyhow::Result<Credentials> {
 
 /// Reads one answer from standard input; only `yes` (or `y`) is yes.
 fn ask(question: &str) -> anyhow::Result<bool> {
-    print!("{question} ");
-    std::io::stdout().flush()?;
+    crate::output::prompt(&format!("{question} "));
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     Ok(matches!(
@@ -189,9 +189,9 @@ pub async fn trust(args: TrustArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         TrustCommand::Add { device, name } => {
             let creds = credentials(&state)?;
-            println!("Waiting for {device} to run `tessera trust add` for this device…");
+            say!("Waiting for {device} to run `tessera trust add` for this device…");
             let x = trust::exchange(&creds, &device).await?;
-            println!(
+            say!(
                 "\nBoth devices now show a code. This one shows:\n\n    {}\n\n\
                  Its fingerprint for {} is {}.",
                 x.sas,
@@ -199,7 +199,7 @@ pub async fn trust(args: TrustArgs) -> anyhow::Result<ExitCode> {
                 short(&x.peer_fingerprint)
             );
             if !ask("Does the other device show the same code? Type yes to trust it:")? {
-                println!("Not trusted. If the codes differ, someone may be in the middle: do not retry on this network.");
+                say!("Not trusted. If the codes differ, someone may be in the middle: do not retry on this network.");
                 return Ok(ExitCode::from(2));
             }
             let name = match name {
@@ -207,7 +207,7 @@ pub async fn trust(args: TrustArgs) -> anyhow::Result<ExitCode> {
                 None => creds.client()?.peer(&x.peer).await?.name,
             };
             let att = trust::confirm(&state, &creds, &x, &name).await?;
-            println!(
+            say!(
                 "Trusted {name} ({}).{}",
                 x.peer,
                 if att.mutual {
@@ -270,9 +270,9 @@ pub async fn trust(args: TrustArgs) -> anyhow::Result<ExitCode> {
                 })
                 .map(|_| ExitCode::SUCCESS);
             }
-            println!("{} ({device})", pin.name);
-            println!("  pinned key   {}", pin_fingerprint(&pin.ed25519));
-            println!(
+            say!("{} ({device})", pin.name);
+            say!("  pinned key   {}", pin_fingerprint(&pin.ed25519));
+            say!(
                 "  verified     {} by {}",
                 pin.verified_at.to_rfc3339(),
                 pin.method
@@ -283,14 +283,14 @@ pub async fn trust(args: TrustArgs) -> anyhow::Result<ExitCode> {
         TrustCommand::Remove { device } => {
             let creds = credentials(&state)?;
             trust::remove(&state, &creds, &device).await?;
-            println!("{device} is no longer trusted; any grant to it is revoked.");
+            say!("{device} is no longer trusted; any grant to it is revoked.");
             Ok(ExitCode::SUCCESS)
         }
         TrustCommand::Verify { device } => {
             let creds = credentials(&state)?;
             match trust::verify(&state, &creds, &device).await? {
                 Verified::Unchanged => {
-                    println!("{device} still has the key pinned here.");
+                    say!("{device} still has the key pinned here.");
                     Ok(ExitCode::SUCCESS)
                 }
                 Verified::Changed {
@@ -298,26 +298,26 @@ pub async fn trust(args: TrustArgs) -> anyhow::Result<ExitCode> {
                     new,
                     chained,
                 } => {
-                    println!(
+                    say!(
                         "{} ({device}) has a new identity key.\n  pinned  {}\n  now     {}",
                         new.name,
                         short(&old_fingerprint),
                         short(&new.fingerprint)
                     );
                     let Some(identity) = chained else {
-                        println!(
+                        say!(
                             "The new key is NOT signed by the pinned one. Do not accept it: \
                              remove the peer and verify again with `tessera trust add`."
                         );
                         return Ok(ExitCode::from(2));
                     };
-                    println!("The pinned key signed the change.");
+                    say!("The pinned key signed the change.");
                     if !ask("Accept the new key (and re-issue your grant to it)? Type yes:")? {
-                        println!("Kept the old pin; sessions with {device} stay refused.");
+                        say!("Kept the old pin; sessions with {device} stay refused.");
                         return Ok(ExitCode::from(2));
                     }
                     trust::accept_new_key(&state, &creds, &device, &identity).await?;
-                    println!("Pinned the new key.");
+                    say!("Pinned the new key.");
                     Ok(ExitCode::SUCCESS)
                 }
             }
@@ -342,7 +342,7 @@ pub async fn grant(args: GrantArgs) -> anyhow::Result<ExitCode> {
         } => {
             let scopes = parse_scopes(&scope)?;
             let g = trust::grant(&state, &creds, &device, &scopes, expires).await?;
-            println!(
+            say!(
                 "{} may now join this device into its sessions ({}) until {}.",
                 g.grantee_name.as_deref().unwrap_or(&g.grantee),
                 g.scopes.join(","),
@@ -367,12 +367,12 @@ pub async fn grant(args: GrantArgs) -> anyhow::Result<ExitCode> {
                     anyhow!("no live grant to {device}; add one with `tessera grant add`")
                 })?;
             let g = trust::grant(&state, &creds, &device, &scopes, expires).await?;
-            println!("Renewed until {}.", g.expires_at);
+            say!("Renewed until {}.", g.expires_at);
             Ok(ExitCode::SUCCESS)
         }
         GrantCommand::Revoke { device } => {
             trust::revoke_grant(&state, &creds, &device).await?;
-            println!("{device} can no longer join this device automatically.");
+            say!("{device} can no longer join this device automatically.");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -436,16 +436,16 @@ pub async fn session(args: SessionArgs) -> anyhow::Result<ExitCode> {
             joined: &joined,
         })?;
     } else {
-        println!("Session {}", s.session_id);
+        say!("Session {}", s.session_id);
         output::table(&["MEMBER", "OUTCOME"], &outcome_rows(&s));
     }
     if joined.is_empty() {
         s.end().await;
-        eprintln!("No member joined; the session is closed.");
+        note!("No member joined; the session is closed.");
         return Ok(ExitCode::from(2));
     }
     if !out.json {
-        println!("End-to-end keys set with {} member(s). Type lines to send them; Ctrl-D ends the session.", joined.len());
+        say!("End-to-end keys set with {} member(s). Type lines to send them; Ctrl-D ends the session.", joined.len());
     }
     let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<String>(16);
     std::thread::spawn(move || {
@@ -464,14 +464,14 @@ pub async fn session(args: SessionArgs) -> anyhow::Result<ExitCode> {
             },
             event = s.next_event() => match event? {
                 Some(Event::Left { member, reason }) => {
-                    eprintln!("{member} left ({reason}); the others moved to a new key.");
+                    note!("{member} left ({reason}); the others moved to a new key.");
                     if s.joined().is_empty() {
-                        eprintln!("No member is left.");
+                        note!("No member is left.");
                         break;
                     }
                 }
                 Some(Event::Ended { code, reason }) => {
-                    eprintln!("The session ended ({code}) {reason}");
+                    note!("The session ended ({code}) {reason}");
                     return Ok(ExitCode::SUCCESS);
                 }
                 Some(Event::Ack { .. }) => {}
@@ -503,7 +503,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     if joined.len() < to.len() {
         output::table(&["MEMBER", "OUTCOME"], &outcome_rows(&s));
         s.end().await;
-        eprintln!("Not sent: not every receiver joined.");
+        note!("Not sent: not every receiver joined.");
         return Ok(ExitCode::from(2));
     }
     let started = SystemClock.now();
@@ -514,7 +514,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     match sent {
         Ok(bytes) => {
             let secs = SystemClock.now().since(started).as_secs_f64().max(0.001);
-            println!(
+            say!(
                 "Sent {} file(s), {} bytes, to {} in {secs:.1} s ({:.1} MB/s); every receiver verified the BLAKE3 hashes.",
                 items.len(),
                 bytes,
@@ -527,7 +527,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         Err(e) => {
             let _ = s.cancel(&e.to_string()).await;
             s.end().await;
-            eprintln!("Transfer of {total} bytes failed: {e}. Receivers kept no partial file.");
+            note!("Transfer of {total} bytes failed: {e}. Receivers kept no partial file.");
             Ok(ExitCode::FAILURE)
         }
     }

@@ -1,6 +1,81 @@
-//! Human-readable tables and JSON output for `tessera ctl`.
+//! What the `tessera` binary prints: its lines on standard output
+//! ([`say!`]), its notes on standard error ([`note!`]), and the tables and
+//! JSON of `tessera ctl`.
+//!
+//! Standard output is often a pipe to `head` or `grep -m1`, which closes it
+//! once it has read enough. Rust ignores SIGPIPE, so a write then fails with
+//! `BrokenPipe`, and `println!` panics on that. Every line goes through
+//! [`line`] instead, which stops the command quietly with status 0 when
+//! nobody reads any more, like ripgrep does. SIGPIPE stays ignored on
+//! purpose: the same process runs the server, the agent's PTYs and
+//! connections and consent commands on pipes, where a peer going away must
+//! be an error the code handles, not a signal that kills it.
+
+use std::fmt;
+use std::io::{self, Write};
 
 use serde::Serialize;
+
+/// `println!` for the binary's output: stops quietly once the reader is
+/// gone (see the module docs).
+macro_rules! say {
+    () => {
+        $crate::output::line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::line(format_args!($($arg)*))
+    };
+}
+pub(crate) use say;
+
+/// `eprintln!` that never panics: when even standard error is gone there
+/// is nobody left to tell.
+macro_rules! note {
+    ($($arg:tt)*) => {
+        $crate::output::note_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use note;
+
+/// Writes one line to standard output (see [`say!`]).
+pub fn line(args: fmt::Arguments<'_>) {
+    let mut out = io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        unwritable(&e);
+    }
+}
+
+/// Writes `text` without a newline and flushes it (a question before an
+/// answer is read).
+pub fn prompt(text: &str) {
+    let mut out = io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        unwritable(&e);
+    }
+}
+
+/// Writes one line to standard error, ignoring failure.
+pub fn note_line(args: fmt::Arguments<'_>) {
+    let mut err = io::stderr().lock();
+    let _ = err.write_fmt(args).and_then(|()| err.write_all(b"\n"));
+}
+
+/// Whether `e` (or what caused it) is a write to a reader that went away.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<io::Error>())
+        .any(|io| io.kind() == io::ErrorKind::BrokenPipe)
+}
+
+/// Standard output cannot be written: a reader that left ends the command
+/// quietly and successfully; any other failure (a full disk) is an error.
+fn unwritable(e: &io::Error) -> ! {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    note!("error: cannot write the output: {e}");
+    std::process::exit(1);
+}
 
 /// Prints `rows` under `headers`, columns padded to their widest cell.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) {
@@ -16,7 +91,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        say!("{}", padded.join("  ").trim_end());
     };
     line(headers.to_vec());
     for row in rows {
@@ -25,7 +100,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
 }
 
 pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    say!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 

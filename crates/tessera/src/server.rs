@@ -1,5 +1,6 @@
 //! `tessera server`.
 
+use crate::output::say;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -143,7 +144,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     };
     let url = format!("{scheme}://{}", server.local_addr());
     if let Some(fp) = &server.tls_fingerprint {
-        println!("TLS certificate SHA-256 fingerprint: {fp}");
+        say!("TLS certificate SHA-256 fingerprint: {fp}");
     }
     if let Some(admin) = &server.bootstrap {
         // Printed once, to the console only: never through the logger.
@@ -152,7 +153,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
             .as_ref()
             .map(|fp| format!(" --tls-fingerprint {fp}"))
             .unwrap_or_default();
-        println!(
+        say!(
             "\n================================================================\n\
              Tessera created the first administrator. This password is shown\n\
              once and is not stored anywhere in plaintext:\n\n  \
@@ -164,7 +165,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
             admin.username,
         );
     }
-    println!("tessera server listening on {url}");
+    say!("tessera server listening on {url}");
     tracing::info!(%url, "listening");
     server.serve(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)

@@ -2,6 +2,11 @@
 //! against its own pin and grant, answers the creator's Noise handshake,
 //! and then acts only on payloads the creator sealed, writing received
 //! files into its inbox.
+//!
+//! Threat: a creator (or a device that took over its keys) granted only
+//! `shell` pushing files anyway. The member keeps the scopes it joined
+//! under and leaves at the first payload whose kind needs a scope it does
+//! not hold, before acting on it.
 
 use std::path::PathBuf;
 
@@ -34,6 +39,9 @@ pub struct Member {
     index: u32,
     guard: ReplayGuard,
     counter: u64,
+    /// The scopes this member joined under: asked for by the invitation
+    /// and allowed by its own grant (never empty).
+    scopes: Vec<Scope>,
     receiver: Receiver,
     /// The first thing that went wrong in this transfer, reported in the
     /// acknowledgement.
@@ -48,6 +56,57 @@ pub struct Member {
 /// Why a member left a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Abort(pub String);
+
+/// The scope a payload kind needs, `None` for a kind any session carries.
+///
+/// Everything of a file transfer needs `files`: the parts that write
+/// (start, chunk, end), and those that only make sense around a transfer
+/// (done, cancel), so a shell session carries no transfer at all. A text
+/// line is only shown and logged, never run: every session may carry one
+/// (`tessera session create` sends the person's lines in either scope).
+/// An acknowledgement is the members' word to the creator; a member never
+/// acts on one it receives.
+fn scope_needed(body: &e2e_payload::Body) -> Option<Scope> {
+    use e2e_payload::Body as P;
+    match body {
+        P::FileStart(_) | P::FileChunk(_) | P::FileEnd(_) | P::TransferDone(_) | P::Cancel(_) => {
+            Some(Scope::Files)
+        }
+        P::Text(_) | P::TransferAck(_) => None,
+    }
+}
+
+/// The wire name of a payload kind, for the reason a member gives.
+fn kind_of(body: &e2e_payload::Body) -> &'static str {
+    use e2e_payload::Body as P;
+    match body {
+        P::FileStart(_) => "file_start",
+        P::FileChunk(_) => "file_chunk",
+        P::FileEnd(_) => "file_end",
+        P::TransferDone(_) => "transfer_done",
+        P::TransferAck(_) => "transfer_ack",
+        P::Cancel(_) => "cancel",
+        P::Text(_) => "text",
+    }
+}
+
+/// Whether a member holding `held` may act on `body`: if not, it leaves
+/// with `scope_missing` (the word an invitation is refused with) and says
+/// which kind needed which scope.
+fn admit(held: &[Scope], body: &e2e_payload::Body) -> Result<(), Abort> {
+    match scope_needed(body) {
+        Some(needed) if !held.contains(&needed) => Err(Abort(format!(
+            "{}: a {} payload needs the {needed} scope, this session holds {}",
+            RejectionReason::ScopeMissing,
+            kind_of(body),
+            held.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        ))),
+        _ => Ok(()),
+    }
+}
 
 impl Member {
     /// Checks the invitation against this device's own pin and grant, and
@@ -64,7 +123,7 @@ impl Member {
     ) -> Result<Member, RejectionReason> {
         let (session_id, creator) = (invite.session_id.as_str(), invite.creator.as_str());
         let scope = Scope::parse(&invite.scope).ok_or(RejectionReason::ScopeMissing)?;
-        store.check_invite(creator, &invite.creator_ed25519, scope, now)?;
+        let scopes = store.check_invite(creator, &invite.creator_ed25519, scope, now)?;
         let pin = store
             .peers
             .get(creator)
@@ -86,6 +145,7 @@ impl Member {
             index: 0,
             guard: ReplayGuard::default(),
             counter: 0,
+            scopes,
             receiver: Receiver::new(inbox),
             failed: None,
             report,
@@ -188,6 +248,9 @@ impl Member {
         })?;
         let p = E2ePayload::decode(plain.as_slice())
             .map_err(|_| Abort("tampered: undecodable payload".into()))?;
+        if let Some(body) = &p.body {
+            admit(&self.scopes, body)?;
+        }
         let mut out = Vec::new();
         let result: Result<(), files::TransferError> = (|| {
             match p.body {
@@ -266,5 +329,57 @@ impl Member {
         if self.receiving.take().is_some() {
             self.tell(TransferEvent::Abandoned);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_proto::v1::{Cancel, FileChunk, FileEnd, FileStart, Text, TransferDone};
+
+    fn every_kind() -> Vec<e2e_payload::Body> {
+        use e2e_payload::Body as P;
+        vec![
+            P::FileStart(FileStart::default()),
+            P::FileChunk(FileChunk::default()),
+            P::FileEnd(FileEnd::default()),
+            P::TransferDone(TransferDone::default()),
+            P::Cancel(Cancel::default()),
+            P::TransferAck(TransferAck::default()),
+            P::Text(Text::default()),
+        ]
+    }
+
+    #[test]
+    fn a_shell_member_refuses_every_part_of_a_file_transfer() {
+        for body in every_kind() {
+            let got = admit(&[Scope::Shell], &body);
+            match body {
+                e2e_payload::Body::Text(_) | e2e_payload::Body::TransferAck(_) => {
+                    assert_eq!(got, Ok(()), "{}", kind_of(&body))
+                }
+                _ => {
+                    let Err(Abort(reason)) = got else {
+                        panic!("{} admitted under shell", kind_of(&body));
+                    };
+                    assert!(reason.starts_with("scope_missing: "), "{reason}");
+                    assert!(reason.contains(kind_of(&body)), "{reason}");
+                    assert!(reason.contains("files scope"), "{reason}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_files_member_takes_transfers_and_text() {
+        for body in every_kind() {
+            assert_eq!(admit(&[Scope::Files], &body), Ok(()), "{}", kind_of(&body));
+        }
+    }
+
+    #[test]
+    fn a_member_holding_nothing_takes_no_transfer() {
+        let chunk = e2e_payload::Body::FileChunk(FileChunk::default());
+        assert!(admit(&[], &chunk).is_err());
     }
 }

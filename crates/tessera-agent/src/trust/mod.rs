@@ -102,14 +102,19 @@ impl TrustStore {
     }
 
     /// The member's own checks on an invitation from `creator`, whose key
-    /// the server says is `creator_ed` (hex): `Err(reason)` to refuse.
+    /// the server says is `creator_ed` (hex), to a session opened for
+    /// `scope`: `Err(reason)` to refuse. `Ok` holds the scopes the member
+    /// joins under, those both asked for and granted: a member never acts
+    /// on a payload its own grant does not allow (whatever the creator
+    /// says), nor on one the session was not opened for (the server
+    /// checked and recorded the session under that scope alone).
     pub fn check_invite(
         &self,
         creator: &str,
         creator_ed: &str,
         scope: Scope,
         now: Timestamp,
-    ) -> Result<(), RejectionReason> {
+    ) -> Result<Vec<Scope>, RejectionReason> {
         let Some(pin) = self.peers.get(creator) else {
             return Err(RejectionReason::NotMutuallyTrusted);
         };
@@ -132,11 +137,25 @@ impl TrustStore {
         if g.grantee_fingerprint != pinned {
             return Err(RejectionReason::KeyMismatch);
         }
-        if !g.scopes.contains(&scope) {
+        let held = held_scopes(&[scope], &g.scopes);
+        if held.is_empty() {
             return Err(RejectionReason::ScopeMissing);
         }
-        Ok(())
+        Ok(held)
     }
+}
+
+/// The scopes a member holds in a session: those the invitation asked for
+/// that its own grant allows.
+fn held_scopes(asked: &[Scope], granted: &[Scope]) -> Vec<Scope> {
+    let mut held: Vec<Scope> = asked
+        .iter()
+        .copied()
+        .filter(|s| granted.contains(s))
+        .collect();
+    held.sort();
+    held.dedup();
+    held
 }
 
 #[cfg(test)]
@@ -175,13 +194,48 @@ mod tests {
     }
 
     #[test]
+    fn a_member_holds_only_the_scope_the_session_was_opened_for() {
+        let (me, creator) = (DeviceKeys::generate(), DeviceKeys::generate());
+        let now = SystemClock.now();
+        let mut store = store_with_grant(&me, &creator, now);
+        let id = creator.device_id().to_string();
+        let ed = hex(&creator.ed25519_public());
+        // A grant for both: a shell session still holds shell alone.
+        let both = new_grant(
+            &me.device_id(),
+            &creator.device_id(),
+            &creator.ed25519_public(),
+            &[Scope::Files, Scope::Shell],
+            now,
+            now.plus(Duration::from_secs(3600)),
+        );
+        store.grants.insert(id.clone(), Signed::sign(both, &me));
+        assert_eq!(
+            store.check_invite(&id, &ed, Scope::Shell, now),
+            Ok(vec![Scope::Shell])
+        );
+        assert_eq!(
+            store.check_invite(&id, &ed, Scope::Files, now),
+            Ok(vec![Scope::Files])
+        );
+        assert_eq!(
+            held_scopes(&[Scope::Shell, Scope::Files], &[Scope::Shell]),
+            vec![Scope::Shell]
+        );
+        assert!(held_scopes(&[Scope::Files], &[Scope::Shell]).is_empty());
+    }
+
+    #[test]
     fn an_invitation_is_checked_against_the_own_pin_and_grant() {
         let (me, creator) = (DeviceKeys::generate(), DeviceKeys::generate());
         let now = SystemClock.now();
         let store = store_with_grant(&me, &creator, now);
         let id = creator.device_id().to_string();
         let ed = hex(&creator.ed25519_public());
-        assert_eq!(store.check_invite(&id, &ed, Scope::Files, now), Ok(()));
+        assert_eq!(
+            store.check_invite(&id, &ed, Scope::Files, now),
+            Ok(vec![Scope::Files])
+        );
         assert_eq!(
             store.check_invite(&id, &ed, Scope::Shell, now),
             Err(RejectionReason::ScopeMissing)

@@ -1,5 +1,6 @@
 //! `audit list|verify`.
 
+use crate::output::say;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Context};
@@ -88,7 +89,7 @@ async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<ExitCode> {
             &rows,
         );
         if let Some(next) = page.next_after {
-            println!("(more: --after {next})");
+            say!("(more: --after {next})");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -135,7 +136,7 @@ async fn verify(ctx: &Ctx) -> anyhow::Result<ExitCode> {
             let prev = decode_hash("prev_hash", e.seq, &e.prev_hash)?;
             let hash = decode_hash("hash", e.seq, &e.hash)?;
             if let Err(broken) = verifier.push(&content, &prev, &hash) {
-                println!("audit chain BROKEN: {broken}");
+                say!("audit chain BROKEN: {broken}");
                 return Ok(ExitCode::FAILURE);
             }
         }
@@ -144,7 +145,7 @@ async fn verify(ctx: &Ctx) -> anyhow::Result<ExitCode> {
             None => break,
         }
     }
-    println!(
+    say!(
         "audit chain OK: {} rows verified, head {}",
         verifier.checked(),
         hex(&verifier.head())

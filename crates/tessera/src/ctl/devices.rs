@@ -1,5 +1,6 @@
 //! `devices`, `pairing`, `enroll-token`, `events`.
 
+use crate::output::say;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -186,9 +187,9 @@ pub async fn devices(ctx: &Ctx, cmd: DevicesCommand) -> anyhow::Result<ExitCode>
                     ("Revoked", opt(d.revoked_reason.as_deref())),
                 ];
                 for (k, v) in rows {
-                    println!("{k:<13} {v}");
+                    say!("{k:<13} {v}");
                 }
-                println!();
+                say!();
                 output::table(
                     &[
                         "KEY ID",
@@ -237,7 +238,7 @@ pub async fn devices(ctx: &Ctx, cmd: DevicesCommand) -> anyhow::Result<ExitCode>
                     ],
                     &key_rows(std::slice::from_ref(&k.key)),
                 );
-                println!("\nDevice key (shown once): {}", k.device_key.expose());
+                say!("\nDevice key (shown once): {}", k.device_key.expose());
             }
         }
         DevicesCommand::RevokeKey {
@@ -289,20 +290,22 @@ pub async fn pairing(ctx: &Ctx, cmd: PairingCommand) -> anyhow::Result<ExitCode>
             } else {
                 output::table(&PAIRING_HEADERS, &pairing_rows(&p));
                 if !p.is_empty() {
-                    println!("\nApprove with the code shown on the device: tessera ctl pairing approve XXXX-XXXX");
+                    say!("\nApprove with the code shown on the device: tessera ctl pairing approve XXXX-XXXX");
                 }
             }
         }
         PairingCommand::Approve { user_code } => {
             let p = c.decide_pairing(&user_code, true).await?;
-            println!(
+            say!(
                 "Approved {} ({}), fingerprint {}.",
-                p.name, p.hostname, p.fingerprint
+                p.name,
+                p.hostname,
+                p.fingerprint
             );
         }
         PairingCommand::Deny { user_code } => {
             let p = c.decide_pairing(&user_code, false).await?;
-            println!("Denied {} ({}).", p.name, p.hostname);
+            say!("Denied {} ({}).", p.name, p.hostname);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -345,8 +348,8 @@ pub async fn tokens(ctx: &Ctx, cmd: TokenCommand) -> anyhow::Result<ExitCode> {
                 output::json(&t)?;
             } else {
                 output::table(&TOKEN_HEADERS, &token_rows(std::slice::from_ref(&t.token)));
-                println!("\nEnrollment token (shown once): {}", t.secret.expose());
-                println!(
+                say!("\nEnrollment token (shown once): {}", t.secret.expose());
+                say!(
                     "Enroll a device with: tessera agent enroll --server URL --token {}",
                     t.secret.expose()
                 );
@@ -362,7 +365,7 @@ pub async fn tokens(ctx: &Ctx, cmd: TokenCommand) -> anyhow::Result<ExitCode> {
         }
         TokenCommand::Revoke { id } => {
             c.revoke_enrollment_token(&id).await?;
-            println!("Revoked enrollment token {id}.");
+            say!("Revoked enrollment token {id}.");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,5 +1,6 @@
 //! `grants`: who may auto-join whom, and taking a grant back.
 
+use crate::output::say;
 use std::process::ExitCode;
 
 use clap::Subcommand;
@@ -37,7 +38,7 @@ pub async fn run(ctx: &Ctx, cmd: GrantsCommand) -> anyhow::Result<ExitCode> {
             if out.json {
                 output::json(&g)?;
             } else {
-                println!(
+                say!(
                     "Revoked: {} may no longer join {} automatically.",
                     g.grantee_name.as_deref().unwrap_or(&g.grantee),
                     g.granter_name.as_deref().unwrap_or(&g.granter)

@@ -1,5 +1,6 @@
 //! `login`, `logout`, `whoami`, `passwd`.
 
+use crate::output::say;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -44,7 +45,7 @@ pub async fn login(ctx: &Ctx, a: LoginArgs) -> anyhow::Result<ExitCode> {
         tls_fingerprint: a.tls_fingerprint,
         ca_cert: a.ca_cert,
     })?;
-    println!(
+    say!(
         "Logged in as {} ({}); session expires {}.",
         resp.user.username,
         resp.user.role.as_str(),
@@ -60,9 +61,9 @@ pub async fn logout(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     // or was already.
     ctx.forget()?;
     match result {
-        Ok(()) => println!("Logged out."),
+        Ok(()) => say!("Logged out."),
         Err(e) if tessera_client::is_unauthorized(&e) => {
-            println!("Logged out (the session had already ended).")
+            say!("Logged out (the session had already ended).")
         }
         Err(e) => return Err(e.into()),
     }
@@ -115,7 +116,7 @@ pub async fn passwd(ctx: &Ctx, a: PasswdArgs) -> anyhow::Result<ExitCode> {
             new_password: new,
         })
         .await?;
-    println!(
+    say!(
         "Password changed; {} other session(s) ended.",
         resp.revoked_sessions
     );

@@ -1,5 +1,6 @@
 //! `sessions`, `support-code`, `policy`.
 
+use crate::output::say;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -109,7 +110,7 @@ pub async fn sessions(ctx: &Ctx, cmd: SessionsCommand) -> anyhow::Result<ExitCod
         }
         SessionsCommand::End { id } => {
             let s = c.end_session(&id).await?;
-            println!("Ended session {} on {}.", s.id, s.device_name);
+            say!("Ended session {} on {}.", s.id, s.device_name);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -132,17 +133,18 @@ pub async fn support_code(ctx: &Ctx, cmd: SupportCodeCommand) -> anyhow::Result<
             if out.json {
                 output::json(&code)?;
             } else {
-                println!("Support code (shown once): {}", code.code.expose());
-                println!(
+                say!("Support code (shown once): {}", code.code.expose());
+                say!(
                     "Valid until {} for {} access.",
-                    code.expires_at, code.access
+                    code.expires_at,
+                    code.access
                 );
-                println!(
+                say!(
                     "The person you help runs: tessera agent support --server {} --code {}",
                     c.base_url().as_str().trim_end_matches('/'),
                     code.code.expose()
                 );
-                println!("When they accept, join with: tessera ctl sessions list, then tessera connect SESSION_ID");
+                say!("When they accept, join with: tessera ctl sessions list, then tessera connect SESSION_ID");
             }
         }
     }
@@ -157,7 +159,7 @@ pub async fn policy(ctx: &Ctx, cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             if out.json {
                 output::json(&p)?;
             } else {
-                println!(
+                say!(
                     "require_consent_for_managed: {}",
                     p.require_consent_for_managed
                 );
@@ -171,7 +173,7 @@ pub async fn policy(ctx: &Ctx, cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
                     require_consent_for_managed,
                 })
                 .await?;
-            println!(
+            say!(
                 "require_consent_for_managed: {}",
                 p.require_consent_for_managed
             );

@@ -1,5 +1,6 @@
 //! `users add|list|set-role|disable|enable`.
 
+use crate::output::say;
 use std::process::ExitCode;
 
 use clap::Subcommand;
@@ -103,7 +104,7 @@ pub async fn run(ctx: &Ctx, cmd: UsersCommand) -> anyhow::Result<ExitCode> {
             } else {
                 show(std::slice::from_ref(&resp.user), false)?;
                 if let Some(p) = &resp.initial_password {
-                    println!("\nInitial password (shown once): {}", p.expose());
+                    say!("\nInitial password (shown once): {}", p.expose());
                 }
             }
         }
