@@ -74,11 +74,12 @@ async fn view_only_input_never_reaches_the_shell() {
 
     vo.input(b"echo INJECTED-$((1+1))\n").await.unwrap();
     vo.resize(11, 7).await.unwrap();
-    ctl.input(b"echo after-$((3+3)); stty size\n")
+    // The last echo marks the end of `stty size`'s line, whichever chunks
+    // the output arrives in.
+    ctl.input(b"echo after-$((3+3)); stty size; echo done-$((4+4))\n")
         .await
         .unwrap();
-    let seen = read_until(&mut ctl_rx, "after-6", Duration::from_secs(10)).await;
-    let seen = seen + &read_until(&mut ctl_rx, "\n", Duration::from_secs(5)).await;
+    let seen = read_until(&mut ctl_rx, "done-8", Duration::from_secs(10)).await;
     assert!(!seen.contains("INJECTED-2"), "{seen}");
     assert!(
         !seen.contains("7 11"),
