@@ -21,9 +21,10 @@
 //! Recent output (the last [`SCROLLBACK`] bytes) is kept so a viewer who
 //! joins late sees the current prompt.
 
+mod scrollback;
 pub mod viewer;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,6 +33,9 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
+
+use self::scrollback::Scrollback;
+pub use tessera_core::kinds::EndCode;
 
 /// Bytes of recent output replayed to a joining viewer.
 pub const SCROLLBACK: usize = 64 * 1024;
@@ -51,20 +55,7 @@ pub const MAX_VIEWERS: usize = 32;
 pub const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What a viewer may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    ViewOnly,
-    Control,
-}
-
-impl Access {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Access::ViewOnly => "view_only",
-            Access::Control => "control",
-        }
-    }
-}
+pub use tessera_core::kinds::ViewerAccess as Access;
 
 /// What the relay sends a viewer's connection task.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,7 +66,7 @@ pub enum ToViewer {
         reason: String,
     },
     Ended {
-        code: String,
+        code: EndCode,
         reason: String,
     },
 }
@@ -98,7 +89,7 @@ struct Inner {
     viewers: HashMap<u64, Viewer>,
     scrollback: Scrollback,
     next_viewer: u64,
-    ended: Option<(String, String)>,
+    ended: Option<(EndCode, String)>,
 }
 
 /// A session being relayed on this node.
@@ -287,12 +278,12 @@ impl LiveSession {
         });
     }
 
-    fn end(&self, code: &str, reason: &str) {
+    fn end(&self, code: EndCode, reason: &str) {
         let mut inner = self.lock();
-        inner.ended = Some((code.to_owned(), reason.to_owned()));
+        inner.ended = Some((code, reason.to_owned()));
         for (_, v) in inner.viewers.drain() {
             let ended = ToViewer::Ended {
-                code: code.to_owned(),
+                code,
                 reason: reason.to_owned(),
             };
             if v.queue.try_send(ended).is_err() {
@@ -308,51 +299,6 @@ impl LiveSession {
             .iter()
             .map(|(id, v)| (*id, v.user_id.clone(), v.login_id.clone()))
             .collect()
-    }
-}
-
-/// Pieces the scrollback keeps before it joins them into one (many small
-/// pieces, a shell echoing keystrokes, would cost more than their bytes).
-const SCROLLBACK_PIECES: usize = 256;
-
-/// The last [`SCROLLBACK`] bytes of output, kept as the pieces that were
-/// relayed (shared with the viewer queues: bulk output is not copied).
-#[derive(Default)]
-struct Scrollback {
-    pieces: VecDeque<Bytes>,
-    len: usize,
-}
-
-impl Scrollback {
-    fn push(&mut self, piece: Bytes) {
-        self.len += piece.len();
-        self.pieces.push_back(piece);
-        while let Some(front) = self.pieces.front_mut() {
-            let excess = self.len - SCROLLBACK.min(self.len);
-            if excess == 0 {
-                break;
-            }
-            if front.len() <= excess {
-                self.len -= front.len();
-                self.pieces.pop_front();
-            } else {
-                let _ = front.split_to(excess);
-                self.len -= excess;
-            }
-        }
-        if self.pieces.len() > SCROLLBACK_PIECES {
-            let joined = Bytes::from(self.to_vec());
-            self.pieces.clear();
-            self.pieces.push_back(joined);
-        }
-    }
-
-    fn to_vec(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.len);
-        for piece in &self.pieces {
-            out.extend_from_slice(piece);
-        }
-        out
     }
 }
 
@@ -416,7 +362,7 @@ impl Hub {
     }
 
     /// Removes a session and tells its viewers why it ended.
-    pub fn end(&self, id: &str, code: &str, reason: &str) -> Option<Arc<LiveSession>> {
+    pub fn end(&self, id: &str, code: EndCode, reason: &str) -> Option<Arc<LiveSession>> {
         let s = self.lock().remove(id)?;
         s.end(code, reason);
         Some(s)
@@ -527,21 +473,6 @@ mod tests {
         assert_eq!(s.viewer_count(), 1);
     }
 
-    #[test]
-    fn scrollback_keeps_the_last_bytes_whatever_the_piece_sizes() {
-        let mut sb = Scrollback::default();
-        let mut all = Vec::new();
-        for i in 0..5000usize {
-            let piece: Vec<u8> = (0..(i * 37) % 3001).map(|j| (i + j) as u8).collect();
-            all.extend_from_slice(&piece);
-            sb.push(Bytes::from(piece));
-            assert!(sb.pieces.len() <= SCROLLBACK_PIECES);
-        }
-        let want = &all[all.len() - SCROLLBACK..];
-        assert_eq!(sb.to_vec(), want);
-        assert_eq!(sb.len, SCROLLBACK);
-    }
-
     #[tokio::test]
     async fn when_every_viewer_is_behind_output_waits_for_the_first_to_catch_up() {
         let s = session();
@@ -607,10 +538,14 @@ mod tests {
         let hub = Hub::default();
         let s = hub.open("s", "t", "d", "desk", 1, Access::Control);
         let mut v = s.join("u", "l").unwrap();
-        hub.end("s", "ended_by_operator", "bye");
-        assert!(
-            matches!(v.queue.try_recv().unwrap(), ToViewer::Ended { code, .. } if code == "ended_by_operator")
-        );
+        hub.end("s", EndCode::EndedByOperator, "bye");
+        assert!(matches!(
+            v.queue.try_recv().unwrap(),
+            ToViewer::Ended {
+                code: EndCode::EndedByOperator,
+                ..
+            }
+        ));
         assert!(s.join("u", "l").is_none());
         assert!(hub.get("s").is_none());
     }
