@@ -17,6 +17,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
+use tessera_core::ErrorCode;
 use tessera_proto::v1::{Error as ErrorMsg, Revoked, Welcome};
 use tessera_proto::{close, Body, Envelope};
 
@@ -273,11 +274,11 @@ impl Session {
                     ControlCommand::Revoke(revocation) => {
                         let Revocation { key_id, code, reason } = *revocation;
                         // A stale order for a key this connection rotated away from.
-                        if key_id != self.device.key_id && code == "key_revoked" {
+                        if key_id != self.device.key_id && code == ErrorCode::KeyRevoked {
                             continue;
                         }
-                        let _ = send(sink, Body::Revoked(Revoked { code: code.to_owned(), reason })).await;
-                        return close_with(sink, close::REVOKED, code).await;
+                        let _ = send(sink, Body::Revoked(Revoked { code: code.as_str().to_owned(), reason })).await;
+                        return close_with(sink, close::REVOKED, code.as_str()).await;
                     }
                     ControlCommand::Replaced => {
                         return close_with(sink, close::REPLACED, "replaced_by_newer_connection").await;

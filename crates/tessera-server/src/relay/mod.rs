@@ -57,6 +57,30 @@ pub const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// What a viewer may do.
 pub use tessera_core::kinds::ViewerAccess as Access;
 
+/// Why the relay dropped a viewer; the word is what the viewer is told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kick {
+    /// Its queue was full while another viewer's had room.
+    TooSlow,
+    /// Nobody read for the stall limit.
+    Stalled,
+    /// The login that minted its token ended.
+    LoggedOut,
+    /// The session ended and its queue had no room to say so.
+    SessionEnded,
+}
+
+impl Kick {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kick::TooSlow => "viewer_too_slow",
+            Kick::Stalled => "viewer_stalled",
+            Kick::LoggedOut => "logged_out",
+            Kick::SessionEnded => "session_ended",
+        }
+    }
+}
+
 /// What the relay sends a viewer's connection task.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ToViewer {
@@ -81,7 +105,7 @@ struct Viewer {
     login_id: String,
     /// Cancelled to disconnect the viewer (too slow, logged out).
     kick: CancellationToken,
-    kicked_because: Arc<Mutex<Option<&'static str>>>,
+    kicked_because: Arc<Mutex<Option<Kick>>>,
 }
 
 #[derive(Default)]
@@ -113,7 +137,7 @@ pub struct Joined {
     pub queue: mpsc::Receiver<ToViewer>,
     pub scrollback: Vec<u8>,
     pub kick: CancellationToken,
-    pub kicked_because: Arc<Mutex<Option<&'static str>>>,
+    pub kicked_because: Arc<Mutex<Option<Kick>>>,
     /// What the viewer's task reports as written out.
     pub drained: Drained,
 }
@@ -214,7 +238,7 @@ impl LiveSession {
             };
             let room = futures_util::future::select_all(full);
             if tokio::time::timeout_at(deadline, room).await.is_err() {
-                self.kick_full("viewer_stalled");
+                self.kick_full(Kick::Stalled);
             }
         }
     }
@@ -234,7 +258,7 @@ impl LiveSession {
                 v.queued.fetch_add(data.len(), Ordering::AcqRel);
                 true
             } else {
-                kick(v, "viewer_too_slow");
+                kick(v, Kick::TooSlow);
                 false
             }
         });
@@ -243,7 +267,7 @@ impl LiveSession {
     }
 
     /// Disconnects the viewers whose queues are full.
-    fn kick_full(&self, why: &'static str) {
+    fn kick_full(&self, why: Kick) {
         self.lock().viewers.retain(|_, v| {
             if !v.has_room() {
                 kick(v, why);
@@ -266,7 +290,7 @@ impl LiveSession {
     }
 
     /// Disconnects the viewers whose login matches `pred`.
-    pub fn kick_logins(&self, why: &'static str, pred: impl Fn(&str) -> bool) {
+    pub fn kick_logins(&self, why: Kick, pred: impl Fn(&str) -> bool) {
         let mut inner = self.lock();
         inner.viewers.retain(|_, v| {
             if pred(&v.login_id) {
@@ -287,7 +311,7 @@ impl LiveSession {
                 reason: reason.to_owned(),
             };
             if v.queue.try_send(ended).is_err() {
-                kick(&v, "session_ended");
+                kick(&v, Kick::SessionEnded);
             }
         }
     }
@@ -302,7 +326,7 @@ impl LiveSession {
     }
 }
 
-fn kick(v: &Viewer, why: &'static str) {
+fn kick(v: &Viewer, why: Kick) {
     if let Ok(mut slot) = v.kicked_because.lock() {
         slot.get_or_insert(why);
     }
@@ -382,6 +406,28 @@ impl Hub {
     }
 }
 
+/// The session sweep's relay work: viewers whose login ended are cut off
+/// (the login may have ended on another node).
+pub async fn sweep(hub: &Hub, db: &crate::store::Db) {
+    let live = hub.all();
+    let logins: Vec<String> = live
+        .iter()
+        .flat_map(|s| s.viewers().into_iter().map(|(_, _, login)| login))
+        .collect();
+    if logins.is_empty() {
+        return;
+    }
+    match crate::store::logins::dead_among(db, &logins, db.now()).await {
+        Ok(dead) if !dead.is_empty() => {
+            for s in &live {
+                s.kick_logins(Kick::LoggedOut, |l| dead.iter().any(|d| d == l));
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "session sweep: cannot check viewer logins"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,10 +470,7 @@ mod tests {
             assert!(live.queue.try_recv().is_ok(), "message {i}");
         }
         assert!(stalled.kick.is_cancelled());
-        assert_eq!(
-            *stalled.kicked_because.lock().unwrap(),
-            Some("viewer_too_slow")
-        );
+        assert_eq!(*stalled.kicked_because.lock().unwrap(), Some(Kick::TooSlow));
         assert_eq!(s.viewer_count(), 1);
     }
 
@@ -446,10 +489,7 @@ mod tests {
             };
             live.drained.wrote(d.len());
         }
-        assert_eq!(
-            *stalled.kicked_because.lock().unwrap(),
-            Some("viewer_too_slow")
-        );
+        assert_eq!(*stalled.kicked_because.lock().unwrap(), Some(Kick::TooSlow));
         assert_eq!(s.viewer_count(), 1);
     }
 
@@ -507,10 +547,7 @@ mod tests {
         }
         s.output(Bytes::from_static(b"more")).await;
         assert!(stalled.kick.is_cancelled());
-        assert_eq!(
-            *stalled.kicked_because.lock().unwrap(),
-            Some("viewer_stalled")
-        );
+        assert_eq!(*stalled.kicked_because.lock().unwrap(), Some(Kick::Stalled));
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use prost::Message as _;
 use tessera_proto::v1::{ChannelClose, ChannelData, ChannelResize, SessionEnded, ViewerReady};
 use tessera_proto::{Body, Envelope};
 
-use super::{Access, Joined, LiveSession, ToViewer, SHELL_CHANNEL};
+use super::{Access, Joined, Kick, LiveSession, ToViewer, SHELL_CHANNEL};
 use crate::auth::viewer::{parse_access, ViewerClaims};
 use crate::control::connection::is_too_big;
 use crate::store::audit::{Action, Actor, AuditEvent};
@@ -65,20 +65,19 @@ async fn close_with(
 async fn notify_kicked(
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     session_id: &str,
-    kicked_because: &std::sync::Mutex<Option<&'static str>>,
+    kicked_because: &std::sync::Mutex<Option<Kick>>,
 ) {
-    let why = kicked_because
-        .lock()
-        .ok()
-        .and_then(|w| *w)
-        .unwrap_or("disconnected");
-    let (code, text) = match why {
-        "viewer_too_slow" => (
+    let kicked = kicked_because.lock().ok().and_then(|w| *w);
+    let why = kicked.map_or("disconnected", Kick::as_str);
+    let (code, text) = match kicked {
+        Some(Kick::TooSlow) => (
             close::TOO_SLOW,
             "you fell too far behind the session's output; reconnect to resume",
         ),
-        "logged_out" => (close::LOGGED_OUT, "your login ended"),
-        _ => (close::SESSION_ENDED, "disconnected by the server"),
+        Some(Kick::LoggedOut) => (close::LOGGED_OUT, "your login ended"),
+        Some(Kick::Stalled | Kick::SessionEnded) | None => {
+            (close::SESSION_ENDED, "disconnected by the server")
+        }
     };
     let _ = send(
         sink,
