@@ -1,4 +1,5 @@
-//! Creating an automatic session: each named device is checked
+//! Creating an automatic session: the facts about every named device are
+//! fetched in a few queries (`store::members`), each device is checked
 //! ([`decide`](super::decide::decide)), the outcomes are recorded with
 //! their audit rows in one transaction, and the devices that passed are
 //! invited.
@@ -99,29 +100,27 @@ pub async fn create(
         }
     }
     let max = state.config().auto_session_max_members;
+    // Names that are no device id are looked up nowhere: they are unknown.
+    let ids: Vec<String> = named
+        .iter()
+        .filter(|id| DeviceId::parse(id).is_ok())
+        .cloned()
+        .collect();
+    let rows = store::members::for_members(db, &creator.device_id, &ids).await?;
     let mut outcomes = Vec::new();
     let mut invited = Vec::new();
     for (i, id) in named.iter().enumerate() {
-        let device = match DeviceId::parse(id) {
-            Ok(_) => store::devices::by_id_any_tenant(db.pool(), id)
-                .await?
-                .filter(|d| !d.ephemeral),
-            Err(_) => None,
-        };
-        let c2m = store::trust::latest_attestation(db.pool(), &creator.device_id, id).await?;
-        let m2c = store::trust::latest_attestation(db.pool(), id, &creator.device_id).await?;
-        let grant = store::trust::current_grant(db.pool(), id, &creator.device_id).await?;
+        let device = rows.devices.get(id).filter(|d| !d.ephemeral);
+        let grant = rows.grants.get(id);
         let facts = Facts {
-            device: device.as_ref(),
-            same_tenant: device
-                .as_ref()
-                .is_some_and(|d| d.tenant_id == creator.tenant_id),
+            device,
+            same_tenant: device.is_some_and(|d| d.tenant_id == creator.tenant_id),
             position: i + 2,
             online: state.registry().is_connected(id),
             protocol: state.registry().protocol_of(id),
-            creator_trusts_member: c2m.as_ref(),
-            member_trusts_creator: m2c.as_ref(),
-            grant: grant.as_ref(),
+            creator_trusts_member: rows.creator_trusts.get(id),
+            member_trusts_creator: rows.trusts_creator.get(id),
+            grant,
         };
         let outcome = match decide(&creator_row, &facts, scope, max, now) {
             Ok(()) => MemberOutcome::Joined,
@@ -134,7 +133,7 @@ pub async fn create(
             outcome,
         });
         if outcome.joined() {
-            if let (Some(conn), Some(g)) = (state.registry().conn_of(id), grant.as_ref()) {
+            if let (Some(conn), Some(g)) = (state.registry().conn_of(id), grant) {
                 invited.push((id.clone(), conn, index, g.grant.id.clone()));
             }
         }
@@ -256,4 +255,30 @@ pub async fn create(
         outcomes,
         started: true,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(outcome: MemberOutcome) -> Named {
+        Named {
+            device_id: "d".into(),
+            index: 1,
+            outcome,
+        }
+    }
+
+    #[test]
+    fn a_device_that_passed_is_invited_only_once_the_session_starts() {
+        let joined = named(MemberOutcome::Joined);
+        assert_eq!(joined.member_row(true), "invited");
+        assert_eq!(joined.member_row(false), "joined");
+        assert_eq!(joined.audited(), "invited");
+        assert_eq!(joined.wire().outcome, "joined");
+        let offline = named(MemberOutcome::Rejected(RejectionReason::Offline));
+        assert_eq!(offline.member_row(true), "offline");
+        assert_eq!(offline.audited(), "offline");
+        assert_eq!(offline.wire().outcome, "offline");
+    }
 }
