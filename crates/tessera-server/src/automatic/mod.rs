@@ -20,9 +20,29 @@ pub use self::create::create;
 pub use self::decide::{decide, Facts};
 use self::hub::{Auto, MemberState};
 pub use self::hub::{AutoHub, RelayTap};
+use crate::session::Sessions;
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::{self, Db, StoreError};
 use crate::AppState;
+
+/// What routing automatic sessions touches: the sessions this node routes,
+/// the sessions' rows and relay, and the test tap if one is set.
+#[derive(Clone)]
+pub struct Routing<'a> {
+    pub auto: &'a AutoHub,
+    pub sessions: Sessions<'a>,
+    pub tap: Option<RelayTap>,
+}
+
+impl<'a> Routing<'a> {
+    pub fn of(state: &'a AppState) -> Routing<'a> {
+        Routing {
+            auto: state.auto(),
+            sessions: Sessions::of(state),
+            tap: state.relay_tap(),
+        }
+    }
+}
 
 /// Default limit on members of one automatic session (the creator included).
 pub const DEFAULT_MAX_MEMBERS: usize = 8;
@@ -32,13 +52,13 @@ pub const MAX_NAMED: usize = 256;
 
 /// A member's answer to its invitation, after its own checks.
 pub async fn answer(
-    state: &AppState,
+    r: &Routing<'_>,
     member: &str,
     conn_id: u64,
     a: AutoJoinAnswer,
 ) -> Result<(), StoreError> {
     let (creator_conn, tenant, creator) = {
-        let mut hub = state.auto().lock();
+        let mut hub = r.auto.lock();
         let Some(s) = hub.get_mut(&a.session_id) else {
             return Ok(());
         };
@@ -62,8 +82,8 @@ pub async fn answer(
     } else {
         reason.clone()
     };
-    state
-        .db()
+    r.sessions
+        .db
         .write(async |w| {
             let now = w.now();
             store::trust::set_member_outcome(w, &a.session_id, member, &recorded, now).await?;
@@ -78,7 +98,7 @@ pub async fn answer(
             .await
         })
         .await?;
-    if let Some(q) = state.registry().notices_of_conn(creator_conn) {
+    if let Some(q) = r.sessions.registry.notices_of_conn(creator_conn) {
         let _ = q.try_send(crate::control::queued(Body::AutoJoinAnswer(
             AutoJoinAnswer {
                 session_id: a.session_id,
@@ -101,16 +121,16 @@ const ROUTE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Routes a Noise handshake message to its addressee; the sender is named
 /// by the server, never by the message.
-pub async fn handshake(state: &AppState, from: &str, conn_id: u64, mut h: E2eHandshake) {
-    let Some(target) = state.auto().route(&h.session_id, from, conn_id, &h.to) else {
+pub async fn handshake(r: &Routing<'_>, from: &str, conn_id: u64, mut h: E2eHandshake) {
+    let Some(target) = r.auto.route(&h.session_id, from, conn_id, &h.to) else {
         return;
     };
     h.from = from.to_owned();
     let mut body = Body::E2eHandshake(h);
-    if let Some(tap) = state.relay_tap() {
+    if let Some(tap) = r.tap.clone() {
         tap(&mut body);
     }
-    if let Some(q) = state.registry().e2e_of_conn(target) {
+    if let Some(q) = r.sessions.registry.e2e_of_conn(target) {
         let _ = q
             .send_timeout(crate::control::queued(body), ROUTE_WAIT)
             .await;
@@ -118,21 +138,21 @@ pub async fn handshake(state: &AppState, from: &str, conn_id: u64, mut h: E2eHan
 }
 
 /// Routes a sealed payload to the other participants (or one of them).
-pub async fn data(state: &AppState, from: &str, conn_id: u64, mut d: E2eData) {
-    let Some((index, targets)) = state.auto().fan_out(&d.session_id, from, conn_id, &d.to) else {
+pub async fn data(r: &Routing<'_>, from: &str, conn_id: u64, mut d: E2eData) {
+    let Some((index, targets)) = r.auto.fan_out(&d.session_id, from, conn_id, &d.to) else {
         return;
     };
     // The sender's index is the server's to say: a member cannot pose as
     // another within the session's nonce space.
     d.sender = index;
-    if let Some(tap) = state.relay_tap() {
+    if let Some(tap) = r.tap.clone() {
         let mut body = Body::E2eData(d);
         tap(&mut body);
         let Body::E2eData(tapped) = body else { return };
         d = tapped;
     }
     for target in targets {
-        if let Some(q) = state.registry().e2e_of_conn(target) {
+        if let Some(q) = r.sessions.registry.e2e_of_conn(target) {
             let _ = q
                 .send_timeout(crate::control::queued(Body::E2eData(d.clone())), ROUTE_WAIT)
                 .await;
@@ -144,7 +164,7 @@ pub async fn data(state: &AppState, from: &str, conn_id: u64, mut d: E2eData) {
 /// payload failed its check): it stops receiving, and the others learn it
 /// left (the creator moves the session to a new key).
 pub async fn remove_member(
-    state: &AppState,
+    r: &Routing<'_>,
     from: &str,
     conn_id: u64,
     session_id: &str,
@@ -152,7 +172,7 @@ pub async fn remove_member(
     reason: &str,
 ) {
     let notify = {
-        let mut hub = state.auto().lock();
+        let mut hub = r.auto.lock();
         let allowed = |s: &Auto| {
             (s.creator == from && s.creator_conn == conn_id)
                 || (from == member && s.members.get(member).is_some_and(|m| m.conn_id == conn_id))
@@ -169,7 +189,7 @@ pub async fn remove_member(
         (conns, s.tenant_id.clone())
     };
     let (notify, tenant) = notify;
-    let _ = store::trust::member_left(state.db(), session_id, member, state.now()).await;
+    let _ = store::trust::member_left(r.sessions.db, session_id, member, r.sessions.db.now()).await;
     let left = Left {
         tenant: &tenant,
         session_id,
@@ -177,11 +197,11 @@ pub async fn remove_member(
         member,
         reason,
     };
-    if let Err(e) = audit_left(state.db(), left).await {
+    if let Err(e) = audit_left(r.sessions.db, left).await {
         tracing::warn!(error = %e, "could not record a member leaving");
     }
     for c in notify {
-        if let Some(q) = state.registry().notices_of_conn(c) {
+        if let Some(q) = r.sessions.registry.notices_of_conn(c) {
             let _ = q.try_send(crate::control::queued(Body::MemberLeft(MemberLeft {
                 session_id: session_id.to_owned(),
                 device_id: member.to_owned(),
@@ -214,22 +234,18 @@ async fn audit_left(db: &Db, l: Left<'_>) -> Result<(), StoreError> {
 }
 
 /// Ends an automatic session: every participant is told.
-pub async fn end(state: &AppState, session_id: &str, code: EndCode, reason: &str) {
-    let Some(s) = state.auto().lock().remove(session_id) else {
+pub async fn end(r: &Routing<'_>, session_id: &str, code: EndCode, reason: &str) {
+    let Some(s) = r.auto.lock().remove(session_id) else {
         return;
     };
-    let _ = crate::session::end(
-        state,
-        session_id,
-        code,
-        reason,
-        Actor::Device(s.creator.clone()),
-    )
-    .await;
+    let _ = r
+        .sessions
+        .end(session_id, code, reason, Actor::Device(s.creator.clone()))
+        .await;
     let mut conns: Vec<u64> = s.members.values().map(|m| m.conn_id).collect();
     conns.push(s.creator_conn);
     for c in conns {
-        if let Some(q) = state.registry().notices_of_conn(c) {
+        if let Some(q) = r.sessions.registry.notices_of_conn(c) {
             let _ = q.try_send(crate::control::queued(Body::SessionEnded(SessionEnded {
                 session_id: session_id.to_owned(),
                 code: code.as_str().to_owned(),
@@ -240,15 +256,15 @@ pub async fn end(state: &AppState, session_id: &str, code: EndCode, reason: &str
 }
 
 /// The creator ends its session.
-pub async fn end_by_creator(state: &AppState, creator: &str, conn_id: u64, session_id: &str) {
-    let owns = state
-        .auto()
+pub async fn end_by_creator(r: &Routing<'_>, creator: &str, conn_id: u64, session_id: &str) {
+    let owns = r
+        .auto
         .lock()
         .get(session_id)
         .is_some_and(|s| s.creator == creator && s.creator_conn == conn_id);
     if owns {
         end(
-            state,
+            r,
             session_id,
             EndCode::EndedByCreator,
             "the device that created the session ended it",
@@ -259,9 +275,9 @@ pub async fn end_by_creator(state: &AppState, creator: &str, conn_id: u64, sessi
 
 /// A connection closed: sessions it created end; where it was a member, the
 /// others learn it left.
-pub async fn connection_closed(state: &AppState, device: &str, conn_id: u64) {
+pub async fn connection_closed(r: &Routing<'_>, device: &str, conn_id: u64) {
     let (created, member_of): (Vec<String>, Vec<(String, Vec<u64>)>) = {
-        let mut hub = state.auto().lock();
+        let mut hub = r.auto.lock();
         let created = hub
             .iter()
             .filter(|(_, s)| s.creator_conn == conn_id)
@@ -280,7 +296,7 @@ pub async fn connection_closed(state: &AppState, device: &str, conn_id: u64) {
     };
     for id in created {
         end(
-            state,
+            r,
             &id,
             EndCode::CreatorDisconnected,
             "the device that created the session disconnected",
@@ -288,9 +304,9 @@ pub async fn connection_closed(state: &AppState, device: &str, conn_id: u64) {
         .await;
     }
     for (id, conns) in member_of {
-        let _ = store::trust::member_left(state.db(), &id, device, state.now()).await;
+        let _ = store::trust::member_left(r.sessions.db, &id, device, r.sessions.db.now()).await;
         for c in conns {
-            if let Some(q) = state.registry().notices_of_conn(c) {
+            if let Some(q) = r.sessions.registry.notices_of_conn(c) {
                 let _ = q.try_send(crate::control::queued(Body::MemberLeft(MemberLeft {
                     session_id: id.clone(),
                     device_id: device.to_owned(),

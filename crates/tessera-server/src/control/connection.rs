@@ -200,7 +200,7 @@ impl Connected {
         let registry = state.registry();
         registry.unregister(&session.device.device_id, conn_id);
         Box::pin(crate::automatic::connection_closed(
-            &state,
+            &crate::automatic::Routing::of(&state),
             &session.device.device_id,
             conn_id,
         ))

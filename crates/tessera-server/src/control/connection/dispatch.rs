@@ -7,6 +7,7 @@ use tessera_proto::{close, Body, Envelope};
 
 use super::rotation::REVOKED_CODE;
 use super::{clip, error_body, send, Session, Sink};
+use crate::automatic::Routing;
 
 impl Session {
     /// Handles one message. `Err(Some(close))` ends the connection with that
@@ -80,26 +81,41 @@ impl Session {
                 }
             }
             Some(Body::AutoJoinAnswer(a)) => {
-                if let Err(e) =
-                    crate::automatic::answer(&self.state, &self.device.device_id, self.conn_id, a)
-                        .await
+                if let Err(e) = crate::automatic::answer(
+                    &Routing::of(&self.state),
+                    &self.device.device_id,
+                    self.conn_id,
+                    a,
+                )
+                .await
                 {
                     tracing::warn!(error = %e, "cannot record an automatic join answer");
                 }
                 return Ok(());
             }
             Some(Body::E2eHandshake(h)) => {
-                crate::automatic::handshake(&self.state, &self.device.device_id, self.conn_id, h)
-                    .await;
+                crate::automatic::handshake(
+                    &Routing::of(&self.state),
+                    &self.device.device_id,
+                    self.conn_id,
+                    h,
+                )
+                .await;
                 return Ok(());
             }
             Some(Body::E2eData(d)) => {
-                crate::automatic::data(&self.state, &self.device.device_id, self.conn_id, d).await;
+                crate::automatic::data(
+                    &Routing::of(&self.state),
+                    &self.device.device_id,
+                    self.conn_id,
+                    d,
+                )
+                .await;
                 return Ok(());
             }
             Some(Body::MemberLeft(m)) => {
                 crate::automatic::remove_member(
-                    &self.state,
+                    &Routing::of(&self.state),
                     &self.device.device_id,
                     self.conn_id,
                     &m.session_id,
@@ -111,7 +127,7 @@ impl Session {
             }
             Some(Body::SessionEnded(e)) => {
                 crate::automatic::end_by_creator(
-                    &self.state,
+                    &Routing::of(&self.state),
                     &self.device.device_id,
                     self.conn_id,
                     &e.session_id,
