@@ -92,3 +92,61 @@ impl AutoHub {
         Some((m.index, vec![a.creator_conn]))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Creator C on connection 1; B joined (conn 2, index 1), D joined
+    /// (conn 3, index 2), E only invited (conn 4, index 3).
+    fn hub() -> AutoHub {
+        let hub = AutoHub::default();
+        let member = |conn_id, index, state| Member {
+            conn_id,
+            index,
+            state,
+        };
+        let members = [
+            ("B".to_owned(), member(2, 1, MemberState::Joined)),
+            ("D".to_owned(), member(3, 2, MemberState::Joined)),
+            ("E".to_owned(), member(4, 3, MemberState::Invited)),
+        ]
+        .into_iter()
+        .collect();
+        hub.lock().insert(
+            "s".to_owned(),
+            Auto {
+                tenant_id: "t".to_owned(),
+                creator: "C".to_owned(),
+                creator_conn: 1,
+                members,
+            },
+        );
+        hub
+    }
+
+    #[test]
+    fn handshakes_go_between_the_creator_and_joined_members_only() {
+        let h = hub();
+        assert_eq!(h.route("s", "C", 1, "B"), Some(2));
+        assert_eq!(h.route("s", "B", 2, "C"), Some(1));
+        // Not to an invited member, not from one, not from a stale connection.
+        assert_eq!(h.route("s", "C", 1, "E"), None);
+        assert_eq!(h.route("s", "E", 4, "C"), None);
+        assert_eq!(h.route("s", "C", 9, "B"), None);
+        assert_eq!(h.route("other", "C", 1, "B"), None);
+    }
+
+    #[test]
+    fn members_never_hear_each_other_and_the_server_names_the_sender() {
+        let h = hub();
+        let (index, mut conns) = h.fan_out("s", "C", 1, "").unwrap();
+        conns.sort_unstable();
+        assert_eq!((index, conns), (0, vec![2, 3]));
+        assert_eq!(h.fan_out("s", "C", 1, "D"), Some((0, vec![3])));
+        // A member's payload goes to the creator only, whatever it names.
+        assert_eq!(h.fan_out("s", "D", 3, "B"), Some((2, vec![1])));
+        assert_eq!(h.fan_out("s", "E", 4, ""), None);
+        assert_eq!(h.fan_out("s", "B", 3, ""), None);
+    }
+}
