@@ -273,6 +273,9 @@ words! {
         IncompatibleVersion = "incompatible_version",
         /// The member could not start the end-to-end handshake.
         HandshakeFailed = "handshake_failed",
+        /// The request named no scope the server knows (answered for the
+        /// whole request, not one member).
+        InvalidScope = "invalid_scope",
     }
 }
 

@@ -20,6 +20,7 @@ pub mod relay;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod sweep;
 pub mod tenancy;
 pub mod tls;
 
@@ -164,8 +165,8 @@ impl Server {
             });
         }
         tokio::spawn(maintenance(state.clone()));
-        tokio::spawn(control::presence_sweep(state.clone()));
-        tokio::spawn(control::session_sweep(state.clone()));
+        tokio::spawn(sweep::presence(state.clone()));
+        tokio::spawn(sweep::sessions(state.clone()));
         let result = match tls {
             Some(tls) => {
                 axum_server::from_tcp_rustls(listener, tls)

@@ -11,157 +11,285 @@
 //! A pending session carries no traffic: the shell channel is opened on the
 //! device only when the session becomes active, and viewer tokens are minted
 //! only for active sessions. Every transition is a conditional UPDATE, so a
-//! consent answer racing its timeout has exactly one outcome.
+//! consent answer racing its timeout has exactly one outcome; what each
+//! event means is decided in [`consent`], without a database.
+
+pub mod consent;
 
 use std::time::Duration;
-use tessera_core::ErrorCode;
 
+use tessera_core::kinds::{EndCode, Origin, ViewerAccess};
 use tessera_proto::v1::{ChannelKind, ChannelOpen, ConsentRequest, SessionEnded};
 use tessera_proto::Body;
 
-use crate::http::error::ApiError;
-use crate::relay::{Access, SHELL_CHANNEL};
+use self::consent::{ConsentEvent, ConsentOutcome, Refusal};
+use crate::control::Registry;
+use crate::relay::{Hub, SHELL_CHANNEL};
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::sessions::SessionRow;
-use crate::store::{self, StoreError};
+use crate::store::{self, Db, StoreError};
 use crate::AppState;
 
 /// The initial terminal size, until a viewer reports its own.
 const INITIAL_COLS: u32 = 80;
 const INITIAL_ROWS: u32 = 24;
 
-pub fn max_access(row: &SessionRow) -> Access {
-    if row.access == "control" {
-        Access::Control
-    } else {
-        Access::ViewOnly
-    }
+/// Why a session could not start relaying.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("the session is not active")]
+    NotActive,
+    /// It ended between the caller's read and the relay's start.
+    #[error("the session ended")]
+    EndedMeanwhile,
+    #[error("the device is not connected to this server")]
+    DeviceOffline,
+    #[error("the device is not responding")]
+    DeviceUnresponsive,
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-fn notify_device(state: &AppState, device_id: &str, body: Body) {
-    if let Some((_, notices)) = state.registry().notices(device_id) {
-        // A full notice queue means the device is not reading at all; it
-        // will be cut off by its heartbeat timeout.
-        let _ = notices.try_send(crate::control::queued(body));
-    }
+pub fn max_access(row: &SessionRow) -> ViewerAccess {
+    row.access.viewer()
 }
 
-/// Starts relaying an active session: opens it in the hub and asks the
-/// device to start the shell. The device must be connected to this node.
-pub async fn start_relay(state: &AppState, row: &SessionRow) -> Result<(), ApiError> {
-    if row.state != "active" {
-        return Err(ApiError::conflict(
-            ErrorCode::SessionNotActive,
-            "the session is not active",
-        ));
-    }
-    let Some((conn_id, notices)) = state.registry().notices(&row.device_id) else {
-        end(
-            state,
-            &row.id,
-            "device_offline",
-            "the device is not connected",
-            Actor::System,
-        )
-        .await?;
-        return Err(ApiError::conflict(
-            ErrorCode::DeviceOffline,
-            "the device is not connected to this server",
-        ));
-    };
-    state.hub().open(
-        &row.id,
-        &row.tenant_id,
-        &row.device_id,
-        &row.device_name,
-        conn_id,
-        max_access(row),
-    );
-    // An end that landed between the caller's read and the open above found
-    // nothing in the hub to tear down: look again now that it is there.
-    let current = store::sessions::by_id_any_tenant(state.db().pool(), &row.id).await?;
-    if current.is_none_or(|c| c.state != "active") {
-        state.hub().end(&row.id, "ended", "the session ended");
-        return Err(ApiError::conflict(
-            ErrorCode::SessionNotActive,
-            "the session ended",
-        ));
-    }
-    let open = crate::control::queued(Body::ChannelOpen(ChannelOpen {
-        session_id: row.id.clone(),
-        channel_id: SHELL_CHANNEL,
-        kind: ChannelKind::Shell.into(),
-        cols: INITIAL_COLS,
-        rows: INITIAL_ROWS,
-    }));
-    if notices.try_send(open).is_err() {
-        end(
-            state,
-            &row.id,
-            "device_unresponsive",
-            "the device is not reading its connection",
-            Actor::System,
-        )
-        .await?;
-        return Err(ApiError::conflict(
-            ErrorCode::DeviceOffline,
-            "the device is not responding",
-        ));
-    }
-    Ok(())
+/// What session transitions touch: the database, the devices connected to
+/// this node and the sessions it relays.
+#[derive(Clone, Copy)]
+pub struct Sessions<'a> {
+    pub db: &'a Db,
+    pub registry: &'a Registry,
+    pub hub: &'a Hub,
 }
 
-/// Ends a session everywhere: the row, the hub (viewers learn why), the
-/// device (it closes the shell). A one-session device is revoked with it.
-/// Returns false if the session had already ended.
-pub async fn end(
-    state: &AppState,
-    id: &str,
-    code: &str,
-    reason: &str,
-    actor: Actor,
-) -> Result<bool, StoreError> {
-    let ended = state
-        .db()
-        .write(async |w| {
-            let Some(row) = store::sessions::by_id_any_tenant(w.conn(), id).await? else {
-                return Ok::<_, StoreError>(None);
-            };
-            let now = w.now();
-            if !store::sessions::end(w, id, code, reason, now).await? {
-                return Ok(None);
-            }
-            w.audit(
-                AuditEvent::new(&row.tenant_id, actor, Action::SessionEnded)
-                    .target(format!("session:{id}"))
-                    .detail("device_id", row.device_id.clone())
-                    .detail("code", code)
-                    .detail("reason", reason),
+impl<'a> Sessions<'a> {
+    pub fn of(state: &'a AppState) -> Sessions<'a> {
+        Sessions {
+            db: state.db(),
+            registry: state.registry(),
+            hub: state.hub(),
+        }
+    }
+
+    fn notify_device(self, device_id: &str, body: Body) {
+        if let Some((_, notices)) = self.registry.notices(device_id) {
+            // A full notice queue means the device is not reading at all; it
+            // will be cut off by its heartbeat timeout.
+            let _ = notices.try_send(crate::control::queued(body));
+        }
+    }
+
+    /// Starts relaying an active session: opens it in the hub and asks the
+    /// device to start the shell. The device must be connected to this node.
+    pub async fn start_relay(self, row: &SessionRow) -> Result<(), SessionError> {
+        if !row.state.carries_traffic() {
+            return Err(SessionError::NotActive);
+        }
+        let id = row.id.as_str();
+        let Some((conn_id, notices)) = self.registry.notices(&row.device_id) else {
+            self.end(
+                id,
+                EndCode::DeviceOffline,
+                "the device is not connected",
+                Actor::System,
             )
             .await?;
-            retire_ephemeral(w, &row, now).await?;
-            Ok(Some(row))
-        })
-        .await?;
-    let Some(row) = ended else {
-        return Ok(false);
-    };
-    finish(state, &row.device_id, id, code, reason);
-    Ok(true)
+            return Err(SessionError::DeviceOffline);
+        };
+        self.hub.open(
+            id,
+            &row.tenant_id,
+            &row.device_id,
+            &row.device_name,
+            conn_id,
+            max_access(row),
+        );
+        // An end that landed between the caller's read and the open above found
+        // nothing in the hub to tear down: look again now that it is there.
+        let current = store::sessions::by_id_any_tenant(self.db.pool(), id).await?;
+        if current.is_none_or(|c| !c.state.carries_traffic()) {
+            self.hub.end(id, EndCode::Ended, "the session ended");
+            return Err(SessionError::EndedMeanwhile);
+        }
+        let open = crate::control::queued(Body::ChannelOpen(ChannelOpen {
+            session_id: id.to_owned(),
+            channel_id: SHELL_CHANNEL,
+            kind: ChannelKind::Shell.into(),
+            cols: INITIAL_COLS,
+            rows: INITIAL_ROWS,
+        }));
+        if notices.try_send(open).is_err() {
+            self.end(
+                id,
+                EndCode::DeviceUnresponsive,
+                "the device is not reading its connection",
+                Actor::System,
+            )
+            .await?;
+            return Err(SessionError::DeviceUnresponsive);
+        }
+        Ok(())
+    }
+
+    /// Ends a session everywhere: the row, the hub (viewers learn why), the
+    /// device (it closes the shell). A one-session device is revoked with it.
+    /// Returns false if the session had already ended.
+    pub async fn end(
+        self,
+        id: &str,
+        code: EndCode,
+        reason: &str,
+        actor: Actor,
+    ) -> Result<bool, StoreError> {
+        let ended = self
+            .db
+            .write(async |w| {
+                let Some(row) = store::sessions::by_id_any_tenant(w.conn(), id).await? else {
+                    return Ok::<_, StoreError>(None);
+                };
+                let now = w.now();
+                if !store::sessions::end(w, id, code, reason, now).await? {
+                    return Ok(None);
+                }
+                w.audit(ended_event(&row, actor, code, reason)).await?;
+                retire_ephemeral(w, &row, now).await?;
+                Ok(Some(row))
+            })
+            .await?;
+        let Some(row) = ended else {
+            return Ok(false);
+        };
+        self.finish(&row.device_id, id, code, reason);
+        Ok(true)
+    }
+
+    /// The relay side of an end: viewers and device are told.
+    fn finish(self, device_id: &str, id: &str, code: EndCode, reason: &str) {
+        self.hub.end(id, code, reason);
+        self.notify_device(
+            device_id,
+            Body::SessionEnded(SessionEnded {
+                session_id: id.to_owned(),
+                code: code.as_str().to_owned(),
+                reason: reason.to_owned(),
+            }),
+        );
+    }
+
+    /// pending → denied (or timed out, or abandoned): the session ends
+    /// before it began.
+    async fn refuse_consent(self, id: &str, refusal: Refusal) -> Result<bool, StoreError> {
+        let Refusal {
+            code,
+            reason,
+            action,
+        } = refusal;
+        let refused = self
+            .db
+            .write(async |w| {
+                let Some(row) = store::sessions::by_id_any_tenant(w.conn(), id).await? else {
+                    return Ok::<_, StoreError>(None);
+                };
+                let now = w.now();
+                if !store::sessions::refuse_consent(w, id, code, reason, now).await? {
+                    return Ok(None);
+                }
+                w.audit(
+                    AuditEvent::new(&row.tenant_id, Actor::Device(row.device_id.clone()), action)
+                        .target(format!("session:{id}"))
+                        .detail("code", code.as_str()),
+                )
+                .await?;
+                w.audit(ended_event(&row, Actor::System, code, reason))
+                    .await?;
+                retire_ephemeral(w, &row, now).await?;
+                Ok(Some(row))
+            })
+            .await?;
+        let Some(row) = refused else {
+            return Ok(false);
+        };
+        self.finish(&row.device_id, id, code, reason);
+        Ok(true)
+    }
+
+    /// What a consent event does to a pending session.
+    pub async fn consent_event(
+        self,
+        row: &SessionRow,
+        event: ConsentEvent,
+    ) -> Result<(), StoreError> {
+        let id = row.id.as_str();
+        let refusal = match event.outcome() {
+            ConsentOutcome::End(refusal) => refusal,
+            ConsentOutcome::Start => {
+                let granted = self
+                    .db
+                    .write(async |w| {
+                        let now = w.now();
+                        if !store::sessions::grant_consent(w, id, now).await? {
+                            return Ok::<_, StoreError>(false);
+                        }
+                        w.audit(
+                            AuditEvent::new(
+                                &row.tenant_id,
+                                Actor::Device(row.device_id.clone()),
+                                Action::ConsentGranted,
+                            )
+                            .target(format!("session:{id}"))
+                            .detail("access", row.access.as_str()),
+                        )
+                        .await?;
+                        Ok(true)
+                    })
+                    .await?;
+                if !granted {
+                    return Ok(());
+                }
+                if let Some(active) = store::sessions::by_id_any_tenant(self.db.pool(), id).await? {
+                    if let Err(e) = self.start_relay(&active).await {
+                        tracing::warn!(error = %e, "could not start a consented session");
+                    }
+                }
+                return Ok(());
+            }
+        };
+        self.refuse_consent(id, refusal).await?;
+        Ok(())
+    }
+
+    /// Ends pending sessions past their consent deadline (their device may
+    /// never have connected to be asked), and active sessions whose device
+    /// is gone from every node (not seen since `cutoff`).
+    pub async fn sweep(self, cutoff: tessera_core::Timestamp) -> Result<(), StoreError> {
+        let now = self.db.now();
+        for id in store::sessions::pending_past_deadline(self.db, now).await? {
+            if let ConsentOutcome::End(refusal) = ConsentEvent::TimedOut.outcome() {
+                self.refuse_consent(&id, refusal).await?;
+            }
+        }
+        for id in store::sessions::active_with_device_gone(self.db, cutoff).await? {
+            if self.hub.get(&id).is_none() {
+                self.end(
+                    &id,
+                    EndCode::DeviceDisconnected,
+                    "the device is no longer connected",
+                    Actor::System,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
 }
 
-/// The relay side of an end: viewers and device are told.
-fn finish(state: &AppState, device_id: &str, id: &str, code: &str, reason: &str) {
-    state.hub().end(id, code, reason);
-    notify_device(
-        state,
-        device_id,
-        Body::SessionEnded(SessionEnded {
-            session_id: id.to_owned(),
-            code: code.to_owned(),
-            reason: reason.to_owned(),
-        }),
-    );
+fn ended_event(row: &SessionRow, actor: Actor, code: EndCode, reason: &str) -> AuditEvent {
+    AuditEvent::new(&row.tenant_id, actor, Action::SessionEnded)
+        .target(format!("session:{}", row.id))
+        .detail("device_id", row.device_id.clone())
+        .detail("code", code.as_str())
+        .detail("reason", reason)
 }
 
 /// A support-code device lives for its one session: when the session ends,
@@ -171,7 +299,7 @@ async fn retire_ephemeral(
     row: &SessionRow,
     now: tessera_core::Timestamp,
 ) -> Result<(), StoreError> {
-    if row.origin == "attended" {
+    if row.origin == Origin::Attended {
         store::devices::revoke(
             tx,
             &row.tenant_id,
@@ -185,84 +313,54 @@ async fn retire_ephemeral(
     Ok(())
 }
 
+/// Ends a session everywhere (see [`Sessions::end`]).
+pub async fn end(
+    state: &AppState,
+    id: &str,
+    code: EndCode,
+    reason: &str,
+    actor: Actor,
+) -> Result<bool, StoreError> {
+    Sessions::of(state).end(id, code, reason, actor).await
+}
+
+/// Starts relaying an active session (see [`Sessions::start_relay`]).
+pub async fn start_relay(state: &AppState, row: &SessionRow) -> Result<(), SessionError> {
+    Sessions::of(state).start_relay(row).await
+}
+
 /// Asks the device (connected here) for consent, and arms the timeout.
 pub fn request_consent(state: &AppState, row: &SessionRow) {
     let remaining = row
         .consent_deadline
         .map(|d| d.since(state.now()))
         .unwrap_or(state.config().consent_timeout);
-    notify_device(
-        state,
+    Sessions::of(state).notify_device(
         &row.device_id,
         Body::ConsentRequest(ConsentRequest {
-            session_id: row.id.clone(),
+            session_id: row.id.to_string(),
             technician: row
                 .created_by_name
                 .clone()
                 .unwrap_or_else(|| "an operator".to_owned()),
-            access: row.access.clone(),
+            access: row.access.as_str().to_owned(),
             timeout_ms: u32::try_from(remaining.as_millis()).unwrap_or(u32::MAX),
         }),
     );
     let state = state.clone();
-    let id = row.id.clone();
+    let row = row.clone();
     tokio::spawn(async move {
         tokio::select! {
             () = tokio::time::sleep(remaining) => {}
             () = state.shutdown_token().cancelled() => return,
         }
-        if let Err(e) = refuse_consent(
-            &state,
-            &id,
-            "consent_timeout",
-            "nobody answered the consent prompt in time",
-            Action::ConsentTimedOut,
-        )
-        .await
+        if let Err(e) = Sessions::of(&state)
+            .consent_event(&row, ConsentEvent::TimedOut)
+            .await
         {
             tracing::warn!(error = %e, "cannot time out a consent request");
         }
     });
-}
-
-/// pending → denied (or timed out): the session ends before it began.
-async fn refuse_consent(
-    state: &AppState,
-    id: &str,
-    code: &str,
-    reason: &str,
-    action: Action,
-) -> Result<bool, StoreError> {
-    let now = state.now();
-    let mut tx = state.db().begin_write().await?;
-    let Some(row) = store::sessions::by_id_any_tenant(&mut *tx, id).await? else {
-        return Ok(false);
-    };
-    if !store::sessions::decide_consent(&mut tx, id, false, code, reason, now).await? {
-        return Ok(false);
-    }
-    state
-        .audit(
-            &mut tx,
-            AuditEvent::new(&row.tenant_id, Actor::Device(row.device_id.clone()), action)
-                .target(format!("session:{id}"))
-                .detail("code", code),
-        )
-        .await?;
-    state
-        .audit(
-            &mut tx,
-            AuditEvent::new(&row.tenant_id, Actor::System, Action::SessionEnded)
-                .target(format!("session:{id}"))
-                .detail("device_id", row.device_id.clone())
-                .detail("code", code)
-                .detail("reason", reason),
-        )
-        .await?;
-    retire_ephemeral(&mut tx, &row, now).await?;
-    tx.commit().await?;
-    finish(state, &row.device_id, id, code, reason);
-    Ok(true)
 }
 
 /// The device's answer to a consent request.
@@ -280,41 +378,12 @@ pub async fn consent_answer(
         tracing::warn!(session = %session_id, "consent answer from another device ignored");
         return Ok(());
     }
-    if !granted {
-        refuse_consent(
-            state,
-            session_id,
-            "consent_denied",
-            "the person at the device declined",
-            Action::ConsentDenied,
-        )
-        .await?;
-        return Ok(());
-    }
-    let now = state.now();
-    let mut tx = state.db().begin_write().await?;
-    if !store::sessions::decide_consent(&mut tx, session_id, true, "", "", now).await? {
-        return Ok(());
-    }
-    state
-        .audit(
-            &mut tx,
-            AuditEvent::new(
-                &row.tenant_id,
-                Actor::Device(device_id.to_owned()),
-                Action::ConsentGranted,
-            )
-            .target(format!("session:{session_id}"))
-            .detail("access", row.access.clone()),
-        )
-        .await?;
-    tx.commit().await?;
-    if let Some(active) = store::sessions::by_id_any_tenant(state.db().pool(), session_id).await? {
-        if let Err(e) = start_relay(state, &active).await {
-            tracing::warn!(code = %e.code, "could not start a consented session");
-        }
-    }
-    Ok(())
+    let event = if granted {
+        ConsentEvent::Granted
+    } else {
+        ConsentEvent::Denied
+    };
+    Sessions::of(state).consent_event(&row, event).await
 }
 
 /// A device connection ended: the sessions whose shells lived on it end
@@ -322,9 +391,17 @@ pub async fn consent_answer(
 /// (`consent_abandoned`) unless the device already reconnected, whose new
 /// connection asks again.
 pub async fn connection_closed(state: &AppState, device_id: &str, conn_id: u64, reconnected: bool) {
-    let reason = "the device disconnected";
+    let sessions = Sessions::of(state);
     for id in state.hub().sessions_of_conn(device_id, conn_id) {
-        if let Err(e) = end(state, &id, "device_disconnected", reason, Actor::System).await {
+        let ended = sessions
+            .end(
+                &id,
+                EndCode::DeviceDisconnected,
+                "the device disconnected",
+                Actor::System,
+            )
+            .await;
+        if let Err(e) = ended {
             tracing::warn!(error = %e, "cannot end a departed device's session");
         }
     }
@@ -334,14 +411,7 @@ pub async fn connection_closed(state: &AppState, device_id: &str, conn_id: u64, 
     match store::sessions::pending_for_device(state.db(), device_id).await {
         Ok(rows) => {
             for row in rows {
-                let abandoned = refuse_consent(
-                    state,
-                    &row.id,
-                    "consent_abandoned",
-                    reason,
-                    Action::ConsentAbandoned,
-                )
-                .await;
+                let abandoned = sessions.consent_event(&row, ConsentEvent::Abandoned).await;
                 if let Err(e) = abandoned {
                     tracing::warn!(error = %e, "cannot end a departed device's pending session");
                 }
@@ -351,36 +421,10 @@ pub async fn connection_closed(state: &AppState, device_id: &str, conn_id: u64, 
     }
 }
 
-/// For the session sweep: pending sessions past their consent deadline
-/// (their device may never have connected to be asked), and active
-/// sessions whose device is gone from every node.
+/// For the session sweep (see [`Sessions::sweep`]).
 pub async fn sweep(state: &AppState) -> Result<(), StoreError> {
-    let now = state.now();
-    for id in store::sessions::pending_past_deadline(state.db(), now).await? {
-        let reason = "nobody answered the consent prompt in time";
-        refuse_consent(
-            state,
-            &id,
-            "consent_timeout",
-            reason,
-            Action::ConsentTimedOut,
-        )
-        .await?;
-    }
-    let cutoff = now.minus(state.config().heartbeat_interval * 3);
-    for id in store::sessions::active_with_device_gone(state.db(), cutoff).await? {
-        if state.hub().get(&id).is_none() {
-            end(
-                state,
-                &id,
-                "device_disconnected",
-                "the device is no longer connected",
-                Actor::System,
-            )
-            .await?;
-        }
-    }
-    Ok(())
+    let cutoff = state.now().minus(state.config().heartbeat_interval * 3);
+    Sessions::of(state).sweep(cutoff).await
 }
 
 /// A connecting device is asked about every session waiting on it.
@@ -418,7 +462,7 @@ pub async fn channel_closed(
     if let Err(e) = end(
         state,
         session_id,
-        "shell_exited",
+        EndCode::ShellExited,
         &reason,
         Actor::Device(device_id.to_owned()),
     )

@@ -14,11 +14,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tessera_core::ErrorCode;
 use tessera_proto::Envelope;
 use tokio::sync::{mpsc, Notify};
 
 use crate::store;
-use crate::AppState;
 
 /// A message waiting in a connection's queue. Boxed: a queue allocates its
 /// first block of slots up front, and an idle connection should cost little.
@@ -47,7 +47,8 @@ pub enum ControlCommand {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Revocation {
     pub key_id: String,
-    pub code: &'static str,
+    /// `device_revoked` or `key_revoked`.
+    pub code: ErrorCode,
     pub reason: String,
 }
 
@@ -273,7 +274,7 @@ impl Registry {
     }
 
     /// Cuts off every connection of a device on this node.
-    pub fn revoke_device(&self, device_id: &str, code: &'static str, reason: &str) {
+    pub fn revoke_device(&self, device_id: &str, code: ErrorCode, reason: &str) {
         for e in self
             .lock()
             .by_conn
@@ -302,7 +303,7 @@ impl Registry {
     }
 
     /// Cuts off the connections authenticated with `key_id`.
-    pub fn revoke_key(&self, key_id: &str, code: &'static str, reason: &str) {
+    pub fn revoke_key(&self, key_id: &str, code: ErrorCode, reason: &str) {
         for e in self.lock().by_conn.values().filter(|e| e.key_id == key_id) {
             e.orders.post(ControlCommand::Revoke(Box::new(Revocation {
                 key_id: key_id.to_owned(),
@@ -330,116 +331,29 @@ impl Registry {
     }
 }
 
-/// Once per heartbeat interval: record that connected devices were seen,
-/// and cut off any whose key or device was revoked on another node.
-pub async fn presence_sweep(state: AppState) {
-    let mut tick = tokio::time::interval(state.config().heartbeat_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = state.shutdown_token().cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let snapshot = state.registry().snapshot();
-        if snapshot.is_empty() {
-            continue;
-        }
-        let (devices, keys): (Vec<String>, Vec<String>) = snapshot.into_iter().unzip();
-        if let Err(e) = store::devices::touch_seen(state.db(), &devices, state.now()).await {
-            tracing::warn!(error = %e, "presence sweep: cannot record last-seen times");
-        }
-        match store::devices::revoked_among(state.db(), &keys).await {
-            Ok(revoked) => {
-                for (key_id, code) in revoked {
-                    state.registry().revoke_key(&key_id, code, "revoked");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "presence sweep: cannot check revocations"),
-        }
+/// The presence sweep's work, once per heartbeat interval: record that
+/// the devices connected here were seen, and cut off any whose key or
+/// device was revoked on another node.
+pub async fn sweep(registry: &Registry, db: &store::Db) {
+    let snapshot = registry.snapshot();
+    if snapshot.is_empty() {
+        return;
     }
-}
-
-/// Once per heartbeat interval: viewers whose login ended are cut off (the
-/// login may have ended on another node), and support codes that lapsed
-/// unused are marked expired and audited.
-pub async fn session_sweep(state: AppState) {
-    let mut tick = tokio::time::interval(state.config().heartbeat_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = state.shutdown_token().cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let live = state.hub().all();
-        let logins: Vec<String> = live
-            .iter()
-            .flat_map(|s| s.viewers().into_iter().map(|(_, _, login)| login))
-            .collect();
-        if !logins.is_empty() {
-            match store::logins::dead_among(state.db(), &logins, state.now()).await {
-                Ok(dead) if !dead.is_empty() => {
-                    for s in &live {
-                        s.kick_logins("logged_out", |l| dead.iter().any(|d| d == l));
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "session sweep: cannot check viewer logins"),
+    let (devices, keys): (Vec<String>, Vec<String>) = snapshot.into_iter().unzip();
+    if let Err(e) = store::devices::touch_seen(db, &devices, db.now()).await {
+        tracing::warn!(error = %e, "presence sweep: cannot record last-seen times");
+    }
+    match store::devices::revoked_among(db, &keys).await {
+        Ok(revoked) => {
+            for (key_id, code) in revoked {
+                // Either word cuts the connection off; only the device's
+                // message differs.
+                let code = code.parse().unwrap_or(ErrorCode::KeyRevoked);
+                registry.revoke_key(&key_id, code, "revoked");
             }
         }
-        if let Err(e) = expire_support_codes(&state).await {
-            tracing::warn!(error = %e, "session sweep: cannot expire support codes");
-        }
-        if let Err(e) = crate::session::sweep(&state).await {
-            tracing::warn!(error = %e, "session sweep: cannot end lapsed sessions");
-        }
-        if let Err(e) = record_expired_grants(&state).await {
-            tracing::warn!(error = %e, "session sweep: cannot record expired grants");
-        }
+        Err(e) => tracing::warn!(error = %e, "presence sweep: cannot check revocations"),
     }
-}
-
-/// Grants that lapsed get one `grant_expired` row each.
-async fn record_expired_grants(state: &AppState) -> store::StoreResult<()> {
-    let mut tx = state.db().begin_write().await?;
-    for (id, tenant, granter, grantee) in
-        store::trust::take_newly_expired(&mut tx, state.now()).await?
-    {
-        state
-            .audit(
-                &mut tx,
-                crate::store::audit::AuditEvent::new(
-                    &tenant,
-                    crate::store::audit::Actor::System,
-                    crate::store::audit::Action::GrantExpired,
-                )
-                .target(format!("grant:{id}"))
-                .detail("granter", granter)
-                .detail("grantee", grantee),
-            )
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
-async fn expire_support_codes(state: &AppState) -> store::StoreResult<()> {
-    let mut tx = state.db().begin_write().await?;
-    let expired = store::support_codes::expire_lapsed(&mut tx, state.now()).await?;
-    for (id, tenant) in expired {
-        state
-            .audit(
-                &mut tx,
-                crate::store::audit::AuditEvent::new(
-                    &tenant,
-                    crate::store::audit::Actor::System,
-                    crate::store::audit::Action::SupportCodeExpired,
-                )
-                .target(format!("support_code:{id}")),
-            )
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -466,11 +380,11 @@ mod tests {
         let r = Registry::default();
         let a = r.register("a", "ka", 0, 2);
         let b = r.register("b", "kb", 0, 2);
-        r.revoke_key("kb", "key_revoked", "test");
+        r.revoke_key("kb", ErrorCode::KeyRevoked, "test");
         assert!(a.orders.take().is_none());
         assert!(matches!(
             b.orders.take(),
-            Some(ControlCommand::Revoke(r)) if r.code == "key_revoked"
+            Some(ControlCommand::Revoke(r)) if r.code == ErrorCode::KeyRevoked
         ));
     }
 

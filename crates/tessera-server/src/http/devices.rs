@@ -222,7 +222,7 @@ async fn revoke_device(
     tx.commit().await?;
     state
         .registry()
-        .revoke_device(&d.id, "device_revoked", &reason);
+        .revoke_device(&d.id, ErrorCode::DeviceRevoked, &reason);
     let d = find(&state, &op, &id).await?;
     Ok(Json(device_view(&state, &d)))
 }
@@ -375,7 +375,9 @@ async fn revoke_key(
         )
         .await?;
     tx.commit().await?;
-    state.registry().revoke_key(&key_id, "key_revoked", &reason);
+    state
+        .registry()
+        .revoke_key(&key_id, ErrorCode::KeyRevoked, &reason);
     let keys = store::devices::list_keys(state.db(), tenant, &d.id).await?;
     keys.iter()
         .find(|k| k.id == key_id)

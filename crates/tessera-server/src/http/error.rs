@@ -139,3 +139,20 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+// ---- sessions, relay, control
+
+impl From<crate::session::SessionError> for ApiError {
+    fn from(e: crate::session::SessionError) -> Self {
+        use crate::session::SessionError;
+        match e {
+            SessionError::NotActive | SessionError::EndedMeanwhile => {
+                ApiError::conflict(ErrorCode::SessionNotActive, e.to_string())
+            }
+            SessionError::DeviceOffline | SessionError::DeviceUnresponsive => {
+                ApiError::conflict(ErrorCode::DeviceOffline, e.to_string())
+            }
+            SessionError::Store(e) => e.into(),
+        }
+    }
+}

@@ -18,6 +18,8 @@ pub mod sessions;
 pub mod support;
 pub mod trust;
 pub mod users;
+pub mod ws_device;
+pub mod ws_viewer;
 
 use std::time::{Duration, Instant};
 use tessera_core::ErrorCode;
@@ -98,14 +100,8 @@ pub fn router(state: AppState) -> Router {
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
-        .route(
-            "/ws/device",
-            axum::routing::get(crate::control::connection::upgrade),
-        )
-        .route(
-            "/ws/viewer",
-            axum::routing::get(crate::relay::viewer::upgrade),
-        )
+        .route("/ws/device", axum::routing::get(ws_device::upgrade))
+        .route("/ws/viewer", axum::routing::get(ws_viewer::upgrade))
         .merge(pages::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

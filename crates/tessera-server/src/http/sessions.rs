@@ -7,6 +7,7 @@ use axum::Json;
 use serde::Deserialize;
 use tessera_core::api::{CreateSessionRequest, SecretString, SessionView, ViewerTokenResponse};
 use tessera_core::identity::DeviceId;
+use tessera_core::kinds::{Consent, EndCode, Origin, SessionAccess, SessionState, ViewerAccess};
 use tessera_core::roles::Permission;
 use tessera_core::ErrorCode;
 use tessera_core::Timestamp;
@@ -31,28 +32,34 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 pub fn session_view(s: &SessionRow) -> SessionView {
-    SessionView {
-        id: s.id.clone(),
-        origin: s.origin.clone(),
-        device_id: s.device_id.clone(),
-        device_name: s.device_name.clone(),
-        created_by: s.created_by.clone(),
-        created_by_name: s.created_by_name.clone(),
-        access: s.access.clone(),
-        consent: s.consent.clone(),
-        state: s.state.clone(),
-        created_at: s.created_at.to_rfc3339(),
-        started_at: s.started_at.map(Timestamp::to_rfc3339),
-        ended_at: s.ended_at.map(Timestamp::to_rfc3339),
-        end_code: s.end_code.clone(),
-        end_reason: s.end_reason.clone(),
+    SessionView::from(s)
+}
+
+impl From<&SessionRow> for SessionView {
+    fn from(s: &SessionRow) -> SessionView {
+        SessionView {
+            id: s.id.to_string(),
+            origin: s.origin.to_string(),
+            device_id: s.device_id.clone(),
+            device_name: s.device_name.clone(),
+            created_by: s.created_by.clone(),
+            created_by_name: s.created_by_name.clone(),
+            access: s.access.to_string(),
+            consent: s.consent.to_string(),
+            state: s.state.to_string(),
+            created_at: s.created_at.to_rfc3339(),
+            started_at: s.started_at.map(Timestamp::to_rfc3339),
+            ended_at: s.ended_at.map(Timestamp::to_rfc3339),
+            end_code: s.end_code.clone(),
+            end_reason: s.end_reason.clone(),
+        }
     }
 }
 
 /// Whether `op` may see `s`: an attended session whose consent was never
 /// granted is visible to its creator only.
 pub fn visible_to(s: &SessionRow, op: &Operator) -> bool {
-    s.origin != "attended" || s.consent == "granted" || s.created_by == op.user_id
+    s.origin != Origin::Attended || s.consent == Consent::Granted || s.created_by == op.user_id
 }
 
 async fn find(state: &AppState, op: &Operator, id: &str) -> ApiResult<SessionRow> {
@@ -113,14 +120,16 @@ async fn create_session(
     ApiJson(req): ApiJson<CreateSessionRequest>,
 ) -> ApiResult<(StatusCode, Json<SessionView>)> {
     op.require(Permission::Control)?;
-    let access = match req.access.as_deref().unwrap_or("control") {
-        a @ ("control" | "view") => a,
-        _ => {
-            return Err(ApiError::unprocessable(
-                ErrorCode::InvalidField,
-                "`access` is control or view",
-            ))
-        }
+    let Ok(access) = req
+        .access
+        .as_deref()
+        .unwrap_or("control")
+        .parse::<SessionAccess>()
+    else {
+        return Err(ApiError::unprocessable(
+            ErrorCode::InvalidField,
+            "`access` is control or view",
+        ));
     };
     let device = find_device(&state, &op, &req.device).await?;
     if device.revoked_at.is_some() {
@@ -138,62 +147,59 @@ async fn create_session(
     let tenant = tenancy::of(&op);
     let now = state.now();
     let id = uuid::Uuid::now_v7().to_string();
-    let mut tx = state.db().begin_write().await?;
-    let consent = if store::tenants::require_consent_for_managed(&mut *tx, tenant).await? {
-        "pending"
-    } else {
-        "not_required"
-    };
-    store::sessions::insert(
-        &mut tx,
-        store::sessions::NewSession {
-            id: &id,
-            tenant_id: tenant,
-            origin: "managed",
-            device_id: &device.id,
-            created_by: &op.user_id,
-            access,
-            consent,
-            support_code_id: None,
-            now,
-            consent_deadline: (consent == "pending")
-                .then(|| now.plus(state.config().consent_timeout)),
-        },
-    )
-    .await?;
-    state
-        .audit(
-            &mut tx,
-            AuditEvent::new(
-                tenant,
-                Actor::User(op.user_id.clone()),
-                Action::SessionCreated,
+    let consent = state
+        .db()
+        .write(async |w| {
+            let require = store::tenants::require_consent_for_managed(w.conn(), tenant).await?;
+            let consent = Consent::initial(Origin::Managed, require);
+            store::sessions::insert(
+                w,
+                store::sessions::NewSession {
+                    id: &id,
+                    tenant_id: tenant,
+                    origin: Origin::Managed,
+                    device_id: &device.id,
+                    created_by: &op.user_id,
+                    access,
+                    consent,
+                    support_code_id: None,
+                    now,
+                    consent_deadline: (consent == Consent::Pending)
+                        .then(|| now.plus(state.config().consent_timeout)),
+                },
             )
-            .ip(Some(ip.0))
-            .target(format!("session:{id}"))
-            .detail("origin", "managed")
-            .detail("device_id", device.id.clone())
-            .detail("access", access)
-            .detail("consent", consent),
-        )
-        .await?;
-    if consent == "pending" {
-        state
-            .audit(
-                &mut tx,
+            .await?;
+            w.audit(
                 AuditEvent::new(
                     tenant,
                     Actor::User(op.user_id.clone()),
-                    Action::ConsentRequested,
+                    Action::SessionCreated,
                 )
+                .ip(Some(ip.0))
                 .target(format!("session:{id}"))
-                .detail("device_id", device.id.clone()),
+                .detail("origin", Origin::Managed.as_str())
+                .detail("device_id", device.id.clone())
+                .detail("access", access.as_str())
+                .detail("consent", consent.as_str()),
             )
             .await?;
-    }
-    tx.commit().await?;
+            if consent == Consent::Pending {
+                w.audit(
+                    AuditEvent::new(
+                        tenant,
+                        Actor::User(op.user_id.clone()),
+                        Action::ConsentRequested,
+                    )
+                    .target(format!("session:{id}"))
+                    .detail("device_id", device.id.clone()),
+                )
+                .await?;
+            }
+            Ok::<_, ApiError>(consent)
+        })
+        .await?;
     let row = find(&state, &op, &id).await?;
-    if consent == "pending" {
+    if consent == Consent::Pending {
         session::request_consent(&state, &row);
     } else {
         session::start_relay(&state, &row).await?;
@@ -259,7 +265,7 @@ async fn end_session(
     if !session::end(
         &state,
         &id,
-        "ended_by_operator",
+        EndCode::EndedByOperator,
         &reason,
         Actor::User(op.user_id.clone()),
     )
@@ -292,43 +298,39 @@ async fn viewer_token(
     Path(id): Path<String>,
 ) -> ApiResult<Json<ViewerTokenResponse>> {
     let access = if op.role.allows(Permission::Control) {
-        "control"
+        ViewerAccess::Control
     } else if op.role.allows(Permission::View) {
-        "view_only"
+        ViewerAccess::ViewOnly
     } else {
         return Err(ApiError::forbidden(
             "viewing a session needs the `view` permission",
         ));
     };
     let row = find(&state, &op, &id).await?;
-    match row.state.as_str() {
-        "active" => {}
-        "pending" => {
+    match row.state {
+        SessionState::Active => {}
+        SessionState::Pending => {
             return Err(ApiError::conflict(
                 ErrorCode::ConsentPending,
                 "the person at the device has not answered yet",
             ))
         }
-        _ => {
+        SessionState::Ended => {
             return Err(ApiError::conflict(
                 ErrorCode::SessionEnded,
                 "the session has ended",
             ))
         }
     }
-    let access = if row.access == "view" {
-        "view_only"
-    } else {
-        access
-    };
+    let access = access.at_most(row.access.viewer());
     let now = state.now();
     let iat = now.as_millis().div_euclid(1000);
     let jti = uuid::Uuid::now_v7().to_string();
     let claims = ViewerClaims {
         sub: op.user_id.clone(),
-        sid: row.id.clone(),
+        sid: row.id.to_string(),
         tid: row.tenant_id.clone(),
-        access: access.to_owned(),
+        access: access.as_str().to_owned(),
         purpose: PURPOSE.to_owned(),
         lid: op.session_id.clone(),
         iat,
@@ -339,26 +341,20 @@ async fn viewer_token(
         .viewer_keys()
         .mint(&claims)
         .map_err(ApiError::internal)?;
-    let mut tx = state.db().begin_write().await?;
-    state
-        .audit(
-            &mut tx,
-            AuditEvent::new(
-                &row.tenant_id,
-                Actor::User(op.user_id.clone()),
-                Action::ViewerTokenMinted,
-            )
-            .ip(Some(ip.0))
-            .target(format!("session:{}", row.id))
-            .detail("access", access)
-            .detail("token_id", jti),
-        )
-        .await?;
-    tx.commit().await?;
+    let event = AuditEvent::new(
+        &row.tenant_id,
+        Actor::User(op.user_id.clone()),
+        Action::ViewerTokenMinted,
+    )
+    .ip(Some(ip.0))
+    .target(format!("session:{}", row.id))
+    .detail("access", access.as_str())
+    .detail("token_id", jti);
+    state.db().write(async |w| w.audit(event).await).await?;
     Ok(Json(ViewerTokenResponse {
         token: SecretString::new(token),
-        access: access.to_owned(),
+        access: access.as_str().to_owned(),
         expires_at: tessera_core::Timestamp::from_millis(claims.exp * 1000).to_rfc3339(),
-        session_id: row.id,
+        session_id: row.id.into_string(),
     }))
 }

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::time::Duration;
+use tessera_core::kinds::{Consent, Origin, SessionAccess};
 use tessera_core::ErrorCode;
 
 use axum::extract::{Path, State};
@@ -62,14 +63,16 @@ async fn create(
     ApiJson(req): ApiJson<CreateSupportCodeRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedSupportCode>)> {
     op.require(Permission::Control)?;
-    let access = match req.access.as_deref().unwrap_or("control") {
-        a @ ("control" | "view") => a,
-        _ => {
-            return Err(ApiError::unprocessable(
-                ErrorCode::InvalidField,
-                "`access` is control or view",
-            ))
-        }
+    let Ok(access) = req
+        .access
+        .as_deref()
+        .unwrap_or("control")
+        .parse::<SessionAccess>()
+    else {
+        return Err(ApiError::unprocessable(
+            ErrorCode::InvalidField,
+            "`access` is control or view",
+        ));
     };
     let ttl = req
         .ttl_seconds
@@ -87,24 +90,23 @@ async fn create(
     let mut attempt = 0;
     loop {
         let code = new_support_code();
-        let inserted: Result<(), StoreError> = async {
-            let mut tx = state.db().begin_write().await?;
-            store::support_codes::insert(
-                &mut tx,
-                store::support_codes::NewCode {
-                    id: &id,
-                    tenant_id: tenant,
-                    code_hash: &code_hash(&code),
-                    access,
-                    created_by: &op.user_id,
-                    now,
-                    expires_at: now.plus(ttl),
-                },
-            )
-            .await?;
-            state
-                .audit(
-                    &mut tx,
+        let inserted: Result<(), StoreError> = state
+            .db()
+            .write(async |w| {
+                store::support_codes::insert(
+                    w,
+                    store::support_codes::NewCode {
+                        id: &id,
+                        tenant_id: tenant,
+                        code_hash: &code_hash(&code),
+                        access,
+                        created_by: &op.user_id,
+                        now,
+                        expires_at: now.plus(ttl),
+                    },
+                )
+                .await?;
+                w.audit(
                     AuditEvent::new(
                         tenant,
                         Actor::User(op.user_id.clone()),
@@ -112,14 +114,13 @@ async fn create(
                     )
                     .ip(Some(ip.0))
                     .target(format!("support_code:{id}"))
-                    .detail("access", access)
+                    .detail("access", access.as_str())
                     .detail("expires_at", now.plus(ttl).to_rfc3339()),
                 )
                 .await?;
-            tx.commit().await?;
-            Ok(())
-        }
-        .await;
+                Ok(())
+            })
+            .await;
         match inserted {
             Ok(()) => {
                 return Ok((
@@ -127,7 +128,7 @@ async fn create(
                     Json(CreatedSupportCode {
                         id,
                         code: SecretString::new(display_support_code(&code)),
-                        access: access.to_owned(),
+                        access: access.to_string(),
                         expires_at: now.plus(ttl).to_rfc3339(),
                     }),
                 ))
@@ -152,7 +153,7 @@ async fn find_live(state: &AppState, ip: IpAddr, typed: &str) -> Result<SupportC
         None => None,
     };
     match found {
-        Some(c) if c.state == "active" && c.expires_at > now => Ok(c),
+        Some(c) if c.is_live(now) => Ok(c),
         _ => {
             state.pairing_lockout().record_failure(&ip, now);
             Err(ApiError::not_found("active support code"))
@@ -173,7 +174,7 @@ async fn preview(
     Ok(Json(SupportCodePreview {
         valid: true,
         requested_by: c.created_by_name,
-        access: c.access,
+        access: c.access.to_string(),
         expires_at: c.expires_at.to_rfc3339(),
     }))
 }
@@ -204,89 +205,91 @@ async fn bind(
     let now = state.now();
     let session_id = uuid::Uuid::now_v7().to_string();
     let key = Secret::generate(SecretKind::DeviceKey);
-    let mut tx = state.db().begin_write().await?;
-    if !store::support_codes::consume(&mut tx, &c.id, &session_id, now).await? {
-        tx.rollback().await?;
-        state.pairing_lockout().record_failure(&ip.0, now);
-        return Err(ApiError::not_found("active support code"));
-    }
-    let owner = c.created_by.clone();
-    store::devices::insert(
-        &mut tx,
-        store::devices::NewDevice {
-            id: device_id.as_str(),
-            tenant_id: &c.tenant_id,
-            ed25519_public: &doc.ed25519,
-            x25519_public: &doc.x25519,
-            identity_signature: &doc.signature,
-            name: req.name.trim(),
-            hostname: req.hostname.trim(),
-            os: req.os.trim(),
-            tags: &["attended".to_owned()],
-            enrolled_via: "support_code",
-            enrolled_by: &format!("support_code:{}", c.id),
-            owner_user_id: &owner,
-            ephemeral: true,
-            now,
-        },
-    )
-    .await
-    .map_err(|e| match e {
-        StoreError::Conflict => ApiError::conflict(
-            ErrorCode::AlreadyEnrolled,
-            "use a fresh identity for each support session",
-        ),
-        other => other.into(),
-    })?;
-    enrollment::insert_key(
-        &state,
-        &mut tx,
-        &c.tenant_id,
-        device_id.as_str(),
-        &key,
-        &format!("support_code:{}", c.id),
-        "support_code",
-    )
-    .await?;
-    store::sessions::insert(
-        &mut tx,
-        store::sessions::NewSession {
-            id: &session_id,
-            tenant_id: &c.tenant_id,
-            origin: "attended",
-            device_id: device_id.as_str(),
-            created_by: &owner,
-            access: &c.access,
-            consent: "pending",
-            support_code_id: Some(&c.id),
-            now,
-            consent_deadline: Some(now.plus(state.config().consent_timeout)),
-        },
-    )
-    .await?;
-    let actor = Actor::Device(device_id.to_string());
-    for (action, target) in [
-        (
-            Action::SupportCodeConsumed,
-            format!("support_code:{}", c.id),
-        ),
-        (Action::SessionCreated, format!("session:{session_id}")),
-        (Action::ConsentRequested, format!("session:{session_id}")),
-    ] {
-        state
-            .audit(
-                &mut tx,
-                AuditEvent::new(&c.tenant_id, actor.clone(), action)
-                    .ip(Some(ip.0))
-                    .target(target)
-                    .detail("origin", "attended")
-                    .detail("device_id", device_id.to_string())
-                    .detail("technician", c.created_by_name.clone())
-                    .detail("access", c.access.clone()),
+    let ip_addr = ip.0;
+    state
+        .db()
+        .write(async |w| {
+            if !store::support_codes::consume(w, &c.id, &session_id, now).await? {
+                state.pairing_lockout().record_failure(&ip_addr, now);
+                return Err(ApiError::not_found("active support code"));
+            }
+            let owner = c.created_by.clone();
+            store::devices::insert(
+                w,
+                store::devices::NewDevice {
+                    id: device_id.as_str(),
+                    tenant_id: &c.tenant_id,
+                    ed25519_public: &doc.ed25519,
+                    x25519_public: &doc.x25519,
+                    identity_signature: &doc.signature,
+                    name: req.name.trim(),
+                    hostname: req.hostname.trim(),
+                    os: req.os.trim(),
+                    tags: &["attended".to_owned()],
+                    enrolled_via: "support_code",
+                    enrolled_by: &format!("support_code:{}", c.id),
+                    owner_user_id: &owner,
+                    ephemeral: true,
+                    now,
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict => ApiError::conflict(
+                    ErrorCode::AlreadyEnrolled,
+                    "use a fresh identity for each support session",
+                ),
+                other => other.into(),
+            })?;
+            enrollment::insert_key(
+                &state,
+                w,
+                &c.tenant_id,
+                device_id.as_str(),
+                &key,
+                &format!("support_code:{}", c.id),
+                "support_code",
             )
             .await?;
-    }
-    tx.commit().await?;
+            store::sessions::insert(
+                w,
+                store::sessions::NewSession {
+                    id: &session_id,
+                    tenant_id: &c.tenant_id,
+                    origin: Origin::Attended,
+                    device_id: device_id.as_str(),
+                    created_by: &owner,
+                    access: c.access,
+                    consent: Consent::initial(Origin::Attended, true),
+                    support_code_id: Some(&c.id),
+                    now,
+                    consent_deadline: Some(now.plus(state.config().consent_timeout)),
+                },
+            )
+            .await?;
+            let actor = Actor::Device(device_id.to_string());
+            for (action, target) in [
+                (
+                    Action::SupportCodeConsumed,
+                    format!("support_code:{}", c.id),
+                ),
+                (Action::SessionCreated, format!("session:{session_id}")),
+                (Action::ConsentRequested, format!("session:{session_id}")),
+            ] {
+                w.audit(
+                    AuditEvent::new(&c.tenant_id, actor.clone(), action)
+                        .ip(Some(ip_addr))
+                        .target(target)
+                        .detail("origin", Origin::Attended.as_str())
+                        .detail("device_id", device_id.to_string())
+                        .detail("technician", c.created_by_name.clone())
+                        .detail("access", c.access.as_str()),
+                )
+                .await?;
+            }
+            Ok(())
+        })
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(BoundSupportCode {
@@ -294,7 +297,7 @@ async fn bind(
             device_id: device_id.to_string(),
             device_key: SecretString::new(key.expose()),
             technician: c.created_by_name,
-            access: c.access,
+            access: c.access.to_string(),
         }),
     ))
 }

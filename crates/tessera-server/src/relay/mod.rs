@@ -21,9 +21,10 @@
 //! Recent output (the last [`SCROLLBACK`] bytes) is kept so a viewer who
 //! joins late sees the current prompt.
 
+mod scrollback;
 pub mod viewer;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,6 +33,9 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
+
+use self::scrollback::Scrollback;
+pub use tessera_core::kinds::EndCode;
 
 /// Bytes of recent output replayed to a joining viewer.
 pub const SCROLLBACK: usize = 64 * 1024;
@@ -51,17 +55,28 @@ pub const MAX_VIEWERS: usize = 32;
 pub const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What a viewer may do.
+pub use tessera_core::kinds::ViewerAccess as Access;
+
+/// Why the relay dropped a viewer; the word is what the viewer is told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    ViewOnly,
-    Control,
+pub enum Kick {
+    /// Its queue was full while another viewer's had room.
+    TooSlow,
+    /// Nobody read for the stall limit.
+    Stalled,
+    /// The login that minted its token ended.
+    LoggedOut,
+    /// The session ended and its queue had no room to say so.
+    SessionEnded,
 }
 
-impl Access {
+impl Kick {
     pub fn as_str(self) -> &'static str {
         match self {
-            Access::ViewOnly => "view_only",
-            Access::Control => "control",
+            Kick::TooSlow => "viewer_too_slow",
+            Kick::Stalled => "viewer_stalled",
+            Kick::LoggedOut => "logged_out",
+            Kick::SessionEnded => "session_ended",
         }
     }
 }
@@ -75,7 +90,7 @@ pub enum ToViewer {
         reason: String,
     },
     Ended {
-        code: String,
+        code: EndCode,
         reason: String,
     },
 }
@@ -90,7 +105,7 @@ struct Viewer {
     login_id: String,
     /// Cancelled to disconnect the viewer (too slow, logged out).
     kick: CancellationToken,
-    kicked_because: Arc<Mutex<Option<&'static str>>>,
+    kicked_because: Arc<Mutex<Option<Kick>>>,
 }
 
 #[derive(Default)]
@@ -98,7 +113,7 @@ struct Inner {
     viewers: HashMap<u64, Viewer>,
     scrollback: Scrollback,
     next_viewer: u64,
-    ended: Option<(String, String)>,
+    ended: Option<(EndCode, String)>,
 }
 
 /// A session being relayed on this node.
@@ -122,7 +137,7 @@ pub struct Joined {
     pub queue: mpsc::Receiver<ToViewer>,
     pub scrollback: Vec<u8>,
     pub kick: CancellationToken,
-    pub kicked_because: Arc<Mutex<Option<&'static str>>>,
+    pub kicked_because: Arc<Mutex<Option<Kick>>>,
     /// What the viewer's task reports as written out.
     pub drained: Drained,
 }
@@ -223,7 +238,7 @@ impl LiveSession {
             };
             let room = futures_util::future::select_all(full);
             if tokio::time::timeout_at(deadline, room).await.is_err() {
-                self.kick_full("viewer_stalled");
+                self.kick_full(Kick::Stalled);
             }
         }
     }
@@ -243,7 +258,7 @@ impl LiveSession {
                 v.queued.fetch_add(data.len(), Ordering::AcqRel);
                 true
             } else {
-                kick(v, "viewer_too_slow");
+                kick(v, Kick::TooSlow);
                 false
             }
         });
@@ -252,7 +267,7 @@ impl LiveSession {
     }
 
     /// Disconnects the viewers whose queues are full.
-    fn kick_full(&self, why: &'static str) {
+    fn kick_full(&self, why: Kick) {
         self.lock().viewers.retain(|_, v| {
             if !v.has_room() {
                 kick(v, why);
@@ -275,7 +290,7 @@ impl LiveSession {
     }
 
     /// Disconnects the viewers whose login matches `pred`.
-    pub fn kick_logins(&self, why: &'static str, pred: impl Fn(&str) -> bool) {
+    pub fn kick_logins(&self, why: Kick, pred: impl Fn(&str) -> bool) {
         let mut inner = self.lock();
         inner.viewers.retain(|_, v| {
             if pred(&v.login_id) {
@@ -287,16 +302,16 @@ impl LiveSession {
         });
     }
 
-    fn end(&self, code: &str, reason: &str) {
+    fn end(&self, code: EndCode, reason: &str) {
         let mut inner = self.lock();
-        inner.ended = Some((code.to_owned(), reason.to_owned()));
+        inner.ended = Some((code, reason.to_owned()));
         for (_, v) in inner.viewers.drain() {
             let ended = ToViewer::Ended {
-                code: code.to_owned(),
+                code,
                 reason: reason.to_owned(),
             };
             if v.queue.try_send(ended).is_err() {
-                kick(&v, "session_ended");
+                kick(&v, Kick::SessionEnded);
             }
         }
     }
@@ -311,52 +326,7 @@ impl LiveSession {
     }
 }
 
-/// Pieces the scrollback keeps before it joins them into one (many small
-/// pieces, a shell echoing keystrokes, would cost more than their bytes).
-const SCROLLBACK_PIECES: usize = 256;
-
-/// The last [`SCROLLBACK`] bytes of output, kept as the pieces that were
-/// relayed (shared with the viewer queues: bulk output is not copied).
-#[derive(Default)]
-struct Scrollback {
-    pieces: VecDeque<Bytes>,
-    len: usize,
-}
-
-impl Scrollback {
-    fn push(&mut self, piece: Bytes) {
-        self.len += piece.len();
-        self.pieces.push_back(piece);
-        while let Some(front) = self.pieces.front_mut() {
-            let excess = self.len - SCROLLBACK.min(self.len);
-            if excess == 0 {
-                break;
-            }
-            if front.len() <= excess {
-                self.len -= front.len();
-                self.pieces.pop_front();
-            } else {
-                let _ = front.split_to(excess);
-                self.len -= excess;
-            }
-        }
-        if self.pieces.len() > SCROLLBACK_PIECES {
-            let joined = Bytes::from(self.to_vec());
-            self.pieces.clear();
-            self.pieces.push_back(joined);
-        }
-    }
-
-    fn to_vec(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.len);
-        for piece in &self.pieces {
-            out.extend_from_slice(piece);
-        }
-        out
-    }
-}
-
-fn kick(v: &Viewer, why: &'static str) {
+fn kick(v: &Viewer, why: Kick) {
     if let Ok(mut slot) = v.kicked_because.lock() {
         slot.get_or_insert(why);
     }
@@ -416,7 +386,7 @@ impl Hub {
     }
 
     /// Removes a session and tells its viewers why it ended.
-    pub fn end(&self, id: &str, code: &str, reason: &str) -> Option<Arc<LiveSession>> {
+    pub fn end(&self, id: &str, code: EndCode, reason: &str) -> Option<Arc<LiveSession>> {
         let s = self.lock().remove(id)?;
         s.end(code, reason);
         Some(s)
@@ -433,6 +403,28 @@ impl Hub {
 
     pub fn all(&self) -> Vec<Arc<LiveSession>> {
         self.lock().values().cloned().collect()
+    }
+}
+
+/// The session sweep's relay work: viewers whose login ended are cut off
+/// (the login may have ended on another node).
+pub async fn sweep(hub: &Hub, db: &crate::store::Db) {
+    let live = hub.all();
+    let logins: Vec<String> = live
+        .iter()
+        .flat_map(|s| s.viewers().into_iter().map(|(_, _, login)| login))
+        .collect();
+    if logins.is_empty() {
+        return;
+    }
+    match crate::store::logins::dead_among(db, &logins, db.now()).await {
+        Ok(dead) if !dead.is_empty() => {
+            for s in &live {
+                s.kick_logins(Kick::LoggedOut, |l| dead.iter().any(|d| d == l));
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "session sweep: cannot check viewer logins"),
     }
 }
 
@@ -478,10 +470,7 @@ mod tests {
             assert!(live.queue.try_recv().is_ok(), "message {i}");
         }
         assert!(stalled.kick.is_cancelled());
-        assert_eq!(
-            *stalled.kicked_because.lock().unwrap(),
-            Some("viewer_too_slow")
-        );
+        assert_eq!(*stalled.kicked_because.lock().unwrap(), Some(Kick::TooSlow));
         assert_eq!(s.viewer_count(), 1);
     }
 
@@ -500,10 +489,7 @@ mod tests {
             };
             live.drained.wrote(d.len());
         }
-        assert_eq!(
-            *stalled.kicked_because.lock().unwrap(),
-            Some("viewer_too_slow")
-        );
+        assert_eq!(*stalled.kicked_because.lock().unwrap(), Some(Kick::TooSlow));
         assert_eq!(s.viewer_count(), 1);
     }
 
@@ -525,21 +511,6 @@ mod tests {
         only.drained.wrote(d.len());
         pending.await.unwrap();
         assert_eq!(s.viewer_count(), 1);
-    }
-
-    #[test]
-    fn scrollback_keeps_the_last_bytes_whatever_the_piece_sizes() {
-        let mut sb = Scrollback::default();
-        let mut all = Vec::new();
-        for i in 0..5000usize {
-            let piece: Vec<u8> = (0..(i * 37) % 3001).map(|j| (i + j) as u8).collect();
-            all.extend_from_slice(&piece);
-            sb.push(Bytes::from(piece));
-            assert!(sb.pieces.len() <= SCROLLBACK_PIECES);
-        }
-        let want = &all[all.len() - SCROLLBACK..];
-        assert_eq!(sb.to_vec(), want);
-        assert_eq!(sb.len, SCROLLBACK);
     }
 
     #[tokio::test]
@@ -576,10 +547,7 @@ mod tests {
         }
         s.output(Bytes::from_static(b"more")).await;
         assert!(stalled.kick.is_cancelled());
-        assert_eq!(
-            *stalled.kicked_because.lock().unwrap(),
-            Some("viewer_stalled")
-        );
+        assert_eq!(*stalled.kicked_because.lock().unwrap(), Some(Kick::Stalled));
     }
 
     #[tokio::test]
@@ -607,10 +575,14 @@ mod tests {
         let hub = Hub::default();
         let s = hub.open("s", "t", "d", "desk", 1, Access::Control);
         let mut v = s.join("u", "l").unwrap();
-        hub.end("s", "ended_by_operator", "bye");
-        assert!(
-            matches!(v.queue.try_recv().unwrap(), ToViewer::Ended { code, .. } if code == "ended_by_operator")
-        );
+        hub.end("s", EndCode::EndedByOperator, "bye");
+        assert!(matches!(
+            v.queue.try_recv().unwrap(),
+            ToViewer::Ended {
+                code: EndCode::EndedByOperator,
+                ..
+            }
+        ));
         assert!(s.join("u", "l").is_none());
         assert!(hub.get("s").is_none());
     }

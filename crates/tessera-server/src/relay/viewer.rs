@@ -1,35 +1,23 @@
-//! `/ws/viewer`: a viewer joins one session with a viewer token.
-//!
-//! Checked before the upgrade: the token's signature, expiry, purpose and
-//! session; the login that minted it; the session being active here. After
-//! it, input from a `view_only` viewer is dropped (and counted), input from
+//! A viewer's connection to one session, once `/ws/viewer` admitted it
+//! (see `http::ws_viewer`, which checks the token, its login and the
+//! session before the upgrade). Input from a `view_only` viewer is dropped (and counted), input from
 //! a `control` viewer is rate-limited to 200 events a second, and every
 //! message is capped at 64 KiB before it is buffered.
 
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use tessera_core::ErrorCode;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use governor::{Quota, RateLimiter};
 use prost::Message as _;
-use serde::Deserialize;
 use tessera_proto::v1::{ChannelClose, ChannelData, ChannelResize, SessionEnded, ViewerReady};
-use tessera_proto::{Body, Envelope, MAX_VIEWER_FRAME};
+use tessera_proto::{Body, Envelope};
 
-use super::{Access, Joined, LiveSession, ToViewer, SHELL_CHANNEL};
+use super::{Access, Joined, Kick, LiveSession, ToViewer, SHELL_CHANNEL};
 use crate::auth::viewer::{parse_access, ViewerClaims};
-use crate::auth::{bearer_from, check_session};
 use crate::control::connection::is_too_big;
-use crate::http::error::ApiError;
-use crate::http::extract::ClientIp;
-use crate::store;
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::AppState;
 
@@ -47,92 +35,6 @@ pub mod close {
     pub const TOO_SLOW: u16 = 4010;
     /// The operator's login ended.
     pub const LOGGED_OUT: u16 = 4011;
-}
-
-#[derive(Deserialize)]
-pub struct ViewerQuery {
-    session: String,
-}
-
-/// `GET /ws/viewer?session=<id>` with `Authorization: Bearer <viewer token>`.
-pub async fn upgrade(
-    State(state): State<AppState>,
-    ip: ClientIp,
-    query: Result<Query<ViewerQuery>, QueryRejection>,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    let Ok(Query(q)) = query else {
-        return ApiError::bad_request(ErrorCode::InvalidQuery, "give the session as ?session=<id>")
-            .into_response();
-    };
-    let (claims, live) = match admit(&state, &q.session, &headers).await {
-        Ok(admitted) => admitted,
-        Err(e) => return e.into_response(),
-    };
-    let Ok(ws) = ws else {
-        return ApiError::new(
-            StatusCode::UPGRADE_REQUIRED,
-            ErrorCode::WebsocketRequired,
-            "this endpoint speaks WebSocket",
-        )
-        .into_response();
-    };
-    ws.max_message_size(MAX_VIEWER_FRAME)
-        .max_frame_size(MAX_VIEWER_FRAME)
-        .read_buffer_size(crate::control::connection::READ_BUFFER)
-        .write_buffer_size(crate::control::connection::WRITE_BUFFER)
-        .on_upgrade(move |socket| async move {
-            let span = tracing::info_span!("viewer", session = %claims.sid, user = %claims.sub);
-            tracing::Instrument::instrument(serve(socket, state, claims, live, ip), span).await;
-        })
-}
-
-/// Every check before a viewer may join.
-async fn admit(
-    state: &AppState,
-    session_id: &str,
-    headers: &HeaderMap,
-) -> Result<(ViewerClaims, Arc<LiveSession>), ApiError> {
-    let token = bearer_from(headers).ok_or_else(|| {
-        ApiError::unauthorized(ErrorCode::Unauthenticated, "missing viewer token")
-    })?;
-    let claims = state
-        .viewer_keys()
-        .check(token, session_id, state.now())
-        .map_err(|e| ApiError::unauthorized(e.code(), e.to_string()))?;
-    let login = store::logins::by_id(state.db(), &claims.lid)
-        .await?
-        .ok_or_else(|| {
-            ApiError::unauthorized(
-                ErrorCode::SessionRevoked,
-                "the login that minted this token is gone",
-            )
-        })?;
-    check_session(&login, state.now())?;
-    if login.user_id != claims.sub || login.tenant_id != claims.tid {
-        return Err(ApiError::unauthorized(
-            ErrorCode::InvalidToken,
-            "the viewer token does not match its login",
-        ));
-    }
-    let live = state
-        .hub()
-        .get(session_id)
-        .filter(|l| l.tenant_id == claims.tid)
-        .ok_or_else(|| {
-            ApiError::conflict(
-                ErrorCode::SessionNotActive,
-                "the session is not active on this server",
-            )
-        })?;
-    if live.viewer_count() >= live.max_viewers {
-        return Err(ApiError::conflict(
-            ErrorCode::TooManyViewers,
-            "this session has as many viewers as it admits",
-        ));
-    }
-    Ok((claims, live))
 }
 
 /// A send that does not complete in this long means the viewer stopped
@@ -163,20 +65,19 @@ async fn close_with(
 async fn notify_kicked(
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     session_id: &str,
-    kicked_because: &std::sync::Mutex<Option<&'static str>>,
+    kicked_because: &std::sync::Mutex<Option<Kick>>,
 ) {
-    let why = kicked_because
-        .lock()
-        .ok()
-        .and_then(|w| *w)
-        .unwrap_or("disconnected");
-    let (code, text) = match why {
-        "viewer_too_slow" => (
+    let kicked = kicked_because.lock().ok().and_then(|w| *w);
+    let why = kicked.map_or("disconnected", Kick::as_str);
+    let (code, text) = match kicked {
+        Some(Kick::TooSlow) => (
             close::TOO_SLOW,
             "you fell too far behind the session's output; reconnect to resume",
         ),
-        "logged_out" => (close::LOGGED_OUT, "your login ended"),
-        _ => (close::SESSION_ENDED, "disconnected by the server"),
+        Some(Kick::LoggedOut) => (close::LOGGED_OUT, "your login ended"),
+        Some(Kick::Stalled | Kick::SessionEnded) | None => {
+            (close::SESSION_ENDED, "disconnected by the server")
+        }
     };
     let _ = send(
         sink,
@@ -201,41 +102,37 @@ struct Tally {
 async fn audit(
     state: &AppState,
     claims: &ViewerClaims,
-    ip: ClientIp,
+    ip: IpAddr,
     action: Action,
     details: Vec<(&str, serde_json::Value)>,
 ) {
-    let result: Result<(), store::StoreError> = async {
-        let mut tx = state.db().begin_write().await?;
-        let mut event = AuditEvent::new(&claims.tid, Actor::User(claims.sub.clone()), action)
-            .ip(Some(ip.0))
-            .target(format!("session:{}", claims.sid))
-            .detail("access", claims.access.clone());
-        for (k, v) in details {
-            event = event.detail(k, v);
-        }
-        state.audit(&mut tx, event).await?;
-        tx.commit().await?;
-        Ok(())
+    let mut event = AuditEvent::new(&claims.tid, Actor::User(claims.sub.clone()), action)
+        .ip(Some(ip))
+        .target(format!("session:{}", claims.sid))
+        .detail("access", claims.access.clone());
+    for (k, v) in details {
+        event = event.detail(k, v);
     }
-    .await;
+    let result = state
+        .db()
+        .write(async |w| w.audit(event).await.map(drop))
+        .await;
     if let Err(e) = result {
         tracing::warn!(error = %e, "cannot audit a viewer event");
     }
 }
 
-async fn serve(
+/// Serves an admitted viewer until it leaves or is dropped.
+pub async fn serve(
     socket: WebSocket,
     state: AppState,
     claims: ViewerClaims,
     live: Arc<LiveSession>,
-    ip: ClientIp,
+    ip: IpAddr,
 ) {
     // The token says what the operator may do; the session may allow less.
-    let access = match (parse_access(&claims.access), live.max_access) {
-        (Some(Access::Control), Access::Control) => Access::Control,
-        _ => Access::ViewOnly,
-    };
+    let access =
+        parse_access(&claims.access).map_or(Access::ViewOnly, |a| a.at_most(live.max_access));
     let Some(Joined {
         viewer_id,
         mut queue,
@@ -289,7 +186,7 @@ async fn serve(
                     ok = send(&mut sink, Body::ChannelClose(ChannelClose { session_id: live.id.clone(), channel_id: SHELL_CHANNEL, exit_status, reason })).await;
                 }
                 Some(ToViewer::Ended { code, reason }) => {
-                    let _ = send(&mut sink, Body::SessionEnded(SessionEnded { session_id: live.id.clone(), code, reason })).await;
+                    let _ = send(&mut sink, Body::SessionEnded(SessionEnded { session_id: live.id.clone(), code: code.as_str().to_owned(), reason })).await;
                     close_with(&mut sink, close::SESSION_ENDED, "session_ended").await;
                     break;
                 }

@@ -21,6 +21,7 @@ pub mod devices;
 pub mod enrollment;
 pub mod events;
 pub mod logins;
+pub mod members;
 pub mod pairings;
 pub mod server_keys;
 pub mod sessions;

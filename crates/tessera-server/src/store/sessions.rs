@@ -1,28 +1,33 @@
 //! Relay sessions (attended, managed, automatic): their state and consent.
 //! Every transition is a conditional UPDATE on the state it leaves.
 
+use std::str::FromStr;
+
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
+use tessera_core::ids::SessionId;
+use tessera_core::kinds::{Consent, EndCode, Origin, SessionAccess, SessionState, UnknownWord};
 use tessera_core::Timestamp;
 
 use super::{Db, StoreResult, Tx};
 
 #[derive(Clone, Debug)]
 pub struct SessionRow {
-    pub id: String,
+    pub id: SessionId,
     pub tenant_id: String,
-    pub origin: String,
+    pub origin: Origin,
     pub device_id: String,
     pub device_name: String,
     pub created_by: String,
     pub created_by_name: Option<String>,
-    pub access: String,
-    pub consent: String,
-    pub state: String,
+    pub access: SessionAccess,
+    pub consent: Consent,
+    pub state: SessionState,
     pub created_at: Timestamp,
     pub consent_deadline: Option<Timestamp>,
     pub started_at: Option<Timestamp>,
     pub ended_at: Option<Timestamp>,
+    /// Kept as stored: rows ended by older versions may carry other words.
     pub end_code: Option<String>,
     pub end_reason: Option<String>,
 }
@@ -36,18 +41,28 @@ fn ts(r: &AnyRow, c: &str) -> Result<Option<Timestamp>, sqlx::Error> {
     Ok(r.try_get::<Option<i64>, _>(c)?.map(Timestamp::from_millis))
 }
 
+/// A TEXT column holding one of a closed set of words.
+pub(crate) fn word<T: FromStr<Err = UnknownWord>>(r: &AnyRow, c: &str) -> Result<T, sqlx::Error> {
+    r.try_get::<String, _>(c)?
+        .parse()
+        .map_err(|e: UnknownWord| sqlx::Error::ColumnDecode {
+            index: c.to_owned(),
+            source: Box::new(e),
+        })
+}
+
 fn from_row(r: &AnyRow) -> Result<SessionRow, sqlx::Error> {
     Ok(SessionRow {
-        id: r.try_get("id")?,
+        id: SessionId::from(r.try_get::<String, _>("id")?),
         tenant_id: r.try_get("tenant_id")?,
-        origin: r.try_get("origin")?,
+        origin: word(r, "origin")?,
         device_id: r.try_get("device_id")?,
         device_name: r.try_get("device_name")?,
         created_by: r.try_get("created_by")?,
         created_by_name: r.try_get("username")?,
-        access: r.try_get("access")?,
-        consent: r.try_get("consent")?,
-        state: r.try_get("state")?,
+        access: word(r, "access")?,
+        consent: word(r, "consent")?,
+        state: word(r, "state")?,
         created_at: Timestamp::from_millis(r.try_get("created_at")?),
         consent_deadline: ts(r, "consent_deadline")?,
         started_at: ts(r, "started_at")?,
@@ -60,12 +75,12 @@ fn from_row(r: &AnyRow) -> Result<SessionRow, sqlx::Error> {
 pub struct NewSession<'a> {
     pub id: &'a str,
     pub tenant_id: &'a str,
-    pub origin: &'a str,
+    pub origin: Origin,
     pub device_id: &'a str,
     pub created_by: &'a str,
-    pub access: &'a str,
+    pub access: SessionAccess,
     /// `pending` or `not_required`.
-    pub consent: &'a str,
+    pub consent: Consent,
     pub support_code_id: Option<&'a str>,
     pub now: Timestamp,
     pub consent_deadline: Option<Timestamp>,
@@ -73,7 +88,8 @@ pub struct NewSession<'a> {
 
 /// Inserts a session: `pending` while consent is pending, else `active`.
 pub async fn insert(tx: &mut Tx, s: NewSession<'_>) -> StoreResult<()> {
-    let active = s.consent == "not_required";
+    let state = SessionState::initial(s.consent);
+    let active = state.carries_traffic();
     sqlx::query(
         "INSERT INTO sessions (id, tenant_id, origin, device_id, created_by, access, consent, state, \
          support_code_id, created_at, consent_deadline, started_at) \
@@ -81,12 +97,12 @@ pub async fn insert(tx: &mut Tx, s: NewSession<'_>) -> StoreResult<()> {
     )
     .bind(s.id)
     .bind(s.tenant_id)
-    .bind(s.origin)
+    .bind(s.origin.as_str())
     .bind(s.device_id)
     .bind(s.created_by)
-    .bind(s.access)
-    .bind(s.consent)
-    .bind(if active { "active" } else { "pending" })
+    .bind(s.access.as_str())
+    .bind(s.consent.as_str())
+    .bind(state.as_str())
     .bind(s.support_code_id)
     .bind(s.now.as_millis())
     .bind(s.consent_deadline.map(Timestamp::as_millis))
@@ -155,37 +171,41 @@ pub async fn live_for_device(db: &Db, device_id: &str) -> StoreResult<Vec<Sessio
     Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
 }
 
-/// pending consent → granted (session active) or denied (session ended).
-pub async fn decide_consent(
+/// pending consent → granted: the session becomes active, unless its
+/// consent deadline has passed.
+pub async fn grant_consent(tx: &mut Tx, id: &str, now: Timestamp) -> StoreResult<bool> {
+    let n = sqlx::query(
+        "UPDATE sessions SET consent = 'granted', state = 'active', started_at = $1 \
+         WHERE id = $2 AND consent = 'pending' AND state = 'pending' \
+           AND (consent_deadline IS NULL OR consent_deadline > $1)",
+    )
+    .bind(now.as_millis())
+    .bind(id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// pending consent → denied (refused, timed out or abandoned): the session
+/// ends before it began.
+pub async fn refuse_consent(
     tx: &mut Tx,
     id: &str,
-    granted: bool,
-    code: &str,
+    code: EndCode,
     reason: &str,
     now: Timestamp,
 ) -> StoreResult<bool> {
-    let n = if granted {
-        sqlx::query(
-            "UPDATE sessions SET consent = 'granted', state = 'active', started_at = $1 \
-             WHERE id = $2 AND consent = 'pending' AND state = 'pending' \
-               AND (consent_deadline IS NULL OR consent_deadline > $1)",
-        )
-        .bind(now.as_millis())
-        .bind(id)
-        .execute(&mut **tx)
-        .await?
-    } else {
-        sqlx::query(
-            "UPDATE sessions SET consent = 'denied', state = 'ended', ended_at = $1, end_code = $2, end_reason = $3 \
-             WHERE id = $4 AND consent = 'pending' AND state = 'pending'",
-        )
-        .bind(now.as_millis())
-        .bind(code)
-        .bind(reason)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?
-    }
+    let n = sqlx::query(
+        "UPDATE sessions SET consent = 'denied', state = 'ended', ended_at = $1, end_code = $2, end_reason = $3 \
+         WHERE id = $4 AND consent = 'pending' AND state = 'pending'",
+    )
+    .bind(now.as_millis())
+    .bind(code.as_str())
+    .bind(reason)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?
     .rows_affected();
     Ok(n == 1)
 }
@@ -194,7 +214,7 @@ pub async fn decide_consent(
 pub async fn end(
     tx: &mut Tx,
     id: &str,
-    code: &str,
+    code: EndCode,
     reason: &str,
     now: Timestamp,
 ) -> StoreResult<bool> {
@@ -203,7 +223,7 @@ pub async fn end(
          WHERE id = $4 AND state <> 'ended'",
     )
     .bind(now.as_millis())
-    .bind(code)
+    .bind(code.as_str())
     .bind(reason)
     .bind(id)
     .execute(&mut **tx)

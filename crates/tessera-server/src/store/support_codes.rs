@@ -3,21 +3,30 @@
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
+use tessera_core::kinds::{SessionAccess, SupportCodeState};
 use tessera_core::Timestamp;
 
+use super::sessions::word;
 use super::{StoreResult, Tx};
 
 #[derive(Clone, Debug)]
 pub struct SupportCodeRow {
     pub id: String,
     pub tenant_id: String,
-    pub access: String,
+    pub access: SessionAccess,
     pub created_by: String,
     pub created_by_name: String,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
-    pub state: String,
+    pub state: SupportCodeState,
     pub session_id: Option<String>,
+}
+
+impl SupportCodeRow {
+    /// Whether the code can still be previewed and bound.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        self.state == SupportCodeState::Active && self.expires_at > now
+    }
 }
 
 const SELECT: &str = "SELECT c.id, c.tenant_id, c.access, c.created_by, u.username, c.created_at, \
@@ -27,12 +36,12 @@ fn from_row(r: &AnyRow) -> Result<SupportCodeRow, sqlx::Error> {
     Ok(SupportCodeRow {
         id: r.try_get("id")?,
         tenant_id: r.try_get("tenant_id")?,
-        access: r.try_get("access")?,
+        access: word(r, "access")?,
         created_by: r.try_get("created_by")?,
         created_by_name: r.try_get("username")?,
         created_at: Timestamp::from_millis(r.try_get("created_at")?),
         expires_at: Timestamp::from_millis(r.try_get("expires_at")?),
-        state: r.try_get("state")?,
+        state: word(r, "state")?,
         session_id: r.try_get("session_id")?,
     })
 }
@@ -41,7 +50,7 @@ pub struct NewCode<'a> {
     pub id: &'a str,
     pub tenant_id: &'a str,
     pub code_hash: &'a [u8; 32],
-    pub access: &'a str,
+    pub access: SessionAccess,
     pub created_by: &'a str,
     pub now: Timestamp,
     pub expires_at: Timestamp,
@@ -55,7 +64,7 @@ pub async fn insert(tx: &mut Tx, c: NewCode<'_>) -> StoreResult<()> {
     .bind(c.id)
     .bind(c.tenant_id)
     .bind(c.code_hash.to_vec())
-    .bind(c.access)
+    .bind(c.access.as_str())
     .bind(c.created_by)
     .bind(c.now.as_millis())
     .bind(c.expires_at.as_millis())

@@ -1,0 +1,156 @@
+//! What a device sends on its control connection, each message to the
+//! domain that handles it: heartbeats, key rotation, relay traffic,
+//! consent answers and automatic sessions.
+
+use tessera_proto::v1::{HeartbeatAck, Revoked};
+use tessera_proto::{close, Body, Envelope};
+
+use super::rotation::REVOKED_CODE;
+use super::{clip, error_body, send, Session, Sink};
+use crate::automatic::Routing;
+
+impl Session {
+    /// Handles one message. `Err(Some(close))` ends the connection with that
+    /// close code; `Err(None)` ends it without one (the socket is gone).
+    pub(super) async fn handle(
+        &mut self,
+        sink: &mut Sink,
+        env: Envelope,
+    ) -> Result<(), Option<(u16, &'static str)>> {
+        let reply = match env.body {
+            Some(Body::Heartbeat(h)) => Body::HeartbeatAck(HeartbeatAck { seq: h.seq }),
+            Some(Body::RotateKeyRequest(_)) => match self.offer_rotation().await {
+                Ok(body) => body,
+                Err(e) if e.code() == REVOKED_CODE => return self.cut_off(sink).await,
+                Err(e) => error_body(e.code().as_str(), &e.message()),
+            },
+            Some(Body::RotateKeyConfirm(c)) => match self.confirm_rotation(&c.key_id).await {
+                Ok(body) => body,
+                Err(e) if e.code() == REVOKED_CODE => return self.cut_off(sink).await,
+                Err(e) => error_body(e.code().as_str(), &e.message()),
+            },
+            // Relay traffic from the device: nothing to answer.
+            Some(Body::ChannelData(d)) => {
+                // Output goes only into this device's own sessions.
+                if let Some(live) = self.state.hub().get(&d.session_id) {
+                    if live.device_id == self.device.device_id {
+                        // Bounded pieces, so a viewer queue's worst case is
+                        // its length times this, whatever the device sends.
+                        let mut data = d.data;
+                        while !data.is_empty() {
+                            let piece = data.split_to(data.len().min(crate::relay::MAX_PIECE));
+                            live.output(piece).await;
+                        }
+                    }
+                }
+                return Ok(());
+            }
+            Some(Body::ChannelClose(c)) => {
+                crate::session::channel_closed(
+                    &self.state,
+                    &self.device.device_id,
+                    &c.session_id,
+                    c.exit_status,
+                    &clip(&c.reason, 256),
+                )
+                .await;
+                return Ok(());
+            }
+            Some(Body::ConsentResponse(r)) => {
+                if let Err(e) = crate::session::consent_answer(
+                    &self.state,
+                    &self.device.device_id,
+                    &r.session_id,
+                    r.granted,
+                )
+                .await
+                {
+                    tracing::warn!(error = %e, "cannot record a consent answer");
+                }
+                return Ok(());
+            }
+            // Automatic sessions: the creator asks, members answer, and the
+            // server routes what they seal for each other.
+            Some(Body::AutoSessionCreate(req)) => {
+                match crate::automatic::create(&self.state, &self.device, self.conn_id, req).await {
+                    Ok(created) => Body::AutoSessionCreated(created),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot create an automatic session");
+                        error_body("internal", "the session could not be created")
+                    }
+                }
+            }
+            Some(Body::AutoJoinAnswer(a)) => {
+                if let Err(e) = crate::automatic::answer(
+                    &Routing::of(&self.state),
+                    &self.device.device_id,
+                    self.conn_id,
+                    a,
+                )
+                .await
+                {
+                    tracing::warn!(error = %e, "cannot record an automatic join answer");
+                }
+                return Ok(());
+            }
+            Some(Body::E2eHandshake(h)) => {
+                crate::automatic::handshake(
+                    &Routing::of(&self.state),
+                    &self.device.device_id,
+                    self.conn_id,
+                    h,
+                )
+                .await;
+                return Ok(());
+            }
+            Some(Body::E2eData(d)) => {
+                crate::automatic::data(
+                    &Routing::of(&self.state),
+                    &self.device.device_id,
+                    self.conn_id,
+                    d,
+                )
+                .await;
+                return Ok(());
+            }
+            Some(Body::MemberLeft(m)) => {
+                crate::automatic::remove_member(
+                    &Routing::of(&self.state),
+                    &self.device.device_id,
+                    self.conn_id,
+                    &m.session_id,
+                    &m.device_id,
+                    &m.reason,
+                )
+                .await;
+                return Ok(());
+            }
+            Some(Body::SessionEnded(e)) => {
+                crate::automatic::end_by_creator(
+                    &Routing::of(&self.state),
+                    &self.device.device_id,
+                    self.conn_id,
+                    &e.session_id,
+                )
+                .await;
+                return Ok(());
+            }
+            _ => return Err(Some((1008, "unexpected_message"))),
+        };
+        send(sink, reply).await.map_err(|_| None)
+    }
+
+    /// Tells the device its key or itself is revoked, and ends the
+    /// connection.
+    async fn cut_off(&self, sink: &mut Sink) -> Result<(), Option<(u16, &'static str)>> {
+        let _ = send(
+            sink,
+            Body::Revoked(Revoked {
+                code: REVOKED_CODE.as_str().to_owned(),
+                reason: "the key this connection authenticated with is no longer valid".to_owned(),
+            }),
+        )
+        .await;
+        Err(Some((close::REVOKED, REVOKED_CODE.as_str())))
+    }
+}

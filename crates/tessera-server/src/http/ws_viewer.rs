@@ -1,0 +1,112 @@
+//! `GET /ws/viewer`: a viewer joins one session with a viewer token.
+//!
+//! Checked before the upgrade: the token's signature, expiry, purpose and
+//! session; the login that minted it; the session being active here. The
+//! connection itself is served by `relay::viewer`.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tessera_core::ErrorCode;
+use tessera_proto::MAX_VIEWER_FRAME;
+
+use super::error::ApiError;
+use super::extract::ClientIp;
+use crate::auth::viewer::ViewerClaims;
+use crate::auth::{bearer_from, check_session};
+use crate::relay::{viewer, LiveSession};
+use crate::store;
+use crate::AppState;
+
+#[derive(Deserialize)]
+pub struct ViewerQuery {
+    session: String,
+}
+
+/// `GET /ws/viewer?session=<id>` with `Authorization: Bearer <viewer token>`.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    query: Result<Query<ViewerQuery>, QueryRejection>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return ApiError::bad_request(ErrorCode::InvalidQuery, "give the session as ?session=<id>")
+            .into_response();
+    };
+    let (claims, live) = match admit(&state, &q.session, &headers).await {
+        Ok(admitted) => admitted,
+        Err(e) => return e.into_response(),
+    };
+    let Ok(ws) = ws else {
+        return ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            ErrorCode::WebsocketRequired,
+            "this endpoint speaks WebSocket",
+        )
+        .into_response();
+    };
+    ws.max_message_size(MAX_VIEWER_FRAME)
+        .max_frame_size(MAX_VIEWER_FRAME)
+        .read_buffer_size(crate::control::connection::READ_BUFFER)
+        .write_buffer_size(crate::control::connection::WRITE_BUFFER)
+        .on_upgrade(move |socket| async move {
+            let span = tracing::info_span!("viewer", session = %claims.sid, user = %claims.sub);
+            tracing::Instrument::instrument(viewer::serve(socket, state, claims, live, ip.0), span)
+                .await;
+        })
+}
+
+/// Every check before a viewer may join.
+async fn admit(
+    state: &AppState,
+    session_id: &str,
+    headers: &HeaderMap,
+) -> Result<(ViewerClaims, Arc<LiveSession>), ApiError> {
+    let token = bearer_from(headers).ok_or_else(|| {
+        ApiError::unauthorized(ErrorCode::Unauthenticated, "missing viewer token")
+    })?;
+    let claims = state
+        .viewer_keys()
+        .check(token, session_id, state.now())
+        .map_err(|e| ApiError::unauthorized(e.code(), e.to_string()))?;
+    let login = store::logins::by_id(state.db(), &claims.lid)
+        .await?
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                ErrorCode::SessionRevoked,
+                "the login that minted this token is gone",
+            )
+        })?;
+    check_session(&login, state.now())?;
+    if login.user_id != claims.sub || login.tenant_id != claims.tid {
+        return Err(ApiError::unauthorized(
+            ErrorCode::InvalidToken,
+            "the viewer token does not match its login",
+        ));
+    }
+    let live = state
+        .hub()
+        .get(session_id)
+        .filter(|l| l.tenant_id == claims.tid)
+        .ok_or_else(|| {
+            ApiError::conflict(
+                ErrorCode::SessionNotActive,
+                "the session is not active on this server",
+            )
+        })?;
+    if live.viewer_count() >= live.max_viewers {
+        return Err(ApiError::conflict(
+            ErrorCode::TooManyViewers,
+            "this session has as many viewers as it admits",
+        ));
+    }
+    Ok((claims, live))
+}

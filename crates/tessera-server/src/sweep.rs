@@ -1,0 +1,83 @@
+//! The periodic background work, in one place: each tick calls the
+//! domains' own sweeps, so what runs when (and at what interval) reads
+//! here, and what each sweep does reads in its domain.
+
+use tessera_core::Timestamp;
+
+use crate::store::audit::{Action, Actor, AuditEvent};
+use crate::store::{self, Db, StoreResult};
+use crate::AppState;
+
+/// Runs `tick` once per heartbeat interval until shutdown.
+async fn every_heartbeat<F: AsyncFnMut(&AppState)>(state: AppState, mut tick: F) {
+    let mut interval = tokio::time::interval(state.config().heartbeat_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = state.shutdown_token().cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        tick(&state).await;
+    }
+}
+
+/// Once per heartbeat interval: the devices connected here were seen, and
+/// those revoked on another node are cut off ([`crate::control::sweep`]).
+pub async fn presence(state: AppState) {
+    every_heartbeat(state, async |state: &AppState| {
+        crate::control::sweep(state.registry(), state.db()).await;
+    })
+    .await
+}
+
+/// Once per heartbeat interval: viewers whose login ended are cut off,
+/// support codes that lapsed unused are expired, sessions that lapsed end,
+/// and grants that lapsed are recorded.
+pub async fn sessions(state: AppState) {
+    every_heartbeat(state, async |state: &AppState| {
+        crate::relay::sweep(state.hub(), state.db()).await;
+        if let Err(e) = expire_support_codes(state.db()).await {
+            tracing::warn!(error = %e, "session sweep: cannot expire support codes");
+        }
+        if let Err(e) = crate::session::sweep(state).await {
+            tracing::warn!(error = %e, "session sweep: cannot end lapsed sessions");
+        }
+        if let Err(e) = record_expired_grants(state.db(), state.now()).await {
+            tracing::warn!(error = %e, "session sweep: cannot record expired grants");
+        }
+    })
+    .await
+}
+
+/// Grants that lapsed get one `grant_expired` row each.
+async fn record_expired_grants(db: &Db, now: Timestamp) -> StoreResult<()> {
+    db.write(async |w| {
+        for (id, tenant, granter, grantee) in store::trust::take_newly_expired(w, now).await? {
+            w.audit(
+                AuditEvent::new(&tenant, Actor::System, Action::GrantExpired)
+                    .target(format!("grant:{id}"))
+                    .detail("granter", granter)
+                    .detail("grantee", grantee),
+            )
+            .await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Support codes that lapsed unused are marked expired and audited.
+async fn expire_support_codes(db: &Db) -> StoreResult<()> {
+    db.write(async |w| {
+        let now = w.now();
+        for (id, tenant) in store::support_codes::expire_lapsed(w, now).await? {
+            w.audit(
+                AuditEvent::new(&tenant, Actor::System, Action::SupportCodeExpired)
+                    .target(format!("support_code:{id}")),
+            )
+            .await?;
+        }
+        Ok(())
+    })
+    .await
+}
