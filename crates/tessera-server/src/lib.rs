@@ -15,6 +15,7 @@ pub mod enrollment;
 pub mod fsutil;
 pub mod http;
 pub mod metrics;
+pub mod net;
 pub mod pairing;
 pub mod relay;
 pub mod session;

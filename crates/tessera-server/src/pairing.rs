@@ -7,16 +7,14 @@
 
 use std::net::IpAddr;
 use std::time::Duration;
-use tessera_core::ErrorCode;
 
 use tessera_core::codes::normalise_user_code;
+use tessera_core::kinds::PairingState;
 use tessera_core::roles::Permission;
 use tessera_core::secret::{Secret, SecretKind};
 use tessera_core::Timestamp;
 
-use crate::auth::login::locked_out;
-use crate::auth::Operator;
-use crate::http::error::ApiError;
+use crate::auth::{AuthError, Operator};
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::pairings::PairingRow;
 use crate::store::{self, StoreError, Tx};
@@ -26,6 +24,31 @@ use crate::{enrollment, tenancy, AppState};
 pub const CLIENT_ID: &str = "tessera-agent";
 /// RFC 8628 §3.5: each `slow_down` adds five seconds to the interval.
 pub const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
+
+/// Why an operator cannot find or decide a pairing.
+#[derive(Debug, thiserror::Error)]
+pub enum PairingError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("too many failed attempts from this address; try again later")]
+    LockedOut(Duration),
+    #[error("pending pairing with that user code not found")]
+    NotFound,
+    #[error("this device identity was revoked; it cannot be paired again")]
+    DeviceRevoked,
+    #[error("this device is already enrolled")]
+    AlreadyEnrolled,
+    #[error("this pairing was already decided or has expired")]
+    NotPending,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for PairingError {
+    fn from(e: sqlx::Error) -> Self {
+        PairingError::Store(e.into())
+    }
+}
 
 /// The answer to one poll of the token endpoint.
 #[derive(Debug, PartialEq, Eq)]
@@ -45,16 +68,16 @@ pub enum PollOutcome {
 
 /// Decides a poll from the pairing's state, the poll's time and client.
 pub fn poll_outcome(row: &PairingRow, client_id: &str, now: Timestamp) -> PollOutcome {
-    if row.client_id != client_id || row.state == "consumed" {
+    if row.client_id != client_id || row.state == PairingState::Consumed {
         return PollOutcome::InvalidGrant;
     }
-    if row.state == "denied" {
+    if row.state == PairingState::Denied {
         return PollOutcome::AccessDenied;
     }
     if now >= row.expires_at {
         return PollOutcome::ExpiredToken;
     }
-    if row.state == "approved" {
+    if row.state == PairingState::Approved {
         return PollOutcome::Ready;
     }
     let too_soon = row
@@ -76,12 +99,12 @@ pub async fn find_pending(
     state: &AppState,
     ip: IpAddr,
     typed: &str,
-) -> Result<PairingRow, ApiError> {
+) -> Result<PairingRow, PairingError> {
     let now = state.now();
     state
         .pairing_lockout()
         .check(&ip, now)
-        .map_err(locked_out)?;
+        .map_err(PairingError::LockedOut)?;
     let found = match normalise_user_code(typed) {
         Some(code) => {
             store::pairings::pending_by_user_code(
@@ -98,7 +121,7 @@ pub async fn find_pending(
         Some(p) => Ok(p),
         None => {
             state.pairing_lockout().record_failure(&ip, now);
-            Err(ApiError::not_found("pending pairing with that user code"))
+            Err(PairingError::NotFound)
         }
     }
 }
@@ -110,51 +133,44 @@ pub async fn decide(
     ip: IpAddr,
     typed: &str,
     approve: bool,
-) -> Result<PairingRow, ApiError> {
+) -> Result<PairingRow, PairingError> {
     op.require(Permission::ManageDevices)?;
     let pairing = find_pending(state, ip, typed).await?;
-    let now = state.now();
-    let mut tx = state.db().begin_write().await?;
-    if approve {
-        if let Some(existing) =
-            store::devices::by_id_any_tenant(&mut *tx, &pairing.device_id).await?
-        {
-            return Err(if existing.revoked_at.is_some() {
-                ApiError::conflict(
-                    ErrorCode::DeviceRevoked,
-                    "this device identity was revoked; it cannot be paired again",
-                )
-            } else {
-                ApiError::conflict(
-                    ErrorCode::AlreadyEnrolled,
-                    "this device is already enrolled",
-                )
-            });
-        }
-    }
-    if !store::pairings::decide(&mut tx, &pairing.id, approve, &op.user_id, now).await? {
-        return Err(ApiError::conflict(
-            ErrorCode::PairingNotPending,
-            "this pairing was already decided or has expired",
-        ));
-    }
-    let action = if approve {
-        Action::PairingApproved
-    } else {
-        Action::PairingDenied
-    };
     state
-        .audit(
-            &mut tx,
-            AuditEvent::new(&pairing.tenant_id, Actor::User(op.user_id.clone()), action)
-                .ip(Some(ip))
-                .target(format!("device:{}", pairing.device_id))
-                .detail("pairing_id", pairing.id.clone())
-                .detail("device_name", pairing.name.clone())
-                .detail("hostname", pairing.hostname.clone()),
-        )
+        .db()
+        .write(async |w| {
+            let now = w.now();
+            if approve {
+                if let Some(existing) =
+                    store::devices::by_id_any_tenant(w.conn(), &pairing.device_id).await?
+                {
+                    return Err(if existing.revoked_at.is_some() {
+                        PairingError::DeviceRevoked
+                    } else {
+                        PairingError::AlreadyEnrolled
+                    });
+                }
+            }
+            if !store::pairings::decide(w, &pairing.id, approve, &op.user_id, now).await? {
+                return Err(PairingError::NotPending);
+            }
+            let action = if approve {
+                Action::PairingApproved
+            } else {
+                Action::PairingDenied
+            };
+            w.audit(
+                AuditEvent::new(&pairing.tenant_id, Actor::User(op.user_id.clone()), action)
+                    .ip(Some(ip))
+                    .target(format!("device:{}", pairing.device_id))
+                    .detail("pairing_id", pairing.id.clone())
+                    .detail("device_name", pairing.name.clone())
+                    .detail("hostname", pairing.hostname.clone()),
+            )
+            .await?;
+            Ok(())
+        })
         .await?;
-    tx.commit().await?;
     Ok(pairing)
 }
 
@@ -257,6 +273,7 @@ mod tests {
     use super::*;
 
     fn row(state: &str, last_poll: Option<i64>) -> PairingRow {
+        let state: PairingState = state.parse().unwrap();
         PairingRow {
             id: "p".into(),
             tenant_id: "t".into(),
@@ -274,7 +291,7 @@ mod tests {
             expires_at: Timestamp::from_millis(600_000),
             interval_ms: 5000,
             last_poll_at: last_poll.map(Timestamp::from_millis),
-            state: state.into(),
+            state,
             decided_by: None,
         }
     }

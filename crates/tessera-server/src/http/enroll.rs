@@ -20,7 +20,8 @@ use utoipa_axum::routes;
 use super::devices::validate_tags;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ClientIp};
-use crate::auth::{ratelimit, Operator};
+use super::ratelimit;
+use crate::auth::Operator;
 use crate::enrollment::{self, token_state, Enrollment};
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::enrollment::TokenRow;
@@ -54,7 +55,7 @@ fn token_view(t: &TokenRow, now: Timestamp) -> EnrollmentTokenView {
         created_at: t.created_at.to_rfc3339(),
         expires_at: t.expires_at.to_rfc3339(),
         last_used_at: t.last_used_at.map(Timestamp::to_rfc3339),
-        state: token_state(t, now).to_owned(),
+        state: token_state(t, now).as_str().to_owned(),
     }
 }
 

@@ -21,7 +21,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::ClientIp;
-use crate::auth::ratelimit;
+use super::ratelimit;
 use crate::config::TlsMode;
 use crate::enrollment::validate_device_fields;
 use crate::pairing::{poll_outcome, redeem, PollOutcome, CLIENT_ID};
@@ -203,7 +203,7 @@ async fn authorize(
         required(&form, "os")?,
     );
     validate_device_fields(name, hostname, os)
-        .map_err(|e| fail("invalid_request", Some(&e.message)))?;
+        .map_err(|e| fail("invalid_request", Some(&e.to_string())))?;
     let now = state.now();
     check_proof(&doc, &form, name, hostname, os, now)?;
 

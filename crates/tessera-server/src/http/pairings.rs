@@ -10,7 +10,8 @@ use utoipa_axum::routes;
 
 use super::error::{ApiResult, ErrorBody};
 use super::extract::ClientIp;
-use crate::auth::{ratelimit, Operator};
+use super::ratelimit;
+use crate::auth::Operator;
 use crate::store::pairings::PairingRow;
 use crate::{pairing, store, tenancy, AppState};
 

@@ -319,6 +319,18 @@ impl Db {
     }
 }
 
+/// Reads a TEXT column holding one of tessera-core's words (a state, a
+/// reason); an unknown word is a decode error, not a panic.
+pub(crate) fn word<T>(r: &sqlx::any::AnyRow, column: &str) -> Result<T, sqlx::Error>
+where
+    T: std::str::FromStr<Err = tessera_core::kinds::UnknownWord>,
+{
+    use sqlx::Row;
+    let text: String = r.try_get(column)?;
+    text.parse()
+        .map_err(|e: tessera_core::kinds::UnknownWord| sqlx::Error::Decode(Box::new(e)))
+}
+
 /// Hashes stored as BLOB/BYTEA come back as `Vec<u8>`; a wrong length means a
 /// corrupted row, which reads as "no match" rather than a panic.
 pub(crate) fn to_hash(v: Vec<u8>) -> [u8; 32] {

@@ -3,9 +3,10 @@
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
+use tessera_core::kinds::PairingState;
 use tessera_core::Timestamp;
 
-use super::{to_hash, Db, StoreResult, Tx};
+use super::{to_hash, word, Db, StoreResult, Tx};
 
 #[derive(Clone, Debug)]
 pub struct PairingRow {
@@ -25,7 +26,7 @@ pub struct PairingRow {
     pub expires_at: Timestamp,
     pub interval_ms: i64,
     pub last_poll_at: Option<Timestamp>,
-    pub state: String,
+    pub state: PairingState,
     pub decided_by: Option<String>,
 }
 
@@ -54,7 +55,7 @@ fn from_row(r: &AnyRow) -> Result<PairingRow, sqlx::Error> {
         last_poll_at: r
             .try_get::<Option<i64>, _>("last_poll_at")?
             .map(Timestamp::from_millis),
-        state: r.try_get("state")?,
+        state: word(r, "state")?,
         decided_by: r.try_get("decided_by")?,
     })
 }
@@ -193,7 +194,14 @@ pub async fn decide(
         "UPDATE pairings SET state = $1, decided_by = $2, decided_at = $3 \
          WHERE id = $4 AND state = 'pending' AND expires_at > $3",
     )
-    .bind(if approve { "approved" } else { "denied" })
+    .bind(
+        if approve {
+            PairingState::Approved
+        } else {
+            PairingState::Denied
+        }
+        .as_str(),
+    )
     .bind(by)
     .bind(now.as_millis())
     .bind(id)
