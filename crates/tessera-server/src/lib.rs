@@ -23,6 +23,7 @@ pub mod state;
 pub mod store;
 pub mod tenancy;
 pub mod tls;
+pub mod trust;
 
 use std::future::Future;
 use std::net::SocketAddr;

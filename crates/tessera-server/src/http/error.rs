@@ -21,6 +21,7 @@ use crate::auth::AuthError;
 use crate::enrollment::EnrollmentError;
 use crate::pairing::PairingError;
 use crate::store::StoreError;
+use crate::trust::TrustError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -221,6 +222,31 @@ impl From<EnrollmentError> for ApiError {
                 ApiError::conflict(ErrorCode::AlreadyEnrolled, message)
             }
             EnrollmentError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<TrustError> for ApiError {
+    fn from(e: TrustError) -> Self {
+        let message = e.to_string();
+        match e {
+            TrustError::NotFound(what) => ApiError::not_found(what),
+            TrustError::NotYours(_) => ApiError::forbidden(message),
+            TrustError::BadSignature => ApiError::unprocessable(ErrorCode::BadSignature, message),
+            TrustError::OutOfTime => ApiError::unprocessable(ErrorCode::StaleStatement, message),
+            TrustError::Superseded(_) => ApiError::conflict(ErrorCode::StaleStatement, message),
+            TrustError::InvalidField(_) => {
+                ApiError::unprocessable(ErrorCode::InvalidField, message)
+            }
+            TrustError::InvalidIdentity(_) => {
+                ApiError::unprocessable(ErrorCode::InvalidIdentity, message)
+            }
+            TrustError::InvalidGrant => ApiError::unprocessable(ErrorCode::InvalidGrant, message),
+            TrustError::ExchangeNotOpen(_) => {
+                ApiError::conflict(ErrorCode::ExchangeNotOpen, message)
+            }
+            TrustError::Encode(_) => ApiError::internal(message),
+            TrustError::Store(e) => e.into(),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
+use tessera_core::kinds::ExchangeState;
 use tessera_core::trust::{AutoJoinGrant, Scope};
 use tessera_core::Timestamp;
 
@@ -25,7 +26,7 @@ pub struct ExchangeRow {
     pub responder_nonce: Option<String>,
     pub initiator_identity: Option<String>,
     pub initiator_nonce: Option<String>,
-    pub state: String,
+    pub state: ExchangeState,
     pub expires_at: Timestamp,
 }
 
@@ -44,7 +45,7 @@ fn exchange(r: &AnyRow) -> Result<ExchangeRow, sqlx::Error> {
         responder_nonce: r.try_get("responder_nonce")?,
         initiator_identity: r.try_get("initiator_identity")?,
         initiator_nonce: r.try_get("initiator_nonce")?,
-        state: r.try_get("state")?,
+        state: super::word(r, "state")?,
         expires_at: Timestamp::from_millis(r.try_get("expires_at")?),
     })
 }
