@@ -31,42 +31,42 @@ impl std::fmt::Debug for BootstrapAdmin {
 }
 
 pub async fn ensure_admin(state: &AppState) -> StoreResult<Option<BootstrapAdmin>> {
-    let now = state.now();
-    let mut tx = state.db().begin_write().await?;
-    if !store::tenants::claim_bootstrap(&mut tx, BOOTSTRAP_TENANT, now).await? {
-        tx.rollback().await?;
-        return Ok(None);
-    }
-    let secret = Zeroizing::new(password::generate());
-    let hash = crate::auth::hash_password(secret.clone()).await;
-    let id = uuid::Uuid::now_v7().to_string();
-    store::users::insert(
-        &mut tx,
-        store::users::NewUser {
-            id: &id,
-            tenant_id: BOOTSTRAP_TENANT,
-            username: BOOTSTRAP_USERNAME,
-            password_hash: &hash,
-            role: Role::Admin,
-            now,
-        },
-    )
-    .await?;
     state
-        .audit(
-            &mut tx,
-            AuditEvent::new(
-                BOOTSTRAP_TENANT,
-                Actor::System,
-                Action::BootstrapAdminCreated,
+        .db()
+        .write(async |w| {
+            let now = w.now();
+            if !store::tenants::claim_bootstrap(w, BOOTSTRAP_TENANT, now).await? {
+                return Ok(None);
+            }
+            let secret = Zeroizing::new(password::generate());
+            let hash = crate::auth::hash_password(secret.clone()).await;
+            let id = uuid::Uuid::now_v7().to_string();
+            store::users::insert(
+                w,
+                store::users::NewUser {
+                    id: &id,
+                    tenant_id: BOOTSTRAP_TENANT,
+                    username: BOOTSTRAP_USERNAME,
+                    password_hash: &hash,
+                    role: Role::Admin,
+                    now,
+                },
             )
-            .target(format!("user:{id}"))
-            .detail("username", BOOTSTRAP_USERNAME),
-        )
-        .await?;
-    tx.commit().await?;
-    Ok(Some(BootstrapAdmin {
-        username: BOOTSTRAP_USERNAME.to_owned(),
-        password: secret,
-    }))
+            .await?;
+            w.audit(
+                AuditEvent::new(
+                    BOOTSTRAP_TENANT,
+                    Actor::System,
+                    Action::BootstrapAdminCreated,
+                )
+                .target(format!("user:{id}"))
+                .detail("username", BOOTSTRAP_USERNAME),
+            )
+            .await?;
+            Ok(Some(BootstrapAdmin {
+                username: BOOTSTRAP_USERNAME.to_owned(),
+                password: secret,
+            }))
+        })
+        .await
 }

@@ -17,7 +17,7 @@ use tessera_core::Timestamp;
 use crate::auth::{AuthError, Operator};
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::pairings::PairingRow;
-use crate::store::{self, StoreError, Tx};
+use crate::store::{self, Db, StoreError, Write};
 use crate::{enrollment, tenancy, AppState};
 
 /// The RFC 8628 `client_id` of Tessera's agent.
@@ -174,31 +174,39 @@ pub async fn decide(
     Ok(pairing)
 }
 
-/// Redeems an approved pairing: creates the device (or, for a device that
-/// re-paired, a new key for it) and returns its key. One caller wins.
-pub async fn redeem(
-    state: &AppState,
-    pairing: &PairingRow,
-) -> Result<(String, Secret), PollOutcome> {
-    let result: Result<Option<Secret>, StoreError> = async {
-        let mut tx = state.db().begin_write().await?;
-        if !store::pairings::consume(&mut tx, &pairing.id).await? {
-            return Ok(None);
-        }
-        let owner = pairing.decided_by.clone().unwrap_or_default();
-        let key = Secret::generate(SecretKind::DeviceKey);
-        let issued = issue_for_pairing(state, &mut tx, pairing, &owner, &key).await?;
-        if !issued {
-            return Ok(None);
-        }
-        tx.commit().await?;
-        Ok(Some(key))
+/// Why a redemption issued nothing; either way the transaction rolls back.
+enum NotRedeemed {
+    /// Another exchange won, or the identity already exists.
+    Lost,
+    Store(StoreError),
+}
+
+impl From<StoreError> for NotRedeemed {
+    fn from(e: StoreError) -> Self {
+        NotRedeemed::Store(e)
     }
-    .await;
+}
+
+/// Redeems an approved pairing: creates the device and returns its key.
+/// One caller wins.
+pub async fn redeem(db: &Db, pairing: &PairingRow) -> Result<(String, Secret), PollOutcome> {
+    let result = db
+        .write(async |w| {
+            if !store::pairings::consume(w, &pairing.id).await? {
+                return Err(NotRedeemed::Lost);
+            }
+            let owner = pairing.decided_by.clone().unwrap_or_default();
+            let key = Secret::generate(SecretKind::DeviceKey);
+            if !issue_for_pairing(w, pairing, &owner, &key).await? {
+                return Err(NotRedeemed::Lost);
+            }
+            Ok(key)
+        })
+        .await;
     match result {
-        Ok(Some(key)) => Ok((pairing.device_id.clone(), key)),
-        Ok(None) => Err(PollOutcome::InvalidGrant),
-        Err(e) => {
+        Ok(key) => Ok((pairing.device_id.clone(), key)),
+        Err(NotRedeemed::Lost) => Err(PollOutcome::InvalidGrant),
+        Err(NotRedeemed::Store(e)) => {
             tracing::error!(error = %e, "cannot redeem a pairing");
             Err(PollOutcome::InvalidGrant)
         }
@@ -206,8 +214,7 @@ pub async fn redeem(
 }
 
 async fn issue_for_pairing(
-    state: &AppState,
-    tx: &mut Tx,
+    w: &mut Write,
     p: &PairingRow,
     owner: &str,
     key: &Secret,
@@ -215,14 +222,15 @@ async fn issue_for_pairing(
     // Pairing only ever creates a device: an identity that already exists
     // (enrolled, or revoked) gets nothing here. New keys for an enrolled
     // device come from an operator or a rotation.
-    if store::devices::by_id_any_tenant(&mut **tx, &p.device_id)
+    if store::devices::by_id_any_tenant(w.conn(), &p.device_id)
         .await?
         .is_some()
     {
         return Ok(false);
     }
+    let now = w.now();
     store::devices::insert(
-        tx,
+        w,
         store::devices::NewDevice {
             id: &p.device_id,
             tenant_id: &p.tenant_id,
@@ -237,13 +245,12 @@ async fn issue_for_pairing(
             enrolled_by: &format!("user:{owner}"),
             owner_user_id: owner,
             ephemeral: false,
-            now: state.now(),
+            now,
         },
     )
     .await?;
-    enrollment::insert_key(
-        state,
-        tx,
+    enrollment::issue_key(
+        w,
         &p.tenant_id,
         &p.device_id,
         key,
@@ -251,20 +258,18 @@ async fn issue_for_pairing(
         "pairing",
     )
     .await?;
-    state
-        .audit(
-            tx,
-            AuditEvent::new(
-                &p.tenant_id,
-                Actor::User(owner.to_owned()),
-                Action::DeviceEnrolled,
-            )
-            .target(format!("device:{}", p.device_id))
-            .detail("via", "pairing")
-            .detail("pairing_id", p.id.clone())
-            .detail("device_name", p.name.clone()),
+    w.audit(
+        AuditEvent::new(
+            &p.tenant_id,
+            Actor::User(owner.to_owned()),
+            Action::DeviceEnrolled,
         )
-        .await?;
+        .target(format!("device:{}", p.device_id))
+        .detail("via", "pairing")
+        .detail("pairing_id", p.id.clone())
+        .detail("device_name", p.name.clone()),
+    )
+    .await?;
     Ok(true)
 }
 
