@@ -6,7 +6,7 @@ use axum::middleware::from_fn_with_state;
 use axum::Json;
 use tessera_core::api::{
     ChangePasswordRequest, ChangePasswordResponse, LoginRequest, LoginResponse, SecretString,
-    WhoAmI,
+    UserView, WhoAmI,
 };
 use tessera_core::password;
 use tessera_core::ErrorCode;
@@ -17,7 +17,6 @@ use zeroize::Zeroizing;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ClientIp};
 use super::ratelimit;
-use super::users::user_view;
 use crate::auth::{hash_password, login, verify_password, Operator};
 use crate::store;
 use crate::store::audit::Action;
@@ -60,7 +59,7 @@ async fn login(
     Ok(Json(LoginResponse {
         token: SecretString::new(done.token.expose()),
         expires_at: done.expires_at.to_rfc3339(),
-        user: user_view(&done.user),
+        user: UserView::from(&done.user),
     }))
 }
 

@@ -83,23 +83,25 @@ pub fn device_view(state: &AppState, d: &DeviceRow) -> DeviceView {
     }
 }
 
-pub fn key_view(k: &KeyRow) -> DeviceKeyView {
-    let state = if k.revoked_at.is_some() {
-        "revoked"
-    } else if k.activated_at.is_none() {
-        "pending"
-    } else {
-        "active"
-    };
-    DeviceKeyView {
-        id: k.id.clone(),
-        prefix: k.key_prefix.clone(),
-        state: state.to_owned(),
-        created_at: k.created_at.to_rfc3339(),
-        created_by: k.created_by.clone(),
-        last_used_at: k.last_used_at.map(Timestamp::to_rfc3339),
-        revoked_at: k.revoked_at.map(Timestamp::to_rfc3339),
-        revoked_reason: k.revoked_reason.clone(),
+impl From<&KeyRow> for DeviceKeyView {
+    fn from(k: &KeyRow) -> Self {
+        let state = if k.revoked_at.is_some() {
+            "revoked"
+        } else if k.activated_at.is_none() {
+            "pending"
+        } else {
+            "active"
+        };
+        DeviceKeyView {
+            id: k.id.clone(),
+            prefix: k.key_prefix.clone(),
+            state: state.to_owned(),
+            created_at: k.created_at.to_rfc3339(),
+            created_by: k.created_by.clone(),
+            last_used_at: k.last_used_at.map(Timestamp::to_rfc3339),
+            revoked_at: k.revoked_at.map(Timestamp::to_rfc3339),
+            revoked_reason: k.revoked_reason.clone(),
+        }
     }
 }
 
@@ -290,7 +292,7 @@ async fn list_keys(
     op.require(Permission::ManageDevices)?;
     let d = find(&state, &op, &id).await?;
     let keys = store::devices::list_keys(state.db(), tenancy::of(&op), &d.id).await?;
-    Ok(Json(keys.iter().map(key_view).collect()))
+    Ok(Json(keys.iter().map(DeviceKeyView::from).collect()))
 }
 
 /// Issue a new key for a device; the key is in this response only.
@@ -331,7 +333,7 @@ async fn issue_key(
     let key = keys
         .iter()
         .find(|k| k.id == key_id)
-        .map(key_view)
+        .map(DeviceKeyView::from)
         .ok_or_else(|| ApiError::internal("issued key vanished"))?;
     Ok((
         StatusCode::CREATED,
@@ -380,6 +382,6 @@ async fn revoke_key(
     let keys = store::devices::list_keys(state.db(), tenant, &d.id).await?;
     keys.iter()
         .find(|k| k.id == key_id)
-        .map(|k| Json(key_view(k)))
+        .map(|k| Json(DeviceKeyView::from(k)))
         .ok_or_else(|| ApiError::not_found("key"))
 }

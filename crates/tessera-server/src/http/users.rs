@@ -29,14 +29,16 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(update_user))
 }
 
-pub fn user_view(u: &UserRow) -> UserView {
-    UserView {
-        id: u.id.clone(),
-        username: u.username.clone(),
-        role: u.role,
-        created_at: u.created_at.to_rfc3339(),
-        disabled: u.disabled_at.is_some(),
-        disabled_at: u.disabled_at.map(|t| t.to_rfc3339()),
+impl From<&UserRow> for UserView {
+    fn from(u: &UserRow) -> Self {
+        UserView {
+            id: u.id.clone(),
+            username: u.username.clone(),
+            role: u.role,
+            created_at: u.created_at.to_rfc3339(),
+            disabled: u.disabled_at.is_some(),
+            disabled_at: u.disabled_at.map(|t| t.to_rfc3339()),
+        }
     }
 }
 
@@ -144,7 +146,7 @@ async fn create_user(
     Ok((
         StatusCode::CREATED,
         Json(CreateUserResponse {
-            user: user_view(&user),
+            user: UserView::from(&user),
             initial_password: generated.then(|| SecretString::new(plain.as_str())),
         }),
     ))
@@ -157,7 +159,7 @@ async fn create_user(
 async fn list_users(State(state): State<AppState>, op: Operator) -> ApiResult<Json<Vec<UserView>>> {
     op.require(Permission::ManageUsers)?;
     let users = store::users::list(state.db(), tenancy::of(&op)).await?;
-    Ok(Json(users.iter().map(user_view).collect()))
+    Ok(Json(users.iter().map(UserView::from).collect()))
 }
 
 /// Change a user's role, or disable or enable the account. `user` is an id
@@ -261,5 +263,5 @@ async fn update_user(
     let user = store::users::by_id(state.db().pool(), tenant, &user_id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
-    Ok(Json(user_view(&user)))
+    Ok(Json(UserView::from(&user)))
 }

@@ -2,11 +2,11 @@
 //! transition is one conditional UPDATE on the expected state.
 
 use sqlx::any::AnyRow;
-use sqlx::{Any, Executor, Row};
+use sqlx::{Any, Executor};
 use tessera_core::kinds::PairingState;
 use tessera_core::Timestamp;
 
-use super::{to_hash, word, Db, StoreResult, Tx};
+use super::{Columns, Db, StoreResult, Tx};
 
 #[derive(Clone, Debug)]
 pub struct PairingRow {
@@ -35,28 +35,26 @@ const COLUMNS: &str = "id, tenant_id, user_code, client_id, device_id, ed25519_p
     interval_ms, last_poll_at, state, decided_by";
 
 fn from_row(r: &AnyRow) -> Result<PairingRow, sqlx::Error> {
-    let sig: Vec<u8> = r.try_get("identity_signature")?;
+    let sig: Vec<u8> = r.col("identity_signature")?;
     Ok(PairingRow {
-        id: r.try_get("id")?,
-        tenant_id: r.try_get("tenant_id")?,
-        user_code: r.try_get("user_code")?,
-        client_id: r.try_get("client_id")?,
-        device_id: r.try_get("device_id")?,
-        ed25519_public: to_hash(r.try_get("ed25519_public")?),
-        x25519_public: to_hash(r.try_get("x25519_public")?),
+        id: r.col("id")?,
+        tenant_id: r.col("tenant_id")?,
+        user_code: r.col("user_code")?,
+        client_id: r.col("client_id")?,
+        device_id: r.col("device_id")?,
+        ed25519_public: r.key32("ed25519_public")?,
+        x25519_public: r.key32("x25519_public")?,
         identity_signature: sig.try_into().unwrap_or([0u8; 64]),
-        name: r.try_get("name")?,
-        hostname: r.try_get("hostname")?,
-        os: r.try_get("os")?,
-        source_ip: r.try_get("source_ip")?,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-        expires_at: Timestamp::from_millis(r.try_get("expires_at")?),
-        interval_ms: r.try_get("interval_ms")?,
-        last_poll_at: r
-            .try_get::<Option<i64>, _>("last_poll_at")?
-            .map(Timestamp::from_millis),
-        state: word(r, "state")?,
-        decided_by: r.try_get("decided_by")?,
+        name: r.col("name")?,
+        hostname: r.col("hostname")?,
+        os: r.col("os")?,
+        source_ip: r.col("source_ip")?,
+        created_at: r.time("created_at")?,
+        expires_at: r.time("expires_at")?,
+        interval_ms: r.col("interval_ms")?,
+        last_poll_at: r.opt_time("last_poll_at")?,
+        state: r.word("state")?,
+        decided_by: r.col("decided_by")?,
     })
 }
 
