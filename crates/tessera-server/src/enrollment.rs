@@ -9,7 +9,7 @@ use tessera_core::Timestamp;
 
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::enrollment::TokenRow;
-use crate::store::{self, StoreError, StoreResult, Tx, Write};
+use crate::store::{self, Db, StoreError, StoreResult, Tx, Write};
 use crate::AppState;
 
 /// Why a device cannot enroll.
@@ -179,10 +179,7 @@ pub fn validate_device_fields(name: &str, hostname: &str, os: &str) -> Result<()
 
 /// Enrolls a device with an enrollment token: one use is taken atomically,
 /// and the device and its first key are created in the same transaction.
-pub async fn enroll(
-    state: &AppState,
-    e: Enrollment<'_>,
-) -> Result<(String, Secret), EnrollmentError> {
+pub async fn enroll(db: &Db, e: Enrollment<'_>) -> Result<(String, Secret), EnrollmentError> {
     validate_device_fields(e.name, e.hostname, e.os)?;
     let doc = IdentityDocument::decode(e.identity)
         .map_err(|err| EnrollmentError::InvalidIdentity(err.to_string()))?;
@@ -197,8 +194,7 @@ pub async fn enroll(
     }
     .ok_or(EnrollmentError::NotAToken)?;
 
-    let enrolled = state
-        .db()
+    let enrolled = db
         .write(async |w| {
             let now = w.now();
             let Some(used) = store::enrollment::consume(w, &token.hash(), now).await? else {
@@ -289,23 +285,22 @@ pub async fn enroll(
         .await?;
     match enrolled {
         Some(key) => Ok((device_id.to_string(), key)),
-        None => Err(refusal(state, &token, e.ip).await),
+        None => Err(refusal(db, &token, e.ip).await),
     }
 }
 
 /// Explains why a token could not be used, and audits refusals of real
 /// tokens (an unknown string is not worth a row).
-async fn refusal(state: &AppState, token: &Secret, ip: IpAddr) -> EnrollmentError {
-    let found = match store::enrollment::by_hash(state.db().pool(), &token.hash()).await {
+async fn refusal(db: &Db, token: &Secret, ip: IpAddr) -> EnrollmentError {
+    let found = match store::enrollment::by_hash(db.pool(), &token.hash()).await {
         Ok(found) => found,
         Err(e) => return e.into(),
     };
     let Some(t) = found else {
         return EnrollmentError::UnknownToken;
     };
-    let token_state = token_state(&t, state.now());
-    let audited = state
-        .db()
+    let token_state = token_state(&t, db.now());
+    let audited = db
         .write(async |w| {
             w.audit(
                 AuditEvent::new(&t.tenant_id, Actor::Anonymous, Action::EnrollmentRefused)

@@ -119,7 +119,7 @@ impl Server {
             store::server_keys::get_or_create(&db, "viewer_token_hs256", &fresh, clock.now())
                 .await?;
         let state = AppState::new(db, clock, config, &viewer_secret);
-        let bootstrap = bootstrap::ensure_admin(&state).await?;
+        let bootstrap = bootstrap::ensure_admin(state.db()).await?;
         Ok(Server {
             state,
             listener,

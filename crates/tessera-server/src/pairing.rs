@@ -14,11 +14,12 @@ use tessera_core::roles::Permission;
 use tessera_core::secret::{Secret, SecretKind};
 use tessera_core::Timestamp;
 
+use crate::auth::lockout::Lockout;
 use crate::auth::{AuthError, Operator};
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::pairings::PairingRow;
 use crate::store::{self, Db, StoreError, Write};
-use crate::{enrollment, tenancy, AppState};
+use crate::{enrollment, tenancy};
 
 /// The RFC 8628 `client_id` of Tessera's agent.
 pub const CLIENT_ID: &str = "tessera-agent";
@@ -96,31 +97,24 @@ pub fn poll_outcome(row: &PairingRow, client_id: &str, now: Timestamp) -> PollOu
 /// Looks up a pending pairing by a typed user code, counting misses toward
 /// the caller's lockout so that codes cannot be guessed.
 pub async fn find_pending(
-    state: &AppState,
+    db: &Db,
+    lockout: &Lockout<IpAddr>,
     ip: IpAddr,
     typed: &str,
 ) -> Result<PairingRow, PairingError> {
-    let now = state.now();
-    state
-        .pairing_lockout()
-        .check(&ip, now)
-        .map_err(PairingError::LockedOut)?;
+    let now = db.now();
+    lockout.check(&ip, now).map_err(PairingError::LockedOut)?;
     let found = match normalise_user_code(typed) {
         Some(code) => {
-            store::pairings::pending_by_user_code(
-                state.db().pool(),
-                tenancy::for_anonymous(),
-                &code,
-                now,
-            )
-            .await?
+            store::pairings::pending_by_user_code(db.pool(), tenancy::for_anonymous(), &code, now)
+                .await?
         }
         None => None,
     };
     match found {
         Some(p) => Ok(p),
         None => {
-            state.pairing_lockout().record_failure(&ip, now);
+            lockout.record_failure(&ip, now);
             Err(PairingError::NotFound)
         }
     }
@@ -128,49 +122,48 @@ pub async fn find_pending(
 
 /// An operator approves or denies the pairing shown under `typed`.
 pub async fn decide(
-    state: &AppState,
+    db: &Db,
+    lockout: &Lockout<IpAddr>,
     op: &Operator,
     ip: IpAddr,
     typed: &str,
     approve: bool,
 ) -> Result<PairingRow, PairingError> {
     op.require(Permission::ManageDevices)?;
-    let pairing = find_pending(state, ip, typed).await?;
-    state
-        .db()
-        .write(async |w| {
-            let now = w.now();
-            if approve {
-                if let Some(existing) =
-                    store::devices::by_id_any_tenant(w.conn(), &pairing.device_id).await?
-                {
-                    return Err(if existing.revoked_at.is_some() {
-                        PairingError::DeviceRevoked
-                    } else {
-                        PairingError::AlreadyEnrolled
-                    });
-                }
+    let pairing = find_pending(db, lockout, ip, typed).await?;
+    db.write(async |w| {
+        let now = w.now();
+        if approve {
+            if let Some(existing) =
+                store::devices::by_id_any_tenant(w.conn(), &pairing.device_id).await?
+            {
+                return Err(if existing.revoked_at.is_some() {
+                    PairingError::DeviceRevoked
+                } else {
+                    PairingError::AlreadyEnrolled
+                });
             }
-            if !store::pairings::decide(w, &pairing.id, approve, &op.user_id, now).await? {
-                return Err(PairingError::NotPending);
-            }
-            let action = if approve {
-                Action::PairingApproved
-            } else {
-                Action::PairingDenied
-            };
-            w.audit(
-                AuditEvent::new(&pairing.tenant_id, Actor::User(op.user_id.clone()), action)
-                    .ip(Some(ip))
-                    .target(format!("device:{}", pairing.device_id))
-                    .detail("pairing_id", pairing.id.clone())
-                    .detail("device_name", pairing.name.clone())
-                    .detail("hostname", pairing.hostname.clone()),
-            )
-            .await?;
-            Ok(())
-        })
+        }
+        if !store::pairings::decide(w, &pairing.id, approve, &op.user_id, now).await? {
+            return Err(PairingError::NotPending);
+        }
+        let action = if approve {
+            Action::PairingApproved
+        } else {
+            Action::PairingDenied
+        };
+        w.audit(
+            AuditEvent::new(&pairing.tenant_id, Actor::User(op.user_id.clone()), action)
+                .ip(Some(ip))
+                .target(format!("device:{}", pairing.device_id))
+                .detail("pairing_id", pairing.id.clone())
+                .detail("device_name", pairing.name.clone())
+                .detail("hostname", pairing.hostname.clone()),
+        )
         .await?;
+        Ok(())
+    })
+    .await?;
     Ok(pairing)
 }
 

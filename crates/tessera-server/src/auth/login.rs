@@ -12,7 +12,7 @@ use super::lockout::{FailureOutcome, Lockout};
 use super::verify_password;
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::users::UserRow;
-use crate::store::{self, StoreError, Write};
+use crate::store::{self, Db, StoreError, Write};
 use crate::{tenancy, AppState};
 
 pub const MAX_USERNAME_LEN: usize = 64;
@@ -97,21 +97,46 @@ pub async fn count_failure(
     Ok(())
 }
 
+/// What a password login needs of the server.
+#[derive(Clone, Copy)]
+pub struct Logins<'a> {
+    pub db: &'a Db,
+    /// Failed attempts per address.
+    pub lockout: &'a Lockout<IpAddr>,
+    /// How long a login session lasts.
+    pub session_ttl: Duration,
+}
+
+impl<'a> Logins<'a> {
+    pub fn of(state: &'a AppState) -> Self {
+        Logins {
+            db: state.db(),
+            lockout: state.login_lockout(),
+            session_ttl: state.config().session_ttl,
+        }
+    }
+}
+
 /// Checks a username and password and opens a login session. Every outcome
 /// is audited; failures count toward the address's lockout.
 pub async fn login(
-    state: &AppState,
+    logins: Logins<'_>,
     ip: IpAddr,
     username: &str,
     password: &str,
 ) -> Result<LoggedIn, LoginError> {
-    let now = state.now();
-    state.login_lockout().check(&ip, now).map_err(locked_out)?;
+    let Logins {
+        db,
+        lockout,
+        session_ttl: ttl,
+    } = logins;
+    let now = db.now();
+    lockout.check(&ip, now).map_err(locked_out)?;
     let tenant = tenancy::for_anonymous();
     if username.len() > MAX_USERNAME_LEN || password.len() > password::MAX_PASSWORD_LEN * 4 {
         return Err(LoginError::TooLong);
     }
-    let user = store::users::by_username(state.db().pool(), tenant, username).await?;
+    let user = store::users::by_username(db.pool(), tenant, username).await?;
     let ok = verify_password(
         user.as_ref().map(|u| u.password_hash.clone()),
         Zeroizing::new(password.to_owned()),
@@ -136,93 +161,86 @@ pub async fn login(
                     .target(format!("user:{}", u.id))
                     .detail("username", u.username.clone());
             }
-            state
-                .db()
-                .write(async |w| {
-                    w.audit(event).await?;
-                    if reason.counts_toward_lockout() {
-                        count_failure(state.login_lockout(), w, ip).await?;
-                    }
-                    Ok::<_, StoreError>(())
-                })
-                .await?;
+            db.write(async |w| {
+                w.audit(event).await?;
+                if reason.counts_toward_lockout() {
+                    count_failure(lockout, w, ip).await?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await?;
             return Err(reason.into_error());
         }
     };
 
-    let ttl = state.config().session_ttl;
-    state
-        .db()
-        .write(async |w| {
-            // The password was checked before this transaction began: make
-            // sure it was not changed, nor the account disabled, in between,
-            // so a login racing a password change cannot outlive it.
-            let current = store::users::by_id(w.conn(), &user.tenant_id, &user.id).await?;
-            if !current
-                .is_some_and(|c| c.password_hash == user.password_hash && c.disabled_at.is_none())
-            {
-                return Err(LoginError::InvalidCredentials);
-            }
-            let token = Secret::generate(SecretKind::OperatorToken);
-            let session_id = uuid::Uuid::now_v7().to_string();
-            let expires_at = now.plus(ttl);
-            let ip_text = ip.to_string();
-            store::logins::insert(
-                w,
-                store::logins::NewSession {
-                    id: &session_id,
-                    tenant_id: &user.tenant_id,
-                    user_id: &user.id,
-                    token_hash: &token.hash(),
-                    token_prefix: &token.prefix(),
-                    source_ip: Some(&ip_text),
-                    now,
-                    expires_at,
-                },
-            )
-            .await?;
-            w.audit(
-                AuditEvent::new(
-                    &user.tenant_id,
-                    Actor::User(user.id.clone()),
-                    Action::LoginSucceeded,
-                )
-                .ip(Some(ip))
-                .target(format!("session:{session_id}"))
-                .detail("username", user.username.clone()),
-            )
-            .await?;
-            Ok(LoggedIn {
-                token,
-                session_id,
+    db.write(async |w| {
+        // The password was checked before this transaction began: make
+        // sure it was not changed, nor the account disabled, in between,
+        // so a login racing a password change cannot outlive it.
+        let current = store::users::by_id(w.conn(), &user.tenant_id, &user.id).await?;
+        if !current
+            .is_some_and(|c| c.password_hash == user.password_hash && c.disabled_at.is_none())
+        {
+            return Err(LoginError::InvalidCredentials);
+        }
+        let token = Secret::generate(SecretKind::OperatorToken);
+        let session_id = uuid::Uuid::now_v7().to_string();
+        let expires_at = now.plus(ttl);
+        let ip_text = ip.to_string();
+        store::logins::insert(
+            w,
+            store::logins::NewSession {
+                id: &session_id,
+                tenant_id: &user.tenant_id,
+                user_id: &user.id,
+                token_hash: &token.hash(),
+                token_prefix: &token.prefix(),
+                source_ip: Some(&ip_text),
+                now,
                 expires_at,
-                user: user.clone(),
-            })
+            },
+        )
+        .await?;
+        w.audit(
+            AuditEvent::new(
+                &user.tenant_id,
+                Actor::User(user.id.clone()),
+                Action::LoginSucceeded,
+            )
+            .ip(Some(ip))
+            .target(format!("session:{session_id}"))
+            .detail("username", user.username.clone()),
+        )
+        .await?;
+        Ok(LoggedIn {
+            token,
+            session_id,
+            expires_at,
+            user: user.clone(),
         })
-        .await
+    })
+    .await
 }
 
 /// Ends a login session (idempotent); audits the logout if it was live.
 pub async fn logout(
-    state: &AppState,
+    db: &Db,
     ip: IpAddr,
     tenant: &str,
     user_id: &str,
     session_id: &str,
 ) -> Result<(), StoreError> {
-    state
-        .db()
-        .write(async |w| {
-            let now = w.now();
-            if store::logins::revoke(w, session_id, "logout", now).await? {
-                w.audit(
-                    AuditEvent::new(tenant, Actor::User(user_id.to_owned()), Action::Logout)
-                        .ip(Some(ip))
-                        .target(format!("session:{session_id}")),
-                )
-                .await?;
-            }
-            Ok(())
-        })
-        .await
+    db.write(async |w| {
+        let now = w.now();
+        if store::logins::revoke(w, session_id, "logout", now).await? {
+            w.audit(
+                AuditEvent::new(tenant, Actor::User(user_id.to_owned()), Action::Logout)
+                    .ip(Some(ip))
+                    .target(format!("session:{session_id}")),
+            )
+            .await?;
+        }
+        Ok(())
+    })
+    .await
 }

@@ -55,7 +55,13 @@ async fn login(
     ip: ClientIp,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
-    let done = login::login(&state, ip.0, &req.username, req.password.expose()).await?;
+    let done = login::login(
+        login::Logins::of(&state),
+        ip.0,
+        &req.username,
+        req.password.expose(),
+    )
+    .await?;
     Ok(Json(LoginResponse {
         token: SecretString::new(done.token.expose()),
         expires_at: done.expires_at.to_rfc3339(),
@@ -72,7 +78,7 @@ async fn logout(
     ip: ClientIp,
     op: Operator,
 ) -> ApiResult<StatusCode> {
-    login::logout(&state, ip.0, &op.tenant_id, &op.user_id, &op.session_id).await?;
+    login::logout(state.db(), ip.0, &op.tenant_id, &op.user_id, &op.session_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

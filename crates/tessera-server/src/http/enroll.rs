@@ -194,7 +194,7 @@ async fn enroll(
     ApiJson(req): ApiJson<EnrollRequest>,
 ) -> ApiResult<(StatusCode, Json<EnrollResponse>)> {
     let (device_id, key) = enrollment::enroll(
-        &state,
+        state.db(),
         Enrollment {
             token: req.token.expose(),
             identity: &req.identity,

@@ -257,7 +257,7 @@ async fn show(
             wait,
         ));
     }
-    match pairing::find_pending(&state, ip.0, &code).await {
+    match pairing::find_pending(state.db(), state.pairing_lockout(), ip.0, &code).await {
         Ok(p) => page(
             StatusCode::OK,
             "Approve a device?",
@@ -370,7 +370,7 @@ async fn sign_in(
             wait,
         ));
     }
-    match login::login(&state, ip.0, user, password).await {
+    match login::login(login::Logins::of(&state), ip.0, user, password).await {
         Ok(done) => {
             let mut resp = Redirect::to(&back_to(code)).into_response();
             let ttl = state.config().session_ttl.as_secs();
@@ -405,7 +405,7 @@ async fn sign_out(
             return error_page(ApiError::forbidden("the form expired; reload the page"));
         }
         if let Err(e) =
-            login::logout(&state, ip.0, &op.tenant_id, &op.user_id, &op.session_id).await
+            login::logout(state.db(), ip.0, &op.tenant_id, &op.user_id, &op.session_id).await
         {
             return error_page(e);
         }
@@ -451,7 +451,16 @@ async fn decide(
         }
     };
     let code = field(&fields, "user_code").unwrap_or("");
-    match pairing::decide(&state, &op, ip.0, code, approve).await {
+    match pairing::decide(
+        state.db(),
+        state.pairing_lockout(),
+        &op,
+        ip.0,
+        code,
+        approve,
+    )
+    .await
+    {
         Ok(p) => {
             let verb = if approve { "approved" } else { "denied" };
             let next = if approve {
