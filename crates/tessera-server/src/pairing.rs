@@ -156,7 +156,7 @@ pub async fn decide(
             AuditEvent::new(&pairing.tenant_id, Actor::User(op.user_id.clone()), action)
                 .ip(Some(ip))
                 .target(format!("device:{}", pairing.device_id))
-                .detail("pairing_id", pairing.id.clone())
+                .detail("pairing_id", pairing.id.as_str())
                 .detail("device_name", pairing.name.clone())
                 .detail("hostname", pairing.hostname.clone()),
         )
@@ -259,7 +259,7 @@ async fn issue_for_pairing(
         )
         .target(format!("device:{}", p.device_id))
         .detail("via", "pairing")
-        .detail("pairing_id", p.id.clone())
+        .detail("pairing_id", p.id.as_str())
         .detail("device_name", p.name.clone()),
     )
     .await?;

@@ -177,7 +177,7 @@ pub async fn login(
         // The password was checked before this transaction began: make
         // sure it was not changed, nor the account disabled, in between,
         // so a login racing a password change cannot outlive it.
-        let current = store::users::by_id(w.conn(), &user.tenant_id, &user.id).await?;
+        let current = store::users::by_id(w.conn(), &user.tenant_id, user.id.as_str()).await?;
         if !current
             .is_some_and(|c| c.password_hash == user.password_hash && c.disabled_at.is_none())
         {
@@ -192,7 +192,7 @@ pub async fn login(
             store::logins::NewSession {
                 id: &session_id,
                 tenant_id: &user.tenant_id,
-                user_id: &user.id,
+                user_id: user.id.as_str(),
                 token_hash: &token.hash(),
                 token_prefix: &token.prefix(),
                 source_ip: Some(&ip_text),
@@ -204,7 +204,7 @@ pub async fn login(
         w.audit(
             AuditEvent::new(
                 &user.tenant_id,
-                Actor::User(user.id.clone()),
+                Actor::User(user.id.to_string()),
                 Action::LoginSucceeded,
             )
             .ip(Some(ip))

@@ -31,7 +31,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
 impl From<&PairingRow> for PairingView {
     fn from(p: &PairingRow) -> Self {
         PairingView {
-            id: p.id.clone(),
+            id: p.id.to_string(),
             device_id: p.device_id.clone(),
             fingerprint: DeviceId::parse(&p.device_id)
                 .map(|d| d.grouped())

@@ -77,7 +77,7 @@ async fn peer(
 
 fn exchange_view(e: ExchangeRow) -> ExchangeView {
     ExchangeView {
-        id: e.id,
+        id: e.id.into_string(),
         initiator: e.initiator,
         responder: e.responder,
         commitment: e.commitment,

@@ -32,7 +32,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 impl From<&UserRow> for UserView {
     fn from(u: &UserRow) -> Self {
         UserView {
-            id: u.id.clone(),
+            id: u.id.to_string(),
             username: u.username.clone(),
             role: u.role,
             created_at: u.created_at.to_rfc3339(),
@@ -202,7 +202,7 @@ async fn update_user(
             let demotes_admin =
                 user.role == Role::Admin && req.role.is_some_and(|r| r != Role::Admin);
             let disables = req.disabled == Some(true) && user.disabled_at.is_none();
-            if disables && user.id == op.user_id {
+            if disables && user.id.as_str() == op.user_id {
                 return Err(ApiError::conflict(
                     ErrorCode::CannotDisableSelf,
                     "you cannot disable your own account",
@@ -219,7 +219,7 @@ async fn update_user(
             }
 
             if let Some(role) = req.role.filter(|r| *r != user.role) {
-                store::users::set_role(w, tenant, &user.id, role, now).await?;
+                store::users::set_role(w, tenant, user.id.as_str(), role, now).await?;
                 w.audit(
                     AuditEvent::new(tenant, actor.clone(), Action::UserRoleChanged)
                         .ip(Some(ip.0))
@@ -232,10 +232,15 @@ async fn update_user(
             }
             match req.disabled {
                 Some(true) if user.disabled_at.is_none() => {
-                    store::users::disable(w, tenant, &user.id, now).await?;
-                    let ended =
-                        store::logins::revoke_all_of_user(w, &user.id, None, "user_disabled", now)
-                            .await?;
+                    store::users::disable(w, tenant, user.id.as_str(), now).await?;
+                    let ended = store::logins::revoke_all_of_user(
+                        w,
+                        user.id.as_str(),
+                        None,
+                        "user_disabled",
+                        now,
+                    )
+                    .await?;
                     w.audit(
                         AuditEvent::new(tenant, actor.clone(), Action::UserDisabled)
                             .ip(Some(ip.0))
@@ -246,7 +251,7 @@ async fn update_user(
                     .await?;
                 }
                 Some(false) if user.disabled_at.is_some() => {
-                    store::users::enable(w, tenant, &user.id, now).await?;
+                    store::users::enable(w, tenant, user.id.as_str(), now).await?;
                     w.audit(
                         AuditEvent::new(tenant, actor, Action::UserEnabled)
                             .ip(Some(ip.0))
@@ -260,7 +265,7 @@ async fn update_user(
             Ok::<_, ApiError>(user.id)
         })
         .await?;
-    let user = store::users::by_id(state.db().pool(), tenant, &user_id)
+    let user = store::users::by_id(state.db().pool(), tenant, user_id.as_str())
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     Ok(Json(UserView::from(&user)))

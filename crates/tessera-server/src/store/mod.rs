@@ -327,6 +327,11 @@ pub(crate) trait Columns {
     where
         T: for<'r> sqlx::Decode<'r, Any> + sqlx::Type<Any>;
 
+    /// A typed id, stored as text.
+    fn id<T: From<String>>(&self, column: &str) -> Result<T, sqlx::Error> {
+        Ok(T::from(self.col::<String>(column)?))
+    }
+
     /// A time, stored as milliseconds since the epoch.
     fn time(&self, column: &str) -> Result<Timestamp, sqlx::Error> {
         Ok(Timestamp::from_millis(self.col(column)?))

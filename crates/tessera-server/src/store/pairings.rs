@@ -3,6 +3,7 @@
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor};
+use tessera_core::ids::PairingId;
 use tessera_core::kinds::PairingState;
 use tessera_core::Timestamp;
 
@@ -10,7 +11,7 @@ use super::{Columns, Db, StoreResult, Tx};
 
 #[derive(Clone, Debug)]
 pub struct PairingRow {
-    pub id: String,
+    pub id: PairingId,
     pub tenant_id: String,
     pub user_code: String,
     pub client_id: String,
@@ -37,7 +38,7 @@ const COLUMNS: &str = "id, tenant_id, user_code, client_id, device_id, ed25519_p
 fn from_row(r: &AnyRow) -> Result<PairingRow, sqlx::Error> {
     let sig: Vec<u8> = r.col("identity_signature")?;
     Ok(PairingRow {
-        id: r.col("id")?,
+        id: r.id("id")?,
         tenant_id: r.col("tenant_id")?,
         user_code: r.col("user_code")?,
         client_id: r.col("client_id")?,
@@ -183,7 +184,7 @@ pub async fn record_poll(db: &Db, id: &str, now: Timestamp, interval_ms: i64) ->
 /// pending → approved/denied, if still pending and unexpired.
 pub async fn decide(
     tx: &mut Tx,
-    id: &str,
+    id: &PairingId,
     approve: bool,
     by: &str,
     now: Timestamp,
@@ -202,7 +203,7 @@ pub async fn decide(
     )
     .bind(by)
     .bind(now.as_millis())
-    .bind(id)
+    .bind(id.as_str())
     .execute(&mut **tx)
     .await?
     .rows_affected();
@@ -210,10 +211,10 @@ pub async fn decide(
 }
 
 /// approved → consumed: exactly one token exchange wins.
-pub async fn consume(tx: &mut Tx, id: &str) -> StoreResult<bool> {
+pub async fn consume(tx: &mut Tx, id: &PairingId) -> StoreResult<bool> {
     let n =
         sqlx::query("UPDATE pairings SET state = 'consumed' WHERE id = $1 AND state = 'approved'")
-            .bind(id)
+            .bind(id.as_str())
             .execute(&mut **tx)
             .await?
             .rows_affected();

@@ -3,6 +3,7 @@
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor};
+use tessera_core::ids::ExchangeId;
 use tessera_core::kinds::ExchangeState;
 use tessera_core::trust::{AutoJoinGrant, Scope};
 use tessera_core::Timestamp;
@@ -13,7 +14,7 @@ use super::{Columns, Db, StoreResult, Tx};
 
 #[derive(Clone, Debug)]
 pub struct ExchangeRow {
-    pub id: String,
+    pub id: ExchangeId,
     pub tenant_id: String,
     pub initiator: String,
     pub responder: String,
@@ -32,7 +33,7 @@ const EXCHANGE: &str =
 
 fn exchange(r: &AnyRow) -> Result<ExchangeRow, sqlx::Error> {
     Ok(ExchangeRow {
-        id: r.col("id")?,
+        id: r.id("id")?,
         tenant_id: r.col("tenant_id")?,
         initiator: r.col("initiator")?,
         responder: r.col("responder")?,

@@ -2,6 +2,7 @@
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor};
+use tessera_core::ids::UserId;
 use tessera_core::roles::Role;
 use tessera_core::Timestamp;
 
@@ -9,7 +10,7 @@ use super::{conflict_on_unique, Columns, Db, StoreResult, Tx};
 
 #[derive(Clone, Debug)]
 pub struct UserRow {
-    pub id: String,
+    pub id: UserId,
     pub tenant_id: String,
     pub username: String,
     pub password_hash: String,
@@ -24,7 +25,7 @@ const COLUMNS: &str =
 
 fn from_row(r: &AnyRow) -> Result<UserRow, sqlx::Error> {
     Ok(UserRow {
-        id: r.col("id")?,
+        id: r.id("id")?,
         tenant_id: r.col("tenant_id")?,
         username: r.col("username")?,
         password_hash: r.col("password_hash")?,
