@@ -81,3 +81,46 @@ impl From<KeyAuthRow> for DevicePrincipal {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_core::Timestamp;
+
+    fn key(activated: bool, key_revoked: bool, device_revoked: bool) -> KeyAuthRow {
+        let t = Some(Timestamp::from_millis(1));
+        KeyAuthRow {
+            key_id: "k".into(),
+            key_prefix: "cak_x".into(),
+            device_id: "d".into(),
+            tenant_id: "t".into(),
+            owner_user_id: "u".into(),
+            ed25519_public: [0; 32],
+            key_activated_at: t.filter(|_| activated),
+            key_revoked_at: t.filter(|_| key_revoked),
+            device_revoked_at: t.filter(|_| device_revoked),
+        }
+    }
+
+    #[test]
+    fn a_key_is_refused_for_its_most_specific_reason() {
+        assert_eq!(check_key(&key(true, false, false)), Ok(()));
+        assert_eq!(
+            check_key(&key(false, true, true)),
+            Err(DeviceAuthError::DeviceRevoked)
+        );
+        assert_eq!(
+            check_key(&key(false, true, false)),
+            Err(DeviceAuthError::KeyRevoked)
+        );
+        assert_eq!(
+            check_key(&key(false, false, false)),
+            Err(DeviceAuthError::KeyNotActive)
+        );
+        let op = Secret::generate(SecretKind::OperatorToken);
+        assert_eq!(
+            parse_device_key(op.expose()).err(),
+            Some(DeviceAuthError::WrongCredentialType)
+        );
+    }
+}

@@ -244,3 +244,24 @@ pub async fn logout(
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_disabled_account_is_named_and_not_counted_as_a_guess() {
+        assert!(matches!(
+            FailureReason::AccountDisabled.into_error(),
+            LoginError::AccountDisabled
+        ));
+        assert!(!FailureReason::AccountDisabled.counts_toward_lockout());
+        for r in [FailureReason::UnknownUser, FailureReason::WrongPassword] {
+            assert!(matches!(r.into_error(), LoginError::InvalidCredentials));
+            assert!(r.counts_toward_lockout());
+        }
+        assert_eq!(FailureReason::WrongPassword.as_str(), "wrong_password");
+        assert_eq!(FailureReason::UnknownUser.as_str(), "unknown_user");
+        assert_eq!(FailureReason::AccountDisabled.as_str(), "account_disabled");
+    }
+}

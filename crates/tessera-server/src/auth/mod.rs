@@ -137,3 +137,60 @@ impl Operator {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(revoked: bool, expires: i64, disabled: bool) -> SessionRow {
+        SessionRow {
+            id: "s".into(),
+            tenant_id: "t".into(),
+            user_id: "u".into(),
+            username: "alice".into(),
+            role: Role::Viewer,
+            expires_at: Timestamp::from_millis(expires),
+            revoked_at: revoked.then(|| Timestamp::from_millis(1)),
+            user_disabled_at: disabled.then(|| Timestamp::from_millis(1)),
+        }
+    }
+
+    #[test]
+    fn a_session_is_refused_for_the_first_reason_that_applies() {
+        let now = Timestamp::from_millis(1_000);
+        assert_eq!(check_session(&session(false, 2_000, false), now), Ok(()));
+        assert_eq!(
+            check_session(&session(true, 500, true), now),
+            Err(AuthError::SessionRevoked)
+        );
+        assert_eq!(
+            check_session(&session(false, 1_000, true), now),
+            Err(AuthError::SessionExpired)
+        );
+        assert_eq!(
+            check_session(&session(false, 2_000, true), now),
+            Err(AuthError::AccountDisabled)
+        );
+        let op = Operator::from_session(session(false, 2_000, false), now).unwrap();
+        assert_eq!(op.session_id, "s");
+        assert_eq!(
+            op.require(Permission::ManageUsers),
+            Err(AuthError::Forbidden(Permission::ManageUsers))
+        );
+    }
+
+    #[test]
+    fn only_operator_tokens_are_taken() {
+        let t = Secret::generate(SecretKind::OperatorToken);
+        assert!(parse_operator_token(t.expose()).is_ok());
+        let k = Secret::generate(SecretKind::DeviceKey);
+        assert_eq!(
+            parse_operator_token(k.expose()).err(),
+            Some(AuthError::WrongCredentialType)
+        );
+        assert_eq!(
+            parse_operator_token("nonsense").err(),
+            Some(AuthError::InvalidToken)
+        );
+    }
+}

@@ -191,7 +191,7 @@ pub async fn decide(
 ) -> StoreResult<bool> {
     let n = sqlx::query(
         "UPDATE pairings SET state = $1, decided_by = $2, decided_at = $3 \
-         WHERE id = $4 AND state = 'pending' AND expires_at > $3",
+         WHERE id = $4 AND state = $5 AND expires_at > $3",
     )
     .bind(
         if approve {
@@ -204,6 +204,7 @@ pub async fn decide(
     .bind(by)
     .bind(now.as_millis())
     .bind(id.as_str())
+    .bind(PairingState::Pending.as_str())
     .execute(&mut **tx)
     .await?
     .rows_affected();
@@ -212,11 +213,12 @@ pub async fn decide(
 
 /// approved → consumed: exactly one token exchange wins.
 pub async fn consume(tx: &mut Tx, id: &PairingId) -> StoreResult<bool> {
-    let n =
-        sqlx::query("UPDATE pairings SET state = 'consumed' WHERE id = $1 AND state = 'approved'")
-            .bind(id.as_str())
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
+    let n = sqlx::query("UPDATE pairings SET state = $1 WHERE id = $2 AND state = $3")
+        .bind(PairingState::Consumed.as_str())
+        .bind(id.as_str())
+        .bind(PairingState::Approved.as_str())
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
     Ok(n == 1)
 }

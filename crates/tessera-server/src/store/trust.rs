@@ -64,13 +64,14 @@ pub async fn insert_exchange(
 ) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO trust_exchanges (id, tenant_id, initiator, responder, commitment, state, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, 'committed', $6, $7)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
-        .bind(e.id)
+    .bind(e.id)
     .bind(e.tenant)
     .bind(e.initiator)
     .bind(e.responder)
     .bind(e.commitment)
+    .bind(ExchangeState::Committed.as_str())
     .bind(now.as_millis())
     .bind(expires_at.as_millis())
     .execute(&mut **tx)
@@ -114,14 +115,16 @@ pub async fn respond(
     now: Timestamp,
 ) -> StoreResult<bool> {
     let n = sqlx::query(
-        "UPDATE trust_exchanges SET responder_identity = $1, responder_nonce = $2, state = 'responded' \
-         WHERE id = $3 AND responder = $4 AND state = 'committed' AND expires_at > $5",
+        "UPDATE trust_exchanges SET responder_identity = $1, responder_nonce = $2, state = $6 \
+         WHERE id = $3 AND responder = $4 AND state = $7 AND expires_at > $5",
     )
     .bind(identity)
     .bind(nonce)
     .bind(id)
     .bind(responder)
     .bind(now.as_millis())
+    .bind(ExchangeState::Responded.as_str())
+    .bind(ExchangeState::Committed.as_str())
     .execute(db.pool())
     .await?
     .rows_affected();
@@ -138,14 +141,16 @@ pub async fn reveal(
     now: Timestamp,
 ) -> StoreResult<bool> {
     let n = sqlx::query(
-        "UPDATE trust_exchanges SET initiator_identity = $1, initiator_nonce = $2, state = 'revealed' \
-         WHERE id = $3 AND initiator = $4 AND state = 'responded' AND expires_at > $5",
+        "UPDATE trust_exchanges SET initiator_identity = $1, initiator_nonce = $2, state = $6 \
+         WHERE id = $3 AND initiator = $4 AND state = $7 AND expires_at > $5",
     )
     .bind(identity)
     .bind(nonce)
     .bind(id)
     .bind(initiator)
     .bind(now.as_millis())
+    .bind(ExchangeState::Revealed.as_str())
+    .bind(ExchangeState::Responded.as_str())
     .execute(db.pool())
     .await?
     .rows_affected();
