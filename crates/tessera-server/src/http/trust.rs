@@ -75,18 +75,20 @@ async fn peer(
     }))
 }
 
-fn exchange_view(e: ExchangeRow) -> ExchangeView {
-    ExchangeView {
-        id: e.id.into_string(),
-        initiator: e.initiator,
-        responder: e.responder,
-        commitment: e.commitment,
-        state: e.state.as_str().to_owned(),
-        responder_identity: e.responder_identity,
-        responder_nonce: e.responder_nonce,
-        initiator_identity: e.initiator_identity,
-        initiator_nonce: e.initiator_nonce,
-        expires_at: e.expires_at.to_rfc3339(),
+impl From<ExchangeRow> for ExchangeView {
+    fn from(e: ExchangeRow) -> Self {
+        ExchangeView {
+            id: e.id.into_string(),
+            initiator: e.initiator,
+            responder: e.responder,
+            commitment: e.commitment,
+            state: e.state.as_str().to_owned(),
+            responder_identity: e.responder_identity,
+            responder_nonce: e.responder_nonce,
+            initiator_identity: e.initiator_identity,
+            initiator_nonce: e.initiator_nonce,
+            expires_at: e.expires_at.to_rfc3339(),
+        }
     }
 }
 
@@ -102,7 +104,7 @@ async fn create_exchange(
     ApiJson(req): ApiJson<CreateExchangeRequest>,
 ) -> ApiResult<(StatusCode, Json<ExchangeView>)> {
     let e = exchanges::open(state.db(), &me, &req.peer, &req.commitment).await?;
-    Ok((StatusCode::CREATED, Json(exchange_view(e))))
+    Ok((StatusCode::CREATED, Json(ExchangeView::from(e))))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -127,7 +129,7 @@ async fn list_exchanges(
         .ok_or_else(|| {
             ApiError::bad_request(ErrorCode::InvalidQuery, "`peer` is not a device id")
         })?;
-    Ok(Json(rows.into_iter().map(exchange_view).collect()))
+    Ok(Json(rows.into_iter().map(ExchangeView::from).collect()))
 }
 
 /// The responder reveals its identity and nonce.
@@ -143,7 +145,7 @@ async fn respond(
     ApiJson(req): ApiJson<ExchangeStepRequest>,
 ) -> ApiResult<Json<ExchangeView>> {
     let e = exchanges::respond(state.db(), &me, &id, &req.identity, &req.nonce).await?;
-    Ok(Json(exchange_view(e)))
+    Ok(Json(ExchangeView::from(e)))
 }
 
 /// The initiator reveals what it committed to.
@@ -159,7 +161,7 @@ async fn reveal(
     ApiJson(req): ApiJson<ExchangeStepRequest>,
 ) -> ApiResult<Json<ExchangeView>> {
     let e = exchanges::reveal(state.db(), &me, &id, &req.identity, &req.nonce).await?;
-    Ok(Json(exchange_view(e)))
+    Ok(Json(ExchangeView::from(e)))
 }
 
 /// Record this device's signed trust in a peer.
