@@ -10,9 +10,8 @@ use tessera_core::roles::Role;
 use zeroize::Zeroizing;
 
 use crate::store::audit::{Action, Actor, AuditEvent};
-use crate::store::{self, StoreResult};
+use crate::store::{self, Db, StoreResult};
 use crate::tenancy::BOOTSTRAP_TENANT;
-use crate::AppState;
 
 pub const BOOTSTRAP_USERNAME: &str = "admin";
 
@@ -30,31 +29,28 @@ impl std::fmt::Debug for BootstrapAdmin {
     }
 }
 
-pub async fn ensure_admin(state: &AppState) -> StoreResult<Option<BootstrapAdmin>> {
-    let now = state.now();
-    let mut tx = state.db().begin_write().await?;
-    if !store::tenants::claim_bootstrap(&mut tx, BOOTSTRAP_TENANT, now).await? {
-        tx.rollback().await?;
-        return Ok(None);
-    }
-    let secret = Zeroizing::new(password::generate());
-    let hash = crate::auth::hash_password(secret.clone()).await;
-    let id = uuid::Uuid::now_v7().to_string();
-    store::users::insert(
-        &mut tx,
-        store::users::NewUser {
-            id: &id,
-            tenant_id: BOOTSTRAP_TENANT,
-            username: BOOTSTRAP_USERNAME,
-            password_hash: &hash,
-            role: Role::Admin,
-            now,
-        },
-    )
-    .await?;
-    state
-        .audit(
-            &mut tx,
+pub async fn ensure_admin(db: &Db) -> StoreResult<Option<BootstrapAdmin>> {
+    db.write(async |w| {
+        let now = w.now();
+        if !store::tenants::claim_bootstrap(w, BOOTSTRAP_TENANT, now).await? {
+            return Ok(None);
+        }
+        let secret = Zeroizing::new(password::generate());
+        let hash = crate::auth::hash_password(secret.clone()).await;
+        let id = uuid::Uuid::now_v7().to_string();
+        store::users::insert(
+            w,
+            store::users::NewUser {
+                id: &id,
+                tenant_id: BOOTSTRAP_TENANT,
+                username: BOOTSTRAP_USERNAME,
+                password_hash: &hash,
+                role: Role::Admin,
+                now,
+            },
+        )
+        .await?;
+        w.audit(
             AuditEvent::new(
                 BOOTSTRAP_TENANT,
                 Actor::System,
@@ -64,9 +60,10 @@ pub async fn ensure_admin(state: &AppState) -> StoreResult<Option<BootstrapAdmin
             .detail("username", BOOTSTRAP_USERNAME),
         )
         .await?;
-    tx.commit().await?;
-    Ok(Some(BootstrapAdmin {
-        username: BOOTSTRAP_USERNAME.to_owned(),
-        password: secret,
-    }))
+        Ok(Some(BootstrapAdmin {
+            username: BOOTSTRAP_USERNAME.to_owned(),
+            password: secret,
+        }))
+    })
+    .await
 }

@@ -2,31 +2,86 @@
 //! key issuing that enrollment and pairing share.
 
 use std::net::IpAddr;
-use tessera_core::ErrorCode;
 
 use tessera_core::identity::IdentityDocument;
 use tessera_core::secret::{Secret, SecretKind};
+use tessera_core::Timestamp;
 
-use crate::http::error::ApiError;
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::enrollment::TokenRow;
-use crate::store::{self, StoreError, StoreResult, Tx};
+use crate::store::{self, Db, StoreError, StoreResult, Tx, Write};
 use crate::AppState;
 
-/// The state of a token, as listed and as enrollment explains a refusal.
-pub fn token_state(t: &TokenRow, now: tessera_core::Timestamp) -> &'static str {
-    if t.revoked_at.is_some() {
-        "revoked"
-    } else if t.expires_at <= now {
-        "expired"
-    } else if t.uses_remaining <= 0 {
-        "exhausted"
-    } else {
-        "active"
+/// Why a device cannot enroll.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollmentError {
+    #[error("`{field}` must be 1-{max} printable characters")]
+    InvalidField { field: &'static str, max: usize },
+    #[error("{0}")]
+    InvalidIdentity(String),
+    #[error("not a valid enrollment token")]
+    NotAToken,
+    #[error("unknown enrollment token")]
+    UnknownToken,
+    #[error("this enrollment token was revoked")]
+    TokenRevoked,
+    #[error("this enrollment token has expired")]
+    TokenExpired,
+    #[error("this enrollment token has no uses left")]
+    TokenExhausted,
+    #[error("this device identity was revoked; it cannot enroll again")]
+    DeviceRevoked,
+    #[error("this device identity is already enrolled")]
+    AlreadyEnrolled,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where an enrollment token is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenState {
+    Active,
+    Revoked,
+    Expired,
+    Exhausted,
+}
+
+impl TokenState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenState::Active => "active",
+            TokenState::Revoked => "revoked",
+            TokenState::Expired => "expired",
+            TokenState::Exhausted => "exhausted",
+        }
+    }
+
+    /// The refusal a token in this state earns; `None` while it is active.
+    pub fn refusal(self) -> Option<EnrollmentError> {
+        match self {
+            TokenState::Active => None,
+            TokenState::Revoked => Some(EnrollmentError::TokenRevoked),
+            TokenState::Expired => Some(EnrollmentError::TokenExpired),
+            TokenState::Exhausted => Some(EnrollmentError::TokenExhausted),
+        }
     }
 }
 
-/// Inserts an active key for a device and audits it.
+/// The state of a token, as listed and as enrollment explains a refusal.
+pub fn token_state(t: &TokenRow, now: Timestamp) -> TokenState {
+    if t.revoked_at.is_some() {
+        TokenState::Revoked
+    } else if t.expires_at <= now {
+        TokenState::Expired
+    } else if t.uses_remaining <= 0 {
+        TokenState::Exhausted
+    } else {
+        TokenState::Active
+    }
+}
+
+/// Inserts an active key for a device inside `tx` and audits it through
+/// the server's state (for callers holding a plain transaction).
 pub async fn insert_key(
     state: &AppState,
     tx: &mut Tx,
@@ -36,6 +91,38 @@ pub async fn insert_key(
     created_by: &str,
     reason: &str,
 ) -> StoreResult<String> {
+    let (key_id, event) =
+        insert_key_row(tx, state.now(), tenant, device_id, key, created_by, reason).await?;
+    state.audit(tx, event).await?;
+    Ok(key_id)
+}
+
+/// Inserts an active key for a device and audits it, in `w`.
+pub async fn issue_key(
+    w: &mut Write,
+    tenant: &str,
+    device_id: &str,
+    key: &Secret,
+    created_by: &str,
+    reason: &str,
+) -> StoreResult<String> {
+    let now = w.now();
+    let (key_id, event) =
+        insert_key_row(w, now, tenant, device_id, key, created_by, reason).await?;
+    w.audit(event).await?;
+    Ok(key_id)
+}
+
+/// The key row, and the audit event that records its issue.
+async fn insert_key_row(
+    tx: &mut Tx,
+    now: Timestamp,
+    tenant: &str,
+    device_id: &str,
+    key: &Secret,
+    created_by: &str,
+    reason: &str,
+) -> StoreResult<(String, AuditEvent)> {
     let key_id = uuid::Uuid::now_v7().to_string();
     store::devices::insert_key(
         tx,
@@ -47,7 +134,7 @@ pub async fn insert_key(
             key_prefix: &key.prefix(),
             created_by,
             active: true,
-            now: state.now(),
+            now,
         },
     )
     .await?;
@@ -55,17 +142,12 @@ pub async fn insert_key(
         Some(u) => Actor::User(u.to_owned()),
         None => Actor::System,
     };
-    state
-        .audit(
-            tx,
-            AuditEvent::new(tenant, actor, Action::KeyIssued)
-                .target(format!("device:{device_id}"))
-                .detail("key_id", key_id.clone())
-                .detail("key", key.prefix())
-                .detail("reason", reason),
-        )
-        .await?;
-    Ok(key_id)
+    let event = AuditEvent::new(tenant, actor, Action::KeyIssued)
+        .target(format!("device:{device_id}"))
+        .detail("key_id", key_id.clone())
+        .detail("key", key.prefix())
+        .detail("reason", reason);
+    Ok((key_id, event))
 }
 
 /// What a device sends to enroll.
@@ -79,7 +161,7 @@ pub struct Enrollment<'a> {
 }
 
 /// Validates the descriptive fields a device reports about itself.
-pub fn validate_device_fields(name: &str, hostname: &str, os: &str) -> Result<(), ApiError> {
+pub fn validate_device_fields(name: &str, hostname: &str, os: &str) -> Result<(), EnrollmentError> {
     for (field, value, max) in [
         ("name", name, 128),
         ("hostname", hostname, 255),
@@ -89,10 +171,7 @@ pub fn validate_device_fields(name: &str, hostname: &str, os: &str) -> Result<()
             || value.chars().count() > max
             || value.chars().any(char::is_control)
         {
-            return Err(ApiError::unprocessable(
-                ErrorCode::InvalidField,
-                format!("`{field}` must be 1-{max} printable characters"),
-            ));
+            return Err(EnrollmentError::InvalidField { field, max });
         }
     }
     Ok(())
@@ -100,168 +179,145 @@ pub fn validate_device_fields(name: &str, hostname: &str, os: &str) -> Result<()
 
 /// Enrolls a device with an enrollment token: one use is taken atomically,
 /// and the device and its first key are created in the same transaction.
-pub async fn enroll(state: &AppState, e: Enrollment<'_>) -> Result<(String, Secret), ApiError> {
+pub async fn enroll(db: &Db, e: Enrollment<'_>) -> Result<(String, Secret), EnrollmentError> {
     validate_device_fields(e.name, e.hostname, e.os)?;
     let doc = IdentityDocument::decode(e.identity)
-        .map_err(|err| ApiError::unprocessable(ErrorCode::InvalidIdentity, err.to_string()))?;
+        .map_err(|err| EnrollmentError::InvalidIdentity(err.to_string()))?;
     let device_id = doc
         .device_id()
-        .map_err(|err| ApiError::unprocessable(ErrorCode::InvalidIdentity, err.to_string()))?;
+        .map_err(|err| EnrollmentError::InvalidIdentity(err.to_string()))?;
     let token = match SecretKind::of(e.token) {
         Some(SecretKind::EnrollmentToken) => {
             Secret::parse(SecretKind::EnrollmentToken, e.token).ok()
         }
         _ => None,
     }
-    .ok_or_else(|| {
-        ApiError::unauthorized(ErrorCode::InvalidToken, "not a valid enrollment token")
-    })?;
+    .ok_or(EnrollmentError::NotAToken)?;
 
-    let now = state.now();
-    let mut tx = state.db().begin_write().await?;
-    let Some(used) = store::enrollment::consume(&mut tx, &token.hash(), now).await? else {
-        tx.rollback().await?;
-        return Err(refusal(state, &token, e.ip).await);
-    };
-    if let Some(existing) = store::devices::by_id_any_tenant(&mut *tx, device_id.as_str()).await? {
-        tx.rollback().await?;
-        return Err(if existing.revoked_at.is_some() {
-            ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                ErrorCode::DeviceRevoked,
-                "this device identity was revoked; it cannot enroll again",
+    let enrolled = db
+        .write(async |w| {
+            let now = w.now();
+            let Some(used) = store::enrollment::consume(w, &token.hash(), now).await? else {
+                return Ok(None);
+            };
+            if let Some(existing) =
+                store::devices::by_id_any_tenant(w.conn(), device_id.as_str()).await?
+            {
+                return Err(if existing.revoked_at.is_some() {
+                    EnrollmentError::DeviceRevoked
+                } else {
+                    EnrollmentError::AlreadyEnrolled
+                });
+            }
+            store::devices::insert(
+                w,
+                store::devices::NewDevice {
+                    id: device_id.as_str(),
+                    tenant_id: &used.tenant_id,
+                    ed25519_public: &doc.ed25519,
+                    x25519_public: &doc.x25519,
+                    identity_signature: &doc.signature,
+                    name: e.name.trim(),
+                    hostname: e.hostname.trim(),
+                    os: e.os.trim(),
+                    tags: &used.tags,
+                    enrolled_via: "enrollment_token",
+                    enrolled_by: &format!("token:{}", used.id),
+                    owner_user_id: &used.created_by,
+                    ephemeral: false,
+                    now,
+                },
             )
-        } else {
-            ApiError::conflict(
-                ErrorCode::AlreadyEnrolled,
-                "this device identity is already enrolled",
-            )
-        });
-    }
-    store::devices::insert(
-        &mut tx,
-        store::devices::NewDevice {
-            id: device_id.as_str(),
-            tenant_id: &used.tenant_id,
-            ed25519_public: &doc.ed25519,
-            x25519_public: &doc.x25519,
-            identity_signature: &doc.signature,
-            name: e.name.trim(),
-            hostname: e.hostname.trim(),
-            os: e.os.trim(),
-            tags: &used.tags,
-            enrolled_via: "enrollment_token",
-            enrolled_by: &format!("token:{}", used.id),
-            owner_user_id: &used.created_by,
-            ephemeral: false,
-            now,
-        },
-    )
-    .await
-    .map_err(|err| match err {
-        StoreError::Conflict => ApiError::conflict(
-            ErrorCode::AlreadyEnrolled,
-            "this device identity is already enrolled",
-        ),
-        other => other.into(),
-    })?;
-    let key = Secret::generate(SecretKind::DeviceKey);
-    insert_key(
-        state,
-        &mut tx,
-        &used.tenant_id,
-        device_id.as_str(),
-        &key,
-        &format!("token:{}", used.id),
-        "enrollment",
-    )
-    .await?;
-    let device_actor = Actor::Device(device_id.to_string());
-    state
-        .audit(
-            &mut tx,
-            AuditEvent::new(
+            .await
+            .map_err(|err| match err {
+                StoreError::Conflict => EnrollmentError::AlreadyEnrolled,
+                other => other.into(),
+            })?;
+            let key = Secret::generate(SecretKind::DeviceKey);
+            issue_key(
+                w,
                 &used.tenant_id,
-                device_actor.clone(),
-                Action::DeviceEnrolled,
-            )
-            .ip(Some(e.ip))
-            .target(format!("device:{device_id}"))
-            .detail("via", "enrollment_token")
-            .detail("token_id", used.id.clone())
-            .detail("device_name", e.name.trim()),
-        )
-        .await?;
-    state
-        .audit(
-            &mut tx,
-            AuditEvent::new(
-                &used.tenant_id,
-                device_actor.clone(),
-                Action::EnrollmentTokenUsed,
-            )
-            .ip(Some(e.ip))
-            .target(format!("enrollment_token:{}", used.id))
-            .detail("device_id", device_id.to_string())
-            .detail("uses_remaining", used.uses_remaining),
-        )
-        .await?;
-    if used.uses_remaining == 0 {
-        state
-            .audit(
-                &mut tx,
-                AuditEvent::new(
-                    &used.tenant_id,
-                    device_actor,
-                    Action::EnrollmentTokenExhausted,
-                )
-                .target(format!("enrollment_token:{}", used.id)),
+                device_id.as_str(),
+                &key,
+                &format!("token:{}", used.id),
+                "enrollment",
             )
             .await?;
+            let device_actor = Actor::Device(device_id.to_string());
+            w.audit(
+                AuditEvent::new(
+                    &used.tenant_id,
+                    device_actor.clone(),
+                    Action::DeviceEnrolled,
+                )
+                .ip(Some(e.ip))
+                .target(format!("device:{device_id}"))
+                .detail("via", "enrollment_token")
+                .detail("token_id", used.id.clone())
+                .detail("device_name", e.name.trim()),
+            )
+            .await?;
+            w.audit(
+                AuditEvent::new(
+                    &used.tenant_id,
+                    device_actor.clone(),
+                    Action::EnrollmentTokenUsed,
+                )
+                .ip(Some(e.ip))
+                .target(format!("enrollment_token:{}", used.id))
+                .detail("device_id", device_id.to_string())
+                .detail("uses_remaining", used.uses_remaining),
+            )
+            .await?;
+            if used.uses_remaining == 0 {
+                w.audit(
+                    AuditEvent::new(
+                        &used.tenant_id,
+                        device_actor,
+                        Action::EnrollmentTokenExhausted,
+                    )
+                    .target(format!("enrollment_token:{}", used.id)),
+                )
+                .await?;
+            }
+            Ok(Some(key))
+        })
+        .await?;
+    match enrolled {
+        Some(key) => Ok((device_id.to_string(), key)),
+        None => Err(refusal(db, &token, e.ip).await),
     }
-    tx.commit().await?;
-    Ok((device_id.to_string(), key))
 }
 
 /// Explains why a token could not be used, and audits refusals of real
 /// tokens (an unknown string is not worth a row).
-async fn refusal(state: &AppState, token: &Secret, ip: IpAddr) -> ApiError {
-    let found = match store::enrollment::by_hash(state.db().pool(), &token.hash()).await {
+async fn refusal(db: &Db, token: &Secret, ip: IpAddr) -> EnrollmentError {
+    let found = match store::enrollment::by_hash(db.pool(), &token.hash()).await {
         Ok(found) => found,
         Err(e) => return e.into(),
     };
     let Some(t) = found else {
-        return ApiError::unauthorized(ErrorCode::InvalidToken, "unknown enrollment token");
+        return EnrollmentError::UnknownToken;
     };
-    let state_name = token_state(&t, state.now());
-    let audited: Result<(), StoreError> = async {
-        let mut tx = state.db().begin_write().await?;
-        state
-            .audit(
-                &mut tx,
+    let token_state = token_state(&t, db.now());
+    let audited = db
+        .write(async |w| {
+            w.audit(
                 AuditEvent::new(&t.tenant_id, Actor::Anonymous, Action::EnrollmentRefused)
                     .ip(Some(ip))
                     .target(format!("enrollment_token:{}", t.id))
-                    .detail("reason", state_name),
+                    .detail("reason", token_state.as_str()),
             )
             .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-    .await;
+            Ok::<_, StoreError>(())
+        })
+        .await;
     if let Err(e) = audited {
         tracing::warn!(error = %e, "cannot audit an enrollment refusal");
     }
-    match state_name {
-        "revoked" => {
-            ApiError::unauthorized(ErrorCode::TokenRevoked, "this enrollment token was revoked")
-        }
-        "expired" => {
-            ApiError::unauthorized(ErrorCode::TokenExpired, "this enrollment token has expired")
-        }
-        _ => ApiError::unauthorized(
-            ErrorCode::TokenExhausted,
-            "this enrollment token has no uses left",
-        ),
-    }
+    // `consume` found no use to take, so the token is not active; should
+    // it have become usable since, it is reported as out of uses.
+    token_state
+        .refusal()
+        .unwrap_or(EnrollmentError::TokenExhausted)
 }

@@ -15,6 +15,7 @@ pub mod enrollment;
 pub mod fsutil;
 pub mod http;
 pub mod metrics;
+pub mod net;
 pub mod pairing;
 pub mod relay;
 pub mod session;
@@ -23,6 +24,7 @@ pub mod store;
 pub mod sweep;
 pub mod tenancy;
 pub mod tls;
+pub mod trust;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -118,7 +120,7 @@ impl Server {
             store::server_keys::get_or_create(&db, "viewer_token_hs256", &fresh, clock.now())
                 .await?;
         let state = AppState::new(db, clock, config, &viewer_secret);
-        let bootstrap = bootstrap::ensure_admin(&state).await?;
+        let bootstrap = bootstrap::ensure_admin(state.db()).await?;
         Ok(Server {
             state,
             listener,

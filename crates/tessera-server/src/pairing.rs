@@ -7,25 +7,49 @@
 
 use std::net::IpAddr;
 use std::time::Duration;
-use tessera_core::ErrorCode;
 
 use tessera_core::codes::normalise_user_code;
+use tessera_core::kinds::PairingState;
 use tessera_core::roles::Permission;
 use tessera_core::secret::{Secret, SecretKind};
 use tessera_core::Timestamp;
 
-use crate::auth::login::locked_out;
-use crate::auth::Operator;
-use crate::http::error::ApiError;
+use crate::auth::lockout::Lockout;
+use crate::auth::{AuthError, Operator};
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::pairings::PairingRow;
-use crate::store::{self, StoreError, Tx};
-use crate::{enrollment, tenancy, AppState};
+use crate::store::{self, Db, StoreError, Write};
+use crate::{enrollment, tenancy};
 
 /// The RFC 8628 `client_id` of Tessera's agent.
 pub const CLIENT_ID: &str = "tessera-agent";
 /// RFC 8628 §3.5: each `slow_down` adds five seconds to the interval.
 pub const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
+
+/// Why an operator cannot find or decide a pairing.
+#[derive(Debug, thiserror::Error)]
+pub enum PairingError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("too many failed attempts from this address; try again later")]
+    LockedOut(Duration),
+    #[error("pending pairing with that user code not found")]
+    NotFound,
+    #[error("this device identity was revoked; it cannot be paired again")]
+    DeviceRevoked,
+    #[error("this device is already enrolled")]
+    AlreadyEnrolled,
+    #[error("this pairing was already decided or has expired")]
+    NotPending,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for PairingError {
+    fn from(e: sqlx::Error) -> Self {
+        PairingError::Store(e.into())
+    }
+}
 
 /// The answer to one poll of the token endpoint.
 #[derive(Debug, PartialEq, Eq)]
@@ -45,16 +69,16 @@ pub enum PollOutcome {
 
 /// Decides a poll from the pairing's state, the poll's time and client.
 pub fn poll_outcome(row: &PairingRow, client_id: &str, now: Timestamp) -> PollOutcome {
-    if row.client_id != client_id || row.state == "consumed" {
+    if row.client_id != client_id || row.state == PairingState::Consumed {
         return PollOutcome::InvalidGrant;
     }
-    if row.state == "denied" {
+    if row.state == PairingState::Denied {
         return PollOutcome::AccessDenied;
     }
     if now >= row.expires_at {
         return PollOutcome::ExpiredToken;
     }
-    if row.state == "approved" {
+    if row.state == PairingState::Approved {
         return PollOutcome::Ready;
     }
     let too_soon = row
@@ -73,116 +97,109 @@ pub fn poll_outcome(row: &PairingRow, client_id: &str, now: Timestamp) -> PollOu
 /// Looks up a pending pairing by a typed user code, counting misses toward
 /// the caller's lockout so that codes cannot be guessed.
 pub async fn find_pending(
-    state: &AppState,
+    db: &Db,
+    lockout: &Lockout<IpAddr>,
     ip: IpAddr,
     typed: &str,
-) -> Result<PairingRow, ApiError> {
-    let now = state.now();
-    state
-        .pairing_lockout()
-        .check(&ip, now)
-        .map_err(locked_out)?;
+) -> Result<PairingRow, PairingError> {
+    let now = db.now();
+    lockout.check(&ip, now).map_err(PairingError::LockedOut)?;
     let found = match normalise_user_code(typed) {
         Some(code) => {
-            store::pairings::pending_by_user_code(
-                state.db().pool(),
-                tenancy::for_anonymous(),
-                &code,
-                now,
-            )
-            .await?
+            store::pairings::pending_by_user_code(db.pool(), tenancy::for_anonymous(), &code, now)
+                .await?
         }
         None => None,
     };
     match found {
         Some(p) => Ok(p),
         None => {
-            state.pairing_lockout().record_failure(&ip, now);
-            Err(ApiError::not_found("pending pairing with that user code"))
+            lockout.record_failure(&ip, now);
+            Err(PairingError::NotFound)
         }
     }
 }
 
 /// An operator approves or denies the pairing shown under `typed`.
 pub async fn decide(
-    state: &AppState,
+    db: &Db,
+    lockout: &Lockout<IpAddr>,
     op: &Operator,
     ip: IpAddr,
     typed: &str,
     approve: bool,
-) -> Result<PairingRow, ApiError> {
+) -> Result<PairingRow, PairingError> {
     op.require(Permission::ManageDevices)?;
-    let pairing = find_pending(state, ip, typed).await?;
-    let now = state.now();
-    let mut tx = state.db().begin_write().await?;
-    if approve {
-        if let Some(existing) =
-            store::devices::by_id_any_tenant(&mut *tx, &pairing.device_id).await?
-        {
-            return Err(if existing.revoked_at.is_some() {
-                ApiError::conflict(
-                    ErrorCode::DeviceRevoked,
-                    "this device identity was revoked; it cannot be paired again",
-                )
-            } else {
-                ApiError::conflict(
-                    ErrorCode::AlreadyEnrolled,
-                    "this device is already enrolled",
-                )
-            });
+    let pairing = find_pending(db, lockout, ip, typed).await?;
+    db.write(async |w| {
+        let now = w.now();
+        if approve {
+            if let Some(existing) =
+                store::devices::by_id_any_tenant(w.conn(), &pairing.device_id).await?
+            {
+                return Err(if existing.revoked_at.is_some() {
+                    PairingError::DeviceRevoked
+                } else {
+                    PairingError::AlreadyEnrolled
+                });
+            }
         }
-    }
-    if !store::pairings::decide(&mut tx, &pairing.id, approve, &op.user_id, now).await? {
-        return Err(ApiError::conflict(
-            ErrorCode::PairingNotPending,
-            "this pairing was already decided or has expired",
-        ));
-    }
-    let action = if approve {
-        Action::PairingApproved
-    } else {
-        Action::PairingDenied
-    };
-    state
-        .audit(
-            &mut tx,
+        if !store::pairings::decide(w, &pairing.id, approve, &op.user_id, now).await? {
+            return Err(PairingError::NotPending);
+        }
+        let action = if approve {
+            Action::PairingApproved
+        } else {
+            Action::PairingDenied
+        };
+        w.audit(
             AuditEvent::new(&pairing.tenant_id, Actor::User(op.user_id.clone()), action)
                 .ip(Some(ip))
                 .target(format!("device:{}", pairing.device_id))
-                .detail("pairing_id", pairing.id.clone())
+                .detail("pairing_id", pairing.id.as_str())
                 .detail("device_name", pairing.name.clone())
                 .detail("hostname", pairing.hostname.clone()),
         )
         .await?;
-    tx.commit().await?;
+        Ok(())
+    })
+    .await?;
     Ok(pairing)
 }
 
-/// Redeems an approved pairing: creates the device (or, for a device that
-/// re-paired, a new key for it) and returns its key. One caller wins.
-pub async fn redeem(
-    state: &AppState,
-    pairing: &PairingRow,
-) -> Result<(String, Secret), PollOutcome> {
-    let result: Result<Option<Secret>, StoreError> = async {
-        let mut tx = state.db().begin_write().await?;
-        if !store::pairings::consume(&mut tx, &pairing.id).await? {
-            return Ok(None);
-        }
-        let owner = pairing.decided_by.clone().unwrap_or_default();
-        let key = Secret::generate(SecretKind::DeviceKey);
-        let issued = issue_for_pairing(state, &mut tx, pairing, &owner, &key).await?;
-        if !issued {
-            return Ok(None);
-        }
-        tx.commit().await?;
-        Ok(Some(key))
+/// Why a redemption issued nothing; either way the transaction rolls back.
+enum NotRedeemed {
+    /// Another exchange won, or the identity already exists.
+    Lost,
+    Store(StoreError),
+}
+
+impl From<StoreError> for NotRedeemed {
+    fn from(e: StoreError) -> Self {
+        NotRedeemed::Store(e)
     }
-    .await;
+}
+
+/// Redeems an approved pairing: creates the device and returns its key.
+/// One caller wins.
+pub async fn redeem(db: &Db, pairing: &PairingRow) -> Result<(String, Secret), PollOutcome> {
+    let result = db
+        .write(async |w| {
+            if !store::pairings::consume(w, &pairing.id).await? {
+                return Err(NotRedeemed::Lost);
+            }
+            let owner = pairing.decided_by.clone().unwrap_or_default();
+            let key = Secret::generate(SecretKind::DeviceKey);
+            if !issue_for_pairing(w, pairing, &owner, &key).await? {
+                return Err(NotRedeemed::Lost);
+            }
+            Ok(key)
+        })
+        .await;
     match result {
-        Ok(Some(key)) => Ok((pairing.device_id.clone(), key)),
-        Ok(None) => Err(PollOutcome::InvalidGrant),
-        Err(e) => {
+        Ok(key) => Ok((pairing.device_id.clone(), key)),
+        Err(NotRedeemed::Lost) => Err(PollOutcome::InvalidGrant),
+        Err(NotRedeemed::Store(e)) => {
             tracing::error!(error = %e, "cannot redeem a pairing");
             Err(PollOutcome::InvalidGrant)
         }
@@ -190,8 +207,7 @@ pub async fn redeem(
 }
 
 async fn issue_for_pairing(
-    state: &AppState,
-    tx: &mut Tx,
+    w: &mut Write,
     p: &PairingRow,
     owner: &str,
     key: &Secret,
@@ -199,14 +215,15 @@ async fn issue_for_pairing(
     // Pairing only ever creates a device: an identity that already exists
     // (enrolled, or revoked) gets nothing here. New keys for an enrolled
     // device come from an operator or a rotation.
-    if store::devices::by_id_any_tenant(&mut **tx, &p.device_id)
+    if store::devices::by_id_any_tenant(w.conn(), &p.device_id)
         .await?
         .is_some()
     {
         return Ok(false);
     }
+    let now = w.now();
     store::devices::insert(
-        tx,
+        w,
         store::devices::NewDevice {
             id: &p.device_id,
             tenant_id: &p.tenant_id,
@@ -221,13 +238,12 @@ async fn issue_for_pairing(
             enrolled_by: &format!("user:{owner}"),
             owner_user_id: owner,
             ephemeral: false,
-            now: state.now(),
+            now,
         },
     )
     .await?;
-    enrollment::insert_key(
-        state,
-        tx,
+    enrollment::issue_key(
+        w,
         &p.tenant_id,
         &p.device_id,
         key,
@@ -235,20 +251,18 @@ async fn issue_for_pairing(
         "pairing",
     )
     .await?;
-    state
-        .audit(
-            tx,
-            AuditEvent::new(
-                &p.tenant_id,
-                Actor::User(owner.to_owned()),
-                Action::DeviceEnrolled,
-            )
-            .target(format!("device:{}", p.device_id))
-            .detail("via", "pairing")
-            .detail("pairing_id", p.id.clone())
-            .detail("device_name", p.name.clone()),
+    w.audit(
+        AuditEvent::new(
+            &p.tenant_id,
+            Actor::User(owner.to_owned()),
+            Action::DeviceEnrolled,
         )
-        .await?;
+        .target(format!("device:{}", p.device_id))
+        .detail("via", "pairing")
+        .detail("pairing_id", p.id.as_str())
+        .detail("device_name", p.name.clone()),
+    )
+    .await?;
     Ok(true)
 }
 
@@ -257,6 +271,7 @@ mod tests {
     use super::*;
 
     fn row(state: &str, last_poll: Option<i64>) -> PairingRow {
+        let state: PairingState = state.parse().unwrap();
         PairingRow {
             id: "p".into(),
             tenant_id: "t".into(),
@@ -274,7 +289,7 @@ mod tests {
             expires_at: Timestamp::from_millis(600_000),
             interval_ms: 5000,
             last_poll_at: last_poll.map(Timestamp::from_millis),
-            state: state.into(),
+            state,
             decided_by: None,
         }
     }

@@ -6,16 +6,27 @@
 //! revoked. Revocation is checked on every request, against the database, so
 //! it holds across nodes at once.
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use tessera_core::secret::{Secret, SecretKind};
-use tessera_core::ErrorCode;
 
-use super::bearer;
-use crate::http::error::ApiError;
 use crate::store::devices::KeyAuthRow;
 use crate::tenancy::TenantScoped;
-use crate::AppState;
+
+/// Why a device key does not authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceAuthError {
+    #[error("missing device key (Authorization: Bearer cak_…)")]
+    MissingKey,
+    #[error("the device key is not valid")]
+    InvalidKey,
+    #[error("this endpoint takes a device key")]
+    WrongCredentialType,
+    #[error("this device has been revoked")]
+    DeviceRevoked,
+    #[error("this device key has been revoked")]
+    KeyRevoked,
+    #[error("this device key has not been confirmed yet")]
+    KeyNotActive,
+}
 
 #[derive(Clone, Debug)]
 pub struct DevicePrincipal {
@@ -34,42 +45,27 @@ impl TenantScoped for DevicePrincipal {
 }
 
 /// Why a key does not authenticate, most specific first.
-pub fn check_key(row: &KeyAuthRow) -> Result<(), ApiError> {
+pub fn check_key(row: &KeyAuthRow) -> Result<(), DeviceAuthError> {
     if row.device_revoked_at.is_some() {
-        return Err(ApiError::unauthorized(
-            ErrorCode::DeviceRevoked,
-            "this device has been revoked",
-        ));
+        return Err(DeviceAuthError::DeviceRevoked);
     }
     if row.key_revoked_at.is_some() {
-        return Err(ApiError::unauthorized(
-            ErrorCode::KeyRevoked,
-            "this device key has been revoked",
-        ));
+        return Err(DeviceAuthError::KeyRevoked);
     }
     if row.key_activated_at.is_none() {
-        return Err(ApiError::unauthorized(
-            ErrorCode::KeyNotActive,
-            "this device key has not been confirmed yet",
-        ));
+        return Err(DeviceAuthError::KeyNotActive);
     }
     Ok(())
 }
 
 /// Parses a device key, refusing other planes' credentials by kind.
-pub fn parse_device_key(token: &str) -> Result<Secret, ApiError> {
+pub fn parse_device_key(token: &str) -> Result<Secret, DeviceAuthError> {
     match SecretKind::of(token) {
-        Some(SecretKind::DeviceKey) => Secret::parse(SecretKind::DeviceKey, token).map_err(|_| {
-            ApiError::unauthorized(ErrorCode::InvalidToken, "the device key is not valid")
-        }),
-        Some(_) => Err(ApiError::unauthorized(
-            ErrorCode::WrongCredentialType,
-            "this endpoint takes a device key",
-        )),
-        None => Err(ApiError::unauthorized(
-            ErrorCode::InvalidToken,
-            "the device key is not valid",
-        )),
+        Some(SecretKind::DeviceKey) => {
+            Secret::parse(SecretKind::DeviceKey, token).map_err(|_| DeviceAuthError::InvalidKey)
+        }
+        Some(_) => Err(DeviceAuthError::WrongCredentialType),
+        None => Err(DeviceAuthError::InvalidKey),
     }
 }
 
@@ -86,27 +82,45 @@ impl From<KeyAuthRow> for DevicePrincipal {
     }
 }
 
-impl FromRequestParts<AppState> for DevicePrincipal {
-    type Rejection = ApiError;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_core::Timestamp;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts).ok_or_else(|| {
-            ApiError::unauthorized(
-                ErrorCode::Unauthenticated,
-                "missing device key (Authorization: Bearer cak_…)",
-            )
-        })?;
-        let secret = parse_device_key(token)?;
-        let row = crate::store::devices::key_auth(state.db().pool(), &secret.hash())
-            .await?
-            .ok_or_else(|| {
-                ApiError::unauthorized(ErrorCode::InvalidToken, "the device key is not valid")
-            })?;
-        check_key(&row)?;
-        tracing::Span::current().record("device", row.device_id.as_str());
-        Ok(row.into())
+    fn key(activated: bool, key_revoked: bool, device_revoked: bool) -> KeyAuthRow {
+        let t = Some(Timestamp::from_millis(1));
+        KeyAuthRow {
+            key_id: "k".into(),
+            key_prefix: "cak_x".into(),
+            device_id: "d".into(),
+            tenant_id: "t".into(),
+            owner_user_id: "u".into(),
+            ed25519_public: [0; 32],
+            key_activated_at: t.filter(|_| activated),
+            key_revoked_at: t.filter(|_| key_revoked),
+            device_revoked_at: t.filter(|_| device_revoked),
+        }
+    }
+
+    #[test]
+    fn a_key_is_refused_for_its_most_specific_reason() {
+        assert_eq!(check_key(&key(true, false, false)), Ok(()));
+        assert_eq!(
+            check_key(&key(false, true, true)),
+            Err(DeviceAuthError::DeviceRevoked)
+        );
+        assert_eq!(
+            check_key(&key(false, true, false)),
+            Err(DeviceAuthError::KeyRevoked)
+        );
+        assert_eq!(
+            check_key(&key(false, false, false)),
+            Err(DeviceAuthError::KeyNotActive)
+        );
+        let op = Secret::generate(SecretKind::OperatorToken);
+        assert_eq!(
+            parse_device_key(op.expose()).err(),
+            Some(DeviceAuthError::WrongCredentialType)
+        );
     }
 }

@@ -2,22 +2,66 @@
 
 use std::net::IpAddr;
 use std::time::Duration;
-use tessera_core::ErrorCode;
 
 use tessera_core::password;
 use tessera_core::secret::{Secret, SecretKind};
 use tessera_core::Timestamp;
 use zeroize::Zeroizing;
 
-use super::lockout::FailureOutcome;
+use super::lockout::{FailureOutcome, Lockout};
 use super::verify_password;
-use crate::http::error::ApiError;
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::users::UserRow;
-use crate::store::{self, Tx};
+use crate::store::{self, Db, StoreError, Write};
 use crate::{tenancy, AppState};
 
 pub const MAX_USERNAME_LEN: usize = 64;
+
+/// Why a login (or a password check) is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("too many failed attempts from this address; try again later")]
+    LockedOut(Duration),
+    #[error("username or password too long")]
+    TooLong,
+    #[error("this account is disabled")]
+    AccountDisabled,
+    #[error("username or password is incorrect")]
+    InvalidCredentials,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a password login failed, as the audit row records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    UnknownUser,
+    AccountDisabled,
+    WrongPassword,
+}
+
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::UnknownUser => "unknown_user",
+            FailureReason::AccountDisabled => "account_disabled",
+            FailureReason::WrongPassword => "wrong_password",
+        }
+    }
+
+    /// A disabled account's right password is no guess: it does not count
+    /// toward the address's lockout.
+    pub fn counts_toward_lockout(self) -> bool {
+        self != FailureReason::AccountDisabled
+    }
+
+    pub fn into_error(self) -> LoginError {
+        match self {
+            FailureReason::AccountDisabled => LoginError::AccountDisabled,
+            _ => LoginError::InvalidCredentials,
+        }
+    }
+}
 
 /// A fresh login session.
 pub struct LoggedIn {
@@ -27,72 +71,89 @@ pub struct LoggedIn {
     pub user: UserRow,
 }
 
-pub fn locked_out(remaining: Duration) -> ApiError {
-    ApiError::too_many_requests(
-        ErrorCode::LockedOut,
-        "too many failed attempts from this address; try again later",
-        remaining,
-    )
+pub fn locked_out(remaining: Duration) -> LoginError {
+    LoginError::LockedOut(remaining)
 }
 
 /// Counts a failed check from `ip` toward its lockout, and records the
 /// lockout when this failure triggers one.
-pub async fn count_failure(state: &AppState, tx: &mut Tx, ip: IpAddr) -> Result<(), ApiError> {
-    if let FailureOutcome::LockedOut { until } =
-        state.login_lockout().record_failure(&ip, state.now())
-    {
-        state
-            .audit(
-                tx,
-                AuditEvent::new(
-                    tenancy::for_anonymous(),
-                    Actor::Anonymous,
-                    Action::LockoutTriggered,
-                )
-                .ip(Some(ip))
-                .detail("until", until.to_rfc3339()),
+pub async fn count_failure(
+    lockout: &Lockout<IpAddr>,
+    w: &mut Write,
+    ip: IpAddr,
+) -> Result<(), StoreError> {
+    if let FailureOutcome::LockedOut { until } = lockout.record_failure(&ip, w.now()) {
+        w.audit(
+            AuditEvent::new(
+                tenancy::for_anonymous(),
+                Actor::Anonymous,
+                Action::LockoutTriggered,
             )
-            .await?;
+            .ip(Some(ip))
+            .detail("until", until.to_rfc3339()),
+        )
+        .await?;
     }
     Ok(())
+}
+
+/// What a password login needs of the server.
+#[derive(Clone, Copy)]
+pub struct Logins<'a> {
+    pub db: &'a Db,
+    /// Failed attempts per address.
+    pub lockout: &'a Lockout<IpAddr>,
+    /// How long a login session lasts.
+    pub session_ttl: Duration,
+}
+
+impl<'a> Logins<'a> {
+    pub fn of(state: &'a AppState) -> Self {
+        Logins {
+            db: state.db(),
+            lockout: state.login_lockout(),
+            session_ttl: state.config().session_ttl,
+        }
+    }
 }
 
 /// Checks a username and password and opens a login session. Every outcome
 /// is audited; failures count toward the address's lockout.
 pub async fn login(
-    state: &AppState,
+    logins: Logins<'_>,
     ip: IpAddr,
     username: &str,
     password: &str,
-) -> Result<LoggedIn, ApiError> {
-    let now = state.now();
-    state.login_lockout().check(&ip, now).map_err(locked_out)?;
+) -> Result<LoggedIn, LoginError> {
+    let Logins {
+        db,
+        lockout,
+        session_ttl: ttl,
+    } = logins;
+    let now = db.now();
+    lockout.check(&ip, now).map_err(locked_out)?;
     let tenant = tenancy::for_anonymous();
     if username.len() > MAX_USERNAME_LEN || password.len() > password::MAX_PASSWORD_LEN * 4 {
-        return Err(ApiError::unprocessable(
-            ErrorCode::InvalidField,
-            "username or password too long",
-        ));
+        return Err(LoginError::TooLong);
     }
-    let user = store::users::by_username(state.db().pool(), tenant, username).await?;
+    let user = store::users::by_username(db.pool(), tenant, username).await?;
     let ok = verify_password(
         user.as_ref().map(|u| u.password_hash.clone()),
         Zeroizing::new(password.to_owned()),
     )
     .await;
 
-    let mut tx = state.db().begin_write().await?;
     let user = match user {
         Some(u) if ok && u.disabled_at.is_none() => u,
         found => {
             let (reason, target) = match &found {
-                None => ("unknown_user", None),
-                Some(u) if ok => ("account_disabled", Some(u)),
-                Some(u) => ("wrong_password", Some(u)),
+                None => (FailureReason::UnknownUser, None),
+                Some(u) if ok => (FailureReason::AccountDisabled, Some(u)),
+                Some(u) => (FailureReason::WrongPassword, Some(u)),
             };
             let mut event = AuditEvent::new(tenant, Actor::Anonymous, Action::LoginFailed)
                 .ip(Some(ip))
-                .detail("reason", reason);
+                .detail("reason", reason.as_str());
             // The attempted name is recorded only when it is a real account:
             // a password typed into the username box must not be kept.
             if let Some(u) = target {
@@ -100,57 +161,50 @@ pub async fn login(
                     .target(format!("user:{}", u.id))
                     .detail("username", u.username.clone());
             }
-            state.audit(&mut tx, event).await?;
-            if reason != "account_disabled" {
-                count_failure(state, &mut tx, ip).await?;
-            }
-            tx.commit().await?;
-            return Err(if reason == "account_disabled" {
-                ApiError::unauthorized(ErrorCode::AccountDisabled, "this account is disabled")
-            } else {
-                ApiError::unauthorized(
-                    ErrorCode::InvalidCredentials,
-                    "username or password is incorrect",
-                )
-            });
+            db.write(async |w| {
+                w.audit(event).await?;
+                if reason.counts_toward_lockout() {
+                    count_failure(lockout, w, ip).await?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await?;
+            return Err(reason.into_error());
         }
     };
 
-    // The password was checked before this transaction began: make sure
-    // it was not changed, nor the account disabled, in between, so a login
-    // racing a password change cannot outlive it.
-    let current = store::users::by_id(&mut *tx, &user.tenant_id, &user.id).await?;
-    if !current.is_some_and(|c| c.password_hash == user.password_hash && c.disabled_at.is_none()) {
-        tx.rollback().await?;
-        return Err(ApiError::unauthorized(
-            ErrorCode::InvalidCredentials,
-            "username or password is incorrect",
-        ));
-    }
-    let token = Secret::generate(SecretKind::OperatorToken);
-    let session_id = uuid::Uuid::now_v7().to_string();
-    let expires_at = now.plus(state.config().session_ttl);
-    let ip_text = ip.to_string();
-    store::logins::insert(
-        &mut tx,
-        store::logins::NewSession {
-            id: &session_id,
-            tenant_id: &user.tenant_id,
-            user_id: &user.id,
-            token_hash: &token.hash(),
-            token_prefix: &token.prefix(),
-            source_ip: Some(&ip_text),
-            now,
-            expires_at,
-        },
-    )
-    .await?;
-    state
-        .audit(
-            &mut tx,
+    db.write(async |w| {
+        // The password was checked before this transaction began: make
+        // sure it was not changed, nor the account disabled, in between,
+        // so a login racing a password change cannot outlive it.
+        let current = store::users::by_id(w.conn(), &user.tenant_id, user.id.as_str()).await?;
+        if !current
+            .is_some_and(|c| c.password_hash == user.password_hash && c.disabled_at.is_none())
+        {
+            return Err(LoginError::InvalidCredentials);
+        }
+        let token = Secret::generate(SecretKind::OperatorToken);
+        let session_id = uuid::Uuid::now_v7().to_string();
+        let expires_at = now.plus(ttl);
+        let ip_text = ip.to_string();
+        store::logins::insert(
+            w,
+            store::logins::NewSession {
+                id: &session_id,
+                tenant_id: &user.tenant_id,
+                user_id: user.id.as_str(),
+                token_hash: &token.hash(),
+                token_prefix: &token.prefix(),
+                source_ip: Some(&ip_text),
+                now,
+                expires_at,
+            },
+        )
+        .await?;
+        w.audit(
             AuditEvent::new(
                 &user.tenant_id,
-                Actor::User(user.id.clone()),
+                Actor::User(user.id.to_string()),
                 Action::LoginSucceeded,
             )
             .ip(Some(ip))
@@ -158,34 +212,56 @@ pub async fn login(
             .detail("username", user.username.clone()),
         )
         .await?;
-    tx.commit().await?;
-    Ok(LoggedIn {
-        token,
-        session_id,
-        expires_at,
-        user,
+        Ok(LoggedIn {
+            token,
+            session_id,
+            expires_at,
+            user: user.clone(),
+        })
     })
+    .await
 }
 
 /// Ends a login session (idempotent); audits the logout if it was live.
 pub async fn logout(
-    state: &AppState,
+    db: &Db,
     ip: IpAddr,
     tenant: &str,
     user_id: &str,
     session_id: &str,
-) -> Result<(), ApiError> {
-    let mut tx = state.db().begin_write().await?;
-    if store::logins::revoke(&mut tx, session_id, "logout", state.now()).await? {
-        state
-            .audit(
-                &mut tx,
+) -> Result<(), StoreError> {
+    db.write(async |w| {
+        let now = w.now();
+        if store::logins::revoke(w, session_id, "logout", now).await? {
+            w.audit(
                 AuditEvent::new(tenant, Actor::User(user_id.to_owned()), Action::Logout)
                     .ip(Some(ip))
                     .target(format!("session:{session_id}")),
             )
             .await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_disabled_account_is_named_and_not_counted_as_a_guess() {
+        assert!(matches!(
+            FailureReason::AccountDisabled.into_error(),
+            LoginError::AccountDisabled
+        ));
+        assert!(!FailureReason::AccountDisabled.counts_toward_lockout());
+        for r in [FailureReason::UnknownUser, FailureReason::WrongPassword] {
+            assert!(matches!(r.into_error(), LoginError::InvalidCredentials));
+            assert!(r.counts_toward_lockout());
+        }
+        assert_eq!(FailureReason::WrongPassword.as_str(), "wrong_password");
+        assert_eq!(FailureReason::UnknownUser.as_str(), "unknown_user");
+        assert_eq!(FailureReason::AccountDisabled.as_str(), "account_disabled");
     }
-    tx.commit().await?;
-    Ok(())
 }

@@ -1,5 +1,5 @@
-//! Per-client-IP rate limits, built on `governor` (GCRA), as a reusable axum
-//! middleware: `route_layer(rate_limit_layer(state, limiter))`.
+//! Per-client-IP rate limits, built on `governor` (GCRA). The axum
+//! middleware that applies one to a route is `http::ratelimit::enforce`.
 //!
 //! The limiter reads time from the server's [`Clock`], so tests move a manual
 //! clock instead of sleeping. Rejections answer `429 rate_limited` with a
@@ -10,21 +10,13 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_core::ErrorCode;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use governor::clock::Clock as GovernorClock;
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::keyed::HashMapStateStore;
 use governor::{Quota, RateLimiter};
 use tessera_core::Clock;
-
-use crate::http::error::ApiError;
-use crate::http::extract::client_ip_of;
-use crate::AppState;
 
 /// Adapts Tessera's clock to governor's.
 #[derive(Clone, Debug)]
@@ -91,24 +83,4 @@ impl IpRateLimiter {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
     }
-}
-
-/// The middleware behind [`rate_limit_layer`].
-pub async fn enforce(
-    State((state, limiter)): State<(AppState, Arc<IpRateLimiter>)>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let (parts, body) = req.into_parts();
-    let ip = client_ip_of(&parts, state.trusted_proxies());
-    if let Err(wait) = limiter.check(ip) {
-        state.metrics().rate_limited(limiter.name());
-        return ApiError::too_many_requests(
-            ErrorCode::RateLimited,
-            "too many requests from this address; retry later",
-            wait,
-        )
-        .into_response();
-    }
-    next.run(Request::from_parts(parts, body)).await
 }

@@ -6,7 +6,7 @@ use axum::middleware::from_fn_with_state;
 use axum::Json;
 use tessera_core::api::{
     ChangePasswordRequest, ChangePasswordResponse, LoginRequest, LoginResponse, SecretString,
-    WhoAmI,
+    UserView, WhoAmI,
 };
 use tessera_core::password;
 use tessera_core::ErrorCode;
@@ -16,10 +16,10 @@ use zeroize::Zeroizing;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ClientIp};
-use super::users::user_view;
-use crate::auth::{hash_password, login, ratelimit, verify_password, Operator};
+use super::ratelimit;
+use crate::auth::{hash_password, login, verify_password, Operator};
 use crate::store;
-use crate::store::audit::{Action, Actor, AuditEvent};
+use crate::store::audit::Action;
 use crate::AppState;
 
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
@@ -55,11 +55,17 @@ async fn login(
     ip: ClientIp,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
-    let done = login::login(&state, ip.0, &req.username, req.password.expose()).await?;
+    let done = login::login(
+        login::Logins::of(&state),
+        ip.0,
+        &req.username,
+        req.password.expose(),
+    )
+    .await?;
     Ok(Json(LoginResponse {
         token: SecretString::new(done.token.expose()),
         expires_at: done.expires_at.to_rfc3339(),
-        user: user_view(&done.user),
+        user: UserView::from(&done.user),
     }))
 }
 
@@ -72,22 +78,7 @@ async fn logout(
     ip: ClientIp,
     op: Operator,
 ) -> ApiResult<StatusCode> {
-    let mut tx = state.db().begin_write().await?;
-    if store::logins::revoke(&mut tx, &op.session_id, "logout", state.now()).await? {
-        state
-            .audit(
-                &mut tx,
-                AuditEvent::new(
-                    &op.tenant_id,
-                    Actor::User(op.user_id.clone()),
-                    Action::Logout,
-                )
-                .ip(Some(ip.0))
-                .target(format!("session:{}", op.session_id)),
-            )
-            .await?;
-    }
-    tx.commit().await?;
+    login::logout(state.db(), ip.0, &op.tenant_id, &op.user_id, &op.session_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -137,40 +128,39 @@ async fn change_password(
     )
     .await;
     if !ok {
-        let mut tx = state.db().begin_write().await?;
-        login::count_failure(&state, &mut tx, ip.0).await?;
-        tx.commit().await?;
+        state
+            .db()
+            .write(async |w| login::count_failure(state.login_lockout(), w, ip.0).await)
+            .await?;
         return Err(ApiError::unauthorized(
             ErrorCode::InvalidCredentials,
             "the current password is incorrect",
         ));
     }
     let hash = hash_password(Zeroizing::new(req.new_password.expose().to_owned())).await;
-    let now = state.now();
-    let mut tx = state.db().begin_write().await?;
-    store::users::set_password(&mut tx, &op.tenant_id, &op.user_id, &hash, now).await?;
-    let revoked = store::logins::revoke_all_of_user(
-        &mut tx,
-        &op.user_id,
-        Some(&op.session_id),
-        "password_changed",
-        now,
-    )
-    .await?;
-    state
-        .audit(
-            &mut tx,
-            AuditEvent::new(
-                &op.tenant_id,
-                Actor::User(op.user_id.clone()),
-                Action::PasswordChanged,
+    let revoked = state
+        .db()
+        .write(async |w| {
+            let now = w.now();
+            store::users::set_password(w, &op.tenant_id, &op.user_id, &hash, now).await?;
+            let revoked = store::logins::revoke_all_of_user(
+                w,
+                &op.user_id,
+                Some(&op.session_id),
+                "password_changed",
+                now,
             )
-            .ip(Some(ip.0))
-            .target(format!("user:{}", op.user_id))
-            .detail("revoked_sessions", revoked),
-        )
+            .await?;
+            w.audit(
+                op.event(Action::PasswordChanged)
+                    .ip(Some(ip.0))
+                    .target(format!("user:{}", op.user_id))
+                    .detail("revoked_sessions", revoked),
+            )
+            .await?;
+            Ok::<_, ApiError>(revoked)
+        })
         .await?;
-    tx.commit().await?;
     Ok(Json(ChangePasswordResponse {
         revoked_sessions: revoked,
     }))

@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ClientIp};
 use crate::auth::Operator;
-use crate::store::audit::{Action, Actor, AuditEvent};
+use crate::store::audit::Action;
 use crate::store::devices::{DeviceRow, KeyRow};
 use crate::{enrollment, store, tenancy, AppState};
 
@@ -83,23 +83,25 @@ pub fn device_view(state: &AppState, d: &DeviceRow) -> DeviceView {
     }
 }
 
-pub fn key_view(k: &KeyRow) -> DeviceKeyView {
-    let state = if k.revoked_at.is_some() {
-        "revoked"
-    } else if k.activated_at.is_none() {
-        "pending"
-    } else {
-        "active"
-    };
-    DeviceKeyView {
-        id: k.id.clone(),
-        prefix: k.key_prefix.clone(),
-        state: state.to_owned(),
-        created_at: k.created_at.to_rfc3339(),
-        created_by: k.created_by.clone(),
-        last_used_at: k.last_used_at.map(Timestamp::to_rfc3339),
-        revoked_at: k.revoked_at.map(Timestamp::to_rfc3339),
-        revoked_reason: k.revoked_reason.clone(),
+impl From<&KeyRow> for DeviceKeyView {
+    fn from(k: &KeyRow) -> Self {
+        let state = if k.revoked_at.is_some() {
+            "revoked"
+        } else if k.activated_at.is_none() {
+            "pending"
+        } else {
+            "active"
+        };
+        DeviceKeyView {
+            id: k.id.clone(),
+            prefix: k.key_prefix.clone(),
+            state: state.to_owned(),
+            created_at: k.created_at.to_rfc3339(),
+            created_by: k.created_by.clone(),
+            last_used_at: k.last_used_at.map(Timestamp::to_rfc3339),
+            revoked_at: k.revoked_at.map(Timestamp::to_rfc3339),
+            revoked_reason: k.revoked_reason.clone(),
+        }
     }
 }
 
@@ -189,37 +191,35 @@ async fn revoke_device(
     op.require(Permission::ManageDevices)?;
     let reason = clean_reason(req.reason)?;
     let d = find(&state, &op, &id).await?;
-    let mut tx = state.db().begin_write().await?;
-    if !store::devices::revoke(
-        &mut tx,
-        tenancy::of(&op),
-        &d.id,
-        &reason,
-        &format!("user:{}", op.user_id),
-        state.now(),
-    )
-    .await?
-    {
-        return Err(ApiError::conflict(
-            ErrorCode::AlreadyRevoked,
-            "this device is already revoked",
-        ));
-    }
     state
-        .audit(
-            &mut tx,
-            AuditEvent::new(
+        .db()
+        .write(async |w| {
+            if !store::devices::revoke(
+                w,
                 tenancy::of(&op),
-                Actor::User(op.user_id.clone()),
-                Action::DeviceRevoked,
+                &d.id,
+                &reason,
+                &format!("user:{}", op.user_id),
+                state.now(),
             )
-            .ip(Some(ip.0))
-            .target(format!("device:{}", d.id))
-            .detail("device_name", d.name.clone())
-            .detail("reason", reason.clone()),
-        )
+            .await?
+            {
+                return Err(ApiError::conflict(
+                    ErrorCode::AlreadyRevoked,
+                    "this device is already revoked",
+                ));
+            }
+            w.audit(
+                op.event(Action::DeviceRevoked)
+                    .ip(Some(ip.0))
+                    .target(format!("device:{}", d.id))
+                    .detail("device_name", d.name.clone())
+                    .detail("reason", reason.clone()),
+            )
+            .await?;
+            Ok::<_, ApiError>(())
+        })
         .await?;
-    tx.commit().await?;
     state
         .registry()
         .revoke_device(&d.id, ErrorCode::DeviceRevoked, &reason);
@@ -244,39 +244,37 @@ async fn tag_device(
     validate_tags(&req.add)?;
     validate_tags(&req.remove)?;
     let tenant = tenancy::of(&op);
-    let mut tx = state.db().begin_write().await?;
-    let key = DeviceId::parse(&id).map_err(|_| ApiError::not_found("device"))?;
-    let d = store::devices::by_id(&mut *tx, tenant, key.as_str())
-        .await?
-        .ok_or_else(|| ApiError::not_found("device"))?;
-    let mut tags: Vec<String> = d
-        .tags
-        .iter()
-        .filter(|t| !req.remove.contains(t))
-        .cloned()
-        .collect();
-    for t in &req.add {
-        if !tags.contains(t) {
-            tags.push(t.clone());
-        }
-    }
-    tags.sort();
-    validate_tags(&tags)?;
-    store::devices::set_tags(&mut tx, tenant, &d.id, &tags).await?;
     state
-        .audit(
-            &mut tx,
-            AuditEvent::new(
-                tenant,
-                Actor::User(op.user_id.clone()),
-                Action::DeviceTagged,
+        .db()
+        .write(async |w| {
+            let key = DeviceId::parse(&id).map_err(|_| ApiError::not_found("device"))?;
+            let d = store::devices::by_id(w.conn(), tenant, key.as_str())
+                .await?
+                .ok_or_else(|| ApiError::not_found("device"))?;
+            let mut tags: Vec<String> = d
+                .tags
+                .iter()
+                .filter(|t| !req.remove.contains(t))
+                .cloned()
+                .collect();
+            for t in &req.add {
+                if !tags.contains(t) {
+                    tags.push(t.clone());
+                }
+            }
+            tags.sort();
+            validate_tags(&tags)?;
+            store::devices::set_tags(w, tenant, &d.id, &tags).await?;
+            w.audit(
+                op.event(Action::DeviceTagged)
+                    .ip(Some(ip.0))
+                    .target(format!("device:{}", d.id))
+                    .detail("tags", tags.clone()),
             )
-            .ip(Some(ip.0))
-            .target(format!("device:{}", d.id))
-            .detail("tags", tags.clone()),
-        )
+            .await?;
+            Ok::<_, ApiError>(())
+        })
         .await?;
-    tx.commit().await?;
     let d = find(&state, &op, &id).await?;
     Ok(Json(device_view(&state, &d)))
 }
@@ -294,7 +292,7 @@ async fn list_keys(
     op.require(Permission::ManageDevices)?;
     let d = find(&state, &op, &id).await?;
     let keys = store::devices::list_keys(state.db(), tenancy::of(&op), &d.id).await?;
-    Ok(Json(keys.iter().map(key_view).collect()))
+    Ok(Json(keys.iter().map(DeviceKeyView::from).collect()))
 }
 
 /// Issue a new key for a device; the key is in this response only.
@@ -316,23 +314,26 @@ async fn issue_key(
         ));
     }
     let secret = Secret::generate(SecretKind::DeviceKey);
-    let mut tx = state.db().begin_write().await?;
-    let key_id = enrollment::insert_key(
-        &state,
-        &mut tx,
-        tenancy::of(&op),
-        &d.id,
-        &secret,
-        &format!("user:{}", op.user_id),
-        "issued_by_operator",
-    )
-    .await?;
-    tx.commit().await?;
+    let key_id = state
+        .db()
+        .write(async |w| {
+            let key_id = enrollment::issue_key(
+                w,
+                tenancy::of(&op),
+                &d.id,
+                &secret,
+                &format!("user:{}", op.user_id),
+                "issued_by_operator",
+            )
+            .await?;
+            Ok::<_, ApiError>(key_id)
+        })
+        .await?;
     let keys = store::devices::list_keys(state.db(), tenancy::of(&op), &d.id).await?;
     let key = keys
         .iter()
         .find(|k| k.id == key_id)
-        .map(key_view)
+        .map(DeviceKeyView::from)
         .ok_or_else(|| ApiError::internal("issued key vanished"))?;
     Ok((
         StatusCode::CREATED,
@@ -360,27 +361,29 @@ async fn revoke_key(
     let reason = clean_reason(req.reason)?;
     let d = find(&state, &op, &id).await?;
     let tenant = tenancy::of(&op);
-    let mut tx = state.db().begin_write().await?;
-    if !store::devices::revoke_key(&mut tx, tenant, &d.id, &key_id, &reason, state.now()).await? {
-        return Err(ApiError::not_found("live key"));
-    }
     state
-        .audit(
-            &mut tx,
-            AuditEvent::new(tenant, Actor::User(op.user_id.clone()), Action::KeyRevoked)
-                .ip(Some(ip.0))
-                .target(format!("device:{}", d.id))
-                .detail("key_id", key_id.clone())
-                .detail("reason", reason.clone()),
-        )
+        .db()
+        .write(async |w| {
+            if !store::devices::revoke_key(w, tenant, &d.id, &key_id, &reason, state.now()).await? {
+                return Err(ApiError::not_found("live key"));
+            }
+            w.audit(
+                op.event(Action::KeyRevoked)
+                    .ip(Some(ip.0))
+                    .target(format!("device:{}", d.id))
+                    .detail("key_id", key_id.clone())
+                    .detail("reason", reason.clone()),
+            )
+            .await?;
+            Ok::<_, ApiError>(())
+        })
         .await?;
-    tx.commit().await?;
     state
         .registry()
         .revoke_key(&key_id, ErrorCode::KeyRevoked, &reason);
     let keys = store::devices::list_keys(state.db(), tenant, &d.id).await?;
     keys.iter()
         .find(|k| k.id == key_id)
-        .map(|k| Json(key_view(k)))
+        .map(|k| Json(DeviceKeyView::from(k)))
         .ok_or_else(|| ApiError::not_found("key"))
 }

@@ -20,9 +20,10 @@ use utoipa_axum::routes;
 use super::devices::validate_tags;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ClientIp};
-use crate::auth::{ratelimit, Operator};
+use super::ratelimit;
+use crate::auth::Operator;
 use crate::enrollment::{self, token_state, Enrollment};
-use crate::store::audit::{Action, Actor, AuditEvent};
+use crate::store::audit::Action;
 use crate::store::enrollment::TokenRow;
 use crate::{store, tenancy, AppState};
 
@@ -54,7 +55,7 @@ fn token_view(t: &TokenRow, now: Timestamp) -> EnrollmentTokenView {
         created_at: t.created_at.to_rfc3339(),
         expires_at: t.expires_at.to_rfc3339(),
         last_used_at: t.last_used_at.map(Timestamp::to_rfc3339),
-        state: token_state(t, now).to_owned(),
+        state: token_state(t, now).as_str().to_owned(),
     }
 }
 
@@ -86,41 +87,39 @@ async fn create_token(
     validate_tags(&req.tags)?;
     let secret = Secret::generate(SecretKind::EnrollmentToken);
     let id = uuid::Uuid::now_v7().to_string();
-    let now = state.now();
     let tenant = tenancy::of(&op);
-    let mut tx = state.db().begin_write().await?;
-    store::enrollment::insert(
-        &mut tx,
-        store::enrollment::NewToken {
-            id: &id,
-            tenant_id: tenant,
-            token_hash: &secret.hash(),
-            token_prefix: &secret.prefix(),
-            uses: i64::from(req.uses),
-            tags: &req.tags,
-            created_by: &op.user_id,
-            now,
-            expires_at: now.plus(ttl),
-        },
-    )
-    .await?;
-    state
-        .audit(
-            &mut tx,
-            AuditEvent::new(
-                tenant,
-                Actor::User(op.user_id.clone()),
-                Action::EnrollmentTokenCreated,
+    let now = state
+        .db()
+        .write(async |w| {
+            let now = w.now();
+            store::enrollment::insert(
+                w,
+                store::enrollment::NewToken {
+                    id: &id,
+                    tenant_id: tenant,
+                    token_hash: &secret.hash(),
+                    token_prefix: &secret.prefix(),
+                    uses: i64::from(req.uses),
+                    tags: &req.tags,
+                    created_by: &op.user_id,
+                    now,
+                    expires_at: now.plus(ttl),
+                },
             )
-            .ip(Some(ip.0))
-            .target(format!("enrollment_token:{id}"))
-            .detail("token", secret.prefix())
-            .detail("uses", req.uses)
-            .detail("ttl_seconds", req.ttl_seconds)
-            .detail("tags", req.tags.clone()),
-        )
+            .await?;
+            w.audit(
+                op.event(Action::EnrollmentTokenCreated)
+                    .ip(Some(ip.0))
+                    .target(format!("enrollment_token:{id}"))
+                    .detail("token", secret.prefix())
+                    .detail("uses", req.uses)
+                    .detail("ttl_seconds", req.ttl_seconds)
+                    .detail("tags", req.tags.clone()),
+            )
+            .await?;
+            Ok::<_, ApiError>(now)
+        })
         .await?;
-    tx.commit().await?;
     let row = store::enrollment::by_hash(state.db().pool(), &secret.hash())
         .await?
         .ok_or_else(|| ApiError::internal("created token vanished"))?;
@@ -160,23 +159,22 @@ async fn revoke_token(
 ) -> ApiResult<StatusCode> {
     op.require(Permission::ManageDevices)?;
     let tenant = tenancy::of(&op);
-    let mut tx = state.db().begin_write().await?;
-    if !store::enrollment::revoke(&mut tx, tenant, &id, &op.user_id, state.now()).await? {
-        return Err(ApiError::not_found("live enrollment token"));
-    }
     state
-        .audit(
-            &mut tx,
-            AuditEvent::new(
-                tenant,
-                Actor::User(op.user_id.clone()),
-                Action::EnrollmentTokenRevoked,
+        .db()
+        .write(async |w| {
+            let now = w.now();
+            if !store::enrollment::revoke(w, tenant, &id, &op.user_id, now).await? {
+                return Err(ApiError::not_found("live enrollment token"));
+            }
+            w.audit(
+                op.event(Action::EnrollmentTokenRevoked)
+                    .ip(Some(ip.0))
+                    .target(format!("enrollment_token:{id}")),
             )
-            .ip(Some(ip.0))
-            .target(format!("enrollment_token:{id}")),
-        )
+            .await?;
+            Ok(())
+        })
         .await?;
-    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -196,7 +194,7 @@ async fn enroll(
     ApiJson(req): ApiJson<EnrollRequest>,
 ) -> ApiResult<(StatusCode, Json<EnrollResponse>)> {
     let (device_id, key) = enrollment::enroll(
-        &state,
+        state.db(),
         Enrollment {
             token: req.token.expose(),
             identity: &req.identity,

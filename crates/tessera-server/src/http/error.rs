@@ -15,7 +15,13 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::auth::device::DeviceAuthError;
+use crate::auth::login::LoginError;
+use crate::auth::AuthError;
+use crate::enrollment::EnrollmentError;
+use crate::pairing::PairingError;
 use crate::store::StoreError;
+use crate::trust::TrustError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -115,6 +121,133 @@ impl From<StoreError> for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         StoreError::from(e).into()
+    }
+}
+
+// ---- auth, pairing, enrollment, trust
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let code = match e {
+            AuthError::MissingToken => ErrorCode::Unauthenticated,
+            AuthError::InvalidToken => ErrorCode::InvalidToken,
+            AuthError::WrongCredentialType => ErrorCode::WrongCredentialType,
+            AuthError::SessionRevoked => ErrorCode::SessionRevoked,
+            AuthError::SessionExpired => ErrorCode::SessionExpired,
+            AuthError::AccountDisabled => ErrorCode::AccountDisabled,
+            AuthError::Forbidden(_) => return ApiError::forbidden(e.to_string()),
+        };
+        ApiError::unauthorized(code, e.to_string())
+    }
+}
+
+impl From<DeviceAuthError> for ApiError {
+    fn from(e: DeviceAuthError) -> Self {
+        let code = match e {
+            DeviceAuthError::MissingKey => ErrorCode::Unauthenticated,
+            DeviceAuthError::InvalidKey => ErrorCode::InvalidToken,
+            DeviceAuthError::WrongCredentialType => ErrorCode::WrongCredentialType,
+            DeviceAuthError::DeviceRevoked => ErrorCode::DeviceRevoked,
+            DeviceAuthError::KeyRevoked => ErrorCode::KeyRevoked,
+            DeviceAuthError::KeyNotActive => ErrorCode::KeyNotActive,
+        };
+        ApiError::unauthorized(code, e.to_string())
+    }
+}
+
+impl From<LoginError> for ApiError {
+    fn from(e: LoginError) -> Self {
+        match e {
+            LoginError::LockedOut(wait) => {
+                ApiError::too_many_requests(ErrorCode::LockedOut, e.to_string(), wait)
+            }
+            LoginError::TooLong => ApiError::unprocessable(ErrorCode::InvalidField, e.to_string()),
+            LoginError::AccountDisabled => {
+                ApiError::unauthorized(ErrorCode::AccountDisabled, e.to_string())
+            }
+            LoginError::InvalidCredentials => {
+                ApiError::unauthorized(ErrorCode::InvalidCredentials, e.to_string())
+            }
+            LoginError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<PairingError> for ApiError {
+    fn from(e: PairingError) -> Self {
+        match e {
+            PairingError::Auth(e) => e.into(),
+            PairingError::LockedOut(wait) => LoginError::LockedOut(wait).into(),
+            PairingError::NotFound => ApiError::not_found("pending pairing with that user code"),
+            PairingError::DeviceRevoked => {
+                ApiError::conflict(ErrorCode::DeviceRevoked, e.to_string())
+            }
+            PairingError::AlreadyEnrolled => {
+                ApiError::conflict(ErrorCode::AlreadyEnrolled, e.to_string())
+            }
+            PairingError::NotPending => {
+                ApiError::conflict(ErrorCode::PairingNotPending, e.to_string())
+            }
+            PairingError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<EnrollmentError> for ApiError {
+    fn from(e: EnrollmentError) -> Self {
+        let message = e.to_string();
+        match e {
+            EnrollmentError::InvalidField { .. } => {
+                ApiError::unprocessable(ErrorCode::InvalidField, message)
+            }
+            EnrollmentError::InvalidIdentity(_) => {
+                ApiError::unprocessable(ErrorCode::InvalidIdentity, message)
+            }
+            EnrollmentError::NotAToken | EnrollmentError::UnknownToken => {
+                ApiError::unauthorized(ErrorCode::InvalidToken, message)
+            }
+            EnrollmentError::TokenRevoked => {
+                ApiError::unauthorized(ErrorCode::TokenRevoked, message)
+            }
+            EnrollmentError::TokenExpired => {
+                ApiError::unauthorized(ErrorCode::TokenExpired, message)
+            }
+            EnrollmentError::TokenExhausted => {
+                ApiError::unauthorized(ErrorCode::TokenExhausted, message)
+            }
+            EnrollmentError::DeviceRevoked => {
+                ApiError::new(StatusCode::FORBIDDEN, ErrorCode::DeviceRevoked, message)
+            }
+            EnrollmentError::AlreadyEnrolled => {
+                ApiError::conflict(ErrorCode::AlreadyEnrolled, message)
+            }
+            EnrollmentError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<TrustError> for ApiError {
+    fn from(e: TrustError) -> Self {
+        let message = e.to_string();
+        match e {
+            TrustError::NotFound(what) => ApiError::not_found(what),
+            TrustError::NotYours(_) => ApiError::forbidden(message),
+            TrustError::BadSignature => ApiError::unprocessable(ErrorCode::BadSignature, message),
+            TrustError::OutOfTime => ApiError::unprocessable(ErrorCode::StaleStatement, message),
+            TrustError::Superseded(_) => ApiError::conflict(ErrorCode::StaleStatement, message),
+            TrustError::InvalidField(_) => {
+                ApiError::unprocessable(ErrorCode::InvalidField, message)
+            }
+            TrustError::InvalidIdentity(_) => {
+                ApiError::unprocessable(ErrorCode::InvalidIdentity, message)
+            }
+            TrustError::InvalidGrant => ApiError::unprocessable(ErrorCode::InvalidGrant, message),
+            TrustError::ExchangeNotOpen(_) => {
+                ApiError::conflict(ErrorCode::ExchangeNotOpen, message)
+            }
+            TrustError::Encode(_) => ApiError::internal(message),
+            TrustError::Store(e) => e.into(),
+        }
     }
 }
 

@@ -14,6 +14,8 @@ use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use crate::auth::device::{check_key, parse_device_key, DeviceAuthError, DevicePrincipal};
+use crate::auth::{bearer_from, parse_operator_token, AuthError, Operator};
 use crate::AppState;
 
 /// A JSON body, deserialised with errors that name the field but not its value.
@@ -170,71 +172,49 @@ pub fn client_ip_of(parts: &Parts, trusted: &[IpNet]) -> IpAddr {
         .headers
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok());
-    resolve_client_ip(peer, xff, trusted)
+    crate::net::resolve_client_ip(peer, xff, trusted)
 }
 
-/// Walks `X-Forwarded-For` from the right, past trusted proxies, to the first
-/// address a trusted hop vouches for. Headers from untrusted peers are
-/// ignored: anyone can write them.
-pub fn resolve_client_ip(peer: IpAddr, xff: Option<&str>, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
-    if !is_trusted(&peer) {
-        return peer;
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer_from(&parts.headers).ok_or(AuthError::MissingToken)?;
+        let secret = parse_operator_token(token)?;
+        let row = crate::store::logins::by_token_hash(state.db(), &secret.hash())
+            .await?
+            .ok_or(AuthError::InvalidToken)?;
+        let op = Operator::from_session(row, state.now())?;
+        tracing::Span::current().record("user", op.user_id.as_str());
+        Ok(op)
     }
-    let mut client = peer;
-    for hop in xff.unwrap_or("").rsplit(',') {
-        match hop.trim().parse::<IpAddr>() {
-            Ok(ip) => {
-                client = ip;
-                if !is_trusted(&ip) {
-                    break;
-                }
-            }
-            Err(_) => break,
-        }
+}
+
+impl FromRequestParts<AppState> for DevicePrincipal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer_from(&parts.headers).ok_or(DeviceAuthError::MissingKey)?;
+        let secret = parse_device_key(token)?;
+        let row = crate::store::devices::key_auth(state.db().pool(), &secret.hash())
+            .await?
+            .ok_or(DeviceAuthError::InvalidKey)?;
+        check_key(&row)?;
+        tracing::Span::current().record("device", row.device_id.as_str());
+        Ok(row.into())
     }
-    client
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde::Deserialize;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn forwarded_for_is_ignored_from_untrusted_peers() {
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        assert_eq!(
-            resolve_client_ip(ip("192.0.2.1"), Some("203.0.113.9"), &trusted),
-            ip("192.0.2.1")
-        );
-    }
-
-    #[test]
-    fn forwarded_for_is_walked_past_trusted_hops() {
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        assert_eq!(
-            resolve_client_ip(
-                ip("10.0.0.1"),
-                Some("198.51.100.7, 203.0.113.9, 10.0.0.2"),
-                &trusted
-            ),
-            ip("203.0.113.9")
-        );
-        // Garbage stops the walk at the last address a trusted hop gave.
-        assert_eq!(
-            resolve_client_ip(ip("10.0.0.1"), Some("nonsense, 10.0.0.3"), &trusted),
-            ip("10.0.0.3")
-        );
-        assert_eq!(
-            resolve_client_ip(ip("10.0.0.1"), None, &trusted),
-            ip("10.0.0.1")
-        );
-    }
 
     #[derive(Deserialize, Debug)]
     #[allow(dead_code)]

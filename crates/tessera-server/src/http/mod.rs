@@ -14,6 +14,7 @@ pub mod ops;
 pub mod pages;
 pub mod pairings;
 pub mod policy;
+pub mod ratelimit;
 pub mod sessions;
 pub mod support;
 pub mod trust;

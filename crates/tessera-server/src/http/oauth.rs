@@ -21,7 +21,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::ClientIp;
-use crate::auth::ratelimit;
+use super::ratelimit;
 use crate::config::TlsMode;
 use crate::enrollment::validate_device_fields;
 use crate::pairing::{poll_outcome, redeem, PollOutcome, CLIENT_ID};
@@ -203,7 +203,7 @@ async fn authorize(
         required(&form, "os")?,
     );
     validate_device_fields(name, hostname, os)
-        .map_err(|e| fail("invalid_request", Some(&e.message)))?;
+        .map_err(|e| fail("invalid_request", Some(&e.to_string())))?;
     let now = state.now();
     check_proof(&doc, &form, name, hostname, os, now)?;
 
@@ -215,36 +215,35 @@ async fn authorize(
     let mut user_code = new_user_code();
     let mut attempt = 0;
     loop {
-        let outcome: Result<Option<OAuthFailure>, StoreError> = async {
-            let mut tx = state.db().begin_write().await?;
-            if let Some(refusal) = pairing_refusal(&mut tx, device_id.as_str(), now).await? {
-                return Ok(Some(refusal));
-            }
-            store::pairings::insert(
-                &mut tx,
-                store::pairings::NewPairing {
-                    id: &id,
-                    tenant_id: tenancy::for_anonymous(),
-                    device_code_hash: &device_code.hash(),
-                    user_code: &user_code,
-                    client_id: CLIENT_ID,
-                    device_id: device_id.as_str(),
-                    ed25519_public: &doc.ed25519,
-                    x25519_public: &doc.x25519,
-                    identity_signature: &doc.signature,
-                    name: name.trim(),
-                    hostname: hostname.trim(),
-                    os: os.trim(),
-                    source_ip: &ip_text,
-                    now,
-                    expires_at: now.plus(cfg.pairing_ttl),
-                    interval_ms,
-                },
-            )
-            .await?;
-            state
-                .audit(
-                    &mut tx,
+        let outcome: Result<Option<OAuthFailure>, StoreError> = state
+            .db()
+            .write(async |w| {
+                if let Some(refusal) = pairing_refusal(w, device_id.as_str(), now).await? {
+                    return Ok(Some(refusal));
+                }
+                store::pairings::insert(
+                    w,
+                    store::pairings::NewPairing {
+                        id: &id,
+                        tenant_id: tenancy::for_anonymous(),
+                        device_code_hash: &device_code.hash(),
+                        user_code: &user_code,
+                        client_id: CLIENT_ID,
+                        device_id: device_id.as_str(),
+                        ed25519_public: &doc.ed25519,
+                        x25519_public: &doc.x25519,
+                        identity_signature: &doc.signature,
+                        name: name.trim(),
+                        hostname: hostname.trim(),
+                        os: os.trim(),
+                        source_ip: &ip_text,
+                        now,
+                        expires_at: now.plus(cfg.pairing_ttl),
+                        interval_ms,
+                    },
+                )
+                .await?;
+                w.audit(
                     AuditEvent::new(
                         tenancy::for_anonymous(),
                         Actor::Anonymous,
@@ -257,10 +256,9 @@ async fn authorize(
                     .detail("hostname", hostname.trim()),
                 )
                 .await?;
-            tx.commit().await?;
-            Ok(None)
-        }
-        .await;
+                Ok(None)
+            })
+            .await;
         match outcome {
             Ok(None) => break,
             Ok(Some(refusal)) => return Err(refusal),
@@ -413,7 +411,7 @@ async fn exchange(
     };
     match outcome {
         PollOutcome::Ready => {
-            let (device_id, key) = redeem(state, &row)
+            let (device_id, key) = redeem(state.db(), &row)
                 .await
                 .map_err(|_| fail("invalid_grant", None))?;
             Ok(DeviceTokenResponse {

@@ -26,8 +26,10 @@ use tessera_core::Timestamp;
 
 use super::error::ApiError;
 use super::extract::ClientIp;
-use crate::auth::{check_session, login, Operator};
+use crate::auth::login::{self, LoginError};
+use crate::auth::Operator;
 use crate::config::TlsMode;
+use crate::pairing::PairingError;
 use crate::store::pairings::PairingRow;
 use crate::{pairing, store, AppState};
 
@@ -94,7 +96,8 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     resp
 }
 
-fn error_page(e: &ApiError) -> Response {
+fn error_page(e: impl Into<ApiError>) -> Response {
+    let e: ApiError = e.into();
     page(
         e.status,
         "Error",
@@ -124,17 +127,7 @@ async fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<(Operator, S
     let row = store::logins::by_token_hash(state.db(), &secret.hash())
         .await
         .ok()??;
-    check_session(&row, state.now()).ok()?;
-    Some((
-        Operator {
-            user_id: row.user_id,
-            username: row.username,
-            role: row.role,
-            tenant_id: row.tenant_id,
-            session_id: row.id,
-        },
-        token,
-    ))
+    Some((Operator::from_session(row, state.now()).ok()?, token))
 }
 
 /// A CSRF token bound to the session: only someone who holds the session
@@ -252,25 +245,25 @@ async fn show(
         );
     };
     if let Err(e) = op.require(Permission::ManageDevices) {
-        return error_page(&e);
+        return error_page(e);
     }
     if let Err(wait) = state.limiters().pairing_lookup.check(ip.0) {
         state
             .metrics()
             .rate_limited(state.limiters().pairing_lookup.name());
-        return error_page(&ApiError::too_many_requests(
+        return error_page(ApiError::too_many_requests(
             ErrorCode::RateLimited,
             "too many attempts; wait a moment",
             wait,
         ));
     }
-    match pairing::find_pending(&state, ip.0, &code).await {
+    match pairing::find_pending(state.db(), state.pairing_lockout(), ip.0, &code).await {
         Ok(p) => page(
             StatusCode::OK,
             "Approve a device?",
             &details_page(&op, &csrf, &p, state.now()),
         ),
-        Err(e) if e.status == StatusCode::NOT_FOUND => page(
+        Err(PairingError::NotFound) => page(
             StatusCode::NOT_FOUND,
             "Approve a device",
             &code_form(
@@ -279,7 +272,7 @@ async fn show(
                 Some("No pending device has that code. Check it, or start again on the device."),
             ),
         ),
-        Err(e) => error_page(&e),
+        Err(e) => error_page(e),
     }
 }
 
@@ -304,7 +297,7 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
 }
 
 fn cross_site() -> Response {
-    error_page(&ApiError::forbidden("cross-site form submission refused"))
+    error_page(ApiError::forbidden("cross-site form submission refused"))
 }
 
 fn form_fields(body: &[u8]) -> Vec<(String, String)> {
@@ -371,13 +364,13 @@ async fn sign_in(
     };
     if let Err(wait) = state.limiters().login.check(ip.0) {
         state.metrics().rate_limited(state.limiters().login.name());
-        return error_page(&ApiError::too_many_requests(
+        return error_page(ApiError::too_many_requests(
             ErrorCode::RateLimited,
             "too many attempts; wait a moment",
             wait,
         ));
     }
-    match login::login(&state, ip.0, user, password).await {
+    match login::login(login::Logins::of(&state), ip.0, user, password).await {
         Ok(done) => {
             let mut resp = Redirect::to(&back_to(code)).into_response();
             let ttl = state.config().session_ttl.as_secs();
@@ -387,12 +380,12 @@ async fn sign_in(
             );
             resp
         }
-        Err(e) if e.status == StatusCode::UNAUTHORIZED => page(
+        Err(e @ (LoginError::AccountDisabled | LoginError::InvalidCredentials)) => page(
             StatusCode::UNAUTHORIZED,
             "Sign in",
-            &login_form(code, Some(&e.message)),
+            &login_form(code, Some(&e.to_string())),
         ),
-        Err(e) => error_page(&e),
+        Err(e) => error_page(e),
     }
 }
 
@@ -409,12 +402,12 @@ async fn sign_out(
     let fields = form_fields(&body);
     if let Some((op, token)) = signed_in(&state, &headers).await {
         if !csrf_ok(&token, field(&fields, "csrf")) {
-            return error_page(&ApiError::forbidden("the form expired; reload the page"));
+            return error_page(ApiError::forbidden("the form expired; reload the page"));
         }
         if let Err(e) =
-            login::logout(&state, ip.0, &op.tenant_id, &op.user_id, &op.session_id).await
+            login::logout(state.db(), ip.0, &op.tenant_id, &op.user_id, &op.session_id).await
         {
-            return error_page(&e);
+            return error_page(e);
         }
     }
     let mut resp = Redirect::to("/device").into_response();
@@ -445,20 +438,29 @@ async fn decide(
         );
     };
     if !csrf_ok(&token, field(&fields, "csrf")) {
-        return error_page(&ApiError::forbidden("the form expired; reload the page"));
+        return error_page(ApiError::forbidden("the form expired; reload the page"));
     }
     let approve = match field(&fields, "decision") {
         Some("approve") => true,
         Some("deny") => false,
         _ => {
-            return error_page(&ApiError::bad_request(
+            return error_page(ApiError::bad_request(
                 ErrorCode::InvalidField,
                 "choose approve or deny",
             ))
         }
     };
     let code = field(&fields, "user_code").unwrap_or("");
-    match pairing::decide(&state, &op, ip.0, code, approve).await {
+    match pairing::decide(
+        state.db(),
+        state.pairing_lockout(),
+        &op,
+        ip.0,
+        code,
+        approve,
+    )
+    .await
+    {
         Ok(p) => {
             let verb = if approve { "approved" } else { "denied" };
             let next = if approve {
@@ -476,7 +478,7 @@ async fn decide(
                 ),
             )
         }
-        Err(e) => error_page(&e),
+        Err(e) => error_page(e),
     }
 }
 

@@ -10,7 +10,8 @@ use utoipa_axum::routes;
 
 use super::error::{ApiResult, ErrorBody};
 use super::extract::ClientIp;
-use crate::auth::{ratelimit, Operator};
+use super::ratelimit;
+use crate::auth::Operator;
 use crate::store::pairings::PairingRow;
 use crate::{pairing, store, tenancy, AppState};
 
@@ -27,19 +28,21 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(list_pairings))
 }
 
-pub fn pairing_view(p: &PairingRow) -> PairingView {
-    PairingView {
-        id: p.id.clone(),
-        device_id: p.device_id.clone(),
-        fingerprint: DeviceId::parse(&p.device_id)
-            .map(|d| d.grouped())
-            .unwrap_or_else(|_| p.device_id.clone()),
-        name: p.name.clone(),
-        hostname: p.hostname.clone(),
-        os: p.os.clone(),
-        source_ip: p.source_ip.clone(),
-        requested_at: p.created_at.to_rfc3339(),
-        expires_at: p.expires_at.to_rfc3339(),
+impl From<&PairingRow> for PairingView {
+    fn from(p: &PairingRow) -> Self {
+        PairingView {
+            id: p.id.to_string(),
+            device_id: p.device_id.clone(),
+            fingerprint: DeviceId::parse(&p.device_id)
+                .map(|d| d.grouped())
+                .unwrap_or_else(|_| p.device_id.clone()),
+            name: p.name.clone(),
+            hostname: p.hostname.clone(),
+            os: p.os.clone(),
+            source_ip: p.source_ip.clone(),
+            requested_at: p.created_at.to_rfc3339(),
+            expires_at: p.expires_at.to_rfc3339(),
+        }
     }
 }
 
@@ -53,7 +56,7 @@ async fn list_pairings(
 ) -> ApiResult<Json<Vec<PairingView>>> {
     op.require(Permission::ManageDevices)?;
     let rows = store::pairings::list_pending(state.db(), tenancy::of(&op), state.now()).await?;
-    Ok(Json(rows.iter().map(pairing_view).collect()))
+    Ok(Json(rows.iter().map(PairingView::from).collect()))
 }
 
 /// Approve the pairing shown as `user_code` on the device.
@@ -67,8 +70,8 @@ async fn approve(
     op: Operator,
     Path(code): Path<String>,
 ) -> ApiResult<Json<PairingView>> {
-    let p = pairing::decide(&state, &op, ip.0, &code, true).await?;
-    Ok(Json(pairing_view(&p)))
+    let p = pairing::decide(state.db(), state.pairing_lockout(), &op, ip.0, &code, true).await?;
+    Ok(Json(PairingView::from(&p)))
 }
 
 /// Deny the pairing shown as `user_code` on the device.
@@ -82,6 +85,6 @@ async fn deny(
     op: Operator,
     Path(code): Path<String>,
 ) -> ApiResult<Json<PairingView>> {
-    let p = pairing::decide(&state, &op, ip.0, &code, false).await?;
-    Ok(Json(pairing_view(&p)))
+    let p = pairing::decide(state.db(), state.pairing_lockout(), &op, ip.0, &code, false).await?;
+    Ok(Json(PairingView::from(&p)))
 }

@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 use super::error::{ApiResult, ErrorBody};
 use super::extract::{ApiJson, ClientIp};
 use crate::auth::Operator;
-use crate::store::audit::{Action, Actor, AuditEvent};
+use crate::store::audit::Action;
 use crate::{store, tenancy, AppState};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -43,28 +43,22 @@ async fn set_policy(
 ) -> ApiResult<Json<Policy>> {
     op.require(Permission::ManageUsers)?;
     let tenant = tenancy::of(&op);
-    let mut tx = state.db().begin_write().await?;
-    store::tenants::set_require_consent_for_managed(
-        &mut tx,
-        tenant,
-        req.require_consent_for_managed,
-    )
-    .await?;
     state
-        .audit(
-            &mut tx,
-            AuditEvent::new(
+        .db()
+        .write(async |w| {
+            store::tenants::set_require_consent_for_managed(
+                w,
                 tenant,
-                Actor::User(op.user_id.clone()),
-                Action::PolicyChanged,
+                req.require_consent_for_managed,
             )
-            .ip(Some(ip.0))
-            .detail(
+            .await?;
+            w.audit(op.event(Action::PolicyChanged).ip(Some(ip.0)).detail(
                 "require_consent_for_managed",
                 req.require_consent_for_managed,
-            ),
-        )
+            ))
+            .await?;
+            Ok::<_, crate::store::StoreError>(())
+        })
         .await?;
-    tx.commit().await?;
     Ok(Json(req))
 }

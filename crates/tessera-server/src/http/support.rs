@@ -24,8 +24,9 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ClientIp};
+use super::ratelimit;
 use crate::auth::login::locked_out;
-use crate::auth::{ratelimit, Operator};
+use crate::auth::Operator;
 use crate::enrollment::validate_device_fields;
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::support_codes::SupportCodeRow;

@@ -29,14 +29,16 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(update_user))
 }
 
-pub fn user_view(u: &UserRow) -> UserView {
-    UserView {
-        id: u.id.clone(),
-        username: u.username.clone(),
-        role: u.role,
-        created_at: u.created_at.to_rfc3339(),
-        disabled: u.disabled_at.is_some(),
-        disabled_at: u.disabled_at.map(|t| t.to_rfc3339()),
+impl From<&UserRow> for UserView {
+    fn from(u: &UserRow) -> Self {
+        UserView {
+            id: u.id.to_string(),
+            username: u.username.clone(),
+            role: u.role,
+            created_at: u.created_at.to_rfc3339(),
+            disabled: u.disabled_at.is_some(),
+            disabled_at: u.disabled_at.map(|t| t.to_rfc3339()),
+        }
     }
 }
 
@@ -106,43 +108,45 @@ async fn create_user(
     let tenant = tenancy::of(&op);
     let id = uuid::Uuid::now_v7().to_string();
     let now = state.now();
-    let mut tx = state.db().begin_write().await?;
-    store::users::insert(
-        &mut tx,
-        store::users::NewUser {
-            id: &id,
-            tenant_id: tenant,
-            username: &req.username,
-            password_hash: &hash,
-            role: req.role,
-            now,
-        },
-    )
-    .await
-    .map_err(|e| match e {
-        StoreError::Conflict => {
-            ApiError::conflict(ErrorCode::UsernameTaken, "that username is taken")
-        }
-        other => other.into(),
-    })?;
     state
-        .audit(
-            &mut tx,
-            AuditEvent::new(tenant, Actor::User(op.user_id.clone()), Action::UserCreated)
-                .ip(Some(ip.0))
-                .target(format!("user:{id}"))
-                .detail("username", req.username.clone())
-                .detail("role", req.role.as_str()),
-        )
+        .db()
+        .write(async |w| {
+            store::users::insert(
+                w,
+                store::users::NewUser {
+                    id: &id,
+                    tenant_id: tenant,
+                    username: &req.username,
+                    password_hash: &hash,
+                    role: req.role,
+                    now,
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict => {
+                    ApiError::conflict(ErrorCode::UsernameTaken, "that username is taken")
+                }
+                other => other.into(),
+            })?;
+            w.audit(
+                op.event(Action::UserCreated)
+                    .ip(Some(ip.0))
+                    .target(format!("user:{id}"))
+                    .detail("username", req.username.clone())
+                    .detail("role", req.role.as_str()),
+            )
+            .await?;
+            Ok::<_, ApiError>(())
+        })
         .await?;
-    tx.commit().await?;
     let user = store::users::by_id(state.db().pool(), tenant, &id)
         .await?
         .ok_or_else(|| ApiError::internal("created user vanished"))?;
     Ok((
         StatusCode::CREATED,
         Json(CreateUserResponse {
-            user: user_view(&user),
+            user: UserView::from(&user),
             initial_password: generated.then(|| SecretString::new(plain.as_str())),
         }),
     ))
@@ -155,7 +159,7 @@ async fn create_user(
 async fn list_users(State(state): State<AppState>, op: Operator) -> ApiResult<Json<Vec<UserView>>> {
     op.require(Permission::ManageUsers)?;
     let users = store::users::list(state.db(), tenancy::of(&op)).await?;
-    Ok(Json(users.iter().map(user_view).collect()))
+    Ok(Json(users.iter().map(UserView::from).collect()))
 }
 
 /// Change a user's role, or disable or enable the account. `user` is an id
@@ -185,80 +189,84 @@ async fn update_user(
         ));
     }
     let tenant = tenancy::of(&op);
-    let mut tx = state.db().begin_write().await?;
-    store::tenants::lock(&mut tx, tenant).await?;
-    // Read after taking the lock, so the checks below see settled state.
-    let user = find(&mut tx, tenant, &key).await?;
-    let now = state.now();
-    let actor = Actor::User(op.user_id.clone());
-    let target = format!("user:{}", user.id);
+    let user_id = state
+        .db()
+        .write(async |w| {
+            store::tenants::lock(w, tenant).await?;
+            // Read after taking the lock, so the checks below see settled state.
+            let user = find(w, tenant, &key).await?;
+            let now = state.now();
+            let actor = Actor::User(op.user_id.clone());
+            let target = format!("user:{}", user.id);
 
-    let demotes_admin = user.role == Role::Admin && req.role.is_some_and(|r| r != Role::Admin);
-    let disables = req.disabled == Some(true) && user.disabled_at.is_none();
-    if disables && user.id == op.user_id {
-        return Err(ApiError::conflict(
-            ErrorCode::CannotDisableSelf,
-            "you cannot disable your own account",
-        ));
-    }
-    if (demotes_admin || (disables && user.role == Role::Admin))
-        && user.disabled_at.is_none()
-        && store::users::count_enabled_admins(&mut tx, tenant).await? <= 1
-    {
-        return Err(ApiError::conflict(
-            ErrorCode::LastAdmin,
-            "this is the last enabled admin; promote another first",
-        ));
-    }
+            let demotes_admin =
+                user.role == Role::Admin && req.role.is_some_and(|r| r != Role::Admin);
+            let disables = req.disabled == Some(true) && user.disabled_at.is_none();
+            if disables && user.id.as_str() == op.user_id {
+                return Err(ApiError::conflict(
+                    ErrorCode::CannotDisableSelf,
+                    "you cannot disable your own account",
+                ));
+            }
+            if (demotes_admin || (disables && user.role == Role::Admin))
+                && user.disabled_at.is_none()
+                && store::users::count_enabled_admins(w, tenant).await? <= 1
+            {
+                return Err(ApiError::conflict(
+                    ErrorCode::LastAdmin,
+                    "this is the last enabled admin; promote another first",
+                ));
+            }
 
-    if let Some(role) = req.role.filter(|r| *r != user.role) {
-        store::users::set_role(&mut tx, tenant, &user.id, role, now).await?;
-        state
-            .audit(
-                &mut tx,
-                AuditEvent::new(tenant, actor.clone(), Action::UserRoleChanged)
-                    .ip(Some(ip.0))
-                    .target(target.clone())
-                    .detail("username", user.username.clone())
-                    .detail("from", user.role.as_str())
-                    .detail("to", role.as_str()),
-            )
-            .await?;
-    }
-    match req.disabled {
-        Some(true) if user.disabled_at.is_none() => {
-            store::users::disable(&mut tx, tenant, &user.id, now).await?;
-            let ended =
-                store::logins::revoke_all_of_user(&mut tx, &user.id, None, "user_disabled", now)
-                    .await?;
-            state
-                .audit(
-                    &mut tx,
-                    AuditEvent::new(tenant, actor.clone(), Action::UserDisabled)
+            if let Some(role) = req.role.filter(|r| *r != user.role) {
+                store::users::set_role(w, tenant, user.id.as_str(), role, now).await?;
+                w.audit(
+                    AuditEvent::new(tenant, actor.clone(), Action::UserRoleChanged)
                         .ip(Some(ip.0))
                         .target(target.clone())
                         .detail("username", user.username.clone())
-                        .detail("revoked_sessions", ended),
+                        .detail("from", user.role.as_str())
+                        .detail("to", role.as_str()),
                 )
                 .await?;
-        }
-        Some(false) if user.disabled_at.is_some() => {
-            store::users::enable(&mut tx, tenant, &user.id, now).await?;
-            state
-                .audit(
-                    &mut tx,
-                    AuditEvent::new(tenant, actor, Action::UserEnabled)
-                        .ip(Some(ip.0))
-                        .target(target)
-                        .detail("username", user.username.clone()),
-                )
-                .await?;
-        }
-        _ => {}
-    }
-    tx.commit().await?;
-    let user = store::users::by_id(state.db().pool(), tenant, &user.id)
+            }
+            match req.disabled {
+                Some(true) if user.disabled_at.is_none() => {
+                    store::users::disable(w, tenant, user.id.as_str(), now).await?;
+                    let ended = store::logins::revoke_all_of_user(
+                        w,
+                        user.id.as_str(),
+                        None,
+                        "user_disabled",
+                        now,
+                    )
+                    .await?;
+                    w.audit(
+                        AuditEvent::new(tenant, actor.clone(), Action::UserDisabled)
+                            .ip(Some(ip.0))
+                            .target(target.clone())
+                            .detail("username", user.username.clone())
+                            .detail("revoked_sessions", ended),
+                    )
+                    .await?;
+                }
+                Some(false) if user.disabled_at.is_some() => {
+                    store::users::enable(w, tenant, user.id.as_str(), now).await?;
+                    w.audit(
+                        AuditEvent::new(tenant, actor, Action::UserEnabled)
+                            .ip(Some(ip.0))
+                            .target(target)
+                            .detail("username", user.username.clone()),
+                    )
+                    .await?;
+                }
+                _ => {}
+            }
+            Ok::<_, ApiError>(user.id)
+        })
+        .await?;
+    let user = store::users::by_id(state.db().pool(), tenant, user_id.as_str())
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
-    Ok(Json(user_view(&user)))
+    Ok(Json(UserView::from(&user)))
 }

@@ -18,7 +18,7 @@ use sqlx::Row;
 use tessera_core::audit::{canonical_json, chain_hash, AuditContent};
 use tessera_core::Timestamp;
 
-use super::{to_hash, Db, StoreResult, Tx};
+use super::{to_hash, Columns, Db, StoreResult, Tx};
 
 /// Who acted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -297,17 +297,17 @@ pub struct Filter {
 fn from_row(r: &AnyRow) -> Result<AuditRow, sqlx::Error> {
     Ok(AuditRow {
         content: AuditContent {
-            seq: r.try_get("seq")?,
-            occurred_at: Timestamp::from_millis(r.try_get("occurred_at")?),
-            tenant_id: r.try_get("tenant_id")?,
-            actor: r.try_get("actor")?,
-            action: r.try_get("action")?,
-            target: r.try_get("target")?,
-            source_ip: r.try_get("source_ip")?,
-            details: r.try_get("details")?,
+            seq: r.col("seq")?,
+            occurred_at: r.time("occurred_at")?,
+            tenant_id: r.col("tenant_id")?,
+            actor: r.col("actor")?,
+            action: r.col("action")?,
+            target: r.col("target")?,
+            source_ip: r.col("source_ip")?,
+            details: r.col("details")?,
         },
-        prev_hash: to_hash(r.try_get("prev_hash")?),
-        hash: to_hash(r.try_get("hash")?),
+        prev_hash: r.key32("prev_hash")?,
+        hash: r.key32("hash")?,
     })
 }
 

@@ -1,10 +1,10 @@
 //! Devices and their keys.
 
 use sqlx::any::AnyRow;
-use sqlx::{Any, Executor, Row};
+use sqlx::{Any, Executor};
 use tessera_core::Timestamp;
 
-use super::{to_hash, Db, StoreResult, Tx};
+use super::{Columns, Db, StoreResult, Tx};
 
 #[derive(Clone, Debug)]
 pub struct DeviceRow {
@@ -34,11 +34,6 @@ const COLUMNS: &str = "id, tenant_id, ed25519_public, x25519_public, name, hostn
     agent_version, tags, enrolled_via, enrolled_by, owner_user_id, created_at, connected_at, \
     disconnected_at, last_seen_at, last_ip, revoked_at, revoked_reason, ephemeral";
 
-fn ts(r: &AnyRow, col: &str) -> Result<Option<Timestamp>, sqlx::Error> {
-    Ok(r.try_get::<Option<i64>, _>(col)?
-        .map(Timestamp::from_millis))
-}
-
 pub(crate) fn tags_from_json(text: &str) -> Vec<String> {
     serde_json::from_str(text).unwrap_or_default()
 }
@@ -48,28 +43,28 @@ pub(crate) fn tags_to_json(tags: &[String]) -> String {
 }
 
 fn from_row(r: &AnyRow) -> Result<DeviceRow, sqlx::Error> {
-    let tags: String = r.try_get("tags")?;
+    let tags: String = r.col("tags")?;
     Ok(DeviceRow {
-        id: r.try_get("id")?,
-        tenant_id: r.try_get("tenant_id")?,
-        ed25519_public: to_hash(r.try_get("ed25519_public")?),
-        x25519_public: to_hash(r.try_get("x25519_public")?),
-        name: r.try_get("name")?,
-        hostname: r.try_get("hostname")?,
-        os: r.try_get("os")?,
-        agent_version: r.try_get("agent_version")?,
+        id: r.col("id")?,
+        tenant_id: r.col("tenant_id")?,
+        ed25519_public: r.key32("ed25519_public")?,
+        x25519_public: r.key32("x25519_public")?,
+        name: r.col("name")?,
+        hostname: r.col("hostname")?,
+        os: r.col("os")?,
+        agent_version: r.col("agent_version")?,
         tags: tags_from_json(&tags),
-        enrolled_via: r.try_get("enrolled_via")?,
-        enrolled_by: r.try_get("enrolled_by")?,
-        owner_user_id: r.try_get("owner_user_id")?,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-        connected_at: ts(r, "connected_at")?,
-        disconnected_at: ts(r, "disconnected_at")?,
-        last_seen_at: ts(r, "last_seen_at")?,
-        last_ip: r.try_get("last_ip")?,
-        revoked_at: ts(r, "revoked_at")?,
-        revoked_reason: r.try_get("revoked_reason")?,
-        ephemeral: r.try_get::<i64, _>("ephemeral")? != 0,
+        enrolled_via: r.col("enrolled_via")?,
+        enrolled_by: r.col("enrolled_by")?,
+        owner_user_id: r.col("owner_user_id")?,
+        created_at: r.time("created_at")?,
+        connected_at: r.opt_time("connected_at")?,
+        disconnected_at: r.opt_time("disconnected_at")?,
+        last_seen_at: r.opt_time("last_seen_at")?,
+        last_ip: r.col("last_ip")?,
+        revoked_at: r.opt_time("revoked_at")?,
+        revoked_reason: r.col("revoked_reason")?,
+        ephemeral: r.col::<i64>("ephemeral")? != 0,
     })
 }
 
@@ -297,12 +292,12 @@ pub async fn revoked_among(
             q = q.bind(id);
         }
         for r in q.fetch_all(db.pool()).await? {
-            let code = if r.try_get::<Option<i64>, _>("device_revoked_at")?.is_some() {
+            let code = if r.col::<Option<i64>>("device_revoked_at")?.is_some() {
                 "device_revoked"
             } else {
                 "key_revoked"
             };
-            out.push((r.try_get("id")?, code));
+            out.push((r.col("id")?, code));
         }
     }
     Ok(out)
@@ -368,15 +363,15 @@ pub async fn key_auth<'e, E: Executor<'e, Database = Any>>(
     .await?;
     let Some(r) = row else { return Ok(None) };
     Ok(Some(KeyAuthRow {
-        key_id: r.try_get("id")?,
-        key_prefix: r.try_get("key_prefix")?,
-        device_id: r.try_get("device_id")?,
-        tenant_id: r.try_get("tenant_id")?,
-        owner_user_id: r.try_get("owner_user_id")?,
-        ed25519_public: to_hash(r.try_get("ed25519_public")?),
-        key_activated_at: ts(&r, "activated_at")?,
-        key_revoked_at: ts(&r, "revoked_at")?,
-        device_revoked_at: ts(&r, "device_revoked_at")?,
+        key_id: r.col("id")?,
+        key_prefix: r.col("key_prefix")?,
+        device_id: r.col("device_id")?,
+        tenant_id: r.col("tenant_id")?,
+        owner_user_id: r.col("owner_user_id")?,
+        ed25519_public: r.key32("ed25519_public")?,
+        key_activated_at: r.opt_time("activated_at")?,
+        key_revoked_at: r.opt_time("revoked_at")?,
+        device_revoked_at: r.opt_time("device_revoked_at")?,
     }))
 }
 
@@ -406,15 +401,15 @@ pub async fn list_keys(db: &Db, tenant: &str, device_id: &str) -> StoreResult<Ve
     rows.iter()
         .map(|r| {
             Ok(KeyRow {
-                id: r.try_get("id")?,
-                device_id: r.try_get("device_id")?,
-                key_prefix: r.try_get("key_prefix")?,
-                created_at: Timestamp::from_millis(r.try_get("created_at")?),
-                created_by: r.try_get("created_by")?,
-                activated_at: ts(r, "activated_at")?,
-                last_used_at: ts(r, "last_used_at")?,
-                revoked_at: ts(r, "revoked_at")?,
-                revoked_reason: r.try_get("revoked_reason")?,
+                id: r.col("id")?,
+                device_id: r.col("device_id")?,
+                key_prefix: r.col("key_prefix")?,
+                created_at: r.time("created_at")?,
+                created_by: r.col("created_by")?,
+                activated_at: r.opt_time("activated_at")?,
+                last_used_at: r.opt_time("last_used_at")?,
+                revoked_at: r.opt_time("revoked_at")?,
+                revoked_reason: r.col("revoked_reason")?,
             })
         })
         .collect::<Result<_, sqlx::Error>>()

@@ -3,11 +3,11 @@
 //! wins.
 
 use sqlx::any::AnyRow;
-use sqlx::{Any, Executor, Row};
+use sqlx::{Any, Executor};
 use tessera_core::Timestamp;
 
 use super::devices::{tags_from_json, tags_to_json};
-use super::{Db, StoreResult, Tx};
+use super::{Columns, Db, StoreResult, Tx};
 
 #[derive(Clone, Debug)]
 pub struct TokenRow {
@@ -28,23 +28,19 @@ const COLUMNS: &str = "id, tenant_id, token_prefix, uses_total, uses_remaining, 
     created_at, expires_at, last_used_at, revoked_at";
 
 fn from_row(r: &AnyRow) -> Result<TokenRow, sqlx::Error> {
-    let tags: String = r.try_get("tags")?;
+    let tags: String = r.col("tags")?;
     Ok(TokenRow {
-        id: r.try_get("id")?,
-        tenant_id: r.try_get("tenant_id")?,
-        token_prefix: r.try_get("token_prefix")?,
-        uses_total: r.try_get("uses_total")?,
-        uses_remaining: r.try_get("uses_remaining")?,
+        id: r.col("id")?,
+        tenant_id: r.col("tenant_id")?,
+        token_prefix: r.col("token_prefix")?,
+        uses_total: r.col("uses_total")?,
+        uses_remaining: r.col("uses_remaining")?,
         tags: tags_from_json(&tags),
-        created_by: r.try_get("created_by")?,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-        expires_at: Timestamp::from_millis(r.try_get("expires_at")?),
-        last_used_at: r
-            .try_get::<Option<i64>, _>("last_used_at")?
-            .map(Timestamp::from_millis),
-        revoked_at: r
-            .try_get::<Option<i64>, _>("revoked_at")?
-            .map(Timestamp::from_millis),
+        created_by: r.col("created_by")?,
+        created_at: r.time("created_at")?,
+        expires_at: r.time("expires_at")?,
+        last_used_at: r.opt_time("last_used_at")?,
+        revoked_at: r.opt_time("revoked_at")?,
     })
 }
 

@@ -1,9 +1,8 @@
 //! Ingested device events, stored once per canonical id.
 
-use sqlx::Row;
 use tessera_core::Timestamp;
 
-use super::{Db, StoreResult, Tx};
+use super::{Columns, Db, StoreResult, Tx};
 
 #[derive(Clone, Debug)]
 pub struct NewEvent {
@@ -114,14 +113,14 @@ pub async fn list(db: &Db, tenant: &str, f: &Filter) -> StoreResult<Vec<EventRow
     rows.iter()
         .map(|r| {
             Ok(EventRow {
-                event_id: r.try_get("event_id")?,
-                owner_user_id: r.try_get("owner_user_id")?,
-                kind: r.try_get("kind")?,
-                subject: r.try_get("subject")?,
-                occurred_at: Timestamp::from_millis(r.try_get("occurred_at")?),
-                attributes: r.try_get("attributes")?,
-                device_id: r.try_get("device_id")?,
-                received_at: Timestamp::from_millis(r.try_get("received_at")?),
+                event_id: r.col("event_id")?,
+                owner_user_id: r.col("owner_user_id")?,
+                kind: r.col("kind")?,
+                subject: r.col("subject")?,
+                occurred_at: r.time("occurred_at")?,
+                attributes: r.col("attributes")?,
+                device_id: r.col("device_id")?,
+                received_at: r.time("received_at")?,
             })
         })
         .collect::<Result<_, sqlx::Error>>()

@@ -4,11 +4,10 @@
 //! revocation takes effect at once on every server sharing the database.
 
 use sqlx::any::AnyRow;
-use sqlx::Row;
 use tessera_core::roles::Role;
 use tessera_core::Timestamp;
 
-use super::{Db, StoreResult, Tx};
+use super::{Columns, Db, StoreResult, Tx};
 
 pub struct NewSession<'a> {
     pub id: &'a str,
@@ -54,20 +53,15 @@ pub struct SessionRow {
 }
 
 fn from_row(r: &AnyRow) -> Result<SessionRow, sqlx::Error> {
-    let role: String = r.try_get("role")?;
     Ok(SessionRow {
-        id: r.try_get("id")?,
-        tenant_id: r.try_get("tenant_id")?,
-        user_id: r.try_get("user_id")?,
-        username: r.try_get("username")?,
-        role: Role::parse(&role).ok_or_else(|| sqlx::Error::Decode("unknown role".into()))?,
-        expires_at: Timestamp::from_millis(r.try_get("expires_at")?),
-        revoked_at: r
-            .try_get::<Option<i64>, _>("revoked_at")?
-            .map(Timestamp::from_millis),
-        user_disabled_at: r
-            .try_get::<Option<i64>, _>("disabled_at")?
-            .map(Timestamp::from_millis),
+        id: r.col("id")?,
+        tenant_id: r.col("tenant_id")?,
+        user_id: r.col("user_id")?,
+        username: r.col("username")?,
+        role: r.role("role")?,
+        expires_at: r.time("expires_at")?,
+        revoked_at: r.opt_time("revoked_at")?,
+        user_disabled_at: r.opt_time("disabled_at")?,
     })
 }
 

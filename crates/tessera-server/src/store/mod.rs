@@ -320,6 +320,62 @@ impl Db {
     }
 }
 
+/// Typed reads of a row's columns: how times, keys and words are stored is
+/// decided here once, not in every row mapping.
+pub(crate) trait Columns {
+    /// Any column sqlx decodes as it is.
+    fn col<T>(&self, column: &str) -> Result<T, sqlx::Error>
+    where
+        T: for<'r> sqlx::Decode<'r, Any> + sqlx::Type<Any>;
+
+    /// A typed id, stored as text.
+    fn id<T: From<String>>(&self, column: &str) -> Result<T, sqlx::Error> {
+        Ok(T::from(self.col::<String>(column)?))
+    }
+
+    /// A time, stored as milliseconds since the epoch.
+    fn time(&self, column: &str) -> Result<Timestamp, sqlx::Error> {
+        Ok(Timestamp::from_millis(self.col(column)?))
+    }
+
+    /// A time that may be unset.
+    fn opt_time(&self, column: &str) -> Result<Option<Timestamp>, sqlx::Error> {
+        Ok(self.col::<Option<i64>>(column)?.map(Timestamp::from_millis))
+    }
+
+    /// A 32-byte key or hash stored as BLOB/BYTEA (see [`to_hash`]).
+    fn key32(&self, column: &str) -> Result<[u8; 32], sqlx::Error> {
+        Ok(to_hash(self.col(column)?))
+    }
+
+    /// A TEXT column holding one of tessera-core's words (a state, a
+    /// reason); an unknown word is a decode error, not a panic.
+    fn word<T>(&self, column: &str) -> Result<T, sqlx::Error>
+    where
+        T: std::str::FromStr<Err = tessera_core::kinds::UnknownWord>,
+    {
+        let text: String = self.col(column)?;
+        text.parse()
+            .map_err(|e: tessera_core::kinds::UnknownWord| sqlx::Error::Decode(Box::new(e)))
+    }
+
+    /// An operator role.
+    fn role(&self, column: &str) -> Result<tessera_core::roles::Role, sqlx::Error> {
+        let text: String = self.col(column)?;
+        tessera_core::roles::Role::parse(&text)
+            .ok_or_else(|| sqlx::Error::Decode("unknown role".into()))
+    }
+}
+
+impl Columns for sqlx::any::AnyRow {
+    fn col<T>(&self, column: &str) -> Result<T, sqlx::Error>
+    where
+        T: for<'r> sqlx::Decode<'r, Any> + sqlx::Type<Any>,
+    {
+        sqlx::Row::try_get(self, column)
+    }
+}
+
 /// Hashes stored as BLOB/BYTEA come back as `Vec<u8>`; a wrong length means a
 /// corrupted row, which reads as "no match" rather than a panic.
 pub(crate) fn to_hash(v: Vec<u8>) -> [u8; 32] {

@@ -2,14 +2,16 @@
 //! transition is one conditional UPDATE on the expected state.
 
 use sqlx::any::AnyRow;
-use sqlx::{Any, Executor, Row};
+use sqlx::{Any, Executor};
+use tessera_core::ids::PairingId;
+use tessera_core::kinds::PairingState;
 use tessera_core::Timestamp;
 
-use super::{to_hash, Db, StoreResult, Tx};
+use super::{Columns, Db, StoreResult, Tx};
 
 #[derive(Clone, Debug)]
 pub struct PairingRow {
-    pub id: String,
+    pub id: PairingId,
     pub tenant_id: String,
     pub user_code: String,
     pub client_id: String,
@@ -25,7 +27,7 @@ pub struct PairingRow {
     pub expires_at: Timestamp,
     pub interval_ms: i64,
     pub last_poll_at: Option<Timestamp>,
-    pub state: String,
+    pub state: PairingState,
     pub decided_by: Option<String>,
 }
 
@@ -34,28 +36,26 @@ const COLUMNS: &str = "id, tenant_id, user_code, client_id, device_id, ed25519_p
     interval_ms, last_poll_at, state, decided_by";
 
 fn from_row(r: &AnyRow) -> Result<PairingRow, sqlx::Error> {
-    let sig: Vec<u8> = r.try_get("identity_signature")?;
+    let sig: Vec<u8> = r.col("identity_signature")?;
     Ok(PairingRow {
-        id: r.try_get("id")?,
-        tenant_id: r.try_get("tenant_id")?,
-        user_code: r.try_get("user_code")?,
-        client_id: r.try_get("client_id")?,
-        device_id: r.try_get("device_id")?,
-        ed25519_public: to_hash(r.try_get("ed25519_public")?),
-        x25519_public: to_hash(r.try_get("x25519_public")?),
+        id: r.id("id")?,
+        tenant_id: r.col("tenant_id")?,
+        user_code: r.col("user_code")?,
+        client_id: r.col("client_id")?,
+        device_id: r.col("device_id")?,
+        ed25519_public: r.key32("ed25519_public")?,
+        x25519_public: r.key32("x25519_public")?,
         identity_signature: sig.try_into().unwrap_or([0u8; 64]),
-        name: r.try_get("name")?,
-        hostname: r.try_get("hostname")?,
-        os: r.try_get("os")?,
-        source_ip: r.try_get("source_ip")?,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-        expires_at: Timestamp::from_millis(r.try_get("expires_at")?),
-        interval_ms: r.try_get("interval_ms")?,
-        last_poll_at: r
-            .try_get::<Option<i64>, _>("last_poll_at")?
-            .map(Timestamp::from_millis),
-        state: r.try_get("state")?,
-        decided_by: r.try_get("decided_by")?,
+        name: r.col("name")?,
+        hostname: r.col("hostname")?,
+        os: r.col("os")?,
+        source_ip: r.col("source_ip")?,
+        created_at: r.time("created_at")?,
+        expires_at: r.time("expires_at")?,
+        interval_ms: r.col("interval_ms")?,
+        last_poll_at: r.opt_time("last_poll_at")?,
+        state: r.word("state")?,
+        decided_by: r.col("decided_by")?,
     })
 }
 
@@ -184,19 +184,27 @@ pub async fn record_poll(db: &Db, id: &str, now: Timestamp, interval_ms: i64) ->
 /// pending → approved/denied, if still pending and unexpired.
 pub async fn decide(
     tx: &mut Tx,
-    id: &str,
+    id: &PairingId,
     approve: bool,
     by: &str,
     now: Timestamp,
 ) -> StoreResult<bool> {
     let n = sqlx::query(
         "UPDATE pairings SET state = $1, decided_by = $2, decided_at = $3 \
-         WHERE id = $4 AND state = 'pending' AND expires_at > $3",
+         WHERE id = $4 AND state = $5 AND expires_at > $3",
     )
-    .bind(if approve { "approved" } else { "denied" })
+    .bind(
+        if approve {
+            PairingState::Approved
+        } else {
+            PairingState::Denied
+        }
+        .as_str(),
+    )
     .bind(by)
     .bind(now.as_millis())
-    .bind(id)
+    .bind(id.as_str())
+    .bind(PairingState::Pending.as_str())
     .execute(&mut **tx)
     .await?
     .rows_affected();
@@ -204,12 +212,13 @@ pub async fn decide(
 }
 
 /// approved → consumed: exactly one token exchange wins.
-pub async fn consume(tx: &mut Tx, id: &str) -> StoreResult<bool> {
-    let n =
-        sqlx::query("UPDATE pairings SET state = 'consumed' WHERE id = $1 AND state = 'approved'")
-            .bind(id)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
+pub async fn consume(tx: &mut Tx, id: &PairingId) -> StoreResult<bool> {
+    let n = sqlx::query("UPDATE pairings SET state = $1 WHERE id = $2 AND state = $3")
+        .bind(PairingState::Consumed.as_str())
+        .bind(id.as_str())
+        .bind(PairingState::Approved.as_str())
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
     Ok(n == 1)
 }

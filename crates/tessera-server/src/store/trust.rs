@@ -2,21 +2,19 @@
 //! key rotations, and automatic-session members.
 
 use sqlx::any::AnyRow;
-use sqlx::{Any, Executor, Row};
+use sqlx::{Any, Executor};
+use tessera_core::ids::ExchangeId;
+use tessera_core::kinds::ExchangeState;
 use tessera_core::trust::{AutoJoinGrant, Scope};
 use tessera_core::Timestamp;
 
-use super::{Db, StoreResult, Tx};
-
-fn ts(r: &AnyRow, c: &str) -> Result<Option<Timestamp>, sqlx::Error> {
-    Ok(r.try_get::<Option<i64>, _>(c)?.map(Timestamp::from_millis))
-}
+use super::{Columns, Db, StoreResult, Tx};
 
 // ---- SAS exchanges ------------------------------------------------------
 
 #[derive(Clone, Debug)]
 pub struct ExchangeRow {
-    pub id: String,
+    pub id: ExchangeId,
     pub tenant_id: String,
     pub initiator: String,
     pub responder: String,
@@ -25,7 +23,7 @@ pub struct ExchangeRow {
     pub responder_nonce: Option<String>,
     pub initiator_identity: Option<String>,
     pub initiator_nonce: Option<String>,
-    pub state: String,
+    pub state: ExchangeState,
     pub expires_at: Timestamp,
 }
 
@@ -35,17 +33,17 @@ const EXCHANGE: &str =
 
 fn exchange(r: &AnyRow) -> Result<ExchangeRow, sqlx::Error> {
     Ok(ExchangeRow {
-        id: r.try_get("id")?,
-        tenant_id: r.try_get("tenant_id")?,
-        initiator: r.try_get("initiator")?,
-        responder: r.try_get("responder")?,
-        commitment: r.try_get("commitment")?,
-        responder_identity: r.try_get("responder_identity")?,
-        responder_nonce: r.try_get("responder_nonce")?,
-        initiator_identity: r.try_get("initiator_identity")?,
-        initiator_nonce: r.try_get("initiator_nonce")?,
-        state: r.try_get("state")?,
-        expires_at: Timestamp::from_millis(r.try_get("expires_at")?),
+        id: r.id("id")?,
+        tenant_id: r.col("tenant_id")?,
+        initiator: r.col("initiator")?,
+        responder: r.col("responder")?,
+        commitment: r.col("commitment")?,
+        responder_identity: r.col("responder_identity")?,
+        responder_nonce: r.col("responder_nonce")?,
+        initiator_identity: r.col("initiator_identity")?,
+        initiator_nonce: r.col("initiator_nonce")?,
+        state: r.word("state")?,
+        expires_at: r.time("expires_at")?,
     })
 }
 
@@ -66,13 +64,14 @@ pub async fn insert_exchange(
 ) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO trust_exchanges (id, tenant_id, initiator, responder, commitment, state, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, 'committed', $6, $7)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
-        .bind(e.id)
+    .bind(e.id)
     .bind(e.tenant)
     .bind(e.initiator)
     .bind(e.responder)
     .bind(e.commitment)
+    .bind(ExchangeState::Committed.as_str())
     .bind(now.as_millis())
     .bind(expires_at.as_millis())
     .execute(&mut **tx)
@@ -116,14 +115,16 @@ pub async fn respond(
     now: Timestamp,
 ) -> StoreResult<bool> {
     let n = sqlx::query(
-        "UPDATE trust_exchanges SET responder_identity = $1, responder_nonce = $2, state = 'responded' \
-         WHERE id = $3 AND responder = $4 AND state = 'committed' AND expires_at > $5",
+        "UPDATE trust_exchanges SET responder_identity = $1, responder_nonce = $2, state = $6 \
+         WHERE id = $3 AND responder = $4 AND state = $7 AND expires_at > $5",
     )
     .bind(identity)
     .bind(nonce)
     .bind(id)
     .bind(responder)
     .bind(now.as_millis())
+    .bind(ExchangeState::Responded.as_str())
+    .bind(ExchangeState::Committed.as_str())
     .execute(db.pool())
     .await?
     .rows_affected();
@@ -140,14 +141,16 @@ pub async fn reveal(
     now: Timestamp,
 ) -> StoreResult<bool> {
     let n = sqlx::query(
-        "UPDATE trust_exchanges SET initiator_identity = $1, initiator_nonce = $2, state = 'revealed' \
-         WHERE id = $3 AND initiator = $4 AND state = 'responded' AND expires_at > $5",
+        "UPDATE trust_exchanges SET initiator_identity = $1, initiator_nonce = $2, state = $6 \
+         WHERE id = $3 AND initiator = $4 AND state = $7 AND expires_at > $5",
     )
     .bind(identity)
     .bind(nonce)
     .bind(id)
     .bind(initiator)
     .bind(now.as_millis())
+    .bind(ExchangeState::Revealed.as_str())
+    .bind(ExchangeState::Responded.as_str())
     .execute(db.pool())
     .await?
     .rows_affected();
@@ -174,14 +177,14 @@ const ATTESTATION: &str =
 
 fn attestation(r: &AnyRow) -> Result<AttestationRow, sqlx::Error> {
     Ok(AttestationRow {
-        id: r.try_get("id")?,
-        truster: r.try_get("truster")?,
-        trusted: r.try_get("trusted")?,
-        trusted_ed25519: r.try_get("trusted_ed25519")?,
-        trusted_x25519: r.try_get("trusted_x25519")?,
-        issued_at: Timestamp::from_millis(r.try_get("issued_at")?),
-        signature: r.try_get("signature")?,
-        withdrawn_at: ts(r, "withdrawn_at")?,
+        id: r.col("id")?,
+        truster: r.col("truster")?,
+        trusted: r.col("trusted")?,
+        trusted_ed25519: r.col("trusted_ed25519")?,
+        trusted_x25519: r.col("trusted_x25519")?,
+        issued_at: r.time("issued_at")?,
+        signature: r.col("signature")?,
+        withdrawn_at: r.opt_time("withdrawn_at")?,
     })
 }
 
@@ -279,24 +282,24 @@ const GRANT: &str = "SELECT id, tenant_id, granter, grantee, grantee_fingerprint
     expires_at, signature, superseded_by, revoked_at, revoked_by, revoked_reason, last_used_at FROM grants";
 
 fn grant(r: &AnyRow) -> Result<GrantRow, sqlx::Error> {
-    let scopes: String = r.try_get("scopes")?;
+    let scopes: String = r.col("scopes")?;
     Ok(GrantRow {
         grant: AutoJoinGrant {
-            id: r.try_get("id")?,
-            granter: r.try_get("granter")?,
-            grantee: r.try_get("grantee")?,
-            grantee_fingerprint: r.try_get("grantee_fingerprint")?,
+            id: r.col("id")?,
+            granter: r.col("granter")?,
+            grantee: r.col("grantee")?,
+            grantee_fingerprint: r.col("grantee_fingerprint")?,
             scopes: scopes.split(',').filter_map(Scope::parse).collect(),
-            issued_at: Timestamp::from_millis(r.try_get("issued_at")?),
-            expires_at: Timestamp::from_millis(r.try_get("expires_at")?),
+            issued_at: r.time("issued_at")?,
+            expires_at: r.time("expires_at")?,
         },
-        tenant_id: r.try_get("tenant_id")?,
-        signature: r.try_get("signature")?,
-        superseded_by: r.try_get("superseded_by")?,
-        revoked_at: ts(r, "revoked_at")?,
-        revoked_by: r.try_get("revoked_by")?,
-        revoked_reason: r.try_get("revoked_reason")?,
-        last_used_at: ts(r, "last_used_at")?,
+        tenant_id: r.col("tenant_id")?,
+        signature: r.col("signature")?,
+        superseded_by: r.col("superseded_by")?,
+        revoked_at: r.opt_time("revoked_at")?,
+        revoked_by: r.col("revoked_by")?,
+        revoked_reason: r.col("revoked_reason")?,
+        last_used_at: r.opt_time("last_used_at")?,
     })
 }
 
@@ -424,10 +427,10 @@ pub async fn take_newly_expired(
     rows.iter()
         .map(|r| {
             Ok((
-                r.try_get("id")?,
-                r.try_get("tenant_id")?,
-                r.try_get("granter")?,
-                r.try_get("grantee")?,
+                r.col("id")?,
+                r.col("tenant_id")?,
+                r.col("granter")?,
+                r.col("grantee")?,
             ))
         })
         .collect::<Result<_, sqlx::Error>>()
@@ -504,7 +507,7 @@ pub async fn rotations_of(db: &Db, device: &str) -> StoreResult<Vec<(String, Str
     .fetch_all(db.pool())
     .await?;
     rows.iter()
-        .map(|r| Ok((r.try_get("statement")?, r.try_get("signature")?)))
+        .map(|r| Ok((r.col("statement")?, r.col("signature")?)))
         .collect::<Result<_, sqlx::Error>>()
         .map_err(Into::into)
 }
@@ -568,11 +571,11 @@ pub async fn members(db: &Db, session: &str) -> StoreResult<Vec<(String, u32, St
         .await?;
     rows.iter()
         .map(|r| {
-            let idx: i64 = r.try_get("member_index")?;
+            let idx: i64 = r.col("member_index")?;
             Ok((
-                r.try_get("device_id")?,
+                r.col("device_id")?,
                 u32::try_from(idx).unwrap_or(0),
-                r.try_get("outcome")?,
+                r.col("outcome")?,
             ))
         })
         .collect::<Result<_, sqlx::Error>>()

@@ -1,15 +1,16 @@
 //! Operator accounts.
 
 use sqlx::any::AnyRow;
-use sqlx::{Any, Executor, Row};
+use sqlx::{Any, Executor};
+use tessera_core::ids::UserId;
 use tessera_core::roles::Role;
 use tessera_core::Timestamp;
 
-use super::{conflict_on_unique, Db, StoreResult, Tx};
+use super::{conflict_on_unique, Columns, Db, StoreResult, Tx};
 
 #[derive(Clone, Debug)]
 pub struct UserRow {
-    pub id: String,
+    pub id: UserId,
     pub tenant_id: String,
     pub username: String,
     pub password_hash: String,
@@ -23,18 +24,15 @@ const COLUMNS: &str =
     "id, tenant_id, username, password_hash, role, created_at, updated_at, disabled_at";
 
 fn from_row(r: &AnyRow) -> Result<UserRow, sqlx::Error> {
-    let role: String = r.try_get("role")?;
     Ok(UserRow {
-        id: r.try_get("id")?,
-        tenant_id: r.try_get("tenant_id")?,
-        username: r.try_get("username")?,
-        password_hash: r.try_get("password_hash")?,
-        role: Role::parse(&role).ok_or_else(|| sqlx::Error::Decode("unknown role".into()))?,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-        updated_at: Timestamp::from_millis(r.try_get("updated_at")?),
-        disabled_at: r
-            .try_get::<Option<i64>, _>("disabled_at")?
-            .map(Timestamp::from_millis),
+        id: r.id("id")?,
+        tenant_id: r.col("tenant_id")?,
+        username: r.col("username")?,
+        password_hash: r.col("password_hash")?,
+        role: r.role("role")?,
+        created_at: r.time("created_at")?,
+        updated_at: r.time("updated_at")?,
+        disabled_at: r.opt_time("disabled_at")?,
     })
 }
 

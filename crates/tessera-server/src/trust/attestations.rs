@@ -1,0 +1,135 @@
+//! A device's signed trust in a peer, and its withdrawal.
+
+use std::net::IpAddr;
+
+use tessera_core::trust::{fingerprint, key_from_hex, Signed, TrustAttestation, Withdrawal};
+
+use super::TrustError;
+use super::{attestation_is_stale, fresh, hex, own, peer, pins_current_key, subject, verified};
+use crate::auth::device::DevicePrincipal;
+use crate::store::audit::{Action, Actor, AuditEvent};
+use crate::store::devices::DeviceRow;
+use crate::store::{self, Db};
+
+/// Whether the pair trusts each other, to the keys each holds now.
+pub async fn mutual(db: &Db, a: &DeviceRow, b: &DeviceRow) -> Result<bool, TrustError> {
+    let ab = store::trust::latest_attestation(db.pool(), &a.id, &b.id).await?;
+    let ba = store::trust::latest_attestation(db.pool(), &b.id, &a.id).await?;
+    Ok(pins_current_key(ab.as_ref(), &b.ed25519_public)
+        && pins_current_key(ba.as_ref(), &a.ed25519_public))
+}
+
+/// A recorded attestation.
+pub struct Attested {
+    pub peer: DeviceRow,
+    pub mutual: bool,
+}
+
+/// Records `me`'s signed trust in a peer, and audits it.
+pub async fn attest(
+    db: &Db,
+    me: &DevicePrincipal,
+    ip: IpAddr,
+    signed: &Signed<TrustAttestation>,
+) -> Result<Attested, TrustError> {
+    let a = &signed.statement;
+    own(&a.truster, me, "a device attests only for itself")?;
+    verified(signed, &me.ed25519_public)?;
+    let now = db.now();
+    fresh(a.issued_at, now)?;
+    let peer = peer(db, me, &a.trusted).await?;
+    if key_from_hex(&a.trusted_ed25519).is_none() || key_from_hex(&a.trusted_x25519).is_none() {
+        return Err(TrustError::InvalidField(
+            "pinned keys must be 64 hex digits".to_owned(),
+        ));
+    }
+    let previous = store::trust::latest_attestation(db.pool(), &me.device_id, &peer.id).await?;
+    if attestation_is_stale(a.issued_at, previous.as_ref()) {
+        return Err(TrustError::Superseded(
+            "a newer statement about this peer exists",
+        ));
+    }
+    db.write(async |w| {
+        store::trust::insert_attestation(
+            w,
+            store::trust::NewAttestation {
+                id: &uuid::Uuid::now_v7().to_string(),
+                tenant_id: &me.tenant_id,
+                truster: &me.device_id,
+                trusted: &peer.id,
+                trusted_ed25519: &a.trusted_ed25519,
+                trusted_x25519: &a.trusted_x25519,
+                issued_at: a.issued_at,
+                signature: &signed.signature,
+                now,
+            },
+        )
+        .await?;
+        Ok::<_, TrustError>(())
+    })
+    .await?;
+    // Mutuality is read after the attestation is committed, so it counts.
+    let me_row = store::devices::by_id_any_tenant(db.pool(), &me.device_id)
+        .await?
+        .ok_or(TrustError::NotFound("device"))?;
+    let is_mutual = mutual(db, &me_row, &peer).await?;
+    db.write(async |w| {
+        w.audit(
+            AuditEvent::new(
+                &me.tenant_id,
+                Actor::Device(me.device_id.clone()),
+                Action::TrustEstablished,
+            )
+            .ip(Some(ip))
+            .target(format!("device:{}", peer.id))
+            .detail(
+                "pinned_fingerprint",
+                fingerprint(&key_from_hex(&a.trusted_ed25519).unwrap_or_default()),
+            )
+            .detail(
+                "pin_matches_server",
+                a.trusted_ed25519 == hex(&peer.ed25519_public),
+            )
+            .detail("mutual", is_mutual),
+        )
+        .await?;
+        Ok::<_, TrustError>(())
+    })
+    .await?;
+    Ok(Attested {
+        peer,
+        mutual: is_mutual,
+    })
+}
+
+/// Withdraws `me`'s trust in a peer (`subject` = `trust:<device id>`).
+pub async fn withdraw(
+    db: &Db,
+    me: &DevicePrincipal,
+    ip: IpAddr,
+    signed: &Signed<Withdrawal>,
+) -> Result<(), TrustError> {
+    let st = &signed.statement;
+    own(&st.issuer, me, "a device withdraws only its own statements")?;
+    verified(signed, &me.ed25519_public)?;
+    let now = db.now();
+    fresh(st.issued_at, now)?;
+    let peer = subject(&st.subject, "trust:", "subject must be trust:<device id>")?;
+    db.write(async |w| {
+        if !store::trust::withdraw_attestation(w, &me.device_id, peer, now).await? {
+            return Err(TrustError::NotFound("attestation"));
+        }
+        w.audit(
+            AuditEvent::new(
+                &me.tenant_id,
+                Actor::Device(me.device_id.clone()),
+                Action::TrustRemoved,
+            )
+            .ip(Some(ip))
+            .target(format!("device:{peer}")),
+        )
+        .await?;
+        Ok(())
+    })
+    .await
+}
