@@ -12,6 +12,7 @@ mod create;
 pub mod decide;
 mod hub;
 
+use crate::store::trust::MemberAnswer;
 use tessera_core::kinds::EndCode;
 use tessera_proto::v1::{AutoJoinAnswer, E2eData, E2eHandshake, MemberLeft, SessionEnded};
 use tessera_proto::Body;
@@ -77,22 +78,22 @@ pub async fn answer(
         (s.creator_conn, s.tenant_id.clone(), s.creator.clone())
     };
     let reason = clip(&a.reason);
-    let recorded = if a.accept {
-        "joined".to_owned()
+    let answer = if a.accept {
+        MemberAnswer::Joined
     } else {
-        reason.clone()
+        MemberAnswer::Refused(&reason)
     };
     r.sessions
         .db
         .write(async |w| {
             let now = w.now();
-            store::trust::set_member_outcome(w, &a.session_id, member, &recorded, now).await?;
+            store::trust::set_member_outcome(w, &a.session_id, member, answer, now).await?;
             w.audit(
                 AuditEvent::new(&tenant, Actor::Device(member.to_owned()), Action::AutoJoin)
                     .target(format!("session:{}", a.session_id))
                     .detail("member", member)
                     .detail("creator", creator)
-                    .detail("outcome", recorded.clone())
+                    .detail("outcome", answer.word())
                     .detail("checked_by", "member"),
             )
             .await

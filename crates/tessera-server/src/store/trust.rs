@@ -5,6 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Executor};
 use tessera_core::ids::ExchangeId;
 use tessera_core::kinds::ExchangeState;
+use tessera_core::kinds::MemberOutcome;
 use tessera_core::trust::{AutoJoinGrant, Scope};
 use tessera_core::Timestamp;
 
@@ -531,19 +532,36 @@ pub async fn insert_member(
     Ok(())
 }
 
+/// An invited member's own answer, as its row records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberAnswer<'a> {
+    Joined,
+    /// The member's local checks refused; its reason, as it gave it.
+    Refused(&'a str),
+}
+
+impl MemberAnswer<'_> {
+    pub fn word(&self) -> &str {
+        match self {
+            MemberAnswer::Joined => MemberOutcome::Joined.as_str(),
+            MemberAnswer::Refused(reason) => reason,
+        }
+    }
+}
+
 /// Records a member's final outcome (joined, or its local refusal).
 pub async fn set_member_outcome(
     tx: &mut Tx,
     session: &str,
     device: &str,
-    outcome: &str,
+    answer: MemberAnswer<'_>,
     now: Timestamp,
 ) -> StoreResult<bool> {
-    let joined = (outcome == "joined").then(|| now.as_millis());
+    let joined = matches!(answer, MemberAnswer::Joined).then(|| now.as_millis());
     let n = sqlx::query(
         "UPDATE session_members SET outcome = $1, joined_at = $2 WHERE session_id = $3 AND device_id = $4 AND outcome = 'invited'",
     )
-    .bind(outcome)
+    .bind(answer.word())
     .bind(joined)
     .bind(session)
     .bind(device)
