@@ -24,9 +24,9 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::server::Server;
 
-pub type Ws = WebSocketStream<TcpStream>;
+pub(crate) type Ws = WebSocketStream<TcpStream>;
 
-pub struct Device {
+pub(crate) struct Device {
     pub id: String,
     pub keys: DeviceKeys,
     pub key: SecretString,
@@ -34,7 +34,7 @@ pub struct Device {
 
 /// Source addresses to spread clients over: the per-address rate limits
 /// (enrollment: a burst of 50) and the ephemeral ports of one address.
-pub fn local_ip(i: usize) -> IpAddr {
+pub(crate) fn local_ip(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(
         127,
         0,
@@ -45,7 +45,11 @@ pub fn local_ip(i: usize) -> IpAddr {
 
 /// Enrolls `n` devices with one-use-each tokens through `POST
 /// /api/v1/enroll`, `concurrency` at a time.
-pub async fn enroll(server: &Server, admin: &ApiClient, n: usize) -> anyhow::Result<Vec<Device>> {
+pub(crate) async fn enroll(
+    server: &Server,
+    admin: &ApiClient,
+    n: usize,
+) -> anyhow::Result<Vec<Device>> {
     let mut tokens = Vec::new();
     let mut left = n;
     while left > 0 {
@@ -105,12 +109,12 @@ pub async fn enroll(server: &Server, admin: &ApiClient, n: usize) -> anyhow::Res
     results.into_iter().collect()
 }
 
-pub fn frame(body: Body) -> Message {
+pub(crate) fn frame(body: Body) -> Message {
     Message::Binary(Envelope::of(body).encode_to_vec().into())
 }
 
 /// The next envelope's body; `None` when the socket closed.
-pub async fn recv<S>(stream: &mut S) -> Option<Body>
+pub(crate) async fn recv<S>(stream: &mut S) -> Option<Body>
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
@@ -129,7 +133,7 @@ where
 
 /// Opens `/ws/device` from `local`, answers the challenge as an agent and
 /// returns the socket once the server said Welcome.
-pub async fn connect(addr: SocketAddr, d: &Device, local: IpAddr) -> anyhow::Result<Ws> {
+pub(crate) async fn connect(addr: SocketAddr, d: &Device, local: IpAddr) -> anyhow::Result<Ws> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(local, 0))?;
     let tcp = socket.connect(addr).await.context("tcp connect")?;

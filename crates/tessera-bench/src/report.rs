@@ -236,7 +236,12 @@ fn goal_rows(benches: &[Bench]) -> String {
     s
 }
 
-pub fn write(results: &Path, out: &Path, chart: &Path, analysis: &Path) -> anyhow::Result<()> {
+pub(crate) fn write(
+    results: &Path,
+    out: &Path,
+    chart: &Path,
+    analysis: &Path,
+) -> anyhow::Result<()> {
     let runs = load(results)?;
     if runs.is_empty() {
         anyhow::bail!("no full (non-quick) results in {}", results.display());

@@ -4,14 +4,14 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Figure {
+pub(crate) struct Figure {
     pub name: String,
     pub value: f64,
     pub unit: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct BenchResult {
+pub(crate) struct BenchResult {
     pub bench: String,
     /// What was measured with what sizes.
     pub params: serde_json::Value,
@@ -31,7 +31,7 @@ pub struct BenchResult {
 }
 
 impl BenchResult {
-    pub fn new(bench: &str, params: serde_json::Value) -> BenchResult {
+    pub(crate) fn new(bench: &str, params: serde_json::Value) -> BenchResult {
         BenchResult {
             bench: bench.to_owned(),
             params,
@@ -44,7 +44,7 @@ impl BenchResult {
         }
     }
 
-    pub fn figure(&mut self, name: &str, value: f64, unit: &str) {
+    pub(crate) fn figure(&mut self, name: &str, value: f64, unit: &str) {
         self.figures.push(Figure {
             name: name.to_owned(),
             value,
@@ -52,11 +52,11 @@ impl BenchResult {
         });
     }
 
-    pub fn check(&mut self, name: &str, ok: bool) {
+    pub(crate) fn check(&mut self, name: &str, ok: bool) {
         self.checks.push((name.to_owned(), ok));
     }
 
-    pub fn with_run(mut self, quick: bool, backend: crate::Backend) -> BenchResult {
+    pub(crate) fn with_run(mut self, quick: bool, backend: crate::Backend) -> BenchResult {
         self.quick = quick;
         // The command, without where the JSON went.
         let mut args = std::env::args().skip(1).peekable();
@@ -76,14 +76,14 @@ impl BenchResult {
         self
     }
 
-    pub fn get(&self, name: &str) -> Option<f64> {
+    pub(crate) fn get(&self, name: &str) -> Option<f64> {
         self.figures
             .iter()
             .find(|f| f.name == name)
             .map(|f| f.value)
     }
 
-    pub fn print(&self) {
+    pub(crate) fn print(&self) {
         println!("{} {}", self.bench, self.params);
         let width = self.figures.iter().map(|f| f.name.len()).max().unwrap_or(0);
         for f in &self.figures {
@@ -103,12 +103,12 @@ impl BenchResult {
         }
     }
 
-    pub fn all_checks_hold(&self) -> bool {
+    pub(crate) fn all_checks_hold(&self) -> bool {
         self.checks.iter().all(|(_, ok)| *ok)
     }
 }
 
-pub fn format_value(v: f64) -> String {
+pub(crate) fn format_value(v: f64) -> String {
     if v.abs() >= 100.0 {
         format!("{v:.0}")
     } else if v.abs() >= 1.0 {

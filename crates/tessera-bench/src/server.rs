@@ -13,13 +13,13 @@ use tessera_testkit::{ServerProcess, TestDb};
 
 use crate::Backend;
 
-pub struct Opts {
+pub(crate) struct Opts {
     pub backend: Backend,
     pub bin: PathBuf,
 }
 
 /// The `tessera` binary beside this one.
-pub fn default_bin() -> anyhow::Result<PathBuf> {
+pub(crate) fn default_bin() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;
     let bin = me.with_file_name("tessera");
     if !bin.exists() {
@@ -48,7 +48,7 @@ fn psql(sql: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub struct Server {
+pub(crate) struct Server {
     process: ServerProcess,
     pub url: String,
     pub admin_password: String,
@@ -58,7 +58,7 @@ pub struct Server {
 
 impl Server {
     /// Starts a server with `extra` flags and waits until it listens.
-    pub async fn start(opts: &Opts, extra: &[&str]) -> anyhow::Result<Server> {
+    pub(crate) async fn start(opts: &Opts, extra: &[&str]) -> anyhow::Result<Server> {
         let db = match opts.backend {
             // The server's default database in its data directory.
             Backend::Sqlite => None,
@@ -84,7 +84,7 @@ impl Server {
         })
     }
 
-    pub fn client(&self) -> anyhow::Result<ApiClient> {
+    pub(crate) fn client(&self) -> anyhow::Result<ApiClient> {
         Ok(ApiClient::new(
             &self.url,
             &tessera_client::TlsTrust::PublicRoots,
@@ -92,7 +92,7 @@ impl Server {
     }
 
     /// An API client logged in as the bootstrap admin.
-    pub async fn admin(&self) -> anyhow::Result<ApiClient> {
+    pub(crate) async fn admin(&self) -> anyhow::Result<ApiClient> {
         let c = self.client()?;
         let login = c
             .login("admin", SecretString::new(self.admin_password.clone()))
@@ -100,17 +100,17 @@ impl Server {
         Ok(c.with_token(login.token))
     }
 
-    pub fn addr(&self) -> anyhow::Result<std::net::SocketAddr> {
+    pub(crate) fn addr(&self) -> anyhow::Result<std::net::SocketAddr> {
         self.process.addr()
     }
 
     /// Resident memory now, in bytes.
-    pub fn rss(&self) -> anyhow::Result<u64> {
+    pub(crate) fn rss(&self) -> anyhow::Result<u64> {
         tessera_testkit::proc_status_kb(self.process.pid()?, "VmRSS:").map(|kb| kb * 1024)
     }
 
     /// CPU time used so far (user + system).
-    pub fn cpu(&self) -> anyhow::Result<Duration> {
+    pub(crate) fn cpu(&self) -> anyhow::Result<Duration> {
         tessera_testkit::cpu_time(self.process.pid()?)
     }
 }

@@ -4,7 +4,7 @@
 //! This crate does no I/O. Everything here is a pure function of its inputs
 //! (plus the operating system's CSPRNG where a secret is minted), so the server,
 //! the agent and the CLI agree on formats and tests can call it directly.
-#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod api;
 pub mod audit;

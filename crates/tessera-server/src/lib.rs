@@ -4,7 +4,7 @@
 //! Requests flow one way: transport (`http`) → domain (`auth`, `audit`,
 //! `tenancy`) → storage (`store`). Handlers stay thin; decisions live in
 //! functions tests can call without a socket.
-#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod auth;
 pub mod automatic;

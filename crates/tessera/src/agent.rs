@@ -16,10 +16,10 @@ use tessera_core::codes::normalise_user_code;
 use tessera_core::kinds::EndCode;
 
 /// Exit code when the server revoked this device.
-pub const EXIT_REVOKED: u8 = 3;
+pub(crate) const EXIT_REVOKED: u8 = 3;
 
 #[derive(Args, Debug)]
-pub struct AgentArgs {
+pub(crate) struct AgentArgs {
     /// Where the identity key, device key and settings live
     /// (default: ~/.local/share/tessera-agent).
     #[arg(long, env = "TESSERA_AGENT_STATE_DIR", global = true)]
@@ -116,7 +116,7 @@ async fn shutdown_signal() {
     }
 }
 
-pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     crate::server::init_logging(crate::server::LogFormat::Text);
     let state = AgentState::new(args.state_dir.unwrap_or_else(AgentState::default_dir));
     match args.command {

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 const DETACH: u8 = 0x1d;
 
 #[derive(Args, Debug)]
-pub struct ConnectArgs {
+pub(crate) struct ConnectArgs {
     /// A session id to join, or a device (id, fingerprint or name) to open a
     /// shell on.
     target: String,
@@ -107,7 +107,7 @@ async fn wait_until_active(client: &ApiClient, id: &str) -> anyhow::Result<()> {
     }
 }
 
-pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     let ctx = crate::ctl::Ctx::from_dir(args.config_dir.clone())?;
     let client = ctx.client()?;
     let id = open_session(&client, &args).await?;

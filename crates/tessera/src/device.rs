@@ -19,7 +19,7 @@ use tessera_core::{Clock, SystemClock};
 use crate::{output, progress};
 
 #[derive(Args, Debug)]
-pub struct StateDir {
+pub(crate) struct StateDir {
     /// The agent's state directory (default: ~/.local/share/tessera-agent).
     #[arg(long, env = "TESSERA_AGENT_STATE_DIR", global = true)]
     state_dir: Option<PathBuf>,
@@ -36,7 +36,7 @@ impl StateDir {
 }
 
 #[derive(Args, Debug)]
-pub struct TrustArgs {
+pub(crate) struct TrustArgs {
     #[command(flatten)]
     dir: StateDir,
     #[command(subcommand)]
@@ -69,14 +69,14 @@ enum TrustCommand {
 }
 
 #[derive(Args, Debug)]
-pub struct Json {
+pub(crate) struct Json {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
 }
 
 #[derive(Args, Debug)]
-pub struct GrantArgs {
+pub(crate) struct GrantArgs {
     #[command(flatten)]
     dir: StateDir,
     #[command(subcommand)]
@@ -109,7 +109,7 @@ enum GrantCommand {
 }
 
 #[derive(Args, Debug)]
-pub struct SessionArgs {
+pub(crate) struct SessionArgs {
     #[command(flatten)]
     dir: StateDir,
     #[command(subcommand)]
@@ -137,7 +137,7 @@ enum SessionCommand {
 }
 
 #[derive(Args, Debug)]
-pub struct SendArgs {
+pub(crate) struct SendArgs {
     #[command(flatten)]
     dir: StateDir,
     /// The receiving devices (device ids, comma-separated).
@@ -156,7 +156,7 @@ fn credentials(state: &AgentState) -> anyhow::Result<Credentials> {
 
 /// Reads one answer from standard input; only `yes` (or `y`) is yes.
 fn ask(question: &str) -> anyhow::Result<bool> {
-    crate::output::prompt(&format!("{question} "));
+    output::prompt(&format!("{question} "));
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     Ok(matches!(
@@ -184,7 +184,7 @@ fn short(fp: &str) -> String {
     fingerprint_display(fp)
 }
 
-pub async fn trust(args: TrustArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn trust(args: TrustArgs) -> anyhow::Result<ExitCode> {
     let state = args.dir.state();
     match args.command {
         TrustCommand::Add { device, name } => {
@@ -331,7 +331,7 @@ fn pin_fingerprint(ed_hex: &str) -> String {
         .unwrap_or_else(|| "(damaged pin)".into())
 }
 
-pub async fn grant(args: GrantArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn grant(args: GrantArgs) -> anyhow::Result<ExitCode> {
     let state = args.dir.state();
     let creds = credentials(&state)?;
     match args.command {
@@ -407,7 +407,7 @@ async fn open_session(
     Ok(AutoSession::create(&creds, &store, members, scope, all_or_nothing).await?)
 }
 
-pub async fn session(args: SessionArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn session(args: SessionArgs) -> anyhow::Result<ExitCode> {
     let state = args.dir.state();
     let SessionCommand::Create {
         with,
@@ -484,7 +484,7 @@ pub async fn session(args: SessionArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     let state = args.dir.state();
     let items = tessera_agent::files::walk(&args.paths).context("cannot read what to send")?;
     let to: Vec<String> = args

@@ -38,7 +38,7 @@ macro_rules! note {
 pub(crate) use note;
 
 /// Writes one line to standard output (see [`say!`]).
-pub fn line(args: fmt::Arguments<'_>) {
+pub(crate) fn line(args: fmt::Arguments<'_>) {
     let mut out = io::stdout().lock();
     if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
         unwritable(&e);
@@ -47,7 +47,7 @@ pub fn line(args: fmt::Arguments<'_>) {
 
 /// Writes `text` without a newline and flushes it (a question before an
 /// answer is read).
-pub fn prompt(text: &str) {
+pub(crate) fn prompt(text: &str) {
     let mut out = io::stdout().lock();
     if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         unwritable(&e);
@@ -55,13 +55,13 @@ pub fn prompt(text: &str) {
 }
 
 /// Writes one line to standard error, ignoring failure.
-pub fn note_line(args: fmt::Arguments<'_>) {
+pub(crate) fn note_line(args: fmt::Arguments<'_>) {
     let mut err = io::stderr().lock();
     let _ = err.write_fmt(args).and_then(|()| err.write_all(b"\n"));
 }
 
 /// Whether `e` (or what caused it) is a write to a reader that went away.
-pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+pub(crate) fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain()
         .filter_map(|c| c.downcast_ref::<io::Error>())
         .any(|io| io.kind() == io::ErrorKind::BrokenPipe)
@@ -78,7 +78,7 @@ fn unwritable(e: &io::Error) -> ! {
 }
 
 /// Prints `rows` under `headers`, columns padded to their widest cell.
-pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -99,18 +99,18 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+pub(crate) fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     say!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
 /// `-` for an absent value.
-pub fn opt(v: Option<&str>) -> String {
+pub(crate) fn opt(v: Option<&str>) -> String {
     v.unwrap_or("-").to_owned()
 }
 
 /// Who may auto-join whom.
-pub fn grants(grants: &[tessera_core::api::GrantView]) {
+pub(crate) fn grants(grants: &[tessera_core::api::GrantView]) {
     let rows: Vec<Vec<String>> = grants
         .iter()
         .map(|g| {

@@ -15,7 +15,7 @@ fn style() -> ProgressStyle {
 /// One bar for everything `tessera send` sends, named after the file in
 /// progress and cleared once the last file went out; hidden when `show` is
 /// false.
-pub fn sending(items: &[Outgoing], show: bool) -> impl FnMut(TransferEvent) {
+pub(crate) fn sending(items: &[Outgoing], show: bool) -> impl FnMut(TransferEvent) {
     let total: u64 = items.iter().map(|o| o.size).sum();
     let bar = if show {
         ProgressBar::new(total)
@@ -38,7 +38,7 @@ pub fn sending(items: &[Outgoing], show: bool) -> impl FnMut(TransferEvent) {
 }
 
 /// A bar per file the agent receives in an automatic session.
-pub fn receiving() -> TransferReport {
+pub(crate) fn receiving() -> TransferReport {
     let current: Mutex<Option<ProgressBar>> = Mutex::new(None);
     Arc::new(move |event| {
         let Ok(mut current) = current.lock() else {

@@ -14,7 +14,7 @@ use tessera_core::SystemClock;
 use tessera_server::{Server, ServerConfig, TlsMode};
 
 #[derive(Args, Debug)]
-pub struct ServerArgs {
+pub(crate) struct ServerArgs {
     /// Address and port to listen on.
     #[arg(long, env = "TESSERA_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -77,12 +77,12 @@ pub struct ServerArgs {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
 
-pub fn init_logging(format: LogFormat) {
+pub(crate) fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -114,7 +114,7 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     init_logging(args.log_format);
     let tls = match (args.tls_cert, args.tls_key, args.tls_self_signed) {
         (Some(cert), Some(key), _) => TlsMode::Files { cert, key },

@@ -82,7 +82,11 @@ async fn connect_all(
     (conns, times, failed)
 }
 
-pub async fn idle_devices(opts: &Opts, n: usize, quick: bool) -> anyhow::Result<BenchResult> {
+pub(crate) async fn idle_devices(
+    opts: &Opts,
+    n: usize,
+    quick: bool,
+) -> anyhow::Result<BenchResult> {
     let heartbeat = if quick {
         Duration::from_secs(1)
     } else {
@@ -155,7 +159,7 @@ pub async fn idle_devices(opts: &Opts, n: usize, quick: bool) -> anyhow::Result<
     Ok(r)
 }
 
-pub async fn connect_storm(opts: &Opts, n: usize) -> anyhow::Result<BenchResult> {
+pub(crate) async fn connect_storm(opts: &Opts, n: usize) -> anyhow::Result<BenchResult> {
     let mut r = BenchResult::new("connect-storm", json!({"devices": n}));
     let server = Server::start(opts, &SERVER_FLAGS).await?;
     let admin = server.admin().await?;

@@ -77,7 +77,11 @@ async fn push(
     Ok((total as f64 / t0.elapsed().as_secs_f64(), exact))
 }
 
-pub async fn ingest(opts: &Opts, batches: usize, quick: bool) -> anyhow::Result<BenchResult> {
+pub(crate) async fn ingest(
+    opts: &Opts,
+    batches: usize,
+    quick: bool,
+) -> anyhow::Result<BenchResult> {
     let mut r = BenchResult::new(
         "ingest",
         json!({"batches_per_device": batches, "batch": 500, "devices": 4, "audit_writes": if quick { 40 } else { 2000 }}),

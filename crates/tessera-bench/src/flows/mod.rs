@@ -12,10 +12,10 @@ mod ingest;
 mod relay;
 mod sessions;
 
-pub use devices::{connect_storm, idle_devices};
-pub use ingest::ingest;
-pub use relay::{fanout, relay_latency, relay_throughput};
-pub use sessions::session_setup;
+pub(crate) use devices::{connect_storm, idle_devices};
+pub(crate) use ingest::ingest;
+pub(crate) use relay::{fanout, relay_latency, relay_throughput};
+pub(crate) use sessions::session_setup;
 
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,7 @@ use crate::device::{self, frame, local_ip, recv};
 use crate::server::Server;
 
 /// Bytes per relayed message.
-pub const CHUNK: usize = 64 * 1024;
+pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// Flags every benchmark server gets: enough viewers for the fan-out, and
 /// no input throttling in the way of round trips.

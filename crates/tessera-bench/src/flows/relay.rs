@@ -20,7 +20,7 @@ use crate::stats::{mb_per_s, micros, percentile};
 
 use super::*;
 
-pub async fn relay_throughput(opts: &Opts, bytes: u64) -> anyhow::Result<BenchResult> {
+pub(crate) async fn relay_throughput(opts: &Opts, bytes: u64) -> anyhow::Result<BenchResult> {
     let blocks = bytes.div_ceil(CHUNK as u64);
     let bytes = blocks * CHUNK as u64;
     let mut r = BenchResult::new(
@@ -131,7 +131,7 @@ fn small(seq: u64) -> Bytes {
     Bytes::from(v)
 }
 
-pub async fn relay_latency(opts: &Opts, round_trips: usize) -> anyhow::Result<BenchResult> {
+pub(crate) async fn relay_latency(opts: &Opts, round_trips: usize) -> anyhow::Result<BenchResult> {
     let warmup = (round_trips / 10).clamp(10, 1000);
     let mut r = BenchResult::new(
         "relay-latency",
@@ -284,7 +284,7 @@ async fn fanout_case(
     Ok((rates, all_ordered, kicked))
 }
 
-pub async fn fanout(opts: &Opts, bytes: u64, quick: bool) -> anyhow::Result<BenchResult> {
+pub(crate) async fn fanout(opts: &Opts, bytes: u64, quick: bool) -> anyhow::Result<BenchResult> {
     let cases: &[usize] = if quick { &[1, 3] } else { &[1, 10, 50] };
     let with_stalled = if quick { 3 } else { 10 };
     let mut r = BenchResult::new(

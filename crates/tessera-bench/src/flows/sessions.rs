@@ -12,7 +12,7 @@ use crate::stats::{millis, percentile};
 
 use super::*;
 
-pub async fn session_setup(opts: &Opts, sessions: usize) -> anyhow::Result<BenchResult> {
+pub(crate) async fn session_setup(opts: &Opts, sessions: usize) -> anyhow::Result<BenchResult> {
     use tessera_agent::auto::AutoSession;
     use tessera_agent::control::Credentials;
     use tessera_agent::trust::{self, TrustStore};

@@ -57,7 +57,7 @@ async fn set_policy(
                 req.require_consent_for_managed,
             ))
             .await?;
-            Ok::<_, crate::store::StoreError>(())
+            Ok::<_, store::StoreError>(())
         })
         .await?;
     Ok(Json(req))

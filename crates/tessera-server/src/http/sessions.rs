@@ -1,5 +1,8 @@
 //! Sessions for operators: open a managed session, list, show, end, and mint
 //! viewer tokens.
+// utoipa's `#[utoipa::path(params(…))]` expands into code that names the
+// params type by its full path, outside any item an allow could sit on.
+#![allow(unused_qualifications)]
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -354,7 +357,7 @@ async fn viewer_token(
     Ok(Json(ViewerTokenResponse {
         token: SecretString::new(token),
         access: access.as_str().to_owned(),
-        expires_at: tessera_core::Timestamp::from_millis(claims.exp * 1000).to_rfc3339(),
+        expires_at: Timestamp::from_millis(claims.exp * 1000).to_rfc3339(),
         session_id: row.id.into_string(),
     }))
 }

@@ -352,7 +352,7 @@ pub(crate) trait Columns {
     /// reason); an unknown word is a decode error, not a panic.
     fn word<T>(&self, column: &str) -> Result<T, sqlx::Error>
     where
-        T: std::str::FromStr<Err = tessera_core::kinds::UnknownWord>,
+        T: FromStr<Err = tessera_core::kinds::UnknownWord>,
     {
         let text: String = self.col(column)?;
         text.parse()

@@ -15,7 +15,7 @@ use super::Ctx;
 use crate::output;
 
 #[derive(Subcommand, Debug)]
-pub enum AuditCommand {
+pub(super) enum AuditCommand {
     /// List audit rows, oldest first.
     List(ListArgs),
     /// Recompute the hash chain over every row; exit 1 and name the first
@@ -24,7 +24,7 @@ pub enum AuditCommand {
 }
 
 #[derive(Args, Debug)]
-pub struct ListArgs {
+pub(super) struct ListArgs {
     /// Only this action, e.g. login_failed.
     #[arg(long)]
     action: Option<String>,
@@ -48,7 +48,7 @@ pub struct ListArgs {
     json: bool,
 }
 
-pub async fn run(ctx: &Ctx, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(ctx: &Ctx, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         AuditCommand::List(a) => list(ctx, a).await,
         AuditCommand::Verify => verify(ctx).await,
@@ -104,7 +104,7 @@ fn decode_hash(field: &str, seq: i64, hex_text: &str) -> anyhow::Result<[u8; 32]
 }
 
 /// The hashed content of a row as the API returns it.
-pub fn content_of(e: &AuditEntryView) -> anyhow::Result<AuditContent> {
+pub(super) fn content_of(e: &AuditEntryView) -> anyhow::Result<AuditContent> {
     Ok(AuditContent {
         seq: e.seq,
         occurred_at: Timestamp::parse_rfc3339(&e.occurred_at)

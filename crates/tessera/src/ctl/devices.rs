@@ -14,7 +14,7 @@ use super::{Ctx, JsonFlag};
 use crate::output::{self, opt};
 
 #[derive(Subcommand, Debug)]
-pub enum DevicesCommand {
+pub(super) enum DevicesCommand {
     /// List devices.
     List(JsonFlag),
     /// Show one device and its keys.
@@ -55,7 +55,7 @@ pub enum DevicesCommand {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum PairingCommand {
+pub(super) enum PairingCommand {
     /// Devices waiting for approval.
     List(JsonFlag),
     /// Approve the device showing this code.
@@ -65,7 +65,7 @@ pub enum PairingCommand {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum TokenCommand {
+pub(super) enum TokenCommand {
     /// Create a token (printed once).
     Create {
         /// How many devices may use it.
@@ -146,7 +146,7 @@ fn key_rows(keys: &[DeviceKeyView]) -> Vec<Vec<String>> {
         .collect()
 }
 
-pub async fn devices(ctx: &Ctx, cmd: DevicesCommand) -> anyhow::Result<ExitCode> {
+pub(super) async fn devices(ctx: &Ctx, cmd: DevicesCommand) -> anyhow::Result<ExitCode> {
     let c = ctx.client()?;
     match cmd {
         DevicesCommand::List(out) => show_devices(&c.list_devices().await?, out.json)?,
@@ -280,7 +280,7 @@ fn pairing_rows(p: &[PairingView]) -> Vec<Vec<String>> {
 
 const PAIRING_HEADERS: [&str; 6] = ["NAME", "HOSTNAME", "OS", "FROM", "REQUESTED", "FINGERPRINT"];
 
-pub async fn pairing(ctx: &Ctx, cmd: PairingCommand) -> anyhow::Result<ExitCode> {
+pub(super) async fn pairing(ctx: &Ctx, cmd: PairingCommand) -> anyhow::Result<ExitCode> {
     let c = ctx.client()?;
     match cmd {
         PairingCommand::List(out) => {
@@ -328,7 +328,7 @@ fn token_rows(t: &[EnrollmentTokenView]) -> Vec<Vec<String>> {
 
 const TOKEN_HEADERS: [&str; 6] = ["ID", "PREFIX", "STATE", "USES LEFT", "EXPIRES", "TAGS"];
 
-pub async fn tokens(ctx: &Ctx, cmd: TokenCommand) -> anyhow::Result<ExitCode> {
+pub(super) async fn tokens(ctx: &Ctx, cmd: TokenCommand) -> anyhow::Result<ExitCode> {
     let c = ctx.client()?;
     match cmd {
         TokenCommand::Create {

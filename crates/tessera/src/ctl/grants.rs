@@ -9,7 +9,7 @@ use super::{Ctx, JsonFlag};
 use crate::output;
 
 #[derive(Subcommand, Debug)]
-pub enum GrantsCommand {
+pub(super) enum GrantsCommand {
     /// Every current automatic-join grant: scopes, expiry, state, last use.
     List(JsonFlag),
     /// Revoke a grant server-side (by its id).
@@ -22,7 +22,7 @@ pub enum GrantsCommand {
     },
 }
 
-pub async fn run(ctx: &Ctx, cmd: GrantsCommand) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(ctx: &Ctx, cmd: GrantsCommand) -> anyhow::Result<ExitCode> {
     let client = ctx.client()?;
     match cmd {
         GrantsCommand::List(out) => {

@@ -19,7 +19,7 @@ use tessera_client::{ApiClient, TlsTrust};
 use tessera_core::api::SecretString;
 
 #[derive(Args, Debug)]
-pub struct CtlArgs {
+pub(crate) struct CtlArgs {
     /// Directory holding the login (default: the user's config dir).
     #[arg(long, env = "TESSERA_CONFIG_DIR", global = true)]
     config_dir: Option<PathBuf>,
@@ -67,7 +67,7 @@ enum CtlCommand {
 }
 
 #[derive(Args, Debug)]
-pub struct JsonFlag {
+pub(crate) struct JsonFlag {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -75,7 +75,7 @@ pub struct JsonFlag {
 
 /// What `login` remembers, in `<config-dir>/ctl.json` (mode 0600).
 #[derive(Serialize, Deserialize)]
-pub struct Saved {
+pub(crate) struct Saved {
     pub server: String,
     pub token: SecretString,
     #[serde(default)]
@@ -85,12 +85,12 @@ pub struct Saved {
 }
 
 impl Saved {
-    pub fn trust(&self) -> TlsTrust {
+    pub(crate) fn trust(&self) -> TlsTrust {
         trust_from(self.tls_fingerprint.clone(), self.ca_cert.clone())
     }
 }
 
-pub fn trust_from(fingerprint: Option<String>, ca: Option<PathBuf>) -> TlsTrust {
+pub(crate) fn trust_from(fingerprint: Option<String>, ca: Option<PathBuf>) -> TlsTrust {
     match (fingerprint, ca) {
         (Some(fp), _) => TlsTrust::Fingerprint(fp),
         (None, Some(ca)) => TlsTrust::CaFile(ca),
@@ -98,13 +98,13 @@ pub fn trust_from(fingerprint: Option<String>, ca: Option<PathBuf>) -> TlsTrust 
     }
 }
 
-pub struct Ctx {
+pub(crate) struct Ctx {
     config_dir: PathBuf,
 }
 
 impl Ctx {
     /// The given directory, or the user's config dir.
-    pub fn from_dir(dir: Option<PathBuf>) -> anyhow::Result<Ctx> {
+    pub(crate) fn from_dir(dir: Option<PathBuf>) -> anyhow::Result<Ctx> {
         let config_dir = match dir {
             Some(d) => d,
             None => dirs::config_dir()
@@ -118,7 +118,7 @@ impl Ctx {
         self.config_dir.join("ctl.json")
     }
 
-    pub fn load(&self) -> anyhow::Result<Saved> {
+    pub(crate) fn load(&self) -> anyhow::Result<Saved> {
         let path = self.path();
         let text = std::fs::read_to_string(&path)
             .map_err(|_| anyhow!("not logged in: run `tessera ctl login --server URL` first"))?;
@@ -126,7 +126,7 @@ impl Ctx {
             .with_context(|| format!("{} is damaged; log in again", path.display()))
     }
 
-    pub fn save(&self, saved: &Saved) -> anyhow::Result<()> {
+    pub(crate) fn save(&self, saved: &Saved) -> anyhow::Result<()> {
         use std::io::Write;
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         std::fs::DirBuilder::new()
@@ -146,7 +146,7 @@ impl Ctx {
         Ok(())
     }
 
-    pub fn forget(&self) -> anyhow::Result<()> {
+    pub(crate) fn forget(&self) -> anyhow::Result<()> {
         match std::fs::remove_file(self.path()) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -155,14 +155,14 @@ impl Ctx {
     }
 
     /// A client authenticated with the saved login.
-    pub fn client(&self) -> anyhow::Result<ApiClient> {
+    pub(crate) fn client(&self) -> anyhow::Result<ApiClient> {
         let saved = self.load()?;
         Ok(ApiClient::new(&saved.server, &saved.trust())?.with_token(saved.token))
     }
 }
 
 /// Reads one line of stdin (for `--password-stdin`), without the newline.
-pub fn read_stdin_line() -> anyhow::Result<SecretString> {
+pub(crate) fn read_stdin_line() -> anyhow::Result<SecretString> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     let trimmed = line.trim_end_matches(['\r', '\n']);
@@ -173,13 +173,13 @@ pub fn read_stdin_line() -> anyhow::Result<SecretString> {
 }
 
 /// Prompts on the terminal without echo.
-pub fn prompt_secret(prompt: &str) -> anyhow::Result<SecretString> {
+pub(crate) fn prompt_secret(prompt: &str) -> anyhow::Result<SecretString> {
     let p =
         rpassword::prompt_password(prompt).context("cannot read a password from the terminal")?;
     Ok(SecretString::new(p))
 }
 
-pub async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
     let ctx = Ctx::from_dir(args.config_dir)?;
     match args.command {
         CtlCommand::Login(a) => session::login(&ctx, a).await,

@@ -12,7 +12,7 @@ use super::{prompt_secret, read_stdin_line, trust_from, Ctx, Saved};
 use crate::output;
 
 #[derive(Args, Debug)]
-pub struct LoginArgs {
+pub(super) struct LoginArgs {
     /// Server URL, e.g. http://127.0.0.1:8080
     #[arg(long, env = "TESSERA_SERVER")]
     server: String,
@@ -30,7 +30,7 @@ pub struct LoginArgs {
     ca_cert: Option<PathBuf>,
 }
 
-pub async fn login(ctx: &Ctx, a: LoginArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn login(ctx: &Ctx, a: LoginArgs) -> anyhow::Result<ExitCode> {
     let password = if a.password_stdin {
         read_stdin_line()?
     } else {
@@ -54,7 +54,7 @@ pub async fn login(ctx: &Ctx, a: LoginArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn logout(ctx: &Ctx) -> anyhow::Result<ExitCode> {
+pub(super) async fn logout(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let client = ctx.client()?;
     let result = client.logout().await;
     // Forget the token locally whatever the server said: it is useless now
@@ -70,7 +70,7 @@ pub async fn logout(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn whoami(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
+pub(super) async fn whoami(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
     let me = ctx.client()?.whoami().await?;
     if json {
         output::json(&me)?;
@@ -90,14 +90,14 @@ pub async fn whoami(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 #[derive(Args, Debug)]
-pub struct PasswdArgs {
+pub(super) struct PasswdArgs {
     /// Read the current and the new password from the first two lines of
     /// standard input.
     #[arg(long)]
     password_stdin: bool,
 }
 
-pub async fn passwd(ctx: &Ctx, a: PasswdArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn passwd(ctx: &Ctx, a: PasswdArgs) -> anyhow::Result<ExitCode> {
     let (current, new) = if a.password_stdin {
         (read_stdin_line()?, read_stdin_line()?)
     } else {

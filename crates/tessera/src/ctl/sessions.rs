@@ -11,7 +11,7 @@ use super::{Ctx, JsonFlag};
 use crate::output::{self, opt};
 
 #[derive(Subcommand, Debug)]
-pub enum SessionsCommand {
+pub(super) enum SessionsCommand {
     /// Sessions you may see (add --all for ended ones).
     List {
         #[arg(long)]
@@ -30,7 +30,7 @@ pub enum SessionsCommand {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum SupportCodeCommand {
+pub(super) enum SupportCodeCommand {
     /// Create a support code for the person you are helping (shown once).
     Create {
         /// Ask to view only.
@@ -45,7 +45,7 @@ pub enum SupportCodeCommand {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum PolicyCommand {
+pub(super) enum PolicyCommand {
     /// Show the session policy.
     Show(JsonFlag),
     /// Require (or not) the device's consent for managed sessions.
@@ -89,7 +89,7 @@ const HEADERS: [&str; 9] = [
     "ENDED BECAUSE",
 ];
 
-pub async fn sessions(ctx: &Ctx, cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
+pub(super) async fn sessions(ctx: &Ctx, cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
     let c = ctx.client()?;
     match cmd {
         SessionsCommand::List { all, out } => {
@@ -116,7 +116,7 @@ pub async fn sessions(ctx: &Ctx, cmd: SessionsCommand) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn support_code(ctx: &Ctx, cmd: SupportCodeCommand) -> anyhow::Result<ExitCode> {
+pub(super) async fn support_code(ctx: &Ctx, cmd: SupportCodeCommand) -> anyhow::Result<ExitCode> {
     let c = ctx.client()?;
     match cmd {
         SupportCodeCommand::Create {
@@ -151,7 +151,7 @@ pub async fn support_code(ctx: &Ctx, cmd: SupportCodeCommand) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn policy(ctx: &Ctx, cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
+pub(super) async fn policy(ctx: &Ctx, cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     let c = ctx.client()?;
     match cmd {
         PolicyCommand::Show(out) => {

@@ -11,7 +11,7 @@ use super::{read_stdin_line, Ctx, JsonFlag};
 use crate::output;
 
 #[derive(Subcommand, Debug)]
-pub enum UsersCommand {
+pub(super) enum UsersCommand {
     /// Create a user. Without --password-stdin the server generates a
     /// password and it is printed once.
     Add {
@@ -78,7 +78,7 @@ fn show(users: &[UserView], json: bool) -> anyhow::Result<()> {
     }
 }
 
-pub async fn run(ctx: &Ctx, cmd: UsersCommand) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(ctx: &Ctx, cmd: UsersCommand) -> anyhow::Result<ExitCode> {
     let client = ctx.client()?;
     match cmd {
         UsersCommand::Add {
