@@ -152,7 +152,8 @@ impl ApiClient {
             )
             .body(body)
             .send()
-            .await?;
+            .await
+            .map_err(|e| crate::error::transport_error(e, &self.base))?;
         let status = resp.status();
         let bytes = resp.bytes().await?;
         if status.is_success() {

@@ -21,11 +21,35 @@ pub enum ClientError {
     Unexpected { status: u16, detail: String },
     #[error("invalid server URL: {0}")]
     Url(String),
+    /// What was typed as the server has no `http://` or `https://` in front
+    /// (`127.0.0.1:8080`), so it is no URL at all.
+    #[error("`{given}` is not a URL: did you mean `{suggestion}`?")]
+    NotAUrl { given: String, suggestion: String },
+    /// An `https://` URL reached a server that speaks plain HTTP: the TLS
+    /// handshake got an HTTP answer back.
+    #[error("the server at {url} answered plain HTTP, not TLS")]
+    PlainHttpServer { url: String },
+    /// The server's certificate does not chain to a trusted authority —
+    /// typically `tessera server --tls-self-signed` reached without a pin.
+    #[error("the server's certificate at {url} is not signed by a known authority")]
+    UnknownIssuer { url: String },
+    /// The pinned fingerprint is not the one of the certificate the server
+    /// presented: another server, a regenerated certificate, or an attack.
+    #[error("the server's certificate at {url} does not match the pinned fingerprint")]
+    FingerprintMismatch { url: String },
     #[error("TLS setup: {0}")]
     Tls(String),
-    /// An RFC 6749 error from the OAuth endpoints.
-    #[error("{}", .0.error)]
+    /// An RFC 6749 error from the OAuth endpoints, with the server's
+    /// `error_description` when it sent one.
+    #[error("{}", oauth_words(.0))]
     OAuth(OAuthError),
+}
+
+fn oauth_words(e: &OAuthError) -> String {
+    match &e.error_description {
+        Some(d) if !d.is_empty() => format!("{d} ({})", e.error),
+        _ => e.error.clone(),
+    }
 }
 
 impl ClientError {
@@ -49,6 +73,46 @@ impl ClientError {
 }
 
 pub type ClientResult<T> = Result<T, ClientError>;
+
+/// Names a failed request's cause when it is a mistake the user can fix
+/// (wrong scheme, missing certificate pin); otherwise keeps the transport
+/// error as is. `url` is the server the request went to.
+pub(crate) fn transport_error(e: reqwest::Error, url: &url::Url) -> ClientError {
+    let server = url.origin().ascii_serialization();
+    match tls_cause(&e) {
+        Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) => {
+            ClientError::PlainHttpServer { url: server }
+        }
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)) => {
+            ClientError::UnknownIssuer { url: server }
+        }
+        Some(rustls::Error::General(m)) if m == crate::tls::PIN_MISMATCH => {
+            ClientError::FingerprintMismatch { url: server }
+        }
+        _ => ClientError::Transport(e),
+    }
+}
+
+/// The rustls error somewhere in `e`'s chain. An `io::Error` hides the
+/// error it wraps from `source()`, so each one is opened by hand.
+fn tls_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return Some(t);
+        }
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if let Some(t) = tls_cause(inner) {
+                return Some(t);
+            }
+        }
+        next = err.source();
+    }
+    None
+}
 
 #[derive(Deserialize)]
 struct ErrorEnvelope {

@@ -5,6 +5,7 @@ mod agent;
 mod connect;
 mod ctl;
 mod device;
+mod hints;
 mod output;
 mod progress;
 mod server;
@@ -21,7 +22,7 @@ use crate::output::note;
     version,
     about = "Secure sessions between people and devices"
 )]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -76,7 +77,46 @@ fn main() -> ExitCode {
         Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             note!("error: {e:#}");
+            for hint in hints::for_error(&e) {
+                note!("  {hint}");
+            }
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every command and every argument of `tessera … --help` says what it
+    /// is for: the help is the only manual many users read, and the man
+    /// pages and completions are generated from it.
+    #[test]
+    fn every_command_and_argument_has_help_text() {
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        walk(&cmd, "tessera", &mut missing);
+        assert!(missing.is_empty(), "no help text for:\n{}", missing.join("\n"));
+    }
+
+    fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        if cmd.get_about().is_none() && cmd.get_long_about().is_none() {
+            missing.push(path.to_owned());
+        }
+        for arg in cmd.get_arguments() {
+            if arg.is_hide_set() {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                missing.push(format!("{path} --{}", arg.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, &format!("{path} {}", sub.get_name()), missing);
         }
     }
 }

@@ -1,0 +1,140 @@
+//! The mistakes a new user makes following the README (issue 17), made
+//! with the real binary against a real server: each error names what is
+//! wrong and what to type instead.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tessera_core::api::SecretString;
+use tessera_server::TlsMode;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use tessera_testkit::{ctl, tessera_bin, Options, TestServer};
+
+async fn login(server: &str, extra: &[&str]) -> (i32, String) {
+    let cfg = tempfile::tempdir().unwrap();
+    let mut args = vec!["login", "--server", server, "--password-stdin"];
+    args.extend_from_slice(extra);
+    let (code, out, err) = ctl(cfg.path(), &args, Some("not the password\n")).await;
+    (code, format!("{out}{err}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_a_scheme_is_no_url_and_the_error_says_which_one_was_meant() {
+    let s = TestServer::start().await;
+    let bare = s.addr.to_string();
+    let (code, err) = login(&bare, &[]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "`{bare}` is not a URL: did you mean `http://{bare}`?"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("relative URL without a base"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_to_a_plain_http_server_says_to_use_http() {
+    let s = TestServer::start().await;
+    let (code, err) = login(&format!("https://{}", s.addr), &[]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "the server at https://{} answered plain HTTP",
+            s.addr
+        )),
+        "{err}"
+    );
+    assert!(err.contains(&format!("use http://{} instead", s.addr)), "{err}");
+    assert!(!err.contains("InvalidContentType"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_certificate_without_a_pin_says_to_pass_the_fingerprint() {
+    let s = TestServer::start_with(Options {
+        configure: Some(Box::new(|c| c.tls = TlsMode::SelfSigned)),
+        ..Options::default()
+    })
+    .await;
+    assert!(s.url.starts_with("https://"));
+    let (code, err) = login(&s.url, &[]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("certificate at https://127.0.0.1")
+            && err.contains("is not signed by a known authority"),
+        "{err}"
+    );
+    assert!(
+        err.contains("pass --tls-fingerprint <the SHA-256 the server printed at start>"),
+        "{err}"
+    );
+    assert!(!err.contains("UnknownIssuer"), "{err}");
+
+    // A wrong pin is named too.
+    let (code, err) = login(&s.url, &["--tls-fingerprint", &"00".repeat(32)]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("does not match the pinned fingerprint"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_out_login_says_how_long_to_wait() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    for _ in 0..10 {
+        let _ = c.login("admin", SecretString::new("wrong password!")).await;
+    }
+    s.clock.advance(Duration::from_secs(60));
+    let cfg = tempfile::tempdir().unwrap();
+    let pw = s.admin_password.clone().unwrap();
+    let (code, out, err) = ctl(
+        cfg.path(),
+        &["login", "--server", &s.url, "--password-stdin"],
+        Some(&format!("{pw}\n")),
+    )
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("locked_out"), "{err}");
+    assert!(err.contains("try again in 14 minutes"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_enroll_while_a_pairing_is_pending_shows_the_servers_reason() {
+    let s = TestServer::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let enroll = || {
+        let mut cmd = tokio::process::Command::new(tessera_bin());
+        cmd.args(["agent", "enroll", "--server", &s.url, "--state-dir"])
+            .arg(state.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    };
+    // The first enroll waits for an operator; it is the "interrupted" one.
+    let mut first = enroll().spawn().unwrap();
+    let mut lines = BufReader::new(first.stdout.take().unwrap()).lines();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("Waiting for approval") {
+                return;
+            }
+        }
+        panic!("the first enroll ended without showing a code");
+    })
+    .await
+    .expect("the first enroll shows its code");
+
+    let second = tokio::time::timeout(Duration::from_secs(60), enroll().output())
+        .await
+        .unwrap()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{err}");
+    assert!(
+        err.contains("a pairing for this device is already pending (invalid_request)"),
+        "{err}"
+    );
+    first.kill().await.unwrap();
+}
