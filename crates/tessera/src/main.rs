@@ -6,6 +6,7 @@ mod connect;
 mod ctl;
 mod device;
 mod hints;
+mod manuals;
 mod output;
 mod progress;
 mod server;
@@ -45,6 +46,11 @@ enum Command {
     Session(device::SessionArgs),
     /// Send files and folders to trusted devices, end to end encrypted.
     Send(device::SendArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or
+    /// powershell (e.g. `tessera completions bash > /etc/bash_completion.d/tessera`).
+    Completions(manuals::CompletionsArgs),
+    /// Print the man page, or write one page per command with --dir.
+    Man(manuals::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +75,8 @@ fn main() -> ExitCode {
             Command::Grant(args) => device::grant(args).await,
             Command::Session(args) => device::session(args).await,
             Command::Send(args) => device::send(args).await,
+            Command::Completions(args) => manuals::completions(args),
+            Command::Man(args) => manuals::man(args),
         }
     });
     match result {

@@ -138,3 +138,43 @@ async fn a_second_enroll_while_a_pairing_is_pending_shows_the_servers_reason() {
     );
     first.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_are_generated_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = tokio::process::Command::new(tessera_bin())
+            .args(["completions", shell])
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(script.contains("tessera"), "{shell}: {script}");
+        assert!(script.contains("enroll-token"), "{shell}: no subcommand");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn man_pages_are_printed_or_written_one_per_command() {
+    let out = tokio::process::Command::new(tessera_bin())
+        .arg("man")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(page.starts_with(".ie") || page.contains(".TH tessera"), "{page}");
+    assert!(page.contains("ctl"), "{page}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(tessera_bin())
+        .args(["man", "--dir"])
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let login = std::fs::read_to_string(dir.path().join("tessera-ctl-login.1")).unwrap();
+    assert!(login.contains("tls\\-fingerprint"), "{login}");
+    assert!(dir.path().join("tessera.1").exists());
+}
