@@ -39,12 +39,12 @@ pub fn for_error(e: &anyhow::Error) -> Vec<String> {
 /// hide it from `source()`, so those are opened by hand.
 fn client_error(e: &anyhow::Error) -> Option<&ClientError> {
     e.chain().find_map(|cause| {
-        cause.downcast_ref::<ClientError>().or_else(|| {
-            match cause.downcast_ref::<EnrollError>() {
+        cause
+            .downcast_ref::<ClientError>()
+            .or_else(|| match cause.downcast_ref::<EnrollError>() {
                 Some(EnrollError::Server(c)) => Some(c),
                 _ => None,
-            }
-        })
+            })
     })
 }
 

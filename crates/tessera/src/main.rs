@@ -108,7 +108,11 @@ mod tests {
         cmd.clone().debug_assert();
         let mut missing = Vec::new();
         walk(&cmd, "tessera", &mut missing);
-        assert!(missing.is_empty(), "no help text for:\n{}", missing.join("\n"));
+        assert!(
+            missing.is_empty(),
+            "no help text for:\n{}",
+            missing.join("\n")
+        );
     }
 
     fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {

@@ -46,7 +46,10 @@ async fn https_to_a_plain_http_server_says_to_use_http() {
         )),
         "{err}"
     );
-    assert!(err.contains(&format!("use http://{} instead", s.addr)), "{err}");
+    assert!(
+        err.contains(&format!("use http://{} instead", s.addr)),
+        "{err}"
+    );
     assert!(!err.contains("InvalidContentType"), "{err}");
 }
 
@@ -74,7 +77,10 @@ async fn a_self_signed_certificate_without_a_pin_says_to_pass_the_fingerprint() 
     // A wrong pin is named too.
     let (code, err) = login(&s.url, &["--tls-fingerprint", &"00".repeat(32)]).await;
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("does not match the pinned fingerprint"), "{err}");
+    assert!(
+        err.contains("does not match the pinned fingerprint"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +169,10 @@ async fn man_pages_are_printed_or_written_one_per_command() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let page = String::from_utf8(out.stdout).unwrap();
-    assert!(page.starts_with(".ie") || page.contains(".TH tessera"), "{page}");
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH tessera"),
+        "{page}"
+    );
     assert!(page.contains("ctl"), "{page}");
 
     let dir = tempfile::tempdir().unwrap();
