@@ -78,18 +78,31 @@ pub type ClientResult<T> = Result<T, ClientError>;
 /// (wrong scheme, missing certificate pin); otherwise keeps the transport
 /// error as is. `url` is the server the request went to.
 pub(crate) fn transport_error(e: reqwest::Error, url: &url::Url) -> ClientError {
-    let server = url.origin().ascii_serialization();
-    match tls_cause(&e) {
-        Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) => {
-            ClientError::PlainHttpServer { url: server }
+    named_tls_error(&e, url).unwrap_or(ClientError::Transport(e))
+}
+
+/// The typed error for a TLS failure the user can fix, if `e` is one.
+/// Shared by HTTP (reqwest) and WebSocket (tungstenite) connections.
+pub(crate) fn named_tls_error(
+    e: &(dyn std::error::Error + 'static),
+    url: &url::Url,
+) -> Option<ClientError> {
+    // A WebSocket URL names the same server as its https:// origin.
+    let server = url
+        .origin()
+        .ascii_serialization()
+        .replacen("wss://", "https://", 1);
+    match tls_cause(e)? {
+        rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
+            Some(ClientError::PlainHttpServer { url: server })
         }
-        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)) => {
-            ClientError::UnknownIssuer { url: server }
+        rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
+            Some(ClientError::UnknownIssuer { url: server })
         }
-        Some(rustls::Error::General(m)) if m == crate::tls::PIN_MISMATCH => {
-            ClientError::FingerprintMismatch { url: server }
+        rustls::Error::General(m) if m == crate::tls::PIN_MISMATCH => {
+            Some(ClientError::FingerprintMismatch { url: server })
         }
-        _ => ClientError::Transport(e),
+        _ => None,
     }
 }
 

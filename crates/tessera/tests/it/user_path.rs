@@ -187,3 +187,22 @@ async fn man_pages_are_printed_or_written_one_per_command() {
     assert!(login.contains("tls\\-fingerprint"), "{login}");
     assert!(dir.path().join("tessera.1").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_to_an_unpinned_self_signed_server_names_the_certificate_problem() {
+    let s = TestServer::start_with(Options {
+        configure: Some(Box::new(|c| c.tls = TlsMode::SelfSigned)),
+        ..Options::default()
+    })
+    .await;
+    let unpinned =
+        tessera_client::ApiClient::new(&s.url, &tessera_client::TlsTrust::PublicRoots).unwrap();
+    let err = tessera_client::viewer::connect(&unpinned, "any", &SecretString::new("t"))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(err, tessera_client::ClientError::UnknownIssuer { ref url } if url == &s.url),
+        "{err}"
+    );
+}
