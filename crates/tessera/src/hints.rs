@@ -3,7 +3,10 @@
 //! a lockout with its `Retry-After`). The client's errors say what is wrong;
 //! the flags and the waiting are the command line's words, so they live here.
 
+use tessera_agent::auto::AutoError;
 use tessera_agent::enroll::EnrollError;
+use tessera_agent::trust::TrustError;
+use tessera_agent::AgentError;
 use tessera_client::ClientError;
 
 /// The advice for `e`, one line each; empty when there is none.
@@ -35,17 +38,37 @@ pub fn for_error(e: &anyhow::Error) -> Vec<String> {
     }
 }
 
-/// The client error behind `e`, if any. Errors that wrap one transparently
-/// hide it from `source()`, so those are opened by hand.
+/// The client error behind `e`, if any. The agent's errors wrap one
+/// transparently, which hides it from `source()`, so those are opened by
+/// hand.
 fn client_error(e: &anyhow::Error) -> Option<&ClientError> {
     e.chain().find_map(|cause| {
-        cause
-            .downcast_ref::<ClientError>()
-            .or_else(|| match cause.downcast_ref::<EnrollError>() {
-                Some(EnrollError::Server(c)) => Some(c),
-                _ => None,
-            })
+        if let Some(c) = cause.downcast_ref::<ClientError>() {
+            return Some(c);
+        }
+        if let Some(EnrollError::Server(c)) = cause.downcast_ref::<EnrollError>() {
+            return Some(c);
+        }
+        if let Some(a) = cause.downcast_ref::<AgentError>() {
+            return from_agent(a);
+        }
+        match cause.downcast_ref::<TrustError>() {
+            Some(TrustError::Server(c)) => return Some(c),
+            Some(TrustError::Agent(a)) => return from_agent(a),
+            _ => {}
+        }
+        match cause.downcast_ref::<AutoError>() {
+            Some(AutoError::Agent(a)) => from_agent(a),
+            _ => None,
+        }
     })
+}
+
+fn from_agent(e: &AgentError) -> Option<&ClientError> {
+    match e {
+        AgentError::Client(c) => Some(c),
+        _ => None,
+    }
 }
 
 /// A wait in the largest unit that reads naturally, rounded up so the user
@@ -101,6 +124,15 @@ mod tests {
         assert_eq!(
             for_error(&wrapped),
             vec!["try again in 30 seconds".to_owned()]
+        );
+        let deep = anyhow::Error::from(AutoError::Agent(AgentError::Client(
+            ClientError::PlainHttpServer {
+                url: "https://127.0.0.1:8080".into(),
+            },
+        )));
+        assert_eq!(
+            for_error(&deep),
+            vec!["the server does not use TLS: use http://127.0.0.1:8080 instead".to_owned()]
         );
     }
 }
