@@ -140,27 +140,38 @@ struct ErrorFields {
 
 pub(crate) async fn error_from(resp: reqwest::Response) -> ClientError {
     let status = resp.status();
-    let retry_after = resp
-        .headers()
+    let retry_after = retry_after_of(resp.headers());
+    let bytes = resp.bytes().await.unwrap_or_default();
+    envelope_error(status, retry_after, &bytes).unwrap_or_else(|| ClientError::Unexpected {
+        status: status.as_u16(),
+        detail: status
+            .canonical_reason()
+            .unwrap_or("no error body")
+            .to_owned(),
+    })
+}
+
+/// The `Retry-After` seconds of an answer, when it has them.
+pub(crate) fn retry_after_of(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+    headers
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    let bytes = resp.bytes().await.unwrap_or_default();
-    match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
-        Ok(env) => ClientError::Api {
-            status: status.as_u16(),
-            code: env.error.code,
-            message: env.error.message,
-            retry_after,
-        },
-        Err(_) => ClientError::Unexpected {
-            status: status.as_u16(),
-            detail: status
-                .canonical_reason()
-                .unwrap_or("no error body")
-                .to_owned(),
-        },
-    }
+        .and_then(|v| v.parse().ok())
+}
+
+/// [`ClientError::Api`] from the server's error envelope, if `bytes` is one.
+pub(crate) fn envelope_error(
+    status: StatusCode,
+    retry_after: Option<u64>,
+    bytes: &[u8],
+) -> Option<ClientError> {
+    let env = serde_json::from_slice::<ErrorEnvelope>(bytes).ok()?;
+    Some(ClientError::Api {
+        status: status.as_u16(),
+        code: env.error.code,
+        message: env.error.message,
+        retry_after,
+    })
 }
 
 /// Whether a status is the "not logged in" kind.

@@ -206,3 +206,29 @@ async fn a_websocket_to_an_unpinned_self_signed_server_names_the_certificate_pro
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_enroll_says_how_long_to_wait() {
+    let s = TestServer::start().await;
+    // The pairing start allows a burst of ten per address.
+    for _ in 0..10 {
+        s.http()
+            .post(s.api("/oauth/device_authorization"))
+            .form(&[("client_id", "tessera-agent")])
+            .send()
+            .await
+            .unwrap();
+    }
+    let state = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(tessera_bin())
+        .args(["agent", "enroll", "--server", &s.url, "--state-dir"])
+        .arg(state.path())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("rate_limited, HTTP 429"), "{err}");
+    assert!(err.contains("try again in 6 seconds"), "{err}");
+}
