@@ -29,6 +29,10 @@ pub enum ClientError {
     /// handshake got an HTTP answer back.
     #[error("the server at {url} answered plain HTTP, not TLS")]
     PlainHttpServer { url: String },
+    /// An `http://` URL reached a server whose answer is no HTTP at all —
+    /// what a TLS server's alert looks like to an HTTP parser.
+    #[error("the server at {url} did not answer in plain HTTP")]
+    NotPlainHttp { url: String },
     /// The server's certificate does not chain to a trusted authority —
     /// typically `tessera server --tls-self-signed` reached without a pin.
     #[error("the server's certificate at {url} is not signed by a known authority")]
@@ -78,7 +82,26 @@ pub type ClientResult<T> = Result<T, ClientError>;
 /// (wrong scheme, missing certificate pin); otherwise keeps the transport
 /// error as is. `url` is the server the request went to.
 pub(crate) fn transport_error(e: reqwest::Error, url: &url::Url) -> ClientError {
+    if url.scheme() == "http" && answer_was_not_http(&e) {
+        return ClientError::NotPlainHttp {
+            url: url.origin().ascii_serialization(),
+        };
+    }
     named_tls_error(&e, url).unwrap_or(ClientError::Transport(e))
+}
+
+/// Whether the answer failed to parse as HTTP from its first bytes. hyper
+/// does not export its parse error kinds, so its message is matched; the
+/// test `http_to_a_tls_server_says_to_use_https` notices if it changes.
+fn answer_was_not_http(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if err.to_string() == "invalid HTTP version parsed" {
+            return true;
+        }
+        next = err.source();
+    }
+    false
 }
 
 /// The typed error for a TLS failure the user can fix, if `e` is one.

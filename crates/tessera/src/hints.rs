@@ -19,6 +19,10 @@ pub fn for_error(e: &anyhow::Error) -> Vec<String> {
             "the server does not use TLS: use {} instead",
             url.replacen("https://", "http://", 1)
         )],
+        ClientError::NotPlainHttp { url } => vec![format!(
+            "if it uses TLS, use {} instead",
+            url.replacen("http://", "https://", 1)
+        )],
         ClientError::UnknownIssuer { .. } => vec![
             "if it is Tessera's self-signed certificate, pass --tls-fingerprint <the SHA-256 \
              the server printed at start>"

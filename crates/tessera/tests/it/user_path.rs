@@ -232,3 +232,26 @@ async fn a_rate_limited_enroll_says_how_long_to_wait() {
     assert!(err.contains("rate_limited, HTTP 429"), "{err}");
     assert!(err.contains("try again in 6 seconds"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_to_a_tls_server_says_to_use_https() {
+    let s = TestServer::start_with(Options {
+        configure: Some(Box::new(|c| c.tls = TlsMode::SelfSigned)),
+        ..Options::default()
+    })
+    .await;
+    let (code, err) = login(&format!("http://{}", s.addr), &[]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "the server at http://{} did not answer in plain HTTP",
+            s.addr
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("if it uses TLS, use https://{} instead", s.addr)),
+        "{err}"
+    );
+    assert!(!err.contains("invalid HTTP version"), "{err}");
+}
