@@ -139,7 +139,11 @@ impl ApiClient {
 pub fn parse_server_url(server: &str) -> ClientResult<url::Url> {
     let server = server.trim();
     let not_a_url = || {
-        let host = server.split([':', '/']).next().unwrap_or_default();
+        let host = match server.strip_prefix('[') {
+            // `[::1]:8080`: an IPv6 address in brackets.
+            Some(rest) => rest.split(']').next().unwrap_or_default(),
+            None => server.split([':', '/']).next().unwrap_or_default(),
+        };
         // A loopback or bare address is most likely a local test server
         // on plain HTTP; a name is most likely a real one behind TLS.
         let scheme = if host == "localhost" || host.parse::<std::net::IpAddr>().is_ok() {
@@ -194,6 +198,7 @@ mod tests {
             ("127.0.0.1:8080", "http://127.0.0.1:8080"),
             ("localhost:8080", "http://localhost:8080"),
             ("tessera.example:8443", "https://tessera.example:8443"),
+            ("[::1]:8080", "http://[::1]:8080"),
         ] {
             match parse_server_url(typed) {
                 Err(ClientError::NotAUrl { given, suggestion }) => {
