@@ -152,8 +152,10 @@ impl ApiClient {
             )
             .body(body)
             .send()
-            .await?;
+            .await
+            .map_err(|e| crate::error::transport_error(e, &self.base))?;
         let status = resp.status();
+        let retry_after = crate::error::retry_after_of(resp.headers());
         let bytes = resp.bytes().await?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| ClientError::Unexpected {
@@ -161,13 +163,19 @@ impl ApiClient {
                 detail: e.to_string(),
             });
         }
-        match serde_json::from_slice::<OAuthError>(&bytes) {
-            Ok(e) => Err(ClientError::OAuth(e)),
-            Err(_) => Err(ClientError::Unexpected {
-                status: status.as_u16(),
-                detail: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
-            }),
+        if let Ok(e) = serde_json::from_slice::<OAuthError>(&bytes) {
+            return Err(ClientError::OAuth(e));
         }
+        // What the server's own layers answer before the OAuth handler
+        // runs (a rate limit, with its Retry-After) is the usual envelope.
+        Err(
+            crate::error::envelope_error(status, retry_after, &bytes).unwrap_or_else(|| {
+                ClientError::Unexpected {
+                    status: status.as_u16(),
+                    detail: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+                }
+            }),
+        )
     }
 
     // ---- events -------------------------------------------------------

@@ -39,10 +39,7 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn new(server: &str, trust: &TlsTrust) -> ClientResult<Self> {
-        let base = url::Url::parse(server).map_err(|e| ClientError::Url(e.to_string()))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(ClientError::Url("use an http:// or https:// URL".into()));
-        }
+        let base = parse_server_url(server)?;
         let tls = tls::client_config(trust)?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls.clone())
@@ -124,11 +121,50 @@ impl ApiClient {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| error::transport_error(e, &self.base))?;
         if resp.status().is_success() {
             return Ok(resp);
         }
         Err(error_from(resp).await)
+    }
+}
+
+/// Reads what a user typed as the server: an `http://` or `https://` URL.
+/// A bare `host:port` (the usual slip, which `url` reads as a relative URL
+/// or as a URL whose scheme is the host name) gets a suggestion instead of
+/// the parser's words.
+pub fn parse_server_url(server: &str) -> ClientResult<url::Url> {
+    let server = server.trim();
+    let not_a_url = || {
+        let host = match server.strip_prefix('[') {
+            // `[::1]:8080`: an IPv6 address in brackets.
+            Some(rest) => rest.split(']').next().unwrap_or_default(),
+            None => server.split([':', '/']).next().unwrap_or_default(),
+        };
+        // A loopback or bare address is most likely a local test server
+        // on plain HTTP; a name is most likely a real one behind TLS.
+        let scheme = if host == "localhost" || host.parse::<std::net::IpAddr>().is_ok() {
+            "http"
+        } else {
+            "https"
+        };
+        ClientError::NotAUrl {
+            given: server.to_owned(),
+            suggestion: format!("{scheme}://{server}"),
+        }
+    };
+    match url::Url::parse(server) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(u),
+        Ok(_) if !server.contains("://") => Err(not_a_url()),
+        Ok(u) => Err(ClientError::Url(format!(
+            "`{server}`: {}:// is not supported; use an http:// or https:// URL",
+            u.scheme()
+        ))),
+        Err(url::ParseError::RelativeUrlWithoutBase) => Err(not_a_url()),
+        Err(e) => Err(ClientError::Url(format!("`{server}`: {e}"))),
     }
 }
 
@@ -150,4 +186,32 @@ pub(crate) fn serde_urlencoded_string<T: Serialize>(q: &T) -> String {
         }
     }
     out.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_host_and_port_is_no_url_and_gets_a_suggestion() {
+        for (typed, meant) in [
+            ("127.0.0.1:8080", "http://127.0.0.1:8080"),
+            ("localhost:8080", "http://localhost:8080"),
+            ("tessera.example:8443", "https://tessera.example:8443"),
+            ("[::1]:8080", "http://[::1]:8080"),
+        ] {
+            match parse_server_url(typed) {
+                Err(ClientError::NotAUrl { given, suggestion }) => {
+                    assert_eq!(given, typed);
+                    assert_eq!(suggestion, meant);
+                }
+                other => panic!("{typed}: {other:?}"),
+            }
+        }
+        assert!(parse_server_url("http://127.0.0.1:8080").is_ok());
+        assert!(matches!(
+            parse_server_url("ftp://example.com"),
+            Err(ClientError::Url(_))
+        ));
+    }
 }

@@ -29,6 +29,11 @@ pub enum TlsTrust {
     CaFile(PathBuf),
 }
 
+/// The message a pin mismatch fails the handshake with; the client
+/// recognises it to name the problem.
+pub(crate) const PIN_MISMATCH: &str =
+    "the server's certificate does not match the pinned fingerprint";
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -105,9 +110,7 @@ impl ServerCertVerifier for PinnedCertificate {
         if bool::from(seen.ct_eq(&self.fingerprint)) {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::General(
-                "the server's certificate does not match the pinned fingerprint".into(),
-            ))
+            Err(rustls::Error::General(PIN_MISMATCH.into()))
         }
     }
 

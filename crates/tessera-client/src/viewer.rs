@@ -86,6 +86,11 @@ pub async fn connect(
         Ok((ws, _)) => ws,
         Err(tungstenite::Error::Http(resp)) => {
             let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
             let parsed = resp
                 .body()
                 .as_deref()
@@ -95,7 +100,7 @@ pub async fn connect(
                     status,
                     code: v["error"]["code"].as_str().unwrap_or("").to_owned(),
                     message: v["error"]["message"].as_str().unwrap_or("").to_owned(),
-                    retry_after: None,
+                    retry_after,
                 },
                 None => ClientError::Unexpected {
                     status,
@@ -104,10 +109,14 @@ pub async fn connect(
             });
         }
         Err(e) => {
-            return Err(ClientError::Unexpected {
-                status: 0,
-                detail: e.to_string(),
-            })
+            return Err(
+                crate::error::named_tls_error(&e, client.base_url()).unwrap_or(
+                    ClientError::Unexpected {
+                        status: 0,
+                        detail: e.to_string(),
+                    },
+                ),
+            )
         }
     };
     let (sink, stream) = ws.split();

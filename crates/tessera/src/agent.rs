@@ -73,8 +73,10 @@ struct SupportArgs {
     /// The shell to open (default: $SHELL).
     #[arg(long)]
     shell: Option<String>,
+    /// Trust exactly the server certificate with this SHA-256 fingerprint.
     #[arg(long)]
     tls_fingerprint: Option<String>,
+    /// Trust server certificates issued by the CA(s) in this PEM file.
     #[arg(long)]
     ca_cert: Option<PathBuf>,
 }

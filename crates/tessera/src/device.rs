@@ -48,6 +48,7 @@ enum TrustCommand {
     /// Verify another device of yours and pin its key. Run it on both
     /// devices at about the same time and compare the codes they show.
     Add {
+        /// The other device's id.
         device: String,
         /// What to call the peer here (default: its name on the server).
         #[arg(long)]
@@ -57,15 +58,22 @@ enum TrustCommand {
     List(Json),
     /// One trusted device: its pinned key and the grants between you.
     Show {
+        /// The trusted device's id.
         device: String,
         #[command(flatten)]
         out: Json,
     },
     /// Stop trusting a device: unpin it and withdraw any grant to it.
-    Remove { device: String },
+    Remove {
+        /// The trusted device's id.
+        device: String,
+    },
     /// Check a peer's current key against the pin; after it rotated, show
     /// the old and new fingerprints and ask before accepting the new one.
-    Verify { device: String },
+    Verify {
+        /// The trusted device's id.
+        device: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -88,6 +96,7 @@ enum GrantCommand {
     /// Let DEVICE (a trusted peer) join this one into its automatic
     /// sessions with no code or prompt.
     Add {
+        /// The trusted device to let in (its id).
         device: String,
         /// What its sessions may carry (comma-separated: files, shell).
         #[arg(long, value_delimiter = ',', default_value = "files")]
@@ -100,12 +109,17 @@ enum GrantCommand {
     List(Json),
     /// Re-issue the grant to DEVICE with the same scopes and a new expiry.
     Renew {
+        /// The device the grant is to (its id).
         device: String,
+        /// How long the renewed grant lasts (at most a year).
         #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
         expires: Duration,
     },
     /// Take back the grant to DEVICE.
-    Revoke { device: String },
+    Revoke {
+        /// The device the grant is to (its id).
+        device: String,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -5,6 +5,8 @@ mod agent;
 mod connect;
 mod ctl;
 mod device;
+mod hints;
+mod manuals;
 mod output;
 mod progress;
 mod server;
@@ -21,7 +23,7 @@ use crate::output::note;
     version,
     about = "Secure sessions between people and devices"
 )]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -44,6 +46,11 @@ enum Command {
     Session(device::SessionArgs),
     /// Send files and folders to trusted devices, end to end encrypted.
     Send(device::SendArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or
+    /// powershell (e.g. `tessera completions bash > /etc/bash_completion.d/tessera`).
+    Completions(manuals::CompletionsArgs),
+    /// Print the man page, or write one page per command with --dir.
+    Man(manuals::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +75,8 @@ fn main() -> ExitCode {
             Command::Grant(args) => device::grant(args).await,
             Command::Session(args) => device::session(args).await,
             Command::Send(args) => device::send(args).await,
+            Command::Completions(args) => manuals::completions(args),
+            Command::Man(args) => manuals::man(args),
         }
     });
     match result {
@@ -76,7 +85,50 @@ fn main() -> ExitCode {
         Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             note!("error: {e:#}");
+            for hint in hints::for_error(&e) {
+                note!("  {hint}");
+            }
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every command and every argument of `tessera … --help` says what it
+    /// is for: the help is the only manual many users read, and the man
+    /// pages and completions are generated from it.
+    #[test]
+    fn every_command_and_argument_has_help_text() {
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        walk(&cmd, "tessera", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "no help text for:\n{}",
+            missing.join("\n")
+        );
+    }
+
+    fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        if cmd.get_about().is_none() && cmd.get_long_about().is_none() {
+            missing.push(path.to_owned());
+        }
+        for arg in cmd.get_arguments() {
+            if arg.is_hide_set() {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                missing.push(format!("{path} --{}", arg.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, &format!("{path} {}", sub.get_name()), missing);
         }
     }
 }

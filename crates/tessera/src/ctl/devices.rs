@@ -19,21 +19,26 @@ pub(super) enum DevicesCommand {
     List(JsonFlag),
     /// Show one device and its keys.
     Show {
+        /// The device's id.
         device: String,
         #[command(flatten)]
         out: JsonFlag,
     },
     /// Revoke a device: its connection is closed and its keys stop working.
     Revoke {
+        /// The device's id.
         device: String,
         #[arg(long)]
+        /// Why, for the audit log.
         reason: Option<String>,
         #[command(flatten)]
         out: JsonFlag,
     },
     /// Add (`+tag` or `tag`) and remove (`-tag`) tags.
     Tag {
+        /// The device's id.
         device: String,
+        /// Tags to add (`tag` or `+tag`) and remove (`-tag`).
         #[arg(required = true, allow_hyphen_values = true)]
         tags: Vec<String>,
         #[command(flatten)]
@@ -41,15 +46,19 @@ pub(super) enum DevicesCommand {
     },
     /// Issue a new key for a device (printed once).
     IssueKey {
+        /// The device's id.
         device: String,
         #[command(flatten)]
         out: JsonFlag,
     },
     /// Revoke one key of a device.
     RevokeKey {
+        /// The device's id.
         device: String,
+        /// The key's id, as `devices show` lists it.
         key_id: String,
         #[arg(long)]
+        /// Why, for the audit log.
         reason: Option<String>,
     },
 }
@@ -59,9 +68,15 @@ pub(super) enum PairingCommand {
     /// Devices waiting for approval.
     List(JsonFlag),
     /// Approve the device showing this code.
-    Approve { user_code: String },
+    Approve {
+        /// The code the device shows, `XXXX-XXXX`.
+        user_code: String,
+    },
     /// Deny the device showing this code.
-    Deny { user_code: String },
+    Deny {
+        /// The code the device shows, `XXXX-XXXX`.
+        user_code: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -83,7 +98,10 @@ pub(super) enum TokenCommand {
     /// List tokens (never their secrets).
     List(JsonFlag),
     /// Revoke a token.
-    Revoke { id: String },
+    Revoke {
+        /// The token's id, as `enroll-token list` shows it.
+        id: String,
+    },
 }
 
 fn device_rows(devices: &[DeviceView]) -> Vec<Vec<String>> {

@@ -14,7 +14,9 @@ pub(super) enum GrantsCommand {
     List(JsonFlag),
     /// Revoke a grant server-side (by its id).
     Revoke {
+        /// The grant's id, as `grants list` shows it.
         id: String,
+        /// Why, for the audit log.
         #[arg(long)]
         reason: Option<String>,
         #[command(flatten)]

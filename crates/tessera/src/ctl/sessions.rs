@@ -14,6 +14,7 @@ use crate::output::{self, opt};
 pub(super) enum SessionsCommand {
     /// Sessions you may see (add --all for ended ones).
     List {
+        /// Include ended sessions.
         #[arg(long)]
         all: bool,
         #[command(flatten)]
@@ -21,12 +22,16 @@ pub(super) enum SessionsCommand {
     },
     /// One session.
     Show {
+        /// The session's id.
         id: String,
         #[command(flatten)]
         out: JsonFlag,
     },
     /// End a session; its viewers and device are told at once.
-    End { id: String },
+    End {
+        /// The session's id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -50,6 +55,8 @@ pub(super) enum PolicyCommand {
     Show(JsonFlag),
     /// Require (or not) the device's consent for managed sessions.
     Set {
+        /// `true`: a managed session starts only once the device's consent
+        /// command allows it; `false`: it starts without asking.
         #[arg(long, action = clap::ArgAction::Set)]
         require_consent_for_managed: bool,
     },

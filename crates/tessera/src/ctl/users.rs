@@ -15,9 +15,13 @@ pub(super) enum UsersCommand {
     /// Create a user. Without --password-stdin the server generates a
     /// password and it is printed once.
     Add {
+        /// The new user's login name.
         username: String,
+        /// What the user may do: admin, operator or viewer.
         #[arg(long, value_parser = parse_role, default_value = "operator")]
         role: Role,
+        /// Read the new user's password from the first line of standard
+        /// input instead of letting the server generate one.
         #[arg(long)]
         password_stdin: bool,
         #[command(flatten)]
@@ -27,7 +31,9 @@ pub(super) enum UsersCommand {
     List(JsonFlag),
     /// Change a user's role.
     SetRole {
+        /// The user's name.
         user: String,
+        /// The new role: admin, operator or viewer.
         #[arg(value_parser = parse_role)]
         role: Role,
         #[command(flatten)]
@@ -35,12 +41,14 @@ pub(super) enum UsersCommand {
     },
     /// Disable a user and end all their sessions.
     Disable {
+        /// The user's name.
         user: String,
         #[command(flatten)]
         out: JsonFlag,
     },
     /// Enable a disabled user.
     Enable {
+        /// The user's name.
         user: String,
         #[command(flatten)]
         out: JsonFlag,

@@ -22,4 +22,5 @@ mod secrets;
 mod sessions;
 mod support;
 mod trusted;
+mod user_path;
 mod users;

@@ -202,7 +202,7 @@ async fn self_signed_tls_is_generated_once_and_pinned_by_fingerprint() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, tessera_client::ClientError::Transport(_)),
+        matches!(err, tessera_client::ClientError::FingerprintMismatch { .. }),
         "{err}"
     );
     let public = ApiClient::new(&s.url, &TlsTrust::PublicRoots).unwrap();
