@@ -10,7 +10,7 @@ use tessera_agent::AgentError;
 use tessera_client::ClientError;
 
 /// The advice for `e`, one line each; empty when there is none.
-pub fn for_error(e: &anyhow::Error) -> Vec<String> {
+pub(crate) fn for_error(e: &anyhow::Error) -> Vec<String> {
     let Some(client) = client_error(e) else {
         return Vec::new();
     };
@@ -78,7 +78,7 @@ fn from_agent(e: &AgentError) -> Option<&ClientError> {
 /// A wait in the largest unit that reads naturally, rounded up so the user
 /// who waits that long is not refused again: "45 seconds", "14 minutes",
 /// "2 hours".
-pub fn wait_in_words(secs: u64) -> String {
+pub(crate) fn wait_in_words(secs: u64) -> String {
     fn plural(n: u64, unit: &str) -> String {
         if n == 1 {
             format!("1 {unit}")

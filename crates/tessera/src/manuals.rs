@@ -13,13 +13,13 @@ use clap_complete::Shell;
 use crate::output::say;
 
 #[derive(Args, Debug)]
-pub struct CompletionsArgs {
+pub(crate) struct CompletionsArgs {
     /// The shell to complete for (bash, zsh, fish, elvish or powershell).
     shell: Shell,
 }
 
 #[derive(Args, Debug)]
-pub struct ManArgs {
+pub(crate) struct ManArgs {
     /// Write one page per command (`tessera.1`, `tessera-ctl-login.1`, …)
     /// into this directory instead of printing `tessera.1`.
     #[arg(long)]
@@ -27,7 +27,7 @@ pub struct ManArgs {
 }
 
 /// Prints the completion script for `args.shell` on standard output.
-pub fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
     let mut cmd = crate::Cli::command();
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut cmd, "tessera", &mut script);
@@ -37,7 +37,7 @@ pub fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Prints `tessera.1`, or writes every command's page into `--dir`.
-pub fn man(args: ManArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn man(args: ManArgs) -> anyhow::Result<ExitCode> {
     let cmd = crate::Cli::command();
     match args.dir {
         Some(dir) => {
