@@ -23,3 +23,4 @@ mod sessions;
 mod support;
 mod trusted;
 mod users;
+mod viewer_tokens;
