@@ -84,6 +84,53 @@ async fn dump(url: &str) -> Vec<(String, String)> {
     out
 }
 
+/// Every binary value in the database: what an attacker with a copy would
+/// try as a signing secret.
+async fn binary_values(url: &str) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    match backend() {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            let cols: Vec<(String, String)> = sqlx::query(
+                "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p \
+                 WHERE m.type = 'table'",
+            )
+            .fetch_all(&mut c)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+            for (t, col) in cols {
+                let sql = format!("SELECT \"{col}\" FROM \"{t}\" WHERE typeof(\"{col}\") = 'blob'");
+                for r in sqlx::query(&sql).fetch_all(&mut c).await.unwrap() {
+                    out.push(r.get::<Vec<u8>, _>(0));
+                }
+            }
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            let cols: Vec<(String, String)> = sqlx::query(
+                "SELECT table_name::text, column_name::text FROM information_schema.columns \
+                 WHERE table_schema = 'public' AND data_type = 'bytea'",
+            )
+            .fetch_all(&mut c)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+            for (t, col) in cols {
+                let sql = format!("SELECT \"{col}\" FROM \"{t}\" WHERE \"{col}\" IS NOT NULL");
+                for r in sqlx::query(&sql).fetch_all(&mut c).await.unwrap() {
+                    out.push(r.get::<Vec<u8>, _>(0));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// What the database says about the node keys: (kid, public key).
 async fn node_keys(s: &TestServer) -> Vec<(String, Vec<u8>)> {
     let pool = s.state.db().pool();
