@@ -249,12 +249,16 @@ async fn a_database_copy_holds_no_signing_key_and_cannot_forge_a_viewer_token() 
         (status, code.as_deref()),
         (Some(401), Some("invalid_token"))
     );
-    // HS256 under the real kid, with any secret: the public key, a guess.
-    for secret in [
-        keys[0].1.clone(),
-        vec![0u8; 32],
-        b"viewer_token_hs256".to_vec(),
-    ] {
+    // HS256 under the real kid, signed with every binary value the copy
+    // holds (where the old shared secret lived) and a guess.
+    let mut secrets = binary_values(&s.database_url).await;
+    assert!(
+        secrets.len() >= 3,
+        "the copy has binary values: {}",
+        secrets.len()
+    );
+    secrets.push(vec![0u8; 32]);
+    for secret in secrets {
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(kid.clone());
         let hs = encode(
