@@ -59,6 +59,7 @@ words! {
         UnknownRotation = "unknown_rotation",
         InvalidToken = "invalid_token",
         TokenExpired = "token_expired",
+        TokenUsed = "token_used",
         TokenExhausted = "token_exhausted",
         TokenRevoked = "token_revoked",
         PairingNotPending = "pairing_not_pending",

@@ -20,6 +20,9 @@ pub enum TlsMode {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// The file holding this node's private signing key (viewer tokens);
+    /// `None` means `<data_dir>/node.key`. Created (mode 0600) if missing.
+    pub node_key: Option<PathBuf>,
     /// `sqlite://…` or `postgres://…`; `None` means SQLite in `data_dir`.
     pub database_url: Option<String>,
     pub tls: TlsMode,
@@ -55,6 +58,7 @@ impl ServerConfig {
         ServerConfig {
             listen,
             data_dir,
+            node_key: None,
             database_url: None,
             tls: TlsMode::Off,
             insecure_http: false,
@@ -69,6 +73,13 @@ impl ServerConfig {
             max_viewers: crate::relay::MAX_VIEWERS,
             viewer_input_per_second: crate::relay::viewer::INPUT_PER_SECOND,
         }
+    }
+
+    /// Where this node's signing key lives.
+    pub fn node_key_path(&self) -> PathBuf {
+        self.node_key
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("node.key"))
     }
 
     /// Why this configuration must not start, if it must not.

@@ -16,6 +16,7 @@ pub mod fsutil;
 pub mod http;
 pub mod metrics;
 pub mod net;
+pub mod node_key;
 pub mod pairing;
 pub mod relay;
 pub mod session;
@@ -49,6 +50,8 @@ pub enum StartError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    NodeKey(#[from] node_key::NodeKeyError),
     #[error("cannot open the database: {0}")]
     Store(#[from] store::StoreError),
     #[error(transparent)]
@@ -115,11 +118,13 @@ impl Server {
                 source,
             })?;
 
-        let fresh: [u8; 32] = tessera_core::secret::random_bytes();
-        let viewer_secret =
-            store::server_keys::get_or_create(&db, "viewer_token_hs256", &fresh, clock.now())
-                .await?;
-        let state = AppState::new(db, clock, config, &viewer_secret);
+        // The key that signs viewer tokens lives in a file, never in the
+        // database; the database learns only its public half.
+        let node_key = node_key::NodeKey::load_or_create(&config.node_key_path())?;
+        store::node_keys::publish(&db, node_key.kid(), &node_key.public_key(), clock.now()).await?;
+        tracing::info!(kid = node_key.kid(), "node key loaded");
+        let viewer_keys = auth::viewer::ViewerKeys::new(&node_key)?;
+        let state = AppState::new(db, clock, config, viewer_keys);
         let bootstrap = bootstrap::ensure_admin(state.db()).await?;
         Ok(Server {
             state,

@@ -97,7 +97,12 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    pub fn new(db: Db, clock: Arc<dyn Clock>, config: ServerConfig, viewer_secret: &[u8]) -> Self {
+    pub fn new(
+        db: Db,
+        clock: Arc<dyn Clock>,
+        config: ServerConfig,
+        viewer_keys: auth::viewer::ViewerKeys,
+    ) -> Self {
         let limiters = Limiters::new(&clock);
         let metrics = Metrics::default();
         let db = db
@@ -117,7 +122,7 @@ impl AppState {
                 hub,
                 auto: automatic::AutoHub::default(),
                 relay_tap: std::sync::RwLock::new(None),
-                viewer_keys: auth::viewer::ViewerKeys::new(viewer_secret),
+                viewer_keys,
                 shutdown: CancellationToken::new(),
             }),
         }

@@ -21,6 +21,10 @@ pub(crate) struct ServerArgs {
     /// Directory for the embedded database and generated TLS material.
     #[arg(long, env = "TESSERA_DATA_DIR", default_value = "./tessera-data")]
     data_dir: PathBuf,
+    /// This node's private signing key for viewer tokens (created, mode
+    /// 0600, if missing); default: <data-dir>/node.key. Never in the database.
+    #[arg(long, env = "TESSERA_NODE_KEY")]
+    node_key: Option<PathBuf>,
     /// `postgres://…` to use PostgreSQL; default: SQLite in the data directory.
     #[arg(long, env = "TESSERA_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
@@ -122,6 +126,7 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         _ => TlsMode::Off,
     };
     let mut config = ServerConfig::new(args.listen, args.data_dir);
+    config.node_key = args.node_key;
     config.database_url = args.database_url;
     config.tls = tls;
     config.insecure_http = args.insecure_http;

@@ -340,10 +340,8 @@ async fn viewer_token(
         exp: iat + TTL.as_secs() as i64,
         jti: jti.clone(),
     };
-    let token = state
-        .viewer_keys()
-        .mint(&claims)
-        .map_err(ApiError::internal)?;
+    let keys = state.viewer_keys();
+    let token = keys.mint(&claims).map_err(ApiError::internal)?;
     let event = AuditEvent::new(
         &row.tenant_id,
         Actor::User(op.user_id.clone()),
@@ -352,8 +350,25 @@ async fn viewer_token(
     .ip(Some(ip.0))
     .target(format!("session:{}", row.id))
     .detail("access", access.as_str())
-    .detail("token_id", jti);
-    state.db().write(async |w| w.audit(event).await).await?;
+    .detail("token_id", jti.clone());
+    let minted = store::node_keys::MintedToken {
+        jti: &jti,
+        tenant_id: &row.tenant_id,
+        session_id: row.id.as_str(),
+        user_id: &op.user_id,
+        login_id: &op.session_id,
+        access,
+        kid: keys.kid(),
+        expires_at: Timestamp::from_millis(claims.exp * 1000),
+    };
+    // The token exists only once it is recorded, with its audit row.
+    state
+        .db()
+        .write(async |w| {
+            store::node_keys::record_minted(w, &minted).await?;
+            w.audit(event).await
+        })
+        .await?;
     Ok(Json(ViewerTokenResponse {
         token: SecretString::new(token),
         access: access.as_str().to_owned(),

@@ -1,8 +1,10 @@
 //! `GET /ws/viewer`: a viewer joins one session with a viewer token.
 //!
-//! Checked before the upgrade: the token's signature, expiry, purpose and
-//! session; the login that minted it; the session being active here. The
-//! connection itself is served by `relay::viewer`.
+//! Checked before the upgrade: the token's signature (by the node key its
+//! `kid` names), expiry, purpose and session; the login that minted it; the
+//! session being active here; and last, the token's `jti`, consumed: a
+//! token this deployment never minted is refused, and one token opens one
+//! viewer. The connection itself is served by `relay::viewer`.
 
 use std::sync::Arc;
 
@@ -13,15 +15,17 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use tessera_core::kinds::ViewerAccess;
 use tessera_core::ErrorCode;
 use tessera_proto::MAX_VIEWER_FRAME;
 
 use super::error::ApiError;
 use super::extract::ClientIp;
-use crate::auth::viewer::ViewerClaims;
+use crate::auth::viewer::{ViewerClaims, ViewerTokenError};
 use crate::auth::{bearer_from, check_session};
 use crate::relay::{viewer, LiveSession};
 use crate::store;
+use crate::store::node_keys::Consumed;
 use crate::AppState;
 
 #[derive(Deserialize)]
@@ -75,8 +79,9 @@ async fn admit(
     })?;
     let claims = state
         .viewer_keys()
-        .check(token, session_id, state.now())
-        .map_err(|e| ApiError::unauthorized(e.code(), e.to_string()))?;
+        .check(state.db(), token, session_id, state.now())
+        .await?
+        .map_err(refused)?;
     let login = store::logins::by_id(state.db(), &claims.lid)
         .await?
         .ok_or_else(|| {
@@ -108,5 +113,27 @@ async fn admit(
             "this session has as many viewers as it admits",
         ));
     }
-    Ok((claims, live))
+    // Last, so that a token refused for another reason is not spent.
+    let access = parse_access(&claims.access).ok_or_else(|| refused(ViewerTokenError::Invalid))?;
+    let presented = store::node_keys::Presented {
+        jti: &claims.jti,
+        session_id,
+        user_id: &claims.sub,
+        login_id: &claims.lid,
+        access,
+    };
+    match store::node_keys::consume(state.db(), &presented, state.now()).await? {
+        Consumed::Admitted => Ok((claims, live)),
+        Consumed::NeverMinted => Err(refused(ViewerTokenError::NotIssued)),
+        Consumed::AlreadyUsed => Err(refused(ViewerTokenError::Used)),
+        Consumed::Expired => Err(refused(ViewerTokenError::Expired)),
+    }
+}
+
+fn refused(e: ViewerTokenError) -> ApiError {
+    ApiError::unauthorized(e.code(), e.to_string())
+}
+
+fn parse_access(s: &str) -> Option<ViewerAccess> {
+    s.parse().ok()
 }

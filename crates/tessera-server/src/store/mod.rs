@@ -22,8 +22,8 @@ pub mod enrollment;
 pub mod events;
 pub mod logins;
 pub mod members;
+pub mod node_keys;
 pub mod pairings;
-pub mod server_keys;
 pub mod sessions;
 pub mod support_codes;
 pub mod tenants;
@@ -176,12 +176,14 @@ pub fn migrator_up_to(backend: Backend, version: i64) -> Migrator {
             2 "0002_devices",
             3 "0003_sessions",
             4 "0004_trust",
+            5 "0005_node_keys",
         ),
         Backend::Postgres => migrations!("postgres":
             1 "0001_foundation",
             2 "0002_devices",
             3 "0003_sessions",
             4 "0004_trust",
+            5 "0005_node_keys",
         ),
     };
     migrations.retain(|m| m.version <= version);

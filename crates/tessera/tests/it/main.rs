@@ -24,3 +24,4 @@ mod support;
 mod trusted;
 mod user_path;
 mod users;
+mod viewer_tokens;

@@ -379,6 +379,8 @@ async fn hostile_viewer_frames_close_with_documented_codes() {
         ),
     ];
     for (name, msg, want) in fatal {
+        // A viewer token opens one viewer: each connection mints its own.
+        let token = admin.viewer_token(&session).await.unwrap().token;
         let mut ws = connect(url.clone(), token.expose()).await;
         match next(&mut ws).await {
             Said::Body(Body::ViewerReady(_)) => {}
@@ -391,6 +393,7 @@ async fn hostile_viewer_frames_close_with_documented_codes() {
     }
 
     // Odd but well-formed input is clamped and relayed; the session lives.
+    let token = admin.viewer_token(&session).await.unwrap().token;
     let mut ws = connect(url.clone(), token.expose()).await;
     assert!(matches!(
         next(&mut ws).await,
