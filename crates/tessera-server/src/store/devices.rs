@@ -4,7 +4,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Executor};
 use tessera_core::Timestamp;
 
-use super::{bind_all, changed_one, placeholders, Columns, Db, StoreResult, Tx};
+use super::{bind_all, changed_one, insert_unique, placeholders, Columns, Db, StoreResult, Tx};
 
 #[derive(Clone, Debug)]
 pub struct DeviceRow {
@@ -88,7 +88,7 @@ pub struct NewDevice<'a> {
 }
 
 pub async fn insert(tx: &mut Tx, d: NewDevice<'_>) -> StoreResult<()> {
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO devices (id, tenant_id, ed25519_public, x25519_public, identity_signature, \
          name, hostname, os, tags, enrolled_via, enrolled_by, owner_user_id, created_at, ephemeral) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
@@ -106,11 +106,8 @@ pub async fn insert(tx: &mut Tx, d: NewDevice<'_>) -> StoreResult<()> {
     .bind(d.enrolled_by)
     .bind(d.owner_user_id)
     .bind(d.now.as_millis())
-    .bind(i64::from(d.ephemeral))
-    .execute(&mut **tx)
-    .await
-    .map_err(super::conflict_on_unique)?;
-    Ok(())
+    .bind(i64::from(d.ephemeral));
+    insert_unique(tx, query).await
 }
 
 /// Looks a device up by id, through the pool or inside a transaction.

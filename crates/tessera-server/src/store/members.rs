@@ -6,6 +6,7 @@
 //! The rows and their order are those of `store::devices::by_id_any_tenant`,
 //! `store::trust::latest_attestation` and `store::trust::current_grant`.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use sqlx::any::AnyRow;
@@ -102,8 +103,8 @@ fn first_per<T>(
     let mut out = HashMap::new();
     for r in rows {
         let k: String = r.col(key)?;
-        if !out.contains_key(&k) {
-            out.insert(k, read(r)?);
+        if let Entry::Vacant(slot) = out.entry(k) {
+            slot.insert(read(r)?);
         }
     }
     Ok(out)

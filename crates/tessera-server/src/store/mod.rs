@@ -58,11 +58,18 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Maps a unique-constraint violation to [`StoreError::Conflict`].
-pub(crate) fn conflict_on_unique(e: sqlx::Error) -> StoreError {
+fn conflict_on_unique(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
         _ => StoreError::Db(e),
     }
+}
+
+/// Runs an `INSERT` whose unique keys may collide; a collision is
+/// [`StoreError::Conflict`], for the caller to answer or retry.
+pub(crate) async fn insert_unique(tx: &mut Tx, query: Query<'_>) -> StoreResult<()> {
+    query.execute(&mut **tx).await.map_err(conflict_on_unique)?;
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -308,6 +315,12 @@ impl Db {
         let out = change(&mut w).await?;
         w.commit().await?;
         Ok(out)
+    }
+
+    /// Appends one audit row in a transaction of its own, for events that
+    /// change nothing else (a refusal, a departure).
+    pub async fn audit(&self, event: audit::AuditEvent) -> StoreResult<()> {
+        self.write(async |w| w.audit(event).await.map(drop)).await
     }
 
     /// Whether the database answers.

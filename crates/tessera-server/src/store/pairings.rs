@@ -7,7 +7,7 @@ use tessera_core::ids::PairingId;
 use tessera_core::kinds::PairingState;
 use tessera_core::Timestamp;
 
-use super::{changed_one, Columns, Db, StoreResult, Tx};
+use super::{changed_one, insert_unique, Columns, Db, StoreResult, Tx};
 
 #[derive(Clone, Debug)]
 pub struct PairingRow {
@@ -81,7 +81,7 @@ pub struct NewPairing<'a> {
 /// Inserts a pending pairing; `Conflict` if its user code is taken by
 /// another pending one (the caller draws a new code).
 pub async fn insert(tx: &mut Tx, p: NewPairing<'_>) -> StoreResult<()> {
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO pairings (id, tenant_id, device_code_hash, user_code, client_id, device_id, \
          ed25519_public, x25519_public, identity_signature, name, hostname, os, source_ip, \
          created_at, expires_at, interval_ms, state) \
@@ -102,11 +102,8 @@ pub async fn insert(tx: &mut Tx, p: NewPairing<'_>) -> StoreResult<()> {
     .bind(p.source_ip)
     .bind(p.now.as_millis())
     .bind(p.expires_at.as_millis())
-    .bind(p.interval_ms)
-    .execute(&mut **tx)
-    .await
-    .map_err(super::conflict_on_unique)?;
-    Ok(())
+    .bind(p.interval_ms);
+    insert_unique(tx, query).await
 }
 
 /// Whether a live pending pairing exists for this device identity.

@@ -6,7 +6,7 @@ use sqlx::{Any, Executor};
 use tessera_core::kinds::{SessionAccess, SupportCodeState};
 use tessera_core::Timestamp;
 
-use super::{changed_one, Columns, StoreResult, Tx};
+use super::{changed_one, insert_unique, Columns, StoreResult, Tx};
 
 #[derive(Clone, Debug)]
 pub struct SupportCodeRow {
@@ -56,7 +56,7 @@ pub struct NewCode<'a> {
 }
 
 pub async fn insert(tx: &mut Tx, c: NewCode<'_>) -> StoreResult<()> {
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO support_codes (id, tenant_id, code_hash, access, created_by, created_at, expires_at, state) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'active')",
     )
@@ -66,11 +66,8 @@ pub async fn insert(tx: &mut Tx, c: NewCode<'_>) -> StoreResult<()> {
     .bind(c.access.as_str())
     .bind(c.created_by)
     .bind(c.now.as_millis())
-    .bind(c.expires_at.as_millis())
-    .execute(&mut **tx)
-    .await
-    .map_err(super::conflict_on_unique)?;
-    Ok(())
+    .bind(c.expires_at.as_millis());
+    insert_unique(tx, query).await
 }
 
 pub async fn by_hash<'e, E: Executor<'e, Database = Any>>(

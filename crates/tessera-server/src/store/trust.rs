@@ -9,7 +9,7 @@ use tessera_core::kinds::MemberOutcome;
 use tessera_core::trust::{AutoJoinGrant, Scope};
 use tessera_core::Timestamp;
 
-use super::{changed_one, Columns, Db, StoreResult, Tx};
+use super::{changed_one, insert_unique, Columns, Db, StoreResult, Tx};
 
 // ---- SAS exchanges ------------------------------------------------------
 
@@ -297,7 +297,7 @@ pub async fn insert_grant(
     now: Timestamp,
 ) -> StoreResult<()> {
     let scopes: Vec<&str> = g.scopes.iter().map(|s| s.as_str()).collect();
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO grants (id, tenant_id, granter, grantee, grantee_fingerprint, scopes, issued_at, \
          expires_at, signature, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
@@ -310,11 +310,8 @@ pub async fn insert_grant(
     .bind(g.issued_at.as_millis())
     .bind(g.expires_at.as_millis())
     .bind(signature)
-    .bind(now.as_millis())
-    .execute(&mut **tx)
-    .await
-    .map_err(super::conflict_on_unique)?;
-    Ok(())
+    .bind(now.as_millis());
+    insert_unique(tx, query).await
 }
 
 /// Marks every earlier live grant of the pair superseded by `newer`.

@@ -6,7 +6,7 @@ use tessera_core::ids::UserId;
 use tessera_core::roles::Role;
 use tessera_core::Timestamp;
 
-use super::{changed_one, conflict_on_unique, Columns, Db, StoreResult, Tx};
+use super::{changed_one, insert_unique, Columns, Db, StoreResult, Tx};
 
 #[derive(Clone, Debug)]
 pub struct UserRow {
@@ -47,7 +47,7 @@ pub struct NewUser<'a> {
 
 /// Inserts a user; [`super::StoreError::Conflict`] if the name is taken.
 pub async fn insert(tx: &mut Tx, u: NewUser<'_>) -> StoreResult<()> {
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO users (id, tenant_id, username, password_hash, role, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $6)",
     )
@@ -56,11 +56,8 @@ pub async fn insert(tx: &mut Tx, u: NewUser<'_>) -> StoreResult<()> {
     .bind(u.username)
     .bind(u.password_hash)
     .bind(u.role.as_str())
-    .bind(u.now.as_millis())
-    .execute(&mut **tx)
-    .await
-    .map_err(conflict_on_unique)?;
-    Ok(())
+    .bind(u.now.as_millis());
+    insert_unique(tx, query).await
 }
 
 /// Looks a user up by name, through the pool or inside a transaction.
