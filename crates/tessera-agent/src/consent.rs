@@ -127,36 +127,12 @@ mod tests {
     #[tokio::test]
     async fn a_consent_command_decides_by_exit_status_and_in_time() {
         let t = Duration::from_secs(5);
-        assert!(
-            ask(
-                &ConsentMode::Command("/bin/true".into()),
-                "a",
-                "control",
-                "s",
-                t
-            )
-            .await
-        );
-        assert!(
-            !ask(
-                &ConsentMode::Command("/bin/false".into()),
-                "a",
-                "control",
-                "s",
-                t
-            )
-            .await
-        );
-        assert!(
-            !ask(
-                &ConsentMode::Command("/nonexistent/prog".into()),
-                "a",
-                "control",
-                "s",
-                t
-            )
-            .await
-        );
+        let command = async |prog: &str| {
+            ask(&ConsentMode::Command(prog.into()), "a", "control", "s", t).await
+        };
+        assert!(command("/bin/true").await);
+        assert!(!command("/bin/false").await);
+        assert!(!command("/nonexistent/prog").await);
         assert!(!ask(&ConsentMode::Deny, "a", "control", "s", t).await);
     }
 }

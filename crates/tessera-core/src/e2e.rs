@@ -260,11 +260,7 @@ pub fn kk_initiator(
     remote_x25519: &[u8; 32],
     prologue: &[u8],
 ) -> Result<snow::HandshakeState, E2eError> {
-    let params = NOISE_PATTERN.parse().map_err(noise_err)?;
-    snow::Builder::new(params)
-        .local_private_key(local_x25519_secret)
-        .remote_public_key(remote_x25519)
-        .prologue(prologue)
+    kk(local_x25519_secret, remote_x25519, prologue)?
         .build_initiator()
         .map_err(noise_err)
 }
@@ -275,13 +271,23 @@ pub fn kk_responder(
     remote_x25519: &[u8; 32],
     prologue: &[u8],
 ) -> Result<snow::HandshakeState, E2eError> {
-    let params = NOISE_PATTERN.parse().map_err(noise_err)?;
-    snow::Builder::new(params)
-        .local_private_key(local_x25519_secret)
-        .remote_public_key(remote_x25519)
-        .prologue(prologue)
+    kk(local_x25519_secret, remote_x25519, prologue)?
         .build_responder()
         .map_err(noise_err)
+}
+
+/// The KK handshake both roles build: the same keys and prologue, so that
+/// either side's view of the pair is bound in.
+fn kk<'a>(
+    local_x25519_secret: &'a [u8; 32],
+    remote_x25519: &'a [u8; 32],
+    prologue: &'a [u8],
+) -> Result<snow::Builder<'a>, E2eError> {
+    let params = NOISE_PATTERN.parse().map_err(noise_err)?;
+    Ok(snow::Builder::new(params)
+        .local_private_key(local_x25519_secret)
+        .remote_public_key(remote_x25519)
+        .prologue(prologue))
 }
 
 /// The prologue both sides bind their handshake to.

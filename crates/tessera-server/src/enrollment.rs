@@ -9,8 +9,7 @@ use tessera_core::Timestamp;
 
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::enrollment::TokenRow;
-use crate::store::{self, Db, StoreError, StoreResult, Tx, Write};
-use crate::AppState;
+use crate::store::{self, Db, StoreError, StoreResult, Write};
 
 /// Why a device cannot enroll.
 #[derive(Debug, thiserror::Error)]
@@ -80,23 +79,6 @@ pub fn token_state(t: &TokenRow, now: Timestamp) -> TokenState {
     }
 }
 
-/// Inserts an active key for a device inside `tx` and audits it through
-/// the server's state (for callers holding a plain transaction).
-pub async fn insert_key(
-    state: &AppState,
-    tx: &mut Tx,
-    tenant: &str,
-    device_id: &str,
-    key: &Secret,
-    created_by: &str,
-    reason: &str,
-) -> StoreResult<String> {
-    let (key_id, event) =
-        insert_key_row(tx, state.now(), tenant, device_id, key, created_by, reason).await?;
-    state.audit(tx, event).await?;
-    Ok(key_id)
-}
-
 /// Inserts an active key for a device and audits it, in `w`.
 pub async fn issue_key(
     w: &mut Write,
@@ -106,26 +88,10 @@ pub async fn issue_key(
     created_by: &str,
     reason: &str,
 ) -> StoreResult<String> {
-    let now = w.now();
-    let (key_id, event) =
-        insert_key_row(w, now, tenant, device_id, key, created_by, reason).await?;
-    w.audit(event).await?;
-    Ok(key_id)
-}
-
-/// The key row, and the audit event that records its issue.
-async fn insert_key_row(
-    tx: &mut Tx,
-    now: Timestamp,
-    tenant: &str,
-    device_id: &str,
-    key: &Secret,
-    created_by: &str,
-    reason: &str,
-) -> StoreResult<(String, AuditEvent)> {
     let key_id = uuid::Uuid::now_v7().to_string();
+    let now = w.now();
     store::devices::insert_key(
-        tx,
+        w,
         store::devices::NewKey {
             id: &key_id,
             tenant_id: tenant,
@@ -147,7 +113,8 @@ async fn insert_key_row(
         .detail("key_id", key_id.clone())
         .detail("key", key.prefix())
         .detail("reason", reason);
-    Ok((key_id, event))
+    w.audit(event).await?;
+    Ok(key_id)
 }
 
 /// What a device sends to enroll.

@@ -159,25 +159,37 @@ impl ServerProcess {
 /// Runs `tessera ctl …` with its own config dir; returns (exit code, stdout,
 /// stderr).
 pub async fn ctl(config_dir: &Path, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-    let mut child = tokio::process::Command::new(tessera_bin())
-        .arg("ctl")
+    let mut cmd = tokio::process::Command::new(tessera_bin());
+    cmd.arg("ctl")
         .arg("--config-dir")
         .arg(config_dir)
-        .args(args)
+        .args(args);
+    run_to_end(cmd, stdin, Duration::from_secs(60), "tessera ctl").await
+}
+
+/// Runs `cmd` with `stdin` fed in and waits, at most `limit`, for it to end;
+/// returns (exit code, stdout, stderr).
+async fn run_to_end(
+    mut cmd: tokio::process::Command,
+    stdin: Option<&str>,
+    limit: Duration,
+    what: &str,
+) -> (i32, String, String) {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn tessera ctl");
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
     let mut input = child.stdin.take().expect("stdin");
     if let Some(s) = stdin {
         input.write_all(s.as_bytes()).await.expect("write stdin");
     }
     drop(input);
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+    let out = tokio::time::timeout(limit, child.wait_with_output())
         .await
-        .expect("ctl finishes within 60 s")
-        .expect("ctl output");
+        .unwrap_or_else(|_| panic!("{what} finishes within {limit:?}"))
+        .expect("output");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -213,29 +225,11 @@ pub async fn device_cmd(
     args: &[&str],
     stdin: Option<&str>,
 ) -> (i32, String, String) {
-    let mut child = tokio::process::Command::new(tessera_bin())
-        .args(args)
+    let mut cmd = tokio::process::Command::new(tessera_bin());
+    cmd.args(args)
         .env("TESSERA_AGENT_STATE_DIR", device.dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn tessera");
-    let mut input = child.stdin.take().expect("stdin");
-    if let Some(s) = stdin {
-        input.write_all(s.as_bytes()).await.expect("write stdin");
-    }
-    drop(input);
-    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
-        .await
-        .expect("tessera finishes within 120 s")
-        .expect("output");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        .kill_on_drop(true);
+    run_to_end(cmd, stdin, Duration::from_secs(120), "tessera").await
 }
 
 /// A `tessera agent run` child process on a device's state directory,

@@ -31,6 +31,12 @@ fn step(e: &ExchangeView) -> Option<ExchangeState> {
     e.state.parse().ok()
 }
 
+/// The exchange `peer` started and committed to, awaiting this side's answer.
+fn their_commitment<'a>(open: &'a [ExchangeView], peer: &str) -> Option<&'a ExchangeView> {
+    open.iter()
+        .find(|e| e.initiator == peer && step(e) == Some(ExchangeState::Committed))
+}
+
 const POLL: Duration = Duration::from_millis(300);
 const EXCHANGE_WAIT: Duration = Duration::from_secs(600);
 
@@ -75,6 +81,16 @@ pub async fn exchange(creds: &Credentials, peer: &str) -> Result<Exchanged, Trus
     // As responder: the exchange, and the commitment as it stood before
     // this side revealed anything.
     let mut responded: Option<(ExchangeView, String)> = None;
+    // Answers the peer's commitment, keeping the commitment as it stood
+    // before this side revealed anything.
+    let answer = async |theirs: &ExchangeView| -> Result<(ExchangeView, String), TrustError> {
+        let req = ExchangeStepRequest {
+            identity: my_doc.clone(),
+            nonce: resp_nonce_hex.clone(),
+        };
+        let r = client.exchange_step(&theirs.id, "respond", &req).await?;
+        Ok((r, theirs.commitment.clone()))
+    };
     loop {
         if tokio::time::Instant::now() > deadline {
             return Err(TrustError::Refused(
@@ -146,42 +162,14 @@ pub async fn exchange(creds: &Credentials, peer: &str) -> Result<Exchanged, Trus
                 });
             }
             // Both started at once: the device with the larger id yields.
-            if let Some(theirs) = open
-                .iter()
-                .find(|e| e.initiator == peer && step(e) == Some(ExchangeState::Committed))
-            {
+            if let Some(theirs) = their_commitment(&open, &peer) {
                 if me > peer {
-                    let committed = theirs.commitment.clone();
-                    let r = client
-                        .exchange_step(
-                            &theirs.id,
-                            "respond",
-                            &ExchangeStepRequest {
-                                identity: my_doc.clone(),
-                                nonce: resp_nonce_hex.clone(),
-                            },
-                        )
-                        .await?;
-                    responded = Some((r, committed));
+                    responded = Some(answer(theirs).await?);
                     mine = None;
                 }
             }
-        } else if let Some(theirs) = open
-            .iter()
-            .find(|e| e.initiator == peer && step(e) == Some(ExchangeState::Committed))
-        {
-            let committed = theirs.commitment.clone();
-            let r = client
-                .exchange_step(
-                    &theirs.id,
-                    "respond",
-                    &ExchangeStepRequest {
-                        identity: my_doc.clone(),
-                        nonce: resp_nonce_hex.clone(),
-                    },
-                )
-                .await?;
-            responded = Some((r, committed));
+        } else if let Some(theirs) = their_commitment(&open, &peer) {
+            responded = Some(answer(theirs).await?);
         } else {
             let c = hex(&commitment(&my_doc, &my_nonce));
             mine = Some(

@@ -231,7 +231,7 @@ async fn audit_left(db: &Db, l: Left<'_>) -> Result<(), StoreError> {
     .target(format!("session:{}", l.session_id))
     .detail("member", l.member)
     .detail("reason", clip(l.reason));
-    db.write(async |w| w.audit(event).await.map(drop)).await
+    db.audit(event).await
 }
 
 /// Ends an automatic session: every participant is told.

@@ -70,6 +70,14 @@ impl IntoResponse for OAuthFailure {
     }
 }
 
+/// An OAuth endpoint's answer: its JSON, never cached, or its error.
+fn answer<T: Serialize>(result: Result<T, OAuthFailure>) -> Response {
+    match result {
+        Ok(resp) => no_store(Json(resp).into_response()),
+        Err(f) => f.into_response(),
+    }
+}
+
 fn body_failure(e: BytesRejection) -> OAuthFailure {
     let mut f = fail(
         "invalid_request",
@@ -169,14 +177,7 @@ async fn device_authorization(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return body_failure(e).into_response(),
-    };
-    match authorize(&state, ip, &headers, &body).await {
-        Ok(resp) => no_store(Json(resp).into_response()),
-        Err(f) => f.into_response(),
-    }
+    answer(authorize(&state, ip, &headers, body).await)
 }
 
 /// How far a pairing request's `issued_at` may be from the server's clock.
@@ -186,9 +187,9 @@ async fn authorize(
     state: &AppState,
     ip: ClientIp,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<DeviceAuthorizationResponse, OAuthFailure> {
-    let form = parse_form(headers, body)?;
+    let form = parse_form(headers, &body.map_err(body_failure)?)?;
     if required(&form, "client_id")? != CLIENT_ID {
         return Err(fail("invalid_client", Some("unknown client_id")));
     }
@@ -373,22 +374,15 @@ async fn token(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return body_failure(e).into_response(),
-    };
-    match exchange(&state, &headers, &body).await {
-        Ok(resp) => no_store(Json(resp).into_response()),
-        Err(f) => f.into_response(),
-    }
+    answer(exchange(&state, &headers, body).await)
 }
 
 async fn exchange(
     state: &AppState,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<DeviceTokenResponse, OAuthFailure> {
-    let form = parse_form(headers, body)?;
+    let form = parse_form(headers, &body.map_err(body_failure)?)?;
     if required(&form, "grant_type")? != DEVICE_CODE_GRANT {
         return Err(fail("unsupported_grant_type", None));
     }

@@ -242,8 +242,7 @@ async fn bind(
                 ),
                 other => other.into(),
             })?;
-            enrollment::insert_key(
-                &state,
+            enrollment::issue_key(
                 w,
                 &c.tenant_id,
                 device_id.as_str(),

@@ -113,11 +113,7 @@ async fn audit(
     for (k, v) in details {
         event = event.detail(k, v);
     }
-    let result = state
-        .db()
-        .write(async |w| w.audit(event).await.map(drop))
-        .await;
-    if let Err(e) = result {
+    if let Err(e) = state.db().audit(event).await {
         tracing::warn!(error = %e, "cannot audit a viewer event");
     }
 }

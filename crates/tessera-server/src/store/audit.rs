@@ -294,7 +294,7 @@ pub struct Filter {
     pub limit: i64,
 }
 
-fn from_row(r: &AnyRow) -> Result<AuditRow, sqlx::Error> {
+fn from_row(r: AnyRow) -> Result<AuditRow, sqlx::Error> {
     Ok(AuditRow {
         content: AuditContent {
             seq: r.col("seq")?,
@@ -315,7 +315,7 @@ fn from_row(r: &AnyRow) -> Result<AuditRow, sqlx::Error> {
 pub async fn list(db: &Db, f: &Filter) -> StoreResult<Vec<AuditRow>> {
     // Unset filters compare against NULL and drop out, which keeps this one
     // statement (and one query plan) instead of string-built SQL.
-    let rows = sqlx::query(
+    Ok(sqlx::query(
         "SELECT seq, occurred_at, tenant_id, actor, action, target, source_ip, details, \
                 prev_hash, hash \
          FROM audit_log \
@@ -334,7 +334,7 @@ pub async fn list(db: &Db, f: &Filter) -> StoreResult<Vec<AuditRow>> {
     .bind(f.until.map(Timestamp::as_millis))
     .bind(f.after_seq.unwrap_or(0))
     .bind(f.limit)
+    .try_map(from_row)
     .fetch_all(db.pool())
-    .await?;
-    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    .await?)
 }

@@ -4,7 +4,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Executor};
 use tessera_core::Timestamp;
 
-use super::{Columns, Db, StoreResult, Tx};
+use super::{bind_all, changed_one, insert_unique, placeholders, Columns, Db, StoreResult, Tx};
 
 #[derive(Clone, Debug)]
 pub struct DeviceRow {
@@ -30,7 +30,8 @@ pub struct DeviceRow {
     pub ephemeral: bool,
 }
 
-const COLUMNS: &str = "id, tenant_id, ed25519_public, x25519_public, name, hostname, os, \
+pub(super) const COLUMNS: &str =
+    "id, tenant_id, ed25519_public, x25519_public, name, hostname, os, \
     agent_version, tags, enrolled_via, enrolled_by, owner_user_id, created_at, connected_at, \
     disconnected_at, last_seen_at, last_ip, revoked_at, revoked_reason, ephemeral";
 
@@ -42,7 +43,7 @@ pub(crate) fn tags_to_json(tags: &[String]) -> String {
     serde_json::to_string(tags).unwrap_or_else(|_| "[]".to_owned())
 }
 
-fn from_row(r: &AnyRow) -> Result<DeviceRow, sqlx::Error> {
+pub(super) fn from_row(r: AnyRow) -> Result<DeviceRow, sqlx::Error> {
     let tags: String = r.col("tags")?;
     Ok(DeviceRow {
         id: r.col("id")?,
@@ -87,7 +88,7 @@ pub struct NewDevice<'a> {
 }
 
 pub async fn insert(tx: &mut Tx, d: NewDevice<'_>) -> StoreResult<()> {
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO devices (id, tenant_id, ed25519_public, x25519_public, identity_signature, \
          name, hostname, os, tags, enrolled_via, enrolled_by, owner_user_id, created_at, ephemeral) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
@@ -105,11 +106,8 @@ pub async fn insert(tx: &mut Tx, d: NewDevice<'_>) -> StoreResult<()> {
     .bind(d.enrolled_by)
     .bind(d.owner_user_id)
     .bind(d.now.as_millis())
-    .bind(i64::from(d.ephemeral))
-    .execute(&mut **tx)
-    .await
-    .map_err(super::conflict_on_unique)?;
-    Ok(())
+    .bind(i64::from(d.ephemeral));
+    insert_unique(tx, query).await
 }
 
 /// Looks a device up by id, through the pool or inside a transaction.
@@ -119,12 +117,8 @@ pub async fn by_id<'e, E: Executor<'e, Database = Any>>(
     id: &str,
 ) -> StoreResult<Option<DeviceRow>> {
     let sql = format!("SELECT {COLUMNS} FROM devices WHERE tenant_id = $1 AND id = $2");
-    let row = sqlx::query(&sql)
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(ex)
-        .await?;
-    Ok(row.as_ref().map(from_row).transpose()?)
+    let query = sqlx::query(&sql).bind(tenant).bind(id);
+    Ok(query.try_map(from_row).fetch_optional(ex).await?)
 }
 
 /// Any tenant's device with this id (ids are global: they hash a key).
@@ -133,8 +127,8 @@ pub async fn by_id_any_tenant<'e, E: Executor<'e, Database = Any>>(
     id: &str,
 ) -> StoreResult<Option<DeviceRow>> {
     let sql = format!("SELECT {COLUMNS} FROM devices WHERE id = $1");
-    let row = sqlx::query(&sql).bind(id).fetch_optional(ex).await?;
-    Ok(row.as_ref().map(from_row).transpose()?)
+    let query = sqlx::query(&sql).bind(id);
+    Ok(query.try_map(from_row).fetch_optional(ex).await?)
 }
 
 /// The tenant's enrolled devices (not the one-session agents of support codes).
@@ -142,8 +136,8 @@ pub async fn list(db: &Db, tenant: &str) -> StoreResult<Vec<DeviceRow>> {
     let sql = format!(
         "SELECT {COLUMNS} FROM devices WHERE tenant_id = $1 AND ephemeral = 0 ORDER BY name, id"
     );
-    let rows = sqlx::query(&sql).bind(tenant).fetch_all(db.pool()).await?;
-    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    let query = sqlx::query(&sql).bind(tenant);
+    Ok(query.try_map(from_row).fetch_all(db.pool()).await?)
 }
 
 /// Revokes a live device and every key it has; false if already revoked.
@@ -181,14 +175,11 @@ pub async fn revoke(
 }
 
 pub async fn set_tags(tx: &mut Tx, tenant: &str, id: &str, tags: &[String]) -> StoreResult<bool> {
-    let n = sqlx::query("UPDATE devices SET tags = $1 WHERE tenant_id = $2 AND id = $3")
+    let query = sqlx::query("UPDATE devices SET tags = $1 WHERE tenant_id = $2 AND id = $3")
         .bind(tags_to_json(tags))
         .bind(tenant)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-    Ok(n == 1)
+        .bind(id);
+    changed_one(&mut **tx, query).await
 }
 
 /// What the agent reported on connecting.
@@ -250,13 +241,6 @@ pub async fn mark_disconnected(
 /// Chunk size for statements with one parameter per id.
 const CHUNK: usize = 500;
 
-fn placeholders(from: usize, n: usize) -> String {
-    (from..from + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Records that these devices were seen now (one statement per chunk).
 pub async fn touch_seen(db: &Db, ids: &[String], now: Timestamp) -> StoreResult<()> {
     for chunk in ids.chunks(CHUNK) {
@@ -264,11 +248,8 @@ pub async fn touch_seen(db: &Db, ids: &[String], now: Timestamp) -> StoreResult<
             "UPDATE devices SET last_seen_at = $1 WHERE id IN ({})",
             placeholders(2, chunk.len())
         );
-        let mut q = sqlx::query(&sql).bind(now.as_millis());
-        for id in chunk {
-            q = q.bind(id);
-        }
-        q.execute(db.pool()).await?;
+        let query = bind_all(sqlx::query(&sql).bind(now.as_millis()), chunk);
+        query.execute(db.pool()).await?;
     }
     Ok(())
 }
@@ -287,11 +268,10 @@ pub async fn revoked_among(
              WHERE k.id IN ({}) AND (k.revoked_at IS NOT NULL OR d.revoked_at IS NOT NULL)",
             placeholders(1, chunk.len())
         );
-        let mut q = sqlx::query(&sql);
-        for id in chunk {
-            q = q.bind(id);
-        }
-        for r in q.fetch_all(db.pool()).await? {
+        for r in bind_all(sqlx::query(&sql), chunk)
+            .fetch_all(db.pool())
+            .await?
+        {
             let code = if r.col::<Option<i64>>("device_revoked_at")?.is_some() {
                 "device_revoked"
             } else {
@@ -425,7 +405,7 @@ pub async fn revoke_key(
     reason: &str,
     now: Timestamp,
 ) -> StoreResult<bool> {
-    let n = sqlx::query(
+    let query = sqlx::query(
         "UPDATE device_keys SET revoked_at = $1, revoked_reason = $2 \
          WHERE tenant_id = $3 AND device_id = $4 AND id = $5 AND revoked_at IS NULL",
     )
@@ -433,11 +413,8 @@ pub async fn revoke_key(
     .bind(reason)
     .bind(tenant)
     .bind(device_id)
-    .bind(key_id)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
+    .bind(key_id);
+    changed_one(&mut **tx, query).await
 }
 
 /// Activates a pending (rotation) key; false if it is not pending.
@@ -447,17 +424,14 @@ pub async fn activate_key(
     key_id: &str,
     now: Timestamp,
 ) -> StoreResult<bool> {
-    let n = sqlx::query(
+    let query = sqlx::query(
         "UPDATE device_keys SET activated_at = $1 \
          WHERE device_id = $2 AND id = $3 AND activated_at IS NULL AND revoked_at IS NULL",
     )
     .bind(now.as_millis())
     .bind(device_id)
-    .bind(key_id)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
+    .bind(key_id);
+    changed_one(&mut **tx, query).await
 }
 
 /// Inside a write transaction: confirms the key and its device are live,
@@ -469,18 +443,15 @@ pub async fn hold_live_key(
     key_id: &str,
     now: Timestamp,
 ) -> StoreResult<bool> {
-    let n = sqlx::query(
+    let query = sqlx::query(
         "UPDATE device_keys SET last_used_at = $1 \
          WHERE id = $2 AND device_id = $3 AND revoked_at IS NULL AND activated_at IS NOT NULL \
            AND EXISTS (SELECT 1 FROM devices WHERE id = $3 AND revoked_at IS NULL)",
     )
     .bind(now.as_millis())
     .bind(key_id)
-    .bind(device_id)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
+    .bind(device_id);
+    changed_one(&mut **tx, query).await
 }
 
 /// The signature of a device's current identity document.

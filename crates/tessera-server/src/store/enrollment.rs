@@ -7,7 +7,7 @@ use sqlx::{Any, Executor};
 use tessera_core::Timestamp;
 
 use super::devices::{tags_from_json, tags_to_json};
-use super::{Columns, Db, StoreResult, Tx};
+use super::{changed_one, Columns, Db, StoreResult, Tx};
 
 #[derive(Clone, Debug)]
 pub struct TokenRow {
@@ -27,7 +27,7 @@ pub struct TokenRow {
 const COLUMNS: &str = "id, tenant_id, token_prefix, uses_total, uses_remaining, tags, created_by, \
     created_at, expires_at, last_used_at, revoked_at";
 
-fn from_row(r: &AnyRow) -> Result<TokenRow, sqlx::Error> {
+fn from_row(r: AnyRow) -> Result<TokenRow, sqlx::Error> {
     let tags: String = r.col("tags")?;
     Ok(TokenRow {
         id: r.col("id")?,
@@ -88,12 +88,8 @@ pub async fn consume(
          WHERE token_hash = $2 AND revoked_at IS NULL AND expires_at > $1 AND uses_remaining > 0 \
          RETURNING {COLUMNS}"
     );
-    let row = sqlx::query(&sql)
-        .bind(now.as_millis())
-        .bind(hash.to_vec())
-        .fetch_optional(&mut **tx)
-        .await?;
-    Ok(row.as_ref().map(from_row).transpose()?)
+    let query = sqlx::query(&sql).bind(now.as_millis()).bind(hash.to_vec());
+    Ok(query.try_map(from_row).fetch_optional(&mut **tx).await?)
 }
 
 pub async fn by_hash<'e, E: Executor<'e, Database = Any>>(
@@ -101,19 +97,16 @@ pub async fn by_hash<'e, E: Executor<'e, Database = Any>>(
     hash: &[u8; 32],
 ) -> StoreResult<Option<TokenRow>> {
     let sql = format!("SELECT {COLUMNS} FROM enrollment_tokens WHERE token_hash = $1");
-    let row = sqlx::query(&sql)
-        .bind(hash.to_vec())
-        .fetch_optional(ex)
-        .await?;
-    Ok(row.as_ref().map(from_row).transpose()?)
+    let query = sqlx::query(&sql).bind(hash.to_vec());
+    Ok(query.try_map(from_row).fetch_optional(ex).await?)
 }
 
 pub async fn list(db: &Db, tenant: &str) -> StoreResult<Vec<TokenRow>> {
     let sql = format!(
         "SELECT {COLUMNS} FROM enrollment_tokens WHERE tenant_id = $1 ORDER BY created_at DESC, id"
     );
-    let rows = sqlx::query(&sql).bind(tenant).fetch_all(db.pool()).await?;
-    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    let query = sqlx::query(&sql).bind(tenant);
+    Ok(query.try_map(from_row).fetch_all(db.pool()).await?)
 }
 
 /// Revokes a live token; false if unknown or already revoked.
@@ -124,16 +117,13 @@ pub async fn revoke(
     by: &str,
     now: Timestamp,
 ) -> StoreResult<bool> {
-    let n = sqlx::query(
+    let query = sqlx::query(
         "UPDATE enrollment_tokens SET revoked_at = $1, revoked_by = $2 \
          WHERE tenant_id = $3 AND id = $4 AND revoked_at IS NULL",
     )
     .bind(now.as_millis())
     .bind(by)
     .bind(tenant)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
+    .bind(id);
+    changed_one(&mut **tx, query).await
 }

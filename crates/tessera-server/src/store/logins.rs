@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use tessera_core::roles::Role;
 use tessera_core::Timestamp;
 
-use super::{Columns, Db, StoreResult, Tx};
+use super::{changed_one, placeholders, Columns, Db, StoreResult, Tx};
 
 pub struct NewSession<'a> {
     pub id: &'a str,
@@ -52,7 +52,10 @@ pub struct SessionRow {
     pub user_disabled_at: Option<Timestamp>,
 }
 
-fn from_row(r: &AnyRow) -> Result<SessionRow, sqlx::Error> {
+const SELECT: &str = "SELECT s.id, s.tenant_id, s.user_id, u.username, u.role, s.expires_at, \
+    s.revoked_at, u.disabled_at FROM operator_sessions s JOIN users u ON u.id = s.user_id";
+
+fn from_row(r: AnyRow) -> Result<SessionRow, sqlx::Error> {
     Ok(SessionRow {
         id: r.col("id")?,
         tenant_id: r.col("tenant_id")?,
@@ -66,31 +69,21 @@ fn from_row(r: &AnyRow) -> Result<SessionRow, sqlx::Error> {
 }
 
 pub async fn by_token_hash(db: &Db, hash: &[u8; 32]) -> StoreResult<Option<SessionRow>> {
-    let row = sqlx::query(
-        "SELECT s.id, s.tenant_id, s.user_id, u.username, u.role, s.expires_at, s.revoked_at, \
-                u.disabled_at \
-         FROM operator_sessions s JOIN users u ON u.id = s.user_id \
-         WHERE s.token_hash = $1",
-    )
-    .bind(hash.to_vec())
-    .fetch_optional(db.pool())
-    .await?;
-    Ok(row.as_ref().map(from_row).transpose()?)
+    let sql = format!("{SELECT} WHERE s.token_hash = $1");
+    let query = sqlx::query(&sql).bind(hash.to_vec()).try_map(from_row);
+    Ok(query.fetch_optional(db.pool()).await?)
 }
 
 /// Revokes one live session; returns false if it was already revoked.
 pub async fn revoke(tx: &mut Tx, id: &str, reason: &str, now: Timestamp) -> StoreResult<bool> {
-    let n = sqlx::query(
+    let query = sqlx::query(
         "UPDATE operator_sessions SET revoked_at = $1, revoked_reason = $2 \
          WHERE id = $3 AND revoked_at IS NULL",
     )
     .bind(now.as_millis())
     .bind(reason)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
+    .bind(id);
+    changed_one(&mut **tx, query).await
 }
 
 /// Revokes every live session of a user except `keep`; returns how many.
@@ -118,16 +111,9 @@ pub async fn revoke_all_of_user(
 /// A login session by id (for viewer tokens, which carry the id of the login
 /// that minted them).
 pub async fn by_id(db: &Db, id: &str) -> StoreResult<Option<SessionRow>> {
-    let row = sqlx::query(
-        "SELECT s.id, s.tenant_id, s.user_id, u.username, u.role, s.expires_at, s.revoked_at, \
-                u.disabled_at \
-         FROM operator_sessions s JOIN users u ON u.id = s.user_id \
-         WHERE s.id = $1",
-    )
-    .bind(id)
-    .fetch_optional(db.pool())
-    .await?;
-    Ok(row.as_ref().map(from_row).transpose()?)
+    let sql = format!("{SELECT} WHERE s.id = $1");
+    let query = sqlx::query(&sql).bind(id).try_map(from_row);
+    Ok(query.fetch_optional(db.pool()).await?)
 }
 
 /// Of these login ids, those that no longer authenticate (ended, expired,
@@ -135,11 +121,10 @@ pub async fn by_id(db: &Db, id: &str) -> StoreResult<Option<SessionRow>> {
 pub async fn dead_among(db: &Db, ids: &[String], now: Timestamp) -> StoreResult<Vec<String>> {
     let mut dead = Vec::new();
     for chunk in ids.chunks(500) {
-        let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
         let sql = format!(
             "SELECT s.id FROM operator_sessions s JOIN users u ON u.id = s.user_id \
              WHERE s.id IN ({}) AND (s.revoked_at IS NOT NULL OR s.expires_at <= $1 OR u.disabled_at IS NOT NULL)",
-            placeholders.join(", ")
+            placeholders(2, chunk.len())
         );
         let mut q = sqlx::query_scalar::<_, String>(&sql).bind(now.as_millis());
         for id in chunk {

@@ -58,11 +58,18 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Maps a unique-constraint violation to [`StoreError::Conflict`].
-pub(crate) fn conflict_on_unique(e: sqlx::Error) -> StoreError {
+fn conflict_on_unique(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
         _ => StoreError::Db(e),
     }
+}
+
+/// Runs an `INSERT` whose unique keys may collide; a collision is
+/// [`StoreError::Conflict`], for the caller to answer or retry.
+pub(crate) async fn insert_unique(tx: &mut Tx, query: Query<'_>) -> StoreResult<()> {
+    query.execute(&mut **tx).await.map_err(conflict_on_unique)?;
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -312,6 +319,12 @@ impl Db {
         Ok(out)
     }
 
+    /// Appends one audit row in a transaction of its own, for events that
+    /// change nothing else (a refusal, a departure).
+    pub async fn audit(&self, event: audit::AuditEvent) -> StoreResult<()> {
+        self.write(async |w| w.audit(event).await.map(drop)).await
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
@@ -357,8 +370,12 @@ pub(crate) trait Columns {
         T: FromStr<Err = tessera_core::kinds::UnknownWord>,
     {
         let text: String = self.col(column)?;
-        text.parse()
-            .map_err(|e: tessera_core::kinds::UnknownWord| sqlx::Error::Decode(Box::new(e)))
+        text.parse().map_err(
+            |e: tessera_core::kinds::UnknownWord| sqlx::Error::ColumnDecode {
+                index: column.to_owned(),
+                source: Box::new(e),
+            },
+        )
     }
 
     /// An operator role.
@@ -376,6 +393,34 @@ impl Columns for sqlx::any::AnyRow {
     {
         sqlx::Row::try_get(self, column)
     }
+}
+
+/// A query as store functions build it.
+pub(crate) type Query<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>;
+
+/// Runs a conditional `UPDATE … WHERE <the state it leaves>`: true if it
+/// changed exactly one row, that is, if this caller made the transition.
+pub(crate) async fn changed_one<'e, 'q: 'e, E>(ex: E, query: Query<'q>) -> StoreResult<bool>
+where
+    E: Executor<'e, Database = Any>,
+{
+    Ok(query.execute(ex).await?.rows_affected() == 1)
+}
+
+/// `$first, $first+1, …` for `n` bound values (an `IN (…)` list).
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Binds each of `values` in turn, for the `IN (…)` list of [`placeholders`].
+fn bind_all<'q>(mut query: Query<'q>, values: &'q [String]) -> Query<'q> {
+    for v in values {
+        query = query.bind(v);
+    }
+    query
 }
 
 /// Hashes stored as BLOB/BYTEA come back as `Vec<u8>`; a wrong length means a

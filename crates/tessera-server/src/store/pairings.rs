@@ -7,7 +7,7 @@ use tessera_core::ids::PairingId;
 use tessera_core::kinds::PairingState;
 use tessera_core::Timestamp;
 
-use super::{Columns, Db, StoreResult, Tx};
+use super::{changed_one, insert_unique, Columns, Db, StoreResult, Tx};
 
 #[derive(Clone, Debug)]
 pub struct PairingRow {
@@ -35,7 +35,7 @@ const COLUMNS: &str = "id, tenant_id, user_code, client_id, device_id, ed25519_p
     x25519_public, identity_signature, name, hostname, os, source_ip, created_at, expires_at, \
     interval_ms, last_poll_at, state, decided_by";
 
-fn from_row(r: &AnyRow) -> Result<PairingRow, sqlx::Error> {
+fn from_row(r: AnyRow) -> Result<PairingRow, sqlx::Error> {
     let sig: Vec<u8> = r.col("identity_signature")?;
     Ok(PairingRow {
         id: r.id("id")?,
@@ -81,7 +81,7 @@ pub struct NewPairing<'a> {
 /// Inserts a pending pairing; `Conflict` if its user code is taken by
 /// another pending one (the caller draws a new code).
 pub async fn insert(tx: &mut Tx, p: NewPairing<'_>) -> StoreResult<()> {
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO pairings (id, tenant_id, device_code_hash, user_code, client_id, device_id, \
          ed25519_public, x25519_public, identity_signature, name, hostname, os, source_ip, \
          created_at, expires_at, interval_ms, state) \
@@ -102,11 +102,8 @@ pub async fn insert(tx: &mut Tx, p: NewPairing<'_>) -> StoreResult<()> {
     .bind(p.source_ip)
     .bind(p.now.as_millis())
     .bind(p.expires_at.as_millis())
-    .bind(p.interval_ms)
-    .execute(&mut **tx)
-    .await
-    .map_err(super::conflict_on_unique)?;
-    Ok(())
+    .bind(p.interval_ms);
+    insert_unique(tx, query).await
 }
 
 /// Whether a live pending pairing exists for this device identity.
@@ -130,11 +127,8 @@ pub async fn by_device_code<'e, E: Executor<'e, Database = Any>>(
     hash: &[u8; 32],
 ) -> StoreResult<Option<PairingRow>> {
     let sql = format!("SELECT {COLUMNS} FROM pairings WHERE device_code_hash = $1");
-    let row = sqlx::query(&sql)
-        .bind(hash.to_vec())
-        .fetch_optional(ex)
-        .await?;
-    Ok(row.as_ref().map(from_row).transpose()?)
+    let query = sqlx::query(&sql).bind(hash.to_vec());
+    Ok(query.try_map(from_row).fetch_optional(ex).await?)
 }
 
 /// The live pending pairing with this (canonical) user code.
@@ -148,13 +142,11 @@ pub async fn pending_by_user_code<'e, E: Executor<'e, Database = Any>>(
         "SELECT {COLUMNS} FROM pairings \
          WHERE tenant_id = $1 AND user_code = $2 AND state = 'pending' AND expires_at > $3"
     );
-    let row = sqlx::query(&sql)
+    let query = sqlx::query(&sql)
         .bind(tenant)
         .bind(user_code)
-        .bind(now.as_millis())
-        .fetch_optional(ex)
-        .await?;
-    Ok(row.as_ref().map(from_row).transpose()?)
+        .bind(now.as_millis());
+    Ok(query.try_map(from_row).fetch_optional(ex).await?)
 }
 
 pub async fn list_pending(db: &Db, tenant: &str, now: Timestamp) -> StoreResult<Vec<PairingRow>> {
@@ -162,12 +154,8 @@ pub async fn list_pending(db: &Db, tenant: &str, now: Timestamp) -> StoreResult<
         "SELECT {COLUMNS} FROM pairings WHERE tenant_id = $1 AND state = 'pending' \
          AND expires_at > $2 ORDER BY created_at"
     );
-    let rows = sqlx::query(&sql)
-        .bind(tenant)
-        .bind(now.as_millis())
-        .fetch_all(db.pool())
-        .await?;
-    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    let query = sqlx::query(&sql).bind(tenant).bind(now.as_millis());
+    Ok(query.try_map(from_row).fetch_all(db.pool()).await?)
 }
 
 /// Records a poll and the interval now in force.
@@ -189,7 +177,7 @@ pub async fn decide(
     by: &str,
     now: Timestamp,
 ) -> StoreResult<bool> {
-    let n = sqlx::query(
+    let query = sqlx::query(
         "UPDATE pairings SET state = $1, decided_by = $2, decided_at = $3 \
          WHERE id = $4 AND state = $5 AND expires_at > $3",
     )
@@ -204,21 +192,15 @@ pub async fn decide(
     .bind(by)
     .bind(now.as_millis())
     .bind(id.as_str())
-    .bind(PairingState::Pending.as_str())
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
+    .bind(PairingState::Pending.as_str());
+    changed_one(&mut **tx, query).await
 }
 
 /// approved → consumed: exactly one token exchange wins.
 pub async fn consume(tx: &mut Tx, id: &PairingId) -> StoreResult<bool> {
-    let n = sqlx::query("UPDATE pairings SET state = $1 WHERE id = $2 AND state = $3")
+    let query = sqlx::query("UPDATE pairings SET state = $1 WHERE id = $2 AND state = $3")
         .bind(PairingState::Consumed.as_str())
         .bind(id.as_str())
-        .bind(PairingState::Approved.as_str())
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-    Ok(n == 1)
+        .bind(PairingState::Approved.as_str());
+    changed_one(&mut **tx, query).await
 }

@@ -1,15 +1,13 @@
 //! Relay sessions (attended, managed, automatic): their state and consent.
 //! Every transition is a conditional UPDATE on the state it leaves.
 
-use std::str::FromStr;
-
 use sqlx::any::AnyRow;
-use sqlx::{Any, Executor, Row};
+use sqlx::{Any, Executor};
 use tessera_core::ids::SessionId;
-use tessera_core::kinds::{Consent, EndCode, Origin, SessionAccess, SessionState, UnknownWord};
+use tessera_core::kinds::{Consent, EndCode, Origin, SessionAccess, SessionState};
 use tessera_core::Timestamp;
 
-use super::{Db, StoreResult, Tx};
+use super::{changed_one, Columns, Db, StoreResult, Tx};
 
 #[derive(Clone, Debug)]
 pub struct SessionRow {
@@ -37,38 +35,24 @@ const SELECT: &str = "SELECT s.id, s.tenant_id, s.origin, s.device_id, d.name AS
     s.started_at, s.ended_at, s.end_code, s.end_reason \
     FROM sessions s JOIN devices d ON d.id = s.device_id LEFT JOIN users u ON u.id = s.created_by";
 
-fn ts(r: &AnyRow, c: &str) -> Result<Option<Timestamp>, sqlx::Error> {
-    Ok(r.try_get::<Option<i64>, _>(c)?.map(Timestamp::from_millis))
-}
-
-/// A TEXT column holding one of a closed set of words.
-pub(crate) fn word<T: FromStr<Err = UnknownWord>>(r: &AnyRow, c: &str) -> Result<T, sqlx::Error> {
-    r.try_get::<String, _>(c)?
-        .parse()
-        .map_err(|e: UnknownWord| sqlx::Error::ColumnDecode {
-            index: c.to_owned(),
-            source: Box::new(e),
-        })
-}
-
-fn from_row(r: &AnyRow) -> Result<SessionRow, sqlx::Error> {
+fn from_row(r: AnyRow) -> Result<SessionRow, sqlx::Error> {
     Ok(SessionRow {
-        id: SessionId::from(r.try_get::<String, _>("id")?),
-        tenant_id: r.try_get("tenant_id")?,
-        origin: word(r, "origin")?,
-        device_id: r.try_get("device_id")?,
-        device_name: r.try_get("device_name")?,
-        created_by: r.try_get("created_by")?,
-        created_by_name: r.try_get("username")?,
-        access: word(r, "access")?,
-        consent: word(r, "consent")?,
-        state: word(r, "state")?,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-        consent_deadline: ts(r, "consent_deadline")?,
-        started_at: ts(r, "started_at")?,
-        ended_at: ts(r, "ended_at")?,
-        end_code: r.try_get("end_code")?,
-        end_reason: r.try_get("end_reason")?,
+        id: r.id("id")?,
+        tenant_id: r.col("tenant_id")?,
+        origin: r.word("origin")?,
+        device_id: r.col("device_id")?,
+        device_name: r.col("device_name")?,
+        created_by: r.col("created_by")?,
+        created_by_name: r.col("username")?,
+        access: r.word("access")?,
+        consent: r.word("consent")?,
+        state: r.word("state")?,
+        created_at: r.time("created_at")?,
+        consent_deadline: r.opt_time("consent_deadline")?,
+        started_at: r.opt_time("started_at")?,
+        ended_at: r.opt_time("ended_at")?,
+        end_code: r.col("end_code")?,
+        end_reason: r.col("end_reason")?,
     })
 }
 
@@ -118,12 +102,8 @@ pub async fn by_id<'e, E: Executor<'e, Database = Any>>(
     id: &str,
 ) -> StoreResult<Option<SessionRow>> {
     let sql = format!("{SELECT} WHERE s.tenant_id = $1 AND s.id = $2");
-    let row = sqlx::query(&sql)
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(ex)
-        .await?;
-    Ok(row.as_ref().map(from_row).transpose()?)
+    let query = sqlx::query(&sql).bind(tenant).bind(id);
+    Ok(query.try_map(from_row).fetch_optional(ex).await?)
 }
 
 /// Sessions `viewer` may see: all but attended ones whose consent was never
@@ -140,13 +120,11 @@ pub async fn list_visible(
          AND ($3 = 1 OR s.state <> 'ended') \
          ORDER BY s.created_at DESC LIMIT 500"
     );
-    let rows = sqlx::query(&sql)
+    let query = sqlx::query(&sql)
         .bind(tenant)
         .bind(viewer)
-        .bind(i64::from(include_ended))
-        .fetch_all(db.pool())
-        .await?;
-    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+        .bind(i64::from(include_ended));
+    Ok(query.try_map(from_row).fetch_all(db.pool()).await?)
 }
 
 /// Sessions of a device waiting for its consent.
@@ -154,37 +132,28 @@ pub async fn pending_for_device(db: &Db, device_id: &str) -> StoreResult<Vec<Ses
     let sql = format!(
         "{SELECT} WHERE s.device_id = $1 AND s.consent = 'pending' AND s.state = 'pending'"
     );
-    let rows = sqlx::query(&sql)
-        .bind(device_id)
-        .fetch_all(db.pool())
-        .await?;
-    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    let query = sqlx::query(&sql).bind(device_id);
+    Ok(query.try_map(from_row).fetch_all(db.pool()).await?)
 }
 
 /// Live (pending or active) sessions of a device.
 pub async fn live_for_device(db: &Db, device_id: &str) -> StoreResult<Vec<SessionRow>> {
     let sql = format!("{SELECT} WHERE s.device_id = $1 AND s.state <> 'ended'");
-    let rows = sqlx::query(&sql)
-        .bind(device_id)
-        .fetch_all(db.pool())
-        .await?;
-    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    let query = sqlx::query(&sql).bind(device_id);
+    Ok(query.try_map(from_row).fetch_all(db.pool()).await?)
 }
 
 /// pending consent → granted: the session becomes active, unless its
 /// consent deadline has passed.
 pub async fn grant_consent(tx: &mut Tx, id: &str, now: Timestamp) -> StoreResult<bool> {
-    let n = sqlx::query(
+    let query = sqlx::query(
         "UPDATE sessions SET consent = 'granted', state = 'active', started_at = $1 \
          WHERE id = $2 AND consent = 'pending' AND state = 'pending' \
            AND (consent_deadline IS NULL OR consent_deadline > $1)",
     )
     .bind(now.as_millis())
-    .bind(id)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
+    .bind(id);
+    changed_one(&mut **tx, query).await
 }
 
 /// pending consent → denied (refused, timed out or abandoned): the session
@@ -196,18 +165,15 @@ pub async fn refuse_consent(
     reason: &str,
     now: Timestamp,
 ) -> StoreResult<bool> {
-    let n = sqlx::query(
+    let query = sqlx::query(
         "UPDATE sessions SET consent = 'denied', state = 'ended', ended_at = $1, end_code = $2, end_reason = $3 \
          WHERE id = $4 AND consent = 'pending' AND state = 'pending'",
     )
     .bind(now.as_millis())
     .bind(code.as_str())
     .bind(reason)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
+    .bind(id);
+    changed_one(&mut **tx, query).await
 }
 
 /// Ends a live session; false if it had already ended.
@@ -218,18 +184,15 @@ pub async fn end(
     reason: &str,
     now: Timestamp,
 ) -> StoreResult<bool> {
-    let n = sqlx::query(
+    let query = sqlx::query(
         "UPDATE sessions SET state = 'ended', ended_at = $1, end_code = $2, end_reason = $3 \
          WHERE id = $4 AND state <> 'ended'",
     )
     .bind(now.as_millis())
     .bind(code.as_str())
     .bind(reason)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
+    .bind(id);
+    changed_one(&mut **tx, query).await
 }
 
 /// A session by id in any tenant (for the device and relay side, which know
@@ -239,8 +202,8 @@ pub async fn by_id_any_tenant<'e, E: Executor<'e, Database = Any>>(
     id: &str,
 ) -> StoreResult<Option<SessionRow>> {
     let sql = format!("{SELECT} WHERE s.id = $1");
-    let row = sqlx::query(&sql).bind(id).fetch_optional(ex).await?;
-    Ok(row.as_ref().map(from_row).transpose()?)
+    let query = sqlx::query(&sql).bind(id);
+    Ok(query.try_map(from_row).fetch_optional(ex).await?)
 }
 
 /// Pending sessions whose consent deadline has passed.

@@ -2,12 +2,11 @@
 //! UPDATE, so among concurrent binders exactly one wins.
 
 use sqlx::any::AnyRow;
-use sqlx::{Any, Executor, Row};
+use sqlx::{Any, Executor};
 use tessera_core::kinds::{SessionAccess, SupportCodeState};
 use tessera_core::Timestamp;
 
-use super::sessions::word;
-use super::{StoreResult, Tx};
+use super::{changed_one, insert_unique, Columns, StoreResult, Tx};
 
 #[derive(Clone, Debug)]
 pub struct SupportCodeRow {
@@ -32,17 +31,17 @@ impl SupportCodeRow {
 const SELECT: &str = "SELECT c.id, c.tenant_id, c.access, c.created_by, u.username, c.created_at, \
     c.expires_at, c.state, c.session_id FROM support_codes c JOIN users u ON u.id = c.created_by";
 
-fn from_row(r: &AnyRow) -> Result<SupportCodeRow, sqlx::Error> {
+fn from_row(r: AnyRow) -> Result<SupportCodeRow, sqlx::Error> {
     Ok(SupportCodeRow {
-        id: r.try_get("id")?,
-        tenant_id: r.try_get("tenant_id")?,
-        access: word(r, "access")?,
-        created_by: r.try_get("created_by")?,
-        created_by_name: r.try_get("username")?,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-        expires_at: Timestamp::from_millis(r.try_get("expires_at")?),
-        state: word(r, "state")?,
-        session_id: r.try_get("session_id")?,
+        id: r.col("id")?,
+        tenant_id: r.col("tenant_id")?,
+        access: r.word("access")?,
+        created_by: r.col("created_by")?,
+        created_by_name: r.col("username")?,
+        created_at: r.time("created_at")?,
+        expires_at: r.time("expires_at")?,
+        state: r.word("state")?,
+        session_id: r.col("session_id")?,
     })
 }
 
@@ -57,7 +56,7 @@ pub struct NewCode<'a> {
 }
 
 pub async fn insert(tx: &mut Tx, c: NewCode<'_>) -> StoreResult<()> {
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO support_codes (id, tenant_id, code_hash, access, created_by, created_at, expires_at, state) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'active')",
     )
@@ -67,11 +66,8 @@ pub async fn insert(tx: &mut Tx, c: NewCode<'_>) -> StoreResult<()> {
     .bind(c.access.as_str())
     .bind(c.created_by)
     .bind(c.now.as_millis())
-    .bind(c.expires_at.as_millis())
-    .execute(&mut **tx)
-    .await
-    .map_err(super::conflict_on_unique)?;
-    Ok(())
+    .bind(c.expires_at.as_millis());
+    insert_unique(tx, query).await
 }
 
 pub async fn by_hash<'e, E: Executor<'e, Database = Any>>(
@@ -79,27 +75,21 @@ pub async fn by_hash<'e, E: Executor<'e, Database = Any>>(
     hash: &[u8; 32],
 ) -> StoreResult<Option<SupportCodeRow>> {
     let sql = format!("{SELECT} WHERE c.code_hash = $1");
-    let row = sqlx::query(&sql)
-        .bind(hash.to_vec())
-        .fetch_optional(ex)
-        .await?;
-    Ok(row.as_ref().map(from_row).transpose()?)
+    let query = sqlx::query(&sql).bind(hash.to_vec());
+    Ok(query.try_map(from_row).fetch_optional(ex).await?)
 }
 
 /// active → consumed, bound to `session_id`; false if someone else won,
 /// or the code is expired or revoked.
 pub async fn consume(tx: &mut Tx, id: &str, session_id: &str, now: Timestamp) -> StoreResult<bool> {
-    let n = sqlx::query(
+    let query = sqlx::query(
         "UPDATE support_codes SET state = 'consumed', consumed_at = $1, session_id = $2 \
          WHERE id = $3 AND state = 'active' AND expires_at > $1",
     )
     .bind(now.as_millis())
     .bind(session_id)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
+    .bind(id);
+    changed_one(&mut **tx, query).await
 }
 
 /// Marks lapsed active codes expired; returns (id, tenant) of each.
@@ -112,7 +102,7 @@ pub async fn expire_lapsed(tx: &mut Tx, now: Timestamp) -> StoreResult<Vec<(Stri
     .fetch_all(&mut **tx)
     .await?;
     rows.iter()
-        .map(|r| Ok((r.try_get("id")?, r.try_get("tenant_id")?)))
+        .map(|r| Ok((r.col("id")?, r.col("tenant_id")?)))
         .collect::<Result<_, sqlx::Error>>()
         .map_err(Into::into)
 }

@@ -9,7 +9,7 @@ use tessera_core::kinds::MemberOutcome;
 use tessera_core::trust::{AutoJoinGrant, Scope};
 use tessera_core::Timestamp;
 
-use super::{Columns, Db, StoreResult, Tx};
+use super::{changed_one, insert_unique, Columns, Db, StoreResult, Tx};
 
 // ---- SAS exchanges ------------------------------------------------------
 
@@ -32,7 +32,7 @@ const EXCHANGE: &str =
     "SELECT id, tenant_id, initiator, responder, commitment, responder_identity, \
     responder_nonce, initiator_identity, initiator_nonce, state, expires_at FROM trust_exchanges";
 
-fn exchange(r: &AnyRow) -> Result<ExchangeRow, sqlx::Error> {
+fn exchange(r: AnyRow) -> Result<ExchangeRow, sqlx::Error> {
     Ok(ExchangeRow {
         id: r.id("id")?,
         tenant_id: r.col("tenant_id")?,
@@ -82,8 +82,8 @@ pub async fn insert_exchange(
 
 pub async fn exchange_by_id(db: &Db, id: &str) -> StoreResult<Option<ExchangeRow>> {
     let sql = format!("{EXCHANGE} WHERE id = $1");
-    let row = sqlx::query(&sql).bind(id).fetch_optional(db.pool()).await?;
-    Ok(row.as_ref().map(exchange).transpose()?)
+    let query = sqlx::query(&sql).bind(id);
+    Ok(query.try_map(exchange).fetch_optional(db.pool()).await?)
 }
 
 /// Live exchanges between two devices, either way round.
@@ -97,13 +97,8 @@ pub async fn exchanges_between(
         "{EXCHANGE} WHERE ((initiator = $1 AND responder = $2) OR (initiator = $2 AND responder = $1)) \
          AND expires_at > $3 ORDER BY created_at"
     );
-    let rows = sqlx::query(&sql)
-        .bind(a)
-        .bind(b)
-        .bind(now.as_millis())
-        .fetch_all(db.pool())
-        .await?;
-    Ok(rows.iter().map(exchange).collect::<Result<_, _>>()?)
+    let query = sqlx::query(&sql).bind(a).bind(b).bind(now.as_millis());
+    Ok(query.try_map(exchange).fetch_all(db.pool()).await?)
 }
 
 /// committed → responded, by the responder.
@@ -115,7 +110,7 @@ pub async fn respond(
     nonce: &str,
     now: Timestamp,
 ) -> StoreResult<bool> {
-    let n = sqlx::query(
+    let query = sqlx::query(
         "UPDATE trust_exchanges SET responder_identity = $1, responder_nonce = $2, state = $6 \
          WHERE id = $3 AND responder = $4 AND state = $7 AND expires_at > $5",
     )
@@ -125,11 +120,8 @@ pub async fn respond(
     .bind(responder)
     .bind(now.as_millis())
     .bind(ExchangeState::Responded.as_str())
-    .bind(ExchangeState::Committed.as_str())
-    .execute(db.pool())
-    .await?
-    .rows_affected();
-    Ok(n == 1)
+    .bind(ExchangeState::Committed.as_str());
+    changed_one(db.pool(), query).await
 }
 
 /// responded → revealed, by the initiator.
@@ -141,7 +133,7 @@ pub async fn reveal(
     nonce: &str,
     now: Timestamp,
 ) -> StoreResult<bool> {
-    let n = sqlx::query(
+    let query = sqlx::query(
         "UPDATE trust_exchanges SET initiator_identity = $1, initiator_nonce = $2, state = $6 \
          WHERE id = $3 AND initiator = $4 AND state = $7 AND expires_at > $5",
     )
@@ -151,11 +143,8 @@ pub async fn reveal(
     .bind(initiator)
     .bind(now.as_millis())
     .bind(ExchangeState::Revealed.as_str())
-    .bind(ExchangeState::Responded.as_str())
-    .execute(db.pool())
-    .await?
-    .rows_affected();
-    Ok(n == 1)
+    .bind(ExchangeState::Responded.as_str());
+    changed_one(db.pool(), query).await
 }
 
 // ---- attestations -------------------------------------------------------
@@ -172,11 +161,11 @@ pub struct AttestationRow {
     pub withdrawn_at: Option<Timestamp>,
 }
 
-const ATTESTATION: &str =
+pub(super) const ATTESTATION: &str =
     "SELECT id, truster, trusted, trusted_ed25519, trusted_x25519, issued_at, \
     signature, withdrawn_at FROM trust_attestations";
 
-fn attestation(r: &AnyRow) -> Result<AttestationRow, sqlx::Error> {
+pub(super) fn attestation(r: AnyRow) -> Result<AttestationRow, sqlx::Error> {
     Ok(AttestationRow {
         id: r.col("id")?,
         truster: r.col("truster")?,
@@ -234,12 +223,8 @@ pub async fn latest_attestation<'e, E: Executor<'e, Database = Any>>(
     trusted: &str,
 ) -> StoreResult<Option<AttestationRow>> {
     let sql = format!("{ATTESTATION} WHERE truster = $1 AND trusted = $2 ORDER BY issued_at DESC, created_at DESC LIMIT 1");
-    let row = sqlx::query(&sql)
-        .bind(truster)
-        .bind(trusted)
-        .fetch_optional(ex)
-        .await?;
-    Ok(row.as_ref().map(attestation).transpose()?)
+    let query = sqlx::query(&sql).bind(truster).bind(trusted);
+    Ok(query.try_map(attestation).fetch_optional(ex).await?)
 }
 
 pub async fn withdraw_attestation(
@@ -261,8 +246,8 @@ pub async fn withdraw_attestation(
 /// Attestations a device made or received (live ones).
 pub async fn attestations_of(db: &Db, device: &str) -> StoreResult<Vec<AttestationRow>> {
     let sql = format!("{ATTESTATION} WHERE (truster = $1 OR trusted = $1) AND withdrawn_at IS NULL ORDER BY created_at");
-    let rows = sqlx::query(&sql).bind(device).fetch_all(db.pool()).await?;
-    Ok(rows.iter().map(attestation).collect::<Result<_, _>>()?)
+    let query = sqlx::query(&sql).bind(device);
+    Ok(query.try_map(attestation).fetch_all(db.pool()).await?)
 }
 
 // ---- grants -------------------------------------------------------------
@@ -279,10 +264,10 @@ pub struct GrantRow {
     pub last_used_at: Option<Timestamp>,
 }
 
-const GRANT: &str = "SELECT id, tenant_id, granter, grantee, grantee_fingerprint, scopes, issued_at, \
+pub(super) const GRANT: &str = "SELECT id, tenant_id, granter, grantee, grantee_fingerprint, scopes, issued_at, \
     expires_at, signature, superseded_by, revoked_at, revoked_by, revoked_reason, last_used_at FROM grants";
 
-fn grant(r: &AnyRow) -> Result<GrantRow, sqlx::Error> {
+pub(super) fn grant(r: AnyRow) -> Result<GrantRow, sqlx::Error> {
     let scopes: String = r.col("scopes")?;
     Ok(GrantRow {
         grant: AutoJoinGrant {
@@ -312,7 +297,7 @@ pub async fn insert_grant(
     now: Timestamp,
 ) -> StoreResult<()> {
     let scopes: Vec<&str> = g.scopes.iter().map(|s| s.as_str()).collect();
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO grants (id, tenant_id, granter, grantee, grantee_fingerprint, scopes, issued_at, \
          expires_at, signature, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
@@ -325,11 +310,8 @@ pub async fn insert_grant(
     .bind(g.issued_at.as_millis())
     .bind(g.expires_at.as_millis())
     .bind(signature)
-    .bind(now.as_millis())
-    .execute(&mut **tx)
-    .await
-    .map_err(super::conflict_on_unique)?;
-    Ok(())
+    .bind(now.as_millis());
+    insert_unique(tx, query).await
 }
 
 /// Marks every earlier live grant of the pair superseded by `newer`.
@@ -356,8 +338,8 @@ pub async fn grant_by_id<'e, E: Executor<'e, Database = Any>>(
     id: &str,
 ) -> StoreResult<Option<GrantRow>> {
     let sql = format!("{GRANT} WHERE id = $1");
-    let row = sqlx::query(&sql).bind(id).fetch_optional(ex).await?;
-    Ok(row.as_ref().map(grant).transpose()?)
+    let query = sqlx::query(&sql).bind(id);
+    Ok(query.try_map(grant).fetch_optional(ex).await?)
 }
 
 /// The current (not superseded) grant from `granter` to `grantee`.
@@ -367,12 +349,8 @@ pub async fn current_grant<'e, E: Executor<'e, Database = Any>>(
     grantee: &str,
 ) -> StoreResult<Option<GrantRow>> {
     let sql = format!("{GRANT} WHERE granter = $1 AND grantee = $2 AND superseded_by IS NULL ORDER BY issued_at DESC LIMIT 1");
-    let row = sqlx::query(&sql)
-        .bind(granter)
-        .bind(grantee)
-        .fetch_optional(ex)
-        .await?;
-    Ok(row.as_ref().map(grant).transpose()?)
+    let query = sqlx::query(&sql).bind(granter).bind(grantee);
+    Ok(query.try_map(grant).fetch_optional(ex).await?)
 }
 
 /// Revokes a live grant; false if unknown or already revoked.
@@ -383,15 +361,12 @@ pub async fn revoke_grant(
     reason: &str,
     now: Timestamp,
 ) -> StoreResult<bool> {
-    let n = sqlx::query("UPDATE grants SET revoked_at = $1, revoked_by = $2, revoked_reason = $3 WHERE id = $4 AND revoked_at IS NULL")
+    let query = sqlx::query("UPDATE grants SET revoked_at = $1, revoked_by = $2, revoked_reason = $3 WHERE id = $4 AND revoked_at IS NULL")
         .bind(now.as_millis())
         .bind(by)
         .bind(reason)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-    Ok(n == 1)
+        .bind(id);
+    changed_one(&mut **tx, query).await
 }
 
 /// Current grants, optionally only those made by or to `device`.
@@ -404,12 +379,8 @@ pub async fn list_grants(
         "{GRANT} WHERE tenant_id = $1 AND superseded_by IS NULL AND ($2 IS NULL OR granter = $2 OR grantee = $2) \
          ORDER BY issued_at DESC"
     );
-    let rows = sqlx::query(&sql)
-        .bind(tenant)
-        .bind(device)
-        .fetch_all(db.pool())
-        .await?;
-    Ok(rows.iter().map(grant).collect::<Result<_, _>>()?)
+    let query = sqlx::query(&sql).bind(tenant).bind(device);
+    Ok(query.try_map(grant).fetch_all(db.pool()).await?)
 }
 
 /// Current grants that lapsed and whose expiry is not yet in the audit log;
@@ -558,17 +529,14 @@ pub async fn set_member_outcome(
     now: Timestamp,
 ) -> StoreResult<bool> {
     let joined = matches!(answer, MemberAnswer::Joined).then(|| now.as_millis());
-    let n = sqlx::query(
+    let query = sqlx::query(
         "UPDATE session_members SET outcome = $1, joined_at = $2 WHERE session_id = $3 AND device_id = $4 AND outcome = 'invited'",
     )
     .bind(answer.word())
     .bind(joined)
     .bind(session)
-    .bind(device)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
+    .bind(device);
+    changed_one(&mut **tx, query).await
 }
 
 pub async fn member_left(db: &Db, session: &str, device: &str, now: Timestamp) -> StoreResult<()> {

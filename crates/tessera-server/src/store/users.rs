@@ -6,7 +6,7 @@ use tessera_core::ids::UserId;
 use tessera_core::roles::Role;
 use tessera_core::Timestamp;
 
-use super::{conflict_on_unique, Columns, Db, StoreResult, Tx};
+use super::{changed_one, insert_unique, Columns, Db, StoreResult, Tx};
 
 #[derive(Clone, Debug)]
 pub struct UserRow {
@@ -23,7 +23,7 @@ pub struct UserRow {
 const COLUMNS: &str =
     "id, tenant_id, username, password_hash, role, created_at, updated_at, disabled_at";
 
-fn from_row(r: &AnyRow) -> Result<UserRow, sqlx::Error> {
+fn from_row(r: AnyRow) -> Result<UserRow, sqlx::Error> {
     Ok(UserRow {
         id: r.id("id")?,
         tenant_id: r.col("tenant_id")?,
@@ -47,7 +47,7 @@ pub struct NewUser<'a> {
 
 /// Inserts a user; [`super::StoreError::Conflict`] if the name is taken.
 pub async fn insert(tx: &mut Tx, u: NewUser<'_>) -> StoreResult<()> {
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO users (id, tenant_id, username, password_hash, role, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $6)",
     )
@@ -56,11 +56,8 @@ pub async fn insert(tx: &mut Tx, u: NewUser<'_>) -> StoreResult<()> {
     .bind(u.username)
     .bind(u.password_hash)
     .bind(u.role.as_str())
-    .bind(u.now.as_millis())
-    .execute(&mut **tx)
-    .await
-    .map_err(conflict_on_unique)?;
-    Ok(())
+    .bind(u.now.as_millis());
+    insert_unique(tx, query).await
 }
 
 /// Looks a user up by name, through the pool or inside a transaction.
@@ -70,12 +67,8 @@ pub async fn by_username<'e, E: Executor<'e, Database = Any>>(
     username: &str,
 ) -> StoreResult<Option<UserRow>> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND username = $2");
-    let row = sqlx::query(&sql)
-        .bind(tenant)
-        .bind(username)
-        .fetch_optional(ex)
-        .await?;
-    Ok(row.as_ref().map(from_row).transpose()?)
+    let query = sqlx::query(&sql).bind(tenant).bind(username);
+    Ok(query.try_map(from_row).fetch_optional(ex).await?)
 }
 
 /// Looks a user up by id, through the pool or inside a transaction.
@@ -85,18 +78,14 @@ pub async fn by_id<'e, E: Executor<'e, Database = Any>>(
     id: &str,
 ) -> StoreResult<Option<UserRow>> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2");
-    let row = sqlx::query(&sql)
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(ex)
-        .await?;
-    Ok(row.as_ref().map(from_row).transpose()?)
+    let query = sqlx::query(&sql).bind(tenant).bind(id);
+    Ok(query.try_map(from_row).fetch_optional(ex).await?)
 }
 
 pub async fn list(db: &Db, tenant: &str) -> StoreResult<Vec<UserRow>> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE tenant_id = $1 ORDER BY username");
-    let rows = sqlx::query(&sql).bind(tenant).fetch_all(db.pool()).await?;
-    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    let query = sqlx::query(&sql).bind(tenant);
+    Ok(query.try_map(from_row).fetch_all(db.pool()).await?)
 }
 
 /// Sets the role; returns false if no such user.
@@ -121,32 +110,26 @@ pub async fn set_role(
 
 /// Disables an enabled user; returns false if no such enabled user.
 pub async fn disable(tx: &mut Tx, tenant: &str, id: &str, now: Timestamp) -> StoreResult<bool> {
-    let n = sqlx::query(
+    let query = sqlx::query(
         "UPDATE users SET disabled_at = $1, updated_at = $1 \
          WHERE tenant_id = $2 AND id = $3 AND disabled_at IS NULL",
     )
     .bind(now.as_millis())
     .bind(tenant)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
+    .bind(id);
+    changed_one(&mut **tx, query).await
 }
 
 /// Enables a disabled user; returns false if no such disabled user.
 pub async fn enable(tx: &mut Tx, tenant: &str, id: &str, now: Timestamp) -> StoreResult<bool> {
-    let n = sqlx::query(
+    let query = sqlx::query(
         "UPDATE users SET disabled_at = NULL, updated_at = $1 \
          WHERE tenant_id = $2 AND id = $3 AND disabled_at IS NOT NULL",
     )
     .bind(now.as_millis())
     .bind(tenant)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
+    .bind(id);
+    changed_one(&mut **tx, query).await
 }
 
 pub async fn set_password(
@@ -156,17 +139,14 @@ pub async fn set_password(
     password_hash: &str,
     now: Timestamp,
 ) -> StoreResult<bool> {
-    let n = sqlx::query(
+    let query = sqlx::query(
         "UPDATE users SET password_hash = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4",
     )
     .bind(password_hash)
     .bind(now.as_millis())
     .bind(tenant)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
+    .bind(id);
+    changed_one(&mut **tx, query).await
 }
 
 /// How many enabled admins a tenant has; the last one may not be demoted or

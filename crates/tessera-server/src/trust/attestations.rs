@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use tessera_core::trust::{fingerprint, key_from_hex, Signed, TrustAttestation, Withdrawal};
 
 use super::TrustError;
-use super::{attestation_is_stale, fresh, hex, own, peer, pins_current_key, subject, verified};
+use super::{attestation_is_stale, hex, issued_by_me, peer, pins_current_key, subject};
 use crate::auth::device::DevicePrincipal;
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::devices::DeviceRow;
@@ -33,10 +33,9 @@ pub async fn attest(
     signed: &Signed<TrustAttestation>,
 ) -> Result<Attested, TrustError> {
     let a = &signed.statement;
-    own(&a.truster, me, "a device attests only for itself")?;
-    verified(signed, &me.ed25519_public)?;
     let now = db.now();
-    fresh(a.issued_at, now)?;
+    let why = "a device attests only for itself";
+    issued_by_me(signed, &a.truster, a.issued_at, me, why, now)?;
     let peer = peer(db, me, &a.trusted).await?;
     if key_from_hex(&a.trusted_ed25519).is_none() || key_from_hex(&a.trusted_x25519).is_none() {
         return Err(TrustError::InvalidField(
@@ -110,10 +109,9 @@ pub async fn withdraw(
     signed: &Signed<Withdrawal>,
 ) -> Result<(), TrustError> {
     let st = &signed.statement;
-    own(&st.issuer, me, "a device withdraws only its own statements")?;
-    verified(signed, &me.ed25519_public)?;
     let now = db.now();
-    fresh(st.issued_at, now)?;
+    let why = "a device withdraws only its own statements";
+    issued_by_me(signed, &st.issuer, st.issued_at, me, why, now)?;
     let peer = subject(&st.subject, "trust:", "subject must be trust:<device id>")?;
     db.write(async |w| {
         if !store::trust::withdraw_attestation(w, &me.device_id, peer, now).await? {

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use tessera_core::trust::{AutoJoinGrant, Signed, Withdrawal};
 
-use super::{check_grant_shape, fresh, grant_is_stale, own, peer, subject, verified, TrustError};
+use super::{check_grant_shape, grant_is_stale, issued_by_me, peer, subject, TrustError};
 use crate::auth::device::DevicePrincipal;
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::trust::GrantRow;
@@ -20,10 +20,9 @@ pub async fn create(
     signed: &Signed<AutoJoinGrant>,
 ) -> Result<GrantRow, TrustError> {
     let g = &signed.statement;
-    own(&g.granter, me, "a device grants only for itself")?;
-    verified(signed, &me.ed25519_public)?;
     let now = db.now();
-    fresh(g.issued_at, now)?;
+    let why = "a device grants only for itself";
+    issued_by_me(signed, &g.granter, g.issued_at, me, why, now)?;
     check_grant_shape(g, now)?;
     let grantee = peer(db, me, &g.grantee).await?;
     let previous = store::trust::current_grant(db.pool(), &me.device_id, &grantee.id).await?;
@@ -106,9 +105,8 @@ pub async fn withdraw(
     signed: &Signed<Withdrawal>,
 ) -> Result<(), TrustError> {
     let st = &signed.statement;
-    own(&st.issuer, me, "a device withdraws only its own statements")?;
-    verified(signed, &me.ed25519_public)?;
-    fresh(st.issued_at, db.now())?;
+    let why = "a device withdraws only its own statements";
+    issued_by_me(signed, &st.issuer, st.issued_at, me, why, db.now())?;
     let id = subject(&st.subject, "grant:", "subject must be grant:<id>")?;
     let g = by_id(db, id).await?;
     if g.grant.granter != me.device_id {

@@ -79,6 +79,23 @@ pub fn verified<T: Statement>(signed: &Signed<T>, key: &[u8; 32]) -> Result<(), 
     signed.verify(key).map_err(|_| TrustError::BadSignature)
 }
 
+/// What a statement a device makes for itself must pass, in this order:
+/// it names the caller as `issuer` (`why` says what a device may do only
+/// for itself), the caller's key signed it, and it was issued within
+/// [`FRESHNESS`] of `now`.
+pub fn issued_by_me<T: Statement>(
+    signed: &Signed<T>,
+    issuer: &str,
+    issued_at: Timestamp,
+    me: &DevicePrincipal,
+    why: &'static str,
+    now: Timestamp,
+) -> Result<(), TrustError> {
+    own(issuer, me, why)?;
+    verified(signed, &me.ed25519_public)?;
+    fresh(issued_at, now)
+}
+
 /// The signer must be the caller: `why` says what a device may do only
 /// for itself.
 pub fn own(issuer: &str, me: &DevicePrincipal, why: &'static str) -> Result<(), TrustError> {

@@ -149,6 +149,15 @@ fn show_devices(devices: &[DeviceView], json: bool) -> anyhow::Result<()> {
     }
 }
 
+const KEY_HEADERS: [&str; 6] = [
+    "KEY ID",
+    "PREFIX",
+    "STATE",
+    "CREATED",
+    "LAST USED",
+    "REVOKED BECAUSE",
+];
+
 fn key_rows(keys: &[DeviceKeyView]) -> Vec<Vec<String>> {
     keys.iter()
         .map(|k| {
@@ -208,17 +217,7 @@ pub(super) async fn devices(ctx: &Ctx, cmd: DevicesCommand) -> anyhow::Result<Ex
                     say!("{k:<13} {v}");
                 }
                 say!();
-                output::table(
-                    &[
-                        "KEY ID",
-                        "PREFIX",
-                        "STATE",
-                        "CREATED",
-                        "LAST USED",
-                        "REVOKED BECAUSE",
-                    ],
-                    &key_rows(&keys),
-                );
+                output::table(&KEY_HEADERS, &key_rows(&keys));
             }
         }
         DevicesCommand::Revoke {
@@ -245,17 +244,7 @@ pub(super) async fn devices(ctx: &Ctx, cmd: DevicesCommand) -> anyhow::Result<Ex
             if out.json {
                 output::json(&k)?;
             } else {
-                output::table(
-                    &[
-                        "KEY ID",
-                        "PREFIX",
-                        "STATE",
-                        "CREATED",
-                        "LAST USED",
-                        "REVOKED BECAUSE",
-                    ],
-                    &key_rows(std::slice::from_ref(&k.key)),
-                );
+                output::table(&KEY_HEADERS, &key_rows(std::slice::from_ref(&k.key)));
                 say!("\nDevice key (shown once): {}", k.device_key.expose());
             }
         }
@@ -265,17 +254,7 @@ pub(super) async fn devices(ctx: &Ctx, cmd: DevicesCommand) -> anyhow::Result<Ex
             reason,
         } => {
             let k = c.revoke_device_key(&device, &key_id, reason).await?;
-            output::table(
-                &[
-                    "KEY ID",
-                    "PREFIX",
-                    "STATE",
-                    "CREATED",
-                    "LAST USED",
-                    "REVOKED BECAUSE",
-                ],
-                &key_rows(&[k]),
-            );
+            output::table(&KEY_HEADERS, &key_rows(&[k]));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -4,6 +4,7 @@ use crate::output::say;
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use tessera_client::ApiClient;
 use tessera_core::api::{CreateUserRequest, UpdateUserRequest, UserView};
 use tessera_core::roles::Role;
 
@@ -118,41 +119,26 @@ pub(super) async fn run(ctx: &Ctx, cmd: UsersCommand) -> anyhow::Result<ExitCode
         }
         UsersCommand::List(out) => show(&client.list_users().await?, out.json)?,
         UsersCommand::SetRole { user, role, out } => {
-            let u = client
-                .update_user(
-                    &user,
-                    &UpdateUserRequest {
-                        role: Some(role),
-                        disabled: None,
-                    },
-                )
-                .await?;
-            show(&[u], out.json)?;
+            update(&client, &user, Some(role), None, out.json).await?;
         }
         UsersCommand::Disable { user, out } => {
-            let u = client
-                .update_user(
-                    &user,
-                    &UpdateUserRequest {
-                        role: None,
-                        disabled: Some(true),
-                    },
-                )
-                .await?;
-            show(&[u], out.json)?;
+            update(&client, &user, None, Some(true), out.json).await?;
         }
         UsersCommand::Enable { user, out } => {
-            let u = client
-                .update_user(
-                    &user,
-                    &UpdateUserRequest {
-                        role: None,
-                        disabled: Some(false),
-                    },
-                )
-                .await?;
-            show(&[u], out.json)?;
+            update(&client, &user, None, Some(false), out.json).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Changes `user`'s role or whether it is disabled, and shows the result.
+async fn update(
+    client: &ApiClient,
+    user: &str,
+    role: Option<Role>,
+    disabled: Option<bool>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let req = UpdateUserRequest { role, disabled };
+    show(&[client.update_user(user, &req).await?], json)
 }

@@ -31,11 +31,7 @@ async fn audit_auth_failure(state: &AppState, device: &DevicePrincipal, ip: IpAd
     .target(format!("device:{}", device.device_id))
     .detail("reason", reason)
     .detail("key", device.key_prefix.clone());
-    let result = state
-        .db()
-        .write(async |w| w.audit(event).await.map(drop))
-        .await;
-    if let Err(e) = result {
+    if let Err(e) = state.db().audit(event).await {
         tracing::warn!(error = %e, "cannot audit a failed device authentication");
     }
 }
