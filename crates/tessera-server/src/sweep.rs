@@ -32,7 +32,7 @@ pub async fn presence(state: AppState) {
 
 /// Once per heartbeat interval: viewers whose login ended are cut off,
 /// support codes that lapsed unused are expired, sessions that lapsed end,
-/// and grants that lapsed are recorded.
+/// grants that lapsed are recorded, and expired viewer tokens are forgotten.
 pub async fn sessions(state: AppState) {
     every_heartbeat(state, async |state: &AppState| {
         crate::relay::sweep(state.hub(), state.db()).await;
@@ -44,6 +44,11 @@ pub async fn sessions(state: AppState) {
         }
         if let Err(e) = record_expired_grants(state.db(), state.now()).await {
             tracing::warn!(error = %e, "session sweep: cannot record expired grants");
+        }
+        // An hour past expiry, whatever the clocks of the nodes say.
+        let stale = state.now().minus(std::time::Duration::from_secs(3600));
+        if let Err(e) = store::node_keys::purge_expired(state.db(), stale).await {
+            tracing::warn!(error = %e, "session sweep: cannot forget expired viewer tokens");
         }
     })
     .await

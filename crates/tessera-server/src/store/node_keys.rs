@@ -138,3 +138,14 @@ pub async fn consume(db: &Db, p: &Presented<'_>, now: Timestamp) -> StoreResult<
     // Matching and unused, yet the UPDATE found nothing: it has expired.
     Ok(Consumed::Expired)
 }
+
+/// Forgets tokens that expired before `before`. Their claims refuse them
+/// (expired) before their row is ever looked up, and the audit log keeps
+/// who minted each; the table holds only tokens that can still be used.
+pub async fn purge_expired(db: &Db, before: Timestamp) -> StoreResult<u64> {
+    let done = sqlx::query("DELETE FROM viewer_tokens WHERE expires_at < $1")
+        .bind(before.as_millis())
+        .execute(db.pool())
+        .await?;
+    Ok(done.rows_affected())
+}

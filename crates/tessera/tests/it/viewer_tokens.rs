@@ -431,3 +431,32 @@ async fn the_default_node_key_lives_in_the_data_dir_with_mode_0600() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_viewer_tokens_are_forgotten_by_the_sweep() {
+    let s = TestServer::start_with(tessera_testkit::fast_heartbeat(200)).await;
+    let admin = s.admin().await;
+    let (_device, _agent) = online_device(&s, &admin, "box").await;
+    let sid = shell_session(&admin, "box").await;
+    admin.viewer_token(&sid).await.unwrap();
+    let count = || async {
+        sqlx::query("SELECT COUNT(*) FROM viewer_tokens")
+            .fetch_one(s.state.db().pool())
+            .await
+            .unwrap()
+            .get::<i64, _>(0)
+    };
+    assert_eq!(count().await, 1);
+    // Within the hour after expiry the row stays; past it, the sweep drops it.
+    s.clock.advance(std::time::Duration::from_secs(30 * 60));
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(count().await, 1);
+    s.clock.advance(std::time::Duration::from_secs(40 * 60));
+    assert!(
+        tessera_testkit::eventually(std::time::Duration::from_secs(10), || async {
+            count().await == 0
+        })
+        .await
+    );
+    s.stop().await;
+}
