@@ -100,24 +100,6 @@ struct EnrollArgs {
     ca_cert: Option<PathBuf>,
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     crate::server::init_logging(crate::server::LogFormat::Text);
     let state = AgentState::new(args.state_dir.unwrap_or_else(AgentState::default_dir));
@@ -173,7 +155,7 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 &state,
                 opts,
                 crate::progress::receiving(),
-                shutdown_signal(),
+                crate::server::shutdown_signal(),
             )
             .await
             .context("the agent stopped")?;
@@ -241,7 +223,9 @@ async fn support(a: SupportArgs) -> anyhow::Result<ExitCode> {
         ..RunOptions::default()
     };
     say!("Connected; waiting for the consent prompt…");
-    let exit = tessera_agent::support::serve(&creds, &bound, opts, shutdown_signal()).await?;
+    let exit =
+        tessera_agent::support::serve(&creds, &bound, opts, crate::server::shutdown_signal())
+            .await?;
     match exit {
         Exit::SessionEnded { code, reason } => {
             say!("Support session ended ({code}): {reason}");

@@ -100,7 +100,8 @@ pub(crate) fn init_logging(format: LogFormat) {
     };
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT (Ctrl-C), whichever comes first.
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
@@ -115,7 +116,6 @@ async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-    tracing::info!("shutting down");
 }
 
 pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
@@ -172,6 +172,11 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     }
     say!("tessera server listening on {url}");
     tracing::info!(%url, "listening");
-    server.serve(shutdown_signal()).await?;
+    server
+        .serve(async {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+        })
+        .await?;
     Ok(ExitCode::SUCCESS)
 }

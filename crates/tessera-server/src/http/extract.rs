@@ -3,6 +3,7 @@
 //! password sent as a number must not come back in an error message).
 
 use std::net::{IpAddr, SocketAddr};
+use tessera_core::kinds::SessionAccess;
 use tessera_core::ErrorCode;
 
 use axum::body::Bytes;
@@ -51,6 +52,14 @@ where
 }
 
 /// Maps a body-read failure; an over-limit body is 413 `body_too_large`.
+/// The `access` field of a session or support-code request: `control` when
+/// absent, else `control` or `view`.
+pub fn session_access(field: Option<&str>) -> Result<SessionAccess, ApiError> {
+    field.unwrap_or("control").parse().map_err(|_| {
+        ApiError::unprocessable(ErrorCode::InvalidField, "`access` is control or view")
+    })
+}
+
 pub fn body_error(e: BytesRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(

@@ -10,7 +10,7 @@ use axum::Json;
 use serde::Deserialize;
 use tessera_core::api::{CreateSessionRequest, SecretString, SessionView, ViewerTokenResponse};
 use tessera_core::identity::DeviceId;
-use tessera_core::kinds::{Consent, EndCode, Origin, SessionAccess, SessionState, ViewerAccess};
+use tessera_core::kinds::{Consent, EndCode, Origin, SessionState, ViewerAccess};
 use tessera_core::roles::Permission;
 use tessera_core::ErrorCode;
 use tessera_core::Timestamp;
@@ -123,17 +123,7 @@ async fn create_session(
     ApiJson(req): ApiJson<CreateSessionRequest>,
 ) -> ApiResult<(StatusCode, Json<SessionView>)> {
     op.require(Permission::Control)?;
-    let Ok(access) = req
-        .access
-        .as_deref()
-        .unwrap_or("control")
-        .parse::<SessionAccess>()
-    else {
-        return Err(ApiError::unprocessable(
-            ErrorCode::InvalidField,
-            "`access` is control or view",
-        ));
-    };
+    let access = super::extract::session_access(req.access.as_deref())?;
     let device = find_device(&state, &op, &req.device).await?;
     if device.revoked_at.is_some() {
         return Err(ApiError::conflict(

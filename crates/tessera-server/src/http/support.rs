@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 use std::time::Duration;
-use tessera_core::kinds::{Consent, Origin, SessionAccess};
+use tessera_core::kinds::{Consent, Origin};
 use tessera_core::ErrorCode;
 
 use axum::extract::{Path, State};
@@ -64,17 +64,7 @@ async fn create(
     ApiJson(req): ApiJson<CreateSupportCodeRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedSupportCode>)> {
     op.require(Permission::Control)?;
-    let Ok(access) = req
-        .access
-        .as_deref()
-        .unwrap_or("control")
-        .parse::<SessionAccess>()
-    else {
-        return Err(ApiError::unprocessable(
-            ErrorCode::InvalidField,
-            "`access` is control or view",
-        ));
-    };
+    let access = super::extract::session_access(req.access.as_deref())?;
     let ttl = req
         .ttl_seconds
         .map(Duration::from_secs)
