@@ -300,6 +300,18 @@ async fn viewer_token(
         ));
     };
     let row = find(&state, &op, &id).await?;
+    // The person at the device consented to one technician, by name: only
+    // that one may join. Another needs a support code (and consent) of
+    // their own.
+    if row.origin == Origin::Attended && row.created_by != op.user_id {
+        return Err(ApiError::forbidden(format!(
+            "the person at the device consented to {}, not to you; \
+             create a support code of your own and ask for their consent",
+            row.created_by_name
+                .as_deref()
+                .unwrap_or("another technician")
+        )));
+    }
     match row.state {
         SessionState::Active => {}
         SessionState::Pending => {

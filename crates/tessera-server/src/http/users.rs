@@ -163,7 +163,10 @@ async fn list_users(State(state): State<AppState>, op: Operator) -> ApiResult<Js
 }
 
 /// Change a user's role, or disable or enable the account. `user` is an id
-/// or a username. Disabling ends all the user's sessions at once.
+/// or a username. Disabling ends all the user's sessions at once. A role
+/// change or disabling also ends the viewer tokens the user minted and has
+/// not used, and disconnects the user's open viewers that the new standing
+/// no longer allows (`role_changed`, `user_disabled`).
 #[utoipa::path(patch, path = "/api/v1/users/{user}", tag = "users",
     security(("operator_token" = [])),
     params(("user" = String, Path, description = "user id or username")),
@@ -220,6 +223,7 @@ async fn update_user(
 
             if let Some(role) = req.role.filter(|r| *r != user.role) {
                 store::users::set_role(w, tenant, user.id.as_str(), role, now).await?;
+                store::node_keys::revoke_unused_of_user(w, user.id.as_str()).await?;
                 w.audit(
                     AuditEvent::new(tenant, actor.clone(), Action::UserRoleChanged)
                         .ip(Some(ip.0))
@@ -233,6 +237,7 @@ async fn update_user(
             match req.disabled {
                 Some(true) if user.disabled_at.is_none() => {
                     store::users::disable(w, tenant, user.id.as_str(), now).await?;
+                    store::node_keys::revoke_unused_of_user(w, user.id.as_str()).await?;
                     let ended = store::logins::revoke_all_of_user(
                         w,
                         user.id.as_str(),
@@ -268,5 +273,13 @@ async fn update_user(
     let user = store::users::by_id(state.db().pool(), tenant, user_id.as_str())
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
+    // Open viewers on this node follow the change at once; the session
+    // sweep does the same on every node within a heartbeat.
+    crate::relay::user_changed(
+        state.hub(),
+        user.id.as_str(),
+        user.role,
+        user.disabled_at.is_some(),
+    );
     Ok(Json(UserView::from(&user)))
 }

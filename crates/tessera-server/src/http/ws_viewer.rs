@@ -97,6 +97,17 @@ async fn admit(
             "the viewer token does not match its login",
         ));
     }
+    // The user's role now (the login row reads it from `users`), not the
+    // one the token was minted under: a `control` token of an operator
+    // since made `viewer` is refused.
+    let access = parse_access(&claims.access).ok_or_else(|| refused(ViewerTokenError::Invalid))?;
+    if !crate::relay::allows(login.role, access) {
+        return Err(ApiError::forbidden(format!(
+            "your role ({}) no longer allows `{}` access; mint a new viewer token",
+            login.role.as_str(),
+            access.as_str()
+        )));
+    }
     let live = state
         .hub()
         .get(session_id)
@@ -114,7 +125,6 @@ async fn admit(
         ));
     }
     // Last, so that a token refused for another reason is not spent.
-    let access = parse_access(&claims.access).ok_or_else(|| refused(ViewerTokenError::Invalid))?;
     let presented = store::node_keys::Presented {
         jti: &claims.jti,
         session_id,

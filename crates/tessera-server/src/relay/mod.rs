@@ -68,6 +68,10 @@ pub enum Kick {
     LoggedOut,
     /// The session ended and its queue had no room to say so.
     SessionEnded,
+    /// Its operator's role no longer allows the access it joined with.
+    RoleChanged,
+    /// Its operator's account was disabled.
+    UserDisabled,
 }
 
 impl Kick {
@@ -77,6 +81,8 @@ impl Kick {
             Kick::Stalled => "viewer_stalled",
             Kick::LoggedOut => "logged_out",
             Kick::SessionEnded => "session_ended",
+            Kick::RoleChanged => "role_changed",
+            Kick::UserDisabled => "user_disabled",
         }
     }
 }
@@ -103,6 +109,8 @@ struct Viewer {
     drained: Arc<Notify>,
     user_id: String,
     login_id: String,
+    /// What it joined with (after the session's own limit).
+    access: Access,
     /// Cancelled to disconnect the viewer (too slow, logged out).
     kick: CancellationToken,
     kicked_because: Arc<Mutex<Option<Kick>>>,
@@ -181,7 +189,7 @@ impl LiveSession {
     }
 
     /// Adds a viewer; `None` if the session has ended or is full.
-    pub fn join(&self, user_id: &str, login_id: &str) -> Option<Joined> {
+    pub fn join(&self, user_id: &str, login_id: &str, access: Access) -> Option<Joined> {
         let mut inner = self.lock();
         if inner.ended.is_some() || inner.viewers.len() >= self.max_viewers {
             return None;
@@ -201,6 +209,7 @@ impl LiveSession {
                 drained: drained.clone(),
                 user_id: user_id.to_owned(),
                 login_id: login_id.to_owned(),
+                access,
                 kick: kick.clone(),
                 kicked_because: kicked_because.clone(),
             },
@@ -291,9 +300,15 @@ impl LiveSession {
 
     /// Disconnects the viewers whose login matches `pred`.
     pub fn kick_logins(&self, why: Kick, pred: impl Fn(&str) -> bool) {
+        self.kick_where(why, |login, _, _| pred(login));
+    }
+
+    /// Disconnects the viewers for which `pred(login id, user id, access)`
+    /// holds.
+    pub fn kick_where(&self, why: Kick, pred: impl Fn(&str, &str, Access) -> bool) {
         let mut inner = self.lock();
         inner.viewers.retain(|_, v| {
-            if pred(&v.login_id) {
+            if pred(&v.login_id, &v.user_id, v.access) {
                 kick(v, why);
                 false
             } else {
@@ -406,8 +421,10 @@ impl Hub {
     }
 }
 
-/// The session sweep's relay work: viewers whose login ended are cut off
-/// (the login may have ended on another node).
+/// The session sweep's relay work, for changes made on any node: viewers
+/// whose login ended are cut off (`logged_out`), those whose user was
+/// disabled too (`user_disabled`), and `control` viewers whose user's role
+/// no longer allows control (`role_changed`).
 pub async fn sweep(hub: &Hub, db: &crate::store::Db) {
     let live = hub.all();
     let logins: Vec<String> = live
@@ -417,14 +434,45 @@ pub async fn sweep(hub: &Hub, db: &crate::store::Db) {
     if logins.is_empty() {
         return;
     }
-    match crate::store::logins::dead_among(db, &logins, db.now()).await {
-        Ok(dead) if !dead.is_empty() => {
+    match crate::store::logins::standing_among(db, &logins, db.now()).await {
+        Ok(standing) => {
+            let find = |l: &str| standing.iter().find(|s| s.id == l);
             for s in &live {
-                s.kick_logins(Kick::LoggedOut, |l| dead.iter().any(|d| d == l));
+                s.kick_where(Kick::UserDisabled, |l, _, _| {
+                    find(l).is_some_and(|s| s.user_disabled)
+                });
+                // A login gone from the table has ended too.
+                s.kick_where(Kick::LoggedOut, |l, _, _| find(l).is_none_or(|s| !s.live));
+                s.kick_where(Kick::RoleChanged, |l, _, access| {
+                    find(l).is_some_and(|s| !allows(s.role, access))
+                });
             }
         }
-        Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "session sweep: cannot check viewer logins"),
+    }
+}
+
+/// Whether `role` allows a viewer with `access`.
+pub fn allows(role: tessera_core::roles::Role, access: Access) -> bool {
+    use tessera_core::roles::Permission;
+    match access {
+        Access::Control => role.allows(Permission::Control),
+        Access::ViewOnly => role.allows(Permission::View),
+    }
+}
+
+/// On this node, at once: disconnects a disabled user's viewers, or those of
+/// a user whose new role no longer allows the access they joined with (the
+/// sweep does the same on every node within a heartbeat).
+pub fn user_changed(hub: &Hub, user_id: &str, role: tessera_core::roles::Role, disabled: bool) {
+    for s in hub.all() {
+        if disabled {
+            s.kick_where(Kick::UserDisabled, |_, u, _| u == user_id);
+        } else {
+            s.kick_where(Kick::RoleChanged, |_, u, access| {
+                u == user_id && !allows(role, access)
+            });
+        }
     }
 }
 
@@ -439,9 +487,9 @@ mod tests {
     #[tokio::test]
     async fn output_reaches_every_viewer_and_late_joiners_get_scrollback() {
         let s = session();
-        let mut a = s.join("u1", "l1").unwrap();
+        let mut a = s.join("u1", "l1", Access::Control).unwrap();
         s.output(Bytes::from_static(b"hello ")).await;
-        let b = s.join("u2", "l2").unwrap();
+        let b = s.join("u2", "l2", Access::Control).unwrap();
         assert_eq!(b.scrollback, b"hello ");
         s.output(Bytes::from_static(b"world")).await;
         assert_eq!(
@@ -462,8 +510,8 @@ mod tests {
     #[tokio::test]
     async fn a_viewer_behind_the_others_is_kicked_and_the_others_keep_receiving() {
         let s = session();
-        let stalled = s.join("u1", "l1").unwrap();
-        let mut live = s.join("u2", "l2").unwrap();
+        let stalled = s.join("u1", "l1", Access::Control).unwrap();
+        let mut live = s.join("u2", "l2", Access::Control).unwrap();
         for i in 0..VIEWER_QUEUE + 10 {
             s.output(Bytes::from(vec![b'x'; 1])).await;
             // The live viewer drains as it goes.
@@ -477,8 +525,8 @@ mod tests {
     #[tokio::test]
     async fn a_viewer_behind_by_more_bytes_than_its_budget_is_kicked_before_its_queue_fills() {
         let s = session();
-        let stalled = s.join("u1", "l1").unwrap();
-        let mut live = s.join("u2", "l2").unwrap();
+        let stalled = s.join("u1", "l1", Access::Control).unwrap();
+        let mut live = s.join("u2", "l2", Access::Control).unwrap();
         let piece = Bytes::from(vec![b'x'; MAX_PIECE]);
         let pieces = VIEWER_QUEUE_BYTES / MAX_PIECE + 1;
         assert!(pieces < VIEWER_QUEUE, "the byte budget binds first");
@@ -496,7 +544,7 @@ mod tests {
     #[tokio::test]
     async fn a_lone_viewer_over_its_byte_budget_holds_output_until_it_writes_some_out() {
         let s = session();
-        let mut only = s.join("u1", "l1").unwrap();
+        let mut only = s.join("u1", "l1", Access::Control).unwrap();
         let piece = Bytes::from(vec![b'x'; MAX_PIECE]);
         for _ in 0..VIEWER_QUEUE_BYTES / MAX_PIECE {
             s.output(piece.clone()).await;
@@ -516,7 +564,7 @@ mod tests {
     #[tokio::test]
     async fn when_every_viewer_is_behind_output_waits_for_the_first_to_catch_up() {
         let s = session();
-        let mut only = s.join("u1", "l1").unwrap();
+        let mut only = s.join("u1", "l1", Access::Control).unwrap();
         for _ in 0..VIEWER_QUEUE {
             s.output(Bytes::from_static(b"x")).await;
         }
@@ -541,7 +589,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn viewers_that_stop_reading_altogether_are_dropped_after_the_stall_limit() {
         let s = session();
-        let stalled = s.join("u1", "l1").unwrap();
+        let stalled = s.join("u1", "l1", Access::Control).unwrap();
         for _ in 0..VIEWER_QUEUE {
             s.output(Bytes::from_static(b"x")).await;
         }
@@ -555,7 +603,7 @@ mod tests {
         let s = session();
         s.output(Bytes::from(vec![b'a'; SCROLLBACK])).await;
         s.output(Bytes::from_static(b"tail")).await;
-        let j = s.join("u", "l").unwrap();
+        let j = s.join("u", "l", Access::Control).unwrap();
         assert_eq!(j.scrollback.len(), SCROLLBACK);
         assert!(j.scrollback.ends_with(b"tail"));
     }
@@ -564,9 +612,9 @@ mod tests {
     fn a_session_admits_a_bounded_number_of_viewers() {
         let s = session();
         let joined: Vec<_> = (0..MAX_VIEWERS)
-            .map(|i| s.join("u", &i.to_string()).unwrap())
+            .map(|i| s.join("u", &i.to_string(), Access::Control).unwrap())
             .collect();
-        assert!(s.join("u", "one-too-many").is_none());
+        assert!(s.join("u", "one-too-many", Access::Control).is_none());
         drop(joined);
     }
 
@@ -574,7 +622,7 @@ mod tests {
     fn ending_tells_viewers_and_refuses_new_ones() {
         let hub = Hub::default();
         let s = hub.open("s", "t", "d", "desk", 1, Access::Control);
-        let mut v = s.join("u", "l").unwrap();
+        let mut v = s.join("u", "l", Access::Control).unwrap();
         hub.end("s", EndCode::EndedByOperator, "bye");
         assert!(matches!(
             v.queue.try_recv().unwrap(),
@@ -583,7 +631,7 @@ mod tests {
                 ..
             }
         ));
-        assert!(s.join("u", "l").is_none());
+        assert!(s.join("u", "l", Access::Control).is_none());
         assert!(hub.get("s").is_none());
     }
 }

@@ -35,6 +35,12 @@ pub mod close {
     pub const TOO_SLOW: u16 = 4010;
     /// The operator's login ended.
     pub const LOGGED_OUT: u16 = 4011;
+    /// The operator's role changed and no longer allows this viewer's
+    /// access (a `control` viewer of an operator made `viewer`): it may
+    /// rejoin with a new, view-only, token.
+    pub const ROLE_CHANGED: u16 = 4012;
+    /// The operator's account was disabled.
+    pub const USER_DISABLED: u16 = 4013;
 }
 
 /// A send that does not complete in this long means the viewer stopped
@@ -75,6 +81,11 @@ async fn notify_kicked(
             "you fell too far behind the session's output; reconnect to resume",
         ),
         Some(Kick::LoggedOut) => (close::LOGGED_OUT, "your login ended"),
+        Some(Kick::RoleChanged) => (
+            close::ROLE_CHANGED,
+            "your role changed and no longer allows this access; mint a new viewer token",
+        ),
+        Some(Kick::UserDisabled) => (close::USER_DISABLED, "your account was disabled"),
         Some(Kick::Stalled | Kick::SessionEnded) | None => {
             (close::SESSION_ENDED, "disconnected by the server")
         }
@@ -136,7 +147,7 @@ pub async fn serve(
         kick,
         kicked_because,
         drained,
-    }) = live.join(&claims.sub, &claims.lid)
+    }) = live.join(&claims.sub, &claims.lid, access)
     else {
         let (mut sink, _) = socket.split();
         close_with(&mut sink, close::SESSION_ENDED, "session_ended").await;

@@ -116,21 +116,44 @@ pub async fn by_id(db: &Db, id: &str) -> StoreResult<Option<SessionRow>> {
     Ok(query.fetch_optional(db.pool()).await?)
 }
 
-/// Of these login ids, those that no longer authenticate (ended, expired,
-/// or their user disabled).
-pub async fn dead_among(db: &Db, ids: &[String], now: Timestamp) -> StoreResult<Vec<String>> {
-    let mut dead = Vec::new();
+/// Where a login (and its user) stands now, for the relay sweep.
+#[derive(Clone, Debug)]
+pub struct Standing {
+    pub id: String,
+    /// Neither revoked nor expired.
+    pub live: bool,
+    pub user_disabled: bool,
+    /// The user's current role.
+    pub role: Role,
+}
+
+/// The standing of each of these login ids that exists.
+pub async fn standing_among(db: &Db, ids: &[String], now: Timestamp) -> StoreResult<Vec<Standing>> {
+    let mut found = Vec::new();
     for chunk in ids.chunks(500) {
         let sql = format!(
-            "SELECT s.id FROM operator_sessions s JOIN users u ON u.id = s.user_id \
-             WHERE s.id IN ({}) AND (s.revoked_at IS NOT NULL OR s.expires_at <= $1 OR u.disabled_at IS NOT NULL)",
-            placeholders(2, chunk.len())
+            "SELECT s.id, s.revoked_at, s.expires_at, u.disabled_at, u.role \
+             FROM operator_sessions s JOIN users u ON u.id = s.user_id WHERE s.id IN ({})",
+            placeholders(1, chunk.len())
         );
-        let mut q = sqlx::query_scalar::<_, String>(&sql).bind(now.as_millis());
+        let mut q = sqlx::query(&sql);
         for id in chunk {
             q = q.bind(id);
         }
-        dead.extend(q.fetch_all(db.pool()).await?);
+        let rows = q
+            .try_map(|r: AnyRow| {
+                let revoked: Option<Timestamp> = r.opt_time("revoked_at")?;
+                let expires: Timestamp = r.time("expires_at")?;
+                Ok(Standing {
+                    id: r.col("id")?,
+                    live: revoked.is_none() && expires > now,
+                    user_disabled: r.opt_time("disabled_at")?.is_some(),
+                    role: r.role("role")?,
+                })
+            })
+            .fetch_all(db.pool())
+            .await?;
+        found.extend(rows);
     }
-    Ok(dead)
+    Ok(found)
 }

@@ -139,6 +139,22 @@ pub async fn consume(db: &Db, p: &Presented<'_>, now: Timestamp) -> StoreResult<
     Ok(Consumed::Expired)
 }
 
+/// Ends every unused token `user_id` minted (their expiry becomes `now`),
+/// when the user's role changes or the account is disabled: a token minted
+/// under the old standing opens nothing afterwards. Returns how many.
+pub async fn revoke_unused_of_user(w: &mut Write, user_id: &str) -> StoreResult<u64> {
+    let now = w.now();
+    let done = sqlx::query(
+        "UPDATE viewer_tokens SET expires_at = $1 \
+         WHERE user_id = $2 AND used_at IS NULL AND expires_at > $1",
+    )
+    .bind(now.as_millis())
+    .bind(user_id)
+    .execute(w.conn())
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Forgets tokens that expired before `before`. Their claims refuse them
 /// (expired) before their row is ever looked up, and the audit log keeps
 /// who minted each; the table holds only tokens that can still be used.

@@ -8,6 +8,7 @@ mod auth;
 mod bad_input;
 mod cli;
 mod control;
+mod demotion;
 mod e2e;
 mod enrollment;
 mod events;
