@@ -13,7 +13,10 @@
 //! key is never a viewer token (the purpose claim and the signature both
 //! fail), and a viewer token opens no API route (it is not an `otk_`).
 //! Besides the claims, `/ws/viewer` checks that the operator login that
-//! minted the token is still live, so logging out kills its viewer tokens.
+//! minted the token is still live, so logging out kills its viewer tokens,
+//! and that the user's current role allows the token's access; a role
+//! change or disabling ends the user's unused tokens
+//! (`store::node_keys::revoke_unused_of_user`).
 
 use std::collections::HashMap;
 use std::sync::RwLock;

@@ -1,8 +1,9 @@
 //! `GET /ws/viewer`: a viewer joins one session with a viewer token.
 //!
 //! Checked before the upgrade: the token's signature (by the node key its
-//! `kid` names), expiry, purpose and session; the login that minted it; the
-//! session being active here; and last, the token's `jti`, consumed: a
+//! `kid` names), expiry, purpose and session; the login that minted it, and
+//! that its user's current role allows the token's access; the session
+//! being active here; and last, the token's `jti`, consumed: a
 //! token this deployment never minted is refused, and one token opens one
 //! viewer. The connection itself is served by `relay::viewer`.
 
