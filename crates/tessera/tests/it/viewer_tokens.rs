@@ -306,23 +306,51 @@ async fn a_token_signed_by_the_node_key_but_never_minted_is_refused() {
     // A real view_only token's jti, re-signed as `control`: refused too.
     let real = watcher.viewer_token(&sid).await.unwrap();
     assert_eq!(real.access, "view_only");
-    let payload = real.token.expose().split('.').nth(1).unwrap().to_owned();
-    let mut c: ViewerClaims = serde_json::from_slice(
-        &data_encoding::BASE64URL_NOPAD
-            .decode(payload.as_bytes())
-            .unwrap(),
-    )
-    .unwrap();
+    let mut c = claims_of(real.token.expose());
     c.access = "control".into();
     let upgraded = keys.mint(&c).unwrap();
     // The watcher's role allows no control, which admission checks (403)
     // before the jti, which was minted view_only.
     let (status, code, _) = open(&watcher, &sid, &upgraded).await.unwrap_err();
     assert_eq!((status, code.as_deref()), (Some(403), Some("forbidden")));
+    // An operator whose role allows control, in a view-only session: the
+    // signature and the role pass, and only the jti, recorded view_only,
+    // refuses the upgrade.
+    let view_sid = admin
+        .create_session(&CreateSessionRequest {
+            device: "box".to_owned(),
+            access: Some("view".to_owned()),
+        })
+        .await
+        .unwrap()
+        .id;
+    let admins = admin.viewer_token(&view_sid).await.unwrap();
+    assert_eq!(admins.access, "view_only");
+    let mut c = claims_of(admins.token.expose());
+    c.access = "control".into();
+    let (status, code, message) = open(&admin, &view_sid, &keys.mint(&c).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status, code.as_deref()),
+        (Some(401), Some("invalid_token")),
+        "{message}"
+    );
     // The real one still opens its one viewer.
     open(&watcher, &sid, real.token.expose()).await.unwrap();
     assert_eq!(used(&s).await, 1);
     s.stop().await;
+}
+
+/// The claims of a token, read without checking its signature.
+fn claims_of(token: &str) -> ViewerClaims {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &data_encoding::BASE64URL_NOPAD
+            .decode(payload.as_bytes())
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 fn uuid_like() -> String {
