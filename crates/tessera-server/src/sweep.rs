@@ -45,6 +45,10 @@ pub async fn sessions(state: AppState) {
         if let Err(e) = record_expired_grants(state.db(), state.now()).await {
             tracing::warn!(error = %e, "session sweep: cannot record expired grants");
         }
+        // Ended elsewhere, or a member's standing changed (on any node).
+        if let Err(e) = crate::automatic::recheck(state).await {
+            tracing::warn!(error = %e, "session sweep: cannot re-check automatic sessions");
+        }
         // An hour past expiry, whatever the clocks of the nodes say.
         let stale = state.now().minus(std::time::Duration::from_secs(3600));
         if let Err(e) = store::node_keys::purge_expired(state.db(), stale).await {
