@@ -46,6 +46,11 @@ impl AutoHub {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether this node still routes `session`.
+    pub fn is_routing(&self, session: &str) -> bool {
+        self.lock().contains_key(session)
+    }
+
     /// The connection to route to for `device` in `session`, if the sender
     /// (`from`, on `from_conn`) belongs to it.
     pub(super) fn route(&self, session: &str, from: &str, from_conn: u64, to: &str) -> Option<u64> {
