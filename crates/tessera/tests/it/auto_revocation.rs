@@ -11,11 +11,14 @@ use std::time::Duration;
 use tessera_agent::auto::{AutoSession, Event};
 use tessera_core::trust::Scope;
 use tessera_proto::Body;
-use tessera_testkit::{eventually, fast_heartbeat, AgentProcess, TestDevice, TestServer};
+use tessera_testkit::{eventually, fast_heartbeat, AgentProcess, Options, TestDevice, TestServer};
 
 use crate::trusted::{audit, create, creds, grant, trust_both, DAY};
 
 const HEARTBEAT: Duration = Duration::from_millis(1000);
+
+/// Scheduling slack on a loaded 2-core machine, on top of a heartbeat.
+const SLACK: Duration = Duration::from_millis(600);
 
 /// Long enough for anything that does happen; used where the test waits
 /// for something to arrive (never to show that something does not).
@@ -162,6 +165,9 @@ enum How {
     GranterWithdrawsGrant,
     CreatorWithdrawsTrust,
     OperatorRevokesDevice,
+    /// Through another node sharing the database: the node routing the
+    /// session learns it from its session sweep.
+    OperatorOnAnotherNodeRevokesGrant,
 }
 
 /// A and members B and C in a session; C loses its standing `how`: within
@@ -180,6 +186,7 @@ async fn member_loses_standing(how: How, reason: &str) {
     let grant_c = grant(&c, &a, &[Scope::Files], 30 * DAY).await;
     let agent_b = AgentProcess::start(&s, &b).await;
     let agent_c = AgentProcess::start(&s, &c).await;
+    let mut nodes = Vec::new();
     let mut session = create(&a, &[&b.device_id, &c.device_id], Scope::Files, false).await;
     assert_eq!(session.joined().len(), 2, "{how:?}");
     session.send_text("everyone-hears-this").await.unwrap();
@@ -214,8 +221,24 @@ async fn member_loses_standing(how: How, reason: &str) {
                 .await
                 .expect("revoke device");
         }
+        How::OperatorOnAnotherNodeRevokesGrant => {
+            let other = TestServer::start_with(Options {
+                database_url: Some(s.database_url.clone()),
+                ..fast_heartbeat(HEARTBEAT.as_millis() as u64)
+            })
+            .await;
+            let pw = s.admin_password.clone().unwrap();
+            other
+                .login("admin", &pw)
+                .await
+                .revoke_grant(&grant_c.id, None)
+                .await
+                .expect("revoke grant on the other node");
+            nodes.push(other);
+        }
     }
-    let why = event(&mut session, HEARTBEAT, |e| match e {
+    // One heartbeat, plus scheduling slack on a loaded 2-core machine.
+    let why = event(&mut session, HEARTBEAT + SLACK, |e| match e {
         Event::Left { member, reason } if member == c.device_id => Some(reason),
         _ => None,
     })
@@ -260,6 +283,9 @@ async fn member_loses_standing(how: How, reason: &str) {
         "{how:?}: B did not leave"
     );
     session.end().await;
+    for n in nodes {
+        n.stop().await;
+    }
     s.stop().await;
 }
 
@@ -281,4 +307,42 @@ async fn a_member_the_creator_stops_trusting_leaves_within_one_heartbeat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_whose_device_is_revoked_leaves_within_one_heartbeat() {
     member_loses_standing(How::OperatorRevokesDevice, "device_revoked").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_revoked_through_another_node_removes_the_member_within_one_heartbeat() {
+    member_loses_standing(How::OperatorOnAnotherNodeRevokesGrant, "grant_revoked").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_creator_runs_no_agent_outlives_the_sweep() {
+    // The creator is a client connection only (a `tessera send`), which
+    // never marks its device online: the sweep must not take that for a
+    // device gone and end the session under it.
+    let s = start().await;
+    let admin = s.admin().await;
+    let a = TestDevice::enroll(&s, &admin, "alpha").await;
+    let b = TestDevice::enroll(&s, &admin, "bravo").await;
+    trust_both(&a, &b).await;
+    grant(&b, &a, &[Scope::Files], 30 * DAY).await;
+    let agent_b = AgentProcess::start(&s, &b).await;
+    let mut session = create(&a, &[&b.device_id], Scope::Files, false).await;
+    assert_eq!(session.joined(), vec![b.device_id.clone()]);
+    tokio::time::sleep(HEARTBEAT * 4).await;
+    session.send_text("still-here").await.unwrap();
+    assert!(
+        logged(&agent_b, "still-here", ARRIVES).await,
+        "{}",
+        agent_b.log()
+    );
+    let target = format!("session:{}", session.session_id);
+    let ended = audit(&admin, "session_ended").await;
+    assert!(
+        !ended
+            .iter()
+            .any(|r| r.target.as_deref() == Some(target.as_str())),
+        "{ended:?}"
+    );
+    session.end().await;
+    s.stop().await;
 }
