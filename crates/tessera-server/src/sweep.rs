@@ -32,7 +32,9 @@ pub async fn presence(state: AppState) {
 
 /// Once per heartbeat interval: viewers whose login ended are cut off,
 /// support codes that lapsed unused are expired, sessions that lapsed end,
-/// grants that lapsed are recorded, and expired viewer tokens are forgotten.
+/// grants that lapsed are recorded, automatic sessions lose members whose
+/// standing changed (and stop if ended elsewhere), and expired viewer
+/// tokens are forgotten.
 pub async fn sessions(state: AppState) {
     every_heartbeat(state, async |state: &AppState| {
         crate::relay::sweep(state.hub(), state.db()).await;
