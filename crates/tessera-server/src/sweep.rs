@@ -32,7 +32,9 @@ pub async fn presence(state: AppState) {
 
 /// Once per heartbeat interval: viewers whose login ended are cut off,
 /// support codes that lapsed unused are expired, sessions that lapsed end,
-/// grants that lapsed are recorded, and expired viewer tokens are forgotten.
+/// grants that lapsed are recorded, automatic sessions lose members whose
+/// standing changed (and stop if ended elsewhere), and expired viewer
+/// tokens are forgotten.
 pub async fn sessions(state: AppState) {
     every_heartbeat(state, async |state: &AppState| {
         crate::relay::sweep(state.hub(), state.db()).await;
@@ -44,6 +46,10 @@ pub async fn sessions(state: AppState) {
         }
         if let Err(e) = record_expired_grants(state.db(), state.now()).await {
             tracing::warn!(error = %e, "session sweep: cannot record expired grants");
+        }
+        // Ended elsewhere, or a member's standing changed (on any node).
+        if let Err(e) = crate::automatic::recheck(state).await {
+            tracing::warn!(error = %e, "session sweep: cannot re-check automatic sessions");
         }
         // An hour past expiry, whatever the clocks of the nodes say.
         let stale = state.now().minus(std::time::Duration::from_secs(3600));

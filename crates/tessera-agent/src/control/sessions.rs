@@ -257,11 +257,13 @@ impl<'a> Sessions<'a> {
             {
                 if let Some(mut member) = self.members.remove(&m.session_id) {
                     member.close();
+                    tracing::info!(session = %m.session_id, reason = %m.reason, "removed from an automatic session");
                 }
             }
             Body::SessionEnded(e) => {
                 if let Some(mut member) = self.members.remove(&e.session_id) {
                     member.close();
+                    tracing::info!(session = %e.session_id, code = %e.code, reason = %e.reason, "automatic session ended");
                 }
                 self.shells.retain(|(sid, _), _| *sid != e.session_id);
                 if self.only == Some(e.session_id.as_str()) {

@@ -230,6 +230,7 @@ pub async fn create(
                 tenant_id: creator.tenant_id.clone(),
                 creator: creator.device_id.clone(),
                 creator_conn: conn_id,
+                scope,
                 members,
             },
         );

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use tessera_core::trust::Scope;
 use tessera_proto::Body;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +25,8 @@ pub(super) struct Auto {
     pub(super) tenant_id: String,
     pub(super) creator: String,
     pub(super) creator_conn: u64,
+    /// What the session was created for: each member's grant must keep it.
+    pub(super) scope: Scope,
     pub(super) members: HashMap<String, Member>,
 }
 
@@ -41,6 +44,11 @@ pub type RelayTap = Arc<dyn Fn(&mut Body) + Send + Sync>;
 impl AutoHub {
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Auto>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this node still routes `session`.
+    pub fn is_routing(&self, session: &str) -> bool {
+        self.lock().contains_key(session)
     }
 
     /// The connection to route to for `device` in `session`, if the sender
@@ -119,6 +127,7 @@ mod tests {
                 tenant_id: "t".to_owned(),
                 creator: "C".to_owned(),
                 creator_conn: 1,
+                scope: Scope::Files,
                 members,
             },
         );

@@ -11,6 +11,7 @@
 mod create;
 pub mod decide;
 mod hub;
+mod recheck;
 
 use crate::store::trust::MemberAnswer;
 use tessera_core::kinds::EndCode;
@@ -21,6 +22,7 @@ pub use self::create::create;
 pub use self::decide::{decide, Facts};
 use self::hub::{Auto, MemberState};
 pub use self::hub::{AutoHub, RelayTap};
+pub use self::recheck::{recheck, standing_changed};
 use crate::session::Sessions;
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::{self, Db, StoreError};
@@ -234,7 +236,8 @@ async fn audit_left(db: &Db, l: Left<'_>) -> Result<(), StoreError> {
     db.audit(event).await
 }
 
-/// Ends an automatic session: every participant is told.
+/// Ends an automatic session: routing stops, the row ends (audited), and
+/// every participant is told.
 pub async fn end(r: &Routing<'_>, session_id: &str, code: EndCode, reason: &str) {
     let Some(s) = r.auto.lock().remove(session_id) else {
         return;
@@ -243,17 +246,76 @@ pub async fn end(r: &Routing<'_>, session_id: &str, code: EndCode, reason: &str)
         .sessions
         .end(session_id, code, reason, Actor::Device(s.creator.clone()))
         .await;
+    tell_ended(r, session_id, &s, code.as_str(), reason);
+}
+
+/// A session whose row was ended elsewhere (by an operator through the
+/// API, by the sweep, or on another node): routing for it stops here at
+/// once and every participant is told why. The row and its audit entry are
+/// the caller's; `false` if this node routed no such session.
+pub fn stop(r: &Routing<'_>, session_id: &str, code: &str, reason: &str) -> bool {
+    let Some(s) = r.auto.lock().remove(session_id) else {
+        return false;
+    };
+    tell_ended(r, session_id, &s, code, reason);
+    true
+}
+
+fn tell_ended(r: &Routing<'_>, session_id: &str, s: &Auto, code: &str, reason: &str) {
     let mut conns: Vec<u64> = s.members.values().map(|m| m.conn_id).collect();
     conns.push(s.creator_conn);
     for c in conns {
         if let Some(q) = r.sessions.registry.notices_of_conn(c) {
             let _ = q.try_send(crate::control::queued(Body::SessionEnded(SessionEnded {
                 session_id: session_id.to_owned(),
-                code: code.as_str().to_owned(),
+                code: code.to_owned(),
                 reason: reason.to_owned(),
             })));
         }
     }
+}
+
+/// The server removes a member whose standing changed (grant revoked or
+/// lapsed, trust withdrawn, key changed, device revoked): it stops
+/// receiving at once, it and the others are told with the reason (the
+/// creator moves the session to a new key), and the removal is audited.
+/// `false` if the member was no longer in the session.
+pub async fn drop_member(
+    r: &Routing<'_>,
+    session_id: &str,
+    member: &str,
+    reason: &str,
+) -> Result<bool, StoreError> {
+    let (notify, tenant) = {
+        let mut hub = r.auto.lock();
+        let Some(s) = hub.get_mut(session_id) else {
+            return Ok(false);
+        };
+        let Some(gone) = s.members.remove(member) else {
+            return Ok(false);
+        };
+        let mut conns: Vec<u64> = s.members.values().map(|m| m.conn_id).collect();
+        conns.push(s.creator_conn);
+        conns.push(gone.conn_id);
+        (conns, s.tenant_id.clone())
+    };
+    for c in notify {
+        if let Some(q) = r.sessions.registry.notices_of_conn(c) {
+            let _ = q.try_send(crate::control::queued(Body::MemberLeft(MemberLeft {
+                session_id: session_id.to_owned(),
+                device_id: member.to_owned(),
+                reason: clip(reason),
+            })));
+        }
+    }
+    let db = r.sessions.db;
+    store::trust::member_left(db, session_id, member, db.now()).await?;
+    let event = AuditEvent::new(&tenant, Actor::System, Action::AutoMemberLeft)
+        .target(format!("session:{session_id}"))
+        .detail("member", member)
+        .detail("reason", clip(reason));
+    db.audit(event).await?;
+    Ok(true)
 }
 
 /// The creator ends its session.

@@ -220,6 +220,8 @@ async fn revoke_device(
             Ok::<_, ApiError>(())
         })
         .await?;
+    // Its automatic sessions lose it (audited) before its connection goes.
+    crate::automatic::standing_changed(&state).await;
     state
         .registry()
         .revoke_device(&d.id, ErrorCode::DeviceRevoked, &reason);

@@ -269,6 +269,9 @@ async fn end_session(
             "the session has already ended",
         ));
     }
+    // An automatic session routed here stops now, and its members are told.
+    let routing = crate::automatic::Routing::of(&state);
+    crate::automatic::stop(&routing, &id, EndCode::EndedByOperator.as_str(), &reason);
     Ok(Json(session_view(&find(&state, &op, &id).await?)))
 }
 

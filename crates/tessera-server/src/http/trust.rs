@@ -239,6 +239,7 @@ async fn withdraw_trust(
     ApiJson(signed): ApiJson<Signed<Withdrawal>>,
 ) -> ApiResult<StatusCode> {
     attestations::withdraw(state.db(), &me, ip.0, &signed).await?;
+    crate::automatic::standing_changed(&state).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -319,6 +320,7 @@ async fn withdraw_grant(
     ApiJson(signed): ApiJson<Signed<Withdrawal>>,
 ) -> ApiResult<StatusCode> {
     grants::withdraw(state.db(), &me, ip.0, &signed).await?;
+    crate::automatic::standing_changed(&state).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -336,6 +338,7 @@ async fn rotate_identity(
     ApiJson(signed): ApiJson<Signed<KeyRotation>>,
 ) -> ApiResult<Json<PeerView>> {
     rotation::rotate(state.db(), &me, ip.0, &signed).await?;
+    crate::automatic::standing_changed(&state).await;
     // Live connections proved the old key: they reconnect with the new one.
     // (Single node: other nodes' connections keep the old proof until they
     // reconnect.)
@@ -409,6 +412,7 @@ async fn operator_revoke_grant(
         },
     )
     .await?;
+    crate::automatic::standing_changed(&state).await;
     let g = grants::by_id(state.db(), &id).await?;
     Ok(Json(grant_view(state.db(), &g).await?))
 }

@@ -219,11 +219,13 @@ pub async fn pending_past_deadline(db: &Db, now: Timestamp) -> StoreResult<Vec<S
 }
 
 /// Active sessions whose device disconnected, or has not been seen since
-/// `cutoff` by any node.
+/// `cutoff` by any node. Not automatic sessions: their device is the
+/// creator, whose client connection (a `tessera send`) never marks it
+/// online; they end when that connection closes, on the node routing them.
 pub async fn active_with_device_gone(db: &Db, cutoff: Timestamp) -> StoreResult<Vec<String>> {
     let ids = sqlx::query_scalar(
         "SELECT s.id FROM sessions s JOIN devices d ON d.id = s.device_id \
-         WHERE s.state = 'active' AND (d.connected_at IS NULL \
+         WHERE s.state = 'active' AND s.origin <> 'automatic' AND (d.connected_at IS NULL \
             OR (d.disconnected_at IS NOT NULL AND d.disconnected_at >= d.connected_at) \
             OR d.last_seen_at < $1)",
     )

@@ -5,6 +5,7 @@
 
 mod audit;
 mod auth;
+mod auto_revocation;
 mod bad_input;
 mod cli;
 mod control;

@@ -24,15 +24,15 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use tessera_testkit::{tessera_bin, TestDevice};
 
-const DAY: Duration = Duration::from_secs(86_400);
+pub(crate) const DAY: Duration = Duration::from_secs(86_400);
 
-fn creds(d: &TestDevice) -> Credentials {
+pub(crate) fn creds(d: &TestDevice) -> Credentials {
     Credentials::load(&d.state).expect("credentials")
 }
 
 /// Both devices verify each other through the library (the SAS compared
 /// by the test, as a person would).
-async fn trust_both(a: &TestDevice, b: &TestDevice) {
+pub(crate) async fn trust_both(a: &TestDevice, b: &TestDevice) {
     let (ca, cb) = (creds(a), creds(b));
     let (xa, xb) = tokio::join!(
         trust::exchange(&ca, &b.device_id),
@@ -50,7 +50,7 @@ async fn trust_both(a: &TestDevice, b: &TestDevice) {
 }
 
 /// `granter` lets `grantee` auto-join it.
-async fn grant(
+pub(crate) async fn grant(
     granter: &TestDevice,
     grantee: &TestDevice,
     scopes: &[Scope],
@@ -67,7 +67,12 @@ async fn grant(
     .expect("grant")
 }
 
-async fn create(a: &TestDevice, members: &[&str], scope: Scope, all: bool) -> AutoSession {
+pub(crate) async fn create(
+    a: &TestDevice,
+    members: &[&str],
+    scope: Scope,
+    all: bool,
+) -> AutoSession {
     let store = TrustStore::load(&a.state).expect("trust store");
     let members: Vec<String> = members.iter().map(|m| m.to_string()).collect();
     AutoSession::create(&creds(a), &store, &members, scope, all)
@@ -82,7 +87,7 @@ fn outcomes(s: &AutoSession) -> HashMap<String, String> {
         .collect()
 }
 
-async fn audit(admin: &ApiClient, action: &str) -> Vec<AuditEntryView> {
+pub(crate) async fn audit(admin: &ApiClient, action: &str) -> Vec<AuditEntryView> {
     admin
         .audit_page(&AuditQuery {
             action: Some(action.to_owned()),
