@@ -22,6 +22,7 @@
 //! joins late sees the current prompt.
 
 mod scrollback;
+mod standing;
 pub mod viewer;
 
 use std::collections::HashMap;
@@ -36,6 +37,8 @@ use tokio_util::sync::CancellationToken;
 
 use self::scrollback::Scrollback;
 pub use tessera_core::kinds::EndCode;
+
+pub use self::standing::{allows, sweep, user_changed};
 
 /// Bytes of recent output replayed to a joining viewer.
 pub const SCROLLBACK: usize = 64 * 1024;
@@ -418,61 +421,6 @@ impl Hub {
 
     pub fn all(&self) -> Vec<Arc<LiveSession>> {
         self.lock().values().cloned().collect()
-    }
-}
-
-/// The session sweep's relay work, for changes made on any node: viewers
-/// whose login ended are cut off (`logged_out`), those whose user was
-/// disabled too (`user_disabled`), and `control` viewers whose user's role
-/// no longer allows control (`role_changed`).
-pub async fn sweep(hub: &Hub, db: &crate::store::Db) {
-    let live = hub.all();
-    let logins: Vec<String> = live
-        .iter()
-        .flat_map(|s| s.viewers().into_iter().map(|(_, _, login)| login))
-        .collect();
-    if logins.is_empty() {
-        return;
-    }
-    match crate::store::logins::standing_among(db, &logins, db.now()).await {
-        Ok(standing) => {
-            let find = |l: &str| standing.iter().find(|s| s.id == l);
-            for s in &live {
-                s.kick_where(Kick::UserDisabled, |l, _, _| {
-                    find(l).is_some_and(|s| s.user_disabled)
-                });
-                // A login gone from the table has ended too.
-                s.kick_where(Kick::LoggedOut, |l, _, _| find(l).is_none_or(|s| !s.live));
-                s.kick_where(Kick::RoleChanged, |l, _, access| {
-                    find(l).is_some_and(|s| !allows(s.role, access))
-                });
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "session sweep: cannot check viewer logins"),
-    }
-}
-
-/// Whether `role` allows a viewer with `access`.
-pub fn allows(role: tessera_core::roles::Role, access: Access) -> bool {
-    use tessera_core::roles::Permission;
-    match access {
-        Access::Control => role.allows(Permission::Control),
-        Access::ViewOnly => role.allows(Permission::View),
-    }
-}
-
-/// On this node, at once: disconnects a disabled user's viewers, or those of
-/// a user whose new role no longer allows the access they joined with (the
-/// sweep does the same on every node within a heartbeat).
-pub fn user_changed(hub: &Hub, user_id: &str, role: tessera_core::roles::Role, disabled: bool) {
-    for s in hub.all() {
-        if disabled {
-            s.kick_where(Kick::UserDisabled, |_, u, _| u == user_id);
-        } else {
-            s.kick_where(Kick::RoleChanged, |_, u, access| {
-                u == user_id && !allows(role, access)
-            });
-        }
     }
 }
 
