@@ -203,15 +203,7 @@ pub async fn remove_member(
     if let Err(e) = audit_left(r.sessions.db, left).await {
         tracing::warn!(error = %e, "could not record a member leaving");
     }
-    for c in notify {
-        if let Some(q) = r.sessions.registry.notices_of_conn(c) {
-            let _ = q.try_send(crate::control::queued(Body::MemberLeft(MemberLeft {
-                session_id: session_id.to_owned(),
-                device_id: member.to_owned(),
-                reason: clip(reason),
-            })));
-        }
-    }
+    tell_member_left(r, &notify, session_id, member, reason);
 }
 
 /// Records a member leaving (removed by the creator, or gone by itself, for
@@ -299,15 +291,7 @@ pub async fn drop_member(
         conns.push(gone.conn_id);
         (conns, s.tenant_id.clone())
     };
-    for c in notify {
-        if let Some(q) = r.sessions.registry.notices_of_conn(c) {
-            let _ = q.try_send(crate::control::queued(Body::MemberLeft(MemberLeft {
-                session_id: session_id.to_owned(),
-                device_id: member.to_owned(),
-                reason: clip(reason),
-            })));
-        }
-    }
+    tell_member_left(r, &notify, session_id, member, reason);
     let db = r.sessions.db;
     store::trust::member_left(db, session_id, member, db.now()).await?;
     let event = AuditEvent::new(&tenant, Actor::System, Action::AutoMemberLeft)
@@ -376,6 +360,21 @@ pub async fn connection_closed(r: &Routing<'_>, device: &str, conn_id: u64) {
                     reason: "disconnected".into(),
                 })));
             }
+        }
+    }
+}
+
+/// Tells the connections in `notify` that `member` left `session_id` and
+/// why; a full notice queue means that device is not reading and will be
+/// cut off by its heartbeat timeout.
+fn tell_member_left(r: &Routing<'_>, notify: &[u64], session_id: &str, member: &str, reason: &str) {
+    for &c in notify {
+        if let Some(q) = r.sessions.registry.notices_of_conn(c) {
+            let _ = q.try_send(crate::control::queued(Body::MemberLeft(MemberLeft {
+                session_id: session_id.to_owned(),
+                device_id: member.to_owned(),
+                reason: clip(reason),
+            })));
         }
     }
 }
