@@ -72,6 +72,10 @@ pub(crate) struct ServerArgs {
     /// default: from the request's Host header.
     #[arg(long, env = "TESSERA_PUBLIC_URL")]
     public_url: Option<String>,
+    /// How long a pairing (its device code and user code) waits for an
+    /// operator's approval, from 1 minute to 1 day, e.g. `30m`.
+    #[arg(long, env = "TESSERA_PAIRING_TTL", default_value = "10m", value_parser = pairing_ttl)]
+    pairing_ttl: Duration,
     /// Lifetime of an operator login, e.g. `12h`.
     #[arg(long, env = "TESSERA_SESSION_TTL", default_value = "12h", value_parser = humantime::parse_duration)]
     session_ttl: Duration,
@@ -132,6 +136,7 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     config.insecure_http = args.insecure_http;
     config.trusted_proxies = args.trusted_proxies;
     config.session_ttl = args.session_ttl;
+    config.pairing_ttl = args.pairing_ttl;
     config.heartbeat_interval = args.heartbeat_interval.max(Duration::from_millis(100));
     config.pairing_interval = args.pairing_interval.max(Duration::from_secs(1));
     config.public_url = args.public_url;
@@ -179,4 +184,38 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         })
         .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The shortest and longest pairing lifetime: long enough to walk to the
+/// approval page, short enough that a forgotten code does not linger.
+const PAIRING_TTL_RANGE: (Duration, Duration) =
+    (Duration::from_secs(60), Duration::from_secs(24 * 3600));
+
+/// `--pairing-ttl`: a human duration within [`PAIRING_TTL_RANGE`].
+fn pairing_ttl(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. `10m` or `1h`)"))?;
+    let (min, max) = PAIRING_TTL_RANGE;
+    if d < min || d > max {
+        return Err(format!(
+            "a pairing must live between 1 minute and 1 day, not {}",
+            humantime::format_duration(d)
+        ));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairing_ttl_takes_human_durations_within_a_minute_and_a_day() {
+        assert_eq!(pairing_ttl("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(pairing_ttl("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(pairing_ttl("1day"), Ok(Duration::from_secs(86_400)));
+        let short = pairing_ttl("5s").unwrap_err();
+        assert!(short.contains("between 1 minute and 1 day"), "{short}");
+        assert!(pairing_ttl("2days").is_err());
+        assert!(pairing_ttl("soon").unwrap_err().contains("e.g. `10m`"));
+    }
 }
