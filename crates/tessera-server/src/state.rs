@@ -16,8 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::lockout::{Lockout, LockoutPolicy};
 use crate::auth::ratelimit::IpRateLimiter;
 use crate::metrics::Metrics;
-use crate::store::audit::AuditEvent;
-use crate::store::{self, Db, StoreResult, Tx};
+use crate::store::Db;
 use crate::{auth, automatic, control, relay, ServerConfig};
 
 /// Shared state of one server process, handed to every handler.
@@ -198,12 +197,5 @@ impl AppState {
     /// Cancelled when the server begins to shut down.
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.inner.shutdown
-    }
-
-    /// Appends an audit event inside `tx`, at the current time.
-    pub async fn audit(&self, tx: &mut Tx, event: AuditEvent) -> StoreResult<i64> {
-        let seq = store::audit::record(tx, self.now(), event).await?;
-        self.inner.metrics.audit_counter().inc();
-        Ok(seq)
     }
 }

@@ -28,7 +28,7 @@ pub use process::{
     ServerProcess,
 };
 pub use server::{fast_heartbeat, http_client, Configure, Options, TestServer};
-pub use viewer::{read_until, watch};
+pub use viewer::{read_until, shell_session, watch};
 
 /// Polls `check` every 20 ms until it holds or `limit` passes.
 pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool

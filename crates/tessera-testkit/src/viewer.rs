@@ -5,6 +5,19 @@ use std::time::Duration;
 use tessera_client::viewer::{ViewerEvent, ViewerReceiver, ViewerSender};
 use tessera_client::ApiClient;
 
+/// Opens a managed shell session on `device` with the session's default
+/// access (`control`); returns its id.
+pub async fn shell_session(client: &ApiClient, device: &str) -> String {
+    client
+        .create_session(&tessera_core::api::CreateSessionRequest {
+            device: device.to_owned(),
+            access: None,
+        })
+        .await
+        .expect("session")
+        .id
+}
+
 /// Joins `session` as the operator behind `client`; returns the viewer's
 /// halves and the access it was given.
 pub async fn watch(client: &ApiClient, session: &str) -> (ViewerSender, ViewerReceiver, String) {

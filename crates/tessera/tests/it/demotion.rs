@@ -9,24 +9,15 @@ use tessera_agent::consent::ConsentMode;
 use tessera_agent::RunOptions;
 use tessera_client::viewer::{ViewerEvent, ViewerReceiver};
 use tessera_client::{ApiClient, TlsTrust};
-use tessera_core::api::{CreateSessionRequest, CreateSupportCodeRequest, UpdateUserRequest};
+use tessera_core::api::{CreateSupportCodeRequest, UpdateUserRequest};
 use tessera_core::roles::Role;
 
-use tessera_testkit::{eventually, fast_heartbeat, online_device, read_until, watch, TestServer};
+use tessera_testkit::{
+    eventually, fast_heartbeat, online_device, read_until, shell_session, watch, TestServer,
+};
 
 /// The heartbeat the servers here run with, in milliseconds.
 const HEARTBEAT_MS: u64 = 300;
-
-async fn shell_session(admin: &ApiClient, device: &str) -> String {
-    admin
-        .create_session(&CreateSessionRequest {
-            device: device.to_owned(),
-            access: None,
-        })
-        .await
-        .expect("session")
-        .id
-}
 
 async fn set_role(admin: &ApiClient, user: &str, role: Role) {
     admin

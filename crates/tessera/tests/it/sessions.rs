@@ -7,18 +7,9 @@ use tessera_client::viewer::ViewerEvent;
 use tessera_core::api::{CreateSessionRequest, SecretString};
 use tessera_core::roles::Role;
 
-use tessera_testkit::{fast_heartbeat, online_device, read_until, watch, TestServer};
-
-async fn shell_session(admin: &tessera_client::ApiClient, device: &str) -> String {
-    admin
-        .create_session(&CreateSessionRequest {
-            device: device.to_owned(),
-            access: None,
-        })
-        .await
-        .expect("session")
-        .id
-}
+use tessera_testkit::{
+    fast_heartbeat, online_device, read_until, shell_session, watch, TestServer,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shell_runs_echo_and_resize_and_two_viewers_see_the_same_output() {

@@ -12,18 +12,7 @@ use tessera_core::api::{CreateSessionRequest, SecretString};
 use tessera_core::roles::Role;
 use tessera_server::auth::viewer::{ViewerClaims, ViewerKeys, PURPOSE};
 use tessera_server::node_key::NodeKey;
-use tessera_testkit::{backend, online_device, Backend, Options, TestServer};
-
-async fn shell_session(admin: &ApiClient, device: &str) -> String {
-    admin
-        .create_session(&CreateSessionRequest {
-            device: device.to_owned(),
-            access: None,
-        })
-        .await
-        .expect("session")
-        .id
-}
+use tessera_testkit::{backend, online_device, shell_session, Backend, Options, TestServer};
 
 /// Every row of every table, as text (binary columns in hex), the way an
 /// attacker with a copy of the database would read it.
