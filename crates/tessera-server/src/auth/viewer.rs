@@ -219,12 +219,9 @@ pub fn check_claims(
     Ok(())
 }
 
+/// A token's `access` claim: one of the viewer access words.
 pub fn parse_access(s: &str) -> Option<Access> {
-    match s {
-        "control" => Some(Access::Control),
-        "view_only" => Some(Access::ViewOnly),
-        _ => None,
-    }
+    s.parse().ok()
 }
 
 #[cfg(test)]

@@ -16,13 +16,12 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tessera_core::kinds::ViewerAccess;
 use tessera_core::ErrorCode;
 use tessera_proto::MAX_VIEWER_FRAME;
 
 use super::error::ApiError;
 use super::extract::ClientIp;
-use crate::auth::viewer::{ViewerClaims, ViewerTokenError};
+use crate::auth::viewer::{parse_access, ViewerClaims, ViewerTokenError};
 use crate::auth::{bearer_from, check_session};
 use crate::relay::{viewer, LiveSession};
 use crate::store;
@@ -143,8 +142,4 @@ async fn admit(
 
 fn refused(e: ViewerTokenError) -> ApiError {
     ApiError::unauthorized(e.code(), e.to_string())
-}
-
-fn parse_access(s: &str) -> Option<ViewerAccess> {
-    s.parse().ok()
 }
