@@ -87,7 +87,9 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        // Not `no-referrer`: with it Chromium posts this page's own forms
+        // with `Origin: null`. `same-origin` still sends nothing to other sites.
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(
         "x-content-type-options",
@@ -279,12 +281,16 @@ async fn show(
 /// Refuses cross-site form posts (including login CSRF, where another site
 /// signs the browser in to the attacker's account): browsers say where a
 /// request came from in `Sec-Fetch-Site` and `Origin`.
+///
+/// `Sec-Fetch-Site` is decisive when present: the browser sets it and no
+/// page can. `Origin` alone is unreliable: a browser sends `Origin: null`
+/// on a same-origin form post whenever the page's referrer policy withholds
+/// the referrer, so it is only consulted by browsers too old to send
+/// `Sec-Fetch-Site`, where `null` is refused.
 pub fn same_origin(headers: &HeaderMap) -> bool {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(site) = header("sec-fetch-site") {
-        if !matches!(site, "same-origin" | "none") {
-            return false;
-        }
+        return matches!(site, "same-origin" | "none");
     }
     match (header("origin"), header("host")) {
         (Some("null"), _) => false,
@@ -516,6 +522,19 @@ mod tests {
         assert!(!same_origin(&headers(&[
             ("host", "t.example"),
             ("origin", "null")
+        ])));
+        assert!(
+            same_origin(&headers(&[
+                ("host", "t.example"),
+                ("origin", "null"),
+                ("sec-fetch-site", "same-origin")
+            ])),
+            "what Chromium sends for a same-origin post under a strict referrer policy"
+        );
+        assert!(!same_origin(&headers(&[
+            ("host", "t.example"),
+            ("origin", "https://t.example"),
+            ("sec-fetch-site", "same-site")
         ])));
     }
 

@@ -1,0 +1,9 @@
+//! Browser tests: the server's web pages in Debian's Chromium, driven over
+//! WebDriver by `chromedriver`, the way a person uses them.
+//!
+//! They need `chromium` and `chromium-driver` (`.ci/run` installs both), so
+//! this binary is built only with the `browser-tests` feature:
+//! `cargo nextest run -p tessera --features browser-tests --test browser`.
+
+mod device_page;
+mod driver;
