@@ -192,40 +192,42 @@ pub async fn remove_member(
         (conns, s.tenant_id.clone())
     };
     let (notify, tenant) = notify;
-    let _ = store::trust::member_left(r.sessions.db, session_id, member, r.sessions.db.now()).await;
     let left = Left {
         tenant: &tenant,
         session_id,
-        by: from,
+        by: Actor::Device(from.to_owned()),
         member,
         reason,
     };
-    if let Err(e) = audit_left(r.sessions.db, left).await {
+    if let Err(e) = record_left(r.sessions.db, left).await {
         tracing::warn!(error = %e, "could not record a member leaving");
     }
     tell_member_left(r, &notify, session_id, member, reason);
 }
 
-/// Records a member leaving (removed by the creator, or gone by itself, for
-/// instance after a payload failed its check).
+/// A member leaving: removed by the creator or by the server, gone by
+/// itself (for instance after a payload failed its check), or disconnected.
 struct Left<'a> {
     tenant: &'a str,
     session_id: &'a str,
-    by: &'a str,
+    by: Actor,
     member: &'a str,
     reason: &'a str,
 }
 
-async fn audit_left(db: &Db, l: Left<'_>) -> Result<(), StoreError> {
-    let event = AuditEvent::new(
-        l.tenant,
-        Actor::Device(l.by.to_owned()),
-        Action::AutoMemberLeft,
-    )
-    .target(format!("session:{}", l.session_id))
-    .detail("member", l.member)
-    .detail("reason", clip(l.reason));
-    db.audit(event).await
+/// Marks the member gone and audits it, in one transaction.
+async fn record_left(db: &Db, l: Left<'_>) -> Result<(), StoreError> {
+    db.write(async |w| {
+        let now = w.now();
+        store::trust::member_left(w, l.session_id, l.member, now).await?;
+        let event = AuditEvent::new(l.tenant, l.by.clone(), Action::AutoMemberLeft)
+            .target(format!("session:{}", l.session_id))
+            .detail("member", l.member)
+            .detail("reason", clip(l.reason));
+        w.audit(event).await?;
+        Ok(())
+    })
+    .await
 }
 
 /// Ends an automatic session: routing stops, the row ends (audited), and
@@ -292,13 +294,14 @@ pub async fn drop_member(
         (conns, s.tenant_id.clone())
     };
     tell_member_left(r, &notify, session_id, member, reason);
-    let db = r.sessions.db;
-    store::trust::member_left(db, session_id, member, db.now()).await?;
-    let event = AuditEvent::new(&tenant, Actor::System, Action::AutoMemberLeft)
-        .target(format!("session:{session_id}"))
-        .detail("member", member)
-        .detail("reason", clip(reason));
-    db.audit(event).await?;
+    let left = Left {
+        tenant: &tenant,
+        session_id,
+        by: Actor::System,
+        member,
+        reason,
+    };
+    record_left(r.sessions.db, left).await?;
     Ok(true)
 }
 
@@ -323,7 +326,8 @@ pub async fn end_by_creator(r: &Routing<'_>, creator: &str, conn_id: u64, sessio
 /// A connection closed: sessions it created end; where it was a member, the
 /// others learn it left.
 pub async fn connection_closed(r: &Routing<'_>, device: &str, conn_id: u64) {
-    let (created, member_of): (Vec<String>, Vec<(String, Vec<u64>)>) = {
+    type MemberOf = (String, String, Vec<u64>);
+    let (created, member_of): (Vec<String>, Vec<MemberOf>) = {
         let mut hub = r.auto.lock();
         let created = hub
             .iter()
@@ -336,7 +340,7 @@ pub async fn connection_closed(r: &Routing<'_>, device: &str, conn_id: u64) {
                 s.members.remove(device);
                 let mut conns: Vec<u64> = s.members.values().map(|m| m.conn_id).collect();
                 conns.push(s.creator_conn);
-                member_of.push((id.clone(), conns));
+                member_of.push((id.clone(), s.tenant_id.clone(), conns));
             }
         }
         (created, member_of)
@@ -350,17 +354,19 @@ pub async fn connection_closed(r: &Routing<'_>, device: &str, conn_id: u64) {
         )
         .await;
     }
-    for (id, conns) in member_of {
-        let _ = store::trust::member_left(r.sessions.db, &id, device, r.sessions.db.now()).await;
-        for c in conns {
-            if let Some(q) = r.sessions.registry.notices_of_conn(c) {
-                let _ = q.try_send(crate::control::queued(Body::MemberLeft(MemberLeft {
-                    session_id: id.clone(),
-                    device_id: device.to_owned(),
-                    reason: "disconnected".into(),
-                })));
-            }
+    let reason = "disconnected";
+    for (id, tenant, conns) in member_of {
+        let left = Left {
+            tenant: &tenant,
+            session_id: &id,
+            by: Actor::Device(device.to_owned()),
+            member: device,
+            reason,
+        };
+        if let Err(e) = record_left(r.sessions.db, left).await {
+            tracing::warn!(error = %e, "could not record a member leaving");
         }
+        tell_member_left(r, &conns, &id, device, reason);
     }
 }
 

@@ -539,14 +539,18 @@ pub async fn set_member_outcome(
     changed_one(&mut **tx, query).await
 }
 
-pub async fn member_left(db: &Db, session: &str, device: &str, now: Timestamp) -> StoreResult<()> {
-    sqlx::query("UPDATE session_members SET left_at = $1 WHERE session_id = $2 AND device_id = $3 AND left_at IS NULL")
+/// Marks a member gone; `false` if it had already left.
+pub async fn member_left(
+    tx: &mut Tx,
+    session: &str,
+    device: &str,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let query = sqlx::query("UPDATE session_members SET left_at = $1 WHERE session_id = $2 AND device_id = $3 AND left_at IS NULL")
         .bind(now.as_millis())
         .bind(session)
-        .bind(device)
-        .execute(db.pool())
-        .await?;
-    Ok(())
+        .bind(device);
+    changed_one(&mut **tx, query).await
 }
 
 /// (device, index, outcome) of each member of a session.

@@ -13,8 +13,18 @@ use crate::store::{self, Db};
 
 /// Whether the pair trusts each other, to the keys each holds now.
 pub async fn mutual(db: &Db, a: &DeviceRow, b: &DeviceRow) -> Result<bool, TrustError> {
-    let ab = store::trust::latest_attestation(db.pool(), &a.id, &b.id).await?;
-    let ba = store::trust::latest_attestation(db.pool(), &b.id, &a.id).await?;
+    let mut conn = db.pool().acquire().await.map_err(store::StoreError::from)?;
+    mutual_in(&mut conn, a, b).await
+}
+
+/// [`mutual`], read on `conn` (inside a write, it sees that write).
+async fn mutual_in(
+    conn: &mut sqlx::AnyConnection,
+    a: &DeviceRow,
+    b: &DeviceRow,
+) -> Result<bool, TrustError> {
+    let ab = store::trust::latest_attestation(&mut *conn, &a.id, &b.id).await?;
+    let ba = store::trust::latest_attestation(&mut *conn, &b.id, &a.id).await?;
     Ok(pins_current_key(ab.as_ref(), &b.ed25519_public)
         && pins_current_key(ba.as_ref(), &a.ed25519_public))
 }
@@ -48,53 +58,51 @@ pub async fn attest(
             "a newer statement about this peer exists",
         ));
     }
-    db.write(async |w| {
-        store::trust::insert_attestation(
-            w,
-            store::trust::NewAttestation {
-                id: &uuid::Uuid::now_v7().to_string(),
-                tenant_id: &me.tenant_id,
-                truster: &me.device_id,
-                trusted: &peer.id,
-                trusted_ed25519: &a.trusted_ed25519,
-                trusted_x25519: &a.trusted_x25519,
-                issued_at: a.issued_at,
-                signature: &signed.signature,
-                now,
-            },
-        )
+    // One transaction: the attestation, the mutuality read after it (so it
+    // counts), and the audit row commit together or not at all.
+    let is_mutual = db
+        .write(async |w| {
+            store::trust::insert_attestation(
+                w,
+                store::trust::NewAttestation {
+                    id: &uuid::Uuid::now_v7().to_string(),
+                    tenant_id: &me.tenant_id,
+                    truster: &me.device_id,
+                    trusted: &peer.id,
+                    trusted_ed25519: &a.trusted_ed25519,
+                    trusted_x25519: &a.trusted_x25519,
+                    issued_at: a.issued_at,
+                    signature: &signed.signature,
+                    now,
+                },
+            )
+            .await?;
+            let me_row = store::devices::by_id_any_tenant(w.conn(), &me.device_id)
+                .await?
+                .ok_or(TrustError::NotFound("device"))?;
+            let is_mutual = mutual_in(w.conn(), &me_row, &peer).await?;
+            w.audit(
+                AuditEvent::new(
+                    &me.tenant_id,
+                    Actor::Device(me.device_id.clone()),
+                    Action::TrustEstablished,
+                )
+                .ip(Some(ip))
+                .target(format!("device:{}", peer.id))
+                .detail(
+                    "pinned_fingerprint",
+                    fingerprint(&key_from_hex(&a.trusted_ed25519).unwrap_or_default()),
+                )
+                .detail(
+                    "pin_matches_server",
+                    a.trusted_ed25519 == hex(&peer.ed25519_public),
+                )
+                .detail("mutual", is_mutual),
+            )
+            .await?;
+            Ok::<_, TrustError>(is_mutual)
+        })
         .await?;
-        Ok::<_, TrustError>(())
-    })
-    .await?;
-    // Mutuality is read after the attestation is committed, so it counts.
-    let me_row = store::devices::by_id_any_tenant(db.pool(), &me.device_id)
-        .await?
-        .ok_or(TrustError::NotFound("device"))?;
-    let is_mutual = mutual(db, &me_row, &peer).await?;
-    db.write(async |w| {
-        w.audit(
-            AuditEvent::new(
-                &me.tenant_id,
-                Actor::Device(me.device_id.clone()),
-                Action::TrustEstablished,
-            )
-            .ip(Some(ip))
-            .target(format!("device:{}", peer.id))
-            .detail(
-                "pinned_fingerprint",
-                fingerprint(&key_from_hex(&a.trusted_ed25519).unwrap_or_default()),
-            )
-            .detail(
-                "pin_matches_server",
-                a.trusted_ed25519 == hex(&peer.ed25519_public),
-            )
-            .detail("mutual", is_mutual),
-        )
-        .await?;
-        Ok::<_, TrustError>(())
-    })
-    .await?;
     Ok(Attested {
         peer,
         mutual: is_mutual,

@@ -346,3 +346,40 @@ async fn a_session_whose_creator_runs_no_agent_outlives_the_sweep() {
     session.end().await;
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_disconnects_is_audited_as_leaving_and_the_creator_is_told() {
+    let s = start().await;
+    let admin = s.admin().await;
+    let a = TestDevice::enroll(&s, &admin, "alpha").await;
+    let b = TestDevice::enroll(&s, &admin, "bravo").await;
+    trust_both(&a, &b).await;
+    grant(&b, &a, &[Scope::Files], 30 * DAY).await;
+    let mut agent_b = AgentProcess::start(&s, &b).await;
+    let mut session = create(&a, &[&b.device_id], Scope::Files, false).await;
+    assert_eq!(session.joined(), vec![b.device_id.clone()]);
+
+    agent_b.child.kill().await.expect("kill the member's agent");
+    let left = event(&mut session, ARRIVES, |e| match e {
+        Event::Left { member, reason } => Some((member, reason)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        left,
+        Some((b.device_id.clone(), "disconnected".to_owned())),
+        "the creator is told"
+    );
+    let target = format!("session:{}", session.session_id);
+    let rows = audit(&admin, "auto_member_left").await;
+    assert!(
+        rows.iter()
+            .any(|r| r.target.as_deref() == Some(target.as_str())
+                && r.actor == format!("device:{}", b.device_id)
+                && r.details["member"] == b.device_id.as_str()
+                && r.details["reason"] == "disconnected"),
+        "{rows:?}"
+    );
+    session.end().await;
+    s.stop().await;
+}
