@@ -96,6 +96,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// Whether a parsed form carries a NUL in a name or value: refused for the
+/// same reason as in JSON (PostgreSQL text cannot hold it).
+pub fn form_has_nul(pairs: &[(String, String)]) -> bool {
+    pairs
+        .iter()
+        .any(|(k, v)| k.contains('\0') || v.contains('\0'))
+}
+
 /// Whether JSON text holds a `\u0000` escape, the only way a JSON string
 /// can carry a NUL (a raw NUL byte is not JSON at all). An escaped
 /// backslash followed by `u0000` is not one.

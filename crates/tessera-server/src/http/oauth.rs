@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::ClientIp;
+use super::extract::{form_has_nul, ClientIp};
 use super::ratelimit;
 use crate::config::TlsMode;
 use crate::enrollment::validate_device_fields;
@@ -108,6 +108,12 @@ fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>,
     }
     let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
         .map_err(|_| fail("invalid_request", Some("the body is not a valid form")))?;
+    if form_has_nul(&pairs) {
+        return Err(fail(
+            "invalid_request",
+            Some("text may not contain NUL characters"),
+        ));
+    }
     let mut names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
     names.sort_unstable();
     if names.windows(2).any(|w| w[0] == w[1]) {

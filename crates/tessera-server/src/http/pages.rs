@@ -10,6 +10,7 @@
 //! derived from the session, pages forbid framing, and nothing is cached.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -25,7 +26,7 @@ use tessera_core::ErrorCode;
 use tessera_core::Timestamp;
 
 use super::error::ApiError;
-use super::extract::ClientIp;
+use super::extract::{body_error, form_has_nul, ClientIp};
 use crate::auth::login::{self, LoginError};
 use crate::auth::Operator;
 use crate::config::TlsMode;
@@ -306,8 +307,19 @@ fn cross_site() -> Response {
     error_page(ApiError::forbidden("cross-site form submission refused"))
 }
 
-fn form_fields(body: &[u8]) -> Vec<(String, String)> {
-    serde_urlencoded::from_bytes(body).unwrap_or_default()
+/// The form's fields; an unparsable form reads as empty (each handler then
+/// asks for what is missing), an oversized body or a NUL anywhere is
+/// refused with a page.
+fn form_fields(body: Result<Bytes, BytesRejection>) -> Result<Vec<(String, String)>, Response> {
+    let body = body.map_err(|e| error_page(body_error(e)))?;
+    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    if form_has_nul(&fields) {
+        return Err(error_page(ApiError::bad_request(
+            ErrorCode::InvalidField,
+            "text may not contain NUL characters",
+        )));
+    }
+    Ok(fields)
 }
 
 fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -353,12 +365,15 @@ async fn sign_in(
     State(state): State<AppState>,
     ip: ClientIp,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if !same_origin(&headers) {
         return cross_site();
     }
-    let fields = form_fields(&body);
+    let fields = match form_fields(body) {
+        Ok(fields) => fields,
+        Err(page) => return page,
+    };
     let code = field(&fields, "user_code");
     let (Some(user), Some(password)) = (field(&fields, "username"), field(&fields, "password"))
     else {
@@ -400,12 +415,15 @@ async fn sign_out(
     State(state): State<AppState>,
     ip: ClientIp,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if !same_origin(&headers) {
         return cross_site();
     }
-    let fields = form_fields(&body);
+    let fields = match form_fields(body) {
+        Ok(fields) => fields,
+        Err(page) => return page,
+    };
     if let Some((op, token)) = signed_in(&state, &headers).await {
         if !csrf_ok(&token, field(&fields, "csrf")) {
             return error_page(ApiError::forbidden("the form expired; reload the page"));
@@ -427,12 +445,15 @@ async fn decide(
     State(state): State<AppState>,
     ip: ClientIp,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if !same_origin(&headers) {
         return cross_site();
     }
-    let fields = form_fields(&body);
+    let fields = match form_fields(body) {
+        Ok(fields) => fields,
+        Err(page) => return page,
+    };
     let Some((op, token)) = signed_in(&state, &headers).await else {
         return page(
             StatusCode::UNAUTHORIZED,

@@ -8,8 +8,10 @@
 //! `/healthz` answers afterwards.
 //!
 //! Here: the write routes the OpenAPI document lists and plausible values
-//! for their fields; the probes are in `http`, the frames in `frames`.
+//! for their fields; the probes are in `http`, the form routes (`/oauth/*`
+//! and the `/device` page) in `forms`, the frames in `frames`.
 
+mod forms;
 mod frames;
 mod http;
 
