@@ -50,6 +50,12 @@ pub struct ServerConfig {
     pub max_viewers: usize,
     /// Input events a `control` viewer may send per second.
     pub viewer_input_per_second: u32,
+    /// A second address that serves only `/metrics`, with no token: for a
+    /// scraper on loopback or a private network.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The bearer token `/metrics` on the main listener requires. Without
+    /// one the main listener does not serve metrics at all.
+    pub metrics_token: Option<tessera_core::api::SecretString>,
 }
 
 impl ServerConfig {
@@ -72,6 +78,8 @@ impl ServerConfig {
             auto_session_max_members: crate::automatic::DEFAULT_MAX_MEMBERS,
             max_viewers: crate::relay::MAX_VIEWERS,
             viewer_input_per_second: crate::relay::viewer::INPUT_PER_SECOND,
+            metrics_listen: None,
+            metrics_token: None,
         }
     }
 

@@ -69,6 +69,8 @@ pub enum StartError {
 pub struct Server {
     state: AppState,
     listener: std::net::TcpListener,
+    /// `--metrics-listen`: serves `/metrics` only.
+    metrics_listener: Option<std::net::TcpListener>,
     tls: Option<RustlsConfig>,
     /// The bootstrap admin's one-time credential, on the very first start.
     pub bootstrap: Option<BootstrapAdmin>,
@@ -118,6 +120,15 @@ impl Server {
                 source,
             })?;
 
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                std::net::TcpListener::bind(addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+
         // The key that signs viewer tokens lives in a file, never in the
         // database; the database learns only its public half.
         let node_key = node_key::NodeKey::load_or_create(&config.node_key_path())?;
@@ -129,6 +140,7 @@ impl Server {
         Ok(Server {
             state,
             listener,
+            metrics_listener,
             tls,
             bootstrap,
             tls_fingerprint,
@@ -139,6 +151,13 @@ impl Server {
         self.listener
             .local_addr()
             .unwrap_or_else(|_| self.state.config().listen)
+    }
+
+    /// Where `--metrics-listen` serves, once bound.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn state(&self) -> &AppState {
@@ -153,6 +172,7 @@ impl Server {
         let Server {
             state,
             listener,
+            metrics_listener,
             tls,
             ..
         } = self;
@@ -169,6 +189,24 @@ impl Server {
                 }
                 token.cancel();
                 handle.graceful_shutdown(Some(Duration::from_secs(10)));
+            });
+        }
+        if let Some(listener) = metrics_listener {
+            let app = http::ops::metrics_only(state.clone());
+            let handle = axum_server::Handle::new();
+            let (stop, token) = (handle.clone(), token.clone());
+            tokio::spawn(async move {
+                token.cancelled().await;
+                stop.shutdown();
+            });
+            tokio::spawn(async move {
+                if let Err(e) = axum_server::from_tcp(listener)
+                    .handle(handle)
+                    .serve(app.into_make_service())
+                    .await
+                {
+                    tracing::error!(error = %e, "the metrics listener stopped");
+                }
             });
         }
         tokio::spawn(maintenance(state.clone()));

@@ -27,7 +27,7 @@ pub use process::{
     cpu_time, ctl, ctl_admin, device_cmd, peak_rss, proc_status_kb, tessera_bin, AgentProcess,
     ServerProcess,
 };
-pub use server::{fast_heartbeat, http_client, Configure, Options, TestServer};
+pub use server::{fast_heartbeat, http_client, Configure, Options, TestServer, METRICS_TOKEN};
 pub use viewer::{read_until, shell_session, watch};
 
 /// Polls `check` every 20 ms until it holds or `limit` passes.

@@ -16,6 +16,9 @@ use tokio::task::JoinHandle;
 
 use crate::db::TestDb;
 
+/// The `/metrics` bearer token of every [`TestServer`].
+pub const METRICS_TOKEN: &str = "test-metrics-token";
+
 /// Adjusts a server's configuration before it starts.
 pub type Configure = Box<dyn FnOnce(&mut ServerConfig) + Send>;
 
@@ -61,6 +64,7 @@ impl TestServer {
         let mut config =
             ServerConfig::new("127.0.0.1:0".parse().unwrap(), data_dir.path().to_owned());
         config.database_url = Some(database_url.clone());
+        config.metrics_token = Some(SecretString::new(METRICS_TOKEN.to_owned()));
         if let Some(f) = opts.configure {
             f(&mut config);
         }
@@ -110,6 +114,19 @@ impl TestServer {
     /// A plain reqwest client for requests the typed client would not send.
     pub fn http(&self) -> reqwest::Client {
         http_client()
+    }
+
+    /// `/metrics`, with the token the kit starts every server with.
+    pub async fn metrics(&self) -> String {
+        self.http()
+            .get(self.api("/metrics"))
+            .bearer_auth(METRICS_TOKEN)
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
     }
 
     pub fn api(&self, path: &str) -> String {

@@ -79,6 +79,15 @@ pub(crate) struct ServerArgs {
     /// Lifetime of an operator login, e.g. `12h`.
     #[arg(long, env = "TESSERA_SESSION_TTL", default_value = "12h", value_parser = humantime::parse_duration)]
     session_ttl: Duration,
+    /// Serve `/metrics` (and nothing else) on this address too, with no
+    /// token: for a scraper on loopback or a private network.
+    #[arg(long, env = "TESSERA_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Serve `/metrics` on the main address to requests bearing this token.
+    /// Without it (or --metrics-listen) no metrics are served. Prefer the
+    /// environment variable: a command line is visible to other users.
+    #[arg(long, env = "TESSERA_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
     /// Log line format.
     #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -143,6 +152,11 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     config.auto_session_max_members = usize::from(args.auto_session_max_members);
     config.max_viewers = usize::from(args.max_viewers);
     config.viewer_input_per_second = args.viewer_input_rate;
+    config.metrics_listen = args.metrics_listen;
+    config.metrics_token = args
+        .metrics_token
+        .filter(|t| !t.is_empty())
+        .map(tessera_core::api::SecretString::new);
 
     let server = Server::start(config, Arc::new(SystemClock))
         .await
@@ -174,6 +188,9 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
             admin.password.as_str(),
             admin.username,
         );
+    }
+    if let Some(addr) = server.metrics_addr() {
+        say!("metrics on http://{addr}/metrics");
     }
     say!("tessera server listening on {url}");
     tracing::info!(%url, "listening");

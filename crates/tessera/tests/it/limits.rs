@@ -100,14 +100,7 @@ async fn login_rate_limit_answers_429_with_retry_after_and_refills() {
         .unwrap();
     assert_eq!(resp.status(), 422, "one token refilled after 3 s");
 
-    let metrics = http
-        .get(s.api("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("tessera_ratelimit_rejections_total{limiter=\"login\"} 1"),
         "{metrics}"

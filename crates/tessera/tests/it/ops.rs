@@ -25,7 +25,12 @@ async fn healthz_readyz_and_metrics_answer() {
     let r = http.get(s.api("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     s.admin().await.whoami().await.unwrap();
-    let m = http.get(s.api("/metrics")).send().await.unwrap();
+    let m = http
+        .get(s.api("/metrics"))
+        .bearer_auth(tessera_testkit::METRICS_TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert!(m.headers()["content-type"]
         .to_str()
         .unwrap()
@@ -44,6 +49,74 @@ async fn healthz_readyz_and_metrics_answer() {
     let resp = http.get(s.api("/healthz")).send().await.unwrap();
     assert!(resp.headers().contains_key("x-request-id"));
     s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_the_token_on_the_main_listener_and_none_on_their_own() {
+    let s = TestServer::start().await;
+    let http = s.http();
+    for (token, status, code) in [
+        (None, 401, "unauthenticated"),
+        (Some("test-metrics-toke"), 401, "unauthenticated"),
+        (Some("test-metrics-token-and-more"), 401, "unauthenticated"),
+    ] {
+        let mut req = http.get(s.api("/metrics"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), status, "{token:?}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{token:?}");
+    }
+    s.stop().await;
+
+    // The binary by default serves no metrics on its main address; with
+    // --metrics-listen it serves them, and only them, on their own.
+    let db = TestDb::new().await;
+    let plain = ServerProcess::spawn(&db.url, "warn", &[]).await;
+    let resp = reqwest::get(format!("{}/metrics", plain.url))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--metrics-listen"),
+        "{body}"
+    );
+    plain.terminate().await;
+
+    let db = TestDb::new().await;
+    let p = ServerProcess::spawn(&db.url, "warn", &["--metrics-listen", "127.0.0.1:0"]).await;
+    let addr = p
+        .stdout_head
+        .lines()
+        .find_map(|l| l.strip_prefix("metrics on "))
+        .unwrap_or_else(|| panic!("no metrics address in: {}", p.stdout_head))
+        .to_owned();
+    let m = reqwest::get(&addr).await.unwrap();
+    assert_eq!(m.status(), 200);
+    let text = m.text().await.unwrap();
+    assert!(text.contains("tessera_audit_appends_total"), "{text}");
+    let other = reqwest::get(addr.replace("/metrics", "/api/v1/openapi.json"))
+        .await
+        .unwrap();
+    assert_eq!(
+        other.status(),
+        404,
+        "the metrics address serves nothing else"
+    );
+    assert_eq!(
+        reqwest::get(format!("{}/metrics", p.url))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    p.terminate().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,15 +78,7 @@ async fn view_only_input_never_reaches_the_shell() {
     );
     // The watcher still sees the output.
     read_until(&mut vo_rx, "after-6", Duration::from_secs(10)).await;
-    let metrics = s
-        .http()
-        .get(s.api("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains(r#"tessera_relay_input_dropped_total{reason="view_only"} 2"#),
         "{metrics}"
@@ -265,15 +257,7 @@ async fn an_oversized_viewer_frame_closes_the_socket_with_1009() {
     .await
     .unwrap();
     assert_eq!(closed, Some(1009));
-    let metrics = s
-        .http()
-        .get(s.api("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains(r#"tessera_ws_oversized_frames_total{plane="viewer"} 1"#),
         "{metrics}"
@@ -352,15 +336,7 @@ async fn control_input_is_rate_limited_per_viewer() {
     }
     assert!(
         tessera_testkit::eventually(Duration::from_secs(5), || async {
-            let m = s
-                .http()
-                .get(s.api("/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let m = s.metrics().await;
             m.lines().any(|l| {
                 l.starts_with(r#"tessera_relay_input_dropped_total{reason="rate_limited"}"#)
                     && l.rsplit(' ')

@@ -350,15 +350,7 @@ async fn an_oversized_frame_closes_the_socket_with_1009() {
     let big = vec![0u8; tessera_proto::MAX_DEVICE_FRAME + 1];
     let _ = ws.send(Message::Binary(big.into())).await;
     assert_eq!(next(&mut ws).await.unwrap_err(), 1009);
-    let metrics = s
-        .http()
-        .get(s.api("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("tessera_ws_oversized_frames_total{plane=\"device\"} 1"),
         "{metrics}"
