@@ -310,14 +310,14 @@ fn cross_site() -> Response {
 /// The form's fields; an unparsable form reads as empty (each handler then
 /// asks for what is missing), an oversized body or a NUL anywhere is
 /// refused with a page.
-fn form_fields(body: Result<Bytes, BytesRejection>) -> Result<Vec<(String, String)>, Response> {
-    let body = body.map_err(|e| error_page(body_error(e)))?;
+fn form_fields(body: Result<Bytes, BytesRejection>) -> Result<Vec<(String, String)>, ApiError> {
+    let body = body.map_err(body_error)?;
     let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     if form_has_nul(&fields) {
-        return Err(error_page(ApiError::bad_request(
+        return Err(ApiError::bad_request(
             ErrorCode::InvalidField,
             "text may not contain NUL characters",
-        )));
+        ));
     }
     Ok(fields)
 }
@@ -372,7 +372,7 @@ async fn sign_in(
     }
     let fields = match form_fields(body) {
         Ok(fields) => fields,
-        Err(page) => return page,
+        Err(e) => return error_page(e),
     };
     let code = field(&fields, "user_code");
     let (Some(user), Some(password)) = (field(&fields, "username"), field(&fields, "password"))
@@ -422,7 +422,7 @@ async fn sign_out(
     }
     let fields = match form_fields(body) {
         Ok(fields) => fields,
-        Err(page) => return page,
+        Err(e) => return error_page(e),
     };
     if let Some((op, token)) = signed_in(&state, &headers).await {
         if !csrf_ok(&token, field(&fields, "csrf")) {
@@ -452,7 +452,7 @@ async fn decide(
     }
     let fields = match form_fields(body) {
         Ok(fields) => fields,
-        Err(page) => return page,
+        Err(e) => return error_page(e),
     };
     let Some((op, token)) = signed_in(&state, &headers).await else {
         return page(
