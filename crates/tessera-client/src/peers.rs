@@ -52,6 +52,15 @@ impl ApiClient {
         self.call(Method::POST, &path, Some(req)).await
     }
 
+    /// Ends an open exchange this device takes part in.
+    pub async fn withdraw_exchange(&self, id: &str) -> ClientResult<()> {
+        let path = format!(
+            "/api/v1/device/trust/exchanges/{}/withdraw",
+            encode_segment(id)
+        );
+        self.call_empty::<()>(Method::POST, &path, None).await
+    }
+
     pub async fn attest(
         &self,
         s: &tessera_core::trust::Signed<tessera_core::trust::TrustAttestation>,

@@ -204,7 +204,22 @@ pub(crate) async fn trust(args: TrustArgs) -> anyhow::Result<ExitCode> {
         TrustCommand::Add { device, name } => {
             let creds = credentials(&state)?;
             say!("Waiting for {device} to run `tessera trust add` for this device…");
-            let x = trust::exchange(&creds, &device).await?;
+            // Interrupted or failed, the attempt withdraws what it opened,
+            // so the other device's next `trust add` does not answer it.
+            let x = tokio::select! {
+                x = trust::exchange(&creds, &device) => match x {
+                    Ok(x) => x,
+                    Err(e) => {
+                        trust::withdraw_open(&creds, &device).await;
+                        return Err(e.into());
+                    }
+                },
+                _ = tokio::signal::ctrl_c() => {
+                    trust::withdraw_open(&creds, &device).await;
+                    say!("\nStopped; nothing was trusted.");
+                    return Ok(ExitCode::from(130));
+                }
+            };
             say!(
                 "\nBoth devices now show a code. This one shows:\n\n    {}\n\n\
                  Its fingerprint for {} is {}.",

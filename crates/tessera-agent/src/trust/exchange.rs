@@ -76,6 +76,13 @@ pub async fn exchange(creds: &Credentials, peer: &str) -> Result<Exchanged, Trus
     // while that commitment could still be used.
     let (my_nonce, my_nonce_hex) = nonce_hex();
     let (resp_nonce, resp_nonce_hex) = nonce_hex();
+    // What an interrupted earlier attempt of this device left open would
+    // be answered by the peer and then wait for a reveal that never comes.
+    for e in client.exchanges(&peer).await? {
+        if e.initiator == me {
+            let _ = client.withdraw_exchange(&e.id).await;
+        }
+    }
     let deadline = tokio::time::Instant::now() + EXCHANGE_WAIT;
     let mut mine: Option<ExchangeView> = None;
     // As responder: the exchange, and the commitment as it stood before
@@ -98,6 +105,15 @@ pub async fn exchange(creds: &Credentials, peer: &str) -> Result<Exchanged, Trus
             ));
         }
         let open = client.exchanges(&peer).await?;
+        // The other side gave up on the exchange this one was in (it was
+        // interrupted, or started again): start over from what is open now.
+        let gone = |id: &str| !open.iter().any(|e| e.id == id);
+        if responded.as_ref().is_some_and(|(r, _)| gone(&r.id)) {
+            responded = None;
+        }
+        if mine.as_ref().is_some_and(|m| gone(&m.id)) {
+            mine = None;
+        }
         if let Some((r, committed)) = &responded {
             // Responder: wait for the initiator's reveal, and check it
             // against the commitment seen before answering (the server's
@@ -182,6 +198,21 @@ pub async fn exchange(creds: &Credentials, peer: &str) -> Result<Exchanged, Trus
             );
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Ends every exchange this device has open with `peer`, for a `trust add`
+/// that is interrupted or gives up, so the peer's next attempt does not
+/// answer it. Best effort: what cannot be withdrawn expires by itself.
+pub async fn withdraw_open(creds: &Credentials, peer: &str) {
+    let (Ok(client), Ok(peer)) = (creds.client(), DeviceId::parse(peer)) else {
+        return;
+    };
+    let Ok(open) = client.exchanges(peer.as_str()).await else {
+        return;
+    };
+    for e in open {
+        let _ = client.withdraw_exchange(&e.id).await;
     }
 }
 

@@ -22,7 +22,7 @@ use tessera_core::{Clock, SystemClock, Timestamp};
 use crate::error::AgentError;
 use crate::state::{write_private, AgentState, StateError};
 
-pub use exchange::{confirm, exchange, Exchanged};
+pub use exchange::{confirm, exchange, withdraw_open, Exchanged};
 pub use peers::{accept_new_key, grant, remove, revoke_grant, rotate_identity, verify, Verified};
 
 /// A pinned peer.

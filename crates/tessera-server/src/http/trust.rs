@@ -40,6 +40,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create_exchange, list_exchanges))
         .routes(routes!(respond))
         .routes(routes!(reveal))
+        .routes(routes!(withdraw_exchange))
         .routes(routes!(attest, list_trust))
         .routes(routes!(withdraw_trust))
         .routes(routes!(create_grant, device_grants))
@@ -165,6 +166,20 @@ async fn reveal(
 ) -> ApiResult<Json<ExchangeView>> {
     let e = exchanges::reveal(state.db(), &me, &id, &req.identity, &req.nonce).await?;
     Ok(Json(ExchangeView::from(e)))
+}
+
+/// Either side ends an open exchange (an interrupted `tessera trust add`).
+#[utoipa::path(post, path = "/api/v1/device/trust/exchanges/{id}/withdraw", tag = "trust",
+    security(("device_key" = [])),
+    params(("id" = String, Path, description = "exchange id")),
+    responses((status = 204), (status = 404, description = "no open exchange of this device has that id", body = ErrorBody)))]
+async fn withdraw_exchange(
+    State(state): State<AppState>,
+    me: DevicePrincipal,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    exchanges::withdraw(state.db(), &me, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Record this device's signed trust in a peer.

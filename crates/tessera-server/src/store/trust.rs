@@ -101,6 +101,42 @@ pub async fn exchanges_between(
     Ok(query.try_map(exchange).fetch_all(db.pool()).await?)
 }
 
+/// Ends, by expiring them now, the live exchanges `initiator` opened with
+/// `responder`: a new attempt supersedes what an interrupted one left.
+pub async fn supersede_exchanges(
+    tx: &mut Tx,
+    initiator: &str,
+    responder: &str,
+    now: Timestamp,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE trust_exchanges SET expires_at = $3          WHERE initiator = $1 AND responder = $2 AND expires_at > $3",
+    )
+    .bind(initiator)
+    .bind(responder)
+    .bind(now.as_millis())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Ends a live exchange `device` takes part in, either side; `false` if
+/// there was none.
+pub async fn withdraw_exchange(
+    tx: &mut Tx,
+    id: &str,
+    device: &str,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let query = sqlx::query(
+        "UPDATE trust_exchanges SET expires_at = $3          WHERE id = $1 AND (initiator = $2 OR responder = $2) AND expires_at > $3",
+    )
+    .bind(id)
+    .bind(device)
+    .bind(now.as_millis());
+    changed_one(&mut **tx, query).await
+}
+
 /// committed → responded, by the responder.
 pub async fn respond(
     db: &Db,

@@ -9,7 +9,9 @@ use crate::auth::device::DevicePrincipal;
 use crate::store::trust::ExchangeRow;
 use crate::store::{self, Db};
 
-/// Opens an exchange with a peer on the initiator's commitment.
+/// Opens an exchange with a peer on the initiator's commitment; any
+/// exchange this device opened with that peer before (an interrupted
+/// attempt) ends, so the peer cannot answer a stale one.
 pub async fn open(
     db: &Db,
     me: &DevicePrincipal,
@@ -26,6 +28,7 @@ pub async fn open(
     let id = uuid::Uuid::now_v7().to_string();
     db.write(async |w| {
         let now = w.now();
+        store::trust::supersede_exchanges(w, &me.device_id, &peer.id, now).await?;
         store::trust::insert_exchange(
             w,
             &store::trust::NewExchange {
@@ -97,4 +100,17 @@ pub async fn reveal(
         ));
     }
     by_id(db, id).await
+}
+
+/// Either side ends an exchange (its `tessera trust add` was interrupted).
+pub async fn withdraw(db: &Db, me: &DevicePrincipal, id: &str) -> Result<(), TrustError> {
+    db.write(async |w| {
+        let now = w.now();
+        if store::trust::withdraw_exchange(w, id, &me.device_id, now).await? {
+            Ok(())
+        } else {
+            Err(TrustError::NotFound("open exchange"))
+        }
+    })
+    .await
 }

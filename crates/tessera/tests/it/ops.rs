@@ -195,6 +195,7 @@ async fn openapi_document_covers_every_json_route() {
         "GET /api/v1/device/trust/exchanges",
         "POST /api/v1/device/trust/exchanges/{id}/respond",
         "POST /api/v1/device/trust/exchanges/{id}/reveal",
+        "POST /api/v1/device/trust/exchanges/{id}/withdraw",
         "POST /api/v1/device/trust/attestations",
         "GET /api/v1/device/trust/attestations",
         "POST /api/v1/device/trust/withdraw",

@@ -6,6 +6,7 @@
 //! the tests are in `grants`, `relay` and `transfer`.
 
 mod grants;
+mod interrupted;
 mod relay;
 mod transfer;
 
