@@ -50,6 +50,13 @@ pub struct ServerConfig {
     pub max_viewers: usize,
     /// Input events a `control` viewer may send per second.
     pub viewer_input_per_second: u32,
+    /// Connections one device may hold on this node at once (agent and
+    /// clients together); one more is refused with `too_many_connections`.
+    pub max_connections_per_device: usize,
+    /// How long one write to a device's socket may take; a device that
+    /// does not take a message in this long has stopped reading and is
+    /// disconnected.
+    pub device_write_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -72,6 +79,8 @@ impl ServerConfig {
             auto_session_max_members: crate::automatic::DEFAULT_MAX_MEMBERS,
             max_viewers: crate::relay::MAX_VIEWERS,
             viewer_input_per_second: crate::relay::viewer::INPUT_PER_SECOND,
+            max_connections_per_device: crate::control::MAX_CONNECTIONS_PER_DEVICE,
+            device_write_timeout: crate::control::connection::WRITE_TIMEOUT,
         }
     }
 

@@ -10,6 +10,7 @@
 //! Here: the write routes the OpenAPI document lists and plausible values
 //! for their fields; the probes are in `http`, the frames in `frames`.
 
+mod bounds;
 mod frames;
 mod http;
 
