@@ -254,7 +254,9 @@ async fn an_aborted_connection_task_still_releases_presence_sessions_and_its_slo
 
 /// Not a check: measures the resident memory of a `tessera server`
 /// process (`TESSERA_BIN`, to compare builds) while three devices that do
-/// not read have input pasted at them. Run with `--run-ignored only`.
+/// not read (nor heartbeat, every 2 s) have input pasted at them, and
+/// whether they still show online 15 s later. Run with
+/// `--run-ignored only --no-capture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a check"]
 async fn measure_server_memory_with_devices_that_do_not_read() {
@@ -264,7 +266,12 @@ async fn measure_server_memory_with_devices_that_do_not_read() {
         &tessera_bin(),
         None,
         "warn",
-        &["--viewer-input-rate", "100000"],
+        &[
+            "--viewer-input-rate",
+            "100000",
+            "--heartbeat-interval",
+            "2s",
+        ],
     )
     .await
     .unwrap();
@@ -324,7 +331,7 @@ async fn measure_server_memory_with_devices_that_do_not_read() {
             let chunk = vec![b'x'; 60 * 1024];
             while tx.input(&chunk).await.is_ok() {}
         }));
-        sockets.push((ws, dir));
+        sockets.push((ws, dir, id));
     }
     tokio::time::sleep(Duration::from_secs(15)).await;
     let after = proc_status_kb(pid, "VmRSS:").unwrap();
@@ -335,6 +342,11 @@ async fn measure_server_memory_with_devices_that_do_not_read() {
         after / 1024,
         peak / 1024
     );
+    let mut online = 0;
+    for (_, _, id) in &sockets {
+        online += usize::from(admin.device(id.as_str()).await.unwrap().online);
+    }
+    println!("devices still online after 15 s without a heartbeat: {online} of 3");
     for p in pastes {
         p.abort();
     }
