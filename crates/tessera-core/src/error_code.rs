@@ -71,6 +71,7 @@ words! {
         AlreadyEnded = "already_ended",
         ConsentPending = "consent_pending",
         TooManyViewers = "too_many_viewers",
+        TooManyConnections = "too_many_connections",
         WrongSession = "wrong_session",
         // Trust between devices.
         BadSignature = "bad_signature",

@@ -56,6 +56,13 @@ pub struct ServerConfig {
     /// The bearer token `/metrics` on the main listener requires. Without
     /// one the main listener does not serve metrics at all.
     pub metrics_token: Option<tessera_core::api::SecretString>,
+    /// Connections one device may hold on this node at once (agent and
+    /// clients together); one more is refused with `too_many_connections`.
+    pub max_connections_per_device: usize,
+    /// How long one write to a device's socket may take; a device that
+    /// does not take a message in this long has stopped reading and is
+    /// disconnected.
+    pub device_write_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -80,6 +87,8 @@ impl ServerConfig {
             viewer_input_per_second: crate::relay::viewer::INPUT_PER_SECOND,
             metrics_listen: None,
             metrics_token: None,
+            max_connections_per_device: crate::control::MAX_CONNECTIONS_PER_DEVICE,
+            device_write_timeout: crate::control::connection::WRITE_TIMEOUT,
         }
     }
 

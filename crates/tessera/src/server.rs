@@ -64,6 +64,11 @@ pub(crate) struct ServerArgs {
     /// Most viewers of one session.
     #[arg(long, env = "TESSERA_MAX_VIEWERS", default_value_t = tessera_server::relay::MAX_VIEWERS as u16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     max_viewers: u16,
+    /// Connections one device may hold at once (its agent and `tessera
+    /// send` clients together); one more is refused with
+    /// `too_many_connections`.
+    #[arg(long, env = "TESSERA_MAX_CONNECTIONS_PER_DEVICE", default_value_t = tessera_server::control::MAX_CONNECTIONS_PER_DEVICE as u16, value_parser = clap::value_parser!(u16).range(1..=64))]
+    max_connections_per_device: u16,
     /// Input events per second a `control` viewer may send (keystrokes,
     /// resizes); more are delayed, then dropped.
     #[arg(long, env = "TESSERA_VIEWER_INPUT_RATE", default_value_t = tessera_server::relay::viewer::INPUT_PER_SECOND, value_parser = clap::value_parser!(u32).range(1..))]
@@ -151,6 +156,7 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     config.public_url = args.public_url;
     config.auto_session_max_members = usize::from(args.auto_session_max_members);
     config.max_viewers = usize::from(args.max_viewers);
+    config.max_connections_per_device = usize::from(args.max_connections_per_device);
     config.viewer_input_per_second = args.viewer_input_rate;
     config.metrics_listen = args.metrics_listen;
     config.metrics_token = args

@@ -8,7 +8,9 @@
 
 mod dispatch;
 mod handshake;
+mod presence;
 mod rotation;
+mod writer;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -20,18 +22,35 @@ use prost::Message as _;
 use tessera_core::ErrorCode;
 use tessera_proto::v1::{Error as ErrorMsg, Revoked, Welcome};
 use tessera_proto::{close, Body, Envelope};
+use tokio::sync::oneshot;
 
-use super::{ControlCommand, Registration, Revocation};
+use self::writer::{Farewell, Outgoing, WriterEnd};
+use super::{queue, ControlCommand, Orders, Outbox, Registration, Revocation, Slot};
 use crate::auth::device::DevicePrincipal;
-use crate::store;
+use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::AppState;
 
+pub use self::presence::Presence;
 pub use self::rotation::RotationError;
 
 /// How long a device has to answer the challenge.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Missing this many heartbeats in a row ends the connection.
 const MISSED_HEARTBEATS: u32 = 3;
+/// How long one write to a device may take, unless configured: a device
+/// that takes no message in this long has stopped reading. Generous next
+/// to a full device frame (4 MiB) over a slow link, short next to the
+/// heartbeat allowance it must not outlive by much.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the connection's last words (a revocation, a refusal) may take
+/// before the socket is dropped unsaid: a device that stopped reading is
+/// cut off this soon after the order, not a write timeout later.
+const FAREWELL_WAIT: Duration = Duration::from_secs(1);
+/// The connection's own replies (heartbeat acks, rotation steps, errors)
+/// waiting for the socket. A device that asks this many things without
+/// reading an answer is not reading: the connection ends.
+const REPLY_QUEUE: usize = 32;
+const REPLY_QUEUE_BYTES: usize = 256 << 10;
 
 /// The WebSocket's read buffer: grows for a large frame, starts (and, for
 /// an idle device, stays) small. The library's default, 128 KiB per
@@ -40,14 +59,22 @@ pub const READ_BUFFER: usize = 4 * 1024;
 /// Frames are written out once this much is buffered (or on flush).
 pub const WRITE_BUFFER: usize = 64 * 1024;
 
-/// Serves an upgraded device socket whose `cak_` key was checked: the
-/// handshake, then the connection until it ends.
-pub async fn serve(socket: WebSocket, state: AppState, device: DevicePrincipal, ip: IpAddr) {
+/// Serves an upgraded device socket whose `cak_` key was checked and which
+/// holds one of the device's connection slots: the handshake, then the
+/// connection until it ends.
+pub async fn serve(
+    socket: WebSocket,
+    state: AppState,
+    device: DevicePrincipal,
+    ip: IpAddr,
+    slot: Slot,
+) {
     connection(Box::new(Accepted {
         socket,
         state,
         device,
         ip,
+        slot,
     }))
     .await
 }
@@ -64,6 +91,7 @@ struct Accepted {
     state: AppState,
     device: DevicePrincipal,
     ip: IpAddr,
+    slot: Slot,
 }
 
 /// A device that proved its identity and is registered on this node.
@@ -71,13 +99,13 @@ struct Connected {
     sink: Sink,
     stream: Stream,
     registration: Registration,
+    /// Released when the connection ends, or by its drop if it never does.
+    presence: Presence,
     session: Session,
     /// An agent (not a `tessera send` client): it makes the device online.
     agent: bool,
     /// The protocol version both sides speak.
     version: u32,
-    /// When this connection was recorded in the device's row.
-    connected_at: tessera_core::Timestamp,
 }
 
 async fn connection(accepted: Box<Accepted>) {
@@ -86,7 +114,7 @@ async fn connection(accepted: Box<Accepted>) {
     let connected = Box::pin(handshake::handshake(accepted))
         .instrument(span.clone())
         .await;
-    if let Some(mut connected) = connected {
+    if let Some(connected) = connected {
         connected.serve().instrument(span).await;
     }
 }
@@ -94,30 +122,31 @@ async fn connection(accepted: Box<Accepted>) {
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
 
-async fn send(sink: &mut Sink, body: Body) -> Result<(), axum::Error> {
-    sink.send(Message::Binary(Envelope::of(body).encode_to_vec().into()))
-        .await
+/// Writes one message, giving up after [`WRITE_TIMEOUT`] (used where the
+/// writer is not running yet or any more: the handshake and the farewell).
+async fn write(sink: &mut Sink, m: Message, within: Duration) -> Result<(), ()> {
+    match tokio::time::timeout(within, sink.send(m)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+async fn send(sink: &mut Sink, body: Body) -> Result<(), ()> {
+    let frame = Message::Binary(Envelope::of(body).encode_to_vec().into());
+    write(sink, frame, WRITE_TIMEOUT).await
 }
 
 async fn close_with(sink: &mut Sink, code: u16, reason: &str) {
-    let _ = sink
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        })))
-        .await;
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }));
+    let _ = write(sink, frame, FAREWELL_WAIT).await;
 }
 
 /// Sends a refusal and closes.
 async fn refuse(sink: &mut Sink, close_code: u16, code: &str, message: &str) {
-    let _ = send(
-        sink,
-        Body::Error(ErrorMsg {
-            code: code.to_owned(),
-            message: message.to_owned(),
-        }),
-    )
-    .await;
+    let _ = send(sink, error_body(code, message)).await;
     close_with(sink, close_code, code).await;
 }
 
@@ -169,65 +198,96 @@ pub fn is_too_big(e: &axum::Error) -> bool {
 impl Connected {
     /// Welcomes the device, serves it until the connection ends, and
     /// records that it is gone.
-    async fn serve(&mut self) {
+    ///
+    /// Two halves run side by side in this task: the reader (what the
+    /// device sends, its heartbeat deadline, the node's orders) and the
+    /// [`writer`]. Either may end the connection: the reader with a
+    /// farewell the writer gets [`FAREWELL_WAIT`] to say, the writer when
+    /// the socket fails or a write stalls. So a device that stops reading
+    /// is still cut off by its heartbeat deadline or a revocation, at once.
+    async fn serve(self) {
         let Connected {
-            sink,
-            stream,
+            mut sink,
+            mut stream,
             registration,
-            session,
+            presence,
+            mut session,
             agent,
             version,
-            connected_at,
         } = self;
         let state = session.state.clone();
         let conn_id = session.conn_id;
         let interval = state.config().heartbeat_interval;
-        let welcome = Body::Welcome(Welcome {
-            protocol_version: *version,
+        let Registration {
+            orders,
+            notices,
+            input,
+            e2e,
+            ..
+        } = registration;
+        let (replies, replies_rx) = queue::bounded(REPLY_QUEUE, REPLY_QUEUE_BYTES);
+        let (say_farewell, farewell) = oneshot::channel();
+        // First in the first queue the writer reads: the device hears it
+        // before any notice queued since it registered.
+        let _ = replies.try_send(super::queued(Body::Welcome(Welcome {
+            protocol_version: version,
             heartbeat_interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
             connection_id: conn_id.to_string(),
-        });
-        if send(sink, welcome).await.is_ok() {
-            if *agent {
+        })));
+        let outgoing = Outgoing {
+            replies: replies_rx,
+            notices,
+            input,
+            e2e,
+            farewell,
+        };
+        let writer = writer::write(&mut sink, outgoing, state.config().device_write_timeout);
+        tokio::pin!(writer);
+        let reader = async {
+            if agent {
                 Box::pin(crate::session::device_arrived(
                     &state,
                     &session.device.device_id,
                 ))
                 .await;
             }
-            session.run(sink, stream, registration, interval).await;
-        }
-        let registry = state.registry();
-        registry.unregister(&session.device.device_id, conn_id);
-        Box::pin(crate::automatic::connection_closed(
-            &crate::automatic::Routing::of(&state),
-            &session.device.device_id,
-            conn_id,
-        ))
-        .await;
-        if *agent {
-            // The shells of this connection died with it; sessions waiting for
-            // consent end too unless a newer connection took over (it asks again).
-            let reconnected = registry.is_connected(&session.device.device_id);
-            Box::pin(crate::session::connection_closed(
-                &state,
-                &session.device.device_id,
-                conn_id,
-                reconnected,
-            ))
-            .await;
-            if let Err(e) = Box::pin(store::devices::mark_disconnected(
-                state.db(),
-                &session.device.device_id,
-                *connected_at,
-                state.now(),
-            ))
-            .await
-            {
-                tracing::warn!(error = %e, "cannot record the disconnection");
+            session.run(&mut stream, &orders, &replies, interval).await
+        };
+        let stalled = tokio::select! {
+            farewell = reader => {
+                let _ = say_farewell.send(farewell);
+                let _ = tokio::time::timeout(FAREWELL_WAIT, &mut writer).await;
+                false
             }
+            end = &mut writer => end == WriterEnd::Stalled,
+        };
+        if stalled {
+            Box::pin(audit_stall(&state, &session.device, conn_id)).await;
         }
-        tracing::info!(conn_id, "device disconnected");
+        presence.release().await;
+    }
+}
+
+/// A device that stopped reading is cut off; the audit row says so (the
+/// device and connection, never its key).
+async fn audit_stall(state: &AppState, device: &DevicePrincipal, conn_id: u64) {
+    let timeout = state.config().device_write_timeout;
+    tracing::warn!(
+        conn_id,
+        timeout_ms = timeout.as_millis() as u64,
+        "device stopped reading: a write timed out, disconnecting"
+    );
+    let event = AuditEvent::new(
+        &device.tenant_id,
+        Actor::Device(device.device_id.clone()),
+        Action::DeviceStalled,
+    )
+    .target(format!("device:{}", device.device_id))
+    .detail("reason", "write_timeout")
+    .detail("timeout_ms", timeout.as_millis() as u64)
+    .detail("connection_id", conn_id.to_string());
+    if let Err(e) = state.db().audit(event).await {
+        tracing::warn!(error = %e, "cannot audit a stalled device connection");
     }
 }
 
@@ -247,20 +307,15 @@ struct Session {
 }
 
 impl Session {
+    /// Reads the device and watches its heartbeat deadline and the node's
+    /// orders until one of them ends the connection; what to say last.
     async fn run(
         &mut self,
-        sink: &mut Sink,
         stream: &mut Stream,
-        registration: &mut Registration,
+        orders: &Orders,
+        replies: &Outbox,
         interval: Duration,
-    ) {
-        let Registration {
-            orders,
-            notices,
-            input,
-            e2e,
-            ..
-        } = registration;
+    ) -> Farewell {
         let allowance = interval * MISSED_HEARTBEATS;
         let mut deadline = tokio::time::Instant::now() + allowance;
         let shutdown = self.state.shutdown_token().clone();
@@ -270,60 +325,106 @@ impl Session {
                 // re-arms the heartbeat deadline, so time spent pushing back
                 // on a device's output never counts as a missed heartbeat.
                 biased;
-                order = orders.next() => match order {
-                    ControlCommand::Revoke(revocation) => {
-                        let Revocation { key_id, code, reason } = *revocation;
-                        // A stale order for a key this connection rotated away from.
-                        if key_id != self.device.key_id && code == ErrorCode::KeyRevoked {
-                            continue;
-                        }
-                        let _ = send(sink, Body::Revoked(Revoked { code: code.as_str().to_owned(), reason })).await;
-                        return close_with(sink, close::REVOKED, code.as_str()).await;
-                    }
-                    ControlCommand::Replaced => {
-                        return close_with(sink, close::REPLACED, "replaced_by_newer_connection").await;
-                    }
-                    ControlCommand::IdentityRotated => {
-                        return close_with(sink, close::REPLACED, "identity_rotated").await;
-                    }
+                order = orders.next() => match self.obey(order) {
+                    Some(farewell) => return farewell,
+                    None => continue,
                 },
                 incoming = next_envelope(&self.state, stream) => match incoming {
                     Incoming::Envelope(env) => {
                         deadline = tokio::time::Instant::now() + allowance;
-                        // Boxed: the rarely used handlers are large, and an idle
-                        // connection should not carry their state.
-                        if let Err(stop) = Box::pin(self.handle(sink, env)).await {
-                            if let Some((code, why)) = stop {
-                                close_with(sink, code, why).await;
-                            }
-                            return;
+                        if let Err(farewell) = self.handle_or_obey(replies, orders, env).await {
+                            return farewell;
                         }
                     }
-                    Incoming::Closed => return,
-                    Incoming::Bad(code, why) => return close_with(sink, code, why).await,
+                    Incoming::Closed => return Farewell::silent(),
+                    Incoming::Bad(code, why) => return Farewell::close(code, why),
                 },
-                Some(notice) = notices.recv() => {
-                    if sink.send(Message::Binary(notice.encode_to_vec().into())).await.is_err() {
-                        return;
-                    }
-                }
-                Some(typed) = input.recv() => {
-                    if sink.send(Message::Binary(typed.encode_to_vec().into())).await.is_err() {
-                        return;
-                    }
-                }
-                Some(sealed) = e2e.recv() => {
-                    if sink.send(Message::Binary(sealed.encode_to_vec().into())).await.is_err() {
-                        return;
-                    }
-                }
                 () = tokio::time::sleep_until(deadline) => {
-                    return refuse(sink, close::HEARTBEAT_TIMEOUT, "heartbeat_timeout", "no heartbeat in time").await;
+                    return Farewell::after(
+                        error_body("heartbeat_timeout", "no heartbeat in time"),
+                        close::HEARTBEAT_TIMEOUT,
+                        "heartbeat_timeout",
+                    );
                 }
                 () = shutdown.cancelled() => {
-                    return close_with(sink, 1001, "server_shutting_down").await;
+                    return Farewell::close(1001, "server_shutting_down");
                 }
             }
+        }
+    }
+
+    /// What an order means for this connection: a farewell, or `None` for
+    /// a stale revocation of a key it rotated away from.
+    fn obey(&self, order: ControlCommand) -> Option<Farewell> {
+        obey(&self.device.key_id, order)
+    }
+
+    /// Handles one message. Relaying it may wait (for room in another
+    /// device's queue, for viewers to catch up); meanwhile the node's
+    /// orders still cut this connection off. Other messages (heartbeats,
+    /// rotation steps, answers) are handled whole, so an order never lands
+    /// in the middle of a key rotation.
+    async fn handle_or_obey(
+        &mut self,
+        replies: &Outbox,
+        orders: &Orders,
+        env: Envelope,
+    ) -> Result<(), Farewell> {
+        let relayed = matches!(
+            env.body,
+            Some(Body::ChannelData(_) | Body::E2eHandshake(_) | Body::E2eData(_))
+        );
+        if !relayed {
+            // Boxed: the rarely used handlers are large, and an idle
+            // connection should not carry their state.
+            return Box::pin(self.handle(replies, env)).await;
+        }
+        // Relaying does not change the key, so the one it started with
+        // judges any order that arrives meanwhile.
+        let key_id = self.device.key_id.clone();
+        let mut handling = Box::pin(self.handle(replies, env));
+        loop {
+            tokio::select! {
+                biased;
+                order = orders.next() => {
+                    if let Some(farewell) = obey(&key_id, order) {
+                        return Err(farewell);
+                    }
+                }
+                handled = &mut handling => return handled,
+            }
+        }
+    }
+}
+
+/// See [`Session::obey`].
+fn obey(key_id: &str, order: ControlCommand) -> Option<Farewell> {
+    match order {
+        ControlCommand::Revoke(revocation) => {
+            let Revocation {
+                key_id: revoked,
+                code,
+                reason,
+            } = *revocation;
+            // A stale order for a key this connection rotated away from.
+            if revoked != key_id && code == ErrorCode::KeyRevoked {
+                return None;
+            }
+            Some(Farewell::after(
+                Body::Revoked(Revoked {
+                    code: code.as_str().to_owned(),
+                    reason,
+                }),
+                close::REVOKED,
+                code.as_str(),
+            ))
+        }
+        ControlCommand::Replaced => Some(Farewell::close(
+            close::REPLACED,
+            "replaced_by_newer_connection",
+        )),
+        ControlCommand::IdentityRotated => {
+            Some(Farewell::close(close::REPLACED, "identity_rotated"))
         }
     }
 }

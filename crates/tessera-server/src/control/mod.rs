@@ -9,6 +9,7 @@
 //! heartbeat everywhere.
 
 pub mod connection;
+pub mod queue;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,8 +17,9 @@ use std::sync::{Arc, Mutex};
 
 use tessera_core::ErrorCode;
 use tessera_proto::Envelope;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
+pub use self::queue::{Inbox, Outbox, QueueError};
 use crate::store;
 
 /// A message waiting in a connection's queue. Boxed: a queue allocates its
@@ -62,20 +64,20 @@ struct Entry {
     orders: Arc<Orders>,
     /// Server notices for the device (channel opens, consent requests,
     /// session ends, invitations): never crowded out by other traffic.
-    notices: mpsc::Sender<Queued>,
+    notices: Outbox,
     /// Viewer input for the device.
-    input: mpsc::Sender<Queued>,
+    input: Outbox,
     /// End-to-end session traffic for the device.
-    e2e: mpsc::Sender<Queued>,
+    e2e: Outbox,
 }
 
 /// What one registration hands its connection task.
 pub struct Registration {
     pub conn_id: u64,
     pub orders: Arc<Orders>,
-    pub notices: mpsc::Receiver<Queued>,
-    pub input: mpsc::Receiver<Queued>,
-    pub e2e: mpsc::Receiver<Queued>,
+    pub notices: Inbox,
+    pub input: Inbox,
+    pub e2e: Inbox,
 }
 
 #[derive(Default)]
@@ -83,10 +85,14 @@ struct Connections {
     by_conn: HashMap<u64, Entry>,
     /// Each device's agent connection.
     agent_of: HashMap<String, u64>,
+    /// Connections each device holds or is opening (from before the
+    /// upgrade to the end of the connection's cleanup).
+    slots: HashMap<String, usize>,
 }
 
 /// The device connections on this node: at most one agent connection per
-/// device (a newer one replaces it), and any number of client connections.
+/// device (a newer one replaces it), and up to a configured number of
+/// connections of any role per device (see [`Registry::reserve`]).
 #[derive(Default)]
 pub struct Registry {
     conns: Mutex<Connections>,
@@ -148,12 +154,48 @@ impl Orders {
 /// Viewer input waiting for the device's socket. Input waits a little for
 /// room (holding back only its viewer), then is dropped and counted.
 pub const INPUT_QUEUE: usize = 256;
+/// Bytes of viewer input waiting: viewer frames are at most 64 KiB, so
+/// this is a few seconds of paste at the input rate limit.
+pub const INPUT_QUEUE_BYTES: usize = 1 << 20;
 /// Server notices waiting for the device's socket. Few and small; the
 /// device reads them before any input.
 pub const NOTICE_QUEUE: usize = 64;
+/// Bytes of notices waiting (a notice is well under 1 KiB).
+pub const NOTICE_QUEUE_BYTES: usize = 256 << 10;
 /// End-to-end messages waiting for the device's socket; a sender waits for
 /// room, which pushes back on it through its own socket.
 pub const E2E_QUEUE: usize = 64;
+/// Bytes of end-to-end traffic waiting: two full device frames, so one
+/// can be written while the next waits. This, not the message count, is
+/// what bounds a connection's memory (64 full frames would be 256 MiB).
+pub const E2E_QUEUE_BYTES: usize = 2 * tessera_proto::MAX_DEVICE_FRAME;
+/// Connections one device may hold on a node at once, unless configured
+/// (`--max-connections-per-device`): its agent, a reconnecting agent whose
+/// old connection has not timed out yet, and a `tessera send` or two.
+pub const MAX_CONNECTIONS_PER_DEVICE: usize = 4;
+
+/// A device's claim on one of its connection slots, taken before the
+/// WebSocket upgrade and given back when dropped: at the end of the
+/// connection's cleanup, or wherever its task ends (a refused handshake, a
+/// panic, an abort).
+pub struct Slot {
+    state: crate::AppState,
+    device_id: String,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("device_id", &self.device_id)
+            .finish()
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.state.registry().release(&self.device_id);
+    }
+}
 
 impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, Connections> {
@@ -171,9 +213,9 @@ impl Registry {
     ) -> Registration {
         let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let orders = Arc::new(Orders::default());
-        let (notices_tx, notices_rx) = mpsc::channel(NOTICE_QUEUE);
-        let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
-        let (e2e_tx, e2e_rx) = mpsc::channel(E2E_QUEUE);
+        let (notices_tx, notices_rx) = queue::bounded(NOTICE_QUEUE, NOTICE_QUEUE_BYTES);
+        let (input_tx, input_rx) = queue::bounded(INPUT_QUEUE, INPUT_QUEUE_BYTES);
+        let (e2e_tx, e2e_rx) = queue::bounded(E2E_QUEUE, E2E_QUEUE_BYTES);
         let mut c = self.lock();
         c.by_conn.insert(
             conn_id,
@@ -210,23 +252,23 @@ impl Registry {
     }
 
     /// The notice queue of a device's agent connection here.
-    pub fn notices(&self, device_id: &str) -> Option<(u64, mpsc::Sender<Queued>)> {
+    pub fn notices(&self, device_id: &str) -> Option<(u64, Outbox)> {
         let c = self.lock();
         Self::agent_entry(&c, device_id).map(|(id, e)| (id, e.notices.clone()))
     }
 
     /// The notice queue of one connection.
-    pub fn notices_of_conn(&self, conn_id: u64) -> Option<mpsc::Sender<Queued>> {
+    pub fn notices_of_conn(&self, conn_id: u64) -> Option<Outbox> {
         self.lock().by_conn.get(&conn_id).map(|e| e.notices.clone())
     }
 
     /// The end-to-end queue of one connection.
-    pub fn e2e_of_conn(&self, conn_id: u64) -> Option<mpsc::Sender<Queued>> {
+    pub fn e2e_of_conn(&self, conn_id: u64) -> Option<Outbox> {
         self.lock().by_conn.get(&conn_id).map(|e| e.e2e.clone())
     }
 
     /// The input queue of a device's agent connection here.
-    pub fn input(&self, device_id: &str) -> Option<mpsc::Sender<Queued>> {
+    pub fn input(&self, device_id: &str) -> Option<Outbox> {
         let c = self.lock();
         Self::agent_entry(&c, device_id).map(|(_, e)| e.input.clone())
     }
@@ -250,6 +292,38 @@ impl Registry {
         if c.agent_of.get(device_id) == Some(&conn_id) {
             c.agent_of.remove(device_id);
         }
+    }
+
+    /// Takes one of the device's `cap` connection slots; `None` if it
+    /// holds them all. Taken before the upgrade and held to the end of the
+    /// connection's cleanup, so connections still proving their identity
+    /// count too, and two racing upgrades cannot both take the last slot.
+    pub fn reserve(state: &crate::AppState, device_id: &str, cap: usize) -> Option<Slot> {
+        let mut c = state.registry().lock();
+        let held = c.slots.entry(device_id.to_owned()).or_insert(0);
+        if *held >= cap.max(1) {
+            return None;
+        }
+        *held += 1;
+        Some(Slot {
+            state: state.clone(),
+            device_id: device_id.to_owned(),
+        })
+    }
+
+    fn release(&self, device_id: &str) {
+        let mut c = self.lock();
+        if let Some(held) = c.slots.get_mut(device_id) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                c.slots.remove(device_id);
+            }
+        }
+    }
+
+    /// Connection slots the device holds here.
+    pub fn slots_of(&self, device_id: &str) -> usize {
+        self.lock().slots.get(device_id).copied().unwrap_or(0)
     }
 
     /// After a key rotation, the connection is authenticated by the new key.

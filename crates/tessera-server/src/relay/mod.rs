@@ -153,6 +153,18 @@ pub struct Joined {
     pub drained: Drained,
 }
 
+/// See [`LiveSession::seat`].
+pub struct Seat {
+    session: Arc<LiveSession>,
+    viewer_id: u64,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.session.leave(self.viewer_id);
+    }
+}
+
 /// The viewer task's side of the byte budget.
 pub struct Drained {
     queued: Arc<AtomicUsize>,
@@ -232,6 +244,16 @@ impl LiveSession {
 
     pub fn leave(&self, viewer_id: u64) {
         self.lock().viewers.remove(&viewer_id);
+    }
+
+    /// The viewer's seat, which leaves the session when dropped: however
+    /// the viewer's task ends (a panic, an abort), the relay stops
+    /// queueing output for it and its place is free.
+    pub fn seat(self: &Arc<Self>, viewer_id: u64) -> Seat {
+        Seat {
+            session: Arc::clone(self),
+            viewer_id,
+        }
     }
 
     pub fn viewer_count(&self) -> usize {
@@ -430,6 +452,21 @@ mod tests {
 
     fn session() -> Arc<LiveSession> {
         Hub::default().open("s", "t", "d", "desk", 1, Access::Control)
+    }
+
+    #[tokio::test]
+    async fn a_viewer_task_that_is_aborted_still_leaves_the_session() {
+        let s = session();
+        let joined = s.join("u1", "l1", Access::Control).unwrap();
+        let seat = s.seat(joined.viewer_id);
+        let task = tokio::spawn(async move {
+            let _held = (seat, joined);
+            std::future::pending::<()>().await;
+        });
+        assert_eq!(s.viewer_count(), 1);
+        task.abort();
+        let _ = task.await;
+        assert_eq!(s.viewer_count(), 0);
     }
 
     #[tokio::test]

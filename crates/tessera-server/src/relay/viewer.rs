@@ -153,6 +153,7 @@ pub async fn serve(
         close_with(&mut sink, close::SESSION_ENDED, "session_ended").await;
         return;
     };
+    let seat = live.seat(viewer_id);
     audit(&state, &claims, ip, Action::SessionJoined, vec![]).await;
     let (mut sink, mut stream) = socket.split();
     let mut ok = send(
@@ -243,10 +244,10 @@ pub async fn serve(
                         // queue is not being drained.
                         match relay.send_timeout(crate::control::queued(body), INPUT_WAIT).await {
                             Ok(()) => {}
-                            Err(tokio::sync::mpsc::error::SendTimeoutError::Timeout(_)) => {
+                            Err(crate::control::QueueError::Full) => {
                                 state.metrics().input_dropped("device_busy");
                             }
-                            Err(tokio::sync::mpsc::error::SendTimeoutError::Closed(_)) => break,
+                            Err(crate::control::QueueError::Closed) => break,
                         }
                     }
                 }
@@ -267,7 +268,7 @@ pub async fn serve(
             },
         }
     }
-    live.leave(viewer_id);
+    drop(seat);
     if tally.dropped_view_only > 0 || tally.dropped_rate > 0 || tally.oversized {
         audit(
             &state,

@@ -6,27 +6,25 @@ use tessera_proto::v1::{HeartbeatAck, Revoked};
 use tessera_proto::{close, Body, Envelope};
 
 use super::rotation::REVOKED_CODE;
-use super::{clip, error_body, send, Session, Sink};
+use super::writer::Farewell;
+use super::{clip, error_body, Session};
 use crate::automatic::Routing;
+use crate::control::{queued, Outbox};
 
 impl Session {
-    /// Handles one message. `Err(Some(close))` ends the connection with that
-    /// close code; `Err(None)` ends it without one (the socket is gone).
-    pub(super) async fn handle(
-        &mut self,
-        sink: &mut Sink,
-        env: Envelope,
-    ) -> Result<(), Option<(u16, &'static str)>> {
+    /// Handles one message; a reply goes to the writer through `replies`.
+    /// `Err` ends the connection with that farewell.
+    pub(super) async fn handle(&mut self, replies: &Outbox, env: Envelope) -> Result<(), Farewell> {
         let reply = match env.body {
             Some(Body::Heartbeat(h)) => Body::HeartbeatAck(HeartbeatAck { seq: h.seq }),
             Some(Body::RotateKeyRequest(_)) => match self.offer_rotation().await {
                 Ok(body) => body,
-                Err(e) if e.code() == REVOKED_CODE => return self.cut_off(sink).await,
+                Err(e) if e.code() == REVOKED_CODE => return Err(self.cut_off()),
                 Err(e) => error_body(e.code().as_str(), &e.message()),
             },
             Some(Body::RotateKeyConfirm(c)) => match self.confirm_rotation(&c.key_id).await {
                 Ok(body) => body,
-                Err(e) if e.code() == REVOKED_CODE => return self.cut_off(sink).await,
+                Err(e) if e.code() == REVOKED_CODE => return Err(self.cut_off()),
                 Err(e) => error_body(e.code().as_str(), &e.message()),
             },
             // Relay traffic from the device: nothing to answer.
@@ -135,22 +133,26 @@ impl Session {
                 .await;
                 return Ok(());
             }
-            _ => return Err(Some((1008, "unexpected_message"))),
+            _ => return Err(Farewell::close(1008, "unexpected_message")),
         };
-        send(sink, reply).await.map_err(|_| None)
+        // A device that asked for more answers than fit in its reply queue
+        // is not reading them: its connection ends rather than waiting.
+        replies.try_send(queued(reply)).map_err(|_| {
+            tracing::warn!("device is not reading its replies; disconnecting");
+            Farewell::silent()
+        })
     }
 
     /// Tells the device its key or itself is revoked, and ends the
     /// connection.
-    async fn cut_off(&self, sink: &mut Sink) -> Result<(), Option<(u16, &'static str)>> {
-        let _ = send(
-            sink,
+    fn cut_off(&self) -> Farewell {
+        Farewell::after(
             Body::Revoked(Revoked {
                 code: REVOKED_CODE.as_str().to_owned(),
                 reason: "the key this connection authenticated with is no longer valid".to_owned(),
             }),
+            close::REVOKED,
+            REVOKED_CODE.as_str(),
         )
-        .await;
-        Err(Some((close::REVOKED, REVOKED_CODE.as_str())))
     }
 }

@@ -13,8 +13,8 @@ use tessera_proto::v1::Challenge;
 use tessera_proto::{close, Body, Envelope, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 
 use super::{
-    clip, close_with, next_envelope, refuse, send, Accepted, Connected, Incoming, Session,
-    HELLO_TIMEOUT,
+    clip, close_with, next_envelope, refuse, send, Accepted, Connected, Incoming, Presence,
+    Session, HELLO_TIMEOUT,
 };
 use crate::auth::device::DevicePrincipal;
 use crate::store;
@@ -44,6 +44,7 @@ pub(super) async fn handshake(accepted: Box<Accepted>) -> Option<Box<Connected>>
         state,
         device,
         ip,
+        slot,
     } = *accepted;
     let (mut sink, mut stream) = socket.split();
     let nonce: [u8; 32] = random_bytes();
@@ -168,20 +169,15 @@ pub(super) async fn handshake(accepted: Box<Accepted>) -> Option<Box<Connected>>
     }
     // Registered only once the row says what connected, so a device that
     // shows online also shows its agent version and OS.
-    let role = if agent {
-        tessera_proto::role::AGENT
-    } else {
-        tessera_proto::role::CLIENT
-    };
-    let registration = state
-        .registry()
-        .register(&device.device_id, &device.key_id, role, version);
+    let (presence, registration) =
+        Presence::enter(&state, slot, &device, agent, version, connected_at);
     let conn_id = registration.conn_id;
     tracing::info!(conn_id, "device connected");
     Some(Box::new(Connected {
         sink,
         stream,
         registration,
+        presence,
         session: Session {
             state,
             device,
@@ -190,6 +186,5 @@ pub(super) async fn handshake(accepted: Box<Accepted>) -> Option<Box<Connected>>
         },
         agent,
         version,
-        connected_at,
     }))
 }

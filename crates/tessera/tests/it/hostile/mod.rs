@@ -11,6 +11,7 @@
 //! for their fields; the probes are in `http`, the form routes (`/oauth/*`
 //! and the `/device` page) in `forms`, the frames in `frames`.
 
+mod bounds;
 mod forms;
 mod frames;
 mod http;

@@ -1,0 +1,130 @@
+//! The connection's writer: the one place that writes to a device's
+//! socket once the handshake is done.
+//!
+//! It runs beside the loop that reads the device and watches its heartbeat
+//! deadline and the node's orders, so a write that blocks (the device
+//! stopped reading and its TCP window is shut) never keeps that loop from
+//! cutting the device off. Each write has a time limit; a device that does
+//! not take one message within it has stopped reading, and the writer ends
+//! with [`WriterEnd::Stalled`], which ends the connection.
+//!
+//! It takes messages in a fixed order: the loop's own replies, then server
+//! notices, then viewer input, then end-to-end traffic, each from its own
+//! queue bounded in messages and bytes (see `control::queue`).
+
+use std::time::Duration;
+
+use axum::extract::ws::Message;
+use futures_util::SinkExt;
+use tessera_proto::Body;
+use tokio::sync::oneshot;
+
+use super::{close_with, send, Sink};
+use crate::control::Inbox;
+
+/// What the connection says last before it closes: a message (the
+/// revocation, the refusal) and a close frame.
+#[derive(Debug, Default)]
+pub(super) struct Farewell {
+    pub last: Option<Body>,
+    pub close: Option<(u16, &'static str)>,
+}
+
+impl Farewell {
+    /// Closes with `code` and `reason`, saying nothing before.
+    pub(super) fn close(code: u16, reason: &'static str) -> Farewell {
+        Farewell {
+            last: None,
+            close: Some((code, reason)),
+        }
+    }
+
+    /// Says `last`, then closes.
+    pub(super) fn after(last: Body, code: u16, reason: &'static str) -> Farewell {
+        Farewell {
+            last: Some(last),
+            close: Some((code, reason)),
+        }
+    }
+
+    /// The socket is gone: nothing to say.
+    pub(super) fn silent() -> Farewell {
+        Farewell::default()
+    }
+}
+
+/// How the writer ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum WriterEnd {
+    /// It said the connection's farewell (or tried to).
+    Finished,
+    /// The socket failed, or every queue closed.
+    Gone,
+    /// One write took longer than the write timeout.
+    Stalled,
+}
+
+/// The queues the writer empties into the socket.
+pub(super) struct Outgoing {
+    pub replies: Inbox,
+    pub notices: Inbox,
+    pub input: Inbox,
+    pub e2e: Inbox,
+    /// The connection's last words, when the reading side ends it.
+    pub farewell: oneshot::Receiver<Farewell>,
+}
+
+/// Writes queued messages to `sink` until told to say farewell, the
+/// socket fails, or a write takes longer than `timeout`.
+pub(super) async fn write(sink: &mut Sink, mut out: Outgoing, timeout: Duration) -> WriterEnd {
+    loop {
+        let (from, (_, bytes)) = tokio::select! {
+            biased;
+            farewell = &mut out.farewell => {
+                if let Ok(f) = farewell {
+                    say(sink, f).await;
+                }
+                return WriterEnd::Finished;
+            }
+            Some(m) = out.replies.recv() => (Queue::Replies, m),
+            Some(m) = out.notices.recv() => (Queue::Notices, m),
+            Some(m) = out.input.recv() => (Queue::Input, m),
+            Some(m) = out.e2e.recv() => (Queue::E2e, m),
+            else => return WriterEnd::Gone,
+        };
+        let len = bytes.len();
+        let written = tokio::time::timeout(timeout, sink.send(Message::Binary(bytes.into()))).await;
+        // Its bytes are given back once written (or once they never will be).
+        let inbox = match from {
+            Queue::Replies => &out.replies,
+            Queue::Notices => &out.notices,
+            Queue::Input => &out.input,
+            Queue::E2e => &out.e2e,
+        };
+        inbox.written(len);
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return WriterEnd::Gone,
+            Err(_) => return WriterEnd::Stalled,
+        }
+    }
+}
+
+enum Queue {
+    Replies,
+    Notices,
+    Input,
+    E2e,
+}
+
+/// Says the farewell; each write is time-limited by the helpers.
+async fn say(sink: &mut Sink, f: Farewell) {
+    if let Some(last) = f.last {
+        if send(sink, last).await.is_err() {
+            return;
+        }
+    }
+    if let Some((code, reason)) = f.close {
+        close_with(sink, code, reason).await;
+    }
+}
