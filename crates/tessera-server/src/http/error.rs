@@ -150,6 +150,13 @@ impl From<DeviceAuthError> for ApiError {
             DeviceAuthError::DeviceRevoked => ErrorCode::DeviceRevoked,
             DeviceAuthError::KeyRevoked => ErrorCode::KeyRevoked,
             DeviceAuthError::KeyNotActive => ErrorCode::KeyNotActive,
+            DeviceAuthError::SupportKeyScope => {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    ErrorCode::SupportKeyScope,
+                    e.to_string(),
+                )
+            }
         };
         ApiError::unauthorized(code, e.to_string())
     }

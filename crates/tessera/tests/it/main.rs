@@ -23,6 +23,7 @@ mod schema;
 mod secrets;
 mod sessions;
 mod support;
+mod support_scope;
 mod trusted;
 mod user_path;
 mod users;
