@@ -108,16 +108,32 @@ pub async fn with_token(
     opts: &EnrollOptions,
     token: SecretString,
 ) -> Result<DeviceId, EnrollError> {
+    let now = tessera_core::SystemClock.now().as_millis();
+    with_token_at(state, opts, token, now).await
+}
+
+/// [`with_token`], its proof of key possession made at `issued_at` (Unix
+/// ms; the server takes it within five minutes of its clock).
+pub async fn with_token_at(
+    state: &AgentState,
+    opts: &EnrollOptions,
+    token: SecretString,
+    issued_at: i64,
+) -> Result<DeviceId, EnrollError> {
     refuse_if_enrolled(state)?;
     let keys = state.identity_or_create()?;
     let client = ApiClient::new(&opts.server, &opts.trust())?;
+    let (name, hostname, os) = (opts.name(), sysinfo::hostname(), sysinfo::os());
+    let (_, proof) = pairing_proof_at(&keys, &name, &hostname, &os, issued_at);
     let resp = client
         .enroll(&EnrollRequest {
             token,
             identity: keys.document().encode(),
-            name: opts.name(),
-            hostname: sysinfo::hostname(),
-            os: sysinfo::os(),
+            name,
+            hostname,
+            os,
+            issued_at: Some(issued_at),
+            proof: Some(proof),
         })
         .await?;
     let id = keys.device_id();

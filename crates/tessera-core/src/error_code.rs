@@ -66,6 +66,7 @@ words! {
         InvalidEvent = "invalid_event",
         BatchTooLarge = "batch_too_large",
         SupportKeyScope = "support_key_scope",
+        InvalidProof = "invalid_proof",
         // Sessions and viewers.
         SessionNotActive = "session_not_active",
         SessionEnded = "session_ended",

@@ -1,9 +1,11 @@
-//! Enrolling devices with enrollment tokens (trust on first use), and the
-//! key issuing that enrollment and pairing share.
+//! Enrolling devices with enrollment tokens (trust on first use), and what
+//! enrollment, pairing and support-code binding share: the key issuing and
+//! the proof that the requester holds the identity key it names.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
-use tessera_core::identity::IdentityDocument;
+use tessera_core::identity::{self, pairing_request_body, IdentityDocument, Label};
 use tessera_core::secret::{Secret, SecretKind};
 use tessera_core::Timestamp;
 
@@ -33,7 +35,68 @@ pub enum EnrollmentError {
     #[error("this device identity is already enrolled")]
     AlreadyEnrolled,
     #[error(transparent)]
+    Proof(#[from] ProofError),
+    #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// How far a proof's `issued_at` may be from the server's clock.
+pub const PROOF_WINDOW: Duration = Duration::from_secs(300);
+
+/// Why a request does not prove possession of its identity key. The words
+/// are the same on every route that asks for the proof (pairing answers
+/// them as RFC 6749 `invalid_request`, the JSON routes as `invalid_proof`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    #[error("missing `{0}`: a signature by the identity key proves the device holds it")]
+    Missing(&'static str),
+    #[error("`issued_at` must be Unix milliseconds")]
+    BadTime,
+    #[error("`issued_at` is more than five minutes from the server's clock")]
+    Stale,
+    #[error("`proof` must be base64url")]
+    NotBase64,
+    #[error("`proof` does not verify with the identity key")]
+    BadSignature,
+}
+
+/// The one proof of key possession that pairing, enrollment with a token
+/// and support-code binding require: `proof` is the identity key's
+/// signature under `pairing-request` over the client id, the name,
+/// hostname and OS the device reports and `issued_at` (Unix ms, within
+/// [`PROOF_WINDOW`] of `now`). The identity document alone is public, so
+/// without this anyone could enroll (and so block) someone else's DeviceId.
+pub fn check_possession(
+    doc: &IdentityDocument,
+    (name, hostname, os): (&str, &str, &str),
+    issued_at: i64,
+    proof: &str,
+    now: Timestamp,
+) -> Result<(), ProofError> {
+    let skew = (now.as_millis() - issued_at).unsigned_abs();
+    if u128::from(skew) > PROOF_WINDOW.as_millis() {
+        return Err(ProofError::Stale);
+    }
+    let proof = data_encoding::BASE64URL_NOPAD
+        .decode(proof.as_bytes())
+        .map_err(|_| ProofError::NotBase64)?;
+    let body = pairing_request_body(crate::pairing::CLIENT_ID, name, hostname, os, issued_at);
+    identity::verify(&doc.ed25519, Label::PairingRequest, &body, &proof)
+        .map_err(|_| ProofError::BadSignature)
+}
+
+/// [`check_possession`] for a JSON request's optional `issued_at` and
+/// `proof` fields (absent is refused in the same words).
+pub fn check_possession_fields(
+    doc: &IdentityDocument,
+    fields: (&str, &str, &str),
+    issued_at: Option<i64>,
+    proof: Option<&str>,
+    now: Timestamp,
+) -> Result<(), ProofError> {
+    let issued_at = issued_at.ok_or(ProofError::Missing("issued_at"))?;
+    let proof = proof.ok_or(ProofError::Missing("proof"))?;
+    check_possession(doc, fields, issued_at, proof, now)
 }
 
 /// Where an enrollment token is in its life.
@@ -124,6 +187,8 @@ pub struct Enrollment<'a> {
     pub name: &'a str,
     pub hostname: &'a str,
     pub os: &'a str,
+    pub issued_at: Option<i64>,
+    pub proof: Option<&'a str>,
     pub ip: IpAddr,
 }
 
@@ -160,6 +225,13 @@ pub async fn enroll(db: &Db, e: Enrollment<'_>) -> Result<(String, Secret), Enro
         _ => None,
     }
     .ok_or(EnrollmentError::NotAToken)?;
+    check_possession_fields(
+        &doc,
+        (e.name, e.hostname, e.os),
+        e.issued_at,
+        e.proof,
+        db.now(),
+    )?;
 
     let enrolled = db
         .write(async |w| {

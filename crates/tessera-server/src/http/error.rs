@@ -225,6 +225,7 @@ impl From<EnrollmentError> for ApiError {
             EnrollmentError::DeviceRevoked => {
                 ApiError::new(StatusCode::FORBIDDEN, ErrorCode::DeviceRevoked, message)
             }
+            EnrollmentError::Proof(_) => ApiError::unauthorized(ErrorCode::InvalidProof, message),
             EnrollmentError::AlreadyEnrolled => {
                 ApiError::conflict(ErrorCode::AlreadyEnrolled, message)
             }

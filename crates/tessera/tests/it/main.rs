@@ -11,6 +11,7 @@ mod cli;
 mod control;
 mod demotion;
 mod e2e;
+mod enroll_proof;
 mod enrollment;
 mod events;
 mod grant_scopes;
