@@ -30,8 +30,8 @@ pub enum EnrollmentError {
     TokenExpired,
     #[error("this enrollment token has no uses left")]
     TokenExhausted,
-    #[error("this device identity was revoked; it cannot enroll again")]
-    DeviceRevoked,
+    #[error("this device identity was revoked ({reason}); it cannot enroll again")]
+    DeviceRevoked { reason: String },
     #[error("this device identity is already enrolled")]
     AlreadyEnrolled,
     #[error(transparent)]
@@ -243,7 +243,11 @@ pub async fn enroll(db: &Db, e: Enrollment<'_>) -> Result<(String, Secret), Enro
                 store::devices::by_id_any_tenant(w.conn(), device_id.as_str()).await?
             {
                 return Err(if existing.revoked_at.is_some() {
-                    EnrollmentError::DeviceRevoked
+                    EnrollmentError::DeviceRevoked {
+                        reason: existing
+                            .revoked_reason
+                            .unwrap_or_else(|| "no reason given".to_owned()),
+                    }
                 } else {
                     EnrollmentError::AlreadyEnrolled
                 });

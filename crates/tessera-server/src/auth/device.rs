@@ -124,6 +124,7 @@ mod tests {
             key_activated_at: t.filter(|_| activated),
             key_revoked_at: t.filter(|_| key_revoked),
             device_revoked_at: t.filter(|_| device_revoked),
+            device_revoked_reason: None,
             ephemeral: false,
         }
     }

@@ -222,7 +222,7 @@ impl From<EnrollmentError> for ApiError {
             EnrollmentError::TokenExhausted => {
                 ApiError::unauthorized(ErrorCode::TokenExhausted, message)
             }
-            EnrollmentError::DeviceRevoked => {
+            EnrollmentError::DeviceRevoked { .. } => {
                 ApiError::new(StatusCode::FORBIDDEN, ErrorCode::DeviceRevoked, message)
             }
             EnrollmentError::Proof(_) => ApiError::unauthorized(ErrorCode::InvalidProof, message),

@@ -244,7 +244,15 @@ async fn authenticate_device(
     let row = crate::store::devices::key_auth(state.db().pool(), &secret.hash())
         .await?
         .ok_or(DeviceAuthError::InvalidKey)?;
-    check_key(&row)?;
+    if let Err(e) = check_key(&row) {
+        let mut refusal = ApiError::from(e);
+        // The device's own operator-given reason, so an agent told it was
+        // revoked can say why (it names no secret).
+        if let (DeviceAuthError::DeviceRevoked, Some(reason)) = (e, &row.device_revoked_reason) {
+            refusal.message = format!("{} ({reason})", refusal.message);
+        }
+        return Err(refusal);
+    }
     check_scope(&row, scope)?;
     tracing::Span::current().record("device", row.device_id.as_str());
     Ok(row.into())

@@ -222,8 +222,25 @@ async fn authorize(
         let outcome: Result<Option<OAuthFailure>, StoreError> = state
             .db()
             .write(async |w| {
-                if let Some(refusal) = pairing_refusal(w, device_id.as_str(), now).await? {
+                if let Some(refusal) = pairing_refusal(w, device_id.as_str()).await? {
                     return Ok(Some(refusal));
+                }
+                // An interrupted enroll retried: the identity holder (it
+                // signed this request) replaces its pending pairing, whose
+                // user code stops working at once.
+                for old in store::pairings::replace_pending(w, device_id.as_str(), now).await? {
+                    w.audit(
+                        AuditEvent::new(
+                            tenancy::for_anonymous(),
+                            Actor::Anonymous,
+                            Action::PairingReplaced,
+                        )
+                        .ip(Some(ip.0))
+                        .target(format!("device:{device_id}"))
+                        .detail("pairing_id", old)
+                        .detail("replaced_by", id.clone()),
+                    )
+                    .await?;
                 }
                 store::pairings::insert(
                     w,
@@ -313,26 +330,19 @@ fn check_proof(
 }
 
 /// Why this identity may not start a pairing, if it may not: it is already
-/// enrolled (new keys for it come from an operator or a rotation), it was
-/// revoked, or a pairing for it is already pending.
+/// enrolled (new keys for it come from an operator or a rotation), or it
+/// was revoked (with the operator's reason).
 async fn pairing_refusal(
     tx: &mut store::Tx,
     device_id: &str,
-    now: tessera_core::Timestamp,
 ) -> Result<Option<OAuthFailure>, StoreError> {
     if let Some(d) = store::devices::by_id_any_tenant(&mut **tx, device_id).await? {
-        let why = if d.revoked_at.is_some() {
-            "this device identity was revoked"
-        } else {
-            "this device is already enrolled"
+        let why = match (d.revoked_at, d.revoked_reason) {
+            (Some(_), Some(reason)) => format!("this device identity was revoked ({reason})"),
+            (Some(_), None) => "this device identity was revoked".to_owned(),
+            (None, _) => "this device is already enrolled".to_owned(),
         };
-        return Ok(Some(fail("access_denied", Some(why))));
-    }
-    if store::pairings::pending_for_device(&mut **tx, device_id, now).await? {
-        return Ok(Some(fail(
-            "invalid_request",
-            Some("a pairing for this device is already pending"),
-        )));
+        return Ok(Some(fail("access_denied", Some(&why))));
     }
     Ok(None)
 }

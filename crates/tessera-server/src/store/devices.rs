@@ -342,6 +342,7 @@ pub struct KeyAuthRow {
     pub key_activated_at: Option<Timestamp>,
     pub key_revoked_at: Option<Timestamp>,
     pub device_revoked_at: Option<Timestamp>,
+    pub device_revoked_reason: Option<String>,
     /// A support-code device: its key serves its one session's control
     /// channel and nothing else.
     pub ephemeral: bool,
@@ -353,7 +354,8 @@ pub async fn key_auth<'e, E: Executor<'e, Database = Any>>(
 ) -> StoreResult<Option<KeyAuthRow>> {
     let row = sqlx::query(
         "SELECT k.id, k.key_prefix, k.device_id, k.tenant_id, d.owner_user_id, d.ed25519_public, \
-                k.activated_at, k.revoked_at, d.revoked_at AS device_revoked_at, d.ephemeral \
+                k.activated_at, k.revoked_at, d.revoked_at AS device_revoked_at, \
+                d.revoked_reason AS device_revoked_reason, d.ephemeral \
          FROM device_keys k JOIN devices d ON d.id = k.device_id WHERE k.key_hash = $1",
     )
     .bind(hash.to_vec())
@@ -370,6 +372,7 @@ pub async fn key_auth<'e, E: Executor<'e, Database = Any>>(
         key_activated_at: r.opt_time("activated_at")?,
         key_revoked_at: r.opt_time("revoked_at")?,
         device_revoked_at: r.opt_time("device_revoked_at")?,
+        device_revoked_reason: r.col("device_revoked_reason")?,
         ephemeral: r.col::<i64>("ephemeral")? != 0,
     }))
 }

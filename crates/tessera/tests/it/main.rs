@@ -12,6 +12,7 @@ mod control;
 mod demotion;
 mod e2e;
 mod enroll_proof;
+mod enroll_retry;
 mod enrollment;
 mod events;
 mod grant_scopes;
