@@ -73,7 +73,8 @@ pub fn check_possession(
     proof: &str,
     now: Timestamp,
 ) -> Result<(), ProofError> {
-    let skew = (now.as_millis() - issued_at).unsigned_abs();
+    // `abs_diff`: any i64 a client sends is compared without overflow.
+    let skew = now.as_millis().abs_diff(issued_at);
     if u128::from(skew) > PROOF_WINDOW.as_millis() {
         return Err(ProofError::Stale);
     }
@@ -363,4 +364,34 @@ async fn refusal(db: &Db, token: &Secret, ip: IpAddr) -> EnrollmentError {
     token_state
         .refusal()
         .unwrap_or(EnrollmentError::TokenExhausted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_core::identity::DeviceKeys;
+
+    #[test]
+    fn a_proof_dated_at_any_i64_is_refused_as_stale_without_overflow() {
+        let keys = DeviceKeys::generate();
+        let doc = keys.document();
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        for at in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX] {
+            assert_eq!(
+                check_possession(&doc, ("n", "h", "o"), at, "x", now),
+                Err(ProofError::Stale),
+                "{at}"
+            );
+        }
+        let body = pairing_request_body(crate::pairing::CLIENT_ID, "n", "h", "o", now.as_millis());
+        let proof = data_encoding::BASE64URL_NOPAD.encode(&keys.sign(Label::PairingRequest, &body));
+        assert_eq!(
+            check_possession(&doc, ("n", "h", "o"), now.as_millis(), &proof, now),
+            Ok(())
+        );
+        assert_eq!(
+            check_possession(&doc, ("n", "h", "other"), now.as_millis(), &proof, now),
+            Err(ProofError::BadSignature)
+        );
+    }
 }
