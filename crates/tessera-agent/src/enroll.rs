@@ -28,6 +28,10 @@ pub enum EnrollError {
     Denied,
     #[error("the code expired before an operator approved it; run enroll again")]
     Expired,
+    #[error(
+        "{why}: this identity cannot enroll again; move {dir} away (or pass another --state-dir) to enroll as a new device"
+    )]
+    Revoked { why: String, dir: String },
 }
 
 /// Where to enroll and what to call this device.
@@ -93,13 +97,33 @@ pub fn pairing_proof_at(
     )
 }
 
-fn refuse_if_enrolled(state: &AgentState) -> Result<(), EnrollError> {
-    if state.is_enrolled() {
-        return Err(EnrollError::AlreadyEnrolled(
-            state.dir().display().to_string(),
-        ));
+/// Refuses to enroll over an existing enrollment. When the server says
+/// that enrollment's device was revoked, the refusal says so, with the
+/// operator's reason, instead of "already enrolled".
+async fn refuse_if_enrolled(state: &AgentState) -> Result<(), EnrollError> {
+    if !state.is_enrolled() {
+        return Ok(());
     }
-    Ok(())
+    let dir = state.dir().display().to_string();
+    if let Some(why) = revoked_reason(state).await {
+        return Err(EnrollError::Revoked { why, dir });
+    }
+    Err(EnrollError::AlreadyEnrolled(dir))
+}
+
+/// The server's word that this state's device is revoked, if it says so;
+/// `None` when it is not, or the server cannot be asked.
+async fn revoked_reason(state: &AgentState) -> Option<String> {
+    let enrollment = state.enrollment().ok()?;
+    let key = state.key().ok()?;
+    let client = ApiClient::new(&enrollment.server, &enrollment.trust())
+        .ok()?
+        .with_token(key);
+    // Any device route answers a revoked device's key with `device_revoked`.
+    match client.peer(&enrollment.device_id).await {
+        Err(ClientError::Api { code, message, .. }) if code == "device_revoked" => Some(message),
+        _ => None,
+    }
 }
 
 /// Enrolls with an `etk_` token. Returns the DeviceId.
@@ -108,16 +132,32 @@ pub async fn with_token(
     opts: &EnrollOptions,
     token: SecretString,
 ) -> Result<DeviceId, EnrollError> {
-    refuse_if_enrolled(state)?;
+    let now = tessera_core::SystemClock.now().as_millis();
+    with_token_at(state, opts, token, now).await
+}
+
+/// [`with_token`], its proof of key possession made at `issued_at` (Unix
+/// ms; the server takes it within five minutes of its clock).
+pub async fn with_token_at(
+    state: &AgentState,
+    opts: &EnrollOptions,
+    token: SecretString,
+    issued_at: i64,
+) -> Result<DeviceId, EnrollError> {
+    refuse_if_enrolled(state).await?;
     let keys = state.identity_or_create()?;
     let client = ApiClient::new(&opts.server, &opts.trust())?;
+    let (name, hostname, os) = (opts.name(), sysinfo::hostname(), sysinfo::os());
+    let (_, proof) = pairing_proof_at(&keys, &name, &hostname, &os, issued_at);
     let resp = client
         .enroll(&EnrollRequest {
             token,
             identity: keys.document().encode(),
-            name: opts.name(),
-            hostname: sysinfo::hostname(),
-            os: sysinfo::os(),
+            name,
+            hostname,
+            os,
+            issued_at: Some(issued_at),
+            proof: Some(proof),
         })
         .await?;
     let id = keys.device_id();
@@ -132,7 +172,7 @@ pub async fn with_pairing(
     opts: &EnrollOptions,
     show: impl FnOnce(&DeviceAuthorizationResponse, &DeviceId),
 ) -> Result<DeviceId, EnrollError> {
-    refuse_if_enrolled(state)?;
+    refuse_if_enrolled(state).await?;
     let keys = state.identity_or_create()?;
     let id = keys.device_id();
     let client = ApiClient::new(&opts.server, &opts.trust())?;
@@ -151,9 +191,17 @@ pub async fn with_pairing(
         ])
         .await?;
     show(&auth, &id);
+    let expires = tokio::time::Instant::now() + Duration::from_secs(auth.expires_in);
     let mut interval = Duration::from_secs(auth.interval.max(1));
+    // While the server cannot be reached (restarting, a 5xx), polls back
+    // off from the interval up to a minute, until the code expires.
+    let mut backoff = interval;
     loop {
-        tokio::time::sleep(interval).await;
+        let wait = backoff.max(interval);
+        if tokio::time::Instant::now() + wait >= expires {
+            return Err(EnrollError::Expired);
+        }
+        tokio::time::sleep(wait).await;
         match client
             .device_token(auth.device_code.expose(), CLIENT_ID)
             .await
@@ -162,16 +210,38 @@ pub async fn with_pairing(
                 state.save_enrollment(&opts.enrollment(id.to_string()), &token.access_token)?;
                 return Ok(id);
             }
-            Err(ClientError::OAuth(e)) => match PollError::parse(&e.error) {
-                Some(PollError::AuthorizationPending) => {}
-                // RFC 8628 §3.5: add five seconds for this and every later poll.
-                Some(PollError::SlowDown) => interval += Duration::from_secs(5),
-                Some(PollError::AccessDenied) => return Err(EnrollError::Denied),
-                Some(PollError::ExpiredToken) => return Err(EnrollError::Expired),
-                None => return Err(ClientError::OAuth(e).into()),
-            },
+            Err(ClientError::OAuth(e)) if PollError::parse(&e.error).is_some() => {
+                backoff = interval;
+                match PollError::parse(&e.error) {
+                    // RFC 8628 §3.5: add five seconds for this and every later poll.
+                    Some(PollError::SlowDown) => interval += Duration::from_secs(5),
+                    Some(PollError::AccessDenied) => return Err(EnrollError::Denied),
+                    Some(PollError::ExpiredToken) => return Err(EnrollError::Expired),
+                    Some(PollError::AuthorizationPending) | None => {}
+                }
+            }
+            Err(e) if is_transient(&e) => {
+                tracing::warn!(error = %e, "the server is not answering; polling again");
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// The longest wait between polls while the server is away.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Whether a poll failed because the server is away or failing for now
+/// (not reachable, a 5xx, RFC 6749 `server_error`/`temporarily_unavailable`)
+/// rather than because of what it decided.
+fn is_transient(e: &ClientError) -> bool {
+    match e {
+        ClientError::Transport(_) => true,
+        ClientError::OAuth(o) => {
+            matches!(o.error.as_str(), "server_error" | "temporarily_unavailable")
+        }
+        other => other.status().is_some_and(|s| s >= 500),
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tessera_client::{ApiClient, ClientError, TlsTrust};
 use tessera_core::api::{BindSupportCodeRequest, BoundSupportCode, SupportCodePreview};
 use tessera_core::identity::DeviceKeys;
+use tessera_core::Clock;
 
 use crate::control::{run_one_session, Exit, RunOptions};
 use crate::credentials::Credentials;
@@ -33,13 +34,23 @@ pub async fn bind(
 ) -> Result<(Credentials, BoundSupportCode), ClientError> {
     let keys = DeviceKeys::generate();
     let client = ApiClient::new(server, trust)?;
+    let (name, hostname, os) = (
+        name.unwrap_or_else(sysinfo::hostname),
+        sysinfo::hostname(),
+        sysinfo::os(),
+    );
+    // The same proof of key possession a pairing request carries.
+    let issued_at = tessera_core::SystemClock.now().as_millis();
+    let (_, proof) = crate::enroll::pairing_proof_at(&keys, &name, &hostname, &os, issued_at);
     let bound = client
         .bind_support_code(&BindSupportCodeRequest {
             code: tessera_core::api::SecretString::new(code),
             identity: keys.document().encode(),
-            name: name.unwrap_or_else(sysinfo::hostname),
-            hostname: sysinfo::hostname(),
-            os: sysinfo::os(),
+            name,
+            hostname,
+            os,
+            issued_at: Some(issued_at),
+            proof: Some(proof),
         })
         .await?;
     let creds = Credentials {

@@ -81,14 +81,21 @@ pub(crate) async fn enroll(
                     .local_address(local_ip(i))
                     .build()?;
                 let keys = DeviceKeys::generate();
+                let name = format!("bench-{i}");
+                let issued_at = tessera_core::Clock::now(&tessera_core::SystemClock).as_millis();
+                let (_, proof) = tessera_agent::enroll::pairing_proof_at(
+                    &keys, &name, &name, "bench", issued_at,
+                );
                 let resp = http
                     .post(&url)
                     .json(&EnrollRequest {
                         token,
                         identity: keys.document().encode(),
-                        name: format!("bench-{i}"),
-                        hostname: format!("bench-{i}"),
+                        name: name.clone(),
+                        hostname: name,
                         os: "bench".into(),
+                        issued_at: Some(issued_at),
+                        proof: Some(proof),
                     })
                     .send()
                     .await?;

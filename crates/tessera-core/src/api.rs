@@ -275,6 +275,16 @@ pub struct EnrollRequest {
     pub name: String,
     pub hostname: String,
     pub os: String,
+    /// Unix milliseconds when `proof` was made; within five minutes of the
+    /// server's clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<i64>,
+    /// Proof that the sender holds the identity key: base64url of its
+    /// signature under `pairing-request` over `tessera-agent`, `name`,
+    /// `hostname`, `os` and `issued_at` (the pairing request's proof).
+    /// Required; refused as `invalid_proof` when absent, stale or wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -491,6 +501,16 @@ pub struct BindSupportCodeRequest {
     pub name: String,
     pub hostname: String,
     pub os: String,
+    /// Unix milliseconds when `proof` was made; within five minutes of the
+    /// server's clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<i64>,
+    /// Proof that the sender holds the identity key: base64url of its
+    /// signature under `pairing-request` over `tessera-agent`, `name`,
+    /// `hostname`, `os` and `issued_at` (the pairing request's proof).
+    /// Required; refused as `invalid_proof` when absent, stale or wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -65,6 +65,8 @@ words! {
         PairingNotPending = "pairing_not_pending",
         InvalidEvent = "invalid_event",
         BatchTooLarge = "batch_too_large",
+        SupportKeyScope = "support_key_scope",
+        InvalidProof = "invalid_proof",
         // Sessions and viewers.
         SessionNotActive = "session_not_active",
         SessionEnded = "session_ended",

@@ -1,9 +1,11 @@
-//! Enrolling devices with enrollment tokens (trust on first use), and the
-//! key issuing that enrollment and pairing share.
+//! Enrolling devices with enrollment tokens (trust on first use), and what
+//! enrollment, pairing and support-code binding share: the key issuing and
+//! the proof that the requester holds the identity key it names.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
-use tessera_core::identity::IdentityDocument;
+use tessera_core::identity::{self, pairing_request_body, IdentityDocument, Label};
 use tessera_core::secret::{Secret, SecretKind};
 use tessera_core::Timestamp;
 
@@ -28,12 +30,74 @@ pub enum EnrollmentError {
     TokenExpired,
     #[error("this enrollment token has no uses left")]
     TokenExhausted,
-    #[error("this device identity was revoked; it cannot enroll again")]
-    DeviceRevoked,
+    #[error("this device identity was revoked ({reason}); it cannot enroll again")]
+    DeviceRevoked { reason: String },
     #[error("this device identity is already enrolled")]
     AlreadyEnrolled,
     #[error(transparent)]
+    Proof(#[from] ProofError),
+    #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// How far a proof's `issued_at` may be from the server's clock.
+pub const PROOF_WINDOW: Duration = Duration::from_secs(300);
+
+/// Why a request does not prove possession of its identity key. The words
+/// are the same on every route that asks for the proof (pairing answers
+/// them as RFC 6749 `invalid_request`, the JSON routes as `invalid_proof`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    #[error("missing `{0}`: a signature by the identity key proves the device holds it")]
+    Missing(&'static str),
+    #[error("`issued_at` must be Unix milliseconds")]
+    BadTime,
+    #[error("`issued_at` is more than five minutes from the server's clock")]
+    Stale,
+    #[error("`proof` must be base64url")]
+    NotBase64,
+    #[error("`proof` does not verify with the identity key")]
+    BadSignature,
+}
+
+/// The one proof of key possession that pairing, enrollment with a token
+/// and support-code binding require: `proof` is the identity key's
+/// signature under `pairing-request` over the client id, the name,
+/// hostname and OS the device reports and `issued_at` (Unix ms, within
+/// [`PROOF_WINDOW`] of `now`). The identity document alone is public, so
+/// without this anyone could enroll (and so block) someone else's DeviceId.
+pub fn check_possession(
+    doc: &IdentityDocument,
+    (name, hostname, os): (&str, &str, &str),
+    issued_at: i64,
+    proof: &str,
+    now: Timestamp,
+) -> Result<(), ProofError> {
+    // `abs_diff`: any i64 a client sends is compared without overflow.
+    let skew = now.as_millis().abs_diff(issued_at);
+    if u128::from(skew) > PROOF_WINDOW.as_millis() {
+        return Err(ProofError::Stale);
+    }
+    let proof = data_encoding::BASE64URL_NOPAD
+        .decode(proof.as_bytes())
+        .map_err(|_| ProofError::NotBase64)?;
+    let body = pairing_request_body(crate::pairing::CLIENT_ID, name, hostname, os, issued_at);
+    identity::verify(&doc.ed25519, Label::PairingRequest, &body, &proof)
+        .map_err(|_| ProofError::BadSignature)
+}
+
+/// [`check_possession`] for a JSON request's optional `issued_at` and
+/// `proof` fields (absent is refused in the same words).
+pub fn check_possession_fields(
+    doc: &IdentityDocument,
+    fields: (&str, &str, &str),
+    issued_at: Option<i64>,
+    proof: Option<&str>,
+    now: Timestamp,
+) -> Result<(), ProofError> {
+    let issued_at = issued_at.ok_or(ProofError::Missing("issued_at"))?;
+    let proof = proof.ok_or(ProofError::Missing("proof"))?;
+    check_possession(doc, fields, issued_at, proof, now)
 }
 
 /// Where an enrollment token is in its life.
@@ -124,6 +188,8 @@ pub struct Enrollment<'a> {
     pub name: &'a str,
     pub hostname: &'a str,
     pub os: &'a str,
+    pub issued_at: Option<i64>,
+    pub proof: Option<&'a str>,
     pub ip: IpAddr,
 }
 
@@ -160,6 +226,13 @@ pub async fn enroll(db: &Db, e: Enrollment<'_>) -> Result<(String, Secret), Enro
         _ => None,
     }
     .ok_or(EnrollmentError::NotAToken)?;
+    check_possession_fields(
+        &doc,
+        (e.name, e.hostname, e.os),
+        e.issued_at,
+        e.proof,
+        db.now(),
+    )?;
 
     let enrolled = db
         .write(async |w| {
@@ -171,7 +244,11 @@ pub async fn enroll(db: &Db, e: Enrollment<'_>) -> Result<(String, Secret), Enro
                 store::devices::by_id_any_tenant(w.conn(), device_id.as_str()).await?
             {
                 return Err(if existing.revoked_at.is_some() {
-                    EnrollmentError::DeviceRevoked
+                    EnrollmentError::DeviceRevoked {
+                        reason: existing
+                            .revoked_reason
+                            .unwrap_or_else(|| "no reason given".to_owned()),
+                    }
                 } else {
                     EnrollmentError::AlreadyEnrolled
                 });
@@ -287,4 +364,34 @@ async fn refusal(db: &Db, token: &Secret, ip: IpAddr) -> EnrollmentError {
     token_state
         .refusal()
         .unwrap_or(EnrollmentError::TokenExhausted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_core::identity::DeviceKeys;
+
+    #[test]
+    fn a_proof_dated_at_any_i64_is_refused_as_stale_without_overflow() {
+        let keys = DeviceKeys::generate();
+        let doc = keys.document();
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        for at in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX] {
+            assert_eq!(
+                check_possession(&doc, ("n", "h", "o"), at, "x", now),
+                Err(ProofError::Stale),
+                "{at}"
+            );
+        }
+        let body = pairing_request_body(crate::pairing::CLIENT_ID, "n", "h", "o", now.as_millis());
+        let proof = data_encoding::BASE64URL_NOPAD.encode(&keys.sign(Label::PairingRequest, &body));
+        assert_eq!(
+            check_possession(&doc, ("n", "h", "o"), now.as_millis(), &proof, now),
+            Ok(())
+        );
+        assert_eq!(
+            check_possession(&doc, ("n", "h", "other"), now.as_millis(), &proof, now),
+            Err(ProofError::BadSignature)
+        );
+    }
 }

@@ -85,7 +85,8 @@ impl TestDevice {
             ca_cert: None,
             name: Some(name.to_owned()),
         };
-        let id = tessera_agent::enroll::with_token(&state, &opts, token)
+        // The proof of key possession is dated by the server's (test) clock.
+        let id = tessera_agent::enroll::with_token_at(&state, &opts, token, server.clock.now_ms())
             .await
             .expect("enroll");
         let key = state.key().expect("key saved");

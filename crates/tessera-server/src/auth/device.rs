@@ -5,6 +5,11 @@
 //! is not, until the device confirms it) and neither it nor its device is
 //! revoked. Revocation is checked on every request, against the database, so
 //! it holds across nodes at once.
+//!
+//! A support-code device's key is scoped to its one session's control
+//! channel (issue 12, finding 8): every other device route refuses it with
+//! [`DeviceAuthError::SupportKeyScope`], so a one-time agent cannot push
+//! events under its technician's name, look up peers or take part in trust.
 
 use tessera_core::secret::{Secret, SecretKind};
 
@@ -26,6 +31,26 @@ pub enum DeviceAuthError {
     KeyRevoked,
     #[error("this device key has not been confirmed yet")]
     KeyNotActive,
+    #[error("a support-code key serves its own session's control channel only")]
+    SupportKeyScope,
+}
+
+/// Which device routes a key may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyScope {
+    /// Every device route: an enrolled or paired device.
+    AnyDeviceRoute,
+    /// `/ws/device` only, where a support-code device serves its session.
+    ControlChannel,
+}
+
+/// Whether a live key may be used where `scope` says: a support-code
+/// (ephemeral) device's key only on its control channel.
+pub fn check_scope(row: &KeyAuthRow, scope: KeyScope) -> Result<(), DeviceAuthError> {
+    match scope {
+        KeyScope::AnyDeviceRoute if row.ephemeral => Err(DeviceAuthError::SupportKeyScope),
+        _ => Ok(()),
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -99,7 +124,21 @@ mod tests {
             key_activated_at: t.filter(|_| activated),
             key_revoked_at: t.filter(|_| key_revoked),
             device_revoked_at: t.filter(|_| device_revoked),
+            device_revoked_reason: None,
+            ephemeral: false,
         }
+    }
+
+    #[test]
+    fn a_support_key_is_scoped_to_its_control_channel() {
+        let mut row = key(true, false, false);
+        assert_eq!(check_scope(&row, KeyScope::AnyDeviceRoute), Ok(()));
+        row.ephemeral = true;
+        assert_eq!(
+            check_scope(&row, KeyScope::AnyDeviceRoute),
+            Err(DeviceAuthError::SupportKeyScope)
+        );
+        assert_eq!(check_scope(&row, KeyScope::ControlChannel), Ok(()));
     }
 
     #[test]

@@ -139,11 +139,21 @@ fn clean_reason(r: Option<String>) -> Result<String, ApiError> {
     Ok(r)
 }
 
+/// A device `op` may see, else 404 as if it did not exist: a support-code
+/// device whose person has not consented is its technician's alone (its
+/// name, host, OS and owner are theirs to know; nobody else may act on it).
 async fn find(state: &AppState, op: &Operator, id: &str) -> ApiResult<DeviceRow> {
     let id = DeviceId::parse(id).map_err(|_| ApiError::not_found("device"))?;
-    store::devices::by_id(state.db().pool(), tenancy::of(op), id.as_str())
+    let d = store::devices::by_id(state.db().pool(), tenancy::of(op), id.as_str())
         .await?
-        .ok_or_else(|| ApiError::not_found("device"))
+        .ok_or_else(|| ApiError::not_found("device"))?;
+    let hidden = d.ephemeral
+        && d.owner_user_id != op.user_id
+        && !store::devices::consented(state.db().pool(), &d.id).await?;
+    if hidden {
+        return Err(ApiError::not_found("device"));
+    }
+    Ok(d)
 }
 
 /// List devices.
@@ -246,6 +256,7 @@ async fn tag_device(
     validate_tags(&req.add)?;
     validate_tags(&req.remove)?;
     let tenant = tenancy::of(&op);
+    find(&state, &op, &id).await?;
     state
         .db()
         .write(async |w| {
@@ -301,7 +312,7 @@ async fn list_keys(
 #[utoipa::path(post, path = "/api/v1/devices/{id}/keys", tag = "devices",
     security(("operator_token" = [])),
     params(("id" = String, Path, description = "DeviceId")),
-    responses((status = 201, body = IssuedKey), (status = 404, body = ErrorBody), (status = 409, description = "device_revoked", body = ErrorBody)))]
+    responses((status = 201, body = IssuedKey), (status = 404, body = ErrorBody), (status = 409, description = "device_revoked, support_key_scope", body = ErrorBody)))]
 async fn issue_key(
     State(state): State<AppState>,
     op: Operator,
@@ -313,6 +324,12 @@ async fn issue_key(
         return Err(ApiError::conflict(
             ErrorCode::DeviceRevoked,
             "a revoked device gets no new keys",
+        ));
+    }
+    if d.ephemeral {
+        return Err(ApiError::conflict(
+            ErrorCode::SupportKeyScope,
+            "a support-code device has its one session's key only",
         ));
     }
     let secret = Secret::generate(SecretKind::DeviceKey);

@@ -183,7 +183,7 @@ async fn revoke_token(
     request_body = EnrollRequest,
     responses(
         (status = 201, body = EnrollResponse),
-        (status = 401, description = "invalid_token, token_expired, token_exhausted, token_revoked", body = ErrorBody),
+        (status = 401, description = "invalid_token, token_expired, token_exhausted, token_revoked, invalid_proof", body = ErrorBody),
         (status = 403, description = "device_revoked", body = ErrorBody),
         (status = 409, description = "already_enrolled", body = ErrorBody),
         (status = 422, description = "invalid_identity, invalid_field", body = ErrorBody),
@@ -201,6 +201,8 @@ async fn enroll(
             name: &req.name,
             hostname: &req.hostname,
             os: &req.os,
+            issued_at: req.issued_at,
+            proof: req.proof.as_deref(),
             ip: ip.0,
         },
     )

@@ -150,6 +150,13 @@ impl From<DeviceAuthError> for ApiError {
             DeviceAuthError::DeviceRevoked => ErrorCode::DeviceRevoked,
             DeviceAuthError::KeyRevoked => ErrorCode::KeyRevoked,
             DeviceAuthError::KeyNotActive => ErrorCode::KeyNotActive,
+            DeviceAuthError::SupportKeyScope => {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    ErrorCode::SupportKeyScope,
+                    e.to_string(),
+                )
+            }
         };
         ApiError::unauthorized(code, e.to_string())
     }
@@ -215,9 +222,10 @@ impl From<EnrollmentError> for ApiError {
             EnrollmentError::TokenExhausted => {
                 ApiError::unauthorized(ErrorCode::TokenExhausted, message)
             }
-            EnrollmentError::DeviceRevoked => {
+            EnrollmentError::DeviceRevoked { .. } => {
                 ApiError::new(StatusCode::FORBIDDEN, ErrorCode::DeviceRevoked, message)
             }
+            EnrollmentError::Proof(_) => ApiError::unauthorized(ErrorCode::InvalidProof, message),
             EnrollmentError::AlreadyEnrolled => {
                 ApiError::conflict(ErrorCode::AlreadyEnrolled, message)
             }

@@ -15,7 +15,9 @@ use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use crate::auth::device::{check_key, parse_device_key, DeviceAuthError, DevicePrincipal};
+use crate::auth::device::{
+    check_key, check_scope, parse_device_key, DeviceAuthError, DevicePrincipal, KeyScope,
+};
 use crate::auth::{bearer_from, parse_operator_token, AuthError, Operator};
 use crate::AppState;
 
@@ -213,19 +215,55 @@ impl FromRequestParts<AppState> for Operator {
 impl FromRequestParts<AppState> for DevicePrincipal {
     type Rejection = ApiError;
 
+    /// Every device route but the control channel: a support-code key is
+    /// refused here (`403 support_key_scope`).
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer_from(&parts.headers).ok_or(DeviceAuthError::MissingKey)?;
-        let secret = parse_device_key(token)?;
-        let row = crate::store::devices::key_auth(state.db().pool(), &secret.hash())
-            .await?
-            .ok_or(DeviceAuthError::InvalidKey)?;
-        check_key(&row)?;
-        tracing::Span::current().record("device", row.device_id.as_str());
-        Ok(row.into())
+        authenticate_device(parts, state, KeyScope::AnyDeviceRoute).await
     }
+}
+
+/// The principal of `/ws/device`: any live device key, a support-code
+/// device's included (it serves its one session there).
+pub struct ControlPrincipal(pub DevicePrincipal);
+
+impl FromRequestParts<AppState> for ControlPrincipal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        authenticate_device(parts, state, KeyScope::ControlChannel)
+            .await
+            .map(ControlPrincipal)
+    }
+}
+
+async fn authenticate_device(
+    parts: &Parts,
+    state: &AppState,
+    scope: KeyScope,
+) -> Result<DevicePrincipal, ApiError> {
+    let token = bearer_from(&parts.headers).ok_or(DeviceAuthError::MissingKey)?;
+    let secret = parse_device_key(token)?;
+    let row = crate::store::devices::key_auth(state.db().pool(), &secret.hash())
+        .await?
+        .ok_or(DeviceAuthError::InvalidKey)?;
+    if let Err(e) = check_key(&row) {
+        let mut refusal = ApiError::from(e);
+        // The device's own operator-given reason, so an agent told it was
+        // revoked can say why (it names no secret).
+        if let (DeviceAuthError::DeviceRevoked, Some(reason)) = (e, &row.device_revoked_reason) {
+            refusal.message = format!("{} ({reason})", refusal.message);
+        }
+        return Err(refusal);
+    }
+    check_scope(&row, scope)?;
+    tracing::Span::current().record("device", row.device_id.as_str());
+    Ok(row.into())
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use tessera_core::api::{
     DeviceAuthorizationResponse, DeviceTokenResponse, OAuthError, SecretString,
 };
 use tessera_core::codes::{display_user_code, new_user_code};
-use tessera_core::identity::{self, pairing_request_body, IdentityDocument, Label};
+use tessera_core::identity::IdentityDocument;
 use tessera_core::secret::{Secret, SecretKind};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -23,7 +23,7 @@ use utoipa_axum::routes;
 use super::extract::{form_has_nul, ClientIp};
 use super::ratelimit;
 use crate::config::TlsMode;
-use crate::enrollment::validate_device_fields;
+use crate::enrollment::{self, validate_device_fields, ProofError};
 use crate::pairing::{poll_outcome, redeem, PollOutcome, CLIENT_ID};
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::{self, StoreError};
@@ -165,6 +165,12 @@ pub struct DeviceAuthorizationForm {
     name: String,
     hostname: String,
     os: String,
+    /// Unix milliseconds when `proof` was made; within five minutes of the
+    /// server's clock.
+    issued_at: String,
+    /// base64url of the identity key's signature under `pairing-request`
+    /// over the client id, name, hostname, os and `issued_at`.
+    proof: String,
     /// Ignored.
     scope: Option<String>,
 }
@@ -185,9 +191,6 @@ async fn device_authorization(
 ) -> Response {
     answer(authorize(&state, ip, &headers, body).await)
 }
-
-/// How far a pairing request's `issued_at` may be from the server's clock.
-pub const PROOF_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
 
 async fn authorize(
     state: &AppState,
@@ -212,7 +215,7 @@ async fn authorize(
     validate_device_fields(name, hostname, os)
         .map_err(|e| fail("invalid_request", Some(&e.to_string())))?;
     let now = state.now();
-    check_proof(&doc, &form, name, hostname, os, now)?;
+    check_proof(&doc, &form, (name, hostname, os), now)?;
 
     let cfg = state.config();
     let device_code = Secret::generate(SecretKind::DeviceCode);
@@ -225,8 +228,25 @@ async fn authorize(
         let outcome: Result<Option<OAuthFailure>, StoreError> = state
             .db()
             .write(async |w| {
-                if let Some(refusal) = pairing_refusal(w, device_id.as_str(), now).await? {
+                if let Some(refusal) = pairing_refusal(w, device_id.as_str()).await? {
                     return Ok(Some(refusal));
+                }
+                // An interrupted enroll retried: the identity holder (it
+                // signed this request) replaces its pending pairing, whose
+                // user code stops working at once.
+                for old in store::pairings::replace_pending(w, device_id.as_str(), now).await? {
+                    w.audit(
+                        AuditEvent::new(
+                            tenancy::for_anonymous(),
+                            Actor::Anonymous,
+                            Action::PairingReplaced,
+                        )
+                        .ip(Some(ip.0))
+                        .target(format!("device:{device_id}"))
+                        .detail("pairing_id", old)
+                        .detail("replaced_by", id.clone()),
+                    )
+                    .await?;
                 }
                 store::pairings::insert(
                     w,
@@ -298,63 +318,37 @@ async fn authorize(
     })
 }
 
-/// The requester must hold the identity key: `proof` is its signature over
-/// the request's fields and `issued_at` (Unix milliseconds, within five
-/// minutes of the server's clock). The identity document alone is public.
+/// The requester must hold the identity key: the one proof that
+/// enrollment and support-code binding require too
+/// ([`enrollment::check_possession`]), refused here as `invalid_request`.
 fn check_proof(
     doc: &IdentityDocument,
     form: &[(String, String)],
-    name: &str,
-    hostname: &str,
-    os: &str,
+    fields: (&str, &str, &str),
     now: tessera_core::Timestamp,
 ) -> Result<(), OAuthFailure> {
-    let issued_at: i64 = required(form, "issued_at")?.parse().map_err(|_| {
-        fail(
-            "invalid_request",
-            Some("`issued_at` must be Unix milliseconds"),
-        )
-    })?;
-    let skew = (now.as_millis() - issued_at).unsigned_abs();
-    if u128::from(skew) > PROOF_WINDOW.as_millis() {
-        return Err(fail(
-            "invalid_request",
-            Some("`issued_at` is more than five minutes from the server's clock"),
-        ));
-    }
-    let proof = data_encoding::BASE64URL_NOPAD
-        .decode(required(form, "proof")?.as_bytes())
-        .map_err(|_| fail("invalid_request", Some("`proof` must be base64url")))?;
-    let body = pairing_request_body(CLIENT_ID, name, hostname, os, issued_at);
-    identity::verify(&doc.ed25519, Label::PairingRequest, &body, &proof).map_err(|_| {
-        fail(
-            "invalid_request",
-            Some("`proof` does not verify with the identity key"),
-        )
-    })
+    let refuse = |e: ProofError| fail("invalid_request", Some(&e.to_string()));
+    let issued_at: i64 = required(form, "issued_at")?
+        .parse()
+        .map_err(|_| refuse(ProofError::BadTime))?;
+    let proof = required(form, "proof")?;
+    enrollment::check_possession(doc, fields, issued_at, proof, now).map_err(refuse)
 }
 
 /// Why this identity may not start a pairing, if it may not: it is already
-/// enrolled (new keys for it come from an operator or a rotation), it was
-/// revoked, or a pairing for it is already pending.
+/// enrolled (new keys for it come from an operator or a rotation), or it
+/// was revoked (with the operator's reason).
 async fn pairing_refusal(
     tx: &mut store::Tx,
     device_id: &str,
-    now: tessera_core::Timestamp,
 ) -> Result<Option<OAuthFailure>, StoreError> {
     if let Some(d) = store::devices::by_id_any_tenant(&mut **tx, device_id).await? {
-        let why = if d.revoked_at.is_some() {
-            "this device identity was revoked"
-        } else {
-            "this device is already enrolled"
+        let why = match (d.revoked_at, d.revoked_reason) {
+            (Some(_), Some(reason)) => format!("this device identity was revoked ({reason})"),
+            (Some(_), None) => "this device identity was revoked".to_owned(),
+            (None, _) => "this device is already enrolled".to_owned(),
         };
-        return Ok(Some(fail("access_denied", Some(why))));
-    }
-    if store::pairings::pending_for_device(&mut **tx, device_id, now).await? {
-        return Ok(Some(fail(
-            "invalid_request",
-            Some("a pairing for this device is already pending"),
-        )));
+        return Ok(Some(fail("access_denied", Some(&why))));
     }
     Ok(None)
 }

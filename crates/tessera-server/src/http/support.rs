@@ -27,7 +27,7 @@ use super::extract::{ApiJson, ClientIp};
 use super::ratelimit;
 use crate::auth::login::locked_out;
 use crate::auth::Operator;
-use crate::enrollment::validate_device_fields;
+use crate::enrollment::{validate_device_fields, EnrollmentError};
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::support_codes::SupportCodeRow;
 use crate::store::{self, StoreError};
@@ -176,6 +176,7 @@ async fn preview(
     request_body = BindSupportCodeRequest,
     responses(
         (status = 201, body = BoundSupportCode),
+        (status = 401, description = "invalid_proof", body = ErrorBody),
         (status = 404, description = "unknown, used or expired code", body = ErrorBody),
         (status = 422, body = ErrorBody),
         (status = 429, body = ErrorBody),
@@ -194,6 +195,16 @@ async fn bind(
         .map_err(|e| ApiError::unprocessable(ErrorCode::InvalidIdentity, e.to_string()))?;
     let c = find_live(&state, ip.0, code).await?;
     let now = state.now();
+    // Whoever binds must hold the identity key it names (the pairing
+    // proof), checked before the code is used: a refused bind uses nothing.
+    enrollment::check_possession_fields(
+        &doc,
+        (&req.name, &req.hostname, &req.os),
+        req.issued_at,
+        req.proof.as_deref(),
+        now,
+    )
+    .map_err(EnrollmentError::from)?;
     let session_id = uuid::Uuid::now_v7().to_string();
     let key = Secret::generate(SecretKind::DeviceKey);
     let ip_addr = ip.0;

@@ -14,8 +14,7 @@ use tessera_core::ErrorCode;
 use tessera_proto::MAX_DEVICE_FRAME;
 
 use super::error::ApiError;
-use super::extract::ClientIp;
-use crate::auth::device::DevicePrincipal;
+use super::extract::{ClientIp, ControlPrincipal};
 use crate::control::connection::{self, READ_BUFFER, WRITE_BUFFER};
 use crate::control::Registry;
 use crate::AppState;
@@ -24,7 +23,7 @@ use crate::AppState;
 pub async fn upgrade(
     State(state): State<AppState>,
     ip: ClientIp,
-    device: DevicePrincipal,
+    ControlPrincipal(device): ControlPrincipal,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let ws = match ws {

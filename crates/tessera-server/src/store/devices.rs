@@ -131,6 +131,21 @@ pub async fn by_id_any_tenant<'e, E: Executor<'e, Database = Any>>(
     Ok(query.try_map(from_row).fetch_optional(ex).await?)
 }
 
+/// Whether the person at this (support-code) device consented to its
+/// session: until then only its technician may see the device.
+pub async fn consented<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    device_id: &str,
+) -> StoreResult<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sessions WHERE device_id = $1 AND consent = 'granted'",
+    )
+    .bind(device_id)
+    .fetch_one(ex)
+    .await?;
+    Ok(n > 0)
+}
+
 /// The tenant's enrolled devices (not the one-session agents of support codes).
 pub async fn list(db: &Db, tenant: &str) -> StoreResult<Vec<DeviceRow>> {
     let sql = format!(
@@ -327,6 +342,10 @@ pub struct KeyAuthRow {
     pub key_activated_at: Option<Timestamp>,
     pub key_revoked_at: Option<Timestamp>,
     pub device_revoked_at: Option<Timestamp>,
+    pub device_revoked_reason: Option<String>,
+    /// A support-code device: its key serves its one session's control
+    /// channel and nothing else.
+    pub ephemeral: bool,
 }
 
 pub async fn key_auth<'e, E: Executor<'e, Database = Any>>(
@@ -335,7 +354,8 @@ pub async fn key_auth<'e, E: Executor<'e, Database = Any>>(
 ) -> StoreResult<Option<KeyAuthRow>> {
     let row = sqlx::query(
         "SELECT k.id, k.key_prefix, k.device_id, k.tenant_id, d.owner_user_id, d.ed25519_public, \
-                k.activated_at, k.revoked_at, d.revoked_at AS device_revoked_at \
+                k.activated_at, k.revoked_at, d.revoked_at AS device_revoked_at, \
+                d.revoked_reason AS device_revoked_reason, d.ephemeral \
          FROM device_keys k JOIN devices d ON d.id = k.device_id WHERE k.key_hash = $1",
     )
     .bind(hash.to_vec())
@@ -352,6 +372,8 @@ pub async fn key_auth<'e, E: Executor<'e, Database = Any>>(
         key_activated_at: r.opt_time("activated_at")?,
         key_revoked_at: r.opt_time("revoked_at")?,
         device_revoked_at: r.opt_time("device_revoked_at")?,
+        device_revoked_reason: r.col("device_revoked_reason")?,
+        ephemeral: r.col::<i64>("ephemeral")? != 0,
     }))
 }
 

@@ -106,20 +106,23 @@ pub async fn insert(tx: &mut Tx, p: NewPairing<'_>) -> StoreResult<()> {
     insert_unique(tx, query).await
 }
 
-/// Whether a live pending pairing exists for this device identity.
-pub async fn pending_for_device<'e, E: Executor<'e, Database = Any>>(
-    ex: E,
+/// A retry from the same identity replaces its live pending pairings:
+/// they expire now (their user codes stop matching, their device codes
+/// poll as `expired_token`). Returns the replaced pairings' ids.
+pub async fn replace_pending(
+    tx: &mut Tx,
     device_id: &str,
     now: Timestamp,
-) -> StoreResult<bool> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM pairings WHERE device_id = $1 AND state = 'pending' AND expires_at > $2",
+) -> StoreResult<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE pairings SET expires_at = $1 \
+         WHERE device_id = $2 AND state = $3 AND expires_at > $1 RETURNING id",
     )
-    .bind(device_id)
     .bind(now.as_millis())
-    .fetch_one(ex)
-    .await?;
-    Ok(n > 0)
+    .bind(device_id)
+    .bind(PairingState::Pending.as_str())
+    .fetch_all(&mut **tx)
+    .await?)
 }
 
 pub async fn by_device_code<'e, E: Executor<'e, Database = Any>>(

@@ -9,12 +9,16 @@ use tessera_core::identity::DeviceKeys;
 use tessera_testkit::{TestDevice, TestServer};
 
 fn enroll_request(token: &SecretString, keys: &DeviceKeys, name: &str) -> EnrollRequest {
+    let hostname = format!("{name}.lan");
+    let (issued_at, proof) = tessera_agent::enroll::pairing_proof(keys, name, &hostname, "linux");
     EnrollRequest {
         token: token.clone(),
         identity: keys.document().encode(),
         name: name.into(),
-        hostname: format!("{name}.lan"),
+        hostname,
         os: "linux".into(),
+        issued_at: issued_at.parse().ok(),
+        proof: Some(proof),
     }
 }
 

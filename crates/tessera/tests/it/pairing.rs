@@ -518,10 +518,15 @@ async fn pairing_requires_proof_of_the_key_and_a_new_identity() {
     let (_, why) = description(send(form).await.unwrap_err());
     assert!(why.contains("five minutes"), "{why}");
 
-    // One pending pairing per identity.
+    // One pending pairing per identity: a new request (with its proof)
+    // replaces the pending one, whose user code stops working.
+    let replaced = authorize(&s, &keys).await;
     let first = authorize(&s, &keys).await;
-    let (_, why) = description(send(authorization_form(&s, &keys)).await.unwrap_err());
-    assert!(why.contains("already pending"), "{why}");
+    let e = admin
+        .decide_pairing(&replaced.user_code, true)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("not_found"), "{e}");
 
     // Once enrolled, the identity cannot pair again.
     admin.decide_pairing(&first.user_code, true).await.unwrap();
