@@ -155,6 +155,62 @@ pub struct AuditPage {
     pub entries: Vec<AuditEntryView>,
     /// Pass as `after` for the next page; absent on the last page.
     pub next_after: Option<i64>,
+    /// With `order=newest`: pass as `before` for the next (older) page;
+    /// absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<i64>,
+}
+
+/// A node's signed statement that audit row `seq` has hash `hash` (see
+/// `tessera_core::audit::Checkpoint` for the signed bytes).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AuditCheckpointView {
+    pub seq: i64,
+    /// Hex SHA-256 of row `seq`.
+    pub hash: String,
+    pub signed_at: String,
+    /// The node key that signed it (see `GET /api/v1/audit/keys`).
+    pub kid: String,
+    /// Hex Ed25519 signature.
+    pub signature: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AuditCheckpointPage {
+    pub checkpoints: Vec<AuditCheckpointView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next_after: Option<i64>,
+}
+
+/// A node's public key, as every node publishes it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct NodeKeyView {
+    pub kid: String,
+    /// Hex Ed25519 public key.
+    pub public_key: String,
+    pub created_at: String,
+}
+
+/// The server's own walk of the audit chain and its checkpoints.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AuditVerifyReport {
+    /// True when the chain links, every checkpoint's signature verifies
+    /// against `node_keys` and names a row that still has the signed hash,
+    /// and no row older than the checkpoint interval is left unsigned.
+    pub ok: bool,
+    /// What broke, in words, when `ok` is false.
+    pub problem: Option<String>,
+    /// Rows verified before the walk stopped.
+    pub rows: u64,
+    pub head_seq: i64,
+    /// Hex hash of the last verified row.
+    pub head_hash: String,
+    pub checkpoints: u64,
+    pub last_checkpoint: Option<AuditCheckpointView>,
 }
 
 // ---- devices ------------------------------------------------------------

@@ -50,6 +50,11 @@ pub struct ServerConfig {
     pub max_viewers: usize,
     /// Input events a `control` viewer may send per second.
     pub viewer_input_per_second: u32,
+    /// A signed audit checkpoint is written once this many rows follow the
+    /// last one, or once `audit_checkpoint_interval` has passed since it
+    /// (and rows followed), whichever comes first; checked every heartbeat.
+    pub audit_checkpoint_rows: i64,
+    pub audit_checkpoint_interval: Duration,
 }
 
 impl ServerConfig {
@@ -72,6 +77,8 @@ impl ServerConfig {
             auto_session_max_members: crate::automatic::DEFAULT_MAX_MEMBERS,
             max_viewers: crate::relay::MAX_VIEWERS,
             viewer_input_per_second: crate::relay::viewer::INPUT_PER_SECOND,
+            audit_checkpoint_rows: 1000,
+            audit_checkpoint_interval: Duration::from_secs(300),
         }
     }
 
