@@ -481,7 +481,6 @@ pub(crate) async fn export(ctx: &Ctx, a: ExportArgs) -> anyhow::Result<ExitCode>
         Ok(true)
     })
     .await?;
-    drop(line);
     out.flush()?;
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     say!(
