@@ -341,3 +341,70 @@ async fn checkpoints_are_signed_every_n_rows_after_an_interval_and_at_shutdown()
     again.stop().await;
     drop(db);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_routes_refuse_bad_queries_and_operators_without_audit_read() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let viewer = s.user(&admin, "vera", Role::Viewer).await;
+    let signed = async || {
+        !admin
+            .audit_checkpoints(0)
+            .await
+            .unwrap()
+            .checkpoints
+            .is_empty()
+    };
+    assert!(eventually(Duration::from_secs(10), signed).await);
+    let before = admin.audit_checkpoints(0).await.unwrap().checkpoints;
+    let token = s
+        .client()
+        .login(
+            "admin",
+            tessera_core::api::SecretString::new(s.admin_password.clone().unwrap()),
+        )
+        .await
+        .unwrap()
+        .token;
+    for (path, word) in [
+        (
+            "/api/v1/audit?order=sideways",
+            "`order` must be `oldest` or `newest`",
+        ),
+        ("/api/v1/audit?before=x", "query parameters are invalid"),
+        (
+            "/api/v1/audit/checkpoints?limit=0",
+            "`limit` must be between 1 and 1000",
+        ),
+        (
+            "/api/v1/audit/checkpoints?after=soon",
+            "query parameters are invalid",
+        ),
+    ] {
+        let resp = s
+            .http()
+            .get(s.api(path))
+            .bearer_auth(token.expose())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{path}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_query", "{path}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(word),
+            "{path}: {body}"
+        );
+    }
+    // A viewer may not read the log, its checkpoints or keys, nor sign.
+    let err = viewer.audit_checkpoint_now().await.unwrap_err();
+    assert!(err.to_string().contains("forbidden"), "{err}");
+    assert!(viewer.audit_verify().await.is_err());
+    assert!(viewer.audit_node_keys().await.is_err());
+    assert!(viewer.audit_checkpoints(0).await.is_err());
+    assert_eq!(
+        admin.audit_checkpoints(0).await.unwrap().checkpoints,
+        before
+    );
+    s.stop().await;
+}
