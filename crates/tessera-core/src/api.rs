@@ -149,6 +149,37 @@ pub struct AuditEntryView {
     pub hash: String,
 }
 
+impl AuditEntryView {
+    /// What the row's hash covers, as `tessera_core::audit` hashes it;
+    /// `None` if the time is not RFC 3339.
+    pub fn content(&self) -> Option<crate::audit::AuditContent> {
+        Some(crate::audit::AuditContent {
+            seq: self.seq,
+            occurred_at: crate::Timestamp::parse_rfc3339(&self.occurred_at)?,
+            tenant_id: self.tenant_id.clone(),
+            actor: self.actor.clone(),
+            action: self.action.clone(),
+            target: self.target.clone(),
+            source_ip: self.source_ip.clone(),
+            details: crate::audit::canonical_json(&self.details),
+        })
+    }
+
+    /// `prev_hash` and `hash` as bytes; `None` unless both are 64 hex digits.
+    pub fn hashes(&self) -> Option<([u8; 32], [u8; 32])> {
+        Some((unhex(&self.prev_hash)?, unhex(&self.hash)?))
+    }
+}
+
+/// `N` bytes from hex digits (either case), or `None`.
+fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    data_encoding::HEXLOWER_PERMISSIVE
+        .decode(text.as_bytes())
+        .ok()?
+        .try_into()
+        .ok()
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct AuditPage {
@@ -174,6 +205,19 @@ pub struct AuditCheckpointView {
     pub kid: String,
     /// Hex Ed25519 signature.
     pub signature: String,
+}
+
+impl AuditCheckpointView {
+    /// The signed statement; `None` if a field is not in its wire form.
+    pub fn checkpoint(&self) -> Option<crate::audit::Checkpoint> {
+        Some(crate::audit::Checkpoint {
+            seq: self.seq,
+            hash: unhex(&self.hash)?,
+            signed_at: crate::Timestamp::parse_rfc3339(&self.signed_at)?,
+            kid: self.kid.clone(),
+            signature: unhex(&self.signature)?,
+        })
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

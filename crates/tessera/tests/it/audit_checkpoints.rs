@@ -11,11 +11,10 @@ use std::time::Duration;
 use tessera_client::{ApiClient, AuditQuery};
 use tessera_core::api::AuditEntryView;
 use tessera_core::audit::{
-    canonical_json, chain_hash, AuditContent, ChainVerifier, Checkpoint, LogVerifier, GENESIS,
+    chain_hash, AuditContent, ChainVerifier, Checkpoint, LogVerifier, GENESIS,
 };
 use tessera_core::roles::Role;
 use tessera_core::secret::hex;
-use tessera_core::Timestamp;
 use tessera_testkit::{backend, ctl, ctl_admin, eventually, Backend, Options, TestServer};
 
 fn unhex<const N: usize>(h: &str) -> [u8; N] {
@@ -24,19 +23,6 @@ fn unhex<const N: usize>(h: &str) -> [u8; N] {
         .unwrap()
         .try_into()
         .unwrap()
-}
-
-fn content(e: &AuditEntryView) -> AuditContent {
-    AuditContent {
-        seq: e.seq,
-        occurred_at: Timestamp::parse_rfc3339(&e.occurred_at).unwrap(),
-        tenant_id: e.tenant_id.clone(),
-        actor: e.actor.clone(),
-        action: e.action.clone(),
-        target: e.target.clone(),
-        source_ip: e.source_ip.clone(),
-        details: canonical_json(&e.details),
-    }
 }
 
 async fn all_rows(admin: &ApiClient) -> Vec<AuditEntryView> {
@@ -58,7 +44,7 @@ fn rechained(rows: &[AuditEntryView], drop: &[i64]) -> Vec<(AuditContent, [u8; 3
         .filter(|r| !drop.contains(&r.seq))
         .enumerate()
         .map(|(i, r)| {
-            let mut c = content(r);
+            let mut c = r.content().unwrap();
             c.seq = i as i64 + 1;
             let h = chain_hash(&prev, &c);
             let out = (c, prev, h);
@@ -145,8 +131,8 @@ async fn rewrite_log(s: &TestServer, admin: &ApiClient, drop: &[i64], and_checkp
 async fn chain_links(admin: &ApiClient) -> bool {
     let mut v = ChainVerifier::default();
     all_rows(admin).await.iter().all(|e| {
-        v.push(&content(e), &unhex(&e.prev_hash), &unhex(&e.hash))
-            .is_ok()
+        let (prev, hash) = e.hashes().unwrap();
+        v.push(&e.content().unwrap(), &prev, &hash).is_ok()
     })
 }
 
@@ -296,19 +282,13 @@ async fn checkpoints_are_signed_every_n_rows_after_an_interval_and_at_shutdown()
         .unwrap()
         .checkpoints
         .iter()
-        .map(|c| Checkpoint {
-            seq: c.seq,
-            hash: unhex(&c.hash),
-            signed_at: Timestamp::parse_rfc3339(&c.signed_at).unwrap(),
-            kid: c.kid.clone(),
-            signature: unhex(&c.signature),
-        })
+        .map(|c| c.checkpoint().unwrap())
         .collect();
     assert!(cps.iter().all(|c| c.kid == kid));
     let mut v = LogVerifier::new(&keys, cps).unwrap();
     for e in all_rows(&admin).await {
-        v.push(&content(&e), &unhex(&e.prev_hash), &unhex(&e.hash))
-            .unwrap();
+        let (prev, hash) = e.hashes().unwrap();
+        v.push(&e.content().unwrap(), &prev, &hash).unwrap();
     }
     assert!(v.finish().unwrap().checkpoints >= 3);
 

@@ -6,7 +6,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use tessera_core::audit::{canonical_json, chain_hash, AuditContent, GENESIS};
+use tessera_core::api::AuditEntryView;
+use tessera_core::audit::{chain_hash, AuditContent, GENESIS};
 use tessera_core::roles::Role;
 use tessera_core::secret::hex;
 use tessera_core::{Clock, ManualClock, SystemClock, Timestamp};
@@ -164,18 +165,12 @@ fn edit_export(
     std::fs::write(to, text).unwrap();
 }
 
+/// An export line's row, as the chain hashes it.
 fn row_content(v: &serde_json::Value) -> AuditContent {
-    let s = |k: &str| v[k].as_str().map(str::to_owned);
-    AuditContent {
-        seq: v["seq"].as_i64().unwrap(),
-        occurred_at: Timestamp::parse_rfc3339(v["occurred_at"].as_str().unwrap()).unwrap(),
-        tenant_id: s("tenant_id").unwrap(),
-        actor: s("actor").unwrap(),
-        action: s("action").unwrap(),
-        target: s("target"),
-        source_ip: s("source_ip"),
-        details: canonical_json(&v["details"]),
-    }
+    serde_json::from_value::<AuditEntryView>(v.clone())
+        .unwrap()
+        .content()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

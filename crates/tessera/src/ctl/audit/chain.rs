@@ -21,11 +21,9 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use tessera_client::{ApiClient, AuditQuery};
 use tessera_core::api::{AuditCheckpointView, AuditEntryView, NodeKeyView};
-use tessera_core::audit::{
-    canonical_json, AuditContent, Checkpoint, LogBreak, LogSummary, LogVerifier,
-};
+use tessera_core::audit::{Checkpoint, LogBreak, LogSummary, LogVerifier};
 use tessera_core::secret::hex;
-use tessera_core::{Clock, SystemClock, Timestamp};
+use tessera_core::{Clock, SystemClock};
 
 use super::super::Ctx;
 use crate::output::{self, say};
@@ -76,31 +74,9 @@ fn decode<const N: usize>(what: &str, hex_text: &str) -> anyhow::Result<[u8; N]>
         .ok_or_else(|| anyhow!("{what} is not {N} bytes of hex"))
 }
 
-/// The hashed content of a row as the API returns it.
-fn content_of(e: &AuditEntryView) -> anyhow::Result<AuditContent> {
-    Ok(AuditContent {
-        seq: e.seq,
-        occurred_at: Timestamp::parse_rfc3339(&e.occurred_at)
-            .ok_or_else(|| anyhow!("row {}: unreadable time", e.seq))?,
-        tenant_id: e.tenant_id.clone(),
-        actor: e.actor.clone(),
-        action: e.action.clone(),
-        target: e.target.clone(),
-        source_ip: e.source_ip.clone(),
-        details: canonical_json(&e.details),
-    })
-}
-
 fn checkpoint_of(c: &AuditCheckpointView) -> anyhow::Result<Checkpoint> {
-    let what = |field: &str| format!("checkpoint at row {}: `{field}`", c.seq);
-    Ok(Checkpoint {
-        seq: c.seq,
-        hash: decode(&what("hash"), &c.hash)?,
-        signed_at: Timestamp::parse_rfc3339(&c.signed_at)
-            .ok_or_else(|| anyhow!("{} is not an RFC 3339 time", what("signed_at")))?,
-        kid: c.kid.clone(),
-        signature: decode(&what("signature"), &c.signature)?,
-    })
+    c.checkpoint()
+        .ok_or_else(|| anyhow!("the checkpoint at row {} is not in its wire form", c.seq))
 }
 
 /// Pushes one row through `v`; the remembered head, if this is its row,
@@ -110,9 +86,12 @@ fn push_row(
     e: &AuditEntryView,
     remembered: Option<&Remembered>,
 ) -> anyhow::Result<Result<(), String>> {
-    let content = content_of(e)?;
-    let prev = decode(&format!("row {}: `prev_hash`", e.seq), &e.prev_hash)?;
-    let hash: [u8; 32] = decode(&format!("row {}: `hash`", e.seq), &e.hash)?;
+    let content = e
+        .content()
+        .ok_or_else(|| anyhow!("row {}: unreadable time", e.seq))?;
+    let (prev, hash) = e
+        .hashes()
+        .ok_or_else(|| anyhow!("row {}: a hash is not 64 hex digits", e.seq))?;
     if let Err(broken) = v.push(&content, &prev, &hash) {
         return Ok(Err(broken.to_string()));
     }
