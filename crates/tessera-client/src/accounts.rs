@@ -3,9 +3,9 @@
 use reqwest::Method;
 use serde::Serialize;
 use tessera_core::api::{
-    AuditPage, ChangePasswordRequest, ChangePasswordResponse, CreateUserRequest,
-    CreateUserResponse, LoginRequest, LoginResponse, SecretString, UpdateUserRequest, UserView,
-    WhoAmI,
+    AuditCheckpointPage, AuditCheckpointView, AuditPage, AuditVerifyReport, ChangePasswordRequest,
+    ChangePasswordResponse, CreateUserRequest, CreateUserResponse, LoginRequest, LoginResponse,
+    NodeKeyView, SecretString, UpdateUserRequest, UserView, WhoAmI,
 };
 
 use crate::{encode_segment, serde_urlencoded_string, ApiClient, ClientResult};
@@ -23,6 +23,11 @@ pub struct AuditQuery {
     pub until: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub after: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<i64>,
+    /// `oldest` (the server's default) or `newest`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<i64>,
 }
@@ -80,5 +85,30 @@ impl ApiClient {
             format!("/api/v1/audit?{query}")
         };
         self.call::<(), _>(Method::GET, &path, None).await
+    }
+
+    /// Signed checkpoints of rows after `after`, at most 1000.
+    pub async fn audit_checkpoints(&self, after: i64) -> ClientResult<AuditCheckpointPage> {
+        let path = format!("/api/v1/audit/checkpoints?after={after}&limit=1000");
+        self.call::<(), _>(Method::GET, &path, None).await
+    }
+
+    /// Asks the server to sign the chain head now (if no checkpoint covers
+    /// it); returns the covering checkpoint.
+    pub async fn audit_checkpoint_now(&self) -> ClientResult<Option<AuditCheckpointView>> {
+        self.call::<(), _>(Method::POST, "/api/v1/audit/checkpoints", None)
+            .await
+    }
+
+    /// Every node's public key.
+    pub async fn audit_node_keys(&self) -> ClientResult<Vec<NodeKeyView>> {
+        self.call::<(), _>(Method::GET, "/api/v1/audit/keys", None)
+            .await
+    }
+
+    /// The server's own verification of the chain and its checkpoints.
+    pub async fn audit_verify(&self) -> ClientResult<AuditVerifyReport> {
+        self.call::<(), _>(Method::GET, "/api/v1/audit/verify", None)
+            .await
     }
 }

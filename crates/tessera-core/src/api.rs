@@ -149,12 +149,112 @@ pub struct AuditEntryView {
     pub hash: String,
 }
 
+impl AuditEntryView {
+    /// What the row's hash covers, as `tessera_core::audit` hashes it;
+    /// `None` if the time is not RFC 3339.
+    pub fn content(&self) -> Option<crate::audit::AuditContent> {
+        Some(crate::audit::AuditContent {
+            seq: self.seq,
+            occurred_at: crate::Timestamp::parse_rfc3339(&self.occurred_at)?,
+            tenant_id: self.tenant_id.clone(),
+            actor: self.actor.clone(),
+            action: self.action.clone(),
+            target: self.target.clone(),
+            source_ip: self.source_ip.clone(),
+            details: crate::audit::canonical_json(&self.details),
+        })
+    }
+
+    /// `prev_hash` and `hash` as bytes; `None` unless both are 64 hex digits.
+    pub fn hashes(&self) -> Option<([u8; 32], [u8; 32])> {
+        Some((unhex(&self.prev_hash)?, unhex(&self.hash)?))
+    }
+}
+
+/// `N` bytes from hex digits (either case), or `None`.
+fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    data_encoding::HEXLOWER_PERMISSIVE
+        .decode(text.as_bytes())
+        .ok()?
+        .try_into()
+        .ok()
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct AuditPage {
     pub entries: Vec<AuditEntryView>,
     /// Pass as `after` for the next page; absent on the last page.
     pub next_after: Option<i64>,
+    /// With `order=newest`: pass as `before` for the next (older) page;
+    /// absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<i64>,
+}
+
+/// A node's signed statement that audit row `seq` has hash `hash` (see
+/// `tessera_core::audit::Checkpoint` for the signed bytes).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AuditCheckpointView {
+    pub seq: i64,
+    /// Hex SHA-256 of row `seq`.
+    pub hash: String,
+    pub signed_at: String,
+    /// The node key that signed it (see `GET /api/v1/audit/keys`).
+    pub kid: String,
+    /// Hex Ed25519 signature.
+    pub signature: String,
+}
+
+impl AuditCheckpointView {
+    /// The signed statement; `None` if a field is not in its wire form.
+    pub fn checkpoint(&self) -> Option<crate::audit::Checkpoint> {
+        Some(crate::audit::Checkpoint {
+            seq: self.seq,
+            hash: unhex(&self.hash)?,
+            signed_at: crate::Timestamp::parse_rfc3339(&self.signed_at)?,
+            kid: self.kid.clone(),
+            signature: unhex(&self.signature)?,
+        })
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AuditCheckpointPage {
+    pub checkpoints: Vec<AuditCheckpointView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next_after: Option<i64>,
+}
+
+/// A node's public key, as every node publishes it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct NodeKeyView {
+    pub kid: String,
+    /// Hex Ed25519 public key.
+    pub public_key: String,
+    pub created_at: String,
+}
+
+/// The server's own walk of the audit chain and its checkpoints.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AuditVerifyReport {
+    /// True when the chain links, every checkpoint's signature verifies
+    /// against `node_keys` and names a row that still has the signed hash,
+    /// and no row older than the checkpoint interval is left unsigned.
+    pub ok: bool,
+    /// What broke, in words, when `ok` is false.
+    pub problem: Option<String>,
+    /// Rows verified before the walk stopped.
+    pub rows: u64,
+    pub head_seq: i64,
+    /// Hex hash of the last verified row.
+    pub head_hash: String,
+    pub checkpoints: u64,
+    pub last_checkpoint: Option<AuditCheckpointView>,
 }
 
 // ---- devices ------------------------------------------------------------

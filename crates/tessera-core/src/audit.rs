@@ -181,6 +181,209 @@ impl ChainVerifier {
     }
 }
 
+// ---- signed checkpoints --------------------------------------------------
+
+/// The bytes a checkpoint signature covers start with this: the
+/// `"tessera/v1/" ‖ label ‖ 0` scheme of `identity::signed_message`, under
+/// its own label, so no other signature of a node key is ever a checkpoint.
+const CHECKPOINT_PREFIX: &[u8] = b"tessera/v1/audit-checkpoint\0";
+
+/// A node's signed statement "row `seq` of the chain has hash `hash`"
+/// (that row's hash is the chain head: it covers every row before it).
+///
+/// Someone who can write the database but does not hold a node key can
+/// still re-chain the rows after a deletion, but cannot sign a checkpoint
+/// for the new hashes: every checkpoint made before the rewrite then names a
+/// row whose hash has changed (or that is gone).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub hash: [u8; 32],
+    pub signed_at: Timestamp,
+    /// The signing node key's id ([`node_kid`]).
+    pub kid: String,
+    pub signature: [u8; 64],
+}
+
+impl Checkpoint {
+    /// The exact bytes signed: the prefix, then `seq` and `signed_at` (Unix
+    /// milliseconds) as big-endian i64, the 32-byte hash, and the kid with a
+    /// big-endian u64 length.
+    pub fn message(seq: i64, hash: &[u8; 32], signed_at: Timestamp, kid: &str) -> Vec<u8> {
+        let mut m = Vec::with_capacity(CHECKPOINT_PREFIX.len() + 56 + kid.len());
+        m.extend_from_slice(CHECKPOINT_PREFIX);
+        m.extend_from_slice(&seq.to_be_bytes());
+        m.extend_from_slice(hash);
+        m.extend_from_slice(&signed_at.as_millis().to_be_bytes());
+        m.extend_from_slice(&(kid.len() as u64).to_be_bytes());
+        m.extend_from_slice(kid.as_bytes());
+        m
+    }
+
+    /// Whether `public` (whose id must be this checkpoint's kid) signed it.
+    pub fn verify(&self, public: &[u8; 32]) -> bool {
+        if node_kid(public) != self.kid {
+            return false;
+        }
+        let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(public) else {
+            return false;
+        };
+        let sig = ed25519_dalek::Signature::from_bytes(&self.signature);
+        key.verify_strict(
+            &Self::message(self.seq, &self.hash, self.signed_at, &self.kid),
+            &sig,
+        )
+        .is_ok()
+    }
+}
+
+/// A node key's id: `nk_` and the first 16 hex digits of SHA-256 of the
+/// Ed25519 public key.
+pub fn node_kid(public: &[u8; 32]) -> String {
+    let digest = Sha256::digest(public);
+    format!("nk_{}", data_encoding::HEXLOWER.encode(&digest[..8]))
+}
+
+/// Why a log (rows and checkpoints together) does not verify.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LogBreak {
+    #[error(transparent)]
+    Chain(#[from] ChainBreak),
+    #[error(
+        "the checkpoint at row {seq} is signed by {kid}, which is not a key this \
+         verification trusts"
+    )]
+    UnknownKey { seq: i64, kid: String },
+    #[error(
+        "the checkpoint at row {seq} does not carry a valid signature by {kid} (forged checkpoint)"
+    )]
+    BadSignature { seq: i64, kid: String },
+    #[error("the log was rewritten: row {seq} no longer has the hash {kid} signed on {signed_at}")]
+    CheckpointMismatch {
+        seq: i64,
+        kid: String,
+        signed_at: Timestamp,
+    },
+    #[error(
+        "the log was rewritten: {kid} signed row {seq} on {signed_at}, but the log ends at \
+         row {last} (rows were removed)"
+    )]
+    Truncated {
+        seq: i64,
+        last: i64,
+        kid: String,
+        signed_at: Timestamp,
+    },
+}
+
+/// Verifies a chain together with its checkpoints: every checkpoint must be
+/// signed by a trusted key, and the row it names must still have the hash
+/// it signed. Feed the rows in order with [`LogVerifier::push`], then call
+/// [`LogVerifier::finish`].
+#[derive(Debug)]
+pub struct LogVerifier {
+    chain: ChainVerifier,
+    /// Checkpoints not yet reached, by row.
+    pending: std::collections::BTreeMap<i64, Vec<Checkpoint>>,
+    checkpoints: u64,
+    last_checkpoint: Option<Checkpoint>,
+}
+
+/// What a verified log showed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogSummary {
+    pub rows: u64,
+    /// The hash of the last row (zeros for an empty log).
+    pub head: [u8; 32],
+    pub head_seq: i64,
+    /// Checkpoints whose signature and row both checked out.
+    pub checkpoints: u64,
+    /// The latest of them, if any.
+    pub last_checkpoint: Option<Checkpoint>,
+}
+
+impl LogSummary {
+    /// Rows after the last checkpoint: no signature vouches for them.
+    pub fn uncovered(&self) -> i64 {
+        self.head_seq - self.last_checkpoint.as_ref().map_or(0, |c| c.seq)
+    }
+}
+
+impl LogVerifier {
+    /// Checks every signature up front against `trusted` (kid → public key).
+    pub fn new(
+        trusted: &std::collections::HashMap<String, [u8; 32]>,
+        checkpoints: Vec<Checkpoint>,
+    ) -> Result<Self, LogBreak> {
+        let mut pending = std::collections::BTreeMap::<i64, Vec<Checkpoint>>::new();
+        for c in checkpoints {
+            let Some(public) = trusted.get(&c.kid) else {
+                return Err(LogBreak::UnknownKey {
+                    seq: c.seq,
+                    kid: c.kid,
+                });
+            };
+            if !c.verify(public) {
+                return Err(LogBreak::BadSignature {
+                    seq: c.seq,
+                    kid: c.kid,
+                });
+            }
+            pending.entry(c.seq).or_default().push(c);
+        }
+        Ok(LogVerifier {
+            chain: ChainVerifier::default(),
+            pending,
+            checkpoints: 0,
+            last_checkpoint: None,
+        })
+    }
+
+    /// Checks the next row, and every checkpoint that names it.
+    pub fn push(
+        &mut self,
+        content: &AuditContent,
+        prev_hash: &[u8; 32],
+        hash: &[u8; 32],
+    ) -> Result<(), LogBreak> {
+        self.chain.push(content, prev_hash, hash)?;
+        if let Some(here) = self.pending.remove(&content.seq) {
+            for c in here {
+                if &c.hash != hash {
+                    return Err(LogBreak::CheckpointMismatch {
+                        seq: c.seq,
+                        kid: c.kid,
+                        signed_at: c.signed_at,
+                    });
+                }
+                self.checkpoints += 1;
+                self.last_checkpoint = Some(c);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the walk: a checkpoint past the last row means rows were cut.
+    pub fn finish(self) -> Result<LogSummary, LogBreak> {
+        let last = self.chain.next_seq - 1;
+        if let Some(c) = self.pending.into_values().flatten().next() {
+            return Err(LogBreak::Truncated {
+                seq: c.seq,
+                last,
+                kid: c.kid,
+                signed_at: c.signed_at,
+            });
+        }
+        Ok(LogSummary {
+            rows: self.chain.checked(),
+            head: self.chain.head(),
+            head_seq: last,
+            checkpoints: self.checkpoints,
+            last_checkpoint: self.last_checkpoint,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,5 +469,92 @@ mod tests {
         a.target = None;
         b.target = Some(String::new());
         assert_ne!(chain_hash(&GENESIS, &a), chain_hash(&GENESIS, &b));
+    }
+
+    fn signed(key: &ed25519_dalek::SigningKey, seq: i64, hash: [u8; 32]) -> Checkpoint {
+        use ed25519_dalek::Signer;
+        let kid = node_kid(&key.verifying_key().to_bytes());
+        let at = Timestamp::from_millis(1_700_000_100_000);
+        Checkpoint {
+            seq,
+            hash,
+            signed_at: at,
+            signature: key
+                .sign(&Checkpoint::message(seq, &hash, at, &kid))
+                .to_bytes(),
+            kid,
+        }
+    }
+
+    fn trusted(key: &ed25519_dalek::SigningKey) -> std::collections::HashMap<String, [u8; 32]> {
+        let public = key.verifying_key().to_bytes();
+        [(node_kid(&public), public)].into()
+    }
+
+    #[test]
+    fn checkpoints_that_match_the_chain_verify() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let rows = chain(6);
+        let cps = vec![signed(&key, 3, rows[2].2), signed(&key, 6, rows[5].2)];
+        let mut v = LogVerifier::new(&trusted(&key), cps).unwrap();
+        for (c, p, h) in &rows {
+            v.push(c, p, h).unwrap();
+        }
+        let s = v.finish().unwrap();
+        assert_eq!((s.rows, s.checkpoints, s.uncovered()), (6, 2, 0));
+    }
+
+    #[test]
+    fn a_rechained_log_contradicts_its_checkpoint() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let honest = chain(6);
+        let cps = vec![signed(&key, 4, honest[3].2)];
+        // Row 2 deleted, the rest renumbered and re-chained: the chain
+        // itself verifies, the checkpoint does not.
+        let mut prev = GENESIS;
+        let mut rewritten = Vec::new();
+        for (i, (c, _, _)) in honest.iter().filter(|r| r.0.seq != 2).enumerate() {
+            let mut c = c.clone();
+            c.seq = i as i64 + 1;
+            c.action = format!("{}-{}", c.action, c.seq);
+            let h = chain_hash(&prev, &c);
+            rewritten.push((c, prev, h));
+            prev = h;
+        }
+        let mut v = LogVerifier::new(&trusted(&key), cps.clone()).unwrap();
+        let err = rewritten
+            .iter()
+            .try_for_each(|(c, p, h)| v.push(c, p, h))
+            .unwrap_err();
+        assert!(
+            matches!(err, LogBreak::CheckpointMismatch { seq: 4, .. }),
+            "{err}"
+        );
+        // Cut to three rows: the checkpoint at row 4 names a row that is gone.
+        let mut v = LogVerifier::new(&trusted(&key), cps).unwrap();
+        for (c, p, h) in honest.iter().take(3) {
+            v.push(c, p, h).unwrap();
+        }
+        assert!(matches!(
+            v.finish().unwrap_err(),
+            LogBreak::Truncated {
+                seq: 4,
+                last: 3,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_checkpoint_by_an_untrusted_key_or_with_a_bad_signature_is_refused() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let other = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+        let rows = chain(2);
+        let err = LogVerifier::new(&trusted(&key), vec![signed(&other, 1, rows[0].2)]).unwrap_err();
+        assert!(matches!(err, LogBreak::UnknownKey { seq: 1, .. }));
+        let mut forged = signed(&key, 1, rows[0].2);
+        forged.hash = rows[1].2;
+        let err = LogVerifier::new(&trusted(&key), vec![forged]).unwrap_err();
+        assert!(matches!(err, LogBreak::BadSignature { seq: 1, .. }));
     }
 }

@@ -63,6 +63,11 @@ pub struct ServerConfig {
     /// does not take a message in this long has stopped reading and is
     /// disconnected.
     pub device_write_timeout: Duration,
+    /// A signed audit checkpoint is written once this many rows follow the
+    /// last one, or once `audit_checkpoint_interval` has passed since it
+    /// (and rows followed), whichever comes first; checked every heartbeat.
+    pub audit_checkpoint_rows: i64,
+    pub audit_checkpoint_interval: Duration,
 }
 
 impl ServerConfig {
@@ -89,6 +94,8 @@ impl ServerConfig {
             metrics_token: None,
             max_connections_per_device: crate::control::MAX_CONNECTIONS_PER_DEVICE,
             device_write_timeout: crate::control::connection::WRITE_TIMEOUT,
+            audit_checkpoint_rows: 1000,
+            audit_checkpoint_interval: Duration::from_secs(300),
         }
     }
 

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod automatic;
 pub mod bootstrap;
+pub mod checkpoint;
 pub mod config;
 pub mod control;
 pub mod enrollment;
@@ -135,7 +136,7 @@ impl Server {
         store::node_keys::publish(&db, node_key.kid(), &node_key.public_key(), clock.now()).await?;
         tracing::info!(kid = node_key.kid(), "node key loaded");
         let viewer_keys = auth::viewer::ViewerKeys::new(&node_key)?;
-        let state = AppState::new(db, clock, config, viewer_keys);
+        let state = AppState::new(db, clock, config, viewer_keys, Arc::new(node_key));
         let bootstrap = bootstrap::ensure_admin(state.db()).await?;
         Ok(Server {
             state,
@@ -212,6 +213,7 @@ impl Server {
         tokio::spawn(maintenance(state.clone()));
         tokio::spawn(sweep::presence(state.clone()));
         tokio::spawn(sweep::sessions(state.clone()));
+        tokio::spawn(sweep::audit_checkpoints(state.clone()));
         let result = match tls {
             Some(tls) => {
                 axum_server::from_tcp_rustls(listener, tls)
@@ -227,6 +229,11 @@ impl Server {
             }
         };
         token.cancel();
+        // The rows of this run end under a signature: a rewrite of them
+        // while the server is down contradicts this checkpoint.
+        if let Err(e) = checkpoint::write(&state, checkpoint::When::Uncovered).await {
+            tracing::warn!(error = %e, "cannot write the closing audit checkpoint");
+        }
         state.db().close().await;
         result.map_err(StartError::Serve)
     }

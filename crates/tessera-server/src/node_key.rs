@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use data_encoding::BASE64URL_NOPAD;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use ed25519_dalek::SigningKey;
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 /// The first line of a node key file.
@@ -150,6 +149,13 @@ impl NodeKey {
         self.signing.verifying_key().to_bytes()
     }
 
+    /// Signs `message` (an audit checkpoint's bytes, see
+    /// `tessera_core::audit::Checkpoint::message`).
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer;
+        self.signing.sign(message).to_bytes()
+    }
+
     /// The key in the PKCS#8 form the JWT library signs with.
     pub fn pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>, NodeKeyError> {
         self.signing
@@ -161,8 +167,7 @@ impl NodeKey {
 
 /// `nk_` and the first 16 hex digits of SHA-256 of the public key.
 pub fn kid_of(public: &[u8; 32]) -> String {
-    let digest = Sha256::digest(public);
-    format!("nk_{}", data_encoding::HEXLOWER.encode(&digest[..8]))
+    tessera_core::audit::node_kid(public)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::lockout::{Lockout, LockoutPolicy};
 use crate::auth::ratelimit::IpRateLimiter;
 use crate::metrics::Metrics;
+use crate::node_key::NodeKey;
 use crate::store::Db;
 use crate::{auth, automatic, control, relay, ServerConfig};
 
@@ -39,6 +40,8 @@ struct Inner {
     auto: automatic::AutoHub,
     relay_tap: std::sync::RwLock<Option<automatic::RelayTap>>,
     viewer_keys: auth::viewer::ViewerKeys,
+    /// Signs audit checkpoints (`crate::checkpoint`).
+    node_key: Arc<NodeKey>,
     shutdown: CancellationToken,
 }
 
@@ -101,6 +104,7 @@ impl AppState {
         clock: Arc<dyn Clock>,
         config: ServerConfig,
         viewer_keys: auth::viewer::ViewerKeys,
+        node_key: Arc<NodeKey>,
     ) -> Self {
         let limiters = Limiters::new(&clock);
         let metrics = Metrics::default();
@@ -122,6 +126,7 @@ impl AppState {
                 auto: automatic::AutoHub::default(),
                 relay_tap: std::sync::RwLock::new(None),
                 viewer_keys,
+                node_key,
                 shutdown: CancellationToken::new(),
             }),
         }
@@ -188,6 +193,11 @@ impl AppState {
 
     pub fn viewer_keys(&self) -> &auth::viewer::ViewerKeys {
         &self.inner.viewer_keys
+    }
+
+    /// This node's key, which signs audit checkpoints.
+    pub fn node_key(&self) -> &NodeKey {
+        &self.inner.node_key
     }
 
     pub fn limiters(&self) -> &Limiters {

@@ -60,6 +60,21 @@ pub async fn sessions(state: AppState) {
     .await
 }
 
+/// At start-up, then once per heartbeat interval: the audit chain's head
+/// is signed when enough rows or time have passed since the last
+/// checkpoint (see [`crate::checkpoint`]). The shutdown path writes the last.
+pub async fn audit_checkpoints(state: AppState) {
+    if let Err(e) = crate::checkpoint::write(&state, crate::checkpoint::When::Uncovered).await {
+        tracing::warn!(error = %e, "cannot write the start-up audit checkpoint");
+    }
+    every_heartbeat(state, async |state: &AppState| {
+        if let Err(e) = crate::checkpoint::write(state, crate::checkpoint::When::Due).await {
+            tracing::warn!(error = %e, "audit sweep: cannot write a checkpoint");
+        }
+    })
+    .await
+}
+
 /// Grants that lapsed get one `grant_expired` row each.
 async fn record_expired_grants(db: &Db, now: Timestamp) -> StoreResult<()> {
     db.write(async |w| {

@@ -295,6 +295,10 @@ pub struct Filter {
     pub until: Option<Timestamp>,
     /// Rows with `seq` greater than this (the pagination cursor).
     pub after_seq: Option<i64>,
+    /// Rows with `seq` less than this (the cursor when newest first).
+    pub before_seq: Option<i64>,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
     pub limit: i64,
 }
 
@@ -315,30 +319,46 @@ fn from_row(r: AnyRow) -> Result<AuditRow, sqlx::Error> {
     })
 }
 
-/// Rows matching `f`, oldest first.
+/// The one listing statement, in either order.
+macro_rules! list_sql {
+    ($order:literal) => {
+        concat!(
+            "SELECT seq, occurred_at, tenant_id, actor, action, target, source_ip, details, \
+                    prev_hash, hash \
+             FROM audit_log \
+             WHERE ($1 IS NULL OR tenant_id = $1) \
+               AND ($2 IS NULL OR action = $2) \
+               AND ($3 IS NULL OR actor = $3) \
+               AND ($4 IS NULL OR occurred_at >= $4) \
+               AND ($5 IS NULL OR occurred_at < $5) \
+               AND seq > $6 \
+               AND ($8 IS NULL OR seq < $8) \
+             ORDER BY seq ",
+            $order,
+            " LIMIT $7"
+        )
+    };
+}
+
+/// Rows matching `f`, oldest first (or newest first).
 pub async fn list(db: &Db, f: &Filter) -> StoreResult<Vec<AuditRow>> {
     // Unset filters compare against NULL and drop out, which keeps this one
-    // statement (and one query plan) instead of string-built SQL.
-    Ok(sqlx::query(
-        "SELECT seq, occurred_at, tenant_id, actor, action, target, source_ip, details, \
-                prev_hash, hash \
-         FROM audit_log \
-         WHERE ($1 IS NULL OR tenant_id = $1) \
-           AND ($2 IS NULL OR action = $2) \
-           AND ($3 IS NULL OR actor = $3) \
-           AND ($4 IS NULL OR occurred_at >= $4) \
-           AND ($5 IS NULL OR occurred_at < $5) \
-           AND seq > $6 \
-         ORDER BY seq LIMIT $7",
-    )
-    .bind(f.tenant_id.as_deref())
-    .bind(f.action.as_deref())
-    .bind(f.actor.as_deref())
-    .bind(f.since.map(Timestamp::as_millis))
-    .bind(f.until.map(Timestamp::as_millis))
-    .bind(f.after_seq.unwrap_or(0))
-    .bind(f.limit)
-    .try_map(from_row)
-    .fetch_all(db.pool())
-    .await?)
+    // statement per order (and one query plan) instead of string-built SQL.
+    let sql = if f.newest_first {
+        list_sql!("DESC")
+    } else {
+        list_sql!("ASC")
+    };
+    Ok(sqlx::query(sql)
+        .bind(f.tenant_id.as_deref())
+        .bind(f.action.as_deref())
+        .bind(f.actor.as_deref())
+        .bind(f.since.map(Timestamp::as_millis))
+        .bind(f.until.map(Timestamp::as_millis))
+        .bind(f.after_seq.unwrap_or(0))
+        .bind(f.limit)
+        .bind(f.before_seq)
+        .try_map(from_row)
+        .fetch_all(db.pool())
+        .await?)
 }

@@ -17,6 +17,7 @@
 //! failing with `SQLITE_BUSY` when another writer got there first.
 
 pub mod audit;
+pub mod checkpoints;
 pub mod devices;
 pub mod enrollment;
 pub mod events;
@@ -184,6 +185,7 @@ pub fn migrator_up_to(backend: Backend, version: i64) -> Migrator {
             3 "0003_sessions",
             4 "0004_trust",
             5 "0005_node_keys",
+            6 "0006_audit_checkpoints",
         ),
         Backend::Postgres => migrations!("postgres":
             1 "0001_foundation",
@@ -191,6 +193,7 @@ pub fn migrator_up_to(backend: Backend, version: i64) -> Migrator {
             3 "0003_sessions",
             4 "0004_trust",
             5 "0005_node_keys",
+            6 "0006_audit_checkpoints",
         ),
     };
     migrations.retain(|m| m.version <= version);

@@ -4,6 +4,8 @@
 //! come from `tessera_testkit`.
 
 mod audit;
+mod audit_checkpoints;
+mod audit_cli;
 mod auth;
 mod auto_revocation;
 mod bad_input;

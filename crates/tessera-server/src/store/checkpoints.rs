@@ -1,0 +1,103 @@
+//! Signed checkpoints of the audit chain, and the chain head they sign.
+//!
+//! A checkpoint row holds what a node signed (`seq`, that row's `hash`,
+//! `signed_at`, its `kid`) and the signature; the signature is made by the
+//! node key, which is never in the database (see `crate::checkpoint`).
+//! Like `audit_log`, the table refuses updates and deletes by trigger — which
+//! stops mistakes, not someone with write access: what stops a rewrite is
+//! that nobody without the node key can sign a new checkpoint.
+
+use sqlx::any::AnyRow;
+use tessera_core::audit::Checkpoint;
+use tessera_core::Timestamp;
+
+use super::{to_hash, Columns, Db, StoreResult};
+
+/// The committed chain head: the last row's `seq` and hash (0 and zeros
+/// before the first row).
+pub async fn head(db: &Db) -> StoreResult<(i64, [u8; 32])> {
+    let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .fetch_one(db.pool())
+        .await?;
+    Ok((row.col("seq")?, row.key32("hash")?))
+}
+
+fn from_row(r: AnyRow) -> Result<Checkpoint, sqlx::Error> {
+    let signature: Vec<u8> = r.col("signature")?;
+    Ok(Checkpoint {
+        seq: r.col("seq")?,
+        hash: r.key32("hash")?,
+        signed_at: r.time("signed_at")?,
+        kid: r.col("kid")?,
+        // A stored signature of the wrong length reads as all zeros, which
+        // no key verifies: the verifier names it as forged.
+        signature: signature.try_into().unwrap_or([0u8; 64]),
+    })
+}
+
+/// The checkpoint with the highest `seq` (any node's), if there is one.
+pub async fn latest(db: &Db) -> StoreResult<Option<Checkpoint>> {
+    Ok(sqlx::query(
+        "SELECT seq, hash, signed_at, kid, signature FROM audit_checkpoints \
+         ORDER BY seq DESC, signed_at DESC LIMIT 1",
+    )
+    .try_map(from_row)
+    .fetch_optional(db.pool())
+    .await?)
+}
+
+/// Checkpoints with `seq` greater than `after`, by `seq`, at most `limit`.
+pub async fn list(db: &Db, after: i64, limit: i64) -> StoreResult<Vec<Checkpoint>> {
+    Ok(sqlx::query(
+        "SELECT seq, hash, signed_at, kid, signature FROM audit_checkpoints \
+         WHERE seq > $1 ORDER BY seq, kid LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .try_map(from_row)
+    .fetch_all(db.pool())
+    .await?)
+}
+
+/// Stores `c`; a second checkpoint of the same row by the same key is
+/// dropped (two ticks racing).
+pub async fn insert(db: &Db, c: &Checkpoint) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO audit_checkpoints (seq, hash, signed_at, kid, signature) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq, kid) DO NOTHING",
+    )
+    .bind(c.seq)
+    .bind(c.hash.to_vec())
+    .bind(c.signed_at.as_millis())
+    .bind(&c.kid)
+    .bind(c.signature.to_vec())
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// A node's published public key.
+#[derive(Clone, Debug)]
+pub struct NodePublicKey {
+    pub kid: String,
+    pub public_key: [u8; 32],
+    pub created_at: Timestamp,
+}
+
+/// Every node key in `node_keys`: the keys the server's own verification
+/// trusts (a verifier that must not trust the database pins its own).
+pub async fn node_keys(db: &Db) -> StoreResult<Vec<NodePublicKey>> {
+    Ok(
+        sqlx::query("SELECT kid, public_key, created_at FROM node_keys ORDER BY created_at, kid")
+            .try_map(|r: AnyRow| {
+                let public: Vec<u8> = r.col("public_key")?;
+                Ok(NodePublicKey {
+                    kid: r.col("kid")?,
+                    public_key: to_hash(public),
+                    created_at: r.time("created_at")?,
+                })
+            })
+            .fetch_all(db.pool())
+            .await?,
+    )
+}
