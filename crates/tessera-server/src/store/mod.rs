@@ -20,6 +20,7 @@ pub mod audit;
 pub mod devices;
 pub mod enrollment;
 pub mod events;
+pub mod lockouts;
 pub mod logins;
 pub mod members;
 pub mod node_keys;
@@ -184,6 +185,7 @@ pub fn migrator_up_to(backend: Backend, version: i64) -> Migrator {
             3 "0003_sessions",
             4 "0004_trust",
             5 "0005_node_keys",
+            7 "0007_lockouts",
         ),
         Backend::Postgres => migrations!("postgres":
             1 "0001_foundation",
@@ -191,6 +193,7 @@ pub fn migrator_up_to(backend: Backend, version: i64) -> Migrator {
             3 "0003_sessions",
             4 "0004_trust",
             5 "0005_node_keys",
+            7 "0007_lockouts",
         ),
     };
     migrations.retain(|m| m.version <= version);
