@@ -6,21 +6,13 @@
 use std::time::Duration;
 
 use tessera_client::{ApiClient, ClientError, TlsTrust};
-use tessera_core::api::{CreateSupportCodeRequest, DeviceAuthorizationResponse, SecretString};
+use tessera_core::api::{DeviceAuthorizationResponse, SecretString};
 use tessera_core::identity::DeviceKeys;
 use tessera_core::roles::Role;
 
 use tessera_testkit::{Options, TestServer};
 
-async fn support_code(admin: &ApiClient) -> String {
-    admin
-        .create_support_code(&CreateSupportCodeRequest::default())
-        .await
-        .unwrap()
-        .code
-        .expose()
-        .to_owned()
-}
+use crate::support::{bind_race, code as support_code};
 
 /// A device asks to be paired; the answer carries the user code.
 async fn pairing(s: &TestServer) -> DeviceAuthorizationResponse {
@@ -124,7 +116,7 @@ async fn twelve_honest_binders_racing_for_one_code_lock_nobody_out() {
     let s = TestServer::start().await;
     let admin = s.admin().await;
     let code = support_code(&admin).await;
-    let (wins, losses) = crate::support::bind_race(&s, &code, 12).await;
+    let (wins, losses) = bind_race(&s, &code, 12).await;
     assert_eq!(losses, vec!["code_used"; 11]);
     assert_eq!(wins, 1);
     // The eleven losers were no guessers: a fresh code still works here.

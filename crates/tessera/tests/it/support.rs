@@ -12,7 +12,7 @@ use tessera_core::roles::Role;
 
 use tessera_testkit::{eventually, read_until, tessera_bin, watch, Options, TestServer};
 
-async fn code(admin: &tessera_client::ApiClient) -> String {
+pub(crate) async fn code(admin: &tessera_client::ApiClient) -> String {
     admin
         .create_support_code(&CreateSupportCodeRequest::default())
         .await
