@@ -68,6 +68,38 @@ impl fmt::Display for Timestamp {
     }
 }
 
+impl Timestamp {
+    /// The first whole minute at or after this instant, as a wall-clock
+    /// time for people: `05:31 UTC`. Rounded up, so whoever comes back then
+    /// is not refused again.
+    pub fn minute_after_utc(self) -> String {
+        let minute = 60_000;
+        let up = Timestamp(self.0.saturating_add(minute - 1).div_euclid(minute) * minute);
+        let text = up.to_rfc3339();
+        format!("{} UTC", text.get(11..16).unwrap_or("??:??"))
+    }
+}
+
+/// A wait in the largest unit that reads naturally, rounded up so whoever
+/// waits that long is not refused again: "45 seconds", "14 minutes",
+/// "2 hours". The one formatter for waits shown to people (the server's
+/// lockout messages, the command line's "try again in …").
+pub fn wait_in_words(wait: Duration) -> String {
+    fn plural(n: u64, unit: &str) -> String {
+        if n == 1 {
+            format!("1 {unit}")
+        } else {
+            format!("{n} {unit}s")
+        }
+    }
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    match secs {
+        0..=90 => plural(secs.max(1), "second"),
+        91..=7199 => plural(secs.div_ceil(60), "minute"),
+        _ => plural(secs.div_ceil(3600), "hour"),
+    }
+}
+
 /// Where the current time comes from.
 pub trait Clock: Send + Sync + fmt::Debug {
     fn now(&self) -> Timestamp;
@@ -142,5 +174,30 @@ mod tests {
     fn since_saturates_at_zero() {
         let a = Timestamp::from_millis(10);
         assert_eq!(a.since(Timestamp::from_millis(20)), Duration::ZERO);
+    }
+
+    #[test]
+    fn waits_read_as_words_rounded_up() {
+        let w = |s| wait_in_words(Duration::from_secs(s));
+        assert_eq!(w(0), "1 second");
+        assert_eq!(w(1), "1 second");
+        assert_eq!(wait_in_words(Duration::from_millis(44_001)), "45 seconds");
+        assert_eq!(w(91), "2 minutes");
+        assert_eq!(w(840), "14 minutes");
+        assert_eq!(w(899), "15 minutes");
+        assert_eq!(w(3600), "60 minutes");
+        assert_eq!(w(7200), "2 hours");
+        assert_eq!(w(86_400), "24 hours");
+    }
+
+    #[test]
+    fn the_minute_after_rounds_up_to_a_whole_minute() {
+        // 2026-11-26T05:30:20Z
+        let t = Timestamp::parse_rfc3339("2026-11-26T05:30:20Z").unwrap();
+        assert_eq!(t.minute_after_utc(), "05:31 UTC");
+        let exact = Timestamp::parse_rfc3339("2026-11-26T05:31:00Z").unwrap();
+        assert_eq!(exact.minute_after_utc(), "05:31 UTC");
+        let late = Timestamp::parse_rfc3339("2026-11-26T23:59:01Z").unwrap();
+        assert_eq!(late.minute_after_utc(), "00:00 UTC");
     }
 }

@@ -63,6 +63,10 @@ words! {
         TokenExhausted = "token_exhausted",
         TokenRevoked = "token_revoked",
         PairingNotPending = "pairing_not_pending",
+        /// A real code that was already used (another binder won the race).
+        CodeUsed = "code_used",
+        /// A real code that expired or was revoked before it was used.
+        CodeExpired = "code_expired",
         InvalidEvent = "invalid_event",
         BatchTooLarge = "batch_too_large",
         SupportKeyScope = "support_key_scope",

@@ -248,6 +248,24 @@ words! {
 }
 
 words! {
+    /// What a lockout guards: each purpose counts its own failures, so
+    /// mistyped pairing codes never lock a password login, nor one
+    /// account's typos another account.
+    pub enum LockoutPurpose: "lockout purpose" {
+        /// Wrong passwords for one account from one address.
+        LoginAccount = "login_account",
+        /// Wrong passwords for any account from one address: brute force
+        /// spread over many accounts.
+        LoginAddress = "login_address",
+        /// Support codes that never existed, typed from one address.
+        SupportCode = "support_code",
+        /// Pairing user codes that never existed, typed by one operator
+        /// from one address.
+        PairingCode = "pairing_code",
+    }
+}
+
+words! {
     /// A trust exchange's commit-then-reveal steps.
     pub enum ExchangeState: "exchange state" {
         Committed = "committed",

@@ -14,7 +14,7 @@ use tessera_core::roles::Permission;
 use tessera_core::secret::{Secret, SecretKind};
 use tessera_core::Timestamp;
 
-use crate::auth::lockout::Lockout;
+use crate::auth::lockout::{self, LockKey, Locked};
 use crate::auth::{AuthError, Operator};
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::pairings::PairingRow;
@@ -31,15 +31,15 @@ pub const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
 pub enum PairingError {
     #[error(transparent)]
     Auth(#[from] AuthError),
-    #[error("too many failed attempts from this address; try again later")]
-    LockedOut(Duration),
+    #[error("{0}")]
+    LockedOut(Locked),
     #[error("pending pairing with that user code not found")]
     NotFound,
     #[error("this device identity was revoked; it cannot be paired again")]
     DeviceRevoked,
     #[error("this device is already enrolled")]
     AlreadyEnrolled,
-    #[error("this pairing was already decided or has expired")]
+    #[error("that code was already approved or denied, or has expired; start again on the device")]
     NotPending,
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -94,43 +94,50 @@ pub fn poll_outcome(row: &PairingRow, client_id: &str, now: Timestamp) -> PollOu
     }
 }
 
-/// Looks up a pending pairing by a typed user code, counting misses toward
-/// the caller's lockout so that codes cannot be guessed.
+/// Looks up a pending pairing by a typed user code. A code that never
+/// existed counts toward the operator's lockout at this address, so codes
+/// cannot be guessed; a real code that was already decided or expired is
+/// no guess ([`PairingError::NotPending`]).
 pub async fn find_pending(
     db: &Db,
-    lockout: &Lockout<IpAddr>,
+    op: &Operator,
     ip: IpAddr,
     typed: &str,
 ) -> Result<PairingRow, PairingError> {
     let now = db.now();
-    lockout.check(&ip, now).map_err(PairingError::LockedOut)?;
-    let found = match normalise_user_code(typed) {
-        Some(code) => {
-            store::pairings::pending_by_user_code(db.pool(), tenancy::for_anonymous(), &code, now)
-                .await?
+    let key = LockKey::pairing_code(&op.tenant_id, &op.user_id, ip);
+    if let Some(locked) = lockout::check(db, std::slice::from_ref(&key)).await? {
+        return Err(PairingError::LockedOut(locked));
+    }
+    let tenant = tenancy::for_anonymous();
+    if let Some(code) = normalise_user_code(typed) {
+        if let Some(p) =
+            store::pairings::pending_by_user_code(db.pool(), tenant, &code, now).await?
+        {
+            return Ok(p);
         }
-        None => None,
-    };
-    match found {
-        Some(p) => Ok(p),
-        None => {
-            lockout.record_failure(&ip, now);
-            Err(PairingError::NotFound)
+        if store::pairings::latest_by_user_code(db.pool(), tenant, &code)
+            .await?
+            .is_some()
+        {
+            return Err(PairingError::NotPending);
         }
     }
+    db.write(async |w| lockout::record_failure(w, ip, std::slice::from_ref(&key)).await)
+        .await?;
+    Err(PairingError::NotFound)
 }
 
 /// An operator approves or denies the pairing shown under `typed`.
 pub async fn decide(
     db: &Db,
-    lockout: &Lockout<IpAddr>,
     op: &Operator,
     ip: IpAddr,
     typed: &str,
     approve: bool,
 ) -> Result<PairingRow, PairingError> {
     op.require(Permission::ManageDevices)?;
-    let pairing = find_pending(db, lockout, ip, typed).await?;
+    let pairing = find_pending(db, op, ip, typed).await?;
     db.write(async |w| {
         let now = w.now();
         if approve {

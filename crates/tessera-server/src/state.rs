@@ -4,7 +4,6 @@
 //! Domain code takes the parts it uses (`&Db`, the registry, the hub), not
 //! this whole struct, wherever it can; `AppState` is the transport's bag.
 
-use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +12,6 @@ use ipnet::IpNet;
 use tessera_core::{Clock, Timestamp};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::lockout::{Lockout, LockoutPolicy};
 use crate::auth::ratelimit::IpRateLimiter;
 use crate::metrics::Metrics;
 use crate::node_key::NodeKey;
@@ -31,9 +29,6 @@ struct Inner {
     clock: Arc<dyn Clock>,
     config: ServerConfig,
     metrics: Metrics,
-    login_lockout: Lockout<IpAddr>,
-    /// Failed user-code lookups: guessing codes locks an address out.
-    pairing_lockout: Lockout<IpAddr>,
     limiters: Limiters,
     registry: control::Registry,
     hub: relay::Hub,
@@ -118,8 +113,6 @@ impl AppState {
                 clock,
                 config,
                 metrics,
-                login_lockout: Lockout::new(LockoutPolicy::default()),
-                pairing_lockout: Lockout::new(LockoutPolicy::default()),
                 limiters,
                 registry: control::Registry::default(),
                 hub,
@@ -154,14 +147,6 @@ impl AppState {
 
     pub fn trusted_proxies(&self) -> &[IpNet] {
         &self.inner.config.trusted_proxies
-    }
-
-    pub fn login_lockout(&self) -> &Lockout<IpAddr> {
-        &self.inner.login_lockout
-    }
-
-    pub fn pairing_lockout(&self) -> &Lockout<IpAddr> {
-        &self.inner.pairing_lockout
     }
 
     /// Devices connected to this node.

@@ -3,11 +3,14 @@
 //! a lockout with its `Retry-After`). The client's errors say what is wrong;
 //! the flags and the waiting are the command line's words, so they live here.
 
+use std::time::Duration;
+
 use tessera_agent::auto::AutoError;
 use tessera_agent::enroll::EnrollError;
 use tessera_agent::trust::TrustError;
 use tessera_agent::AgentError;
 use tessera_client::ClientError;
+use tessera_core::clock::wait_in_words;
 
 /// The advice for `e`, one line each; empty when there is none.
 pub(crate) fn for_error(e: &anyhow::Error) -> Vec<String> {
@@ -37,7 +40,10 @@ pub(crate) fn for_error(e: &anyhow::Error) -> Vec<String> {
         ClientError::Api {
             retry_after: Some(secs),
             ..
-        } => vec![format!("try again in {}", wait_in_words(*secs))],
+        } => vec![format!(
+            "try again in {}",
+            wait_in_words(Duration::from_secs(*secs))
+        )],
         _ => Vec::new(),
     }
 }
@@ -75,40 +81,9 @@ fn from_agent(e: &AgentError) -> Option<&ClientError> {
     }
 }
 
-/// A wait in the largest unit that reads naturally, rounded up so the user
-/// who waits that long is not refused again: "45 seconds", "14 minutes",
-/// "2 hours".
-pub(crate) fn wait_in_words(secs: u64) -> String {
-    fn plural(n: u64, unit: &str) -> String {
-        if n == 1 {
-            format!("1 {unit}")
-        } else {
-            format!("{n} {unit}s")
-        }
-    }
-    match secs {
-        0..=90 => plural(secs.max(1), "second"),
-        91..=7199 => plural(secs.div_ceil(60), "minute"),
-        _ => plural(secs.div_ceil(3600), "hour"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn waits_read_as_words_rounded_up() {
-        assert_eq!(wait_in_words(0), "1 second");
-        assert_eq!(wait_in_words(1), "1 second");
-        assert_eq!(wait_in_words(45), "45 seconds");
-        assert_eq!(wait_in_words(91), "2 minutes");
-        assert_eq!(wait_in_words(840), "14 minutes");
-        assert_eq!(wait_in_words(899), "15 minutes");
-        assert_eq!(wait_in_words(3600), "60 minutes");
-        assert_eq!(wait_in_words(7200), "2 hours");
-        assert_eq!(wait_in_words(86_400), "24 hours");
-    }
 
     #[test]
     fn a_lockout_hint_names_the_wait() {

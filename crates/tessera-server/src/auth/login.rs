@@ -8,11 +8,11 @@ use tessera_core::secret::{Secret, SecretKind};
 use tessera_core::Timestamp;
 use zeroize::Zeroizing;
 
-use super::lockout::{FailureOutcome, Lockout};
+use super::lockout::{self, Account, LockKey, Locked};
 use super::verify_password;
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::users::UserRow;
-use crate::store::{self, Db, StoreError, Write};
+use crate::store::{self, Db, StoreError};
 use crate::{tenancy, AppState};
 
 pub const MAX_USERNAME_LEN: usize = 64;
@@ -20,8 +20,8 @@ pub const MAX_USERNAME_LEN: usize = 64;
 /// Why a login (or a password check) is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
-    #[error("too many failed attempts from this address; try again later")]
-    LockedOut(Duration),
+    #[error("{0}")]
+    LockedOut(Locked),
     #[error("username or password too long")]
     TooLong,
     #[error("this account is disabled")]
@@ -71,38 +71,27 @@ pub struct LoggedIn {
     pub user: UserRow,
 }
 
-pub fn locked_out(remaining: Duration) -> LoginError {
-    LoginError::LockedOut(remaining)
+/// The two counts a wrong password adds to: the account's at this address,
+/// and the address's over every account.
+pub fn lock_keys(account: Account<'_>, ip: IpAddr) -> [LockKey; 2] {
+    [
+        LockKey::login_account(account, ip),
+        LockKey::login_address(ip),
+    ]
 }
 
-/// Counts a failed check from `ip` toward its lockout, and records the
-/// lockout when this failure triggers one.
-pub async fn count_failure(
-    lockout: &Lockout<IpAddr>,
-    w: &mut Write,
-    ip: IpAddr,
-) -> Result<(), StoreError> {
-    if let FailureOutcome::LockedOut { until } = lockout.record_failure(&ip, w.now()) {
-        w.audit(
-            AuditEvent::new(
-                tenancy::for_anonymous(),
-                Actor::Anonymous,
-                Action::LockoutTriggered,
-            )
-            .ip(Some(ip))
-            .detail("until", until.to_rfc3339()),
-        )
-        .await?;
+/// Refuses while either count of [`lock_keys`] is locked.
+pub async fn check_lockout(db: &Db, keys: &[LockKey]) -> Result<(), LoginError> {
+    match lockout::check(db, keys).await? {
+        Some(locked) => Err(LoginError::LockedOut(locked)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// What a password login needs of the server.
 #[derive(Clone, Copy)]
 pub struct Logins<'a> {
     pub db: &'a Db,
-    /// Failed attempts per address.
-    pub lockout: &'a Lockout<IpAddr>,
     /// How long a login session lasts.
     pub session_ttl: Duration,
 }
@@ -111,14 +100,14 @@ impl<'a> Logins<'a> {
     pub fn of(state: &'a AppState) -> Self {
         Logins {
             db: state.db(),
-            lockout: state.login_lockout(),
             session_ttl: state.config().session_ttl,
         }
     }
 }
 
 /// Checks a username and password and opens a login session. Every outcome
-/// is audited; failures count toward the address's lockout.
+/// is audited; failures count toward the account's lockout at this address
+/// and, far more leniently, the address's over all accounts.
 pub async fn login(
     logins: Logins<'_>,
     ip: IpAddr,
@@ -127,16 +116,22 @@ pub async fn login(
 ) -> Result<LoggedIn, LoginError> {
     let Logins {
         db,
-        lockout,
         session_ttl: ttl,
     } = logins;
     let now = db.now();
-    lockout.check(&ip, now).map_err(locked_out)?;
     let tenant = tenancy::for_anonymous();
     if username.len() > MAX_USERNAME_LEN || password.len() > password::MAX_PASSWORD_LEN * 4 {
         return Err(LoginError::TooLong);
     }
     let user = store::users::by_username(db.pool(), tenant, username).await?;
+    let keys = lock_keys(
+        match &user {
+            Some(u) => Account::User(u.id.as_str()),
+            None => Account::Unknown(username),
+        },
+        ip,
+    );
+    check_lockout(db, &keys).await?;
     let ok = verify_password(
         user.as_ref().map(|u| u.password_hash.clone()),
         Zeroizing::new(password.to_owned()),
@@ -164,7 +159,7 @@ pub async fn login(
             db.write(async |w| {
                 w.audit(event).await?;
                 if reason.counts_toward_lockout() {
-                    count_failure(lockout, w, ip).await?;
+                    lockout::record_failure(w, ip, &keys).await?;
                 }
                 Ok::<_, StoreError>(())
             })

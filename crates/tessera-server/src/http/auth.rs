@@ -17,6 +17,7 @@ use zeroize::Zeroizing;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ClientIp};
 use super::ratelimit;
+use crate::auth::lockout::{self, Account};
 use crate::auth::{hash_password, login, verify_password, Operator};
 use crate::store;
 use crate::store::audit::Action;
@@ -113,10 +114,8 @@ async fn change_password(
     op: Operator,
     ApiJson(req): ApiJson<ChangePasswordRequest>,
 ) -> ApiResult<Json<ChangePasswordResponse>> {
-    state
-        .login_lockout()
-        .check(&ip.0, state.now())
-        .map_err(login::locked_out)?;
+    let keys = login::lock_keys(Account::User(&op.user_id), ip.0);
+    login::check_lockout(state.db(), &keys).await?;
     password::check_policy(req.new_password.expose())
         .map_err(|e| ApiError::unprocessable(ErrorCode::WeakPassword, e.to_string()))?;
     let user = store::users::by_id(state.db().pool(), &op.tenant_id, &op.user_id)
@@ -130,7 +129,7 @@ async fn change_password(
     if !ok {
         state
             .db()
-            .write(async |w| login::count_failure(state.login_lockout(), w, ip.0).await)
+            .write(async |w| lockout::record_failure(w, ip.0, &keys).await)
             .await?;
         return Err(ApiError::unauthorized(
             ErrorCode::InvalidCredentials,

@@ -16,6 +16,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::auth::device::DeviceAuthError;
+use crate::auth::lockout::Locked;
 use crate::auth::login::LoginError;
 use crate::auth::AuthError;
 use crate::enrollment::EnrollmentError;
@@ -162,12 +163,18 @@ impl From<DeviceAuthError> for ApiError {
     }
 }
 
+/// `429 locked_out`, the wait in words in the message and in seconds in
+/// `Retry-After`.
+impl From<Locked> for ApiError {
+    fn from(l: Locked) -> Self {
+        ApiError::too_many_requests(ErrorCode::LockedOut, l.to_string(), l.remaining)
+    }
+}
+
 impl From<LoginError> for ApiError {
     fn from(e: LoginError) -> Self {
         match e {
-            LoginError::LockedOut(wait) => {
-                ApiError::too_many_requests(ErrorCode::LockedOut, e.to_string(), wait)
-            }
+            LoginError::LockedOut(locked) => locked.into(),
             LoginError::TooLong => ApiError::unprocessable(ErrorCode::InvalidField, e.to_string()),
             LoginError::AccountDisabled => {
                 ApiError::unauthorized(ErrorCode::AccountDisabled, e.to_string())
@@ -184,7 +191,7 @@ impl From<PairingError> for ApiError {
     fn from(e: PairingError) -> Self {
         match e {
             PairingError::Auth(e) => e.into(),
-            PairingError::LockedOut(wait) => LoginError::LockedOut(wait).into(),
+            PairingError::LockedOut(locked) => LoginError::LockedOut(locked).into(),
             PairingError::NotFound => ApiError::not_found("pending pairing with that user code"),
             PairingError::DeviceRevoked => {
                 ApiError::conflict(ErrorCode::DeviceRevoked, e.to_string())
@@ -268,15 +275,18 @@ impl IntoResponse for ApiError {
             },
         };
         let mut resp = (self.status, Json(body)).into_response();
-        if let Some(retry) = self.retry_after {
-            // Round up: a client that waits this long will be let through.
-            let secs = retry.as_secs() + u64::from(retry.subsec_nanos() > 0);
-            if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        if let Some(v) = self.retry_after.and_then(retry_after) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         resp
     }
+}
+
+/// A `Retry-After` value for `wait`, in whole seconds rounded up: a client
+/// that waits this long will be let through.
+pub fn retry_after(wait: Duration) -> Option<HeaderValue> {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    HeaderValue::from_str(&secs.max(1).to_string()).ok()
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;

@@ -25,8 +25,9 @@ use tessera_core::secret::{hex, Secret, SecretKind};
 use tessera_core::ErrorCode;
 use tessera_core::Timestamp;
 
-use super::error::ApiError;
+use super::error::{retry_after, ApiError};
 use super::extract::{body_error, form_has_nul, ClientIp};
+use crate::auth::lockout::Locked;
 use crate::auth::login::{self, LoginError};
 use crate::auth::Operator;
 use crate::config::TlsMode;
@@ -109,6 +110,16 @@ fn error_page(e: impl Into<ApiError>) -> Response {
             escape(&e.message)
         ),
     )
+}
+
+/// A form shown again under a lockout's words ("locked out for 14 minutes
+/// …; try again after 05:31 UTC"), with the wait in `Retry-After` too.
+fn locked_page(title: &str, body: &str, locked: &Locked) -> Response {
+    let mut resp = page(StatusCode::TOO_MANY_REQUESTS, title, body);
+    if let Some(v) = retry_after(locked.remaining) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
 }
 
 /// The session cookie's token, if the request has one.
@@ -260,7 +271,7 @@ async fn show(
             wait,
         ));
     }
-    match pairing::find_pending(state.db(), state.pairing_lockout(), ip.0, &code).await {
+    match pairing::find_pending(state.db(), &op, ip.0, &code).await {
         Ok(p) => page(
             StatusCode::OK,
             "Approve a device?",
@@ -274,6 +285,16 @@ async fn show(
                 &csrf,
                 Some("No pending device has that code. Check it, or start again on the device."),
             ),
+        ),
+        Err(PairingError::LockedOut(locked)) => locked_page(
+            "Approve a device",
+            &code_form(&op, &csrf, Some(&locked.to_string())),
+            &locked,
+        ),
+        Err(e @ PairingError::NotPending) => page(
+            StatusCode::CONFLICT,
+            "Approve a device",
+            &code_form(&op, &csrf, Some(&e.to_string())),
         ),
         Err(e) => error_page(e),
     }
@@ -401,6 +422,11 @@ async fn sign_in(
             );
             resp
         }
+        Err(LoginError::LockedOut(locked)) => locked_page(
+            "Sign in",
+            &login_form(code, Some(&locked.to_string())),
+            &locked,
+        ),
         Err(e @ (LoginError::AccountDisabled | LoginError::InvalidCredentials)) => page(
             StatusCode::UNAUTHORIZED,
             "Sign in",
@@ -478,16 +504,7 @@ async fn decide(
         }
     };
     let code = field(&fields, "user_code").unwrap_or("");
-    match pairing::decide(
-        state.db(),
-        state.pairing_lockout(),
-        &op,
-        ip.0,
-        code,
-        approve,
-    )
-    .await
-    {
+    match pairing::decide(state.db(), &op, ip.0, code, approve).await {
         Ok(p) => {
             let verb = if approve { "approved" } else { "denied" };
             let next = if approve {

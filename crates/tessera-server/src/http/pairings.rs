@@ -70,7 +70,7 @@ async fn approve(
     op: Operator,
     Path(code): Path<String>,
 ) -> ApiResult<Json<PairingView>> {
-    let p = pairing::decide(state.db(), state.pairing_lockout(), &op, ip.0, &code, true).await?;
+    let p = pairing::decide(state.db(), &op, ip.0, &code, true).await?;
     Ok(Json(PairingView::from(&p)))
 }
 
@@ -85,6 +85,6 @@ async fn deny(
     op: Operator,
     Path(code): Path<String>,
 ) -> ApiResult<Json<PairingView>> {
-    let p = pairing::decide(state.db(), state.pairing_lockout(), &op, ip.0, &code, false).await?;
+    let p = pairing::decide(state.db(), &op, ip.0, &code, false).await?;
     Ok(Json(PairingView::from(&p)))
 }

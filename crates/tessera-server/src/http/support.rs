@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 use std::time::Duration;
-use tessera_core::kinds::{Consent, Origin};
+use tessera_core::kinds::{Consent, Origin, SupportCodeState};
 use tessera_core::ErrorCode;
 
 use axum::extract::{Path, State};
@@ -25,7 +25,7 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ClientIp};
 use super::ratelimit;
-use crate::auth::login::locked_out;
+use crate::auth::lockout::{self, LockKey};
 use crate::auth::Operator;
 use crate::enrollment::{validate_device_fields, EnrollmentError};
 use crate::store::audit::{Action, Actor, AuditEvent};
@@ -131,31 +131,58 @@ async fn create(
     }
 }
 
-/// Finds a live code by what was typed, counting misses toward the
-/// address's lockout so codes cannot be guessed.
+/// Finds a live code by what was typed. A code that never existed counts
+/// toward the address's support-code lockout, so codes cannot be guessed;
+/// a real code that was used, expired or withdrawn is no guess and says
+/// which (the losers of an honest race for one code are not guessers).
 async fn find_live(state: &AppState, ip: IpAddr, typed: &str) -> Result<SupportCodeRow, ApiError> {
-    let now = state.now();
-    state
-        .pairing_lockout()
-        .check(&ip, now)
-        .map_err(locked_out)?;
+    let key = LockKey::support_code(ip);
+    if let Some(locked) = lockout::check(state.db(), std::slice::from_ref(&key)).await? {
+        return Err(locked.into());
+    }
     let found = match normalise_support_code(typed) {
         Some(code) => store::support_codes::by_hash(state.db().pool(), &code_hash(&code)).await?,
         None => None,
     };
+    let now = state.now();
     match found {
         Some(c) if c.is_live(now) => Ok(c),
-        _ => {
-            state.pairing_lockout().record_failure(&ip, now);
+        Some(c) => Err(not_live(c.state)),
+        None => {
+            state
+                .db()
+                .write(async |w| lockout::record_failure(w, ip, std::slice::from_ref(&key)).await)
+                .await?;
             Err(ApiError::not_found("active support code"))
         }
+    }
+}
+
+/// Why a real code in `state` can no longer be bound.
+fn not_live(state: SupportCodeState) -> ApiError {
+    match state {
+        SupportCodeState::Consumed => ApiError::conflict(
+            ErrorCode::CodeUsed,
+            "this support code was already used; ask for a new one",
+        ),
+        _ => ApiError::new(
+            StatusCode::GONE,
+            ErrorCode::CodeExpired,
+            "this support code has expired or was withdrawn; ask for a new one",
+        ),
     }
 }
 
 /// Public preview: is the code valid, and who asked for it? Never uses it.
 #[utoipa::path(get, path = "/api/v1/support-codes/{code}", tag = "support",
     params(("code" = String, Path, description = "XXX-XXX-XXX")),
-    responses((status = 200, body = SupportCodePreview), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses(
+        (status = 200, body = SupportCodePreview),
+        (status = 404, description = "not_found: no such code", body = ErrorBody),
+        (status = 409, description = "code_used", body = ErrorBody),
+        (status = 410, description = "code_expired", body = ErrorBody),
+        (status = 429, description = "rate_limited, locked_out", body = ErrorBody),
+    ))]
 async fn preview(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -177,7 +204,9 @@ async fn preview(
     responses(
         (status = 201, body = BoundSupportCode),
         (status = 401, description = "invalid_proof", body = ErrorBody),
-        (status = 404, description = "unknown, used or expired code", body = ErrorBody),
+        (status = 404, description = "not_found: no such code", body = ErrorBody),
+        (status = 409, description = "code_used: another binder won", body = ErrorBody),
+        (status = 410, description = "code_expired: expired or withdrawn", body = ErrorBody),
         (status = 422, body = ErrorBody),
         (status = 429, body = ErrorBody),
     ))]
@@ -212,8 +241,13 @@ async fn bind(
         .db()
         .write(async |w| {
             if !store::support_codes::consume(w, &c.id, &session_id, now).await? {
-                state.pairing_lockout().record_failure(&ip_addr, now);
-                return Err(ApiError::not_found("active support code"));
+                // Another binder won the race (or the code lapsed this
+                // instant): an honest loss, not a guess.
+                return Err(not_live(if c.expires_at <= now {
+                    SupportCodeState::Expired
+                } else {
+                    SupportCodeState::Consumed
+                }));
             }
             let owner = c.created_by.clone();
             store::devices::insert(

@@ -21,6 +21,7 @@ pub mod checkpoints;
 pub mod devices;
 pub mod enrollment;
 pub mod events;
+pub mod lockouts;
 pub mod logins;
 pub mod members;
 pub mod node_keys;
@@ -186,6 +187,7 @@ pub fn migrator_up_to(backend: Backend, version: i64) -> Migrator {
             4 "0004_trust",
             5 "0005_node_keys",
             6 "0006_audit_checkpoints",
+            7 "0007_lockouts",
         ),
         Backend::Postgres => migrations!("postgres":
             1 "0001_foundation",
@@ -194,6 +196,7 @@ pub fn migrator_up_to(backend: Backend, version: i64) -> Migrator {
             4 "0004_trust",
             5 "0005_node_keys",
             6 "0006_audit_checkpoints",
+            7 "0007_lockouts",
         ),
     };
     migrations.retain(|m| m.version <= version);

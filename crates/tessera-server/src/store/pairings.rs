@@ -152,6 +152,21 @@ pub async fn pending_by_user_code<'e, E: Executor<'e, Database = Any>>(
     Ok(query.try_map(from_row).fetch_optional(ex).await?)
 }
 
+/// The latest pairing ever shown under this (canonical) user code, in any
+/// state: a code that was real but is no longer pending is no guess.
+pub async fn latest_by_user_code<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    tenant: &str,
+    user_code: &str,
+) -> StoreResult<Option<PairingRow>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM pairings WHERE tenant_id = $1 AND user_code = $2 \
+         ORDER BY created_at DESC LIMIT 1"
+    );
+    let query = sqlx::query(&sql).bind(tenant).bind(user_code);
+    Ok(query.try_map(from_row).fetch_optional(ex).await?)
+}
+
 pub async fn list_pending(db: &Db, tenant: &str, now: Timestamp) -> StoreResult<Vec<PairingRow>> {
     let sql = format!(
         "SELECT {COLUMNS} FROM pairings WHERE tenant_id = $1 AND state = 'pending' \

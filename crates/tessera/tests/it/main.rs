@@ -20,6 +20,7 @@ mod events;
 mod grant_scopes;
 mod hostile;
 mod limits;
+mod lockouts;
 mod ops;
 mod pairing;
 mod pipes;

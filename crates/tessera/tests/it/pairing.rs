@@ -158,12 +158,13 @@ async fn denied_and_expired_pairings_answer_access_denied_and_expired_token() {
         .await
         .unwrap_err();
     assert_eq!(oauth_code(e), "access_denied");
-    // A decided pairing cannot be decided again.
+    // A decided pairing cannot be decided again (and its code, being
+    // real, is named as decided rather than counted as a guess).
     let again = admin
         .decide_pairing(&denied.user_code, true)
         .await
         .unwrap_err();
-    assert_eq!(again.code(), Some("not_found"));
+    assert_eq!(again.code(), Some("pairing_not_pending"));
 
     let expired = authorize(&s, &DeviceKeys::generate()).await;
     s.clock.advance(Duration::from_secs(601));
@@ -176,7 +177,7 @@ async fn denied_and_expired_pairings_answer_access_denied_and_expired_token() {
         .decide_pairing(&expired.user_code, true)
         .await
         .unwrap_err();
-    assert_eq!(late.code(), Some("not_found"));
+    assert_eq!(late.code(), Some("pairing_not_pending"));
     s.stop().await;
 }
 

@@ -101,6 +101,9 @@ async fn a_locked_out_login_says_how_long_to_wait() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("locked_out"), "{err}");
     assert!(err.contains("try again in 14 minutes"), "{err}");
+    // The server's own words say it too, and until when.
+    assert!(err.contains("locked out for 14 minutes after"), "{err}");
+    assert!(err.contains("; try again after "), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
