@@ -88,9 +88,10 @@ async fn an_interrupted_enroll_started_again_at_once_gets_a_fresh_code_and_compl
     let (second, mut lines) = started(&s.url, state.path());
     let new_code = user_code(&mut lines).await;
     assert_ne!(old_code, new_code);
-    // The replaced pairing's code no longer approves anything.
+    // The replaced pairing's code no longer approves anything (and, being
+    // a real code, is no guess toward a lockout).
     let e = admin.decide_pairing(&old_code, true).await.unwrap_err();
-    assert_eq!(e.code(), Some("not_found"), "{e}");
+    assert_eq!(e.code(), Some("pairing_not_pending"), "{e}");
     let pending = admin.pairings().await.unwrap();
     assert_eq!(pending.len(), 1, "{pending:?}");
 

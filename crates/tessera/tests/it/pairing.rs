@@ -527,7 +527,7 @@ async fn pairing_requires_proof_of_the_key_and_a_new_identity() {
         .decide_pairing(&replaced.user_code, true)
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Some("not_found"), "{e}");
+    assert_eq!(e.code(), Some("pairing_not_pending"), "{e}");
 
     // Once enrolled, the identity cannot pair again.
     admin.decide_pairing(&first.user_code, true).await.unwrap();
