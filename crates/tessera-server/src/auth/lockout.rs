@@ -86,37 +86,94 @@ pub fn remaining(row: &LockoutRow, now: Timestamp) -> Option<(Timestamp, Duratio
         .map(|until| (until, until.since(now)))
 }
 
-/// One more failure at `now`: the row to store and what it means. A window
-/// starts at its first failure; failures after it ends start a new one.
-pub fn fail(row: LockoutRow, now: Timestamp, p: &LockoutPolicy) -> (LockoutRow, FailureOutcome) {
+/// What [`admit`] decided for an attempt about to be checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Counted already; checked next.
+    Admitted,
+    /// The subject is locked.
+    Refused { until: Timestamp },
+    /// As many attempts as the policy allows are already counted in this
+    /// window (failed, or still being checked): this one locks the subject.
+    LockedNow { until: Timestamp },
+}
+
+/// An attempt at `now`, before its answer is known. It is counted at once,
+/// so attempts checked in parallel (a burst from many addresses of one
+/// /64, or over several nodes) count while they are in flight: no more than
+/// `max_failures` are ever being checked or failed in one window. A window
+/// starts at its first attempt.
+pub fn admit(row: LockoutRow, now: Timestamp, p: &LockoutPolicy) -> (LockoutRow, Admission) {
     if let Some((until, _)) = remaining(&row, now) {
-        return (row, FailureOutcome::StillLocked { until });
+        return (row, Admission::Refused { until });
     }
-    let window_over = row.failures == 0 || now >= row.window_start.plus(p.window);
-    let mut next = if window_over {
-        LockoutRow {
-            failures: 1,
-            window_start: now,
-            locked_until: None,
-        }
+    let failures = if row.failures == 0 || now >= row.window_start.plus(p.window) {
+        0
     } else {
-        LockoutRow {
-            failures: row.failures + 1,
-            locked_until: None,
-            ..row
-        }
+        row.failures
     };
-    if next.failures >= p.max_failures {
+    let window_start = if failures == 0 { now } else { row.window_start };
+    if failures >= p.max_failures {
         let until = now.plus(p.duration);
-        next = LockoutRow {
+        let locked = LockoutRow {
             failures: 0,
             window_start: now,
             locked_until: Some(until),
         };
-        (next, FailureOutcome::LockedOut { until })
-    } else {
-        let remaining = p.max_failures - next.failures;
-        (next, FailureOutcome::Counted { remaining })
+        return (locked, Admission::LockedNow { until });
+    }
+    let next = LockoutRow {
+        failures: failures + 1,
+        window_start,
+        locked_until: None,
+    };
+    (next, Admission::Admitted)
+}
+
+/// One guess found after the fact: [`admit`] and [`confirm`] at once.
+pub fn fail(row: LockoutRow, now: Timestamp, p: &LockoutPolicy) -> (LockoutRow, FailureOutcome) {
+    match admit(row, now, p) {
+        (next, Admission::Admitted) => confirm(next, now, p),
+        (next, Admission::Refused { until }) => (next, FailureOutcome::StillLocked { until }),
+        (next, Admission::LockedNow { until }) => (next, FailureOutcome::LockedOut { until }),
+    }
+}
+
+/// The admitted attempt was a guess: it stays counted, and the count
+/// reaching the limit locks the subject.
+pub fn confirm(row: LockoutRow, now: Timestamp, p: &LockoutPolicy) -> (LockoutRow, FailureOutcome) {
+    if let Some((until, _)) = remaining(&row, now) {
+        return (row, FailureOutcome::StillLocked { until });
+    }
+    let in_window = row.failures > 0 && now < row.window_start.plus(p.window);
+    if in_window && row.failures >= p.max_failures {
+        let until = now.plus(p.duration);
+        let locked = LockoutRow {
+            failures: 0,
+            window_start: now,
+            locked_until: Some(until),
+        };
+        return (locked, FailureOutcome::LockedOut { until });
+    }
+    let used = if in_window { row.failures } else { 0 };
+    (
+        row,
+        FailureOutcome::Counted {
+            remaining: p.max_failures - used,
+        },
+    )
+}
+
+/// The admitted attempt was no guess (it succeeded, or named something
+/// real): its count is given back.
+pub fn refunded(row: LockoutRow, now: Timestamp, p: &LockoutPolicy) -> LockoutRow {
+    let in_window = row.failures > 0 && now < row.window_start.plus(p.window);
+    if remaining(&row, now).is_some() || !in_window {
+        return row;
+    }
+    LockoutRow {
+        failures: row.failures - 1,
+        ..row
     }
 }
 
@@ -124,14 +181,22 @@ pub fn fail(row: LockoutRow, now: Timestamp, p: &LockoutPolicy) -> (LockoutRow, 
 /// IPv4 it maps, other IPv6 by its /64 — a single host is usually given a
 /// whole /64, so per-address keys would let it guess without limit.
 pub fn address_key(ip: IpAddr) -> String {
-    match ip {
+    match address_of(ip) {
         IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(net) => format!("{net}/64"),
+    }
+}
+
+/// The address a request is counted under: IPv4 as it is, IPv4-mapped
+/// IPv6 as its IPv4, other IPv6 as the first address of its /64.
+pub fn address_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let bits = u128::from(v6) & !((1u128 << 64) - 1);
-                format!("{}/64", std::net::Ipv6Addr::from(bits))
-            }
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
         },
     }
 }
@@ -247,6 +312,90 @@ impl fmt::Display for Locked {
     }
 }
 
+/// Admits one attempt against every key at once, counting it (see
+/// [`admit`]), or refuses it with the longest-lasting lock among them,
+/// counting nothing. A key that this attempt locks is written and audited
+/// (`lockout_triggered`) in the same transaction. Every admitted attempt
+/// ends in [`confirm_guess`] or [`refund`].
+pub async fn admit_attempt(
+    db: &Db,
+    ip: IpAddr,
+    keys: &[LockKey],
+) -> StoreResult<Result<(), Locked>> {
+    db.write(async |w| {
+        let now = w.now();
+        lockouts::forget_stale(w, now.minus(LONGEST_WINDOW), now).await?;
+        let mut decided = Vec::with_capacity(keys.len());
+        for key in keys {
+            let row = lockouts::hold(w, key.purpose, &key.subject, now).await?;
+            decided.push((key, admit(row, now, &policy(key.purpose))));
+        }
+        let mut worst: Option<Locked> = None;
+        for (key, (_, admission)) in &decided {
+            if let Admission::Refused { until } | Admission::LockedNow { until } = *admission {
+                if worst.is_none_or(|w| w.until < until) {
+                    worst = Some(Locked {
+                        purpose: key.purpose,
+                        until,
+                        remaining: until.since(now),
+                    });
+                }
+            }
+        }
+        for (key, (next, admission)) in &decided {
+            match (admission, worst.is_some()) {
+                (Admission::Admitted, false) => {
+                    lockouts::put(w, key.purpose, &key.subject, next).await?;
+                }
+                (Admission::LockedNow { until }, _) => {
+                    lockouts::put(w, key.purpose, &key.subject, next).await?;
+                    w.audit(lock_event(key, ip, *until)).await?;
+                }
+                _ => {}
+            }
+        }
+        Ok(worst.map_or(Ok(()), Err))
+    })
+    .await
+}
+
+/// The admitted attempt was a guess, in `w`'s transaction: it stays
+/// counted, and a key it brings to the limit is locked and audited in the
+/// same transaction.
+pub async fn confirm_guess(w: &mut Write, ip: IpAddr, keys: &[LockKey]) -> StoreResult<()> {
+    let now = w.now();
+    for key in keys {
+        let row = lockouts::hold(w, key.purpose, &key.subject, now).await?;
+        let (next, outcome) = confirm(row, now, &policy(key.purpose));
+        if next != row {
+            lockouts::put(w, key.purpose, &key.subject, &next).await?;
+        }
+        if let FailureOutcome::LockedOut { until } = outcome {
+            w.audit(lock_event(key, ip, until)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The admitted attempt was no guess, in `w`'s transaction: its count is
+/// given back.
+pub async fn refund_in(w: &mut Write, keys: &[LockKey]) -> StoreResult<()> {
+    let now = w.now();
+    for key in keys {
+        let row = lockouts::hold(w, key.purpose, &key.subject, now).await?;
+        let next = refunded(row, now, &policy(key.purpose));
+        if next != row {
+            lockouts::put(w, key.purpose, &key.subject, &next).await?;
+        }
+    }
+    Ok(())
+}
+
+/// [`refund_in`], in a transaction of its own.
+pub async fn refund(db: &Db, keys: &[LockKey]) -> StoreResult<()> {
+    db.write(async |w| refund_in(w, keys).await).await
+}
+
 /// The longest-lasting lock among `keys` at `now`, if any is locked.
 pub async fn check(db: &Db, keys: &[LockKey]) -> StoreResult<Option<Locked>> {
     let now = db.now();
@@ -268,7 +417,9 @@ pub async fn check(db: &Db, keys: &[LockKey]) -> StoreResult<Option<Locked>> {
     Ok(worst)
 }
 
-/// Counts one failure against each of `keys` in `w`'s transaction. A failure
+/// Counts one failure, found after the fact, against each of `keys` in `w`'s
+/// transaction (for codes, looked up in a moment: see [`admit_attempt`] for
+/// password checks, which take long enough for a burst to matter). A failure
 /// that locks a key out appends `lockout_triggered` in the same
 /// transaction, so a lock is never without its row, nor a row without its
 /// lock.
@@ -282,18 +433,21 @@ pub async fn record_failure(w: &mut Write, ip: IpAddr, keys: &[LockKey]) -> Stor
             lockouts::put(w, key.purpose, &key.subject, &next).await?;
         }
         if let FailureOutcome::LockedOut { until } = outcome {
-            let mut event =
-                AuditEvent::new(&key.tenant, key.actor.clone(), Action::LockoutTriggered)
-                    .ip(Some(ip))
-                    .detail("purpose", key.purpose.as_str())
-                    .detail("until", until.to_rfc3339());
-            if let Some(target) = &key.target {
-                event = event.target(target.clone());
-            }
-            w.audit(event).await?;
+            w.audit(lock_event(key, ip, until)).await?;
         }
     }
     Ok(())
+}
+
+fn lock_event(key: &LockKey, ip: IpAddr, until: Timestamp) -> AuditEvent {
+    let mut event = AuditEvent::new(&key.tenant, key.actor.clone(), Action::LockoutTriggered)
+        .ip(Some(ip))
+        .detail("purpose", key.purpose.as_str())
+        .detail("until", until.to_rfc3339());
+    if let Some(target) = &key.target {
+        event = event.target(target.clone());
+    }
+    event
 }
 
 #[cfg(test)]
@@ -301,6 +455,39 @@ mod tests {
     use super::*;
 
     const T0: Timestamp = Timestamp::from_millis(1_000_000_000);
+
+    #[test]
+    fn attempts_in_flight_count_so_a_burst_gets_no_more_than_the_limit_checked() {
+        let p = policy(LockoutPurpose::LoginAccount);
+        let mut row = LockoutRow::fresh(T0);
+        for _ in 0..10 {
+            let (next, a) = admit(row, T0, &p);
+            assert_eq!(a, Admission::Admitted);
+            row = next;
+        }
+        // Ten are being checked; the eleventh locks without being checked.
+        let until = T0.plus(Duration::from_secs(900));
+        let (locked, a) = admit(row, T0, &p);
+        assert_eq!(a, Admission::LockedNow { until });
+        assert_eq!(admit(locked, T0, &p).1, Admission::Refused { until });
+    }
+
+    #[test]
+    fn an_attempt_that_was_no_guess_gives_its_count_back() {
+        let p = policy(LockoutPurpose::SupportCode);
+        let mut row = LockoutRow::fresh(T0);
+        // Any number of honest attempts in a row never lock.
+        for _ in 0..50 {
+            let (next, a) = admit(row, T0, &p);
+            assert_eq!(a, Admission::Admitted);
+            row = refunded(next, T0, &p);
+        }
+        assert_eq!(row.failures, 0);
+        // A refund never lifts a lock.
+        let locked = after(LockoutRow::fresh(T0), 10, T0, &p);
+        assert!(remaining(&locked, T0).is_some());
+        assert_eq!(refunded(locked, T0, &p), locked);
+    }
 
     fn after(row: LockoutRow, n: usize, now: Timestamp, p: &LockoutPolicy) -> LockoutRow {
         (0..n).fold(row, |r, _| fail(r, now, p).0)

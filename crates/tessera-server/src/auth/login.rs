@@ -80,12 +80,13 @@ pub fn lock_keys(account: Account<'_>, ip: IpAddr) -> [LockKey; 2] {
     ]
 }
 
-/// Refuses while either count of [`lock_keys`] is locked.
-pub async fn check_lockout(db: &Db, keys: &[LockKey]) -> Result<(), LoginError> {
-    match lockout::check(db, keys).await? {
-        Some(locked) => Err(LoginError::LockedOut(locked)),
-        None => Ok(()),
-    }
+/// Admits one password check against both counts of [`lock_keys`] (it is
+/// counted before it runs), or refuses while either is locked. The caller
+/// ends it with `lockout::confirm_guess` or `lockout::refund`.
+pub async fn admit_password_check(db: &Db, ip: IpAddr, keys: &[LockKey]) -> Result<(), LoginError> {
+    lockout::admit_attempt(db, ip, keys)
+        .await?
+        .map_err(LoginError::LockedOut)
 }
 
 /// What a password login needs of the server.
@@ -131,7 +132,7 @@ pub async fn login(
         },
         ip,
     );
-    check_lockout(db, &keys).await?;
+    admit_password_check(db, ip, &keys).await?;
     let ok = verify_password(
         user.as_ref().map(|u| u.password_hash.clone()),
         Zeroizing::new(password.to_owned()),
@@ -159,7 +160,9 @@ pub async fn login(
             db.write(async |w| {
                 w.audit(event).await?;
                 if reason.counts_toward_lockout() {
-                    lockout::record_failure(w, ip, &keys).await?;
+                    lockout::confirm_guess(w, ip, &keys).await?;
+                } else {
+                    lockout::refund_in(w, &keys).await?;
                 }
                 Ok::<_, StoreError>(())
             })
@@ -178,6 +181,8 @@ pub async fn login(
         {
             return Err(LoginError::InvalidCredentials);
         }
+        // The right password was no guess: its count is given back.
+        lockout::refund_in(w, &keys).await?;
         let token = Secret::generate(SecretKind::OperatorToken);
         let session_id = uuid::Uuid::now_v7().to_string();
         let expires_at = now.plus(ttl);

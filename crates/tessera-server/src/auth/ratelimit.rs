@@ -71,10 +71,12 @@ impl IpRateLimiter {
         self.name
     }
 
-    /// `Err(wait)` if `ip` must wait before its next request.
+    /// `Err(wait)` if `ip` must wait before its next request. IPv6 shares
+    /// one bucket per /64 (as lockouts count it): one host commonly holds a
+    /// whole /64, and a bucket per address would give it billions.
     pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
         self.limiter
-            .check_key(&ip)
+            .check_key(&super::lockout::address_of(ip))
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 

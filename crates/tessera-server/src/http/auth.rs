@@ -114,22 +114,24 @@ async fn change_password(
     op: Operator,
     ApiJson(req): ApiJson<ChangePasswordRequest>,
 ) -> ApiResult<Json<ChangePasswordResponse>> {
-    let keys = login::lock_keys(Account::User(&op.user_id), ip.0);
-    login::check_lockout(state.db(), &keys).await?;
     password::check_policy(req.new_password.expose())
         .map_err(|e| ApiError::unprocessable(ErrorCode::WeakPassword, e.to_string()))?;
     let user = store::users::by_id(state.db().pool(), &op.tenant_id, &op.user_id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
+    let keys = login::lock_keys(Account::User(&op.user_id), ip.0);
+    login::admit_password_check(state.db(), ip.0, &keys).await?;
     let ok = verify_password(
         Some(user.password_hash.clone()),
         Zeroizing::new(req.current_password.expose().to_owned()),
     )
     .await;
-    if !ok {
+    if ok {
+        lockout::refund(state.db(), &keys).await?;
+    } else {
         state
             .db()
-            .write(async |w| lockout::record_failure(w, ip.0, &keys).await)
+            .write(async |w| lockout::confirm_guess(w, ip.0, &keys).await)
             .await?;
         return Err(ApiError::unauthorized(
             ErrorCode::InvalidCredentials,

@@ -290,3 +290,43 @@ async fn the_device_page_says_how_long_a_lockout_lasts() {
     assert!(html.contains("action=\"/device/login\""), "{html}");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_parallel_guesses_gets_no_more_checked_than_the_lockout_allows() {
+    let s = TestServer::start().await;
+    let http = s.http();
+    // Twenty at once (the login rate limit's burst): each is counted before
+    // its password is checked, so at most ten are ever checked.
+    let guesses = (0..20).map(|i| {
+        let (http, url) = (http.clone(), s.api("/api/v1/auth/login"));
+        async move {
+            let resp = http
+                .post(url)
+                .json(&serde_json::json!({"username": "admin", "password": format!("guess number {i}")}))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            (status, body["error"]["code"].as_str().unwrap_or_default().to_owned())
+        }
+    });
+    let answers = futures_util::future::join_all(guesses).await;
+    let checked = answers.iter().filter(|(st, _)| *st == 401).count();
+    let locked = answers
+        .iter()
+        .filter(|(st, code)| *st == 429 && code == "locked_out")
+        .count();
+    assert!(checked <= 10, "{checked} guesses were checked: {answers:?}");
+    assert_eq!(checked + locked, 20, "{answers:?}");
+    // And the account is locked at this address, right password or not.
+    let pw = s.admin_password.clone().unwrap();
+    let resp = http
+        .post(s.api("/api/v1/auth/login"))
+        .json(&serde_json::json!({"username": "admin", "password": pw}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    s.stop().await;
+}
