@@ -61,6 +61,9 @@ pub struct DevicePrincipal {
     pub tenant_id: String,
     pub owner_user_id: String,
     pub ed25519_public: [u8; 32],
+    /// A support-code device: its key serves its one session's control
+    /// channel, and on it only that session's traffic.
+    pub support_session_only: bool,
 }
 
 impl TenantScoped for DevicePrincipal {
@@ -103,6 +106,7 @@ impl From<KeyAuthRow> for DevicePrincipal {
             tenant_id: row.tenant_id,
             owner_user_id: row.owner_user_id,
             ed25519_public: row.ed25519_public,
+            support_session_only: row.ephemeral,
         }
     }
 }

@@ -196,3 +196,63 @@ async fn a_support_key_is_refused_everywhere_but_its_control_channel() {
 fn chrono_now(s: &TestServer) -> String {
     tessera_core::Timestamp::from_millis(s.clock.now_ms()).to_rfc3339()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_support_device_that_asks_for_an_automatic_session_is_disconnected() {
+    use futures_util::{SinkExt, StreamExt};
+    use prost::Message as _;
+    use tessera_client::control::{handshake, DeviceHello};
+    use tessera_proto::v1::AutoSessionCreate;
+    use tessera_proto::{Body, Envelope};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let tech = s.user(&admin, "tech", Role::Operator).await;
+    let enrolled = TestDevice::enroll(&s, &admin, "peer").await;
+    let code = tech
+        .create_support_code(&CreateSupportCodeRequest::default())
+        .await
+        .unwrap()
+        .code;
+    let (creds, bound) =
+        tessera_agent::support::bind(&s.url, &TlsTrust::PublicRoots, code.expose(), None)
+            .await
+            .expect("bind");
+    let ws_url = format!("{}/ws/device", s.url.replacen("http", "ws", 1));
+    let mut ws = open_ws(&ws_url, bound.device_key.expose())
+        .await
+        .expect("upgrade");
+    let hello = DeviceHello::agent(&creds.keys, &creds.device_id, "test");
+    handshake(&mut ws, &hello).await.expect("welcome");
+    // What an enrolled device may ask: probe which device ids exist.
+    let ask = AutoSessionCreate {
+        members: vec![enrolled.device_id.clone()],
+        ..Default::default()
+    };
+    let frame = Envelope::of(Body::AutoSessionCreate(ask)).encode_to_vec();
+    ws.send(Message::Binary(frame.into())).await.unwrap();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(m) = ws.next().await {
+            match m {
+                Ok(Message::Close(Some(f))) => {
+                    return Some((u16::from(f.code), f.reason.to_string()))
+                }
+                Ok(Message::Binary(b)) => {
+                    let env = Envelope::decode(&b[..]).unwrap();
+                    assert!(
+                        !matches!(env.body, Some(Body::AutoSessionCreated(_))),
+                        "the server answered the probe"
+                    );
+                }
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await
+    .expect("an answer within 10 s");
+    assert_eq!(closed, Some((1008, "support_key_scope".to_owned())));
+    s.stop().await;
+}

@@ -15,6 +15,10 @@ impl Session {
     /// Handles one message; a reply goes to the writer through `replies`.
     /// `Err` ends the connection with that farewell.
     pub(super) async fn handle(&mut self, replies: &Outbox, env: Envelope) -> Result<(), Farewell> {
+        if self.device.support_session_only && !support_device_may_send(env.body.as_ref()) {
+            tracing::warn!("a support-code device sent what only an enrolled device may");
+            return Err(Farewell::close(1008, "support_key_scope"));
+        }
         let reply = match env.body {
             Some(Body::Heartbeat(h)) => Body::HeartbeatAck(HeartbeatAck { seq: h.seq }),
             Some(Body::RotateKeyRequest(_)) => match self.offer_rotation().await {
@@ -154,5 +158,42 @@ impl Session {
             close::REVOKED,
             REVOKED_CODE.as_str(),
         )
+    }
+}
+
+/// What a support-code device may send on its control channel: heartbeats,
+/// its session's relay traffic and its consent answer. Automatic sessions,
+/// end-to-end routing and key rotation are for enrolled devices; letting a
+/// one-time key create sessions would let it probe which device ids exist.
+fn support_device_may_send(body: Option<&Body>) -> bool {
+    matches!(
+        body,
+        Some(
+            Body::Heartbeat(_)
+                | Body::ChannelData(_)
+                | Body::ChannelClose(_)
+                | Body::ConsentResponse(_)
+        )
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_proto::v1::{AutoSessionCreate, E2eData, Heartbeat, RotateKeyRequest};
+
+    #[test]
+    fn a_support_device_may_serve_its_session_and_nothing_else() {
+        assert!(support_device_may_send(Some(&Body::Heartbeat(
+            Heartbeat::default()
+        ))));
+        for body in [
+            Body::AutoSessionCreate(AutoSessionCreate::default()),
+            Body::E2eData(E2eData::default()),
+            Body::RotateKeyRequest(RotateKeyRequest::default()),
+        ] {
+            assert!(!support_device_may_send(Some(&body)), "{body:?}");
+        }
+        assert!(!support_device_may_send(None));
     }
 }

@@ -224,6 +224,7 @@ async fn an_aborted_connection_task_still_releases_presence_sessions_and_its_slo
         tenant_id: "t".into(),
         owner_user_id: "u".into(),
         ed25519_public: [0; 32],
+        support_session_only: false,
     };
     // A connection task as the server runs it: a slot, a registration, a
     // relayed session on it; then it is aborted before its cleanup.
