@@ -5,6 +5,12 @@
 //! shell, the shell blocks on its terminal instead of the agent buffering
 //! without bound. Input is written on another thread, so a shell that stops
 //! reading never stalls the connection.
+//!
+//! When the session ends the shell's whole process session ends with it:
+//! the shell leads a session of its own (the PTY's), and a background job
+//! (`sleep 3333 &`) stays in that session even when job control gives it a
+//! group of its own, so every member gets SIGHUP, then SIGKILL. A process
+//! that starts a session of its own (a daemon) has left on purpose.
 
 use std::io::{Read, Write};
 use std::sync::mpsc as std_mpsc;
@@ -27,6 +33,8 @@ pub struct Shell {
     input: std_mpsc::SyncSender<Vec<u8>>,
     master: Box<dyn MasterPty + Send>,
     killer: Box<dyn ChildKiller + Send + Sync>,
+    /// The shell's pid, which is also its session and group id.
+    leader: Option<i32>,
 }
 
 /// The shell to run: `$SHELL`, else `/bin/sh`.
@@ -73,6 +81,7 @@ impl Shell {
         let mut child = pair.slave.spawn_command(cmd).map_err(|e| err(&e))?;
         drop(pair.slave);
         let killer = child.clone_killer();
+        let leader = child.process_id().and_then(|p| i32::try_from(p).ok());
         let mut reader = pair.master.try_clone_reader().map_err(|e| err(&e))?;
         let mut writer = pair.master.take_writer().map_err(|e| err(&e))?;
 
@@ -119,6 +128,7 @@ impl Shell {
             input,
             master: pair.master,
             killer,
+            leader,
         })
     }
 
@@ -132,8 +142,97 @@ impl Shell {
     }
 }
 
+/// How long the shell's processes have to end on SIGHUP before SIGKILL.
+const HANGUP_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// The processes in session `sid` (Linux `/proc`; elsewhere none are found
+/// and the process group alone is signalled).
+fn session_members(sid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After the command name in parentheses (which may hold spaces):
+        // state, ppid, pgrp, session.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let session: i32 = rest.split_whitespace().nth(3)?.parse().ok()?;
+        (session == sid).then_some(pid)
+    })
+    .collect()
+}
+
+/// Sends `signal` to the shell's group and to every process in its session.
+fn signal_session(sid: i32, signal: nix::sys::signal::Signal) {
+    use nix::unistd::Pid;
+    let _ = nix::sys::signal::killpg(Pid::from_raw(sid), signal);
+    for pid in session_members(sid) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
+    }
+}
+
 impl Drop for Shell {
     fn drop(&mut self) {
         let _ = self.killer.kill();
+        let Some(sid) = self.leader.filter(|p| *p > 1) else {
+            return;
+        };
+        signal_session(sid, nix::sys::signal::Signal::SIGHUP);
+        std::thread::spawn(move || {
+            std::thread::sleep(HANGUP_GRACE);
+            signal_session(sid, nix::sys::signal::Signal::SIGKILL);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alive(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let rest = s[s.rfind(')')? + 1..].to_owned();
+                rest.split_whitespace()
+                    .next()
+                    .map(|st| st != "Z" && st != "X")
+            })
+            .unwrap_or(false)
+    }
+
+    #[tokio::test]
+    async fn ending_a_shell_kills_its_background_jobs_too() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let shell = Shell::spawn("/bin/sh", "s", 1, 80, 24, tx).unwrap();
+        shell.write(b"set -m; sleep 3333 & echo BG=$!\n");
+        let mut seen = String::new();
+        let pid: i32 = loop {
+            let Some(Body::ChannelData(d)) = rx.recv().await else {
+                panic!("shell ended early: {seen}");
+            };
+            seen.push_str(&String::from_utf8_lossy(&d.data));
+            // The last `BG=`: the first is the terminal echoing the command.
+            if let Some(at) = seen.rfind("BG=") {
+                let digits: String = seen[at + 3..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                if !digits.is_empty() && seen[at + 3 + digits.len()..].starts_with(['\r', '\n']) {
+                    break digits.parse().unwrap();
+                }
+            }
+        };
+        assert!(alive(pid));
+        drop(shell);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while alive(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sleep {pid} outlived its shell"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 }

@@ -63,8 +63,23 @@ pub async fn connect(
     session_id: &str,
     token: &SecretString,
 ) -> Result<(ViewerSender, ViewerReceiver), ClientError> {
+    connect_with(client, session_id, token, false).await
+}
+
+/// Opens `/ws/viewer` like [`connect`]; with `keep`, leaving does not end
+/// a managed shell (`tessera connect --keep`), which otherwise ends once
+/// unwatched for the server's grace period.
+pub async fn connect_with(
+    client: &ApiClient,
+    session_id: &str,
+    token: &SecretString,
+    keep: bool,
+) -> Result<(ViewerSender, ViewerReceiver), ClientError> {
     let mut url = client.ws_url("/ws/viewer")?;
     url.query_pairs_mut().append_pair("session", session_id);
+    if keep {
+        url.query_pairs_mut().append_pair("keep", "true");
+    }
     let mut request = url
         .as_str()
         .into_client_request()

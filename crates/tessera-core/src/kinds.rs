@@ -313,6 +313,14 @@ words! {
         DeviceUnresponsive = "device_unresponsive",
         DeviceRevoked = "device_revoked",
         ServerShuttingDown = "server_shutting_down",
+        /// A managed shell's last viewer left and none came back within
+        /// the grace period.
+        ViewersLeft = "viewers_left",
+        /// The operator who opened it was disabled.
+        UserDisabled = "user_disabled",
+        /// Recorded live, but its device was not connected when the server
+        /// started: nothing relays it any more.
+        ServerRestart = "server_restart",
         /// Ended before this version recorded codes, or by an older node.
         Ended = "ended",
     }

@@ -44,6 +44,9 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// How long the person at an attended device has to answer.
     pub consent_timeout: Duration,
+    /// How long a managed shell outlives its last viewer (unless a viewer
+    /// left it on purpose with `keep`): a reconnect within it finds it.
+    pub shell_grace: Duration,
     /// Most devices in one automatic session, the creator included.
     pub auto_session_max_members: usize,
     /// Most viewers of one session.
@@ -87,6 +90,7 @@ impl ServerConfig {
             pairing_ttl: Duration::from_secs(600),
             public_url: None,
             consent_timeout: Duration::from_secs(60),
+            shell_grace: Duration::from_secs(60),
             auto_session_max_members: crate::automatic::DEFAULT_MAX_MEMBERS,
             max_viewers: crate::relay::MAX_VIEWERS,
             viewer_input_per_second: crate::relay::viewer::INPUT_PER_SECOND,

@@ -138,6 +138,13 @@ impl Server {
         let viewer_keys = auth::viewer::ViewerKeys::new(&node_key)?;
         let state = AppState::new(db, clock, config, viewer_keys, Arc::new(node_key));
         let bootstrap = bootstrap::ensure_admin(state.db()).await?;
+        let reconciled = session::reconcile_at_start(&state).await?;
+        if reconciled > 0 {
+            tracing::info!(
+                sessions = reconciled,
+                "ended sessions left live by the last run"
+            );
+        }
         Ok(Server {
             state,
             listener,

@@ -97,7 +97,7 @@ impl<'a> Sessions<'a> {
             .await?;
             return Err(SessionError::DeviceOffline);
         };
-        self.hub.open(
+        let live = self.hub.open(
             id,
             &row.tenant_id,
             &row.device_id,
@@ -105,6 +105,11 @@ impl<'a> Sessions<'a> {
             conn_id,
             max_access(row),
         );
+        // An operator's shell ends when nobody watches it any more (after
+        // the grace period); an attended one ends with its helper's agent.
+        if row.origin == Origin::Managed {
+            live.end_when_unwatched();
+        }
         // An end that landed between the caller's read and the open above found
         // nothing in the hub to tear down: look again now that it is there.
         let current = store::sessions::by_id_any_tenant(self.db.pool(), id).await?;
@@ -260,9 +265,33 @@ impl<'a> Sessions<'a> {
     }
 
     /// Ends pending sessions past their consent deadline (their device may
-    /// never have connected to be asked), and active sessions whose device
-    /// is gone from every node (not seen since `cutoff`).
-    pub async fn sweep(self, cutoff: tessera_core::Timestamp) -> Result<(), StoreError> {
+    /// never have connected to be asked), active sessions whose device
+    /// is gone from every node (not seen since `cutoff`), managed shells
+    /// unwatched for `grace`, and sessions opened by a disabled operator.
+    pub async fn sweep(
+        self,
+        cutoff: tessera_core::Timestamp,
+        grace: Duration,
+    ) -> Result<(), StoreError> {
+        // First, so that the disabled operator's kicked viewers leaving
+        // does not make it read as merely unwatched.
+        for id in store::sessions::live_of_disabled_users(self.db).await? {
+            self.end(
+                &id,
+                EndCode::UserDisabled,
+                "the operator who opened it was disabled",
+                Actor::System,
+            )
+            .await?;
+        }
+        let now_relay = tokio::time::Instant::now();
+        for live in self.hub.all() {
+            if live.unwatched_for(now_relay).is_some_and(|d| d >= grace) {
+                let reason = format!("nobody watched it for {grace:?} after its last viewer left");
+                self.end(&live.id, EndCode::ViewersLeft, &reason, Actor::System)
+                    .await?;
+            }
+        }
         let now = self.db.now();
         for id in store::sessions::pending_past_deadline(self.db, now).await? {
             if let ConsentOutcome::End(refusal) = ConsentEvent::TimedOut.outcome() {
@@ -424,7 +453,37 @@ pub async fn connection_closed(state: &AppState, device_id: &str, conn_id: u64, 
 /// For the session sweep (see [`Sessions::sweep`]).
 pub async fn sweep(state: &AppState) -> Result<(), StoreError> {
     let cutoff = state.now().minus(state.config().heartbeat_interval * 3);
-    Sessions::of(state).sweep(cutoff).await
+    Sessions::of(state)
+        .sweep(cutoff, state.config().shell_grace)
+        .await
+}
+
+/// At start-up, before any device connects here: a session recorded as
+/// pending or active whose device no node holds has nothing relaying it
+/// any more (this node's hub is empty; the device, once back, would find
+/// no shell), so it ends with `server_restart`, audited, and `sessions
+/// list` never shows a live session nobody can join. A session whose
+/// device another node sharing the database holds is that node's, and
+/// stays. (A node that crashed leaves its devices looking connected until
+/// they are not seen for three heartbeats.)
+pub async fn reconcile_at_start(state: &AppState) -> Result<usize, StoreError> {
+    let sessions = Sessions::of(state);
+    let cutoff = state.now().minus(state.config().heartbeat_interval * 3);
+    let mut ended = 0;
+    for id in store::sessions::live_with_device_offline(state.db(), cutoff).await? {
+        if sessions
+            .end(
+                &id,
+                EndCode::ServerRestart,
+                "the server restarted; nothing relays it any more",
+                Actor::System,
+            )
+            .await?
+        {
+            ended += 1;
+        }
+    }
+    Ok(ended)
 }
 
 /// A connecting device is asked about every session waiting on it.

@@ -27,6 +27,15 @@ pub(crate) struct ConnectArgs {
     /// Open the session view-only.
     #[arg(long)]
     view_only: bool,
+    /// Leave the shell running when you disconnect (it stays until it is
+    /// ended or its device goes); without it, a managed shell ends once
+    /// nobody has watched it for the server's grace period (default 60 s).
+    #[arg(long)]
+    keep: bool,
+    /// Rejoin your own live session on the device instead of opening a new
+    /// shell (the candidates are listed if there are several).
+    #[arg(long)]
+    resume: bool,
     /// Directory holding the login (default: the user's config dir).
     #[arg(long, env = "TESSERA_CONFIG_DIR")]
     config_dir: Option<PathBuf>,
@@ -61,9 +70,42 @@ fn terminal_size() -> Option<(u16, u16)> {
     crossterm::terminal::size().ok()
 }
 
+/// `--resume`: the one live session of mine on the device `target`.
+async fn resume_session(client: &ApiClient, target: &str) -> anyhow::Result<String> {
+    let me = client.whoami().await?;
+    let wanted = target.replace('-', "").to_ascii_uppercase();
+    let mine: Vec<_> = client
+        .sessions(false)
+        .await?
+        .into_iter()
+        .filter(|s| s.created_by == me.user_id && s.state == SessionState::Active.as_str())
+        .filter(|s| s.device_name == target || s.device_id.replace('-', "") == wanted)
+        .collect();
+    match mine.as_slice() {
+        [] => Err(anyhow!(
+            "you have no live session on {target} to resume; `tessera connect {target}` opens a new shell"
+        )),
+        [one] => Ok(one.id.clone()),
+        many => {
+            let list: Vec<String> = many
+                .iter()
+                .map(|s| format!("  {} (started {})", s.id, s.started_at.as_deref().unwrap_or("?")))
+                .collect();
+            Err(anyhow!(
+                "you have {} live sessions on {target}; resume one by its id with `tessera connect SESSION`:\n{}",
+                many.len(),
+                list.join("\n")
+            ))
+        }
+    }
+}
+
 async fn open_session(client: &ApiClient, args: &ConnectArgs) -> anyhow::Result<String> {
     if uuid::Uuid::parse_str(&args.target).is_ok() {
         return Ok(args.target.clone());
+    }
+    if args.resume {
+        return resume_session(client, &args.target).await;
     }
     let s = client
         .create_session(&CreateSessionRequest {
@@ -113,7 +155,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     let id = open_session(&client, &args).await?;
     wait_until_active(&client, &id).await?;
     let token = client.viewer_token(&id).await?;
-    let (mut tx, mut rx) = viewer::connect(&client, &id, &token.token)
+    let (mut tx, mut rx) = viewer::connect_with(&client, &id, &token.token, args.keep)
         .await
         .context("cannot join the session")?;
     let (access, device) = match rx.next().await {
@@ -177,7 +219,11 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
                 if let Some(at) = bytes.iter().position(|b| *b == DETACH) {
                     let _ = tx.input(&bytes[..at]).await;
                     tx.close().await;
-                    break "disconnected (Ctrl-])".to_owned();
+                    break if args.keep {
+                        format!("disconnected (Ctrl-]); the shell keeps running: `tessera connect {id}` rejoins it")
+                    } else {
+                        format!("disconnected (Ctrl-]); the shell ends unless you rejoin within the server's grace period: `tessera connect {} --resume`", args.target)
+                    };
                 }
                 if tx.input(&bytes).await.is_err() {
                     break "the connection to the server was lost".to_owned();

@@ -55,6 +55,10 @@ pub(crate) struct ServerArgs {
     /// How often devices heartbeat; a revoked device is cut off within one.
     #[arg(long, env = "TESSERA_HEARTBEAT_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
     heartbeat_interval: Duration,
+    /// How long a managed shell outlives its last viewer (`connect --keep`
+    /// leaves it running on purpose); a `connect --resume` within it finds it.
+    #[arg(long, env = "TESSERA_SHELL_GRACE", default_value = "60s", value_parser = humantime::parse_duration)]
+    shell_grace: Duration,
     /// RFC 8628 polling interval given to pairing devices.
     #[arg(long, env = "TESSERA_PAIRING_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pairing_interval: Duration,
@@ -153,6 +157,7 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     config.pairing_ttl = args.pairing_ttl;
     config.heartbeat_interval = args.heartbeat_interval.max(Duration::from_millis(100));
     config.pairing_interval = args.pairing_interval.max(Duration::from_secs(1));
+    config.shell_grace = args.shell_grace;
     config.public_url = args.public_url;
     config.auto_session_max_members = usize::from(args.auto_session_max_members);
     config.max_viewers = usize::from(args.max_viewers);

@@ -141,7 +141,11 @@ async fn close_with(sink: &mut Sink, code: u16, reason: &str) {
         code,
         reason: reason.into(),
     }));
-    let _ = write(sink, frame, FAREWELL_WAIT).await;
+    if write(sink, frame, FAREWELL_WAIT).await.is_err() {
+        // After the peer's Close, sending another is refused; the reply
+        // tungstenite queued when it read that Close goes out on a flush.
+        let _ = tokio::time::timeout(FAREWELL_WAIT, sink.flush()).await;
+    }
 }
 
 /// Sends a refusal and closes.
@@ -154,14 +158,19 @@ async fn refuse(sink: &mut Sink, close_code: u16, code: &str, message: &str) {
 enum Incoming {
     Envelope(Envelope),
     Closed,
-    /// Oversized, undecodable, or a text frame: the connection is closed.
+    /// Oversized, undecodable, or a text frame: the connection is closed
+    /// (the device's own Close is answered this way too, with its code).
     Bad(u16, &'static str),
 }
 
 async fn next_envelope(state: &AppState, stream: &mut Stream) -> Incoming {
     loop {
         match stream.next().await {
-            None | Some(Ok(Message::Close(_))) => return Incoming::Closed,
+            None => return Incoming::Closed,
+            // RFC 6455 §5.5.1: answered with a Close of the same code.
+            Some(Ok(Message::Close(frame))) => {
+                return Incoming::Bad(frame.as_ref().map_or(1000, |f| f.code), "")
+            }
             Some(Ok(Message::Binary(b))) => {
                 return match Envelope::decode(b) {
                     Ok(env) => Incoming::Envelope(env),

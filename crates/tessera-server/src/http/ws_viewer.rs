@@ -25,12 +25,18 @@ use crate::auth::viewer::{parse_access, ViewerClaims, ViewerTokenError};
 use crate::auth::{bearer_from, check_session};
 use crate::relay::{viewer, LiveSession};
 use crate::store;
+use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::node_keys::Consumed;
 use crate::AppState;
 
 #[derive(Deserialize)]
 pub struct ViewerQuery {
     session: String,
+    /// The viewer means to leave the session running when it goes
+    /// (`connect --keep`); otherwise a managed shell ends once unwatched
+    /// for the grace period.
+    #[serde(default)]
+    keep: bool,
 }
 
 /// `GET /ws/viewer?session=<id>` with `Authorization: Bearer <viewer token>`.
@@ -45,7 +51,7 @@ pub async fn upgrade(
         return ApiError::bad_request(ErrorCode::InvalidQuery, "give the session as ?session=<id>")
             .into_response();
     };
-    let (claims, live) = match admit(&state, &q.session, &headers).await {
+    let (claims, live) = match admit(&state, &q.session, &headers, ip.0).await {
         Ok(admitted) => admitted,
         Err(e) => return e.into_response(),
     };
@@ -63,8 +69,11 @@ pub async fn upgrade(
         .write_buffer_size(crate::control::connection::WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
             let span = tracing::info_span!("viewer", session = %claims.sid, user = %claims.sub);
-            tracing::Instrument::instrument(viewer::serve(socket, state, claims, live, ip.0), span)
-                .await;
+            tracing::Instrument::instrument(
+                viewer::serve(socket, state, claims, live, ip.0, q.keep),
+                span,
+            )
+            .await;
         })
 }
 
@@ -73,6 +82,7 @@ async fn admit(
     state: &AppState,
     session_id: &str,
     headers: &HeaderMap,
+    ip: std::net::IpAddr,
 ) -> Result<(ViewerClaims, Arc<LiveSession>), ApiError> {
     let token = bearer_from(headers).ok_or_else(|| {
         ApiError::unauthorized(ErrorCode::Unauthenticated, "missing viewer token")
@@ -132,7 +142,32 @@ async fn admit(
         login_id: &claims.lid,
         access,
     };
-    match store::node_keys::consume(state.db(), &presented, state.now()).await? {
+    // The join is audited in the transaction that spends the token: an
+    // admitted viewer always has its `session_joined` row, carrying the
+    // token's jti, and if that row cannot be written nobody is admitted.
+    let now = state.now();
+    let consumed = state
+        .db()
+        .write(async |w| {
+            let consumed = store::node_keys::consume(w, &presented, now).await?;
+            if consumed == Consumed::Admitted {
+                w.audit(
+                    AuditEvent::new(
+                        &claims.tid,
+                        Actor::User(claims.sub.clone()),
+                        Action::SessionJoined,
+                    )
+                    .ip(Some(ip))
+                    .target(format!("session:{}", claims.sid))
+                    .detail("access", claims.access.clone())
+                    .detail("jti", claims.jti.clone()),
+                )
+                .await?;
+            }
+            Ok::<_, store::StoreError>(consumed)
+        })
+        .await?;
+    match consumed {
         Consumed::Admitted => Ok((claims, live)),
         Consumed::NeverMinted => Err(refused(ViewerTokenError::NotIssued)),
         Consumed::AlreadyUsed => Err(refused(ViewerTokenError::Used)),

@@ -125,6 +125,25 @@ struct Inner {
     scrollback: Scrollback,
     next_viewer: u64,
     ended: Option<(EndCode, String)>,
+    /// Since when nobody watches (see [`LiveSession::unwatched_for`]).
+    empty_since: Option<tokio::time::Instant>,
+    /// A viewer joined with `keep`: the session outlives its viewers.
+    kept: bool,
+    /// Whether the session ends once unwatched for the grace period (a
+    /// managed shell does; an attended one ends with its device).
+    ends_when_unwatched: bool,
+}
+
+impl Inner {
+    /// Notes when the last viewer left, however it left.
+    fn settle(&mut self) {
+        if self.viewers.is_empty() {
+            self.empty_since
+                .get_or_insert_with(tokio::time::Instant::now);
+        } else {
+            self.empty_since = None;
+        }
+    }
 }
 
 /// A session being relayed on this node.
@@ -157,11 +176,35 @@ pub struct Joined {
 pub struct Seat {
     session: Arc<LiveSession>,
     viewer_id: u64,
+    /// The `session_left` row to write if the viewer's task never reaches
+    /// its own (it was aborted or panicked).
+    leaving: Option<(crate::store::Db, crate::store::audit::AuditEvent)>,
+}
+
+impl Seat {
+    /// Arms the seat to audit the viewer's departure when dropped.
+    pub fn audit_leaving(&mut self, db: crate::store::Db, event: crate::store::audit::AuditEvent) {
+        self.leaving = Some((db, event));
+    }
+
+    /// The task audits the departure itself (with what it tallied).
+    pub fn leave_unaudited(&mut self) {
+        self.leaving = None;
+    }
 }
 
 impl Drop for Seat {
     fn drop(&mut self) {
         self.session.leave(self.viewer_id);
+        if let Some((db, event)) = self.leaving.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if let Err(e) = db.audit(event).await {
+                        tracing::warn!(error = %e, "cannot audit a viewer's departure");
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -212,6 +255,7 @@ impl LiveSession {
         inner.next_viewer += 1;
         let viewer_id = inner.next_viewer;
         let (tx, rx) = mpsc::channel(VIEWER_QUEUE);
+        inner.empty_since = None;
         let kick = CancellationToken::new();
         let kicked_because = Arc::new(Mutex::new(None));
         let queued = Arc::new(AtomicUsize::new(0));
@@ -243,7 +287,35 @@ impl LiveSession {
     }
 
     pub fn leave(&self, viewer_id: u64) {
-        self.lock().viewers.remove(&viewer_id);
+        let mut inner = self.lock();
+        inner.viewers.remove(&viewer_id);
+        inner.settle();
+    }
+
+    /// The session ends once nobody has watched it for the grace period
+    /// (a managed shell; see [`LiveSession::unwatched_for`]).
+    pub fn end_when_unwatched(&self) {
+        let mut inner = self.lock();
+        inner.ends_when_unwatched = true;
+        inner.settle();
+    }
+
+    /// A viewer left on purpose (`connect --keep`): the session stays
+    /// until it is ended or its device goes.
+    pub fn keep(&self) {
+        self.lock().kept = true;
+    }
+
+    /// How long a session that ends when unwatched has had no viewer;
+    /// `None` while watched, when kept, or for sessions that do not end so.
+    pub fn unwatched_for(&self, now: tokio::time::Instant) -> Option<std::time::Duration> {
+        let inner = self.lock();
+        if !inner.ends_when_unwatched || inner.kept || !inner.viewers.is_empty() {
+            return None;
+        }
+        inner
+            .empty_since
+            .map(|since| now.saturating_duration_since(since))
     }
 
     /// The viewer's seat, which leaves the session when dropped: however
@@ -253,6 +325,7 @@ impl LiveSession {
         Seat {
             session: Arc::clone(self),
             viewer_id,
+            leaving: None,
         }
     }
 
@@ -296,13 +369,15 @@ impl LiveSession {
                 false
             }
         });
+        inner.settle();
         inner.scrollback.push(data.clone());
         None
     }
 
     /// Disconnects the viewers whose queues are full.
     fn kick_full(&self, why: Kick) {
-        self.lock().viewers.retain(|_, v| {
+        let mut inner = self.lock();
+        inner.viewers.retain(|_, v| {
             if !v.has_room() {
                 kick(v, why);
                 false
@@ -310,6 +385,7 @@ impl LiveSession {
                 true
             }
         });
+        inner.settle();
     }
 
     /// Tells every viewer a channel closed.
@@ -340,6 +416,7 @@ impl LiveSession {
                 true
             }
         });
+        inner.settle();
     }
 
     fn end(&self, code: EndCode, reason: &str) {
@@ -591,6 +668,30 @@ mod tests {
         let j = s.join("u", "l", Access::Control).unwrap();
         assert_eq!(j.scrollback.len(), SCROLLBACK);
         assert!(j.scrollback.ends_with(b"tail"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_managed_shell_counts_unwatched_time_from_its_last_viewer_leaving() {
+        let s = session();
+        s.end_when_unwatched();
+        let j = s.join("u", "l", Access::Control).unwrap();
+        tokio::time::advance(std::time::Duration::from_secs(5)).await;
+        assert_eq!(s.unwatched_for(tokio::time::Instant::now()), None);
+        drop(s.seat(j.viewer_id));
+        tokio::time::advance(std::time::Duration::from_secs(7)).await;
+        assert_eq!(
+            s.unwatched_for(tokio::time::Instant::now()),
+            Some(std::time::Duration::from_secs(7))
+        );
+        let again = s.join("u", "l", Access::Control).unwrap();
+        assert_eq!(s.unwatched_for(tokio::time::Instant::now()), None);
+        s.keep();
+        s.leave(again.viewer_id);
+        assert_eq!(
+            s.unwatched_for(tokio::time::Instant::now()),
+            None,
+            "a kept session never lapses"
+        );
     }
 
     #[test]

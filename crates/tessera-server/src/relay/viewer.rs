@@ -64,7 +64,14 @@ async fn close_with(
         code,
         reason: reason.into(),
     }));
-    let _ = tokio::time::timeout(SEND_STALL, sink.send(frame)).await;
+    if !matches!(
+        tokio::time::timeout(SEND_STALL, sink.send(frame)).await,
+        Ok(Ok(()))
+    ) {
+        // After the peer's Close, sending another is refused; the reply
+        // tungstenite queued when it read that Close goes out on a flush.
+        let _ = tokio::time::timeout(SEND_STALL, sink.flush()).await;
+    }
 }
 
 /// Tells a viewer why the relay dropped it, then closes.
@@ -129,6 +136,17 @@ async fn audit(
     }
 }
 
+fn left_event(claims: &ViewerClaims, ip: IpAddr) -> AuditEvent {
+    AuditEvent::new(
+        &claims.tid,
+        Actor::User(claims.sub.clone()),
+        Action::SessionLeft,
+    )
+    .ip(Some(ip))
+    .target(format!("session:{}", claims.sid))
+    .detail("access", claims.access.clone())
+}
+
 /// Serves an admitted viewer until it leaves or is dropped.
 pub async fn serve(
     socket: WebSocket,
@@ -136,6 +154,7 @@ pub async fn serve(
     claims: ViewerClaims,
     live: Arc<LiveSession>,
     ip: IpAddr,
+    keep: bool,
 ) {
     // The token says what the operator may do; the session may allow less.
     let access =
@@ -149,12 +168,27 @@ pub async fn serve(
         drained,
     }) = live.join(&claims.sub, &claims.lid, access)
     else {
+        // Admitted (and audited as joined) but the session ended, or
+        // filled, in between: the departure is recorded with why.
+        audit(
+            &state,
+            &claims,
+            ip,
+            Action::SessionLeft,
+            vec![("reason", "session_ended_before_join".into())],
+        )
+        .await;
         let (mut sink, _) = socket.split();
         close_with(&mut sink, close::SESSION_ENDED, "session_ended").await;
         return;
     };
-    let seat = live.seat(viewer_id);
-    audit(&state, &claims, ip, Action::SessionJoined, vec![]).await;
+    // However this task ends (an abort included), the departure is audited.
+    let mut seat = live.seat(viewer_id);
+    seat.audit_leaving(state.db().clone(), left_event(&claims, ip));
+    if keep {
+        // `connect --keep`: leaving does not end the shell.
+        live.keep();
+    }
     let (mut sink, mut stream) = socket.split();
     let mut ok = send(
         &mut sink,
@@ -251,7 +285,14 @@ pub async fn serve(
                         }
                     }
                 }
-                Some(Ok(Message::Close(_))) | None => break,
+                // RFC 6455 §5.5.1: a Close is answered with a Close (the
+                // same code), so the viewer sees a clean close, not 1006.
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.as_ref().map_or(1000, |f| f.code);
+                    close_with(&mut sink, code, "").await;
+                    break;
+                }
+                None => break,
                 Some(Ok(Message::Text(_))) => {
                     close_with(&mut sink, 1003, "binary_frames_only").await;
                     break;
@@ -268,6 +309,7 @@ pub async fn serve(
             },
         }
     }
+    seat.leave_unaudited();
     drop(seat);
     if tally.dropped_view_only > 0 || tally.dropped_rate > 0 || tally.oversized {
         audit(

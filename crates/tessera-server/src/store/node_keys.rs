@@ -96,8 +96,9 @@ pub struct Presented<'a> {
 }
 
 /// Marks the token used, in one conditional UPDATE, so that of two
-/// connections racing with one token at most one is admitted.
-pub async fn consume(db: &Db, p: &Presented<'_>, now: Timestamp) -> StoreResult<Consumed> {
+/// connections racing with one token at most one is admitted. Runs in the
+/// caller's transaction, so the admission's audit row commits with it.
+pub async fn consume(w: &mut Write, p: &Presented<'_>, now: Timestamp) -> StoreResult<Consumed> {
     let used = sqlx::query(
         "UPDATE viewer_tokens SET used_at = $1 \
          WHERE jti = $2 AND session_id = $3 AND user_id = $4 AND login_id = $5 \
@@ -110,7 +111,7 @@ pub async fn consume(db: &Db, p: &Presented<'_>, now: Timestamp) -> StoreResult<
     .bind(p.user_id)
     .bind(p.login_id)
     .bind(p.access.as_str())
-    .fetch_optional(db.pool())
+    .fetch_optional(w.conn())
     .await?;
     if used.is_some() {
         return Ok(Consumed::Admitted);
@@ -120,7 +121,7 @@ pub async fn consume(db: &Db, p: &Presented<'_>, now: Timestamp) -> StoreResult<
          FROM viewer_tokens WHERE jti = $1",
     )
     .bind(p.jti)
-    .fetch_optional(db.pool())
+    .fetch_optional(w.conn())
     .await?;
     let Some(row) = row else {
         return Ok(Consumed::NeverMinted);

@@ -195,6 +195,34 @@ pub async fn end(
     changed_one(&mut **tx, query).await
 }
 
+/// Sessions not yet ended (pending or active) whose device no node has
+/// connected (never connected, disconnected, or not seen since `cutoff`),
+/// for the start-up reconcile. Not automatic sessions (see
+/// [`active_with_device_gone`]).
+pub async fn live_with_device_offline(db: &Db, cutoff: Timestamp) -> StoreResult<Vec<String>> {
+    let ids = sqlx::query_scalar(
+        "SELECT s.id FROM sessions s JOIN devices d ON d.id = s.device_id \
+         WHERE s.state <> 'ended' AND s.origin <> 'automatic' AND (d.connected_at IS NULL \
+            OR (d.disconnected_at IS NOT NULL AND d.disconnected_at >= d.connected_at) \
+            OR d.last_seen_at < $1)",
+    )
+    .bind(cutoff.as_millis())
+    .fetch_all(db.pool())
+    .await?;
+    Ok(ids)
+}
+
+/// Sessions not yet ended that an operator since disabled opened.
+pub async fn live_of_disabled_users(db: &Db) -> StoreResult<Vec<String>> {
+    let ids = sqlx::query_scalar(
+        "SELECT s.id FROM sessions s JOIN users u ON u.id = s.created_by \
+         WHERE s.state <> 'ended' AND u.disabled_at IS NOT NULL",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    Ok(ids)
+}
+
 /// A session by id in any tenant (for the device and relay side, which know
 /// the session id from a trusted source).
 pub async fn by_id_any_tenant<'e, E: Executor<'e, Database = Any>>(

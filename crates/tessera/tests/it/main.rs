@@ -27,6 +27,7 @@ mod pipes;
 mod schema;
 mod secrets;
 mod sessions;
+mod shell_lifetime;
 mod support;
 mod support_scope;
 mod trusted;
