@@ -90,7 +90,11 @@ pub struct WhoAmI {
 pub struct ChangePasswordRequest {
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = Password))]
     pub current_password: SecretString,
-    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Password))]
+    /// 12–1024 characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = String, format = Password, min_length = 12, max_length = 1024)
+    )]
     pub new_password: SecretString,
 }
 
@@ -104,10 +108,24 @@ pub struct ChangePasswordResponse {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct CreateUserRequest {
+    /// 1–64 of `a-z 0-9 . _ @ -`, starting with a letter or digit, and not
+    /// shaped like a UUID.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 64,
+            pattern = r"^[a-z0-9][a-z0-9._@-]{0,63}$"
+        )
+    )]
     pub username: String,
     pub role: Role,
-    /// Omit to have the server generate one, returned once.
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Password))]
+    /// Omit to have the server generate one, returned once. 12–1024
+    /// characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<String>, format = Password, min_length = 12, max_length = 1024)
+    )]
     #[serde(default)]
     pub password: Option<SecretString>,
 }
@@ -312,16 +330,31 @@ pub struct IssuedKey {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct RevokeRequest {
-    /// Why, for the audit log and the device's user.
+    /// Why, for the audit log and the device's user: at most 200
+    /// characters, no control characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")
+    )]
     #[serde(default)]
     pub reason: Option<String>,
 }
 
+/// A device tag, as the OpenAPI document describes it (the API carries
+/// tags as plain strings): 1–64 of `a-z 0-9 : . _ -`.
+#[cfg(feature = "openapi")]
+#[derive(ToSchema)]
+#[schema(pattern = r"^[a-z0-9:._-]{1,64}$")]
+pub struct Tag(pub String);
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct TagsRequest {
+    /// Tags are 1–64 of `a-z 0-9 : . _ -`; a device has at most 32.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Tag>, max_items = 32))]
     #[serde(default)]
     pub add: Vec<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Tag>))]
     #[serde(default)]
     pub remove: Vec<String>,
 }
@@ -332,10 +365,13 @@ pub struct TagsRequest {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct CreateEnrollmentTokenRequest {
     /// How many devices may enroll with it (1–10000).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
     pub uses: u32,
     /// Lifetime in seconds (60 s – 30 days).
+    #[cfg_attr(feature = "openapi", schema(minimum = 60, maximum = 2592000))]
     pub ttl_seconds: u64,
     /// Tags given to every device enrolled with it.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Tag>, max_items = 32))]
     #[serde(default)]
     pub tags: Vec<String>,
 }
@@ -372,8 +408,35 @@ pub struct EnrollRequest {
     pub token: SecretString,
     /// The device's identity document (base64url).
     pub identity: String,
+    /// 1–128 characters, not blank, no control characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub name: String,
+    /// 1–255 characters, not blank, no control characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 255,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub hostname: String,
+    /// 1–128 characters, not blank, no control characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub os: String,
     /// Unix milliseconds when `proof` was made; within five minutes of the
     /// server's clock.
@@ -538,6 +601,7 @@ pub struct CreateSessionRequest {
     /// The device: its id (grouped or not) or its name.
     pub device: String,
     /// `control` (default) or `view`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::kinds::SessionAccess>))]
     #[serde(default)]
     pub access: Option<String>,
 }
@@ -561,9 +625,11 @@ pub struct ViewerTokenResponse {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct CreateSupportCodeRequest {
     /// `control` (default) or `view`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::kinds::SessionAccess>))]
     #[serde(default)]
     pub access: Option<String>,
-    /// Lifetime in seconds; default 1800 (30 minutes), at most 86400.
+    /// Lifetime in seconds; default 1800 (30 minutes), 60–86400.
+    #[cfg_attr(feature = "openapi", schema(minimum = 60, maximum = 86400))]
     #[serde(default)]
     pub ttl_seconds: Option<u64>,
 }
@@ -598,8 +664,35 @@ pub struct BindSupportCodeRequest {
     pub code: SecretString,
     /// The one-time agent's (ephemeral) identity document.
     pub identity: String,
+    /// 1–128 characters, not blank, no control characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub name: String,
+    /// 1–255 characters, not blank, no control characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 255,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub hostname: String,
+    /// 1–128 characters, not blank, no control characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub os: String,
     /// Unix milliseconds when `proof` was made; within five minutes of the
     /// server's clock.

@@ -45,8 +45,10 @@ pub struct AuditQuery {
     /// Only this actor, e.g. `user:<id>` or `ip:203.0.113.9`.
     actor: Option<String>,
     /// Only rows at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     since: Option<String>,
     /// Only rows before this time (RFC 3339).
+    #[param(format = DateTime)]
     until: Option<String>,
     /// Only rows after this sequence number (the paging cursor).
     after: Option<i64>,
@@ -54,8 +56,10 @@ pub struct AuditQuery {
     /// `order=newest`).
     before: Option<i64>,
     /// `oldest` (default) or `newest` first.
+    #[param(pattern = "^(oldest|newest)$")]
     order: Option<String>,
     /// Page size, 1–1000; default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
@@ -155,6 +159,7 @@ pub struct CheckpointQuery {
     /// Only checkpoints of rows after this sequence number (the cursor).
     after: Option<i64>,
     /// Page size, 1–1000; default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 

@@ -187,6 +187,7 @@ async fn revoke_token(
         (status = 403, description = "device_revoked", body = ErrorBody),
         (status = 409, description = "already_enrolled", body = ErrorBody),
         (status = 422, description = "invalid_identity, invalid_field", body = ErrorBody),
+        (status = 429, description = "rate_limited", body = ErrorBody),
     ))]
 async fn enroll(
     State(state): State<AppState>,

@@ -144,10 +144,12 @@ pub struct EventQuery {
     /// Only from this device.
     device: Option<String>,
     /// Only events that occurred at or after this RFC 3339 time.
+    #[param(format = DateTime)]
     since: Option<String>,
     /// Paging cursor from `next_after`.
     after: Option<String>,
     /// Page size, 1–1000; default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 

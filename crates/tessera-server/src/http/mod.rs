@@ -78,7 +78,7 @@ impl utoipa::Modify for BearerAuth {
 /// Every route with its OpenAPI description; the document is derived from
 /// the same list that builds the router, so it cannot miss a route.
 pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(ops::routes())
         .merge(auth::routes(state))
         .merge(users::routes())
@@ -91,7 +91,96 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(sessions::routes())
         .merge(support::routes(state))
         .merge(policy::routes())
-        .merge(trust::routes())
+        .merge(trust::routes());
+    document_common_refusals(api.get_openapi_mut());
+    api
+}
+
+/// Adds to every operation the refusals its shape makes possible, unless its
+/// own annotation already describes that status: 401 (and 403, for operator
+/// and device credentials) where it has a security requirement; 400, 413,
+/// 415 and 422 where it takes a JSON body (the `ApiJson` extractor); 400
+/// where it takes query parameters (`ApiQuery`); 404 where it has a path
+/// parameter (nothing by that id). Derived here, after every route is
+/// merged, so a new route cannot forget them; routes that answer 429 say
+/// so in their own annotation, since only the router knows its limiters.
+fn document_common_refusals(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::security::SecurityRequirement;
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+
+    let refusal = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    // A metrics token is refused with 401 only; an operator's or a device's
+    // credential can also lack the permission or the scope.
+    let metrics_only = SecurityRequirement::new("metrics_token", Vec::<String>::new());
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in ops.into_iter().flatten() {
+            let mut add = Vec::new();
+            if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                add.push((
+                    "401",
+                    "no valid credential (missing, wrong, expired or revoked)",
+                ));
+            }
+            if op.security.iter().flatten().any(|r| *r != metrics_only) {
+                add.push((
+                    "403",
+                    "forbidden: the role or the key's scope does not allow this",
+                ));
+            }
+            let json_body = op
+                .request_body
+                .as_ref()
+                .is_some_and(|b| b.content.contains_key("application/json"));
+            if json_body {
+                add.push(("400", "malformed_json, unreadable_body"));
+                add.push(("413", "body_too_large"));
+                add.push((
+                    "415",
+                    "unsupported_media_type: the body is not application/json",
+                ));
+                add.push((
+                    "422",
+                    "invalid_field: a field is missing, of the wrong type or out of range",
+                ));
+            }
+            let params = op.parameters.iter().flatten();
+            let (mut query, mut path) = (false, false);
+            for p in params {
+                query |= matches!(p.parameter_in, ParameterIn::Query);
+                path |= matches!(p.parameter_in, ParameterIn::Path);
+            }
+            if query {
+                add.push(("400", "invalid_query"));
+            }
+            if path {
+                add.push(("404", "not_found"));
+            }
+            for (status, description) in add {
+                op.responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| refusal(description).into());
+            }
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {

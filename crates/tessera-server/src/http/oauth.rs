@@ -181,7 +181,8 @@ pub struct DeviceAuthorizationForm {
     responses(
         (status = 200, body = DeviceAuthorizationResponse),
         (status = 400, description = "invalid_request, invalid_client", body = OAuthError),
-        (status = 429, description = "rate_limited"),
+        (status = 413, description = "invalid_request: the body is too large", body = OAuthError),
+        (status = 429, description = "rate_limited", body = super::error::ErrorBody),
     ))]
 async fn device_authorization(
     State(state): State<AppState>,
@@ -368,6 +369,7 @@ pub struct TokenForm {
     responses(
         (status = 200, body = DeviceTokenResponse),
         (status = 400, description = "authorization_pending, slow_down, access_denied, expired_token, invalid_grant, invalid_request, unsupported_grant_type", body = OAuthError),
+        (status = 413, description = "invalid_request: the body is too large", body = OAuthError),
     ))]
 async fn token(
     State(state): State<AppState>,

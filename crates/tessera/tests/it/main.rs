@@ -21,6 +21,7 @@ mod grant_scopes;
 mod hostile;
 mod limits;
 mod lockouts;
+mod openapi;
 mod ops;
 mod pairing;
 mod pipes;
