@@ -106,6 +106,11 @@ impl NodeKey {
         Self::from_signing(SigningKey::from_bytes(&tessera_core::secret::random_bytes()))
     }
 
+    /// The key with this Ed25519 seed (the protocol's test vectors).
+    pub fn from_seed(seed: &[u8; 32]) -> NodeKey {
+        Self::from_signing(SigningKey::from_bytes(seed))
+    }
+
     fn load(path: &Path, text: &str) -> Result<NodeKey, NodeKeyError> {
         let mode = std::fs::metadata(path)
             .map_err(|source| NodeKeyError::Read {
