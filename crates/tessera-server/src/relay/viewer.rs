@@ -155,6 +155,8 @@ pub async fn serve(
     };
     let seat = live.seat(viewer_id);
     audit(&state, &claims, ip, Action::SessionJoined, vec![]).await;
+    let name = super::presence::name_of(&state, &claims.tid, &claims.sub).await;
+    super::presence::joined(&state, &live, &name, access);
     let (mut sink, mut stream) = socket.split();
     let mut ok = send(
         &mut sink,
@@ -269,6 +271,14 @@ pub async fn serve(
         }
     }
     drop(seat);
+    let why = kicked_because.lock().ok().and_then(|w| *w);
+    super::presence::left(
+        &state,
+        &live,
+        &name,
+        access,
+        why.map_or("left", Kick::as_str),
+    );
     if tally.dropped_view_only > 0 || tally.dropped_rate > 0 || tally.oversized {
         audit(
             &state,

@@ -29,6 +29,7 @@ mod secrets;
 mod sessions;
 mod support;
 mod support_scope;
+mod support_ui;
 mod trusted;
 mod user_path;
 mod users;
