@@ -232,7 +232,7 @@ pub fn ended(code: &str, reason: &str) -> String {
         _ if reason.is_empty() => code.to_owned(),
         _ => format!("{reason} ({code})"),
     };
-    printable(format!("The support session has ended: {why}."))
+    printable(format!("Support session ended ({code}): {why}."))
 }
 
 #[cfg(test)]
@@ -269,7 +269,7 @@ mod tests {
         assert!(describe(&Notice::ShellStarted { mirrored: true }, "bob").contains("exit"));
         assert_eq!(
             ended("ended_by_operator", "ended by alice"),
-            "The support session has ended: the technician ended it (ended by alice)."
+            "Support session ended (ended_by_operator): the technician ended it (ended by alice)."
         );
         assert!(ended("disconnected", "").contains("connection to the server was lost"));
         let hostile = Notice::Joined {

@@ -99,7 +99,7 @@ async fn the_helped_person_sees_who_is_connected_how_to_end_and_why_it_ended() {
     admin.end_session(&id).await.unwrap();
     assert_eq!(ended(&mut rx).await.0, "ended_by_operator");
     term.wait_for(
-        "The support session has ended: the technician ended it (ended by admin).",
+        "Support session ended (ended_by_operator): the technician ended it (ended by admin).",
         LIMIT,
     )
     .await;
@@ -158,8 +158,11 @@ async fn in_view_mode_the_technician_watches_the_persons_own_shell() {
     term.type_bytes(b"exit\r");
     let (code, _) = ended(&mut rx).await;
     assert_eq!(code, "shell_exited");
-    term.wait_for("The support session has ended: the shell exited", LIMIT)
-        .await;
+    term.wait_for(
+        "Support session ended (shell_exited): the shell exited",
+        LIMIT,
+    )
+    .await;
     assert!(
         !term.output().contains("from-42-tech"),
         "the technician's keys reached the person's shell"
