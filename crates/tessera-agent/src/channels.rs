@@ -13,7 +13,9 @@
 //! that starts a session of its own (a daemon) has left on purpose.
 
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use portable_pty::{native_pty_system, ChildKiller, CommandBuilder, MasterPty, PtySize};
@@ -31,11 +33,23 @@ pub struct ShellError(String);
 /// A running shell.
 pub struct Shell {
     input: std_mpsc::SyncSender<Vec<u8>>,
-    master: Box<dyn MasterPty + Send>,
+    master: Arc<Mutex<Box<dyn MasterPty + Send>>>,
     killer: Box<dyn ChildKiller + Send + Sync>,
     /// The shell's pid, which is also its session and group id.
     leader: Option<i32>,
+    /// The person's own shell on their terminal, mirrored to a view-only
+    /// session: it takes keys and size from that terminal only.
+    mirrored: bool,
+    /// Cleared when the shell goes, so the thread passing the person's
+    /// keys to it lets go of the terminal.
+    alive: Arc<AtomicBool>,
+    /// Raw mode on the person's terminal while a mirrored shell runs.
+    _raw: Option<crate::terminal::RawMode>,
 }
+
+/// Ctrl-]: in a mirrored shell, ends the session (as it detaches in
+/// `tessera connect`).
+const END_KEY: u8 = 0x1d;
 
 /// The shell to run: `$SHELL`, else `/bin/sh`.
 pub fn default_shell() -> String {
@@ -65,7 +79,51 @@ impl Shell {
         rows: u32,
         outbound: mpsc::Sender<Body>,
     ) -> Result<Shell, ShellError> {
+        Shell::start(
+            program,
+            session_id,
+            channel_id,
+            (cols, rows),
+            outbound,
+            None,
+        )
+    }
+
+    /// Starts `program` as the person's own shell on their terminal (like
+    /// `script`): what it draws goes to that terminal and to the session,
+    /// what the person types goes to it, and it follows the terminal's
+    /// size. Ctrl-] asks to end the session ([`crate::terminal::end_requested`]).
+    pub fn spawn_mirrored(
+        program: &str,
+        session_id: &str,
+        channel_id: u32,
+        outbound: mpsc::Sender<Body>,
+    ) -> Result<Shell, ShellError> {
+        let screen = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/tty")
+            .map_err(|e| ShellError(format!("no terminal to share: {e}")))?;
+        let (cols, rows) = crate::terminal::size().unwrap_or((80, 24));
+        Shell::start(
+            program,
+            session_id,
+            channel_id,
+            (u32::from(cols), u32::from(rows)),
+            outbound,
+            Some(screen),
+        )
+    }
+
+    fn start(
+        program: &str,
+        session_id: &str,
+        channel_id: u32,
+        (cols, rows): (u32, u32),
+        outbound: mpsc::Sender<Body>,
+        mut screen: Option<std::fs::File>,
+    ) -> Result<Shell, ShellError> {
         let err = |e: &dyn std::fmt::Display| ShellError(e.to_string());
+        let mirrored = screen.is_some();
         let pair = native_pty_system()
             .openpty(size(cols, rows))
             .map_err(|e| err(&e))?;
@@ -75,7 +133,12 @@ impl Shell {
             std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into()),
         );
         cmd.env("TESSERA_SESSION", session_id);
-        if let Ok(home) = std::env::var("HOME") {
+        if mirrored {
+            // The person's shell starts where they are.
+            if let Ok(here) = std::env::current_dir() {
+                cmd.cwd(here);
+            }
+        } else if let Ok(home) = std::env::var("HOME") {
             cmd.cwd(home);
         }
         let mut child = pair.slave.spawn_command(cmd).map_err(|e| err(&e))?;
@@ -105,6 +168,9 @@ impl Shell {
                 match reader.read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
+                        if let Some(screen) = screen.as_mut() {
+                            let _ = screen.write_all(&buf[..n]).and_then(|()| screen.flush());
+                        }
                         let data = Body::ChannelData(ChannelData {
                             session_id: session.clone(),
                             channel_id,
@@ -124,12 +190,31 @@ impl Shell {
                 reason: String::new(),
             }));
         });
+        let master = Arc::new(Mutex::new(pair.master));
+        let alive = Arc::new(AtomicBool::new(true));
+        let raw = if mirrored {
+            let raw = crate::terminal::RawMode::enter();
+            pass_keys(input.clone(), alive.clone());
+            follow_size(Arc::downgrade(&master));
+            Some(raw)
+        } else {
+            None
+        };
         Ok(Shell {
             input,
-            master: pair.master,
+            master,
             killer,
             leader,
+            mirrored,
+            alive,
+            _raw: raw,
         })
+    }
+
+    /// Whether this is the person's own shell (which takes no keys or
+    /// size from the session).
+    pub fn is_mirrored(&self) -> bool {
+        self.mirrored
     }
 
     /// Queues keystrokes; false if the shell is gone.
@@ -138,7 +223,9 @@ impl Shell {
     }
 
     pub fn resize(&self, cols: u32, rows: u32) {
-        let _ = self.master.resize(size(cols, rows));
+        if let Ok(m) = self.master.lock() {
+            let _ = m.resize(size(cols, rows));
+        }
     }
 }
 
@@ -172,8 +259,56 @@ fn signal_session(sid: i32, signal: nix::sys::signal::Signal) {
     }
 }
 
+/// Passes what the person types to their mirrored shell until it goes;
+/// Ctrl-] asks to end the session instead.
+fn pass_keys(input: std_mpsc::SyncSender<Vec<u8>>, alive: Arc<AtomicBool>) {
+    let Some(typed) = crate::terminal::typed() else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let Ok(typed) = typed.lock() else { return };
+        crate::terminal::forget_typed_ahead(&typed);
+        while alive.load(Ordering::Acquire) {
+            let Ok(chunk) = typed.recv_timeout(std::time::Duration::from_millis(200)) else {
+                continue;
+            };
+            if let Some(at) = chunk.iter().position(|b| *b == END_KEY) {
+                let _ = input.send(chunk[..at].to_vec());
+                crate::terminal::request_end();
+                return;
+            }
+            if input.send(chunk).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Resizes the mirrored shell when the person's terminal is resized.
+fn follow_size(master: std::sync::Weak<Mutex<Box<dyn MasterPty + Send>>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut winch) = signal(SignalKind::window_change()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while winch.recv().await.is_some() {
+            let Some(master) = master.upgrade() else {
+                return;
+            };
+            let Some((cols, rows)) = crate::terminal::size() else {
+                continue;
+            };
+            let resized = master
+                .lock()
+                .map(|m| m.resize(size(u32::from(cols), u32::from(rows))));
+            drop(resized);
+        }
+    });
+}
+
 impl Drop for Shell {
     fn drop(&mut self) {
+        self.alive.store(false, Ordering::Release);
         let _ = self.killer.kill();
         let Some(sid) = self.leader.filter(|p| *p > 1) else {
             return;

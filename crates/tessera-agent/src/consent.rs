@@ -3,7 +3,7 @@
 //! Anything but an explicit yes is a no: an empty answer, a timeout, no
 //! terminal, a consent command that fails or does not answer in time.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -62,33 +62,12 @@ pub async fn ask(
     }
 }
 
-/// Lines typed on the terminal, read by one thread for the whole process,
-/// so an abandoned question's reader cannot swallow the next answer.
-fn tty_lines() -> Option<&'static std::sync::Mutex<std::sync::mpsc::Receiver<String>>> {
-    type Lines = std::sync::Mutex<std::sync::mpsc::Receiver<String>>;
-    static LINES: std::sync::OnceLock<Option<Lines>> = std::sync::OnceLock::new();
-    LINES
-        .get_or_init(|| {
-            let tty = std::fs::File::open("/dev/tty").ok()?;
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                for line in std::io::BufReader::new(tty).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-            Some(std::sync::Mutex::new(rx))
-        })
-        .as_ref()
-}
-
 /// One question at a time; answers typed before it was asked are dropped.
+/// The terminal is read by the one reader in [`crate::terminal`].
 async fn ask_terminal(question: &str, timeout: Duration) -> bool {
     static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _turn = ONE_AT_A_TIME.lock().await;
-    let Some(lines) = tty_lines() else {
+    let Some(typed) = crate::terminal::typed() else {
         return false;
     };
     let Ok(mut out) = std::fs::OpenOptions::new().write(true).open("/dev/tty") else {
@@ -96,11 +75,11 @@ async fn ask_terminal(question: &str, timeout: Duration) -> bool {
     };
     let question = question.to_owned();
     let answer = tokio::task::spawn_blocking(move || {
-        let lines = lines.lock().ok()?;
-        while lines.try_recv().is_ok() {}
+        let typed = typed.lock().ok()?;
+        crate::terminal::forget_typed_ahead(&typed);
         write!(out, "\n{question}").ok()?;
         out.flush().ok()?;
-        lines.recv_timeout(timeout).ok()
+        crate::terminal::read_line(&typed, timeout)
     })
     .await;
     matches!(answer, Ok(Some(line)) if is_yes(&line))

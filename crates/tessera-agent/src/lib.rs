@@ -15,6 +15,7 @@ pub mod files;
 pub mod state;
 pub mod support;
 pub mod sysinfo;
+pub mod terminal;
 pub mod trust;
 
 pub use control::{run, Exit, RunOptions};

@@ -184,6 +184,8 @@ pub fn body_name(body: &Body) -> &'static str {
         Body::ConsentRequest(_) => "ConsentRequest",
         Body::ConsentResponse(_) => "ConsentResponse",
         Body::ViewerReady(_) => "ViewerReady",
+        Body::ViewerJoined(_) => "ViewerJoined",
+        Body::ViewerLeft(_) => "ViewerLeft",
         Body::AutoSessionCreate(_) => "AutoSessionCreate",
         Body::AutoSessionCreated(_) => "AutoSessionCreated",
         Body::AutoJoinInvite(_) => "AutoJoinInvite",

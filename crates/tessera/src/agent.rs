@@ -101,6 +101,16 @@ struct EnrollArgs {
 }
 
 pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    if matches!(args.command, AgentCommand::Support(_)) {
+        // The person being helped reads sentences, not the agent's log:
+        // warnings only, unless TESSERA_LOG asks for more.
+        let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     crate::server::init_logging(crate::server::LogFormat::Text);
     let state = AgentState::new(args.state_dir.unwrap_or_else(AgentState::default_dir));
     match args.command {
@@ -201,16 +211,26 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn support(a: SupportArgs) -> anyhow::Result<ExitCode> {
+    use tessera_agent::support::{self, Attended};
+    use tessera_core::kinds::SessionAccess;
     let trust = crate::ctl::trust_from(a.tls_fingerprint, a.ca_cert);
-    let preview = tessera_agent::support::preview(&a.server, &trust, &a.code)
+    let preview = support::preview(&a.server, &trust, &a.code)
         .await
         .context("that support code is not valid")?;
-    say!(
-        "{} asked for a support session ({} access). You will be asked before anything is shared.",
-        preview.requested_by,
-        preview.access
-    );
-    let (creds, bound) = tessera_agent::support::bind(&a.server, &trust, &a.code, None)
+    let mirror = preview.access.parse() == Ok(SessionAccess::View);
+    let technician = &preview.requested_by;
+    let what = if mirror {
+        format!(
+            "to watch: {technician} would see your own shell in this terminal, and could not type"
+        )
+    } else {
+        format!(
+            "to control: {technician} would get a shell of their own on this machine, as you, \
+             and could run anything you can"
+        )
+    };
+    say!("{technician} asked for a support session {what}. You will be asked before anything is shared.");
+    let (creds, bound) = support::bind(&a.server, &trust, &a.code, None)
         .await
         .context("cannot use that support code")?;
     let consent = match a.consent_command {
@@ -223,12 +243,37 @@ async fn support(a: SupportArgs) -> anyhow::Result<ExitCode> {
         ..RunOptions::default()
     };
     say!("Connected; waiting for the consent prompt…");
-    let exit =
-        tessera_agent::support::serve(&creds, &bound, opts, crate::server::shutdown_signal())
-            .await?;
-    match exit {
+    // What happens is said as it happens; in view mode the terminal is in
+    // raw mode under the person's shell, hence the explicit line starts.
+    let (notices, mut told) = tokio::sync::mpsc::channel(64);
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "this user".to_owned());
+    let lead = if mirror { "\r\n" } else { "" };
+    let printer = tokio::spawn(async move {
+        while let Some(notice) = told.recv().await {
+            say!("{lead}[tessera] {}\r", support::describe(&notice, &user));
+        }
+    });
+    let ended_by_person = async {
+        tokio::select! {
+            () = crate::server::shutdown_signal() => {}
+            () = tessera_agent::terminal::end_requested() => {}
+        }
+    };
+    let exit = support::serve_attended(
+        &creds,
+        &bound,
+        opts,
+        Attended { notices, mirror },
+        ended_by_person,
+    )
+    .await;
+    // Every notice is said before the end.
+    let _ = printer.await;
+    match exit? {
         Exit::SessionEnded { code, reason } => {
-            say!("Support session ended ({code}): {reason}");
+            say!("{lead}[tessera] {}\r", support::ended(&code, &reason));
             Ok(
                 if matches!(
                     code.parse(),
@@ -241,11 +286,11 @@ async fn support(a: SupportArgs) -> anyhow::Result<ExitCode> {
             )
         }
         Exit::Shutdown => {
-            say!("Support session stopped.");
+            say!("{lead}[tessera] You ended the support session; nothing more is shared.\r");
             Ok(ExitCode::SUCCESS)
         }
         Exit::Revoked { code, .. } => {
-            say!("Support session ended ({code}).");
+            say!("{lead}[tessera] {}\r", support::ended(&code, ""));
             Ok(ExitCode::SUCCESS)
         }
     }

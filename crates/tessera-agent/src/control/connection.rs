@@ -159,6 +159,11 @@ pub(super) async fn recv(ws: &mut Ws) -> Result<Option<Body>, AgentError> {
         match ws.next().await {
             Some(Ok(Message::Binary(b))) => {
                 let env = Envelope::decode(b).map_err(|e| AgentError::Protocol(e.to_string()))?;
+                // A message of a newer protocol than this agent knows is
+                // skipped, not taken for the end of the connection.
+                if env.body.is_none() {
+                    continue;
+                }
                 return Ok(env.body);
             }
             Some(Ok(Message::Close(frame))) => {
@@ -216,6 +221,9 @@ impl Connection {
                     None => return Err(AgentError::Connection("the server closed the connection".into())),
                 },
                 () = &mut *shutdown => {
+                    for body in sessions.farewell() {
+                        let _ = send(&mut self.ws, body).await;
+                    }
                     let _ = self.ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "agent stopping".into() })).await;
                     return Ok(Some(Exit::Shutdown));
                 }

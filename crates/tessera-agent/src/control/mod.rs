@@ -155,6 +155,7 @@ async fn run_until(
                     state: Some(state),
                     identity: Some((me, &keys)),
                     report: report.clone(),
+                    attended: None,
                 };
                 match conn.serve(serving, &mut shutdown).await {
                     Ok(Some(exit)) => return Ok(exit),
@@ -185,6 +186,29 @@ pub async fn run_one_session(
     opts: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Exit, AgentError> {
+    serve_one(creds, session_id, opts, None, shutdown).await
+}
+
+/// [`run_one_session`] with a person attending: they are told what
+/// happens, and in view mode the shell is their own (see
+/// [`crate::support`]).
+pub async fn run_attended(
+    creds: &Credentials,
+    session_id: &str,
+    opts: RunOptions,
+    attended: crate::support::Attended,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Exit, AgentError> {
+    serve_one(creds, session_id, opts, Some(&attended), shutdown).await
+}
+
+async fn serve_one(
+    creds: &Credentials,
+    session_id: &str,
+    opts: RunOptions,
+    attended: Option<&crate::support::Attended>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Exit, AgentError> {
     let mut shutdown = std::pin::pin!(shutdown);
     let mut conn = match connect(creds, tessera_proto::role::AGENT).await? {
         Connected::Ok(c) => c,
@@ -196,6 +220,7 @@ pub async fn run_one_session(
         state: None,
         identity: None,
         report: None,
+        attended,
     };
     match conn.serve(serving, &mut shutdown).await {
         Ok(Some(exit)) => Ok(exit),

@@ -17,6 +17,9 @@ use crate::auto::TransferReport;
 use crate::channels::{default_shell, Shell};
 use crate::consent;
 use crate::state::AgentState;
+use crate::support::{Attended, Notice};
+use tessera_core::kinds::SessionAccess;
+
 /// What a connection is to serve, and as whom.
 pub(super) struct Serving<'a> {
     pub(super) opts: &'a RunOptions,
@@ -29,6 +32,8 @@ pub(super) struct Serving<'a> {
     pub(super) identity: Option<(DeviceId, &'a DeviceKeys)>,
     /// Where files received in automatic sessions are reported.
     pub(super) report: Option<TransferReport>,
+    /// The person attending a one-time session.
+    pub(super) attended: Option<&'a Attended>,
 }
 
 /// What one connection serves: its shells and pending consent questions.
@@ -50,6 +55,8 @@ pub(super) struct Sessions<'a> {
     pub(super) members: HashMap<String, crate::auto::Member>,
     /// Where files received in automatic sessions are reported.
     pub(super) report: Option<TransferReport>,
+    /// The person attending a one-time session.
+    pub(super) attended: Option<&'a Attended>,
 }
 
 impl<'a> Sessions<'a> {
@@ -60,6 +67,7 @@ impl<'a> Sessions<'a> {
             state,
             identity,
             report,
+            attended,
         } = serving;
         Sessions {
             opts,
@@ -71,7 +79,37 @@ impl<'a> Sessions<'a> {
             identity,
             members: HashMap::new(),
             report,
+            attended,
         }
+    }
+
+    /// Tells the attending person (if any) what happened.
+    fn notify(&self, notice: Notice) {
+        if let Some(a) = self.attended {
+            // Full: nobody is reading; the person misses a line, the
+            // session goes on.
+            let _ = a.notices.try_send(notice);
+        }
+    }
+
+    /// What to say before the connection closes because the person (or a
+    /// signal) stopped the agent: each open shell of its one session
+    /// closes with that reason, so the technician reads why.
+    pub(super) fn farewell(&self) -> Vec<Body> {
+        if self.only.is_none() {
+            return Vec::new();
+        }
+        self.shells
+            .keys()
+            .map(|(session_id, channel_id)| {
+                Body::ChannelClose(ChannelClose {
+                    session_id: session_id.clone(),
+                    channel_id: *channel_id,
+                    exit_status: None,
+                    reason: "the person at the device ended the session".into(),
+                })
+            })
+            .collect()
     }
 
     /// Whether a shell may open for `session`: the one-time agent opens one
@@ -165,6 +203,7 @@ impl<'a> Sessions<'a> {
                 let mode = self.opts.consent.clone();
                 let outbound = self.outbound.clone();
                 let answers = self.answers.clone();
+                let notices = self.attended.map(|a| a.notices.clone());
                 tokio::spawn(async move {
                     let timeout = Duration::from_millis(u64::from(req.timeout_ms));
                     let granted = consent::ask(
@@ -177,6 +216,13 @@ impl<'a> Sessions<'a> {
                     .await;
                     if let Ok(mut a) = answers.lock() {
                         a.insert(req.session_id.clone(), granted);
+                    }
+                    if let Some(notices) = notices {
+                        let _ = notices.try_send(Notice::Answered {
+                            technician: req.technician.clone(),
+                            access: req.access.parse().unwrap_or(SessionAccess::View),
+                            granted,
+                        });
                     }
                     let _ = outbound
                         .send(Body::ConsentResponse(ConsentResponse {
@@ -197,16 +243,28 @@ impl<'a> Sessions<'a> {
             }
             Body::ChannelOpen(open) => {
                 let shell = self.opts.shell.clone().unwrap_or_else(default_shell);
-                match Shell::spawn(
-                    &shell,
-                    &open.session_id,
-                    open.channel_id,
-                    open.cols,
-                    open.rows,
-                    self.outbound.clone(),
-                ) {
+                let mirrored = self.attended.is_some_and(|a| a.mirror);
+                let started = if mirrored {
+                    Shell::spawn_mirrored(
+                        &shell,
+                        &open.session_id,
+                        open.channel_id,
+                        self.outbound.clone(),
+                    )
+                } else {
+                    Shell::spawn(
+                        &shell,
+                        &open.session_id,
+                        open.channel_id,
+                        open.cols,
+                        open.rows,
+                        self.outbound.clone(),
+                    )
+                };
+                match started {
                     Ok(s) => {
-                        tracing::info!(session = %open.session_id, "shell started");
+                        tracing::info!(session = %open.session_id, mirrored, "shell started");
+                        self.notify(Notice::ShellStarted { mirrored });
                         self.shells.insert((open.session_id, open.channel_id), s);
                     }
                     Err(e) => {
@@ -219,14 +277,41 @@ impl<'a> Sessions<'a> {
                     }
                 }
             }
+            // The person's own shell takes keys and size from their
+            // terminal only, whatever the session sends.
             Body::ChannelData(d) => {
                 if let Some(shell) = self.shells.get(&(d.session_id, d.channel_id)) {
-                    shell.write(&d.data);
+                    if !shell.is_mirrored() {
+                        shell.write(&d.data);
+                    }
                 }
             }
             Body::ChannelResize(r) => {
                 if let Some(shell) = self.shells.get(&(r.session_id, r.channel_id)) {
-                    shell.resize(r.cols, r.rows);
+                    if !shell.is_mirrored() {
+                        shell.resize(r.cols, r.rows);
+                    }
+                }
+            }
+            Body::ViewerJoined(v) => {
+                tracing::info!(session = %v.session_id, name = %v.name, access = %v.access, "a viewer joined");
+                if let Ok(access) = v.access.parse() {
+                    self.notify(Notice::Joined {
+                        name: v.name,
+                        access,
+                        viewers: v.viewers,
+                    });
+                }
+            }
+            Body::ViewerLeft(v) => {
+                tracing::info!(session = %v.session_id, name = %v.name, reason = %v.reason, "a viewer left");
+                if let Ok(access) = v.access.parse() {
+                    self.notify(Notice::Left {
+                        name: v.name,
+                        access,
+                        reason: v.reason,
+                        viewers: v.viewers,
+                    });
                 }
             }
             Body::ChannelClose(c) => {
@@ -291,6 +376,7 @@ mod consent_gate {
             state: None,
             identity: None,
             report: None,
+            attended: None,
         };
         Sessions::new(serving, outbound)
     }

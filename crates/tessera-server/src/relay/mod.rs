@@ -21,6 +21,7 @@
 //! Recent output (the last [`SCROLLBACK`] bytes) is kept so a viewer who
 //! joins late sees the current prompt.
 
+mod presence;
 mod scrollback;
 mod standing;
 pub mod viewer;

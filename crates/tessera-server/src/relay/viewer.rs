@@ -189,6 +189,8 @@ pub async fn serve(
         // `connect --keep`: leaving does not end the shell.
         live.keep();
     }
+    let name = super::presence::name_of(&state, &claims.tid, &claims.sub).await;
+    super::presence::joined(&state, &live, &name, access);
     let (mut sink, mut stream) = socket.split();
     let mut ok = send(
         &mut sink,
@@ -311,6 +313,14 @@ pub async fn serve(
     }
     seat.leave_unaudited();
     drop(seat);
+    let why = kicked_because.lock().ok().and_then(|w| *w);
+    super::presence::left(
+        &state,
+        &live,
+        &name,
+        access,
+        why.map_or("left", Kick::as_str),
+    );
     if tally.dropped_view_only > 0 || tally.dropped_rate > 0 || tally.oversized {
         audit(
             &state,

@@ -31,6 +31,7 @@ mod sessions;
 mod shell_lifetime;
 mod support;
 mod support_scope;
+mod support_ui;
 mod trusted;
 mod user_path;
 mod users;
