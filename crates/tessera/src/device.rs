@@ -449,7 +449,13 @@ pub(crate) async fn session(args: SessionArgs) -> anyhow::Result<ExitCode> {
             out,
         } => (with, scope, all_or_nothing, out),
         SessionCommand::Shell(shell) => {
-            let s = open_session(&state, &[shell.peer.clone()], Scope::Shell, true).await?;
+            let s = open_session(
+                &state,
+                std::slice::from_ref(&shell.peer),
+                Scope::Shell,
+                true,
+            )
+            .await?;
             return crate::session_shell::run(s, &shell).await;
         }
     };
