@@ -3,7 +3,6 @@
 //! restores the terminal on every way out, then says why the session ended.
 
 use crate::output::note;
-use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,10 +13,8 @@ use tessera_client::viewer::{self, ViewerEvent};
 use tessera_client::ApiClient;
 use tessera_core::api::CreateSessionRequest;
 use tessera_core::kinds::{SessionAccess, SessionState, ViewerAccess};
-use tokio::sync::mpsc;
 
-/// Ctrl-] detaches, as in telnet and ssh-like tools.
-const DETACH: u8 = 0x1d;
+use crate::terminal::{self, Remote, RemoteTerminal};
 
 #[derive(Args, Debug)]
 pub(crate) struct ConnectArgs {
@@ -39,35 +36,6 @@ pub(crate) struct ConnectArgs {
     /// Directory holding the login (default: the user's config dir).
     #[arg(long, env = "TESSERA_CONFIG_DIR")]
     config_dir: Option<PathBuf>,
-}
-
-/// Puts the terminal back however we leave: normal return, error or panic.
-struct RawMode(bool);
-
-impl RawMode {
-    fn enter() -> RawMode {
-        let on = std::io::stdin().is_terminal() && crossterm::terminal::enable_raw_mode().is_ok();
-        if on {
-            let previous = std::panic::take_hook();
-            std::panic::set_hook(Box::new(move |info| {
-                let _ = crossterm::terminal::disable_raw_mode();
-                previous(info);
-            }));
-        }
-        RawMode(on)
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        if self.0 {
-            let _ = crossterm::terminal::disable_raw_mode();
-        }
-    }
-}
-
-fn terminal_size() -> Option<(u16, u16)> {
-    crossterm::terminal::size().ok()
 }
 
 /// `--resume`: the one live session of mine on the device `target`.
@@ -155,7 +123,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     let id = open_session(&client, &args).await?;
     wait_until_active(&client, &id).await?;
     let token = client.viewer_token(&id).await?;
-    let (mut tx, mut rx) = viewer::connect_with(&client, &id, &token.token, args.keep)
+    let (tx, mut rx) = viewer::connect_with(&client, &id, &token.token, args.keep)
         .await
         .context("cannot join the session")?;
     let (access, device) = match rx.next().await {
@@ -177,70 +145,57 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         }
     );
 
-    let raw = RawMode::enter();
-    let (keys_tx, mut keys) = mpsc::channel::<Vec<u8>>(64);
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin();
-        let mut buf = [0u8; 4096];
-        loop {
-            match stdin.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if keys_tx.blocking_send(buf[..n].to_vec()).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    let mut winch =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()).ok();
-    if let Some((cols, rows)) = terminal_size() {
-        let _ = tx.resize(cols, rows).await;
-    }
-    let mut stdout = std::io::stdout();
-    let mut exit_status: Option<i32> = None;
-    let mut stdin_open = true;
-    let ending = loop {
-        tokio::select! {
-            event = rx.next() => match event {
-                ViewerEvent::Output(data) => {
-                    let _ = stdout.write_all(&data);
-                    let _ = stdout.flush();
-                }
-                ViewerEvent::ChannelClosed { exit_status: s, .. } => exit_status = s,
-                ViewerEvent::Ended { code, reason } => break format!("session ended ({code}): {reason}"),
-                ViewerEvent::Closed { code, reason } => {
-                    break format!("disconnected by the server ({}): {reason}", code.map(|c| c.to_string()).unwrap_or_else(|| "no code".into()))
-                }
-                ViewerEvent::Ready { .. } => {}
-            },
-            Some(bytes) = keys.recv(), if stdin_open => {
-                if let Some(at) = bytes.iter().position(|b| *b == DETACH) {
-                    let _ = tx.input(&bytes[..at]).await;
-                    tx.close().await;
-                    break if args.keep {
-                        format!("disconnected (Ctrl-]); the shell keeps running: `tessera connect {id}` rejoins it")
-                    } else {
-                        format!("disconnected (Ctrl-]); the shell ends unless you rejoin within the server's grace period: `tessera connect {} --resume`", args.target)
-                    };
-                }
-                if tx.input(&bytes).await.is_err() {
-                    break "the connection to the server was lost".to_owned();
-                }
-            }
-            _ = async { match winch.as_mut() { Some(w) => { w.recv().await; } None => std::future::pending::<()>().await } } => {
-                if let Some((cols, rows)) = terminal_size() {
-                    let _ = tx.resize(cols, rows).await;
-                }
-            }
-            else => stdin_open = false,
-        }
+    let rejoin = if args.keep {
+        format!("disconnected (Ctrl-]); the shell keeps running: `tessera connect {id}` rejoins it")
+    } else {
+        format!(
+            "disconnected (Ctrl-]); the shell ends unless you rejoin within the server's grace period: `tessera connect {} --resume`",
+            args.target
+        )
     };
-    drop(raw);
-    note!("\r\n{ending}");
-    Ok(match exit_status {
-        Some(0) | None => ExitCode::SUCCESS,
-        Some(s) => ExitCode::from(u8::try_from(s).unwrap_or(1)),
-    })
+    let mut remote = Viewer { tx, rx, rejoin };
+    let done = terminal::attach(&mut remote).await;
+    note!("\r\n{}", done.ending);
+    Ok(done.exit_code())
+}
+
+/// The relay's viewer socket as the remote end of this terminal.
+struct Viewer {
+    tx: viewer::ViewerSender,
+    rx: viewer::ViewerReceiver,
+    /// What to tell the person who leaves with Ctrl-].
+    rejoin: String,
+}
+
+impl RemoteTerminal for Viewer {
+    async fn next(&mut self) -> Remote {
+        loop {
+            return match self.rx.next().await {
+                ViewerEvent::Output(data) => Remote::Output(data.to_vec()),
+                ViewerEvent::ChannelClosed { exit_status, .. } => Remote::Exited(exit_status),
+                ViewerEvent::Ended { code, reason } => {
+                    Remote::Ended(format!("session ended ({code}): {reason}"))
+                }
+                ViewerEvent::Closed { code, reason } => Remote::Ended(format!(
+                    "disconnected by the server ({}): {reason}",
+                    code.map(|c| c.to_string())
+                        .unwrap_or_else(|| "no code".into())
+                )),
+                ViewerEvent::Ready { .. } => continue,
+            };
+        }
+    }
+
+    async fn input(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.tx.input(bytes).await.map_err(Into::into)
+    }
+
+    async fn resize(&mut self, cols: u16, rows: u16) {
+        let _ = self.tx.resize(cols, rows).await;
+    }
+
+    async fn detach(&mut self) -> String {
+        self.tx.close().await;
+        self.rejoin.clone()
+    }
 }

@@ -148,6 +148,9 @@ enum SessionCommand {
         #[command(flatten)]
         out: Json,
     },
+    /// Open a shell on a trusted device that granted this one `shell`, end
+    /// to end encrypted, in this terminal (Ctrl-] disconnects).
+    Shell(crate::session_shell::ShellArgs),
 }
 
 #[derive(Args, Debug)]
@@ -438,12 +441,24 @@ async fn open_session(
 
 pub(crate) async fn session(args: SessionArgs) -> anyhow::Result<ExitCode> {
     let state = args.dir.state();
-    let SessionCommand::Create {
-        with,
-        scope,
-        all_or_nothing,
-        out,
-    } = args.command;
+    let (with, scope, all_or_nothing, out) = match args.command {
+        SessionCommand::Create {
+            with,
+            scope,
+            all_or_nothing,
+            out,
+        } => (with, scope, all_or_nothing, out),
+        SessionCommand::Shell(shell) => {
+            let s = open_session(
+                &state,
+                std::slice::from_ref(&shell.peer),
+                Scope::Shell,
+                true,
+            )
+            .await?;
+            return crate::session_shell::run(s, &shell).await;
+        }
+    };
     let scope =
         Scope::parse(&scope).ok_or_else(|| anyhow!("unknown scope {scope:?}: files or shell"))?;
     let mut s = open_session(&state, &with, scope, all_or_nothing).await?;
@@ -503,7 +518,7 @@ pub(crate) async fn session(args: SessionArgs) -> anyhow::Result<ExitCode> {
                     note!("The session ended ({code}) {reason}");
                     return Ok(ExitCode::SUCCESS);
                 }
-                Some(Event::Ack { .. }) => {}
+                Some(Event::Ack { .. } | Event::Output { .. } | Event::ShellExited { .. }) => {}
                 None => return Err(anyhow!("the connection to the server closed")),
             },
             _ = tokio::signal::ctrl_c() => break,

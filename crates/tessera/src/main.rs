@@ -10,6 +10,8 @@ mod manuals;
 mod output;
 mod progress;
 mod server;
+mod session_shell;
+mod terminal;
 
 use std::process::ExitCode;
 

@@ -42,6 +42,15 @@ pub enum Event {
     Left { member: String, reason: String },
     /// The session is over.
     Ended { code: String, reason: String },
+    /// A member's shell wrote to its terminal.
+    Output { member: String, data: Bytes },
+    /// A member's shell is gone: its exit status if it exited, else why it
+    /// could not start.
+    ShellExited {
+        member: String,
+        exit_status: Option<i32>,
+        reason: String,
+    },
 }
 
 /// The creator's end of an automatic session.
@@ -394,6 +403,19 @@ impl AutoSession {
                     Ok(E2ePayload {
                         body: Some(e2e_payload::Body::TransferAck(ack)),
                     }) => Ok(Some(Event::Ack { member, ack })),
+                    Ok(E2ePayload {
+                        body: Some(e2e_payload::Body::PtyData(d)),
+                    }) => Ok(Some(Event::Output {
+                        member,
+                        data: d.data,
+                    })),
+                    Ok(E2ePayload {
+                        body: Some(e2e_payload::Body::PtyExit(x)),
+                    }) => Ok(Some(Event::ShellExited {
+                        member,
+                        exit_status: x.exit_status,
+                        reason: x.reason,
+                    })),
                     _ => Ok(None),
                 }
             }

@@ -1,7 +1,7 @@
 //! The member side: an invited device's agent checks the invitation
 //! against its own pin and grant, answers the creator's Noise handshake,
 //! and then acts only on payloads the creator sealed, writing received
-//! files into its inbox.
+//! files into its inbox, or running a shell for it (`shell`).
 //!
 //! Threat: a creator (or a device that took over its keys) granted only
 //! `shell` pushing files anyway. The member keeps the scopes it joined
@@ -12,17 +12,17 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use prost::Message as _;
-use tessera_core::e2e::{self, E2eError, OriginKey, Place, ReplayGuard, SessionKey};
+use tessera_core::e2e::{self, E2eError, OriginKey, ReplayGuard, SessionKey};
 use tessera_core::kinds::RejectionReason;
 use tessera_core::trust::{key_from_hex, Scope};
 use tessera_proto::v1::{
-    e2e_payload, AutoJoinInvite, E2eData, E2eHandshake, E2ePayload, OriginTag, SessionKeyGrant,
-    TransferAck,
+    e2e_payload, AutoJoinInvite, E2eData, E2eHandshake, E2ePayload, SessionKeyGrant, TransferAck,
 };
 use tessera_proto::Body;
 
+use super::shell::{PtyShell, Sealer, SharedSealer, ShellService};
 use super::transfer::{TransferEvent, TransferReport};
-use super::{payload, place, tag_for, transport_read, Noise};
+use super::{place, tag_for, transport_read, Noise};
 use crate::files::{self, Receiver};
 use crate::trust::TrustStore;
 
@@ -38,7 +38,12 @@ pub struct Member {
     /// This member's sender index (from the creator, inside Noise).
     index: u32,
     guard: ReplayGuard,
-    counter: u64,
+    /// Seals what goes to the creator (shared with a running shell).
+    sealer: SharedSealer,
+    /// Where a shell would come from; `None`: this agent runs none.
+    shell_service: Option<ShellService>,
+    /// The shell the creator opened, if any (dropping it kills it).
+    shell: Option<PtyShell>,
     /// The scopes this member joined under: asked for by the invitation
     /// and allowed by its own grant (never empty).
     scopes: Vec<Scope>,
@@ -61,7 +66,9 @@ pub struct Abort(pub String);
 ///
 /// Everything of a file transfer needs `files`: the parts that write
 /// (start, chunk, end), and those that only make sense around a transfer
-/// (done, cancel), so a shell session carries no transfer at all. A text
+/// (done, cancel), so a shell session carries no transfer at all. Every
+/// part of a shell that reaches a member (open, keystrokes, resize) needs
+/// `shell`, so a session joined under `files` runs no program. A text
 /// line is only shown and logged, never run: every session may carry one
 /// (`tessera session create` sends the person's lines in either scope).
 /// An acknowledgement is the members' word to the creator; a member never
@@ -72,7 +79,8 @@ fn scope_needed(body: &e2e_payload::Body) -> Option<Scope> {
         P::FileStart(_) | P::FileChunk(_) | P::FileEnd(_) | P::TransferDone(_) | P::Cancel(_) => {
             Some(Scope::Files)
         }
-        P::Text(_) | P::TransferAck(_) => None,
+        P::PtyOpen(_) | P::PtyData(_) | P::PtyResize(_) => Some(Scope::Shell),
+        P::Text(_) | P::TransferAck(_) | P::PtyExit(_) => None,
     }
 }
 
@@ -87,6 +95,10 @@ fn kind_of(body: &e2e_payload::Body) -> &'static str {
         P::TransferAck(_) => "transfer_ack",
         P::Cancel(_) => "cancel",
         P::Text(_) => "text",
+        P::PtyOpen(_) => "pty_open",
+        P::PtyData(_) => "pty_data",
+        P::PtyResize(_) => "pty_resize",
+        P::PtyExit(_) => "pty_exit",
     }
 }
 
@@ -144,13 +156,29 @@ impl Member {
             origin: None,
             index: 0,
             guard: ReplayGuard::default(),
-            counter: 0,
+            sealer: std::sync::Arc::new(std::sync::Mutex::new(Sealer {
+                session_id: session_id.to_owned(),
+                creator: creator.to_owned(),
+                key: None,
+                origin: None,
+                index: 0,
+                counter: 0,
+            })),
+            shell_service: None,
+            shell: None,
             scopes,
             receiver: Receiver::new(inbox),
             failed: None,
             report,
             receiving: None,
         })
+    }
+
+    /// Lets the creator open a shell here (in a session joined under
+    /// `shell`).
+    pub fn with_shell(mut self, service: ShellService) -> Member {
+        self.shell_service = Some(service);
+        self
     }
 
     /// A Noise message from the creator: the handshake's first message (the
@@ -191,6 +219,11 @@ impl Member {
                     return Err(Abort("handshake_failed: bad member index".into()));
                 }
                 self.index = grant.member_index;
+                if let Ok(mut s) = self.sealer.lock() {
+                    s.index = grant.member_index;
+                    s.key = Some(key.clone());
+                    s.origin = Some(origin.clone());
+                }
                 self.key = Some(key);
                 self.origin = Some(origin);
                 self.guard.reset();
@@ -200,29 +233,11 @@ impl Member {
         }
     }
 
+    /// `body` sealed for the creator. In a files session only the member
+    /// seals (acknowledgements); in a shell session only its shell's output
+    /// thread does, so the two never interleave their counters.
     fn seal_to_creator(&mut self, body: e2e_payload::Body) -> Option<Body> {
-        let (key, origin) = (self.key.as_ref()?, self.origin.as_ref()?);
-        self.counter += 1;
-        let at = Place {
-            session_id: &self.session_id,
-            epoch: key.epoch,
-            sender: self.index,
-            counter: self.counter,
-        };
-        let ciphertext = e2e::seal(key, at.session_id, at.sender, at.counter, &payload(body));
-        let tag = e2e::origin_tag(origin, at, &ciphertext);
-        Some(Body::E2eData(E2eData {
-            session_id: self.session_id.clone(),
-            epoch: key.epoch,
-            sender: self.index,
-            counter: self.counter,
-            ciphertext: Bytes::from(ciphertext),
-            to: self.creator.clone(),
-            tags: vec![OriginTag {
-                member: self.index,
-                tag: Bytes::copy_from_slice(&tag),
-            }],
-        }))
+        self.sealer.lock().ok()?.seal(body)
     }
 
     /// A sealed payload: checked, opened and acted on. Only the creator's
@@ -291,6 +306,18 @@ impl Member {
                 Some(e2e_payload::Body::Text(t)) => {
                     tracing::info!(text = %t.text, "message in session")
                 }
+                Some(e2e_payload::Body::PtyOpen(open)) => out.extend(self.open_shell(&open)),
+                // What is typed is never logged.
+                Some(e2e_payload::Body::PtyData(d)) => {
+                    if let Some(shell) = &self.shell {
+                        shell.write(&d.data);
+                    }
+                }
+                Some(e2e_payload::Body::PtyResize(r)) => {
+                    if let Some(shell) = &self.shell {
+                        shell.resize(&r);
+                    }
+                }
                 _ => {}
             }
             Ok(())
@@ -312,10 +339,40 @@ impl Member {
         Ok(out)
     }
 
-    /// The session ended or this member left: unfinished files are removed.
+    /// Starts the shell the creator asked for; what could not start is
+    /// answered with a `PtyExit` saying why.
+    fn open_shell(&mut self, open: &tessera_proto::v1::PtyOpen) -> Option<Body> {
+        let refused = |reason: &str| {
+            e2e_payload::Body::PtyExit(tessera_proto::v1::PtyExit {
+                exit_status: None,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.shell.is_some() {
+            return self.seal_to_creator(refused("a shell is already open in this session"));
+        }
+        let Some(service) = &self.shell_service else {
+            return self.seal_to_creator(refused("this agent runs no shell"));
+        };
+        match PtyShell::spawn(service, open, self.sealer.clone()) {
+            Ok(shell) => {
+                tracing::info!(session = %self.session_id, creator = %self.creator, "shell started for an automatic session");
+                self.shell = Some(shell);
+                None
+            }
+            Err(e) => {
+                tracing::warn!(session = %self.session_id, error = %e, "cannot start a shell");
+                self.seal_to_creator(refused(&format!("cannot start the shell: {e}")))
+            }
+        }
+    }
+
+    /// The session ended or this member left: unfinished files are removed
+    /// and the shell, with everything it started, is killed.
     pub fn close(&mut self) {
         self.receiver.abort();
         self.abandon();
+        self.shell = None;
     }
 
     fn tell(&self, event: TransferEvent) {
@@ -335,7 +392,10 @@ impl Member {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_proto::v1::{Cancel, FileChunk, FileEnd, FileStart, Text, TransferDone};
+    use tessera_proto::v1::{
+        Cancel, FileChunk, FileEnd, FileStart, PtyData, PtyExit, PtyOpen, PtyResize, Text,
+        TransferDone,
+    };
 
     fn every_kind() -> Vec<e2e_payload::Body> {
         use e2e_payload::Body as P;
@@ -347,7 +407,16 @@ mod tests {
             P::Cancel(Cancel::default()),
             P::TransferAck(TransferAck::default()),
             P::Text(Text::default()),
+            P::PtyOpen(PtyOpen::default()),
+            P::PtyData(PtyData::default()),
+            P::PtyResize(PtyResize::default()),
+            P::PtyExit(PtyExit::default()),
         ]
+    }
+
+    fn is_shell_part(body: &e2e_payload::Body) -> bool {
+        use e2e_payload::Body as P;
+        matches!(body, P::PtyOpen(_) | P::PtyData(_) | P::PtyResize(_))
     }
 
     #[test]
@@ -355,9 +424,12 @@ mod tests {
         for body in every_kind() {
             let got = admit(&[Scope::Shell], &body);
             match body {
-                e2e_payload::Body::Text(_) | e2e_payload::Body::TransferAck(_) => {
+                e2e_payload::Body::Text(_)
+                | e2e_payload::Body::TransferAck(_)
+                | e2e_payload::Body::PtyExit(_) => {
                     assert_eq!(got, Ok(()), "{}", kind_of(&body))
                 }
+                _ if is_shell_part(&body) => assert_eq!(got, Ok(()), "{}", kind_of(&body)),
                 _ => {
                     let Err(Abort(reason)) = got else {
                         panic!("{} admitted under shell", kind_of(&body));
@@ -371,9 +443,19 @@ mod tests {
     }
 
     #[test]
-    fn a_files_member_takes_transfers_and_text() {
+    fn a_files_member_takes_transfers_and_text_and_refuses_every_part_of_a_shell() {
         for body in every_kind() {
-            assert_eq!(admit(&[Scope::Files], &body), Ok(()), "{}", kind_of(&body));
+            let got = admit(&[Scope::Files], &body);
+            if is_shell_part(&body) {
+                let Err(Abort(reason)) = got else {
+                    panic!("{} admitted under files", kind_of(&body));
+                };
+                assert!(reason.starts_with("scope_missing: "), "{reason}");
+                assert!(reason.contains(kind_of(&body)), "{reason}");
+                assert!(reason.contains("shell scope"), "{reason}");
+            } else {
+                assert_eq!(got, Ok(()), "{}", kind_of(&body));
+            }
         }
     }
 

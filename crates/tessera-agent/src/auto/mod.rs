@@ -13,10 +13,12 @@
 //! - `member`: an invited device's part (run by its agent);
 //! - `creator`: the creator's end ([`AutoSession`]);
 //! - `transfer`: sending files to every member, and the events a
-//!   transfer reports.
+//!   transfer reports;
+//! - `shell`: a shell on a member, driven by the creator's terminal.
 
 mod creator;
 mod member;
+mod shell;
 mod transfer;
 
 use std::path::PathBuf;
@@ -31,6 +33,7 @@ use zeroize::Zeroizing;
 
 pub use creator::{AutoError, AutoSession, Event};
 pub use member::{Abort, Member};
+pub use shell::ShellService;
 pub use transfer::{TransferEvent, TransferReport};
 
 fn payload(body: e2e_payload::Body) -> Zeroizing<Vec<u8>> {

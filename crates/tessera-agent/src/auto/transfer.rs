@@ -159,6 +159,8 @@ impl AutoSession {
             Event::Ended { reason, .. } => {
                 Err(AutoError::Transfer(format!("the session ended: {reason}")))
             }
+            // A shell's traffic is no part of a transfer.
+            Event::Output { .. } | Event::ShellExited { .. } => Ok(()),
         }
     }
 

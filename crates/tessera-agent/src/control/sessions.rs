@@ -151,7 +151,11 @@ impl<'a> Sessions<'a> {
             now,
             self.report.clone(),
         )
-        .inspect_err(|reason| tracing::warn!(session = %inv.session_id, %reason, "refused an automatic session"))?;
+        .inspect_err(|reason| tracing::warn!(session = %inv.session_id, %reason, "refused an automatic session"))?
+        .with_shell(crate::auto::ShellService {
+            program: self.opts.shell.clone(),
+            outbound: self.outbound.clone(),
+        });
         tracing::info!(session = %inv.session_id, creator = %inv.creator_name, "joined an automatic session");
         self.members.insert(inv.session_id.clone(), member);
         Ok(())

@@ -13,6 +13,7 @@ mod cli;
 mod control;
 mod demotion;
 mod e2e;
+mod e2e_shell;
 mod enroll_proof;
 mod enroll_retry;
 mod enrollment;
