@@ -21,7 +21,7 @@ const DETACH: u8 = 0x1d;
 
 #[derive(Args, Debug)]
 pub(crate) struct ConnectArgs {
-    /// A session id to join, or a device (id, fingerprint or name) to open a
+    /// A session id to join, or a device (name, id or id prefix) to open a
     /// shell on.
     target: String,
     /// Open the session view-only.
@@ -65,9 +65,10 @@ async fn open_session(client: &ApiClient, args: &ConnectArgs) -> anyhow::Result<
     if uuid::Uuid::parse_str(&args.target).is_ok() {
         return Ok(args.target.clone());
     }
+    let device = client.resolve_device(&args.target).await?;
     let s = client
         .create_session(&CreateSessionRequest {
-            device: args.target.clone(),
+            device,
             access: Some(
                 if args.view_only {
                     SessionAccess::View
