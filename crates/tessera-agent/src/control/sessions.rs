@@ -159,6 +159,7 @@ impl<'a> Sessions<'a> {
                         .try_send(Body::ConsentResponse(ConsentResponse {
                             session_id: req.session_id,
                             granted: false,
+                            unavailable: false,
                         }));
                     return None;
                 }
@@ -167,6 +168,7 @@ impl<'a> Sessions<'a> {
                 let answers = self.answers.clone();
                 tokio::spawn(async move {
                     let timeout = Duration::from_millis(u64::from(req.timeout_ms));
+                    let unavailable = !consent::can_ask(&mode);
                     let granted = consent::ask(
                         &mode,
                         &req.technician,
@@ -182,6 +184,7 @@ impl<'a> Sessions<'a> {
                         .send(Body::ConsentResponse(ConsentResponse {
                             session_id: req.session_id,
                             granted,
+                            unavailable: !granted && unavailable,
                         }))
                         .await;
                 });

@@ -60,6 +60,7 @@ impl Session {
                     &self.device.device_id,
                     &r.session_id,
                     r.granted,
+                    r.unavailable,
                 )
                 .await
                 {
