@@ -102,8 +102,8 @@ enum GrantCommand {
         /// What its sessions may carry (comma-separated: files, shell).
         #[arg(long, value_delimiter = ',', default_value = "files")]
         scope: Vec<String>,
-        /// How long the grant lasts (at most a year).
-        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        /// How long the grant lasts, e.g. `30d` (1 minute to 1 year).
+        #[arg(long, default_value = "30d", value_parser = crate::duration::grant_expiry)]
         expires: Duration,
     },
     /// Grants this device made and received, with their state and last use.
@@ -112,8 +112,8 @@ enum GrantCommand {
     Renew {
         /// The device the grant is to (name, id or id prefix).
         device: String,
-        /// How long the renewed grant lasts (at most a year).
-        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        /// How long the renewed grant lasts, e.g. `30d` (1 minute to 1 year).
+        #[arg(long, default_value = "30d", value_parser = crate::duration::grant_expiry)]
         expires: Duration,
     },
     /// Take back the grant to DEVICE.

@@ -86,8 +86,8 @@ pub(super) enum TokenCommand {
         /// How many devices may use it.
         #[arg(long, default_value_t = 1)]
         uses: u32,
-        /// How long it stays valid, e.g. 1h, 7d.
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        /// How long it stays valid, e.g. `1h`, `7d` (1 minute to 30 days).
+        #[arg(long, default_value = "1h", value_parser = crate::duration::enrollment_token_ttl)]
         ttl: Duration,
         /// Tag for enrolled devices (repeatable).
         #[arg(long = "tag")]

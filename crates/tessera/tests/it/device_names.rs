@@ -77,6 +77,16 @@ async fn ctl_devices_accepts_every_form_and_lists_the_candidates_of_an_ambiguous
     let twins = admin.list_devices().await.expect("devices");
     assert!(twins.iter().all(|d| !d.revoked), "nothing revoked");
 
+    // Durations: human form, and the range in words when out of it.
+    let (code, _, err) = ctl(
+        cfg.path(),
+        &["enroll-token", "create", "--ttl", "40d"],
+        None,
+    )
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("between 1 minute and 30 days"), "{err}");
+
     // The twins by their ids still work, and the fingerprint shown is the
     // grouped id until a rotation.
     let (code, out, _) = ctl(
@@ -140,6 +150,17 @@ async fn device_commands_accept_grouped_ids_prefixes_and_names() {
     )
     .await;
     assert_eq!(code, 0, "{out}{err}");
+
+    // A duration out of range is refused with the range in words, and
+    // nothing is granted.
+    let (code, _, err) = device_cmd(
+        &b,
+        &["grant", "renew", "alpha", "--expires", "2years"],
+        None,
+    )
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("between 1 minute and 1 year"), "{err}");
 
     // send by the server's name of the receiver.
     let _agent_b = AgentProcess::start(&s, &b).await;
