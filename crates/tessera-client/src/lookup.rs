@@ -228,7 +228,7 @@ mod tests {
             text.contains(&DeviceId::parse(&b.id).unwrap().grouped()),
             "{text}"
         );
-        let e = resolve("nosuch", &[a.clone()]).unwrap_err();
+        let e = resolve("nosuch", std::slice::from_ref(&a)).unwrap_err();
         assert_eq!(e, LookupError::NotFound("nosuch".into()));
         assert!(e.to_string().contains("no device named \"nosuch\""));
         // Too short a prefix is not a prefix.
@@ -241,8 +241,9 @@ mod tests {
         let mut c = a.clone();
         c.id = format!("{}{}", &a.id[..MIN_PREFIX], &b.id[MIN_PREFIX..]);
         c.name = "other".into();
+        let prefix = a.id[..MIN_PREFIX].to_owned();
         assert!(matches!(
-            resolve(&a.id[..MIN_PREFIX], &[a, c]),
+            resolve(&prefix, &[a, c]),
             Err(LookupError::Ambiguous { .. })
         ));
     }
