@@ -38,6 +38,17 @@ pub fn is_yes(answer: &str) -> bool {
     matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
+/// Whether `mode` can ask anybody at all: not when told to deny, nor on a
+/// terminal when the process has none. A "no" from a mode that cannot ask
+/// is reported as unavailable, not as a person declining.
+pub fn can_ask(mode: &ConsentMode) -> bool {
+    match mode {
+        ConsentMode::Deny => false,
+        ConsentMode::Terminal => crate::terminal::typed().is_some(),
+        ConsentMode::Command(_) => true,
+    }
+}
+
 /// Asks, waiting at most `timeout`.
 pub async fn ask(
     mode: &ConsentMode,

@@ -11,6 +11,7 @@ mod accounts;
 pub mod control;
 mod devices;
 mod error;
+pub mod lookup;
 mod peers;
 mod sessions;
 pub mod tls;

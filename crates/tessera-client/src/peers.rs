@@ -7,6 +7,12 @@ use crate::{encode_segment, ApiClient, ClientResult};
 
 /// The device plane's trust API (`/api/v1/device/…`), used with a `cak_` key.
 impl ApiClient {
+    /// The devices this one can name as peers (id and name).
+    pub async fn peers(&self) -> ClientResult<Vec<tessera_core::api::PeerSummary>> {
+        self.call::<(), _>(Method::GET, "/api/v1/device/peers", None)
+            .await
+    }
+
     pub async fn peer(&self, id: &str) -> ClientResult<tessera_core::api::PeerView> {
         let path = format!("/api/v1/device/peers/{}", encode_segment(id));
         self.call::<(), _>(Method::GET, &path, None).await

@@ -282,7 +282,8 @@ pub struct AuditVerifyReport {
 pub struct DeviceView {
     /// DeviceId: base32 SHA-256 of the device's Ed25519 key.
     pub id: String,
-    /// The same id grouped in fours, for people to compare.
+    /// The current key's fingerprint ([`crate::identity::fingerprint`]):
+    /// the id grouped in fours until the key is rotated.
     pub fingerprint: String,
     pub name: String,
     pub hostname: String,
@@ -731,6 +732,15 @@ pub struct Policy {
 
 /// The server's view of a peer's keys: a hint that the peer's own pin must
 /// match, never a source of trust.
+/// A device this one can name: what `GET /api/v1/device/peers` lists, so
+/// device commands accept a peer's name or id prefix.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PeerSummary {
+    pub device_id: String,
+    pub name: String,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct PeerView {

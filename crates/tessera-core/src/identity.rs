@@ -121,6 +121,22 @@ impl DeviceId {
     }
 }
 
+/// A key's fingerprint: the one string people compare for a device's key,
+/// everywhere it is shown (enrollment, the `/device` page, `ctl devices
+/// show`, `trust show`, rotations). It is SHA-256 of the Ed25519 public key
+/// in base32, grouped in fours (`ABCD-EFGH-…`). Until the key is rotated it
+/// is the device's id, grouped; after a rotation the id stays (it names the
+/// first key) and the fingerprint follows the current key.
+pub fn fingerprint(ed25519: &[u8; 32]) -> String {
+    fingerprint_of_digest(&Sha256::digest(ed25519).into())
+}
+
+/// [`fingerprint`] from the key's SHA-256 (the hex `fingerprint` fields on
+/// the wire carry this digest).
+pub fn fingerprint_of_digest(digest: &[u8; 32]) -> String {
+    DeviceId(BASE32_NOPAD.encode(digest)).grouped()
+}
+
 impl fmt::Display for DeviceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

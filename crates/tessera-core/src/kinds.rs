@@ -305,6 +305,8 @@ words! {
         CreatorDisconnected = "creator_disconnected",
         MembersRejected = "members_rejected",
         ConsentDenied = "consent_denied",
+        /// The agent had no way to ask anybody (unattended).
+        ConsentUnavailable = "consent_unavailable",
         ConsentTimeout = "consent_timeout",
         ConsentAbandoned = "consent_abandoned",
         ShellExited = "shell_exited",

@@ -61,19 +61,21 @@ pub fn sas(
     format!("{:03}-{:03}", n / 1000, n % 1000)
 }
 
-/// A key's fingerprint: hex SHA-256 of the Ed25519 public key.
+/// A key's digest on the wire: hex SHA-256 of the Ed25519 public key. It is
+/// signed into grants and pinned, so it keeps this form; people see it as
+/// [`fingerprint_display`] shows it, which is [`crate::identity::fingerprint`].
 pub fn fingerprint(ed25519: &[u8; 32]) -> String {
     crate::secret::hex(&Sha256::digest(ed25519))
 }
 
-/// Grouped for people: `ab12 cd34 …` (first 32 hex digits).
+/// The hex digest above as people see it: the key's
+/// [`crate::identity::fingerprint`] (base32, grouped), the same string
+/// enrollment and `ctl devices show` print. Anything else is shown as given.
 pub fn fingerprint_display(fp: &str) -> String {
-    fp.as_bytes()
-        .chunks(4)
-        .take(8)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
+    match key_from_hex(fp) {
+        Some(digest) => identity::fingerprint_of_digest(&digest),
+        None => fp.to_owned(),
+    }
 }
 
 /// What an automatic session may carry.

@@ -398,6 +398,7 @@ pub async fn consent_answer(
     device_id: &str,
     session_id: &str,
     granted: bool,
+    unavailable: bool,
 ) -> Result<(), StoreError> {
     let Some(row) = store::sessions::by_id_any_tenant(state.db().pool(), session_id).await? else {
         return Ok(());
@@ -409,6 +410,8 @@ pub async fn consent_answer(
     }
     let event = if granted {
         ConsentEvent::Granted
+    } else if unavailable {
+        ConsentEvent::Unavailable
     } else {
         ConsentEvent::Denied
     };

@@ -148,9 +148,13 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         }
         AgentCommand::Run(sargs) => {
             let enrollment = state.enrollment()?;
+            // The id the server knows: it names the first key, so after a
+            // rotation it is not the current key's hash.
+            let id = tessera_core::identity::DeviceId::parse(&enrollment.device_id)
+                .map(|id| id.grouped())
+                .unwrap_or_else(|_| enrollment.device_id.clone());
             say!(
-                "tessera agent: device {} connecting to {}",
-                state.identity()?.device_id().grouped(),
+                "tessera agent: device {id} connecting to {}",
                 enrollment.server
             );
             let opts = RunOptions {
@@ -195,11 +199,14 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             let old = tessera_core::trust::fingerprint(&state.identity()?.ed25519_public());
             let view = tessera_agent::trust::rotate_identity(&state).await?;
             say!(
-                "Identity key rotated (epoch {}).\n  old  {}\n  new  {}\n\
+                "Identity key rotated (epoch {}); the device id stays {}.\n  old fingerprint  {}\n  new fingerprint  {}\n\
                  Peers that trust this device must run `tessera trust verify {}` and accept the new key; \
                  until then their grants and sessions with this device are refused with key_mismatch.\n\
                  Restart `tessera agent run` so its connection uses the new key.",
                 view.key_epoch,
+                tessera_core::identity::DeviceId::parse(&view.device_id)
+                    .map(|id| id.grouped())
+                    .unwrap_or_else(|_| view.device_id.clone()),
                 tessera_core::trust::fingerprint_display(&old),
                 tessera_core::trust::fingerprint_display(&view.fingerprint),
                 view.device_id

@@ -18,7 +18,7 @@ use crate::terminal::{self, Remote, RemoteTerminal};
 
 #[derive(Args, Debug)]
 pub(crate) struct ConnectArgs {
-    /// A session id to join, or a device (id, fingerprint or name) to open a
+    /// A session id to join, or a device (name, id or id prefix) to open a
     /// shell on.
     target: String,
     /// Open the session view-only.
@@ -75,9 +75,10 @@ async fn open_session(client: &ApiClient, args: &ConnectArgs) -> anyhow::Result<
     if args.resume {
         return resume_session(client, &args.target).await;
     }
+    let device = client.resolve_device(&args.target).await?;
     let s = client
         .create_session(&CreateSessionRequest {
-            device: args.target.clone(),
+            device,
             access: Some(
                 if args.view_only {
                     SessionAccess::View

@@ -13,6 +13,7 @@ use tessera_agent::auto::{AutoError, AutoSession, Event};
 use tessera_agent::control::Credentials;
 use tessera_agent::trust::{self, TrustStore, Verified};
 use tessera_agent::AgentState;
+use tessera_client::lookup::Candidate;
 use tessera_core::trust::{fingerprint, fingerprint_display, key_from_hex, Scope};
 use tessera_core::{Clock, SystemClock};
 
@@ -48,7 +49,7 @@ enum TrustCommand {
     /// Verify another device of yours and pin its key. Run it on both
     /// devices at about the same time and compare the codes they show.
     Add {
-        /// The other device's id.
+        /// The other device: its name, id (grouped or not) or an id prefix.
         device: String,
         /// What to call the peer here (default: its name on the server).
         #[arg(long)]
@@ -58,20 +59,20 @@ enum TrustCommand {
     List(Json),
     /// One trusted device: its pinned key and the grants between you.
     Show {
-        /// The trusted device's id.
+        /// The trusted device: its name, id or an id prefix.
         device: String,
         #[command(flatten)]
         out: Json,
     },
     /// Stop trusting a device: unpin it and withdraw any grant to it.
     Remove {
-        /// The trusted device's id.
+        /// The trusted device: its name, id or an id prefix.
         device: String,
     },
     /// Check a peer's current key against the pin; after it rotated, show
     /// the old and new fingerprints and ask before accepting the new one.
     Verify {
-        /// The trusted device's id.
+        /// The trusted device: its name, id or an id prefix.
         device: String,
     },
 }
@@ -96,28 +97,28 @@ enum GrantCommand {
     /// Let DEVICE (a trusted peer) join this one into its automatic
     /// sessions with no code or prompt.
     Add {
-        /// The trusted device to let in (its id).
+        /// The trusted device to let in (name, id or id prefix).
         device: String,
         /// What its sessions may carry (comma-separated: files, shell).
         #[arg(long, value_delimiter = ',', default_value = "files")]
         scope: Vec<String>,
-        /// How long the grant lasts (at most a year).
-        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        /// How long the grant lasts, e.g. `30d` (1 minute to 1 year).
+        #[arg(long, default_value = "30d", value_parser = crate::duration::grant_expiry)]
         expires: Duration,
     },
     /// Grants this device made and received, with their state and last use.
     List(Json),
     /// Re-issue the grant to DEVICE with the same scopes and a new expiry.
     Renew {
-        /// The device the grant is to (its id).
+        /// The device the grant is to (name, id or id prefix).
         device: String,
-        /// How long the renewed grant lasts (at most a year).
-        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        /// How long the renewed grant lasts, e.g. `30d` (1 minute to 1 year).
+        #[arg(long, default_value = "30d", value_parser = crate::duration::grant_expiry)]
         expires: Duration,
     },
     /// Take back the grant to DEVICE.
     Revoke {
-        /// The device the grant is to (its id).
+        /// The device the grant is to (name, id or id prefix).
         device: String,
     },
 }
@@ -136,7 +137,7 @@ enum SessionCommand {
     /// granted this one automatic join. Lines typed are sent to every
     /// member; end with Ctrl-D or Ctrl-C.
     Create {
-        /// The members (device ids, comma-separated).
+        /// The members (names, ids or id prefixes, comma-separated).
         #[arg(long, value_delimiter = ',', required = true)]
         with: Vec<String>,
         /// What the session carries: files or shell.
@@ -157,7 +158,7 @@ enum SessionCommand {
 pub(crate) struct SendArgs {
     #[command(flatten)]
     dir: StateDir,
-    /// The receiving devices (device ids, comma-separated).
+    /// The receiving devices (names, ids or id prefixes, comma-separated).
     to: String,
     /// Files and folders to send.
     #[arg(required = true)]
@@ -165,6 +166,33 @@ pub(crate) struct SendArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+/// A device as typed (name, id grouped or not, or an id prefix), resolved
+/// through this device's trust store (its local names first) and the peers
+/// it can see on the server. The one parser every device command uses.
+async fn peer_id(state: &AgentState, creds: &Credentials, typed: &str) -> anyhow::Result<String> {
+    let known: Vec<Candidate> = TrustStore::load(state)?
+        .peers
+        .iter()
+        .map(|(id, p)| Candidate {
+            id: id.clone(),
+            name: p.name.clone(),
+        })
+        .collect();
+    Ok(creds.client()?.resolve_peer(typed, &known).await?)
+}
+
+async fn peer_ids(
+    state: &AgentState,
+    creds: &Credentials,
+    typed: &[String],
+) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::with_capacity(typed.len());
+    for t in typed {
+        ids.push(peer_id(state, creds, t).await?);
+    }
+    Ok(ids)
 }
 
 fn credentials(state: &AgentState) -> anyhow::Result<Credentials> {
@@ -206,6 +234,7 @@ pub(crate) async fn trust(args: TrustArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         TrustCommand::Add { device, name } => {
             let creds = credentials(&state)?;
+            let device = peer_id(&state, &creds, &device).await?;
             say!("Waiting for {device} to run `tessera trust add` for this device…");
             // Interrupted or failed, the attempt withdraws what it opened,
             // so the other device's next `trust add` does not answer it.
@@ -275,12 +304,13 @@ pub(crate) async fn trust(args: TrustArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         TrustCommand::Show { device, out } => {
+            let creds = credentials(&state)?;
+            let device = peer_id(&state, &creds, &device).await?;
             let store = TrustStore::load(&state)?;
             let pin = store
                 .peers
                 .get(&device)
                 .ok_or_else(|| anyhow!("{device} is not a trusted peer"))?;
-            let creds = credentials(&state)?;
             let grants: Vec<_> = creds
                 .client()?
                 .my_grants()
@@ -314,12 +344,14 @@ pub(crate) async fn trust(args: TrustArgs) -> anyhow::Result<ExitCode> {
         }
         TrustCommand::Remove { device } => {
             let creds = credentials(&state)?;
+            let device = peer_id(&state, &creds, &device).await?;
             trust::remove(&state, &creds, &device).await?;
             say!("{device} is no longer trusted; any grant to it is revoked.");
             Ok(ExitCode::SUCCESS)
         }
         TrustCommand::Verify { device } => {
             let creds = credentials(&state)?;
+            let device = peer_id(&state, &creds, &device).await?;
             match trust::verify(&state, &creds, &device).await? {
                 Verified::Unchanged => {
                     say!("{device} still has the key pinned here.");
@@ -373,6 +405,7 @@ pub(crate) async fn grant(args: GrantArgs) -> anyhow::Result<ExitCode> {
             expires,
         } => {
             let scopes = parse_scopes(&scope)?;
+            let device = peer_id(&state, &creds, &device).await?;
             let g = trust::grant(&state, &creds, &device, &scopes, expires).await?;
             say!(
                 "{} may now join this device into its sessions ({}) until {}.",
@@ -391,6 +424,7 @@ pub(crate) async fn grant(args: GrantArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         GrantCommand::Renew { device, expires } => {
+            let device = peer_id(&state, &creds, &device).await?;
             let store = TrustStore::load(&state)?;
             let scopes = store
                 .grant_to(&device)
@@ -403,6 +437,7 @@ pub(crate) async fn grant(args: GrantArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         GrantCommand::Revoke { device } => {
+            let device = peer_id(&state, &creds, &device).await?;
             trust::revoke_grant(&state, &creds, &device).await?;
             say!("{device} can no longer join this device automatically.");
             Ok(ExitCode::SUCCESS)
@@ -435,8 +470,9 @@ async fn open_session(
     all_or_nothing: bool,
 ) -> anyhow::Result<AutoSession> {
     let creds = credentials(state)?;
+    let members = peer_ids(state, &creds, members).await?;
     let store = TrustStore::load(state)?;
-    Ok(AutoSession::create(&creds, &store, members, scope, all_or_nothing).await?)
+    Ok(AutoSession::create(&creds, &store, &members, scope, all_or_nothing).await?)
 }
 
 pub(crate) async fn session(args: SessionArgs) -> anyhow::Result<ExitCode> {

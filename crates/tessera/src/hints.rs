@@ -9,6 +9,7 @@ use tessera_agent::auto::AutoError;
 use tessera_agent::enroll::EnrollError;
 use tessera_agent::trust::TrustError;
 use tessera_agent::AgentError;
+use tessera_client::lookup::ResolveError;
 use tessera_client::ClientError;
 use tessera_core::clock::wait_in_words;
 
@@ -57,6 +58,9 @@ fn client_error(e: &anyhow::Error) -> Option<&ClientError> {
             return Some(c);
         }
         if let Some(EnrollError::Server(c)) = cause.downcast_ref::<EnrollError>() {
+            return Some(c);
+        }
+        if let Some(ResolveError::Client(c)) = cause.downcast_ref::<ResolveError>() {
             return Some(c);
         }
         if let Some(a) = cause.downcast_ref::<AgentError>() {

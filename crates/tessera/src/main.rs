@@ -5,6 +5,7 @@ mod agent;
 mod connect;
 mod ctl;
 mod device;
+mod duration;
 mod hints;
 mod manuals;
 mod output;

@@ -201,6 +201,7 @@ impl<'a> Sessions<'a> {
                         .try_send(Body::ConsentResponse(ConsentResponse {
                             session_id: req.session_id,
                             granted: false,
+                            unavailable: false,
                         }));
                     return None;
                 }
@@ -210,6 +211,7 @@ impl<'a> Sessions<'a> {
                 let notices = self.attended.map(|a| a.notices.clone());
                 tokio::spawn(async move {
                     let timeout = Duration::from_millis(u64::from(req.timeout_ms));
+                    let unavailable = !consent::can_ask(&mode);
                     let granted = consent::ask(
                         &mode,
                         &req.technician,
@@ -232,6 +234,7 @@ impl<'a> Sessions<'a> {
                         .send(Body::ConsentResponse(ConsentResponse {
                             session_id: req.session_id,
                             granted,
+                            unavailable: !granted && unavailable,
                         }))
                         .await;
                 });

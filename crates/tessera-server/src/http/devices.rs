@@ -59,9 +59,8 @@ pub fn is_online(
 
 pub fn device_view(state: &AppState, d: &DeviceRow) -> DeviceView {
     let local = state.registry().is_connected(&d.id);
-    let fingerprint = DeviceId::parse(&d.id)
-        .map(|id| id.grouped())
-        .unwrap_or_else(|_| d.id.clone());
+    // The current key's, which after a rotation is no longer the id.
+    let fingerprint = tessera_core::identity::fingerprint(&d.ed25519_public);
     DeviceView {
         id: d.id.clone(),
         fingerprint,

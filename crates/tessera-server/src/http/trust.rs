@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use tessera_core::api::{
-    AttestationView, CreateExchangeRequest, ExchangeStepRequest, ExchangeView, GrantView, PeerView,
-    RevokeRequest,
+    AttestationView, CreateExchangeRequest, ExchangeStepRequest, ExchangeView, GrantView,
+    PeerSummary, PeerView, RevokeRequest,
 };
 use tessera_core::identity::IdentityDocument;
 use tessera_core::roles::Permission;
@@ -47,8 +47,30 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(withdraw_grant))
         .routes(routes!(rotate_identity))
         .routes(routes!(rotations))
+        .routes(routes!(peers))
         .routes(routes!(operator_grants))
         .routes(routes!(operator_revoke_grant))
+}
+
+/// The devices this one can name (its tenant's unrevoked devices), by id
+/// and name: what device commands resolve a typed name or id prefix in.
+#[utoipa::path(get, path = "/api/v1/device/peers", tag = "trust",
+    security(("device_key" = [])),
+    responses((status = 200, body = Vec<PeerSummary>), (status = 401, body = ErrorBody)))]
+async fn peers(
+    State(state): State<AppState>,
+    me: DevicePrincipal,
+) -> ApiResult<Json<Vec<PeerSummary>>> {
+    Ok(Json(
+        trust::peers(state.db(), &me)
+            .await?
+            .into_iter()
+            .map(|d| PeerSummary {
+                device_id: d.id,
+                name: d.name,
+            })
+            .collect(),
+    ))
 }
 
 /// The server's view of a peer device's current keys.

@@ -14,6 +14,8 @@ pub enum ConsentEvent {
     Granted,
     /// The person at the device said no.
     Denied,
+    /// The agent could not ask anybody (no consent command, no terminal).
+    Unavailable,
     /// Nobody answered before the deadline.
     TimedOut,
     /// The device went away before anybody answered.
@@ -54,6 +56,12 @@ impl ConsentEvent {
                 EndCode::ConsentDenied,
                 "the person at the device declined",
                 Action::ConsentDenied,
+            ),
+            ConsentEvent::Unavailable => refusal(
+                EndCode::ConsentUnavailable,
+                "the device has no way to ask for consent (its agent runs without \
+                 --consent-command or a terminal); nobody declined",
+                Action::ConsentUnavailable,
             ),
             ConsentEvent::TimedOut => refusal(
                 EndCode::ConsentTimeout,
@@ -129,6 +137,11 @@ mod tests {
                 ConsentEvent::Denied,
                 EndCode::ConsentDenied,
                 Action::ConsentDenied,
+            ),
+            (
+                ConsentEvent::Unavailable,
+                EndCode::ConsentUnavailable,
+                Action::ConsentUnavailable,
             ),
             (
                 ConsentEvent::TimedOut,

@@ -187,6 +187,16 @@ pub async fn peer(db: &Db, me: &DevicePrincipal, id: &str) -> Result<DeviceRow, 
         .ok_or(TrustError::NotFound("device"))
 }
 
+/// The devices `me` can name as peers: its tenant's enrolled, unrevoked
+/// devices other than itself (the same ones [`peer`] answers for).
+pub async fn peers(db: &Db, me: &DevicePrincipal) -> Result<Vec<DeviceRow>, TrustError> {
+    Ok(store::devices::list(db, &me.tenant_id)
+        .await?
+        .into_iter()
+        .filter(|d| d.revoked_at.is_none() && d.id != me.device_id)
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,14 +19,14 @@ pub(super) enum DevicesCommand {
     List(JsonFlag),
     /// Show one device and its keys.
     Show {
-        /// The device's id.
+        /// The device: its name, id (grouped or not) or an id prefix.
         device: String,
         #[command(flatten)]
         out: JsonFlag,
     },
     /// Revoke a device: its connection is closed and its keys stop working.
     Revoke {
-        /// The device's id.
+        /// The device: its name, id (grouped or not) or an id prefix.
         device: String,
         #[arg(long)]
         /// Why, for the audit log.
@@ -36,7 +36,7 @@ pub(super) enum DevicesCommand {
     },
     /// Add (`+tag` or `tag`) and remove (`-tag`) tags.
     Tag {
-        /// The device's id.
+        /// The device: its name, id (grouped or not) or an id prefix.
         device: String,
         /// Tags to add (`tag` or `+tag`) and remove (`-tag`).
         #[arg(required = true, allow_hyphen_values = true)]
@@ -46,14 +46,14 @@ pub(super) enum DevicesCommand {
     },
     /// Issue a new key for a device (printed once).
     IssueKey {
-        /// The device's id.
+        /// The device: its name, id (grouped or not) or an id prefix.
         device: String,
         #[command(flatten)]
         out: JsonFlag,
     },
     /// Revoke one key of a device.
     RevokeKey {
-        /// The device's id.
+        /// The device: its name, id (grouped or not) or an id prefix.
         device: String,
         /// The key's id, as `devices show` lists it.
         key_id: String,
@@ -86,8 +86,8 @@ pub(super) enum TokenCommand {
         /// How many devices may use it.
         #[arg(long, default_value_t = 1)]
         uses: u32,
-        /// How long it stays valid, e.g. 1h, 7d.
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        /// How long it stays valid, e.g. `1h`, `7d` (1 minute to 30 days).
+        #[arg(long, default_value = "1h", value_parser = crate::duration::enrollment_token_ttl)]
         ttl: Duration,
         /// Tag for enrolled devices (repeatable).
         #[arg(long = "tag")]
@@ -178,7 +178,7 @@ pub(super) async fn devices(ctx: &Ctx, cmd: DevicesCommand) -> anyhow::Result<Ex
     match cmd {
         DevicesCommand::List(out) => show_devices(&c.list_devices().await?, out.json)?,
         DevicesCommand::Show { device, out } => {
-            let d = c.device(&device).await?;
+            let d = c.device(&c.resolve_device(&device).await?).await?;
             let keys = c.device_keys(&d.id).await.unwrap_or_default();
             if out.json {
                 output::json(&serde_json::json!({ "device": d, "keys": keys }))?;
@@ -225,7 +225,9 @@ pub(super) async fn devices(ctx: &Ctx, cmd: DevicesCommand) -> anyhow::Result<Ex
             reason,
             out,
         } => {
-            let d = c.revoke_device(&device, reason).await?;
+            let d = c
+                .revoke_device(&c.resolve_device(&device).await?, reason)
+                .await?;
             show_devices(&[d], out.json)?;
         }
         DevicesCommand::Tag { device, tags, out } => {
@@ -236,11 +238,15 @@ pub(super) async fn devices(ctx: &Ctx, cmd: DevicesCommand) -> anyhow::Result<Ex
                     None => req.add.push(t.trim_start_matches('+').to_owned()),
                 }
             }
-            let d = c.tag_device(&device, &req).await?;
+            let d = c
+                .tag_device(&c.resolve_device(&device).await?, &req)
+                .await?;
             show_devices(&[d], out.json)?;
         }
         DevicesCommand::IssueKey { device, out } => {
-            let k = c.issue_device_key(&device).await?;
+            let k = c
+                .issue_device_key(&c.resolve_device(&device).await?)
+                .await?;
             if out.json {
                 output::json(&k)?;
             } else {
@@ -253,6 +259,7 @@ pub(super) async fn devices(ctx: &Ctx, cmd: DevicesCommand) -> anyhow::Result<Ex
             key_id,
             reason,
         } => {
+            let device = c.resolve_device(&device).await?;
             let k = c.revoke_device_key(&device, &key_id, reason).await?;
             output::table(&KEY_HEADERS, &key_rows(&[k]));
         }

@@ -41,8 +41,8 @@ pub(super) enum SupportCodeCommand {
         /// Ask to view only.
         #[arg(long)]
         view_only: bool,
-        /// How long it stays valid.
-        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+        /// How long it stays valid, e.g. `30m` (1 minute to 1 day).
+        #[arg(long, default_value = "30m", value_parser = crate::duration::support_code_ttl)]
         ttl: Duration,
         #[command(flatten)]
         out: JsonFlag,

@@ -12,6 +12,7 @@ mod bad_input;
 mod cli;
 mod control;
 mod demotion;
+mod device_names;
 mod e2e;
 mod e2e_shell;
 mod enroll_proof;

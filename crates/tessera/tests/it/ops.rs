@@ -193,6 +193,7 @@ async fn openapi_document_covers_every_json_route() {
         "POST /api/v1/support-codes",
         "GET /api/v1/support-codes/{code}",
         "POST /api/v1/support-codes/bind",
+        "GET /api/v1/device/peers",
         "GET /api/v1/device/peers/{id}",
         "GET /api/v1/device/peers/{id}/rotations",
         "POST /api/v1/device/trust/exchanges",

@@ -386,7 +386,8 @@ async fn managed_sessions_ask_for_consent_when_the_policy_says_so() {
         })
         .await
         .unwrap();
-    // This device's agent refuses everything (no consent command).
+    // This device's agent cannot ask anybody (no consent command): the
+    // session is refused as unavailable, not as a person's "no".
     let (_d, _agent) = online_device(&s, &admin, "box").await;
     let id = shell_session(&admin, "box").await;
     let ended = tessera_testkit::eventually(Duration::from_secs(10), || async {
@@ -397,7 +398,7 @@ async fn managed_sessions_ask_for_consent_when_the_policy_says_so() {
     let v = admin.session(&id).await.unwrap();
     assert_eq!(
         (v.consent.as_str(), v.end_code.as_deref()),
-        ("denied", Some("consent_denied"))
+        ("denied", Some("consent_unavailable"))
     );
     let viewer = s.user(&admin, "vee", Role::Viewer).await;
     assert!(viewer.policy().await.unwrap().require_consent_for_managed);
@@ -409,4 +410,65 @@ async fn managed_sessions_ask_for_consent_when_the_policy_says_so() {
         .unwrap_err();
     assert_eq!(e.code(), Some("forbidden"));
     s.stop().await;
+}
+
+/// Issue 17: a managed session refused for want of consent tells the
+/// operator which it was: nobody could be asked (`consent_unavailable`,
+/// an unattended agent) or the person said no (`consent_denied`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_managed_session_says_whether_a_person_declined_or_nobody_could_be_asked() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    admin
+        .set_policy(&tessera_core::api::Policy {
+            require_consent_for_managed: true,
+        })
+        .await
+        .unwrap();
+    // Unattended: no consent command, no terminal.
+    let (_unattended, _agent) = online_device(&s, &admin, "unattended").await;
+    // Attended: a consent command standing for a person who says no.
+    let person = tessera_testkit::TestDevice::enroll(&s, &admin, "attended").await;
+    let state = person.state.clone();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let _attended = tokio::spawn(async move {
+        tessera_agent::run(
+            &state,
+            tessera_agent::RunOptions {
+                max_backoff: Duration::from_millis(500),
+                shell: Some("/bin/sh".to_owned()),
+                consent: tessera_agent::consent::ConsentMode::Command("/bin/false".into()),
+                inbox: None,
+            },
+            async {
+                let _ = stopped.await;
+            },
+        )
+        .await
+    });
+    let (st, pid) = (s.state.clone(), person.device_id.clone());
+    assert!(
+        tessera_testkit::eventually(Duration::from_secs(10), || {
+            let (st, pid) = (st.clone(), pid.clone());
+            async move { st.registry().is_connected(&pid) }
+        })
+        .await
+    );
+    for (name, code, words) in [
+        ("unattended", "consent_unavailable", "nobody declined"),
+        ("attended", "consent_denied", "declined"),
+    ] {
+        let id = shell_session(&admin, name).await;
+        assert!(
+            tessera_testkit::eventually(Duration::from_secs(10), || async {
+                admin.session(&id).await.unwrap().state == "ended"
+            })
+            .await,
+            "{name}'s session ends"
+        );
+        let v = admin.session(&id).await.unwrap();
+        assert_eq!(v.end_code.as_deref(), Some(code), "{name}");
+        let reason = v.end_reason.unwrap_or_default();
+        assert!(reason.contains(words), "{name}: {reason}");
+    }
 }

@@ -64,6 +64,7 @@ impl Session {
                     &self.device.device_id,
                     &r.session_id,
                     r.granted,
+                    r.unavailable,
                 )
                 .await
                 {

@@ -234,6 +234,7 @@ async fn hostile_device_frames_close_with_documented_codes() {
         Body::ConsentResponse(ConsentResponse {
             session_id: junk.into(),
             granted: true,
+            unavailable: false,
         }),
         Body::ChannelData(ChannelData {
             session_id: junk.into(),
