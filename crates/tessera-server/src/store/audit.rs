@@ -101,6 +101,7 @@ pub enum Action {
     AutoSessionCreated,
     AutoJoin,
     AutoMemberLeft,
+    AuditCheckpointRefused,
 }
 
 impl Action {
@@ -159,6 +160,7 @@ impl Action {
             Action::AutoSessionCreated => "auto_session_created",
             Action::AutoJoin => "auto_join",
             Action::AutoMemberLeft => "auto_member_left",
+            Action::AuditCheckpointRefused => "audit_checkpoint_refused",
         }
     }
 }
