@@ -89,7 +89,22 @@ impl ApiClient {
 
     /// Signed checkpoints of rows after `after`, at most 1000.
     pub async fn audit_checkpoints(&self, after: i64) -> ClientResult<AuditCheckpointPage> {
-        let path = format!("/api/v1/audit/checkpoints?after={after}&limit=1000");
+        self.audit_checkpoints_page(after, None, 1000).await
+    }
+
+    /// Signed checkpoints after the cursor (`after`, `after_kid`: a page's
+    /// `next_after` and `next_after_kid`), at most `limit`.
+    pub async fn audit_checkpoints_page(
+        &self,
+        after: i64,
+        after_kid: Option<&str>,
+        limit: i64,
+    ) -> ClientResult<AuditCheckpointPage> {
+        let mut path = format!("/api/v1/audit/checkpoints?after={after}&limit={limit}");
+        if let Some(kid) = after_kid {
+            path.push_str("&after_kid=");
+            path.extend(url::form_urlencoded::byte_serialize(kid.as_bytes()));
+        }
         self.call::<(), _>(Method::GET, &path, None).await
     }
 

@@ -244,6 +244,9 @@ pub struct AuditCheckpointPage {
     pub checkpoints: Vec<AuditCheckpointView>,
     /// Pass as `after` for the next page; absent on the last page.
     pub next_after: Option<i64>,
+    /// Pass as `after_kid` with `next_after`.
+    #[serde(default)]
+    pub next_after_kid: Option<String>,
 }
 
 /// A node's public key, as every node publishes it.

@@ -84,6 +84,10 @@ words! {
         StaleStatement = "stale_statement",
         InvalidGrant = "invalid_grant",
         ExchangeNotOpen = "exchange_not_open",
+        // The audit log.
+        /// The log no longer holds the head this node signed: it refuses
+        /// to sign a rewritten log.
+        AuditLogRewritten = "audit_log_rewritten",
     }
 }
 

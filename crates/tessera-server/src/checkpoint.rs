@@ -17,7 +17,9 @@
 
 use tessera_core::audit::Checkpoint;
 
-use crate::store::{self, StoreResult};
+use crate::node_key::SignedHead;
+use crate::store::audit::{Action, Actor, AuditEvent};
+use crate::store::{self, StoreError, StoreResult};
 use crate::AppState;
 
 /// When [`write`] signs the head.
@@ -30,16 +32,32 @@ pub enum When {
     Due,
 }
 
+/// Why [`write`] signed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The log no longer holds the head this node signed last: it was
+    /// rewritten, and this node will not sign the result.
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// Signs the current head if `when` says so; returns the checkpoint that
 /// covers the head afterwards (new or already there), or `None` when the
-/// log is empty or a checkpoint is not yet due.
-pub async fn write(state: &AppState, when: When) -> StoreResult<Option<Checkpoint>> {
+/// log is empty or a checkpoint is not yet due. Refuses (and raises the
+/// alarm) when the log contradicts the head this node signed last.
+pub async fn write(state: &AppState, when: When) -> Result<Option<Checkpoint>, WriteError> {
+    if let Some(problem) = contradiction(state).await? {
+        alarm(state, &problem).await;
+        return Err(WriteError::Refused(problem));
+    }
     let db = state.db();
     let (seq, hash) = store::checkpoints::head(db).await?;
     if seq == 0 {
         return Ok(None);
     }
-    let latest = store::checkpoints::latest(db).await?;
+    let latest = latest_valid(state, seq, &hash).await?;
     if let Some(c) = latest.as_ref().filter(|c| c.seq >= seq) {
         return Ok(Some(c.clone()));
     }
@@ -66,8 +84,111 @@ pub async fn write(state: &AppState, when: When) -> StoreResult<Option<Checkpoin
         signature,
     };
     store::checkpoints::insert(db, &checkpoint).await?;
+    if let Err(e) = key.remember_signed(SignedHead { seq, hash }) {
+        // Still remembered in memory; only a restart forgets it.
+        tracing::error!(error = %e, "cannot keep the signed audit head on disk");
+    }
     tracing::debug!(seq, kid = %checkpoint.kid, "audit checkpoint signed");
     Ok(Some(checkpoint))
+}
+
+/// The newest checkpoint at or before the head (`seq`, `hash`) that a key
+/// in `node_keys` really signed — and, at the head itself, of the head's
+/// hash. Junk rows (a forged checkpoint at `i64::MAX`, a bad signature)
+/// are passed over, so they cannot stop this node from signing.
+async fn latest_valid(
+    state: &AppState,
+    seq: i64,
+    hash: &[u8; 32],
+) -> StoreResult<Option<Checkpoint>> {
+    let db = state.db();
+    let keys = store::checkpoints::node_keys(db).await?;
+    let recent = store::checkpoints::recent(db, seq, LATEST_SCAN).await?;
+    Ok(recent.into_iter().find(|c| {
+        (c.seq < seq || &c.hash == hash)
+            && keys
+                .iter()
+                .any(|k| k.kid == c.kid && c.verify(&k.public_key))
+    }))
+}
+
+/// How many of the highest checkpoints [`latest_valid`] looks through.
+const LATEST_SCAN: i64 = 64;
+
+/// What in the database contradicts the head this node signed last, in
+/// words: the row is gone or has another hash (the log was rewritten), or
+/// this node's checkpoint of it is gone or altered (checkpoints were
+/// deleted). `None` when nothing does (or the node signed nothing yet).
+pub async fn contradiction(state: &AppState) -> StoreResult<Option<String>> {
+    let key = state.node_key();
+    let Some(signed) = key.signed_head() else {
+        return Ok(None);
+    };
+    let db = state.db();
+    let kid = key.kid();
+    let advice = match key.head_file() {
+        Some(path) => format!(
+            "; this node ({kid}) will not sign the log until it is restored (if a \
+             backup was restored on purpose, remove {} and restart)",
+            path.display()
+        ),
+        None => format!("; this node ({kid}) will not sign the log"),
+    };
+    let row = store::checkpoints::row_hash(db, signed.seq).await?;
+    let problem = match row {
+        None => format!(
+            "the log was rewritten: row {} that this node signed is gone",
+            signed.seq
+        ),
+        Some(h) if h != signed.hash => format!(
+            "the log was rewritten: row {} no longer has the hash this node signed",
+            signed.seq
+        ),
+        Some(_) => {
+            let own = store::checkpoints::get(db, signed.seq, kid).await?;
+            let intact = own.is_some_and(|c| c.hash == signed.hash && c.verify(&key.public_key()));
+            if intact {
+                return Ok(None);
+            }
+            format!(
+                "signed checkpoints were deleted: this node's checkpoint of row {} is gone",
+                signed.seq
+            )
+        }
+    };
+    Ok(Some(problem + &advice))
+}
+
+/// Raises the alarm for `problem`: counted in the metrics every time;
+/// logged as an error and recorded in the audit log the first time.
+async fn alarm(state: &AppState, problem: &str) {
+    state.metrics().audit_checkpoint_refused();
+    let key = state.node_key();
+    if !key.raise_audit_alarm() {
+        return;
+    }
+    tracing::error!(%problem, "refusing to sign the audit chain head");
+    let seq = key.signed_head().map_or(0, |h| h.seq);
+    let kid = key.kid().to_owned();
+    let recorded: StoreResult<()> = state
+        .db()
+        .write(async |w| {
+            w.audit(
+                AuditEvent::new(
+                    crate::tenancy::BOOTSTRAP_TENANT,
+                    Actor::System,
+                    Action::AuditCheckpointRefused,
+                )
+                .detail("kid", kid)
+                .detail("signed_seq", seq),
+            )
+            .await?;
+            Ok(())
+        })
+        .await;
+    if let Err(e) = recorded {
+        tracing::warn!(error = %e, "cannot record the refused audit checkpoint");
+    }
 }
 
 /// The server's own verification of the log (`GET /api/v1/audit/verify`).
@@ -101,8 +222,10 @@ pub async fn verify(state: &AppState) -> StoreResult<Report> {
         .collect();
     let mut checkpoints = Vec::new();
     loop {
-        let after = checkpoints.last().map_or(0, |c: &Checkpoint| c.seq);
-        let page = store::checkpoints::list(db, after, PAGE).await?;
+        let (after, after_kid) = checkpoints
+            .last()
+            .map_or((0, None), |c: &Checkpoint| (c.seq, Some(c.kid.clone())));
+        let page = store::checkpoints::list(db, after, after_kid.as_deref(), PAGE).await?;
         let full = page.len() as i64 == PAGE;
         checkpoints.extend(page);
         if !full {
@@ -144,8 +267,9 @@ pub async fn verify(state: &AppState) -> StoreResult<Report> {
         Err(e) => return Ok(broken(e.to_string(), rows)),
     };
     let covered = summary.last_checkpoint.as_ref().map_or(0, |c| c.seq);
-    let mut problem = None;
-    if summary.uncovered() > 0 {
+    // What this node remembers signing outranks what the database says.
+    let mut problem = contradiction(state).await?;
+    if problem.is_none() && summary.uncovered() > 0 {
         let first_unsigned = store::audit::list(
             db,
             &store::audit::Filter {

@@ -56,6 +56,7 @@ struct Inner {
     audit_appends: Counter,
     oversized_frames: Family<PlaneLabels, Counter>,
     input_dropped: Family<ReasonLabels, Counter>,
+    audit_checkpoint_refusals: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -108,6 +109,13 @@ impl Default for Metrics {
             "Viewer input events dropped at the relay (view_only or rate_limited)",
             input_dropped.clone(),
         );
+        let audit_checkpoint_refusals = Counter::default();
+        registry.register(
+            "tessera_audit_checkpoint_refusals",
+            "Times this node refused to sign the audit head because the log no longer \
+             holds the head it signed last (a rewrite)",
+            audit_checkpoint_refusals.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -117,6 +125,7 @@ impl Default for Metrics {
                 audit_appends,
                 oversized_frames,
                 input_dropped,
+                audit_checkpoint_refusals,
             }),
         }
     }
@@ -162,6 +171,10 @@ impl Metrics {
                 plane: plane.to_owned(),
             })
             .inc();
+    }
+
+    pub fn audit_checkpoint_refused(&self) {
+        self.inner.audit_checkpoint_refusals.inc();
     }
 
     pub fn input_dropped(&self, reason: &str) {

@@ -158,6 +158,9 @@ async fn list_audit(
 pub struct CheckpointQuery {
     /// Only checkpoints of rows after this sequence number (the cursor).
     after: Option<i64>,
+    /// With `after`: also the checkpoints of row `after` by keys whose id
+    /// sorts after this one (the cursor is the pair).
+    after_kid: Option<String>,
     /// Page size, 1–1000; default 100.
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
@@ -173,7 +176,8 @@ pub fn checkpoint_view(c: &Checkpoint) -> AuditCheckpointView {
     }
 }
 
-/// Signed checkpoints of the audit chain, by row, paged by sequence number.
+/// Signed checkpoints of the audit chain, by row and key, paged by
+/// `(after, after_kid)`.
 #[utoipa::path(get, path = "/api/v1/audit/checkpoints", tag = "audit",
     security(("operator_token" = [])),
     params(CheckpointQuery),
@@ -186,16 +190,20 @@ async fn list_checkpoints(
 ) -> ApiResult<Json<AuditCheckpointPage>> {
     op.require(Permission::AuditRead)?;
     let limit = page_size(q.limit)?;
-    let list = store::checkpoints::list(state.db(), q.after.unwrap_or(0), limit).await?;
-    // Two nodes' checkpoints of one row may straddle a page end; the next
-    // page starts after that row, so the second goes unchecked (harmless:
-    // the first covers the same row).
-    let next_after = (list.len() as i64 == limit)
-        .then(|| list.last().map(|c| c.seq))
-        .flatten();
+    let list = store::checkpoints::list(
+        state.db(),
+        q.after.unwrap_or(0),
+        q.after_kid.as_deref(),
+        limit,
+    )
+    .await?;
+    // The cursor is (seq, kid): two nodes' checkpoints of one row may
+    // straddle a page end, and the second is on the next page.
+    let next = (list.len() as i64 == limit).then(|| list.last()).flatten();
     Ok(Json(AuditCheckpointPage {
         checkpoints: list.iter().map(checkpoint_view).collect(),
-        next_after,
+        next_after: next.map(|c| c.seq),
+        next_after_kid: next.map(|c| c.kid.clone()),
     }))
 }
 
@@ -205,13 +213,22 @@ async fn list_checkpoints(
 #[utoipa::path(post, path = "/api/v1/audit/checkpoints", tag = "audit",
     security(("operator_token" = [])),
     responses((status = 200, body = Option<AuditCheckpointView>),
+        (status = 409, description = "audit_log_rewritten: the log no longer holds the head \
+            this node signed last; it signs nothing until that is resolved", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn create_checkpoint(
     State(state): State<AppState>,
     op: Operator,
 ) -> ApiResult<Json<Option<AuditCheckpointView>>> {
     op.require(Permission::AuditRead)?;
-    let c = checkpoint::write(&state, checkpoint::When::Uncovered).await?;
+    let c = checkpoint::write(&state, checkpoint::When::Uncovered)
+        .await
+        .map_err(|e| match e {
+            checkpoint::WriteError::Store(e) => ApiError::from(e),
+            checkpoint::WriteError::Refused(why) => {
+                ApiError::conflict(ErrorCode::AuditLogRewritten, why)
+            }
+        })?;
     Ok(Json(c.as_ref().map(checkpoint_view)))
 }
 

@@ -102,6 +102,7 @@ pub enum Action {
     AutoSessionCreated,
     AutoJoin,
     AutoMemberLeft,
+    AuditCheckpointRefused,
 }
 
 impl Action {
@@ -161,6 +162,7 @@ impl Action {
             Action::AutoSessionCreated => "auto_session_created",
             Action::AutoJoin => "auto_join",
             Action::AutoMemberLeft => "auto_member_left",
+            Action::AuditCheckpointRefused => "audit_checkpoint_refused",
         }
     }
 }

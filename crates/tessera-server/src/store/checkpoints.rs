@@ -35,28 +35,73 @@ fn from_row(r: AnyRow) -> Result<Checkpoint, sqlx::Error> {
     })
 }
 
-/// The checkpoint with the highest `seq` (any node's), if there is one.
-pub async fn latest(db: &Db) -> StoreResult<Option<Checkpoint>> {
+/// The hash of row `seq`, if the row is there.
+pub async fn row_hash(db: &Db, seq: i64) -> StoreResult<Option<[u8; 32]>> {
+    let row = sqlx::query("SELECT hash FROM audit_log WHERE seq = $1")
+        .bind(seq)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(match row {
+        Some(r) => Some(r.key32("hash")?),
+        None => None,
+    })
+}
+
+/// The checkpoint `kid` made of row `seq`, if it is there.
+pub async fn get(db: &Db, seq: i64, kid: &str) -> StoreResult<Option<Checkpoint>> {
     Ok(sqlx::query(
         "SELECT seq, hash, signed_at, kid, signature FROM audit_checkpoints \
-         ORDER BY seq DESC, signed_at DESC LIMIT 1",
+         WHERE seq = $1 AND kid = $2",
     )
+    .bind(seq)
+    .bind(kid)
     .try_map(from_row)
     .fetch_optional(db.pool())
     .await?)
 }
 
-/// Checkpoints with `seq` greater than `after`, by `seq`, at most `limit`.
-pub async fn list(db: &Db, after: i64, limit: i64) -> StoreResult<Vec<Checkpoint>> {
+/// Up to `limit` checkpoints of rows at or before `up_to`, the highest
+/// first. Rows are not trusted for being here: the caller verifies each
+/// (a database writer can insert anything, e.g. a row at `i64::MAX`).
+pub async fn recent(db: &Db, up_to: i64, limit: i64) -> StoreResult<Vec<Checkpoint>> {
     Ok(sqlx::query(
         "SELECT seq, hash, signed_at, kid, signature FROM audit_checkpoints \
-         WHERE seq > $1 ORDER BY seq, kid LIMIT $2",
+         WHERE seq <= $1 ORDER BY seq DESC, signed_at DESC LIMIT $2",
     )
-    .bind(after)
+    .bind(up_to)
     .bind(limit)
     .try_map(from_row)
     .fetch_all(db.pool())
     .await?)
+}
+
+/// Checkpoints after the cursor `after` — a row, or with `after_kid` one
+/// node's checkpoint of that row — ordered by `(seq, kid)`, at most
+/// `limit`. Paging by the pair keeps a second node's checkpoint of the
+/// same row that falls on the next page.
+pub async fn list(
+    db: &Db,
+    after: i64,
+    after_kid: Option<&str>,
+    limit: i64,
+) -> StoreResult<Vec<Checkpoint>> {
+    let query = match after_kid {
+        None => sqlx::query(
+            "SELECT seq, hash, signed_at, kid, signature FROM audit_checkpoints \
+             WHERE seq > $1 ORDER BY seq, kid LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit),
+        Some(kid) => sqlx::query(
+            "SELECT seq, hash, signed_at, kid, signature FROM audit_checkpoints \
+             WHERE seq > $1 OR (seq = $2 AND kid > $3) ORDER BY seq, kid LIMIT $4",
+        )
+        .bind(after)
+        .bind(after)
+        .bind(kid.to_owned())
+        .bind(limit),
+    };
+    Ok(query.try_map(from_row).fetch_all(db.pool()).await?)
 }
 
 /// Stores `c`; a second checkpoint of the same row by the same key is

@@ -196,10 +196,12 @@ async fn a_rewrite_that_deletes_the_checkpoints_too_fails_against_the_remembered
     let seen = rows.last().unwrap().clone();
 
     rewrite_log(&s, &admin, &[2, 5], true).await;
-    // The server goes on appending (and signing) on top of the forgery,
-    // so the remembered row exists again, with another hash.
+    // The server goes on appending on top of the forgery, so the
+    // remembered row exists again, with another hash (the server itself
+    // refuses to sign it: see the refusal tests below).
     some_history(&s, &admin, "c", 2).await;
-    admin.audit_checkpoint_now().await.unwrap().unwrap();
+    let refused = admin.audit_checkpoint_now().await.unwrap_err();
+    assert_eq!(refused.code(), Some("audit_log_rewritten"), "{refused}");
     assert!(chain_links(&admin).await);
 
     let (code, out, _) = ctl(cfg.path(), &["audit", "verify"], None).await;
@@ -386,5 +388,208 @@ async fn audit_routes_refuse_bad_queries_and_operators_without_audit_read() {
         admin.audit_checkpoints(0).await.unwrap().checkpoints,
         before
     );
+    s.stop().await;
+}
+
+/// Deletes every checkpoint behind the server's back (triggers dropped
+/// and restored), leaving the rows alone.
+async fn delete_checkpoints(s: &TestServer) {
+    let sql = match backend() {
+        Backend::Sqlite => {
+            "DROP TRIGGER audit_checkpoints_no_delete; DELETE FROM audit_checkpoints; \
+             CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints \
+             BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END;"
+        }
+        Backend::Postgres => {
+            "ALTER TABLE audit_checkpoints DISABLE TRIGGER audit_checkpoints_no_update; \
+             DELETE FROM audit_checkpoints; \
+             ALTER TABLE audit_checkpoints ENABLE TRIGGER audit_checkpoints_no_update;"
+        }
+    };
+    s.db.as_ref().unwrap().raw(sql).await.unwrap();
+}
+
+fn fast_sweep() -> Options {
+    Options {
+        configure: Some(Box::new(|c| {
+            c.heartbeat_interval = Duration::from_millis(100);
+            c.audit_checkpoint_interval = Duration::from_secs(300);
+        })),
+        ..Options::default()
+    }
+}
+
+/// The reviewer's attack (audit2 finding A): drop the triggers, delete
+/// rows and every checkpoint, re-chain the rest — and wait for the sweep.
+/// The node remembers the head it signed, so it refuses to sign the
+/// rewritten head, and every verify fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_refuses_to_sign_a_log_rewritten_behind_it() {
+    let s = TestServer::start_with(fast_sweep()).await;
+    let admin = s.admin().await;
+    some_history(&s, &admin, "a", 3).await;
+    let signed = admin.audit_checkpoint_now().await.unwrap().unwrap();
+
+    rewrite_log(&s, &admin, &[2, 3], true).await;
+    assert!(chain_links(&admin).await);
+    // Due by time, several heartbeats: before, the sweep signed the forgery.
+    s.clock.advance(Duration::from_secs(301));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let page = admin.audit_checkpoints(0).await.unwrap();
+    assert!(
+        page.checkpoints.is_empty(),
+        "nothing signed the rewritten head: {:?}",
+        page.checkpoints
+    );
+    let refused = admin.audit_checkpoint_now().await.unwrap_err();
+    assert_eq!(refused.status(), Some(409), "{refused}");
+    assert_eq!(refused.code(), Some("audit_log_rewritten"), "{refused}");
+    assert!(
+        refused.to_string().contains(&format!("row {}", signed.seq)),
+        "{refused}"
+    );
+
+    let report = admin.audit_verify().await.unwrap();
+    assert!(!report.ok);
+    let problem = report.problem.unwrap();
+    assert!(problem.contains("the log was rewritten"), "{problem}");
+    assert!(problem.contains("will not sign"), "{problem}");
+    let cfg = ctl_admin(&s).await;
+    let (code, out, _) = ctl(cfg.path(), &["audit", "verify"], None).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("the log was rewritten"), "{out}");
+
+    // The alarm: one audit row, and a metric counting every refusal.
+    let alarms: Vec<_> = all_rows(&admin)
+        .await
+        .into_iter()
+        .filter(|r| r.action == "audit_checkpoint_refused")
+        .collect();
+    assert_eq!(alarms.len(), 1, "{alarms:?}");
+    assert_eq!(alarms[0].details["signed_seq"], signed.seq);
+    let metrics = s.state.metrics().render();
+    assert!(
+        metrics.contains("tessera_audit_checkpoint_refusals_total")
+            && !metrics.contains("tessera_audit_checkpoint_refusals_total 0"),
+        "{metrics}"
+    );
+    s.stop().await;
+}
+
+/// Only the checkpoints deleted, rows intact: the node's own checkpoint
+/// of the head it remembers is gone, so it signs nothing new (before, it
+/// signed the same head again and verify passed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_checkpoints_stops_the_node_signing_and_fails_verify() {
+    let s = TestServer::start_with(fast_sweep()).await;
+    let admin = s.admin().await;
+    some_history(&s, &admin, "a", 2).await;
+    let signed = admin.audit_checkpoint_now().await.unwrap().unwrap();
+    delete_checkpoints(&s).await;
+    some_history(&s, &admin, "b", 1).await;
+    let refused = admin.audit_checkpoint_now().await.unwrap_err();
+    assert_eq!(refused.code(), Some("audit_log_rewritten"), "{refused}");
+    let report = admin.audit_verify().await.unwrap();
+    assert!(!report.ok);
+    let problem = report.problem.unwrap();
+    assert!(
+        problem.contains(&format!(
+            "signed checkpoints were deleted: this node's checkpoint of row {} is gone",
+            signed.seq
+        )),
+        "{problem}"
+    );
+    s.stop().await;
+}
+
+/// A junk checkpoint row far past the head (seq = i64::MAX, no valid
+/// signature) is not taken as covering the head: the node still signs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_junk_checkpoint_row_does_not_stop_signing() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let kid = s.state.node_key().kid().to_owned();
+    s.db.as_ref()
+        .unwrap()
+        .raw(&format!(
+            "INSERT INTO audit_checkpoints (seq, hash, signed_at, kid, signature) \
+             VALUES ({}, {}, 0, '{kid}', {})",
+            i64::MAX,
+            sql_bytes(&[0u8; 32]),
+            sql_bytes(&[0u8; 64]),
+        ))
+        .await
+        .unwrap();
+    some_history(&s, &admin, "j", 2).await;
+    let head = all_rows(&admin).await.last().unwrap().seq;
+    let c = admin.audit_checkpoint_now().await.unwrap().unwrap();
+    assert_eq!(c.seq, head, "the head is signed, not the junk row returned");
+    assert_eq!(c.kid, kid);
+    // Verify still names the junk row as forged.
+    let report = admin.audit_verify().await.unwrap();
+    assert!(!report.ok);
+    assert!(
+        report.problem.unwrap().contains("forged checkpoint"),
+        "the junk row is reported"
+    );
+    s.stop().await;
+}
+
+/// Two nodes' checkpoints of one row across a page end: paging by
+/// `(after, after_kid)` returns both (before, the second was skipped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_pages_keep_a_second_nodes_checkpoint_of_the_same_row() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    some_history(&s, &admin, "p", 2).await;
+    let mine = admin.audit_checkpoint_now().await.unwrap().unwrap();
+    // A second node, published like any other, signs the same row.
+    let other = tessera_server::node_key::NodeKey::generate();
+    let hash: [u8; 32] = unhex(&mine.hash);
+    let at = tessera_core::Clock::now(&s.clock);
+    let sig = other.sign(&Checkpoint::message(mine.seq, &hash, at, other.kid()));
+    s.db.as_ref()
+        .unwrap()
+        .raw(&format!(
+            "INSERT INTO node_keys (kid, public_key, created_at) VALUES ('{}', {}, {}); \
+             INSERT INTO audit_checkpoints (seq, hash, signed_at, kid, signature) \
+             VALUES ({}, {}, {}, '{}', {});",
+            other.kid(),
+            sql_bytes(&other.public_key()),
+            at.as_millis(),
+            mine.seq,
+            sql_bytes(&hash),
+            at.as_millis(),
+            other.kid(),
+            sql_bytes(&sig),
+        ))
+        .await
+        .unwrap();
+    let all = admin.audit_checkpoints(0).await.unwrap().checkpoints;
+    let at_row: Vec<_> = all.iter().filter(|c| c.seq == mine.seq).collect();
+    assert_eq!(at_row.len(), 2, "{all:?}");
+    // A page ends right after the first of the two.
+    let split = all.iter().position(|c| c.seq == mine.seq).unwrap() + 1;
+    let first = admin
+        .audit_checkpoints_page(0, None, split as i64)
+        .await
+        .unwrap();
+    assert_eq!(first.next_after, Some(mine.seq));
+    let mut paged = first.checkpoints;
+    let (mut after, mut after_kid) = (first.next_after, first.next_after_kid);
+    while let Some(n) = after {
+        let page = admin
+            .audit_checkpoints_page(n, after_kid.as_deref(), split as i64)
+            .await
+            .unwrap();
+        paged.extend(page.checkpoints);
+        (after, after_kid) = (page.next_after, page.next_after_kid);
+    }
+    assert_eq!(paged, all);
+    // Both verify, by the server and by ctl.
+    assert!(admin.audit_verify().await.unwrap().ok);
+    let cfg = ctl_admin(&s).await;
+    let (code, out, _) = ctl(cfg.path(), &["audit", "verify"], None).await;
+    assert_eq!(code, 0, "{out}");
     s.stop().await;
 }

@@ -261,3 +261,70 @@ async fn an_export_verifies_offline_and_a_tampered_export_does_not() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("nothing vouches"), "{out}");
 }
+
+/// Logs the config dir `dir` in to `server` as its admin.
+async fn login_to(dir: &std::path::Path, server: &TestServer) {
+    let pw = server.admin_password.clone().unwrap();
+    let (code, out, err) = ctl(
+        dir,
+        &[
+            "login",
+            "--server",
+            &server.url,
+            "--user",
+            "admin",
+            "--password-stdin",
+        ],
+        Some(&format!("{pw}\n")),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// audit2 finding B: one config dir verifying two servers keeps a head for
+/// each (before, the second overwrote the first), and the single-head file
+/// of earlier versions is read as the head of its server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_verifying_two_servers_keeps_both_remembered_heads() {
+    let one = TestServer::start().await;
+    let two = TestServer::start().await;
+    let cfg = ctl_admin(&one).await;
+    let heads = cfg.path().join("audit-head.json");
+    // An earlier version's file, remembering a hash row 1 of `two` never had.
+    let bogus = "ab".repeat(32);
+    std::fs::write(
+        &heads,
+        serde_json::json!({
+            "server": two.url, "seq": 1, "hash": bogus,
+            "seen_at": "2026-01-01T00:00:00Z", "checkpoint_seq": null,
+        })
+        .to_string(),
+    )
+    .unwrap();
+
+    let (code, out, _) = ctl(cfg.path(), &["audit", "verify"], None).await;
+    assert_eq!(code, 0, "{out}");
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&heads).unwrap()).unwrap();
+    let servers = file["servers"].as_object().unwrap();
+    assert!(servers.contains_key(&one.url), "{file}");
+    assert_eq!(servers[&two.url]["hash"], bogus, "the old entry is kept");
+
+    login_to(cfg.path(), &two).await;
+    let (code, out, _) = ctl(cfg.path(), &["audit", "verify"], None).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("row 1 no longer has hash {bogus} seen on")),
+        "{out}"
+    );
+
+    // The first server's head survived the second's verify.
+    login_to(cfg.path(), &one).await;
+    let (code, out, _) = ctl(cfg.path(), &["audit", "verify"], None).await;
+    assert_eq!(code, 0, "{out}");
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&heads).unwrap()).unwrap();
+    assert_eq!(file["servers"].as_object().unwrap().len(), 2, "{file}");
+    one.stop().await;
+    two.stop().await;
+}

@@ -4,8 +4,8 @@
 //! Online, the chain is recomputed here from what the API returns, every
 //! checkpoint's signature is checked against the node keys and its row must
 //! still carry the signed hash, and the server's own walk must agree. This
-//! config dir also remembers the head it verified last (`audit-head.json`,
-//! next to the login): a later run fails if the log no longer extends it,
+//! config dir also remembers the head it verified last on each server
+//! (`audit-head.json`, next to the login, keyed by server URL): a later run fails if the log no longer extends it,
 //! which catches a rewrite even when the rewriter also deleted the
 //! checkpoints. The node keys come from the server here, so a database
 //! writer who adds a key of their own fools the online check; offline, the
@@ -142,26 +142,53 @@ fn remembered_path(ctx: &Ctx) -> PathBuf {
     ctx.config_dir.join("audit-head.json")
 }
 
-/// The remembered head for `server`; another server's (after a login
-/// elsewhere) does not count.
-fn recall(ctx: &Ctx, server: &str) -> anyhow::Result<Option<Remembered>> {
+/// `audit-head.json`: one remembered head per server URL, so verifying
+/// another server never overwrites this one's.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct RememberedHeads {
+    servers: std::collections::BTreeMap<String, Remembered>,
+}
+
+/// What `audit-head.json` holds: the map, or the single head of older
+/// versions (read as a map of one).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum HeadsFile {
+    Map(RememberedHeads),
+    Single(Remembered),
+}
+
+fn recall_all(ctx: &Ctx) -> anyhow::Result<RememberedHeads> {
     let path = remembered_path(ctx);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RememberedHeads::default()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let r: Remembered = serde_json::from_str(&text).with_context(|| {
+    let file: HeadsFile = serde_json::from_str(&text).with_context(|| {
         format!(
             "{} is damaged; remove it to start remembering afresh",
             path.display()
         )
     })?;
-    Ok((r.server == server).then_some(r))
+    Ok(match file {
+        HeadsFile::Map(m) => m,
+        HeadsFile::Single(r) => RememberedHeads {
+            servers: [(r.server.clone(), r)].into(),
+        },
+    })
 }
 
-fn remember(ctx: &Ctx, r: &Remembered) -> anyhow::Result<()> {
+/// The remembered head for `server`; another server's does not count.
+fn recall(ctx: &Ctx, server: &str) -> anyhow::Result<Option<Remembered>> {
+    Ok(recall_all(ctx)?.servers.remove(server))
+}
+
+/// Keeps `r` as its server's head, next to every other server's.
+fn remember(ctx: &Ctx, r: Remembered) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
+    let mut all = recall_all(ctx)?;
+    all.servers.insert(r.server.clone(), r);
     let path = remembered_path(ctx);
     let tmp = path.with_extension("json.tmp");
     let mut f = std::fs::OpenOptions::new()
@@ -171,7 +198,7 @@ fn remember(ctx: &Ctx, r: &Remembered) -> anyhow::Result<()> {
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(serde_json::to_string_pretty(r)?.as_bytes())?;
+    f.write_all(serde_json::to_string_pretty(&all)?.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
@@ -189,10 +216,10 @@ async fn node_keys(client: &ApiClient) -> anyhow::Result<HashMap<String, [u8; 32
 
 async fn all_checkpoints(client: &ApiClient, up_to: i64) -> anyhow::Result<Vec<Checkpoint>> {
     let mut out = Vec::new();
-    let mut after = 0;
+    let (mut after, mut after_kid) = (0, None);
     loop {
         let page = client
-            .audit_checkpoints(after)
+            .audit_checkpoints_page(after, after_kid.as_deref(), 1000)
             .await
             .context("cannot read the audit checkpoints")?;
         for c in &page.checkpoints {
@@ -201,7 +228,7 @@ async fn all_checkpoints(client: &ApiClient, up_to: i64) -> anyhow::Result<Vec<C
             }
         }
         match page.next_after {
-            Some(n) if n < up_to => after = n,
+            Some(n) if n <= up_to => (after, after_kid) = (n, page.next_after_kid),
             _ => return Ok(out),
         }
     }
@@ -298,7 +325,7 @@ pub(crate) async fn verify(ctx: &Ctx, a: VerifyArgs) -> anyhow::Result<ExitCode>
     }
     remember(
         ctx,
-        &Remembered {
+        Remembered {
             server: saved.server.clone(),
             seq: summary.head_seq,
             hash: hex(&summary.head),
@@ -441,15 +468,17 @@ pub(crate) async fn export(ctx: &Ctx, a: ExportArgs) -> anyhow::Result<ExitCode>
         line(&ExportLine::NodeKey(k.clone()))?;
     }
     let mut checkpoints = 0;
-    let mut after = 0;
+    let (mut after, mut after_kid) = (0, None);
     loop {
-        let page = client.audit_checkpoints(after).await?;
+        let page = client
+            .audit_checkpoints_page(after, after_kid.as_deref(), 1000)
+            .await?;
         for c in page.checkpoints.iter().filter(|c| c.seq <= up_to) {
             line(&ExportLine::Checkpoint(c.clone()))?;
             checkpoints += 1;
         }
         match page.next_after {
-            Some(n) if n < up_to => after = n,
+            Some(n) if n <= up_to => (after, after_kid) = (n, page.next_after_kid),
             _ => break,
         }
     }
