@@ -158,12 +158,15 @@ pub async fn login(
                     .detail("username", u.username.clone());
             }
             db.write(async |w| {
-                w.audit(event).await?;
+                // Lockout rows before the audit row, in every transaction
+                // that takes both: the other order deadlocks on PostgreSQL
+                // against a parallel admission that locks and audits.
                 if reason.counts_toward_lockout() {
                     lockout::confirm_guess(w, ip, &keys).await?;
                 } else {
                     lockout::refund_in(w, &keys).await?;
                 }
+                w.audit(event).await?;
                 Ok::<_, StoreError>(())
             })
             .await?;
