@@ -11,31 +11,6 @@ use tokio::sync::mpsc;
 /// Ctrl-] detaches, as in telnet and ssh-like tools.
 pub(crate) const DETACH: u8 = 0x1d;
 
-/// Puts the terminal back however we leave: normal return, error or panic.
-pub(crate) struct RawMode(bool);
-
-impl RawMode {
-    pub(crate) fn enter() -> RawMode {
-        let on = std::io::stdin().is_terminal() && crossterm::terminal::enable_raw_mode().is_ok();
-        if on {
-            let previous = std::panic::take_hook();
-            std::panic::set_hook(Box::new(move |info| {
-                let _ = crossterm::terminal::disable_raw_mode();
-                previous(info);
-            }));
-        }
-        RawMode(on)
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        if self.0 {
-            let _ = crossterm::terminal::disable_raw_mode();
-        }
-    }
-}
-
 /// This terminal's size as (columns, rows).
 pub(crate) fn size() -> Option<(u16, u16)> {
     crossterm::terminal::size().ok()
@@ -86,7 +61,11 @@ impl Detached {
 /// Attaches this terminal to `remote` in raw mode until the session ends
 /// or Ctrl-] is typed; the terminal is restored before this returns.
 pub(crate) async fn attach(remote: &mut impl RemoteTerminal) -> Detached {
-    let raw = RawMode::enter();
+    // Raw mode only on a real terminal: crossterm would otherwise take
+    // /dev/tty from under a piped stdin.
+    let raw = std::io::stdin()
+        .is_terminal()
+        .then(tessera_agent::terminal::RawMode::enter);
     // Standard input is read on a thread of its own (a blocking read);
     // at most 64 reads wait here, then the reader waits for the network.
     let (keys_tx, mut keys) = mpsc::channel::<Vec<u8>>(64);
