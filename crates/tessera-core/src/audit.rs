@@ -206,9 +206,9 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// The exact bytes signed: the prefix, then `seq` and `signed_at` (Unix
-    /// milliseconds) as big-endian i64, the 32-byte hash, and the kid with a
-    /// big-endian u64 length.
+    /// The exact bytes signed, in this order: the prefix, `seq` as a
+    /// big-endian i64, the 32-byte hash, `signed_at` (Unix milliseconds) as a
+    /// big-endian i64, and the kid with a big-endian u64 length.
     pub fn message(seq: i64, hash: &[u8; 32], signed_at: Timestamp, kid: &str) -> Vec<u8> {
         let mut m = Vec::with_capacity(CHECKPOINT_PREFIX.len() + 56 + kid.len());
         m.extend_from_slice(CHECKPOINT_PREFIX);
