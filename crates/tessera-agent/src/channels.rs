@@ -6,11 +6,8 @@
 //! without bound. Input is written on another thread, so a shell that stops
 //! reading never stalls the connection.
 //!
-//! When the session ends the shell's whole process session ends with it:
-//! the shell leads a session of its own (the PTY's), and a background job
-//! (`sleep 3333 &`) stays in that session even when job control gives it a
-//! group of its own, so every member gets SIGHUP, then SIGKILL. A process
-//! that starts a session of its own (a daemon) has left on purpose.
+//! When the session ends the shell's whole process session ends with it
+//! ([`crate::process_session`]).
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,7 +33,7 @@ pub struct Shell {
     master: Arc<Mutex<Box<dyn MasterPty + Send>>>,
     killer: Box<dyn ChildKiller + Send + Sync>,
     /// The shell's pid, which is also its session and group id.
-    leader: Option<i32>,
+    leader: Option<u32>,
     /// The person's own shell on their terminal, mirrored to a view-only
     /// session: it takes keys and size from that terminal only.
     mirrored: bool,
@@ -144,7 +141,7 @@ impl Shell {
         let mut child = pair.slave.spawn_command(cmd).map_err(|e| err(&e))?;
         drop(pair.slave);
         let killer = child.clone_killer();
-        let leader = child.process_id().and_then(|p| i32::try_from(p).ok());
+        let leader = child.process_id();
         let mut reader = pair.master.try_clone_reader().map_err(|e| err(&e))?;
         let mut writer = pair.master.take_writer().map_err(|e| err(&e))?;
 
@@ -229,36 +226,6 @@ impl Shell {
     }
 }
 
-/// How long the shell's processes have to end on SIGHUP before SIGKILL.
-const HANGUP_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
-
-/// The processes in session `sid` (Linux `/proc`; elsewhere none are found
-/// and the process group alone is signalled).
-fn session_members(sid: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| {
-        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // After the command name in parentheses (which may hold spaces):
-        // state, ppid, pgrp, session.
-        let rest = &stat[stat.rfind(')')? + 1..];
-        let session: i32 = rest.split_whitespace().nth(3)?.parse().ok()?;
-        (session == sid).then_some(pid)
-    })
-    .collect()
-}
-
-/// Sends `signal` to the shell's group and to every process in its session.
-fn signal_session(sid: i32, signal: nix::sys::signal::Signal) {
-    use nix::unistd::Pid;
-    let _ = nix::sys::signal::killpg(Pid::from_raw(sid), signal);
-    for pid in session_members(sid) {
-        let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
-    }
-}
-
 /// Passes what the person types to their mirrored shell until it goes;
 /// Ctrl-] asks to end the session instead.
 fn pass_keys(input: std_mpsc::SyncSender<Vec<u8>>, alive: Arc<AtomicBool>) {
@@ -310,14 +277,9 @@ impl Drop for Shell {
     fn drop(&mut self) {
         self.alive.store(false, Ordering::Release);
         let _ = self.killer.kill();
-        let Some(sid) = self.leader.filter(|p| *p > 1) else {
-            return;
-        };
-        signal_session(sid, nix::sys::signal::Signal::SIGHUP);
-        std::thread::spawn(move || {
-            std::thread::sleep(HANGUP_GRACE);
-            signal_session(sid, nix::sys::signal::Signal::SIGKILL);
-        });
+        if let Some(leader) = self.leader {
+            crate::process_session::end(leader);
+        }
     }
 }
 

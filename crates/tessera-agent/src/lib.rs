@@ -12,6 +12,7 @@ pub mod credentials;
 pub mod enroll;
 pub mod error;
 pub mod files;
+pub mod process_session;
 pub mod state;
 pub mod support;
 pub mod sysinfo;

@@ -21,8 +21,6 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use nix::sys::signal::{kill, killpg, Signal};
-use nix::unistd::Pid;
 use portable_pty::{native_pty_system, CommandBuilder, MasterPty, PtySize};
 use tessera_core::e2e::{self, OriginKey, Place, SessionKey};
 use tessera_proto::v1::{e2e_payload, E2eData, OriginTag, PtyData, PtyExit, PtyOpen, PtyResize};
@@ -227,44 +225,9 @@ impl Drop for PtyShell {
     fn drop(&mut self) {
         self.closing.store(true, Ordering::SeqCst);
         if let Some(leader) = self.leader {
-            kill_session(leader);
+            crate::process_session::end(leader);
         }
     }
-}
-
-/// Kills the process group `leader` leads and every process still in its
-/// terminal session (read from `/proc`); twice, for what forked meanwhile.
-fn kill_session(leader: u32) {
-    let Ok(lead) = i32::try_from(leader) else {
-        return;
-    };
-    for _ in 0..2 {
-        let _ = killpg(Pid::from_raw(lead), Signal::SIGKILL);
-        for pid in in_session(lead) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-    }
-}
-
-/// Processes whose session id is `sid`.
-fn in_session(sid: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| session_of(*pid) == Some(sid))
-        .collect()
-}
-
-/// The session id of `pid` (field 6 of `/proc/<pid>/stat`).
-fn session_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the command name, which may hold spaces, in parentheses:
-    // state, ppid, pgrp, session.
-    let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace().nth(3)?.parse().ok()
 }
 
 impl AutoSession {
@@ -302,18 +265,5 @@ impl AutoSession {
             "",
         );
         self.conn.send(b).await.map_err(Into::into)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_session_of_this_process_is_read_from_proc() {
-        let me = std::process::id() as i32;
-        let sid = session_of(me).expect("this process has a session");
-        assert!(sid > 0);
-        assert!(in_session(sid).contains(&me));
     }
 }
