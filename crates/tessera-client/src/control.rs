@@ -193,6 +193,7 @@ pub fn body_name(body: &Body) -> &'static str {
         Body::E2eHandshake(_) => "E2eHandshake",
         Body::E2eData(_) => "E2eData",
         Body::MemberLeft(_) => "MemberLeft",
+        Body::Screen(_) => "Screen",
     }
 }
 

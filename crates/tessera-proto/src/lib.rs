@@ -11,13 +11,17 @@ pub use v1::Envelope;
 
 /// Protocol version spoken by this build. Version 2 adds automatic sessions
 /// between trusted devices and their end-to-end encryption; version 3 the
-/// viewer presence notices (`ViewerJoined`, `ViewerLeft`) to the device.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// viewer presence notices (`ViewerJoined`, `ViewerLeft`) to the device;
+/// version 4 screen channels (`Screen`).
+pub const PROTOCOL_VERSION: u32 = 4;
 /// The oldest version that can take part in automatic sessions.
 pub const AUTO_SESSION_VERSION: u32 = 2;
 /// The oldest version told who joins and leaves its sessions (older agents
 /// would read an unknown message as the end of the connection).
 pub const PRESENCE_VERSION: u32 = 3;
+/// The oldest version that can open a screen channel (older agents are
+/// refused one with `channel_unsupported` before it is asked).
+pub const SCREEN_VERSION: u32 = 4;
 /// Oldest protocol version this build accepts.
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
 

@@ -12,7 +12,9 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use governor::{Quota, RateLimiter};
 use prost::Message as _;
-use tessera_proto::v1::{ChannelClose, ChannelData, ChannelResize, SessionEnded, ViewerReady};
+use tessera_proto::v1::{
+    ChannelClose, ChannelData, ChannelKind, ChannelResize, SessionEnded, ViewerReady,
+};
 use tessera_proto::{Body, Envelope};
 
 use super::{Access, Joined, Kick, LiveSession, ToViewer, SHELL_CHANNEL};
@@ -199,6 +201,7 @@ pub async fn serve(
             access: access.as_str().to_owned(),
             channel_id: SHELL_CHANNEL,
             device_name: live.device_name.clone(),
+            kind: ChannelKind::Shell as i32,
         }),
     )
     .await;
