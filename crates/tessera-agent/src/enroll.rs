@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use tessera_client::{ApiClient, ClientError, TlsTrust};
 use tessera_core::api::{DeviceAuthorizationResponse, EnrollRequest, SecretString};
-use tessera_core::identity::{pairing_request_body, DeviceId, DeviceKeys, Label};
+use tessera_core::identity::{
+    audience_of, DeviceId, DeviceKeys, Label, PossessionClaim, ProofPurpose,
+};
 use tessera_core::Clock;
 
 use crate::state::{AgentState, Enrollment, StateError};
@@ -69,32 +71,52 @@ impl EnrollOptions {
     }
 }
 
-/// The proof of key possession a pairing request carries: `issued_at`
-/// (Unix ms) and the identity key's signature over the request.
-pub fn pairing_proof(keys: &DeviceKeys, name: &str, hostname: &str, os: &str) -> (String, String) {
-    pairing_proof_at(
-        keys,
+/// A proof of key possession for one request ([`PossessionClaim`]): when
+/// it was made, the identity key's signature (base64url) and the origin of
+/// the server it is meant for. The server takes each proof once, only on
+/// the route its purpose names, and only when the audience is its own.
+#[derive(Clone, Debug)]
+pub struct PossessionProof {
+    pub issued_at: i64,
+    pub proof: String,
+    pub audience: String,
+}
+
+/// A [`PossessionProof`] for `purpose` at `server`, made now.
+pub fn possession_proof(
+    keys: &DeviceKeys,
+    (name, hostname, os): (&str, &str, &str),
+    purpose: ProofPurpose,
+    server: &str,
+) -> PossessionProof {
+    let now = tessera_core::SystemClock.now().as_millis();
+    possession_proof_at(keys, (name, hostname, os), purpose, server, now)
+}
+
+/// [`possession_proof`] made at `issued_at` (Unix ms).
+pub fn possession_proof_at(
+    keys: &DeviceKeys,
+    (name, hostname, os): (&str, &str, &str),
+    purpose: ProofPurpose,
+    server: &str,
+    issued_at: i64,
+) -> PossessionProof {
+    let audience = audience_of(server).unwrap_or_else(|| server.to_owned());
+    let claim = PossessionClaim {
+        client_id: CLIENT_ID,
         name,
         hostname,
         os,
-        tessera_core::SystemClock.now().as_millis(),
-    )
-}
-
-/// [`pairing_proof`] at a given time.
-pub fn pairing_proof_at(
-    keys: &DeviceKeys,
-    name: &str,
-    hostname: &str,
-    os: &str,
-    issued_at: i64,
-) -> (String, String) {
-    let body = pairing_request_body(CLIENT_ID, name, hostname, os, issued_at);
-    let sig = keys.sign(Label::PairingRequest, &body);
-    (
-        issued_at.to_string(),
-        data_encoding::BASE64URL_NOPAD.encode(&sig),
-    )
+        issued_at_ms: issued_at,
+        purpose,
+        audience: &audience,
+    };
+    let sig = keys.sign(Label::PairingRequest, &claim.body());
+    PossessionProof {
+        issued_at,
+        proof: data_encoding::BASE64URL_NOPAD.encode(&sig),
+        audience,
+    }
 }
 
 /// Refuses to enroll over an existing enrollment. When the server says
@@ -148,7 +170,13 @@ pub async fn with_token_at(
     let keys = state.identity_or_create()?;
     let client = ApiClient::new(&opts.server, &opts.trust())?;
     let (name, hostname, os) = (opts.name(), sysinfo::hostname(), sysinfo::os());
-    let (_, proof) = pairing_proof_at(&keys, &name, &hostname, &os, issued_at);
+    let p = possession_proof_at(
+        &keys,
+        (&name, &hostname, &os),
+        ProofPurpose::Enroll,
+        &opts.server,
+        issued_at,
+    );
     let resp = client
         .enroll(&EnrollRequest {
             token,
@@ -156,8 +184,9 @@ pub async fn with_token_at(
             name,
             hostname,
             os,
-            issued_at: Some(issued_at),
-            proof: Some(proof),
+            issued_at: Some(p.issued_at),
+            proof: Some(p.proof),
+            audience: Some(p.audience),
         })
         .await?;
     let id = keys.device_id();
@@ -178,7 +207,13 @@ pub async fn with_pairing(
     let client = ApiClient::new(&opts.server, &opts.trust())?;
     let identity = keys.document().encode();
     let (name, hostname, os) = (opts.name(), sysinfo::hostname(), sysinfo::os());
-    let (issued_at, proof) = pairing_proof(&keys, &name, &hostname, &os);
+    let p = possession_proof(
+        &keys,
+        (&name, &hostname, &os),
+        ProofPurpose::Pairing,
+        &opts.server,
+    );
+    let issued_at = p.issued_at.to_string();
     let auth = client
         .device_authorization(&[
             ("client_id", CLIENT_ID),
@@ -187,7 +222,8 @@ pub async fn with_pairing(
             ("hostname", &hostname),
             ("os", &os),
             ("issued_at", &issued_at),
-            ("proof", &proof),
+            ("proof", &p.proof),
+            ("audience", &p.audience),
         ])
         .await?;
     show(&auth, &id);

@@ -15,7 +15,6 @@ use tessera_client::{ApiClient, ClientError, TlsTrust};
 use tessera_core::api::{BindSupportCodeRequest, BoundSupportCode, SupportCodePreview};
 use tessera_core::identity::DeviceKeys;
 use tessera_core::kinds::{SessionAccess, ViewerAccess};
-use tessera_core::Clock;
 use tokio::sync::mpsc;
 
 use crate::control::{run_attended, run_one_session, Exit, RunOptions};
@@ -49,8 +48,12 @@ pub async fn bind(
         sysinfo::os(),
     );
     // The same proof of key possession a pairing request carries.
-    let issued_at = tessera_core::SystemClock.now().as_millis();
-    let (_, proof) = crate::enroll::pairing_proof_at(&keys, &name, &hostname, &os, issued_at);
+    let p = crate::enroll::possession_proof(
+        &keys,
+        (&name, &hostname, &os),
+        tessera_core::identity::ProofPurpose::SupportBind,
+        server,
+    );
     let bound = client
         .bind_support_code(&BindSupportCodeRequest {
             code: tessera_core::api::SecretString::new(code),
@@ -58,8 +61,9 @@ pub async fn bind(
             name,
             hostname,
             os,
-            issued_at: Some(issued_at),
-            proof: Some(proof),
+            issued_at: Some(p.issued_at),
+            proof: Some(p.proof),
+            audience: Some(p.audience),
         })
         .await?;
     let creds = Credentials {

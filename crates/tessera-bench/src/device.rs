@@ -82,9 +82,11 @@ pub(crate) async fn enroll(
                     .build()?;
                 let keys = DeviceKeys::generate();
                 let name = format!("bench-{i}");
-                let issued_at = tessera_core::Clock::now(&tessera_core::SystemClock).as_millis();
-                let (_, proof) = tessera_agent::enroll::pairing_proof_at(
-                    &keys, &name, &name, "bench", issued_at,
+                let p = tessera_agent::enroll::possession_proof(
+                    &keys,
+                    (&name, &name, "bench"),
+                    tessera_core::identity::ProofPurpose::Enroll,
+                    &url,
                 );
                 let resp = http
                     .post(&url)
@@ -94,8 +96,9 @@ pub(crate) async fn enroll(
                         name: name.clone(),
                         hostname: name,
                         os: "bench".into(),
-                        issued_at: Some(issued_at),
-                        proof: Some(proof),
+                        issued_at: Some(p.issued_at),
+                        proof: Some(p.proof),
+                        audience: Some(p.audience),
                     })
                     .send()
                     .await?;

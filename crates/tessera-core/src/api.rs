@@ -448,10 +448,16 @@ pub struct EnrollRequest {
     pub issued_at: Option<i64>,
     /// Proof that the sender holds the identity key: base64url of its
     /// signature under `pairing-request` over `tessera-agent`, `name`,
-    /// `hostname`, `os` and `issued_at` (the pairing request's proof).
-    /// Required; refused as `invalid_proof` when absent, stale or wrong.
+    /// `hostname`, `os`, `issued_at`, the purpose `enroll` and
+    /// `audience` (docs/PROTOCOL.md §3.1). Required and single-use; refused
+    /// as `invalid_proof` when absent, stale, wrong or used before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof: Option<String>,
+    /// The origin (`scheme://host[:port]`) of the server the proof is meant
+    /// for; it must be this server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 300))]
+    pub audience: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -704,10 +710,16 @@ pub struct BindSupportCodeRequest {
     pub issued_at: Option<i64>,
     /// Proof that the sender holds the identity key: base64url of its
     /// signature under `pairing-request` over `tessera-agent`, `name`,
-    /// `hostname`, `os` and `issued_at` (the pairing request's proof).
-    /// Required; refused as `invalid_proof` when absent, stale or wrong.
+    /// `hostname`, `os`, `issued_at`, the purpose `support-bind` and
+    /// `audience` (docs/PROTOCOL.md §3.1). Required and single-use; refused
+    /// as `invalid_proof` when absent, stale, wrong or used before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof: Option<String>,
+    /// The origin (`scheme://host[:port]`) of the server the proof is meant
+    /// for; it must be this server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 300))]
+    pub audience: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

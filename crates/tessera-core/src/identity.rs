@@ -319,23 +319,74 @@ pub fn challenge_body(nonce: &[u8], device_id: &DeviceId, protocol_version: u32)
     b
 }
 
-/// What a device signs when it asks to pair (RFC 8628 device
-/// authorization): the request's fields and the time it was made, so the
-/// public identity document alone cannot be replayed into a pairing.
-pub fn pairing_request_body(
-    client_id: &str,
-    name: &str,
-    hostname: &str,
-    os: &str,
-    issued_at_ms: i64,
-) -> Vec<u8> {
-    let mut b = Vec::new();
-    for field in [client_id, name, hostname, os] {
-        b.extend_from_slice(&(field.len() as u64).to_be_bytes());
-        b.extend_from_slice(field.as_bytes());
+/// What a proof of key possession is for. Each route takes only proofs
+/// made for it, so a proof seen on one cannot be replayed on another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProofPurpose {
+    /// Asking to pair (RFC 8628 device authorization).
+    Pairing,
+    /// Enrolling with an enrollment token.
+    Enroll,
+    /// Binding a support code.
+    SupportBind,
+}
+
+impl ProofPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProofPurpose::Pairing => "pairing",
+            ProofPurpose::Enroll => "enroll",
+            ProofPurpose::SupportBind => "support-bind",
+        }
     }
-    b.extend_from_slice(&issued_at_ms.to_be_bytes());
-    b
+}
+
+/// What a device signs to prove it holds its identity key when it asks to
+/// pair, enrolls with a token or binds a support code: the request's
+/// fields, the time it was made, what it is for and the server it is meant
+/// for (its origin, [`audience_of`]). The public identity document alone
+/// cannot be replayed into any of them; a proof made for one route or one
+/// server is refused by another.
+pub struct PossessionClaim<'a> {
+    pub client_id: &'a str,
+    pub name: &'a str,
+    pub hostname: &'a str,
+    pub os: &'a str,
+    pub issued_at_ms: i64,
+    pub purpose: ProofPurpose,
+    pub audience: &'a str,
+}
+
+impl PossessionClaim<'_> {
+    /// The signed bytes: each string as `u64 length ‖ UTF-8`, in the order
+    /// client id, name, hostname, OS; then `i64 issued_at`; then purpose and
+    /// audience as strings (all integers big-endian).
+    pub fn body(&self) -> Vec<u8> {
+        let mut b = Vec::new();
+        let put = |b: &mut Vec<u8>, field: &str| {
+            b.extend_from_slice(&(field.len() as u64).to_be_bytes());
+            b.extend_from_slice(field.as_bytes());
+        };
+        for field in [self.client_id, self.name, self.hostname, self.os] {
+            put(&mut b, field);
+        }
+        b.extend_from_slice(&self.issued_at_ms.to_be_bytes());
+        put(&mut b, self.purpose.as_str());
+        put(&mut b, self.audience);
+        b
+    }
+}
+
+/// The audience a server URL names in a proof: its origin, as
+/// `scheme://host[:port]` with the host in lower case (IDNA) and a default
+/// port left out, so `HTTPS://Example.org:443/x` and `https://example.org`
+/// are one audience. `None` for what is not an http(s) URL.
+pub fn audience_of(server_url: &str) -> Option<String> {
+    let url = url::Url::parse(server_url).ok()?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return None;
+    }
+    Some(url.origin().ascii_serialization())
 }
 
 #[cfg(test)]

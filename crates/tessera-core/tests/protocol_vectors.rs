@@ -20,7 +20,8 @@ use sha2::{Digest, Sha256};
 use tessera_core::audit::{self, AuditContent, Checkpoint};
 use tessera_core::e2e::{self, OriginKey, Place, SessionKey};
 use tessera_core::identity::{
-    challenge_body, pairing_request_body, signed_message, DeviceKeys, IdentityDocument, Label,
+    challenge_body, signed_message, DeviceKeys, IdentityDocument, Label, PossessionClaim,
+    ProofPurpose,
 };
 use tessera_core::trust::{
     self, AutoJoinGrant, KeyRotation, Scope, Signed, Statement, TrustAttestation, Withdrawal,
@@ -119,15 +120,22 @@ fn compute() -> Map<String, Value> {
         }),
     );
 
-    // Pairing proof (device authorization, token enrollment, support-code bind).
+    // Proof of key possession (device authorization; token enrollment and
+    // support-code binding differ only in the purpose).
     let issued_at = T0.as_millis();
-    let body = pairing_request_body(
-        "tessera-agent",
-        "build-box",
-        "build-box.local",
-        "linux",
-        issued_at,
-    );
+    let audience = tessera_core::identity::audience_of("HTTPS://Tessera.Example:443/ignored")
+        .expect("an http(s) URL");
+    assert_eq!(audience, "https://tessera.example");
+    let claim = PossessionClaim {
+        client_id: "tessera-agent",
+        name: "build-box",
+        hostname: "build-box.local",
+        os: "linux",
+        issued_at_ms: issued_at,
+        purpose: ProofPurpose::Pairing,
+        audience: &audience,
+    };
+    let body = claim.body();
     let sig = a.sign(Label::PairingRequest, &body);
     out.insert(
         "pairing_proof".into(),
@@ -138,6 +146,9 @@ fn compute() -> Map<String, Value> {
             "hostname": "build-box.local",
             "os": "linux",
             "issued_at": issued_at.to_string(),
+            "purpose": ProofPurpose::Pairing.as_str(),
+            "server_url": "HTTPS://Tessera.Example:443/ignored",
+            "audience": audience,
             "label": Label::PairingRequest.as_str(),
             "body_hex": hex(&body),
             "signed_message_hex": hex(&signed_message(Label::PairingRequest, &body)),

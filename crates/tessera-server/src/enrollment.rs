@@ -5,7 +5,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use tessera_core::identity::{self, pairing_request_body, IdentityDocument, Label};
+use sha2::{Digest, Sha256};
+use tessera_core::identity::{self, IdentityDocument, Label, PossessionClaim, ProofPurpose};
 use tessera_core::secret::{Secret, SecretKind};
 use tessera_core::Timestamp;
 
@@ -58,46 +59,115 @@ pub enum ProofError {
     NotBase64,
     #[error("`proof` does not verify with the identity key")]
     BadSignature,
+    #[error(
+        "the proof was made for the server at {made_for}, not this one ({expected}): \
+         point the agent at this server's address"
+    )]
+    WrongAudience { made_for: String, expected: String },
+    #[error("this proof was already used: make a new one for each request")]
+    Replayed,
+}
+
+/// A request's proof of key possession, as sent.
+#[derive(Debug, Clone, Copy)]
+pub struct ProofOffer<'a> {
+    /// Unix ms when the proof was made.
+    pub issued_at: i64,
+    /// base64url of the identity key's signature.
+    pub proof: &'a str,
+    /// The origin of the server the device meant to reach.
+    pub audience: &'a str,
+}
+
+impl<'a> ProofOffer<'a> {
+    /// A JSON request's optional fields (absent is refused in the same
+    /// words on every route).
+    pub fn from_fields(
+        issued_at: Option<i64>,
+        proof: Option<&'a str>,
+        audience: Option<&'a str>,
+    ) -> Result<Self, ProofError> {
+        Ok(ProofOffer {
+            issued_at: issued_at.ok_or(ProofError::Missing("issued_at"))?,
+            proof: proof.ok_or(ProofError::Missing("proof"))?,
+            audience: audience.ok_or(ProofError::Missing("audience"))?,
+        })
+    }
+}
+
+/// A checked proof: what makes it single-use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpendableProof {
+    /// SHA-256 of the signature: the key under which its use is recorded.
+    pub digest: String,
+    /// When it could no longer pass the time check anyway.
+    pub spendable_until: Timestamp,
 }
 
 /// The one proof of key possession that pairing, enrollment with a token
 /// and support-code binding require: `proof` is the identity key's
-/// signature under `pairing-request` over the client id, the name,
-/// hostname and OS the device reports and `issued_at` (Unix ms, within
-/// [`PROOF_WINDOW`] of `now`). The identity document alone is public, so
-/// without this anyone could enroll (and so block) someone else's DeviceId.
+/// signature under `pairing-request` over a [`PossessionClaim`] — the client
+/// id, the name, hostname and OS the device reports, `issued_at` (Unix ms,
+/// within [`PROOF_WINDOW`] of `now`), the route's `purpose` and the origin
+/// of the server the device meant (`expected_audience`, this server's). The
+/// identity document alone is public, so without this anyone could enroll
+/// (and so block) someone else's DeviceId; without the purpose and the
+/// audience, a proof seen by one route, or by a server the agent was
+/// pointed at by mistake, could be replayed to another. The caller records
+/// the returned digest in the transaction that acts on the request
+/// ([`store::proofs::spend`]), so a proof is used once.
 pub fn check_possession(
     doc: &IdentityDocument,
     (name, hostname, os): (&str, &str, &str),
-    issued_at: i64,
-    proof: &str,
+    purpose: ProofPurpose,
+    offer: ProofOffer<'_>,
+    expected_audience: &str,
     now: Timestamp,
-) -> Result<(), ProofError> {
+) -> Result<SpendableProof, ProofError> {
     // `abs_diff`: any i64 a client sends is compared without overflow.
-    let skew = now.as_millis().abs_diff(issued_at);
+    let skew = now.as_millis().abs_diff(offer.issued_at);
     if u128::from(skew) > PROOF_WINDOW.as_millis() {
         return Err(ProofError::Stale);
     }
-    let proof = data_encoding::BASE64URL_NOPAD
-        .decode(proof.as_bytes())
+    if offer.audience != expected_audience {
+        return Err(ProofError::WrongAudience {
+            made_for: printable(offer.audience),
+            expected: expected_audience.to_owned(),
+        });
+    }
+    let signature = data_encoding::BASE64URL_NOPAD
+        .decode(offer.proof.as_bytes())
         .map_err(|_| ProofError::NotBase64)?;
-    let body = pairing_request_body(crate::pairing::CLIENT_ID, name, hostname, os, issued_at);
-    identity::verify(&doc.ed25519, Label::PairingRequest, &body, &proof)
-        .map_err(|_| ProofError::BadSignature)
+    let claim = PossessionClaim {
+        client_id: crate::pairing::CLIENT_ID,
+        name,
+        hostname,
+        os,
+        issued_at_ms: offer.issued_at,
+        purpose,
+        audience: offer.audience,
+    };
+    identity::verify(
+        &doc.ed25519,
+        Label::PairingRequest,
+        &claim.body(),
+        &signature,
+    )
+    .map_err(|_| ProofError::BadSignature)?;
+    let issued = Timestamp::from_millis(offer.issued_at);
+    Ok(SpendableProof {
+        digest: data_encoding::HEXLOWER.encode(&Sha256::digest(&signature)),
+        spendable_until: issued.plus(PROOF_WINDOW),
+    })
 }
 
-/// [`check_possession`] for a JSON request's optional `issued_at` and
-/// `proof` fields (absent is refused in the same words).
-pub fn check_possession_fields(
-    doc: &IdentityDocument,
-    fields: (&str, &str, &str),
-    issued_at: Option<i64>,
-    proof: Option<&str>,
-    now: Timestamp,
-) -> Result<(), ProofError> {
-    let issued_at = issued_at.ok_or(ProofError::Missing("issued_at"))?;
-    let proof = proof.ok_or(ProofError::Missing("proof"))?;
-    check_possession(doc, fields, issued_at, proof, now)
+/// An audience as it may be shown back: at most 200 printable characters.
+fn printable(audience: &str) -> String {
+    audience
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect()
 }
 
 /// Where an enrollment token is in its life.
@@ -190,6 +260,9 @@ pub struct Enrollment<'a> {
     pub os: &'a str,
     pub issued_at: Option<i64>,
     pub proof: Option<&'a str>,
+    pub audience: Option<&'a str>,
+    /// This server's origin, which the proof must name.
+    pub expected_audience: &'a str,
     pub ip: IpAddr,
 }
 
@@ -226,17 +299,25 @@ pub async fn enroll(db: &Db, e: Enrollment<'_>) -> Result<(String, Secret), Enro
         _ => None,
     }
     .ok_or(EnrollmentError::NotAToken)?;
-    check_possession_fields(
+    let offer = ProofOffer::from_fields(e.issued_at, e.proof, e.audience)?;
+    let proof = check_possession(
         &doc,
         (e.name, e.hostname, e.os),
-        e.issued_at,
-        e.proof,
+        ProofPurpose::Enroll,
+        offer,
+        e.expected_audience,
         db.now(),
     )?;
 
     let enrolled = db
         .write(async |w| {
             let now = w.now();
+            // First, so a replay is refused as one whatever else has
+            // changed. A request refused for its token commits with its
+            // proof spent: harmless, since a retry makes a new proof.
+            if !store::proofs::spend(w, &proof).await? {
+                return Err(ProofError::Replayed.into());
+            }
             let Some(used) = store::enrollment::consume(w, &token.hash(), now).await? else {
                 return Ok(None);
             };
@@ -371,26 +452,115 @@ mod tests {
     use super::*;
     use tessera_core::identity::DeviceKeys;
 
+    const HERE: &str = "https://tessera.example";
+
+    fn offer(issued_at: i64, proof: &str) -> ProofOffer<'_> {
+        ProofOffer {
+            issued_at,
+            proof,
+            audience: HERE,
+        }
+    }
+
+    fn proof_for(keys: &DeviceKeys, purpose: ProofPurpose, audience: &str, at: i64) -> String {
+        let claim = PossessionClaim {
+            client_id: crate::pairing::CLIENT_ID,
+            name: "n",
+            hostname: "h",
+            os: "o",
+            issued_at_ms: at,
+            purpose,
+            audience,
+        };
+        data_encoding::BASE64URL_NOPAD.encode(&keys.sign(Label::PairingRequest, &claim.body()))
+    }
+
     #[test]
     fn a_proof_dated_at_any_i64_is_refused_as_stale_without_overflow() {
         let keys = DeviceKeys::generate();
         let doc = keys.document();
         let now = Timestamp::from_millis(1_700_000_000_000);
+        let fields = ("n", "h", "o");
         for at in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX] {
             assert_eq!(
-                check_possession(&doc, ("n", "h", "o"), at, "x", now),
+                check_possession(
+                    &doc,
+                    fields,
+                    ProofPurpose::Enroll,
+                    offer(at, "x"),
+                    HERE,
+                    now
+                ),
                 Err(ProofError::Stale),
                 "{at}"
             );
         }
-        let body = pairing_request_body(crate::pairing::CLIENT_ID, "n", "h", "o", now.as_millis());
-        let proof = data_encoding::BASE64URL_NOPAD.encode(&keys.sign(Label::PairingRequest, &body));
+        let at = now.as_millis();
+        let proof = proof_for(&keys, ProofPurpose::Enroll, HERE, at);
+        let ok = check_possession(
+            &doc,
+            fields,
+            ProofPurpose::Enroll,
+            offer(at, &proof),
+            HERE,
+            now,
+        )
+        .expect("accepted");
+        assert_eq!(ok.spendable_until, now.plus(PROOF_WINDOW));
+        assert_eq!(ok.digest.len(), 64);
         assert_eq!(
-            check_possession(&doc, ("n", "h", "o"), now.as_millis(), &proof, now),
-            Ok(())
+            check_possession(
+                &doc,
+                ("n", "h", "other"),
+                ProofPurpose::Enroll,
+                offer(at, &proof),
+                HERE,
+                now
+            ),
+            Err(ProofError::BadSignature)
         );
+    }
+
+    #[test]
+    fn a_proof_is_taken_only_by_its_own_route_and_server() {
+        let keys = DeviceKeys::generate();
+        let doc = keys.document();
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let at = now.as_millis();
+        let fields = ("n", "h", "o");
+        // Made for pairing: enrollment and support binding refuse it.
+        let pairing = proof_for(&keys, ProofPurpose::Pairing, HERE, at);
+        for purpose in [ProofPurpose::Enroll, ProofPurpose::SupportBind] {
+            assert_eq!(
+                check_possession(&doc, fields, purpose, offer(at, &pairing), HERE, now),
+                Err(ProofError::BadSignature),
+                "{purpose:?}"
+            );
+        }
+        // Made for another server, and said so: refused by name.
+        let elsewhere = "https://evil.example";
+        let theirs = proof_for(&keys, ProofPurpose::Pairing, elsewhere, at);
+        let sent = ProofOffer {
+            issued_at: at,
+            proof: &theirs,
+            audience: elsewhere,
+        };
+        let refused = check_possession(&doc, fields, ProofPurpose::Pairing, sent, HERE, now);
         assert_eq!(
-            check_possession(&doc, ("n", "h", "other"), now.as_millis(), &proof, now),
+            refused,
+            Err(ProofError::WrongAudience {
+                made_for: elsewhere.into(),
+                expected: HERE.into()
+            })
+        );
+        // Made for another server, passed off as made for this one.
+        let relabelled = ProofOffer {
+            issued_at: at,
+            proof: &theirs,
+            audience: HERE,
+        };
+        assert_eq!(
+            check_possession(&doc, fields, ProofPurpose::Pairing, relabelled, HERE, now),
             Err(ProofError::BadSignature)
         );
     }

@@ -56,6 +56,9 @@ pub async fn sessions(state: AppState) {
         if let Err(e) = store::node_keys::purge_expired(state.db(), stale).await {
             tracing::warn!(error = %e, "session sweep: cannot forget expired viewer tokens");
         }
+        if let Err(e) = store::proofs::purge_expired(state.db(), stale).await {
+            tracing::warn!(error = %e, "session sweep: cannot forget spent proofs");
+        }
     })
     .await
 }

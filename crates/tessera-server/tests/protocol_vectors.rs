@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use data_encoding::{BASE64URL_NOPAD, HEXLOWER};
 use prost::Message as _;
 use serde_json::{json, Map, Value};
-use tessera_core::identity::{challenge_body, DeviceKeys, Label};
+use tessera_core::identity::{challenge_body, DeviceKeys, Label, ProofPurpose};
 use tessera_core::Timestamp;
 use tessera_proto::v1::{Challenge, Hello};
 use tessera_proto::{Body, Envelope};
@@ -175,19 +175,37 @@ fn the_server_accepts_the_documented_pairing_proof() {
     )
     .expect("identity document");
     let issued_at: i64 = s("issued_at").parse().expect("decimal");
-    let check = |name: &str, at: i64| {
+    let proof = s("proof");
+    let audience = s("audience");
+    let check = |name: &str, at: i64, purpose: ProofPurpose, expected: &str| {
+        let offer = tessera_server::enrollment::ProofOffer {
+            issued_at: at,
+            proof: &proof,
+            audience: &audience,
+        };
         tessera_server::enrollment::check_possession(
             &doc,
             (name, &s("hostname"), &s("os")),
-            at,
-            &s("proof"),
+            purpose,
+            offer,
+            expected,
             Timestamp::from_millis(issued_at),
         )
     };
     assert_eq!(s("client_id"), tessera_server::pairing::CLIENT_ID);
-    assert!(check(&s("name"), issued_at).is_ok());
-    assert!(check("another-name", issued_at).is_err());
-    assert!(check(&s("name"), issued_at + 1).is_err());
+    assert_eq!(s("purpose"), ProofPurpose::Pairing.as_str());
+    let here = audience.as_str();
+    assert!(check(&s("name"), issued_at, ProofPurpose::Pairing, here).is_ok());
+    assert!(check("another-name", issued_at, ProofPurpose::Pairing, here).is_err());
+    assert!(check(&s("name"), issued_at + 1, ProofPurpose::Pairing, here).is_err());
+    assert!(check(&s("name"), issued_at, ProofPurpose::Enroll, here).is_err());
+    assert!(check(
+        &s("name"),
+        issued_at,
+        ProofPurpose::Pairing,
+        "https://other.example"
+    )
+    .is_err());
 }
 
 /// Close codes in the table of PROTOCOL.md's "Close codes" section.

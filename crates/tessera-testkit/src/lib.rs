@@ -16,6 +16,7 @@
 mod db;
 mod device;
 mod process;
+mod proofs;
 mod pty;
 mod server;
 mod viewer;
@@ -28,6 +29,7 @@ pub use process::{
     cpu_time, ctl, ctl_admin, device_cmd, peak_rss, proc_status_kb, tessera_bin, AgentProcess,
     ServerProcess,
 };
+pub use proofs::{form_pairs, DeviceFields};
 pub use pty::Terminal;
 pub use server::{fast_heartbeat, http_client, Configure, Options, TestServer, METRICS_TOKEN};
 pub use viewer::{read_until, shell_session, watch};

@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 
 use super::devices::validate_tags;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{ApiJson, ClientIp};
+use super::extract::{ApiJson, ClientIp, ServerOrigin};
 use super::ratelimit;
 use crate::auth::Operator;
 use crate::enrollment::{self, token_state, Enrollment};
@@ -192,8 +192,10 @@ async fn revoke_token(
 async fn enroll(
     State(state): State<AppState>,
     ip: ClientIp,
+    origin: ServerOrigin,
     ApiJson(req): ApiJson<EnrollRequest>,
 ) -> ApiResult<(StatusCode, Json<EnrollResponse>)> {
+    let expected_audience = origin.audience();
     let (device_id, key) = enrollment::enroll(
         state.db(),
         Enrollment {
@@ -204,6 +206,8 @@ async fn enroll(
             os: &req.os,
             issued_at: req.issued_at,
             proof: req.proof.as_deref(),
+            audience: req.audience.as_deref(),
+            expected_audience: &expected_audience,
             ip: ip.0,
         },
     )

@@ -180,6 +180,63 @@ impl FromRequestParts<AppState> for ClientIp {
     }
 }
 
+/// The base URL people use to reach this server: `--public-url` when set,
+/// else the request's scheme (from the TLS setting) and `Host`.
+///
+/// Only `--public-url` is the operator's word: without it a client chooses
+/// the `Host` it sends, so what rests on this (a proof's audience) binds
+/// only as far as the operator configured it.
+#[derive(Clone, Debug)]
+pub struct ServerOrigin {
+    /// `scheme://host[:port]`, without a trailing slash or path of its own
+    /// when derived from `Host` (a `--public-url` keeps its path).
+    pub base: String,
+}
+
+impl ServerOrigin {
+    pub fn of(state: &AppState, headers: &axum::http::HeaderMap) -> ServerOrigin {
+        if let Some(url) = &state.config().public_url {
+            return ServerOrigin {
+                base: url.trim_end_matches('/').to_owned(),
+            };
+        }
+        let scheme = match state.config().tls {
+            crate::config::TlsMode::Off => "http",
+            _ => "https",
+        };
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .filter(|h| {
+                !h.is_empty()
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+            })
+            .map(str::to_owned)
+            .unwrap_or_else(|| state.config().listen.to_string());
+        ServerOrigin {
+            base: format!("{scheme}://{host}"),
+        }
+    }
+
+    /// The audience a proof of key possession must name to be taken here
+    /// ([`tessera_core::identity::audience_of`] of the base URL).
+    pub fn audience(&self) -> String {
+        tessera_core::identity::audience_of(&self.base).unwrap_or_else(|| self.base.clone())
+    }
+}
+
+impl FromRequestParts<AppState> for ServerOrigin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ServerOrigin::of(state, &parts.headers))
+    }
+}
+
 /// See [`ClientIp`]; usable from middleware that has the parts.
 pub fn client_ip_of(parts: &Parts, trusted: &[IpNet]) -> IpAddr {
     let peer = parts

@@ -20,10 +20,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{form_has_nul, ClientIp};
+use super::extract::{form_has_nul, ClientIp, ServerOrigin};
 use super::ratelimit;
-use crate::config::TlsMode;
-use crate::enrollment::{self, validate_device_fields, ProofError};
+use crate::enrollment::{self, validate_device_fields, ProofError, ProofOffer, SpendableProof};
 use crate::pairing::{poll_outcome, redeem, PollOutcome, CLIENT_ID};
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::{self, StoreError};
@@ -133,28 +132,6 @@ fn required<'a>(form: &'a [(String, String)], name: &str) -> Result<&'a str, OAu
     param(form, name).ok_or_else(|| fail("invalid_request", Some(&format!("missing `{name}`"))))
 }
 
-/// The base URL people use to reach this server.
-fn public_base(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(url) = &state.config().public_url {
-        return url.trim_end_matches('/').to_owned();
-    }
-    let scheme = match state.config().tls {
-        TlsMode::Off => "http",
-        _ => "https",
-    };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .filter(|h| {
-            !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-        })
-        .map(str::to_owned)
-        .unwrap_or_else(|| state.config().listen.to_string());
-    format!("{scheme}://{host}")
-}
-
 /// The form of a device authorization request (for the OpenAPI document).
 #[derive(Deserialize, Serialize, ToSchema)]
 pub struct DeviceAuthorizationForm {
@@ -169,8 +146,12 @@ pub struct DeviceAuthorizationForm {
     /// server's clock.
     issued_at: String,
     /// base64url of the identity key's signature under `pairing-request`
-    /// over the client id, name, hostname, os and `issued_at`.
+    /// over the client id, name, hostname, os, `issued_at`, the purpose
+    /// `pairing` and `audience` (docs/PROTOCOL.md §3.1). Single-use.
     proof: String,
+    /// The origin (`scheme://host[:port]`) of the server the proof is meant
+    /// for; it must be this server's.
+    audience: String,
     /// Ignored.
     scope: Option<String>,
 }
@@ -216,7 +197,8 @@ async fn authorize(
     validate_device_fields(name, hostname, os)
         .map_err(|e| fail("invalid_request", Some(&e.to_string())))?;
     let now = state.now();
-    check_proof(&doc, &form, (name, hostname, os), now)?;
+    let origin = ServerOrigin::of(state, headers);
+    let proof = check_proof(&doc, &form, (name, hostname, os), &origin, now)?;
 
     let cfg = state.config();
     let device_code = Secret::generate(SecretKind::DeviceCode);
@@ -231,6 +213,10 @@ async fn authorize(
             .write(async |w| {
                 if let Some(refusal) = pairing_refusal(w, device_id.as_str()).await? {
                     return Ok(Some(refusal));
+                }
+                if !store::proofs::spend(w, &proof).await? {
+                    let replayed = ProofError::Replayed.to_string();
+                    return Ok(Some(fail("invalid_request", Some(&replayed))));
                 }
                 // An interrupted enroll retried: the identity holder (it
                 // signed this request) replaces its pending pairing, whose
@@ -307,7 +293,7 @@ async fn authorize(
             }
         }
     }
-    let base = public_base(state, headers);
+    let base = origin.base;
     let shown = display_user_code(&user_code);
     Ok(DeviceAuthorizationResponse {
         device_code: SecretString::new(device_code.expose()),
@@ -326,14 +312,21 @@ fn check_proof(
     doc: &IdentityDocument,
     form: &[(String, String)],
     fields: (&str, &str, &str),
+    origin: &ServerOrigin,
     now: tessera_core::Timestamp,
-) -> Result<(), OAuthFailure> {
+) -> Result<SpendableProof, OAuthFailure> {
     let refuse = |e: ProofError| fail("invalid_request", Some(&e.to_string()));
     let issued_at: i64 = required(form, "issued_at")?
         .parse()
         .map_err(|_| refuse(ProofError::BadTime))?;
-    let proof = required(form, "proof")?;
-    enrollment::check_possession(doc, fields, issued_at, proof, now).map_err(refuse)
+    let offer = ProofOffer {
+        issued_at,
+        proof: required(form, "proof")?,
+        audience: required(form, "audience")?,
+    };
+    let purpose = tessera_core::identity::ProofPurpose::Pairing;
+    enrollment::check_possession(doc, fields, purpose, offer, &origin.audience(), now)
+        .map_err(refuse)
 }
 
 /// Why this identity may not start a pairing, if it may not: it is already

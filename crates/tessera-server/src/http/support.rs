@@ -16,18 +16,18 @@ use tessera_core::api::{
     SecretString, SupportCodePreview,
 };
 use tessera_core::codes::{display_support_code, new_support_code, normalise_support_code};
-use tessera_core::identity::IdentityDocument;
+use tessera_core::identity::{IdentityDocument, ProofPurpose};
 use tessera_core::roles::Permission;
 use tessera_core::secret::{Secret, SecretKind};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{ApiJson, ClientIp};
+use super::extract::{ApiJson, ClientIp, ServerOrigin};
 use super::ratelimit;
 use crate::auth::lockout::{self, LockKey};
 use crate::auth::Operator;
-use crate::enrollment::{validate_device_fields, EnrollmentError};
+use crate::enrollment::{validate_device_fields, EnrollmentError, ProofError, ProofOffer};
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::support_codes::SupportCodeRow;
 use crate::store::{self, StoreError};
@@ -213,6 +213,7 @@ async fn preview(
 async fn bind(
     State(state): State<AppState>,
     ip: ClientIp,
+    origin: ServerOrigin,
     ApiJson(req): ApiJson<BindSupportCodeRequest>,
 ) -> ApiResult<(StatusCode, Json<BoundSupportCode>)> {
     let code = req.code.expose();
@@ -226,11 +227,15 @@ async fn bind(
     let now = state.now();
     // Whoever binds must hold the identity key it names (the pairing
     // proof), checked before the code is used: a refused bind uses nothing.
-    enrollment::check_possession_fields(
+    let offer =
+        ProofOffer::from_fields(req.issued_at, req.proof.as_deref(), req.audience.as_deref())
+            .map_err(EnrollmentError::from)?;
+    let proof = enrollment::check_possession(
         &doc,
         (&req.name, &req.hostname, &req.os),
-        req.issued_at,
-        req.proof.as_deref(),
+        ProofPurpose::SupportBind,
+        offer,
+        &origin.audience(),
         now,
     )
     .map_err(EnrollmentError::from)?;
@@ -240,6 +245,9 @@ async fn bind(
     state
         .db()
         .write(async |w| {
+            if !store::proofs::spend(w, &proof).await? {
+                return Err(EnrollmentError::from(ProofError::Replayed).into());
+            }
             if !store::support_codes::consume(w, &c.id, &session_id, now).await? {
                 // Another binder won the race (or the code lapsed this
                 // instant): an honest loss, not a guess.

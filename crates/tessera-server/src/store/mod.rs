@@ -26,6 +26,7 @@ pub mod logins;
 pub mod members;
 pub mod node_keys;
 pub mod pairings;
+pub mod proofs;
 pub mod sessions;
 pub mod support_codes;
 pub mod tenants;
@@ -188,6 +189,7 @@ pub fn migrator_up_to(backend: Backend, version: i64) -> Migrator {
             5 "0005_node_keys",
             6 "0006_audit_checkpoints",
             7 "0007_lockouts",
+            8 "0008_spent_proofs",
         ),
         Backend::Postgres => migrations!("postgres":
             1 "0001_foundation",
@@ -197,6 +199,7 @@ pub fn migrator_up_to(backend: Backend, version: i64) -> Migrator {
             5 "0005_node_keys",
             6 "0006_audit_checkpoints",
             7 "0007_lockouts",
+            8 "0008_spent_proofs",
         ),
     };
     migrations.retain(|m| m.version <= version);

@@ -5,25 +5,30 @@
 
 use std::time::Duration;
 
+use tessera_agent::enroll::{possession_proof_at, PossessionProof};
 use tessera_client::ApiClient;
 use tessera_core::api::{
     BindSupportCodeRequest, CreateEnrollmentTokenRequest, CreateSupportCodeRequest, EnrollRequest,
     SecretString,
 };
-use tessera_core::identity::DeviceKeys;
+use tessera_core::identity::{DeviceKeys, ProofPurpose};
 
 use tessera_testkit::TestServer;
 
 const FIVE_MINUTES_AND_A_SECOND: i64 = 301_000;
 
 /// What the sender claims: `identity`'s document, `name`, and a proof made
-/// by `signer` at `issued_at` (or none).
+/// by `signer` at `issued_at` (or none), for `purpose` (or the route's
+/// own) and the server at `server` (or the real one).
+#[derive(Clone)]
 struct Claim<'a> {
     identity: &'a DeviceKeys,
     signer: &'a DeviceKeys,
     name: &'a str,
     signed_name: &'a str,
     issued_at: Option<i64>,
+    purpose: Option<ProofPurpose>,
+    server: Option<&'a str>,
 }
 
 impl Claim<'_> {
@@ -34,53 +39,53 @@ impl Claim<'_> {
             name,
             signed_name: name,
             issued_at: Some(now),
+            purpose: None,
+            server: None,
         }
     }
 
-    fn proof(&self) -> (Option<i64>, Option<String>) {
-        match self.issued_at {
-            Some(at) => {
-                let (_, proof) = tessera_agent::enroll::pairing_proof_at(
-                    self.signer,
-                    self.signed_name,
-                    "host.lan",
-                    "linux",
-                    at,
-                );
-                (Some(at), Some(proof))
-            }
-            None => (None, None),
-        }
+    fn proof(&self, s: &TestServer, route: ProofPurpose) -> Option<PossessionProof> {
+        let at = self.issued_at?;
+        Some(possession_proof_at(
+            self.signer,
+            (self.signed_name, "host.lan", "linux"),
+            self.purpose.unwrap_or(route),
+            self.server.unwrap_or(&s.url),
+            at,
+        ))
     }
 
-    fn enroll(&self, token: &SecretString) -> EnrollRequest {
-        let (issued_at, proof) = self.proof();
+    fn enroll(&self, s: &TestServer, token: &SecretString) -> EnrollRequest {
+        let p = self.proof(s, ProofPurpose::Enroll);
         EnrollRequest {
             token: token.clone(),
             identity: self.identity.document().encode(),
             name: self.name.into(),
             hostname: "host.lan".into(),
             os: "linux".into(),
-            issued_at,
-            proof,
+            issued_at: p.as_ref().map(|p| p.issued_at),
+            proof: p.as_ref().map(|p| p.proof.clone()),
+            audience: p.map(|p| p.audience),
         }
     }
 
-    fn bind(&self, code: &SecretString) -> BindSupportCodeRequest {
-        let (issued_at, proof) = self.proof();
+    fn bind(&self, s: &TestServer, code: &SecretString) -> BindSupportCodeRequest {
+        let p = self.proof(s, ProofPurpose::SupportBind);
         BindSupportCodeRequest {
             code: code.clone(),
             identity: self.identity.document().encode(),
             name: self.name.into(),
             hostname: "host.lan".into(),
             os: "linux".into(),
-            issued_at,
-            proof,
+            issued_at: p.as_ref().map(|p| p.issued_at),
+            proof: p.as_ref().map(|p| p.proof.clone()),
+            audience: p.map(|p| p.audience),
         }
     }
 }
 
-/// Every way to claim `victim`'s identity without proving its key.
+/// Every way to claim `victim`'s identity without proving its key for this
+/// request.
 fn forgeries<'a>(victim: &'a DeviceKeys, thief: &'a DeviceKeys, now: i64) -> Vec<Claim<'a>> {
     vec![
         // No proof at all.
@@ -102,6 +107,16 @@ fn forgeries<'a>(victim: &'a DeviceKeys, thief: &'a DeviceKeys, now: i64) -> Vec
         Claim::honest(victim, "victim", now - FIVE_MINUTES_AND_A_SECOND),
         // … or from the future.
         Claim::honest(victim, "victim", now + FIVE_MINUTES_AND_A_SECOND),
+        // The victim's proof for pairing, replayed to this route.
+        Claim {
+            purpose: Some(ProofPurpose::Pairing),
+            ..Claim::honest(victim, "victim", now)
+        },
+        // The victim's proof for another server, replayed here.
+        Claim {
+            server: Some("https://evil.example"),
+            ..Claim::honest(victim, "victim", now)
+        },
     ]
 }
 
@@ -127,7 +142,7 @@ async fn enrolling_someone_elses_identity_with_a_token_is_refused_and_the_owner_
     let now = s.clock.now_ms();
 
     for (i, forged) in forgeries(&victim, &thief, now).iter().enumerate() {
-        let e = c.enroll(&forged.enroll(&t)).await.unwrap_err();
+        let e = c.enroll(&forged.enroll(&s, &t)).await.unwrap_err();
         assert_eq!(
             (e.status(), e.code()),
             (Some(401), Some("invalid_proof")),
@@ -135,7 +150,7 @@ async fn enrolling_someone_elses_identity_with_a_token_is_refused_and_the_owner_
         );
     }
     let stale = c
-        .enroll(&Claim::honest(&victim, "victim", now - FIVE_MINUTES_AND_A_SECOND).enroll(&t))
+        .enroll(&Claim::honest(&victim, "victim", now - FIVE_MINUTES_AND_A_SECOND).enroll(&s, &t))
         .await
         .unwrap_err();
     assert!(stale.to_string().contains("five minutes"), "{stale}");
@@ -148,7 +163,7 @@ async fn enrolling_someone_elses_identity_with_a_token_is_refused_and_the_owner_
     );
     // The owner enrolls its identity with its own proof.
     let enrolled = c
-        .enroll(&Claim::honest(&victim, "victim", now).enroll(&t))
+        .enroll(&Claim::honest(&victim, "victim", now).enroll(&s, &t))
         .await
         .expect("the owner enrolls");
     assert_eq!(enrolled.device_id, victim.device_id().to_string());
@@ -169,7 +184,10 @@ async fn binding_a_support_code_to_someone_elses_identity_is_refused_and_uses_no
     let now = s.clock.now_ms();
 
     for (i, forged) in forgeries(&victim, &thief, now).iter().enumerate() {
-        let e = c.bind_support_code(&forged.bind(&code)).await.unwrap_err();
+        let e = c
+            .bind_support_code(&forged.bind(&s, &code))
+            .await
+            .unwrap_err();
         assert_eq!(
             (e.status(), e.code()),
             (Some(401), Some("invalid_proof")),
@@ -181,9 +199,52 @@ async fn binding_a_support_code_to_someone_elses_identity_is_refused_and_uses_no
     assert!(admin.sessions(true).await.unwrap().is_empty());
     s.clock.advance(Duration::from_secs(1));
     let bound = c
-        .bind_support_code(&Claim::honest(&victim, "victim", s.clock.now_ms()).bind(&code))
+        .bind_support_code(&Claim::honest(&victim, "victim", s.clock.now_ms()).bind(&s, &code))
         .await
         .expect("the holder of the key binds");
     assert_eq!(bound.device_id, victim.device_id().to_string());
+    s.stop().await;
+}
+
+/// A proof is taken once: the same request sent again (as a proxy that
+/// logged it could) is refused, and the first one's effect stands alone.
+/// A proof made for another server is refused in words that name both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proof_is_used_once_and_only_at_the_server_it_names() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let c = s.client();
+    let t = token(&admin, 3).await;
+    let keys = DeviceKeys::generate();
+    let now = s.clock.now_ms();
+
+    let elsewhere = Claim {
+        server: Some("https://evil.example:8443"),
+        ..Claim::honest(&keys, "dev", now)
+    };
+    let mut sent = elsewhere.enroll(&s, &t);
+    let e = c.enroll(&sent).await.unwrap_err();
+    assert_eq!((e.status(), e.code()), (Some(401), Some("invalid_proof")));
+    let words = e.to_string();
+    assert!(
+        words.contains("https://evil.example:8443") && words.contains(&s.url),
+        "{words}"
+    );
+    // Relabelled as made for this server, the signature no longer fits.
+    sent.audience = Some(s.url.clone());
+    let e = c.enroll(&sent).await.unwrap_err();
+    assert_eq!(e.code(), Some("invalid_proof"), "{e}");
+
+    // The honest request once, then replayed.
+    let req = Claim::honest(&keys, "dev", now).enroll(&s, &t);
+    c.enroll(&req).await.expect("the first use enrolls");
+    let replayed = c.enroll(&req).await.unwrap_err();
+    assert_eq!(replayed.code(), Some("invalid_proof"), "{replayed}");
+    assert!(replayed.to_string().contains("already used"), "{replayed}");
+    // One use taken, by the first request only.
+    assert_eq!(
+        admin.enrollment_tokens().await.unwrap()[0].uses_remaining,
+        2
+    );
     s.stop().await;
 }

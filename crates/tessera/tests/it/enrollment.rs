@@ -8,18 +8,13 @@ use tessera_core::identity::DeviceKeys;
 
 use tessera_testkit::{TestDevice, TestServer};
 
-fn enroll_request(token: &SecretString, keys: &DeviceKeys, name: &str) -> EnrollRequest {
-    let hostname = format!("{name}.lan");
-    let (issued_at, proof) = tessera_agent::enroll::pairing_proof(keys, name, &hostname, "linux");
-    EnrollRequest {
-        token: token.clone(),
-        identity: keys.document().encode(),
-        name: name.into(),
-        hostname,
-        os: "linux".into(),
-        issued_at: issued_at.parse().ok(),
-        proof: Some(proof),
-    }
+fn enroll_request(
+    s: &TestServer,
+    token: &SecretString,
+    keys: &DeviceKeys,
+    name: &str,
+) -> EnrollRequest {
+    s.enroll_request(token, keys, (name, &format!("{name}.lan"), "linux"))
 }
 
 async fn token(
@@ -69,7 +64,12 @@ async fn twenty_concurrent_enrollments_with_a_one_use_token_have_one_winner() {
     let tasks: Vec<_> = (0..20)
         .map(|i| {
             let c = s.client();
-            let req = enroll_request(&t.secret, &DeviceKeys::generate(), &format!("racer-{i}"));
+            let req = enroll_request(
+                &s,
+                &t.secret,
+                &DeviceKeys::generate(),
+                &format!("racer-{i}"),
+            );
             tokio::spawn(async move { c.enroll(&req).await })
         })
         .collect();
@@ -98,6 +98,7 @@ async fn dead_tokens_fail_with_distinct_codes_and_change_nothing() {
 
     let used = token(&admin, 1, 3600).await;
     c.enroll(&enroll_request(
+        &s,
         &used.secret,
         &DeviceKeys::generate(),
         "first",
@@ -106,6 +107,7 @@ async fn dead_tokens_fail_with_distinct_codes_and_change_nothing() {
     .unwrap();
     let e = c
         .enroll(&enroll_request(
+            &s,
             &used.secret,
             &DeviceKeys::generate(),
             "second",
@@ -121,6 +123,7 @@ async fn dead_tokens_fail_with_distinct_codes_and_change_nothing() {
         .unwrap();
     let e = c
         .enroll(&enroll_request(
+            &s,
             &revoked.secret,
             &DeviceKeys::generate(),
             "x",
@@ -133,6 +136,7 @@ async fn dead_tokens_fail_with_distinct_codes_and_change_nothing() {
     s.clock.advance(Duration::from_secs(61));
     let e = c
         .enroll(&enroll_request(
+            &s,
             &expiring.secret,
             &DeviceKeys::generate(),
             "x",
@@ -145,6 +149,7 @@ async fn dead_tokens_fail_with_distinct_codes_and_change_nothing() {
         tessera_core::secret::Secret::generate(tessera_core::secret::SecretKind::EnrollmentToken);
     let e = c
         .enroll(&enroll_request(
+            &s,
             &SecretString::new(unknown.expose()),
             &DeviceKeys::generate(),
             "x",
@@ -155,6 +160,7 @@ async fn dead_tokens_fail_with_distinct_codes_and_change_nothing() {
     // A device key is not an enrollment token.
     let e = c
         .enroll(&enroll_request(
+            &s,
             &SecretString::new(
                 tessera_core::secret::Secret::generate(tessera_core::secret::SecretKind::DeviceKey)
                     .expose(),
@@ -198,7 +204,7 @@ async fn a_bad_identity_or_a_known_device_is_refused_and_the_use_is_kept() {
     let admin = s.admin().await;
     let t = token(&admin, 3, 3600).await;
     let c = s.client();
-    let mut req = enroll_request(&t.secret, &DeviceKeys::generate(), "x");
+    let mut req = enroll_request(&s, &t.secret, &DeviceKeys::generate(), "x");
     req.identity = "not-an-identity".into();
     assert_eq!(
         c.enroll(&req).await.unwrap_err().code(),
@@ -208,7 +214,7 @@ async fn a_bad_identity_or_a_known_device_is_refused_and_the_use_is_kept() {
     let keys = DeviceKeys::generate();
     let mut doc = keys.document();
     doc.x25519 = DeviceKeys::generate().x25519_public();
-    let mut forged = enroll_request(&t.secret, &keys, "x");
+    let mut forged = enroll_request(&s, &t.secret, &keys, "x");
     forged.identity = doc.encode();
     assert_eq!(
         c.enroll(&forged).await.unwrap_err().code(),
@@ -216,11 +222,11 @@ async fn a_bad_identity_or_a_known_device_is_refused_and_the_use_is_kept() {
     );
 
     let keys = DeviceKeys::generate();
-    c.enroll(&enroll_request(&t.secret, &keys, "once"))
+    c.enroll(&enroll_request(&s, &t.secret, &keys, "once"))
         .await
         .unwrap();
     let again = c
-        .enroll(&enroll_request(&t.secret, &keys, "twice"))
+        .enroll(&enroll_request(&s, &t.secret, &keys, "twice"))
         .await
         .unwrap_err();
     assert_eq!(again.code(), Some("already_enrolled"));
@@ -229,7 +235,7 @@ async fn a_bad_identity_or_a_known_device_is_refused_and_the_use_is_kept() {
         .await
         .unwrap();
     let revoked = c
-        .enroll(&enroll_request(&t.secret, &keys, "thrice"))
+        .enroll(&enroll_request(&s, &t.secret, &keys, "thrice"))
         .await
         .unwrap_err();
     assert_eq!(revoked.code(), Some("device_revoked"));

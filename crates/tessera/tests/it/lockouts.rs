@@ -17,20 +17,8 @@ use crate::support::{bind_race, code as support_code};
 /// A device asks to be paired; the answer carries the user code.
 async fn pairing(s: &TestServer) -> DeviceAuthorizationResponse {
     let keys = DeviceKeys::generate();
-    let (name, hostname, os) = ("build-box", "build-box.lan", "linux");
-    // The same form as `pairing.rs` builds; kept small here on purpose.
-    let (issued_at, proof) =
-        tessera_agent::enroll::pairing_proof_at(&keys, name, hostname, os, s.clock.now_ms());
-    let identity = keys.document().encode();
-    let form = [
-        ("client_id", "tessera-agent"),
-        ("identity", identity.as_str()),
-        ("name", name),
-        ("hostname", hostname),
-        ("os", os),
-        ("issued_at", issued_at.as_str()),
-        ("proof", proof.as_str()),
-    ];
+    let form = s.pairing_form(&keys, ("build-box", "build-box.lan", "linux"));
+    let form = tessera_testkit::form_pairs(&form);
     s.client()
         .device_authorization(&form)
         .await

@@ -180,7 +180,7 @@ async fn openapi_document_states_the_enforced_constraints() {
     let access = &schemas["SessionAccess"]["enum"];
     assert_eq!(access, &serde_json::json!(["view", "control"]));
     let form = &schemas["DeviceAuthorizationForm"];
-    for field in ["issued_at", "proof"] {
+    for field in ["issued_at", "proof", "audience"] {
         assert!(
             form["properties"].get(field).is_some(),
             "form lists {field}"

@@ -10,28 +10,7 @@ use tessera_core::identity::DeviceKeys;
 use tessera_testkit::{fast_heartbeat, http_client, Options, TestServer};
 
 fn authorization_form(s: &TestServer, keys: &DeviceKeys) -> Vec<(&'static str, String)> {
-    form_for(s, keys, "build-box", "build-box.lan", "linux")
-}
-
-/// A device authorization form with a fresh proof of key possession.
-fn form_for(
-    s: &TestServer,
-    keys: &DeviceKeys,
-    name: &str,
-    hostname: &str,
-    os: &str,
-) -> Vec<(&'static str, String)> {
-    let (issued_at, proof) =
-        tessera_agent::enroll::pairing_proof_at(keys, name, hostname, os, s.clock.now_ms());
-    vec![
-        ("client_id", "tessera-agent".to_owned()),
-        ("identity", keys.document().encode()),
-        ("name", name.to_owned()),
-        ("hostname", hostname.to_owned()),
-        ("os", os.to_owned()),
-        ("issued_at", issued_at),
-        ("proof", proof),
-    ]
+    s.pairing_form(keys, ("build-box", "build-box.lan", "linux"))
 }
 
 async fn authorize(
@@ -230,16 +209,17 @@ async fn a_standard_oauth2_client_completes_the_device_flow() {
         .set_token_uri(TokenUrl::new(s.api("/oauth/token")).unwrap())
         .set_auth_type(oauth2::AuthType::RequestBody);
     let http = no_redirects();
-    let (issued_at, proof) =
-        tessera_agent::enroll::pairing_proof(&keys, "oauth2-client", "oauth2.lan", "test");
+    let fields = ("oauth2-client", "oauth2.lan", "test");
+    let proof = s.proof(&keys, fields, tessera_core::identity::ProofPurpose::Pairing);
     let details: StandardDeviceAuthorizationResponse = client
         .exchange_device_code()
         .add_extra_param("identity", keys.document().encode())
         .add_extra_param("name", "oauth2-client")
         .add_extra_param("hostname", "oauth2.lan")
         .add_extra_param("os", "test")
-        .add_extra_param("issued_at", issued_at)
-        .add_extra_param("proof", proof)
+        .add_extra_param("issued_at", proof.issued_at.to_string())
+        .add_extra_param("proof", proof.proof)
+        .add_extra_param("audience", proof.audience)
         .request_async(&http)
         .await
         .expect("device authorization");
@@ -401,12 +381,9 @@ async fn page_text_from_the_device_is_escaped() {
     let s = TestServer::start().await;
     let keys = DeviceKeys::generate();
     let c = s.client();
-    let form = form_for(
-        &s,
+    let form = s.pairing_form(
         &keys,
-        "<script>alert(1)</script>",
-        "\"><img src=x>",
-        "linux",
+        ("<script>alert(1)</script>", "\"><img src=x>", "linux"),
     );
     let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let auth = c.device_authorization(&pairs).await.unwrap();
@@ -521,7 +498,15 @@ async fn pairing_requires_proof_of_the_key_and_a_new_identity() {
 
     // One pending pairing per identity: a new request (with its proof)
     // replaces the pending one, whose user code stops working.
-    let replaced = authorize(&s, &keys).await;
+    let sent = authorization_form(&s, &keys);
+    let replaced = send(sent.clone()).await.expect("a pairing");
+    // The same request again is a replay (a proof is used once): refused,
+    // and the pending pairing stands.
+    let (code, why) = description(send(sent).await.unwrap_err());
+    assert_eq!(code, "invalid_request");
+    assert!(why.contains("already used"), "{why}");
+    // A retry makes a new proof, at a new time.
+    s.clock.advance(Duration::from_millis(1));
     let first = authorize(&s, &keys).await;
     let e = admin
         .decide_pairing(&replaced.user_code, true)

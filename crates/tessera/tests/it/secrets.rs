@@ -95,8 +95,14 @@ async fn no_password_or_token_appears_in_logs_or_audit_rows() {
         .unwrap();
     secrets.push(agent_state.key().unwrap().expose().to_owned());
     let keys = tessera_core::identity::DeviceKeys::generate();
-    let (issued_at, proof) = tessera_agent::enroll::pairing_proof(&keys, "p", "p", "p");
+    let proof = tessera_agent::enroll::possession_proof(
+        &keys,
+        ("p", "p", "p"),
+        tessera_core::identity::ProofPurpose::Pairing,
+        &p.url,
+    );
     let doc = keys.document().encode();
+    let issued_at = proof.issued_at.to_string();
     let auth = c
         .device_authorization(&[
             ("client_id", "tessera-agent"),
@@ -105,7 +111,8 @@ async fn no_password_or_token_appears_in_logs_or_audit_rows() {
             ("hostname", "p"),
             ("os", "p"),
             ("issued_at", &issued_at),
-            ("proof", &proof),
+            ("proof", &proof.proof),
+            ("audience", &proof.audience),
         ])
         .await
         .unwrap();

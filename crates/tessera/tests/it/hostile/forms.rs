@@ -123,22 +123,10 @@ fn probes(base: &Form) -> Vec<Probe> {
 }
 
 fn device_authorization_form(s: &TestServer, keys: &DeviceKeys) -> Form {
-    let (issued_at, proof) = tessera_agent::enroll::pairing_proof_at(
-        keys,
-        "form-box",
-        "form.lan",
-        "linux",
-        s.clock.now_ms(),
-    );
-    vec![
-        ("client_id", b"tessera-agent".to_vec()),
-        ("identity", keys.document().encode().into_bytes()),
-        ("name", b"form-box".to_vec()),
-        ("hostname", b"form.lan".to_vec()),
-        ("os", b"linux".to_vec()),
-        ("issued_at", issued_at.into_bytes()),
-        ("proof", proof.into_bytes()),
-    ]
+    s.pairing_form(keys, ("form-box", "form.lan", "linux"))
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect()
 }
 
 /// What the route must answer with when it refuses.
