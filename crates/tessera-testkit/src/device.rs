@@ -106,6 +106,18 @@ impl TestDevice {
     pub fn dir(&self) -> &Path {
         self.state.dir()
     }
+
+    /// Where this device's agent saves received files (beside its state
+    /// directory, in its temporary folder).
+    pub fn inbox(&self) -> std::path::PathBuf {
+        self._dir.path().join("inbox")
+    }
+
+    /// The home folder this device's agent processes get (empty, in its
+    /// temporary folder): nothing a test runs writes into the real one.
+    pub fn home(&self) -> std::path::PathBuf {
+        self._dir.path().join("home")
+    }
 }
 
 /// Runs the agent's control loop in a task; stop it with the sender.
@@ -117,6 +129,7 @@ pub struct RunningAgent {
 impl RunningAgent {
     pub fn start(device: &TestDevice) -> RunningAgent {
         let state = device.state.clone();
+        let inbox = device.inbox();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             tessera_agent::run(
@@ -125,7 +138,7 @@ impl RunningAgent {
                     max_backoff: Duration::from_millis(500),
                     shell: Some("/bin/sh".to_owned()),
                     consent: tessera_agent::consent::ConsentMode::Deny,
-                    inbox: None,
+                    inbox: Some(inbox),
                 },
                 async {
                     let _ = stopped.await;

@@ -38,6 +38,10 @@ struct SessionArgs {
     /// The shell sessions open (default: $SHELL).
     #[arg(long)]
     shell: Option<String>,
+    /// Where files trusted devices send (`tessera send`) are saved
+    /// (default: Tessera in your download folder, e.g. ~/Downloads/Tessera).
+    #[arg(long, value_name = "DIR", env = "TESSERA_INBOX")]
+    inbox: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -153,12 +157,18 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             let id = tessera_core::identity::DeviceId::parse(&enrollment.device_id)
                 .map(|id| id.grouped())
                 .unwrap_or_else(|_| enrollment.device_id.clone());
+            let inbox = sargs
+                .inbox
+                .or_else(tessera_agent::auto::default_inbox)
+                .unwrap_or_else(|| tessera_agent::auto::inbox_of(&state));
             say!(
-                "tessera agent: device {id} connecting to {}",
-                enrollment.server
+                "tessera agent: device {id} connecting to {}\nFiles sent to this device are saved in {}",
+                enrollment.server,
+                inbox.display()
             );
             let opts = RunOptions {
                 shell: sargs.shell,
+                inbox: Some(inbox),
                 consent: match sargs.consent_command {
                     Some(p) => ConsentMode::Command(p),
                     None => ConsentMode::Deny,
