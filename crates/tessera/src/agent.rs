@@ -270,6 +270,11 @@ async fn support(a: SupportArgs) -> anyhow::Result<ExitCode> {
     let printer = tokio::spawn(async move {
         while let Some(notice) = told.recv().await {
             say!("{lead}[tessera] {}\r", support::describe(&notice, &user));
+            // Once they said yes, the terminal is theirs to type `end` in
+            // (in view mode their own shell takes every key).
+            if !mirror && matches!(notice, support::Notice::Answered { granted: true, .. }) {
+                tessera_agent::terminal::end_on_typed_word();
+            }
         }
     });
     let ended_by_person = async {
