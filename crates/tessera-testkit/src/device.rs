@@ -78,6 +78,8 @@ impl TestDevice {
 
     pub async fn enroll_with(server: &TestServer, token: SecretString, name: &str) -> TestDevice {
         let dir = tempfile::tempdir().expect("tempdir");
+        // The home its agent processes get (a shell starts there).
+        std::fs::create_dir_all(dir.path().join("home")).expect("home folder");
         let state = tessera_agent::AgentState::new(dir.path().join("agent"));
         let opts = tessera_agent::enroll::EnrollOptions {
             server: server.url.clone(),
@@ -113,8 +115,9 @@ impl TestDevice {
         self._dir.path().join("inbox")
     }
 
-    /// The home folder this device's agent processes get (empty, in its
-    /// temporary folder): nothing a test runs writes into the real one.
+    /// The home folder this device's agent processes get (created empty,
+    /// in its temporary folder): nothing a test runs writes into the real
+    /// one.
     pub fn home(&self) -> std::path::PathBuf {
         self._dir.path().join("home")
     }
