@@ -6,6 +6,12 @@
 //! BLAKE3 hash matched, so a failed or cancelled transfer never leaves a
 //! half-written file under the final name. Paths from the sender are
 //! relative and may not climb out of the inbox.
+//!
+//! A file is never written twice: when its name (or one of its `name (n)`
+//! variants) already holds the same content, the received copy is dropped
+//! and the file is reported as already there. When the name holds another
+//! file, the received one takes the first free `name (n)` and is reported
+//! as renamed, so the sender can be told.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -109,14 +115,35 @@ struct Incoming {
     written: u64,
 }
 
+/// How a received file ended up in the inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Under the name it was sent with.
+    Saved,
+    /// Under a new name: a different file had its name.
+    Renamed,
+    /// Not written: an identical file was there already.
+    AlreadyThere,
+}
+
+/// Where one received file is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    /// Its name as sent.
+    pub name: String,
+    /// Where it is now (the file that was there, for `AlreadyThere`).
+    pub path: PathBuf,
+    pub how: Placement,
+}
+
 /// Writes received files into `root`.
 pub struct Receiver {
     root: PathBuf,
     open: HashMap<u32, Incoming>,
     pub files: u32,
     pub bytes: u64,
-    /// Final paths of the files completed so far.
-    pub completed: Vec<PathBuf>,
+    /// The files of this transfer not saved under their own name.
+    pub moved: Vec<Placed>,
 }
 
 fn io(name: &str) -> impl FnOnce(std::io::Error) -> TransferError + '_ {
@@ -137,16 +164,47 @@ fn candidates(path: &Path) -> impl Iterator<Item = PathBuf> + '_ {
         .chain((1..1000).map(move |i| path.with_file_name(format!("{stem} ({i}){ext}"))))
 }
 
+/// Whether `path` is a regular file (not a link) of `size` bytes whose
+/// BLAKE3 hash is `hash`. Anything unreadable counts as different.
+fn same_content(path: &Path, size: u64, hash: &[u8]) -> bool {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() && m.len() == size => {}
+        _ => return false,
+    }
+    let mut h = blake3::Hasher::new();
+    match File::open(path).and_then(|f| h.update_reader(f).map(|_| ())) {
+        Ok(()) => h.finalize().as_bytes() == hash,
+        Err(_) => false,
+    }
+}
+
 /// Moves a verified file to the first free name, never replacing one that
-/// exists (a hard link fails if the name is taken, unlike a rename).
-fn place(temp: &Path, wanted: &Path) -> std::io::Result<PathBuf> {
-    for target in candidates(wanted) {
+/// exists (a hard link fails if the name is taken, unlike a rename); a
+/// name on the way that already holds the same content ends the search
+/// and the received copy is dropped.
+fn place(
+    temp: &Path,
+    wanted: &Path,
+    size: u64,
+    hash: &[u8],
+) -> std::io::Result<(PathBuf, Placement)> {
+    for (i, target) in candidates(wanted).enumerate() {
         match fs::hard_link(temp, &target) {
             Ok(()) => {
                 fs::remove_file(temp)?;
-                return Ok(target);
+                let how = if i == 0 {
+                    Placement::Saved
+                } else {
+                    Placement::Renamed
+                };
+                return Ok((target, how));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if same_content(&target, size, hash) {
+                    fs::remove_file(temp)?;
+                    return Ok((target, Placement::AlreadyThere));
+                }
+            }
             Err(e) => return Err(e),
         }
     }
@@ -163,7 +221,7 @@ impl Receiver {
             open: HashMap::new(),
             files: 0,
             bytes: 0,
-            completed: Vec::new(),
+            moved: Vec::new(),
         }
     }
 
@@ -216,8 +274,9 @@ impl Receiver {
         Ok(data.len() as u64)
     }
 
-    /// Verifies the hash and moves the file to its final name.
-    pub fn end(&mut self, id: u32, hash: &[u8]) -> Result<PathBuf, TransferError> {
+    /// Verifies the hash and moves the file to its final name (or drops
+    /// it when an identical file is there already).
+    pub fn end(&mut self, id: u32, hash: &[u8]) -> Result<Placed, TransferError> {
         let mut f = self.open.remove(&id).ok_or(TransferError::Sequence)?;
         let result = (|| {
             if f.written != f.size {
@@ -228,14 +287,21 @@ impl Receiver {
             }
             f.file.flush().map_err(io(&f.name))?;
             f.file.sync_all().map_err(io(&f.name))?;
-            place(&f.temp_path, &f.final_path).map_err(io(&f.name))
+            place(&f.temp_path, &f.final_path, f.size, hash).map_err(io(&f.name))
         })();
         match result {
-            Ok(target) => {
+            Ok((path, how)) => {
                 self.files += 1;
                 self.bytes += f.size;
-                self.completed.push(target.clone());
-                Ok(target)
+                let placed = Placed {
+                    name: f.name.clone(),
+                    path,
+                    how,
+                };
+                if how != Placement::Saved {
+                    self.moved.push(placed.clone());
+                }
+                Ok(placed)
             }
             Err(e) => {
                 let _ = fs::remove_file(&f.temp_path);
@@ -265,10 +331,21 @@ impl Receiver {
         Ok(dir)
     }
 
+    /// Where `path` (a file in the inbox) is, relative to the inbox and
+    /// '/'-separated, as the sender is told.
+    pub fn relative(&self, path: &Path) -> String {
+        let rel = path.strip_prefix(&self.root).unwrap_or(path);
+        rel.components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
     /// Starts counting a new transfer.
     pub fn reset_counts(&mut self) {
         self.files = 0;
         self.bytes = 0;
+        self.moved.clear();
     }
 
     /// Drops every unfinished file.
@@ -317,7 +394,7 @@ mod tests {
         assert!(!dir.path().join("docs/a.txt").exists());
         r.chunk(1, 5, &data[5..]).unwrap();
         let p = r.end(1, blake3::hash(data).as_bytes()).unwrap();
-        assert_eq!(fs::read(&p).unwrap(), data);
+        assert_eq!(fs::read(&p.path).unwrap(), data);
 
         // A wrong hash: nothing under the final name, no partial left.
         r.start(2, "docs/b.txt", 3).unwrap();
@@ -368,9 +445,62 @@ mod tests {
         r.start(1, "a.txt", 5).unwrap();
         r.chunk(1, 0, b"yours").unwrap();
         let p = r.end(1, blake3::hash(b"yours").as_bytes()).unwrap();
-        assert_eq!(p, dir.path().join("a (1).txt"));
+        assert_eq!(p.path, dir.path().join("a (1).txt"));
+        assert_eq!(p.how, Placement::Renamed);
+        assert_eq!(r.relative(&p.path), "a (1).txt");
         assert_eq!(fs::read(dir.path().join("a.txt")).unwrap(), b"mine");
-        assert_eq!(fs::read(p).unwrap(), b"yours");
+        assert_eq!(fs::read(&p.path).unwrap(), b"yours");
+        assert_eq!(r.moved, vec![p]);
+    }
+
+    fn receive(r: &mut Receiver, id: u32, name: &str, data: &[u8]) -> Placed {
+        r.start(id, name, data.len() as u64).unwrap();
+        r.chunk(id, 0, data).unwrap();
+        r.end(id, blake3::hash(data).as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_file_identical_to_one_there_is_not_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Receiver::new(dir.path().to_owned());
+        let first = receive(&mut r, 1, "docs/a.txt", b"same");
+        assert_eq!(first.how, Placement::Saved);
+        assert!(
+            r.moved.is_empty(),
+            "a file under its own name is not listed"
+        );
+        let again = receive(&mut r, 2, "docs/a.txt", b"same");
+        assert_eq!(again.how, Placement::AlreadyThere);
+        assert_eq!(again.path, dir.path().join("docs/a.txt"));
+        assert_eq!(r.relative(&again.path), "docs/a.txt");
+        // Another content under that name is renamed; sending it again
+        // finds it under its new name.
+        let other = receive(&mut r, 3, "docs/a.txt", b"other");
+        assert_eq!(other.how, Placement::Renamed);
+        let other_again = receive(&mut r, 4, "docs/a.txt", b"other");
+        assert_eq!(other_again.how, Placement::AlreadyThere);
+        assert_eq!(other_again.path, dir.path().join("docs/a (1).txt"));
+        let names: Vec<_> = fs::read_dir(dir.path().join("docs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert_eq!(r.files, 4);
+        assert_eq!(r.moved.len(), 3);
+        r.reset_counts();
+        assert!(r.moved.is_empty());
+    }
+
+    #[test]
+    fn a_link_with_the_same_name_is_never_taken_for_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("x"), b"same").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("x"), dir.path().join("a.txt")).unwrap();
+        let mut r = Receiver::new(dir.path().to_owned());
+        let p = receive(&mut r, 1, "a.txt", b"same");
+        assert_eq!(p.how, Placement::Renamed);
+        assert_eq!(fs::read(dir.path().join("a (1).txt")).unwrap(), b"same");
     }
 
     #[test]
@@ -401,8 +531,8 @@ mod tests {
         second.start(1, "report.pdf", 3).unwrap();
         first.chunk(1, 0, b"one").unwrap();
         second.chunk(1, 0, b"two").unwrap();
-        let a = first.end(1, blake3::hash(b"one").as_bytes()).unwrap();
-        let b = second.end(1, blake3::hash(b"two").as_bytes()).unwrap();
+        let a = first.end(1, blake3::hash(b"one").as_bytes()).unwrap().path;
+        let b = second.end(1, blake3::hash(b"two").as_bytes()).unwrap().path;
         assert_ne!(a, b);
         assert_eq!(fs::read(a).unwrap(), b"one");
         assert_eq!(fs::read(b).unwrap(), b"two");

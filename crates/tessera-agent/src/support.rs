@@ -141,7 +141,7 @@ pub fn how_to_end(mirrored: bool) -> &'static str {
     if mirrored {
         "To end the session, leave this shell (type exit) or press Ctrl-]."
     } else {
-        "To end the session, press Ctrl-C."
+        "To end the session, type end and press Enter (or press Ctrl-C)."
     }
 }
 
@@ -227,6 +227,7 @@ pub fn ended(code: &str, reason: &str) -> String {
     use tessera_core::kinds::EndCode;
     let why = match code.parse::<EndCode>() {
         Ok(EndCode::EndedByOperator) => format!("the technician ended it ({reason})"),
+        Ok(EndCode::EndedByUser) => "you ended it".to_owned(),
         Ok(EndCode::ConsentDenied) => "you declined".to_owned(),
         Ok(EndCode::ConsentTimeout) => "nobody answered the question in time".to_owned(),
         Ok(EndCode::ShellExited) => reason.to_owned(),

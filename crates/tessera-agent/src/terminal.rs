@@ -108,3 +108,55 @@ pub fn request_end() {
 pub async fn end_requested() {
     END.notified().await;
 }
+
+/// What the person types to end the session (control mode, where nothing
+/// else reads the terminal once they answered).
+pub const END_WORD: &str = "end";
+
+/// Whether a typed line asks to end the session: the word alone, in any
+/// case, spaces around it allowed.
+pub fn is_end_word(line: &str) -> bool {
+    line.trim().eq_ignore_ascii_case(END_WORD)
+}
+
+/// Watches what the person types, line by line, and asks to end the
+/// session when a line is [`END_WORD`]; other lines are ignored. For the
+/// control mode only: it takes the terminal's input for good (a mirrored
+/// shell needs every key, and there Ctrl-] or `exit` ends it).
+pub fn end_on_typed_word() {
+    let Some(typed) = typed() else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let Ok(typed) = typed.lock() else { return };
+        let mut line = Vec::new();
+        while let Ok(chunk) = typed.recv() {
+            for b in chunk {
+                if b == b'\n' || b == b'\r' {
+                    if is_end_word(&String::from_utf8_lossy(&line)) {
+                        request_end();
+                        return;
+                    }
+                    line.clear();
+                } else if line.len() < 256 {
+                    line.push(b);
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_alone_on_a_line_ends_the_session() {
+        for yes in ["end", "END", "  end ", "End"] {
+            assert!(is_end_word(yes), "{yes:?}");
+        }
+        for no in ["", "ending", "end now", "the end", "e n d"] {
+            assert!(!is_end_word(no), "{no:?}");
+        }
+    }
+}

@@ -186,6 +186,7 @@ pub fn body_name(body: &Body) -> &'static str {
         Body::ViewerReady(_) => "ViewerReady",
         Body::ViewerJoined(_) => "ViewerJoined",
         Body::ViewerLeft(_) => "ViewerLeft",
+        Body::SessionEndRequest(_) => "SessionEndRequest",
         Body::AutoSessionCreate(_) => "AutoSessionCreate",
         Body::AutoSessionCreated(_) => "AutoSessionCreated",
         Body::AutoJoinInvite(_) => "AutoJoinInvite",

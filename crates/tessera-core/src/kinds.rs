@@ -301,6 +301,8 @@ words! {
     /// Why a session ended, as its row, its viewers and its device see it.
     pub enum EndCode: "end code" {
         EndedByOperator = "ended_by_operator",
+        /// The person at the device ended it (the one-time support agent).
+        EndedByUser = "ended_by_user",
         EndedByCreator = "ended_by_creator",
         CreatorDisconnected = "creator_disconnected",
         MembersRejected = "members_rejected",

@@ -418,6 +418,38 @@ pub async fn consent_answer(
     Sessions::of(state).consent_event(&row, event).await
 }
 
+/// The person at the device ended its session (`SessionEndRequest`): it
+/// ends `ended_by_user`, with the device as actor. A device ends only its
+/// own sessions; another's, or an unknown or ended one, is ignored.
+pub async fn ended_by_user(
+    state: &AppState,
+    device_id: &str,
+    session_id: &str,
+    reason: &str,
+) -> Result<(), StoreError> {
+    let Some(row) = store::sessions::by_id_any_tenant(state.db().pool(), session_id).await? else {
+        return Ok(());
+    };
+    if row.device_id != device_id {
+        tracing::warn!(session = %session_id, "an end request from another device ignored");
+        return Ok(());
+    }
+    let reason = if reason.is_empty() {
+        "the person at the device ended the session"
+    } else {
+        reason
+    };
+    end(
+        state,
+        session_id,
+        EndCode::EndedByUser,
+        reason,
+        Actor::Device(device_id.to_owned()),
+    )
+    .await
+    .map(|_| ())
+}
+
 /// A device connection ended: the sessions whose shells lived on it end
 /// (`device_disconnected`); sessions still waiting for consent end too
 /// (`consent_abandoned`) unless the device already reconnected, whose new

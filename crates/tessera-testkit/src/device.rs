@@ -78,6 +78,8 @@ impl TestDevice {
 
     pub async fn enroll_with(server: &TestServer, token: SecretString, name: &str) -> TestDevice {
         let dir = tempfile::tempdir().expect("tempdir");
+        // The home its agent processes get (a shell starts there).
+        std::fs::create_dir_all(dir.path().join("home")).expect("home folder");
         let state = tessera_agent::AgentState::new(dir.path().join("agent"));
         let opts = tessera_agent::enroll::EnrollOptions {
             server: server.url.clone(),
@@ -106,6 +108,19 @@ impl TestDevice {
     pub fn dir(&self) -> &Path {
         self.state.dir()
     }
+
+    /// Where this device's agent saves received files (beside its state
+    /// directory, in its temporary folder).
+    pub fn inbox(&self) -> std::path::PathBuf {
+        self._dir.path().join("inbox")
+    }
+
+    /// The home folder this device's agent processes get (created empty,
+    /// in its temporary folder): nothing a test runs writes into the real
+    /// one.
+    pub fn home(&self) -> std::path::PathBuf {
+        self._dir.path().join("home")
+    }
 }
 
 /// Runs the agent's control loop in a task; stop it with the sender.
@@ -117,6 +132,7 @@ pub struct RunningAgent {
 impl RunningAgent {
     pub fn start(device: &TestDevice) -> RunningAgent {
         let state = device.state.clone();
+        let inbox = device.inbox();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             tessera_agent::run(
@@ -125,7 +141,7 @@ impl RunningAgent {
                     max_backoff: Duration::from_millis(500),
                     shell: Some("/bin/sh".to_owned()),
                     consent: tessera_agent::consent::ConsentMode::Deny,
-                    inbox: None,
+                    inbox: Some(inbox),
                 },
                 async {
                     let _ = stopped.await;

@@ -228,6 +228,7 @@ pub async fn device_cmd(
     let mut cmd = tokio::process::Command::new(tessera_bin());
     cmd.args(args)
         .env("TESSERA_AGENT_STATE_DIR", device.dir())
+        .env("HOME", device.home())
         .kill_on_drop(true);
     run_to_end(cmd, stdin, Duration::from_secs(120), "tessera").await
 }
@@ -241,14 +242,34 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
-    /// Starts the agent and waits until the server sees it online.
+    /// Starts the agent and waits until the server sees it online. It
+    /// saves received files in [`TestDevice::inbox`].
     pub async fn start(server: &TestServer, device: &TestDevice) -> AgentProcess {
+        Self::start_with(server, device, Some(&device.inbox())).await
+    }
+
+    /// [`AgentProcess::start`] with the inbox given through
+    /// `TESSERA_INBOX`, or none (the agent's default, inside the device's
+    /// own [`TestDevice::home`]: the real home is never touched).
+    pub async fn start_with(
+        server: &TestServer,
+        device: &TestDevice,
+        inbox: Option<&Path>,
+    ) -> AgentProcess {
         let log_dir = tempfile::tempdir().expect("tempdir");
         let log_path = log_dir.path().join("agent.log");
         let log = std::fs::File::create(&log_path).expect("log file");
-        let child = tokio::process::Command::new(tessera_bin())
-            .args(["agent", "run", "--state-dir"])
+        let mut cmd = tokio::process::Command::new(tessera_bin());
+        cmd.args(["agent", "run", "--state-dir"])
             .arg(device.dir())
+            .env("HOME", device.home())
+            .env_remove("XDG_DOWNLOAD_DIR")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("TESSERA_INBOX");
+        if let Some(inbox) = inbox {
+            cmd.env("TESSERA_INBOX", inbox);
+        }
+        let child = cmd
             .env("TESSERA_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

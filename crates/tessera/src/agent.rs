@@ -38,6 +38,10 @@ struct SessionArgs {
     /// The shell sessions open (default: $SHELL).
     #[arg(long)]
     shell: Option<String>,
+    /// Where files trusted devices send (`tessera send`) are saved
+    /// (default: Tessera in your download folder, e.g. ~/Downloads/Tessera).
+    #[arg(long, value_name = "DIR", env = "TESSERA_INBOX")]
+    inbox: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -153,12 +157,18 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             let id = tessera_core::identity::DeviceId::parse(&enrollment.device_id)
                 .map(|id| id.grouped())
                 .unwrap_or_else(|_| enrollment.device_id.clone());
+            let inbox = sargs
+                .inbox
+                .or_else(tessera_agent::auto::default_inbox)
+                .unwrap_or_else(|| tessera_agent::auto::inbox_of(&state));
             say!(
-                "tessera agent: device {id} connecting to {}",
-                enrollment.server
+                "tessera agent: device {id} connecting to {}\nFiles sent to this device are saved in {}",
+                enrollment.server,
+                inbox.display()
             );
             let opts = RunOptions {
                 shell: sargs.shell,
+                inbox: Some(inbox),
                 consent: match sargs.consent_command {
                     Some(p) => ConsentMode::Command(p),
                     None => ConsentMode::Deny,
@@ -260,6 +270,11 @@ async fn support(a: SupportArgs) -> anyhow::Result<ExitCode> {
     let printer = tokio::spawn(async move {
         while let Some(notice) = told.recv().await {
             say!("{lead}[tessera] {}\r", support::describe(&notice, &user));
+            // Once they said yes, the terminal is theirs to type `end` in
+            // (in view mode their own shell takes every key).
+            if !mirror && matches!(notice, support::Notice::Answered { granted: true, .. }) {
+                tessera_agent::terminal::end_on_typed_word();
+            }
         }
     });
     let ended_by_person = async {

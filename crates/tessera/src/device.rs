@@ -592,7 +592,8 @@ pub(crate) async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         _ = tokio::signal::ctrl_c() => Err(AutoError::Transfer("cancelled".into())),
     };
     match sent {
-        Ok(bytes) => {
+        Ok(delivery) => {
+            let bytes = delivery.bytes;
             let secs = SystemClock.now().since(started).as_secs_f64().max(0.001);
             say!(
                 "Sent {} file(s), {} bytes, to {} in {secs:.1} s ({:.1} MB/s); every receiver verified the BLAKE3 hashes.",
@@ -601,6 +602,14 @@ pub(crate) async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
                 joined.join(", "),
                 bytes as f64 / secs / 1e6
             );
+            let store = TrustStore::load(&state).ok();
+            let name_of = |id: &str| match store.as_ref().and_then(|t| t.peers.get(id)) {
+                Some(pin) if !pin.name.is_empty() => format!("{} ({id})", pin.name),
+                _ => id.to_owned(),
+            };
+            for line in delivery.notes(name_of) {
+                say!("{line}");
+            }
             s.end().await;
             Ok(ExitCode::SUCCESS)
         }

@@ -13,6 +13,8 @@ use ipnet::IpNet;
 use tessera_core::SystemClock;
 use tessera_server::{Server, ServerConfig, TlsMode};
 
+use crate::duration;
+
 #[derive(Args, Debug)]
 pub(crate) struct ServerArgs {
     /// Address and port to listen on.
@@ -53,14 +55,17 @@ pub(crate) struct ServerArgs {
     )]
     trusted_proxies: Vec<IpNet>,
     /// How often devices heartbeat; a revoked device is cut off within one.
-    #[arg(long, env = "TESSERA_HEARTBEAT_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    /// From 100 milliseconds to 5 minutes, e.g. `15s`.
+    #[arg(long, env = "TESSERA_HEARTBEAT_INTERVAL", default_value = "15s", value_parser = duration::heartbeat_interval)]
     heartbeat_interval: Duration,
     /// How long a managed shell outlives its last viewer (`connect --keep`
     /// leaves it running on purpose); a `connect --resume` within it finds it.
-    #[arg(long, env = "TESSERA_SHELL_GRACE", default_value = "60s", value_parser = humantime::parse_duration)]
+    /// From 0 seconds (it ends with its last viewer) to 1 day, e.g. `60s`.
+    #[arg(long, env = "TESSERA_SHELL_GRACE", default_value = "60s", value_parser = duration::shell_grace)]
     shell_grace: Duration,
-    /// RFC 8628 polling interval given to pairing devices.
-    #[arg(long, env = "TESSERA_PAIRING_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    /// RFC 8628 polling interval given to pairing devices, from 1 second
+    /// to 1 minute, e.g. `5s`.
+    #[arg(long, env = "TESSERA_PAIRING_INTERVAL", default_value = "5s", value_parser = duration::pairing_interval)]
     pairing_interval: Duration,
     /// Most members of one automatic session, the creator included.
     #[arg(long, env = "TESSERA_AUTO_SESSION_MAX_MEMBERS", default_value_t = tessera_server::automatic::DEFAULT_MAX_MEMBERS as u16, value_parser = clap::value_parser!(u16).range(2..=256))]
@@ -83,10 +88,10 @@ pub(crate) struct ServerArgs {
     public_url: Option<String>,
     /// How long a pairing (its device code and user code) waits for an
     /// operator's approval, from 1 minute to 1 day, e.g. `30m`.
-    #[arg(long, env = "TESSERA_PAIRING_TTL", default_value = "10m", value_parser = pairing_ttl)]
+    #[arg(long, env = "TESSERA_PAIRING_TTL", default_value = "10m", value_parser = duration::pairing_ttl)]
     pairing_ttl: Duration,
-    /// Lifetime of an operator login, e.g. `12h`.
-    #[arg(long, env = "TESSERA_SESSION_TTL", default_value = "12h", value_parser = humantime::parse_duration)]
+    /// Lifetime of an operator login, from 1 minute to 30 days, e.g. `12h`.
+    #[arg(long, env = "TESSERA_SESSION_TTL", default_value = "12h", value_parser = duration::session_ttl)]
     session_ttl: Duration,
     /// Serve `/metrics` (and nothing else) on this address too, with no
     /// token: for a scraper on loopback or a private network.
@@ -155,8 +160,8 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     config.trusted_proxies = args.trusted_proxies;
     config.session_ttl = args.session_ttl;
     config.pairing_ttl = args.pairing_ttl;
-    config.heartbeat_interval = args.heartbeat_interval.max(Duration::from_millis(100));
-    config.pairing_interval = args.pairing_interval.max(Duration::from_secs(1));
+    config.heartbeat_interval = args.heartbeat_interval;
+    config.pairing_interval = args.pairing_interval;
     config.shell_grace = args.shell_grace;
     config.public_url = args.public_url;
     config.auto_session_max_members = usize::from(args.auto_session_max_members);
@@ -212,38 +217,4 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         })
         .await?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The shortest and longest pairing lifetime: long enough to walk to the
-/// approval page, short enough that a forgotten code does not linger.
-const PAIRING_TTL_RANGE: (Duration, Duration) =
-    (Duration::from_secs(60), Duration::from_secs(24 * 3600));
-
-/// `--pairing-ttl`: a human duration within [`PAIRING_TTL_RANGE`].
-fn pairing_ttl(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. `10m` or `1h`)"))?;
-    let (min, max) = PAIRING_TTL_RANGE;
-    if d < min || d > max {
-        return Err(format!(
-            "a pairing must live between 1 minute and 1 day, not {}",
-            humantime::format_duration(d)
-        ));
-    }
-    Ok(d)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pairing_ttl_takes_human_durations_within_a_minute_and_a_day() {
-        assert_eq!(pairing_ttl("30m"), Ok(Duration::from_secs(1800)));
-        assert_eq!(pairing_ttl("1m"), Ok(Duration::from_secs(60)));
-        assert_eq!(pairing_ttl("1day"), Ok(Duration::from_secs(86_400)));
-        let short = pairing_ttl("5s").unwrap_err();
-        assert!(short.contains("between 1 minute and 1 day"), "{short}");
-        assert!(pairing_ttl("2days").is_err());
-        assert!(pairing_ttl("soon").unwrap_err().contains("e.g. `10m`"));
-    }
 }

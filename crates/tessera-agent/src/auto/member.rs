@@ -16,14 +16,15 @@ use tessera_core::e2e::{self, E2eError, OriginKey, ReplayGuard, SessionKey};
 use tessera_core::kinds::RejectionReason;
 use tessera_core::trust::{key_from_hex, Scope};
 use tessera_proto::v1::{
-    e2e_payload, AutoJoinInvite, E2eData, E2eHandshake, E2ePayload, SessionKeyGrant, TransferAck,
+    e2e_payload, AutoJoinInvite, E2eData, E2eHandshake, E2ePayload, FilePlacement, SessionKeyGrant,
+    TransferAck,
 };
 use tessera_proto::Body;
 
 use super::shell::{PtyShell, Sealer, SharedSealer, ShellService};
 use super::transfer::{TransferEvent, TransferReport};
 use super::{place, tag_for, transport_read, Noise};
-use crate::files::{self, Receiver};
+use crate::files::{self, Placement, Receiver};
 use crate::trust::TrustStore;
 
 /// An invited device's part in one automatic session.
@@ -117,6 +118,29 @@ fn admit(held: &[Scope], body: &e2e_payload::Body) -> Result<(), Abort> {
                 .join(", "),
         ))),
         _ => Ok(()),
+    }
+}
+
+/// Files an acknowledgement lists by name (the counts cover the rest).
+const MAX_LISTED: usize = 100;
+
+/// Fills in where this transfer's files went that were not saved under
+/// their own name: each of them counted, the first [`MAX_LISTED`] named.
+fn placements(receiver: &Receiver, ack: &mut TransferAck) {
+    for p in &receiver.moved {
+        let already_there = p.how == Placement::AlreadyThere;
+        if already_there {
+            ack.already_there += 1;
+        } else {
+            ack.renamed += 1;
+        }
+        if ack.placed.len() < MAX_LISTED {
+            ack.placed.push(FilePlacement {
+                path: p.name.clone(),
+                saved_as: receiver.relative(&p.path),
+                already_there,
+            });
+        }
     }
 }
 
@@ -282,19 +306,30 @@ impl Member {
                     self.tell(TransferEvent::Progress { bytes: n });
                 }
                 Some(e2e_payload::Body::FileEnd(e)) => {
-                    let path = self.receiver.end(e.file_id, &e.blake3)?;
+                    let placed = self.receiver.end(e.file_id, &e.blake3)?;
                     if let Some(name) = self.receiving.take() {
                         self.tell(TransferEvent::Finished { name });
                     }
-                    tracing::info!(path = %path.display(), "file received");
+                    let path = placed.path.display();
+                    match placed.how {
+                        Placement::Saved => tracing::info!(%path, "file received"),
+                        Placement::Renamed => {
+                            tracing::info!(%path, sent_as = %placed.name, "file received under a new name: a different file had its name")
+                        }
+                        Placement::AlreadyThere => {
+                            tracing::info!(%path, "file received: identical to the one already there, not written again")
+                        }
+                    }
                 }
                 Some(e2e_payload::Body::TransferDone(_)) => {
-                    let ack = TransferAck {
+                    let mut ack = TransferAck {
                         ok: self.failed.is_none(),
                         error: self.failed.take().unwrap_or_default(),
                         bytes: self.receiver.bytes,
                         files: self.receiver.files,
+                        ..TransferAck::default()
                     };
+                    placements(&self.receiver, &mut ack);
                     self.receiver.reset_counts();
                     out.extend(self.seal_to_creator(e2e_payload::Body::TransferAck(ack)));
                 }
@@ -332,6 +367,7 @@ impl Member {
                 error: why.clone(),
                 bytes: self.receiver.bytes,
                 files: self.receiver.files,
+                ..TransferAck::default()
             };
             self.failed.get_or_insert(why);
             out.extend(self.seal_to_creator(e2e_payload::Body::TransferAck(ack)));
@@ -457,6 +493,41 @@ mod tests {
                 assert_eq!(got, Ok(()), "{}", kind_of(&body));
             }
         }
+    }
+
+    #[test]
+    fn an_acknowledgement_names_the_first_hundred_moved_files_and_counts_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Receiver::new(dir.path().to_owned());
+        let mut id = 0;
+        let mut receive = |r: &mut Receiver, name: &str, data: &[u8]| {
+            id += 1;
+            r.start(id, name, data.len() as u64).unwrap();
+            r.chunk(id, 0, data).unwrap();
+            r.end(id, blake3::hash(data).as_bytes()).unwrap();
+        };
+        receive(&mut r, "dir/a.txt", b"a");
+        receive(&mut r, "dir/a.txt", b"a");
+        receive(&mut r, "dir/a.txt", b"b");
+        for i in 0..MAX_LISTED {
+            receive(&mut r, &format!("n{i}"), b"x");
+            receive(&mut r, &format!("n{i}"), b"y");
+        }
+        let mut ack = TransferAck::default();
+        placements(&r, &mut ack);
+        assert_eq!(ack.already_there, 1);
+        assert_eq!(ack.renamed, 1 + MAX_LISTED as u32);
+        assert_eq!(ack.placed.len(), MAX_LISTED);
+        assert_eq!(
+            ack.placed[0],
+            FilePlacement {
+                path: "dir/a.txt".into(),
+                saved_as: "dir/a.txt".into(),
+                already_there: true,
+            }
+        );
+        assert_eq!(ack.placed[1].saved_as, "dir/a (1).txt");
+        assert!(!ack.placed[1].already_there);
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tessera_proto::v1::{e2e_payload, FileChunk, FileEnd, FileStart, TransferAck, TransferDone};
+use tessera_proto::v1::{
+    e2e_payload, FileChunk, FileEnd, FilePlacement, FileStart, TransferAck, TransferDone,
+};
 
 use super::creator::{AutoError, AutoSession, Event};
 use crate::files::{self, Outgoing};
@@ -29,15 +31,79 @@ pub enum TransferEvent {
 /// Where a member's agent reports the files it receives.
 pub type TransferReport = Arc<dyn Fn(TransferEvent) + Send + Sync>;
 
+/// What a finished transfer delivered.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Delivery {
+    /// Bytes every member verified.
+    pub bytes: u64,
+    /// Per member (device id), in the members' order: the files it did
+    /// not save under their own name.
+    pub members: Vec<MemberDelivery>,
+}
+
+/// One member's word on where the files went.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemberDelivery {
+    pub member: String,
+    /// The files it named (at most 100 of them).
+    pub placed: Vec<FilePlacement>,
+    /// Saved under a new name, all of them.
+    pub renamed: u32,
+    /// Not written again, all of them.
+    pub already_there: u32,
+}
+
+impl Delivery {
+    /// In words, one line per file a member renamed or already had (and
+    /// one for those it did not name); nothing when every file was saved
+    /// under its own name. `name_of` gives a member's name for people.
+    pub fn notes(&self, name_of: impl Fn(&str) -> String) -> Vec<String> {
+        let mut out = Vec::new();
+        for m in &self.members {
+            let who = name_of(&m.member);
+            for p in &m.placed {
+                out.push(if p.already_there && p.saved_as == p.path {
+                    format!(
+                        "{who} already had {}: identical, not written again.",
+                        p.path
+                    )
+                } else if p.already_there {
+                    format!(
+                        "{who} already had {} as {}: identical, not written again.",
+                        p.path, p.saved_as
+                    )
+                } else {
+                    format!(
+                        "{who} already had a different {}: saved this one as {}.",
+                        p.path, p.saved_as
+                    )
+                });
+            }
+            let listed = m.placed.len() as u64;
+            let all = u64::from(m.renamed) + u64::from(m.already_there);
+            if all > listed {
+                out.push(format!(
+                    "{who}: {} more file(s) renamed or already there ({} renamed, {} already there in all).",
+                    all - listed,
+                    m.renamed,
+                    m.already_there
+                ));
+            }
+        }
+        out
+    }
+}
+
 impl AutoSession {
     /// Sends files and folders to every member; returns once each member
-    /// acknowledged every file whole and verified. `report` hears each
-    /// file start, move and finish.
+    /// acknowledged every file whole and verified, with where each member
+    /// put the files it did not save under their own name. `report` hears
+    /// each file start, move and finish.
     pub async fn send_files(
         &mut self,
         items: &[Outgoing],
         mut report: impl FnMut(TransferEvent),
-    ) -> Result<u64, AutoError> {
+    ) -> Result<Delivery, AutoError> {
         use tokio::io::AsyncReadExt;
         let total: u64 = items.iter().map(|o| o.size).sum();
         let mut acks: HashMap<String, TransferAck> = HashMap::new();
@@ -128,7 +194,20 @@ impl AutoSession {
                 )));
             }
         }
-        Ok(total)
+        let members = receivers
+            .iter()
+            .filter_map(|r| acks.remove(r).map(|ack| (r, ack)))
+            .map(|(member, ack)| MemberDelivery {
+                member: member.clone(),
+                placed: ack.placed,
+                renamed: ack.renamed,
+                already_there: ack.already_there,
+            })
+            .collect();
+        Ok(Delivery {
+            bytes: total,
+            members,
+        })
     }
 
     /// Takes what arrived while sending, without waiting.
@@ -173,5 +252,79 @@ impl AutoSession {
             "",
         );
         self.conn.send(b).await.map_err(Into::into)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placement(path: &str, saved_as: &str, already_there: bool) -> FilePlacement {
+        FilePlacement {
+            path: path.into(),
+            saved_as: saved_as.into(),
+            already_there,
+        }
+    }
+
+    #[test]
+    fn the_sender_reads_what_was_renamed_or_already_there() {
+        let d = Delivery {
+            bytes: 9,
+            members: vec![
+                MemberDelivery {
+                    member: "B".into(),
+                    placed: vec![
+                        placement("a.txt", "a.txt", true),
+                        placement("b.txt", "b (1).txt", false),
+                        placement("c.txt", "c (2).txt", true),
+                    ],
+                    renamed: 1,
+                    already_there: 2,
+                },
+                MemberDelivery {
+                    member: "C".into(),
+                    placed: vec![],
+                    renamed: 0,
+                    already_there: 0,
+                },
+            ],
+        };
+        let notes = d.notes(|id| format!("bravo ({id})"));
+        assert_eq!(
+            notes,
+            [
+                "bravo (B) already had a.txt: identical, not written again.",
+                "bravo (B) already had a different b.txt: saved this one as b (1).txt.",
+                "bravo (B) already had c.txt as c (2).txt: identical, not written again.",
+            ]
+        );
+        let quiet = Delivery {
+            bytes: 1,
+            members: vec![MemberDelivery {
+                member: "C".into(),
+                ..MemberDelivery::default()
+            }],
+        };
+        assert!(quiet.notes(str::to_owned).is_empty());
+    }
+
+    #[test]
+    fn files_a_member_did_not_name_are_still_counted() {
+        let d = Delivery {
+            bytes: 1,
+            members: vec![MemberDelivery {
+                member: "B".into(),
+                placed: vec![placement("a", "a (1)", false)],
+                renamed: 150,
+                already_there: 3,
+            }],
+        };
+        let notes = d.notes(str::to_owned);
+        assert_eq!(notes.len(), 2);
+        assert_eq!(
+            notes[1],
+            "B: 152 more file(s) renamed or already there (150 renamed, 3 already there in all)."
+        );
     }
 }

@@ -52,7 +52,8 @@ pub struct RunOptions {
     /// How consent is asked for when a session needs it.
     pub consent: ConsentMode,
     /// Where files sent in automatic sessions land (default:
-    /// `<state dir>/inbox`).
+    /// `<state dir>/inbox`; `tessera agent run` always gives one, see
+    /// `auto::default_inbox`).
     pub inbox: Option<std::path::PathBuf>,
 }
 

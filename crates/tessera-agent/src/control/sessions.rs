@@ -93,23 +93,31 @@ impl<'a> Sessions<'a> {
     }
 
     /// What to say before the connection closes because the person (or a
-    /// signal) stopped the agent: each open shell of its one session
-    /// closes with that reason, so the technician reads why.
+    /// signal) stopped the agent: its one session ends `ended_by_user`,
+    /// and each open shell closes with that reason, so the technician
+    /// reads why.
     pub(super) fn farewell(&self) -> Vec<Body> {
-        if self.only.is_none() {
+        let Some(only) = self.only else {
             return Vec::new();
-        }
-        self.shells
-            .keys()
-            .map(|(session_id, channel_id)| {
-                Body::ChannelClose(ChannelClose {
-                    session_id: session_id.clone(),
-                    channel_id: *channel_id,
-                    exit_status: None,
-                    reason: "the person at the device ended the session".into(),
-                })
+        };
+        let why = "the person at the device ended the session";
+        // The session ends `ended_by_user` first; the shells' closes
+        // then find it over.
+        std::iter::once(Body::SessionEndRequest(
+            tessera_proto::v1::SessionEndRequest {
+                session_id: only.to_owned(),
+                reason: why.into(),
+            },
+        ))
+        .chain(self.shells.keys().map(|(session_id, channel_id)| {
+            Body::ChannelClose(ChannelClose {
+                session_id: session_id.clone(),
+                channel_id: *channel_id,
+                exit_status: None,
+                reason: why.into(),
             })
-            .collect()
+        }))
+        .collect()
     }
 
     /// Whether a shell may open for `session`: the one-time agent opens one

@@ -265,3 +265,66 @@ async fn ctl_enroll_token_agent_enroll_and_device_commands() {
     assert!(out.contains("revoked"), "{out}");
     s.stop().await;
 }
+
+/// `tessera server` with these arguments, in a throwaway data directory;
+/// returns (exit code, stdout + stderr).
+fn server_with(args: &[&str]) -> (i32, String) {
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(tessera_testkit::tessera_bin())
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .args(args)
+        .env_clear()
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn server_durations_out_of_range_are_refused_with_the_range_in_words() {
+    for (flag, bad, words) in [
+        (
+            "--heartbeat-interval",
+            "10m",
+            "between 100 milliseconds and 5 minutes",
+        ),
+        (
+            "--heartbeat-interval",
+            "50ms",
+            "between 100 milliseconds and 5 minutes",
+        ),
+        (
+            "--pairing-interval",
+            "500ms",
+            "between 1 second and 1 minute",
+        ),
+        ("--session-ttl", "90d", "between 1 minute and 30 days"),
+        ("--shell-grace", "2days", "between 0 seconds and 1 day"),
+        ("--pairing-ttl", "5s", "between 1 minute and 1 day"),
+    ] {
+        let (code, out) = server_with(&[flag, bad]);
+        assert_eq!(code, 2, "{flag} {bad}: {out}");
+        assert!(
+            out.contains(flag) && out.contains(words),
+            "{flag} {bad}: {out}"
+        );
+    }
+    let (code, help) = server_with(&["--help"]);
+    assert_eq!(code, 0, "{help}");
+    for words in [
+        "100 milliseconds to 5 minutes",
+        "1 second to 1 minute",
+        "1 minute to 30 days",
+        "0 seconds (it ends with its last viewer) to 1 day",
+        "1 minute to 1 day",
+    ] {
+        // clap wraps help text: compare with the lines joined.
+        let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(flat.contains(words), "{words}: {help}");
+    }
+}

@@ -72,7 +72,7 @@ fn inbox_entries(d: &TestDevice) -> Vec<String> {
         }
     }
     let mut out = Vec::new();
-    walk(&d.dir().join("inbox"), &mut out);
+    walk(&d.inbox(), &mut out);
     out
 }
 
@@ -149,6 +149,6 @@ async fn a_member_that_granted_shell_takes_no_file_pushed_in_a_shell_session() {
     assert_eq!(files.joined(), vec![c.device_id.clone()]);
     files.send_files(&items, |_| {}).await.expect("c takes it");
     files.end().await;
-    assert!(c.dir().join("inbox").join("pushed.txt").is_file());
+    assert!(c.inbox().join("pushed.txt").is_file());
     s.stop().await;
 }

@@ -419,3 +419,78 @@ async fn an_aborted_viewer_task_still_yields_session_left() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_without_a_device_finds_my_one_session_lists_several_and_says_when_there_is_none() {
+    let s = TestServer::start_with(short_grace()).await;
+    let admin = s.admin().await;
+    let (_box, _box_agent) = online_device(&s, &admin, "box").await;
+    let (_nas, _nas_agent) = online_device(&s, &admin, "nas").await;
+    let cfg = ctl_admin(&s).await;
+    let dir = cfg.path().to_str().unwrap().to_owned();
+    let connect = |args: &[&str]| {
+        let mut all = vec!["connect", "--config-dir", dir.as_str()];
+        all.extend_from_slice(args);
+        Terminal::spawn(&all, &[])
+    };
+
+    // One live session (kept), on box: `--resume` alone rejoins it.
+    let mut first = connect(&["--keep", "box"]);
+    first
+        .wait_for("Ctrl-] disconnects", Duration::from_secs(20))
+        .await;
+    first.type_bytes(b"export MARK=kept-$((6*7))\r");
+    first.type_bytes(b"\x1d");
+    assert_eq!(first.exit_code(Duration::from_secs(10)).await, Some(0));
+    let mut again = connect(&["--keep", "--resume"]);
+    again
+        .wait_for("Ctrl-] disconnects", Duration::from_secs(20))
+        .await;
+    assert!(
+        again.output().contains("Connected to box"),
+        "{}",
+        again.output()
+    );
+    again.type_bytes(b"echo $MARK\r");
+    again.wait_for("kept-42", Duration::from_secs(10)).await;
+    again.type_bytes(b"\x1d");
+    assert_eq!(again.exit_code(Duration::from_secs(10)).await, Some(0));
+
+    // A second one, on nas: `--resume` lists both and opens nothing.
+    let mut second = connect(&["--keep", "nas"]);
+    second
+        .wait_for("Ctrl-] disconnects", Duration::from_secs(20))
+        .await;
+    second.type_bytes(b"\x1d");
+    assert_eq!(second.exit_code(Duration::from_secs(10)).await, Some(0));
+    let live = admin.sessions(false).await.unwrap();
+    assert_eq!(live.len(), 2);
+    let mut several = connect(&["--resume"]);
+    let code = several.exit_code(Duration::from_secs(20)).await;
+    let screen = several.output();
+    assert_ne!(code, Some(0), "{screen}");
+    assert!(screen.contains("you have 2 live sessions"), "{screen}");
+    assert!(screen.contains("tessera connect SESSION"), "{screen}");
+    for v in &live {
+        assert!(
+            screen.contains(&format!("{}  on {}", v.id, v.device_name)),
+            "{screen}"
+        );
+    }
+    assert_eq!(admin.sessions(false).await.unwrap().len(), 2, "none opened");
+
+    // None left: it says so.
+    for v in &live {
+        admin.end_session(&v.id).await.unwrap();
+    }
+    let mut none = connect(&["--resume"]);
+    let code = none.exit_code(Duration::from_secs(20)).await;
+    let screen = none.output();
+    assert_ne!(code, Some(0), "{screen}");
+    assert!(
+        screen.contains("you have no live session to resume"),
+        "{screen}"
+    );
+    assert!(admin.sessions(false).await.unwrap().is_empty());
+    s.stop().await;
+}

@@ -80,8 +80,11 @@ async fn the_helped_person_sees_who_is_connected_how_to_end_and_why_it_ended() {
     );
     term.type_bytes(b"y\r");
     term.wait_for("as you (bob)", LIMIT).await;
-    term.wait_for("To end the session, press Ctrl-C.", LIMIT)
-        .await;
+    term.wait_for(
+        "To end the session, type end and press Enter (or press Ctrl-C).",
+        LIMIT,
+    )
+    .await;
     let id = active_session(&admin).await;
 
     let (mut tx, _rx, access) = watch(&admin, &id).await;
@@ -121,12 +124,75 @@ async fn ctrl_c_ends_the_session_and_the_technician_reads_that_the_person_ended_
         .await;
     term.type_bytes(b"\x03");
     let (code, reason) = ended(&mut rx).await;
+    assert_eq!(code, "ended_by_user", "{reason}");
     assert!(
         reason.contains("the person at the device ended the session"),
         "{code}: {reason}"
     );
     term.wait_for("You ended the support session", LIMIT).await;
     assert_eq!(term.exit_code(LIMIT).await, Some(0));
+    s.stop().await;
+}
+
+/// The `session_ended` audit rows of session `id`: (actor, code).
+async fn audited_ends(admin: &ApiClient, id: &str) -> Vec<(String, String)> {
+    let page = admin
+        .audit_page(&tessera_client::AuditQuery {
+            action: Some("session_ended".into()),
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let target = format!("session:{id}");
+    page.entries
+        .iter()
+        .filter(|e| e.target.as_deref() == Some(target.as_str()))
+        .map(|e| {
+            let code = e.details["code"].as_str().unwrap_or_default().to_owned();
+            (e.actor.clone(), code)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_end_ends_the_session_and_the_technician_reads_ended_by_user() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let c = code(&admin, "control").await;
+    let mut term = support_in_terminal(&s, &c);
+    term.wait_for("[y/N]", LIMIT).await;
+    term.type_bytes(b"y\r");
+    term.wait_for("type end and press Enter", LIMIT).await;
+    let id = active_session(&admin).await;
+    let (_tx, mut rx, _) = watch(&admin, &id).await;
+    term.wait_for("admin is connected (controlling).", LIMIT)
+        .await;
+    // Other lines do nothing; `end` alone does.
+    term.type_bytes(b"hello\r");
+    term.type_bytes(b"ending\r");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        admin.session(&id).await.unwrap().state,
+        "active",
+        "{}",
+        term.output()
+    );
+    term.type_bytes(b"end\r");
+    let (code, reason) = ended(&mut rx).await;
+    assert_eq!(code, "ended_by_user", "{reason}");
+    assert!(
+        reason.contains("the person at the device ended the session"),
+        "{reason}"
+    );
+    term.wait_for("You ended the support session", LIMIT).await;
+    assert_eq!(term.exit_code(LIMIT).await, Some(0));
+    let row = admin.session(&id).await.unwrap();
+    assert_eq!(row.end_code.as_deref(), Some("ended_by_user"));
+    let ends = audited_ends(&admin, &id).await;
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    assert!(ends[0].0.starts_with("device:"), "{ends:?}");
+    assert_eq!(ends[0].1, "ended_by_user");
     s.stop().await;
 }
 

@@ -58,6 +58,19 @@ impl Session {
                 .await;
                 return Ok(());
             }
+            Some(Body::SessionEndRequest(r)) => {
+                if let Err(e) = crate::session::ended_by_user(
+                    &self.state,
+                    &self.device.device_id,
+                    &r.session_id,
+                    &clip(&r.reason, 256),
+                )
+                .await
+                {
+                    tracing::warn!(error = %e, "cannot end a session its person ended");
+                }
+                return Ok(());
+            }
             Some(Body::ConsentResponse(r)) => {
                 if let Err(e) = crate::session::consent_answer(
                     &self.state,
@@ -173,6 +186,7 @@ fn support_device_may_send(body: Option<&Body>) -> bool {
             Body::Heartbeat(_)
                 | Body::ChannelData(_)
                 | Body::ChannelClose(_)
+                | Body::SessionEndRequest(_)
                 | Body::ConsentResponse(_)
         )
     )
@@ -187,6 +201,9 @@ mod tests {
     fn a_support_device_may_serve_its_session_and_nothing_else() {
         assert!(support_device_may_send(Some(&Body::Heartbeat(
             Heartbeat::default()
+        ))));
+        assert!(support_device_may_send(Some(&Body::SessionEndRequest(
+            tessera_proto::v1::SessionEndRequest::default()
         ))));
         for body in [
             Body::AutoSessionCreate(AutoSessionCreate::default()),

@@ -400,3 +400,49 @@ async fn heartbeats_are_answered_and_silence_ends_the_connection() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_end_another_devices_session_and_ends_its_own_as_ended_by_user() {
+    use tessera_proto::v1::SessionEndRequest;
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let (_box, _agent) = tessera_testkit::online_device(&s, &admin, "box").await;
+    let id = tessera_testkit::shell_session(&admin, "box").await;
+    let other = TestDevice::enroll(&s, &admin, "other").await;
+    let keys = other.state.identity().unwrap();
+    let mut ws = open(&s, other.key.expose()).await.unwrap();
+    assert!(matches!(
+        hello(&mut ws, &keys, &keys.device_id()).await,
+        Ok(Body::Welcome(_))
+    ));
+
+    // Another device's session: nothing changes, the connection stays.
+    let end = |session_id: &str| {
+        Body::SessionEndRequest(SessionEndRequest {
+            session_id: session_id.to_owned(),
+            reason: "not mine".into(),
+        })
+    };
+    send(&mut ws, end(&id)).await;
+    send(&mut ws, end("no-such-session")).await;
+    send(&mut ws, Body::Heartbeat(Heartbeat { seq: 7 })).await;
+    match next(&mut ws).await {
+        Ok(Body::HeartbeatAck(a)) => assert_eq!(a.seq, 7),
+        other => panic!("{other:?}"),
+    }
+    let row = admin.session(&id).await.unwrap();
+    assert_eq!(row.state, "active");
+
+    // Its own session: ended, by the device, as ended_by_user.
+    let mine = tessera_testkit::shell_session(&admin, &other.device_id).await;
+    send(&mut ws, end(&mine)).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            admin.session(&mine).await.unwrap().end_code.as_deref() == Some("ended_by_user")
+        })
+        .await,
+        "the device's own session ends"
+    );
+    assert_eq!(admin.session(&id).await.unwrap().state, "active");
+    s.stop().await;
+}

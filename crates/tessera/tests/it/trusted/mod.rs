@@ -122,7 +122,7 @@ fn files_under(dir: &Path) -> HashMap<String, Vec<u8>> {
 }
 
 fn inbox(d: &TestDevice) -> PathBuf {
-    d.dir().join("inbox")
+    d.inbox()
 }
 
 /// A `tessera trust add` process, answered on its standard input.

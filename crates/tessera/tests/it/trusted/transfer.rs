@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use tessera_core::trust::Scope;
 
-use tessera_testkit::{eventually, peak_rss, tessera_bin, AgentProcess, TestDevice, TestServer};
+use tessera_testkit::{
+    device_cmd, eventually, peak_rss, tessera_bin, AgentProcess, TestDevice, TestServer,
+};
 
 use super::*;
 
@@ -214,5 +216,100 @@ async fn a_file_the_member_refuses_fails_the_transfer_for_the_sender() {
     assert!(err.to_string().contains("refused the transfer"), "{err}");
     session.end().await;
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    s.stop().await;
+}
+
+/// `tessera send` as `from`; returns (exit code, stdout + stderr).
+async fn send(from: &TestDevice, to: &str, path: &Path) -> (i32, String) {
+    let (code, out, err) =
+        device_cmd(from, &["send", to, path.to_str().unwrap(), "--quiet"], None).await;
+    (code, format!("{out}{err}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_sent_twice_is_not_written_again_and_the_sender_hears_what_was_renamed() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let a = TestDevice::enroll(&s, &admin, "alpha").await;
+    let b = TestDevice::enroll(&s, &admin, "bravo").await;
+    trust_both(&a, &b).await;
+    grant(&b, &a, &[Scope::Files], 30 * DAY).await;
+    let _agent_b = AgentProcess::start(&s, &b).await;
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("notes.txt");
+    std::fs::write(&file, b"first").unwrap();
+
+    let (code, out) = send(&a, &b.device_id, &file).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Sent 1 file(s)"), "{out}");
+    assert!(!out.contains("already had"), "{out}");
+    assert_eq!(files_under(&inbox(&b)).len(), 1);
+
+    // The same file again: nothing new in the inbox, and the sender is told.
+    let (code, out) = send(&a, &b.device_id, &file).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("already had notes.txt: identical, not written again."),
+        "{out}"
+    );
+    assert_eq!(
+        files_under(&inbox(&b)),
+        HashMap::from([("notes.txt".to_owned(), b"first".to_vec())])
+    );
+
+    // Another file of that name: saved under a new one, which the sender
+    // reads.
+    std::fs::write(&file, b"second").unwrap();
+    let (code, out) = send(&a, &b.device_id, &file).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("already had a different notes.txt: saved this one as notes (1).txt."),
+        "{out}"
+    );
+    assert_eq!(
+        files_under(&inbox(&b)),
+        HashMap::from([
+            ("notes.txt".to_owned(), b"first".to_vec()),
+            ("notes (1).txt".to_owned(), b"second".to_vec()),
+        ])
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_land_in_the_download_folder_unless_an_inbox_is_named() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let a = TestDevice::enroll(&s, &admin, "alpha").await;
+    let b = TestDevice::enroll(&s, &admin, "bravo").await;
+    trust_both(&a, &b).await;
+    grant(&b, &a, &[Scope::Files], 30 * DAY).await;
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("photo.jpg");
+    std::fs::write(&file, b"jpeg").unwrap();
+
+    // No inbox named: Tessera in the (test's own) home's Downloads.
+    let agent_b = AgentProcess::start_with(&s, &b, None).await;
+    let (code, out) = send(&a, &b.device_id, &file).await;
+    assert_eq!(code, 0, "{out}");
+    let downloads = b.home().join("Downloads/Tessera");
+    assert_eq!(std::fs::read(downloads.join("photo.jpg")).unwrap(), b"jpeg");
+    drop(agent_b);
+    let (state, id) = (s.state.clone(), b.device_id.clone());
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let (state, id) = (state.clone(), id.clone());
+            async move { !state.registry().is_connected(&id) }
+        })
+        .await,
+        "the first agent is gone"
+    );
+
+    // TESSERA_INBOX names another folder.
+    let elsewhere = src.path().join("received");
+    let _agent_b = AgentProcess::start_with(&s, &b, Some(&elsewhere)).await;
+    let (code, out) = send(&a, &b.device_id, &file).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(std::fs::read(elsewhere.join("photo.jpg")).unwrap(), b"jpeg");
     s.stop().await;
 }
