@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 /// Bytes per chunk on the wire.
@@ -165,18 +166,37 @@ fn candidates(path: &Path) -> impl Iterator<Item = PathBuf> + '_ {
 }
 
 /// Whether `path` is a regular file (not a link) of `size` bytes whose
-/// BLAKE3 hash is `hash`. Anything unreadable counts as different.
+/// BLAKE3 hash is `hash`. Anything unreadable counts as different. Opened
+/// without following a link and checked on the open handle, so a link
+/// swapped in meanwhile is never read through.
 fn same_content(path: &Path, size: u64, hash: &[u8]) -> bool {
-    match fs::symlink_metadata(path) {
+    let Ok(file) = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)
+    else {
+        return false;
+    };
+    match file.metadata() {
         Ok(m) if m.file_type().is_file() && m.len() == size => {}
         _ => return false,
     }
     let mut h = blake3::Hasher::new();
-    match File::open(path).and_then(|f| h.update_reader(f).map(|_| ())) {
-        Ok(()) => h.finalize().as_bytes() == hash,
+    match h.update_reader(file) {
+        Ok(_) => h.finalize().as_bytes() == hash,
         Err(_) => false,
     }
 }
+
+/// How many names in a row are compared by content before the search
+/// only looks for a free one: a sender cannot make the receiver hash
+/// hundreds of same-size files for each file it sends.
+const COMPARED_NAMES: usize = 16;
+
+/// Private to the person the agent runs as: what trusted devices send is
+/// not for the machine's other users.
+const INBOX_MODE: u32 = 0o700;
+const FILE_MODE: u32 = 0o600;
 
 /// Moves a verified file to the first free name, never replacing one that
 /// exists (a hard link fails if the name is taken, unlike a rename); a
@@ -200,7 +220,7 @@ fn place(
                 return Ok((target, how));
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                if same_content(&target, size, hash) {
+                if i < COMPARED_NAMES && same_content(&target, size, hash) {
                     fs::remove_file(temp)?;
                     return Ok((target, Placement::AlreadyThere));
                 }
@@ -246,6 +266,7 @@ impl Receiver {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(FILE_MODE)
             .open(&temp_path)
             .map_err(io(path))?;
         self.open.insert(
@@ -314,7 +335,11 @@ impl Receiver {
     /// that is a link (a link planted in the inbox must not lead out of it).
     fn make_dirs(&self, rel: &Path, name: &str) -> Result<PathBuf, TransferError> {
         let refuse = || TransferError::Path(name.to_owned());
-        fs::create_dir_all(&self.root).map_err(io(name))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(INBOX_MODE)
+            .create(&self.root)
+            .map_err(io(name))?;
         let mut dir = self.root.clone();
         let parts: Vec<_> = rel.components().collect();
         for part in parts.iter().take(parts.len().saturating_sub(1)) {
@@ -322,9 +347,10 @@ impl Receiver {
             match fs::symlink_metadata(&dir) {
                 Ok(m) if m.file_type().is_dir() => {}
                 Ok(_) => return Err(refuse()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    fs::create_dir(&dir).map_err(io(name))?
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::DirBuilder::new()
+                    .mode(INBOX_MODE)
+                    .create(&dir)
+                    .map_err(io(name))?,
                 Err(e) => return Err(io(name)(e)),
             }
         }
@@ -334,7 +360,11 @@ impl Receiver {
     /// Where `path` (a file in the inbox) is, relative to the inbox and
     /// '/'-separated, as the sender is told.
     pub fn relative(&self, path: &Path) -> String {
-        let rel = path.strip_prefix(&self.root).unwrap_or(path);
+        // Always under the root (it is joined from it); were it not, only
+        // its file name is told, never where it is on this machine.
+        let rel = path
+            .strip_prefix(&self.root)
+            .unwrap_or_else(|_| Path::new(path.file_name().unwrap_or_default()));
         rel.components()
             .map(|c| c.as_os_str().to_string_lossy())
             .collect::<Vec<_>>()
@@ -555,5 +585,20 @@ mod tests {
             r.start(99, "one-too-many", 1),
             Err(TransferError::TooManyOpen)
         ));
+    }
+
+    #[test]
+    fn the_inbox_and_what_lands_in_it_are_private_to_the_agent_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = dir.path().join("Downloads").join("Tessera");
+        let mut r = Receiver::new(inbox.clone());
+        r.start(1, "sub/note.txt", 2).unwrap();
+        r.chunk(1, 0, b"hi").unwrap();
+        r.end(1, blake3::hash(b"hi").as_bytes()).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&inbox), 0o700);
+        assert_eq!(mode(&inbox.join("sub")), 0o700);
+        assert_eq!(mode(&inbox.join("sub/note.txt")), 0o600);
     }
 }

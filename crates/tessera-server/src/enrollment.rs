@@ -161,12 +161,20 @@ pub fn check_possession(
     })
 }
 
-/// An audience as it may be shown back: at most 200 printable characters.
+/// An audience as it may be shown back: at most 200 characters of those
+/// a URL origin is made of (printable ASCII without `"` or `\`, which an
+/// OAuth `error_description` may not hold); anything else becomes `?`.
 fn printable(audience: &str) -> String {
     audience
         .chars()
-        .filter(|c| !c.is_control())
         .take(200)
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect()
 }
 

@@ -431,7 +431,15 @@ pub async fn ended_by_user(
         return Ok(());
     };
     if row.device_id != device_id {
-        tracing::warn!(session = %session_id, "an end request from another device ignored");
+        tracing::warn!(session = %row.id, "an end request from another device ignored");
+        return Ok(());
+    }
+    // The person at the machine of an attended session, only: an automatic
+    // session ends through its creator (`automatic::end_by_creator`, which
+    // stops its routing and tells the members), and a managed one is the
+    // operator's to end (its agent can only close its shell).
+    if row.origin != Origin::Attended {
+        tracing::warn!(session = %row.id, origin = row.origin.as_str(), "an end request for a session that is not attended ignored");
         return Ok(());
     }
     let reason = if reason.is_empty() {

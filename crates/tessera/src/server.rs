@@ -82,9 +82,10 @@ pub(crate) struct ServerArgs {
     /// resizes); more are delayed, then dropped.
     #[arg(long, env = "TESSERA_VIEWER_INPUT_RATE", default_value_t = tessera_server::relay::viewer::INPUT_PER_SECOND, value_parser = clap::value_parser!(u32).range(1..))]
     viewer_input_rate: u32,
-    /// URL people and devices use to reach this server (for pairing links);
-    /// default: from the request's Host header.
-    #[arg(long, env = "TESSERA_PUBLIC_URL")]
+    /// URL people and devices use to reach this server (an http or https
+    /// URL): pairing links use it, and a device's proof of key possession
+    /// must name it. Default: from the request's Host header.
+    #[arg(long, env = "TESSERA_PUBLIC_URL", value_parser = public_url)]
     public_url: Option<String>,
     /// How long a pairing (its device code and user code) waits for an
     /// operator's approval, from 1 minute to 1 day, e.g. `30m`.
@@ -174,6 +175,14 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         .filter(|t| !t.is_empty())
         .map(tessera_core::api::SecretString::new);
 
+    if config.public_url.is_none() && !config.listen.ip().is_loopback() {
+        tracing::warn!(
+            "no --public-url: devices' proofs of key possession are checked against the \
+             Host header each request sends, which catches a mistyped server address but \
+             not a server that replays a proof on purpose; set --public-url to the URL \
+             devices use"
+        );
+    }
     let server = Server::start(config, Arc::new(SystemClock))
         .await
         .context("cannot start the server")?;
@@ -217,4 +226,34 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         })
         .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--public-url`: an http(s) URL with a host, kept as given.
+fn public_url(s: &str) -> Result<String, String> {
+    match tessera_core::identity::audience_of(s) {
+        Some(_) => Ok(s.to_owned()),
+        None => Err(format!(
+            "`{s}` is not an http:// or https:// URL with a host, e.g. https://tessera.example.com"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_public_url_must_be_an_http_url_with_a_host() {
+        assert!(public_url("https://tessera.example.com").is_ok());
+        assert!(public_url("http://10.0.0.5:8080/").is_ok());
+        for bad in [
+            "tessera.example.com",
+            "10.0.0.5:8080",
+            "ftp://x",
+            "https://",
+        ] {
+            let e = public_url(bad).unwrap_err();
+            assert!(e.contains("https://tessera.example.com"), "{bad}: {e}");
+        }
+    }
 }

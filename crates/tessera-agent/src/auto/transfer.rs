@@ -60,23 +60,17 @@ impl Delivery {
     pub fn notes(&self, name_of: impl Fn(&str) -> String) -> Vec<String> {
         let mut out = Vec::new();
         for m in &self.members {
-            let who = name_of(&m.member);
+            let who = printable(&name_of(&m.member));
             for p in &m.placed {
-                out.push(if p.already_there && p.saved_as == p.path {
-                    format!(
-                        "{who} already had {}: identical, not written again.",
-                        p.path
-                    )
+                // Names a member reports are shown, never interpreted: no
+                // terminal escapes from a peer reach the sender's screen.
+                let (path, saved_as) = (printable(&p.path), printable(&p.saved_as));
+                out.push(if p.already_there && saved_as == path {
+                    format!("{who} already had {path}: identical, not written again.")
                 } else if p.already_there {
-                    format!(
-                        "{who} already had {} as {}: identical, not written again.",
-                        p.path, p.saved_as
-                    )
+                    format!("{who} already had {path} as {saved_as}: identical, not written again.")
                 } else {
-                    format!(
-                        "{who} already had a different {}: saved this one as {}.",
-                        p.path, p.saved_as
-                    )
+                    format!("{who} already had a different {path}: saved this one as {saved_as}.")
                 });
             }
             let listed = m.placed.len() as u64;
@@ -92,6 +86,12 @@ impl Delivery {
         }
         out
     }
+}
+
+/// `s` without control characters (escape sequences included), at most
+/// 512 characters: what a peer names is only ever shown.
+fn printable(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(512).collect()
 }
 
 impl AutoSession {

@@ -248,3 +248,93 @@ async fn a_proof_is_used_once_and_only_at_the_server_it_names() {
     );
     s.stop().await;
 }
+
+/// With `--public-url`, that origin is the only audience taken, whatever
+/// `Host` a request carries: a wrong server that forwards a proof with its
+/// own name in `Host` is refused, and a device that used the public URL is
+/// taken even when it reached the server by another address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_public_url_only_its_origin_is_an_audience_whatever_the_host_header() {
+    let s = TestServer::start_with(tessera_testkit::Options {
+        configure: Some(Box::new(|c| {
+            c.public_url = Some("HTTPS://Tessera.Test:443/console/".into())
+        })),
+        ..Default::default()
+    })
+    .await;
+    let admin = s.admin().await;
+    let t = token(&admin, 3).await;
+    let http = tessera_testkit::http_client();
+    let enroll = |req: EnrollRequest, host: &'static str| {
+        let http = http.clone();
+        let url = s.api("/api/v1/enroll");
+        async move {
+            http.post(url)
+                .header("host", host)
+                .json(&req)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let now = s.clock.now_ms();
+
+    // A proof for the wrong server, forwarded with that server's Host.
+    let victim = DeviceKeys::generate();
+    let forwarded = Claim {
+        server: Some("https://evil.example"),
+        ..Claim::honest(&victim, "victim", now)
+    };
+    let resp = enroll(forwarded.enroll(&s, &t), "evil.example").await;
+    assert_eq!(resp.status(), 401);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_proof", "{body}");
+    let words = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(words.contains("https://tessera.test"), "{body}");
+
+    // A proof for the address it was reached by is not the public URL's.
+    let by_address = Claim::honest(&victim, "victim", now);
+    let resp = enroll(by_address.enroll(&s, &t), "127.0.0.1").await;
+    assert_eq!(resp.status(), 401);
+
+    // A proof for the public URL (in any spelling of its origin) is taken.
+    let public = Claim {
+        server: Some("https://tessera.test/"),
+        ..Claim::honest(&victim, "victim", now)
+    };
+    let resp = enroll(public.enroll(&s, &t), "127.0.0.1").await;
+    assert_eq!(resp.status(), 201, "{:?}", resp.text().await);
+    s.stop().await;
+}
+
+/// Support-code binding takes a proof once, too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_support_bind_proof_is_used_once() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let c = s.client();
+    let keys = DeviceKeys::generate();
+    let now = s.clock.now_ms();
+    let first = admin
+        .create_support_code(&CreateSupportCodeRequest::default())
+        .await
+        .unwrap()
+        .code;
+    let second = admin
+        .create_support_code(&CreateSupportCodeRequest::default())
+        .await
+        .unwrap()
+        .code;
+    let claim = Claim::honest(&keys, "helped", now);
+    c.bind_support_code(&claim.bind(&s, &first))
+        .await
+        .expect("the first bind");
+    // The same proof with another code (as a proxy that logged it could).
+    let replayed = c
+        .bind_support_code(&claim.bind(&s, &second))
+        .await
+        .unwrap_err();
+    assert_eq!(replayed.code(), Some("invalid_proof"), "{replayed}");
+    assert!(replayed.to_string().contains("already used"), "{replayed}");
+    s.stop().await;
+}
