@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use ipnet::IpNet;
 use tessera_core::SystemClock;
 use tessera_server::{Server, ServerConfig, TlsMode};
@@ -16,7 +16,10 @@ use tessera_server::{Server, ServerConfig, TlsMode};
 use crate::duration;
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct ServerArgs {
+    #[command(subcommand)]
+    command: Option<ServerCommand>,
     /// Address and port to listen on.
     #[arg(long, env = "TESSERA_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -146,7 +149,71 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
+#[derive(Subcommand, Debug)]
+enum ServerCommand {
+    /// Give an administrator a new random password, offline (for a lost
+    /// one): needs the server's data directory or database, ends the
+    /// account's signed-in sessions and is audited. Prints the password once.
+    ResetAdmin(ResetAdminArgs),
+}
+
+#[derive(Args, Debug)]
+struct ResetAdminArgs {
+    /// The administrator whose password is reset.
+    #[arg(long, default_value = tessera_server::bootstrap::BOOTSTRAP_USERNAME)]
+    username: String,
+    /// The server's data directory (its embedded database).
+    #[arg(long, env = "TESSERA_DATA_DIR", default_value = "./tessera-data")]
+    data_dir: PathBuf,
+    /// `postgres://…` when the server uses PostgreSQL.
+    #[arg(long, env = "TESSERA_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+/// `tessera server reset-admin`.
+async fn reset_admin(args: ResetAdminArgs) -> anyhow::Result<ExitCode> {
+    let url = match args.database_url {
+        Some(url) => url,
+        None => {
+            // Never create an empty database where the operator mistyped
+            // the directory: the reset needs the server's own.
+            let file = args.data_dir.join("tessera.db");
+            if !file.is_file() {
+                anyhow::bail!(
+                    "no Tessera database at {}: give the server's --data-dir (or --database-url)",
+                    file.display()
+                );
+            }
+            tessera_server::store::Db::sqlite_url(&args.data_dir)
+        }
+    };
+    let db = tessera_server::store::Db::connect(&url)
+        .await
+        .context("cannot open the server's database")?;
+    let reset = tessera_server::bootstrap::reset_admin(&db, &args.username).await?;
+    // Printed once, to the console only: never through the logger.
+    say!(
+        "New password for {}: {}\n\
+         Sign in with it and change it (`tessera ctl passwd` or the console).",
+        reset.admin.username,
+        reset.admin.password.as_str()
+    );
+    if reset.reenabled {
+        say!("The account was disabled; it is enabled again.");
+    }
+    if reset.revoked_sessions > 0 {
+        say!(
+            "{} signed-in session(s) of the account ended.",
+            reset.revoked_sessions
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    if let Some(ServerCommand::ResetAdmin(reset)) = args.command {
+        return reset_admin(reset).await;
+    }
     init_logging(args.log_format);
     let tls = match (args.tls_cert, args.tls_key, args.tls_self_signed) {
         (Some(cert), Some(key), _) => TlsMode::Files { cert, key },

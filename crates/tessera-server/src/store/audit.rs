@@ -49,6 +49,7 @@ impl Actor {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     BootstrapAdminCreated,
+    AdminPasswordReset,
     LoginSucceeded,
     LoginFailed,
     LockoutTriggered,
@@ -109,6 +110,7 @@ impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Action::BootstrapAdminCreated => "bootstrap_admin_created",
+            Action::AdminPasswordReset => "admin_password_reset",
             Action::LoginSucceeded => "login_succeeded",
             Action::LoginFailed => "login_failed",
             Action::LockoutTriggered => "lockout_triggered",

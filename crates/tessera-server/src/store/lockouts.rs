@@ -115,3 +115,14 @@ pub async fn forget_stale(
     .await?;
     Ok(done.rows_affected())
 }
+
+/// Deletes the wrong-password counts and locks of user `user_id` (from
+/// every address): its password was just reset by the operator.
+pub async fn forget_account(tx: &mut Tx, user_id: &str) -> StoreResult<u64> {
+    let done =
+        sqlx::query("DELETE FROM lockouts WHERE purpose = 'login_account' AND subject LIKE $1")
+            .bind(format!("user:{user_id}@%"))
+            .execute(&mut **tx)
+            .await?;
+    Ok(done.rows_affected())
+}

@@ -27,6 +27,7 @@ mod openapi;
 mod ops;
 mod pairing;
 mod pipes;
+mod reset_admin;
 mod schema;
 mod secrets;
 mod sessions;
