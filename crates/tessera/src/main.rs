@@ -34,7 +34,7 @@ pub(crate) struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the Tessera server.
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Operator command line: log in, manage users and devices, read the audit log.
     Ctl(ctl::CtlArgs),
     /// The device agent: enroll this machine and keep it connected.
@@ -70,7 +70,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Server(args) => server::run(args).await,
+            Command::Server(args) => server::run(*args).await,
             Command::Ctl(args) => ctl::run(args).await,
             Command::Agent(args) => agent::run(args).await,
             Command::Connect(args) => connect::run(args).await,
