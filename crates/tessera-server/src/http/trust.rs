@@ -281,7 +281,7 @@ async fn withdraw_trust(
 }
 
 /// A grant as operators and devices see it, with its state now.
-async fn grant_view(db: &Db, g: &GrantRow) -> Result<GrantView, StoreError> {
+pub async fn grant_view(db: &Db, g: &GrantRow) -> Result<GrantView, StoreError> {
     let granter = store::devices::by_id_any_tenant(db.pool(), &g.grant.granter).await?;
     let grantee = store::devices::by_id_any_tenant(db.pool(), &g.grant.grantee).await?;
     let current_fp = grantee
