@@ -5,5 +5,8 @@
 //! this binary is built only with the `browser-tests` feature:
 //! `cargo nextest run -p tessera --features browser-tests --test browser`.
 
+mod console_auth;
+mod console_devices;
+mod console_terminal;
 mod device_page;
 mod driver;
