@@ -15,6 +15,8 @@ fn pages(dev: &str) -> Vec<String> {
         "/pairings",
         "/enrollment",
         "/sessions",
+        "/support",
+        "/grants",
         "/audit",
         "/users",
         "/account/password",

@@ -7,6 +7,7 @@
 
 mod console_auth;
 mod console_devices;
+mod console_support;
 mod console_terminal;
 mod device_page;
 mod driver;

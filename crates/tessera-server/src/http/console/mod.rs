@@ -17,10 +17,12 @@ pub mod assets;
 pub mod audit;
 pub mod devices;
 pub mod enrollment;
+pub mod grants;
 pub mod overview;
 pub mod presence;
 pub mod session;
 pub mod sessions;
+pub mod support;
 pub mod users;
 
 use axum::body::Bytes;
@@ -72,6 +74,9 @@ pub fn routes() -> Router<AppState> {
         .route("/sessions/{id}/end", post(sessions::end))
         .route("/sessions/{id}/terminal", get(sessions::terminal))
         .route("/sessions/{id}/viewer-token", post(sessions::viewer_token))
+        .route("/support", get(support::show).post(support::create))
+        .route("/grants", get(grants::list))
+        .route("/grants/{id}/revoke", post(grants::revoke))
         .route("/audit", get(audit::list))
         .route("/audit/verify", post(audit::verify))
         .route("/users", get(users::list).post(users::create))
@@ -117,6 +122,8 @@ pub enum Nav {
     Pairings,
     Enrollment,
     Sessions,
+    Support,
+    Grants,
     Audit,
     Users,
     Account,
@@ -148,6 +155,10 @@ pub fn page(s: &Signed, nav: Nav, title: &str, body: Markup) -> Markup {
                                 (item(Nav::Enrollment, "/enrollment", "Enrollment"))
                             }
                             (item(Nav::Sessions, "/sessions", "Sessions"))
+                            @if s.op.role.allows(Permission::Control) {
+                                (item(Nav::Support, "/support", "Support codes"))
+                            }
+                            (item(Nav::Grants, "/grants", "Grants"))
                             @if s.op.role.allows(Permission::AuditRead) {
                                 (item(Nav::Audit, "/audit", "Audit"))
                             }
