@@ -346,8 +346,15 @@ async fn issue_key(
     op: Operator,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<IssuedKey>)> {
+    let issued = issue(&state, &op, &id).await?;
+    Ok((StatusCode::CREATED, Json(issued)))
+}
+
+/// Issues a new key for a device; the key is in the result only. The API
+/// and the console both call this.
+pub async fn issue(state: &AppState, op: &Operator, id: &str) -> ApiResult<IssuedKey> {
     op.require(Permission::ManageDevices)?;
-    let d = find(&state, &op, &id).await?;
+    let d = find(state, op, id).await?;
     if d.revoked_at.is_some() {
         return Err(ApiError::conflict(
             ErrorCode::DeviceRevoked,
@@ -366,7 +373,7 @@ async fn issue_key(
         .write(async |w| {
             let key_id = enrollment::issue_key(
                 w,
-                tenancy::of(&op),
+                tenancy::of(op),
                 &d.id,
                 &secret,
                 &format!("user:{}", op.user_id),
@@ -376,19 +383,16 @@ async fn issue_key(
             Ok::<_, ApiError>(key_id)
         })
         .await?;
-    let keys = store::devices::list_keys(state.db(), tenancy::of(&op), &d.id).await?;
+    let keys = store::devices::list_keys(state.db(), tenancy::of(op), &d.id).await?;
     let key = keys
         .iter()
         .find(|k| k.id == key_id)
         .map(DeviceKeyView::from)
         .ok_or_else(|| ApiError::internal("issued key vanished"))?;
-    Ok((
-        StatusCode::CREATED,
-        Json(IssuedKey {
-            key,
-            device_key: SecretString::new(secret.expose()),
-        }),
-    ))
+    Ok(IssuedKey {
+        key,
+        device_key: SecretString::new(secret.expose()),
+    })
 }
 
 /// Revoke one key of a device; a connection using it is closed.

@@ -5,6 +5,7 @@
 //! this binary is built only with the `browser-tests` feature:
 //! `cargo nextest run -p tessera --features browser-tests --test browser`.
 
+mod console_admin;
 mod console_auth;
 mod console_devices;
 mod console_support;

@@ -243,8 +243,34 @@ pub async fn show(
         Ok(s) => s,
         Err(r) => return r,
     };
-    match device_page(&state, &s, &id).await {
+    match device_page(&state, &s, &id, None).await {
         Ok(body) => html_response(StatusCode::OK, page(&s, Nav::Devices, "Device", body)),
+        Err(e) => fail(&s, Nav::Devices, e),
+    }
+}
+
+/// `POST /devices/{id}/keys`: a new key, shown on the device's page in
+/// this response only.
+pub async fn issue_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (s, _) = match require_post(&state, &headers, body).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let issued = match api::issue(&state, &s.op, &id).await {
+        Ok(k) => k,
+        Err(e) => return fail(&s, Nav::Devices, e),
+    };
+    let shown = (
+        issued.device_key.expose().to_owned(),
+        issued.key.prefix.clone(),
+    );
+    match device_page(&state, &s, &id, Some(shown)).await {
+        Ok(body) => html_response(StatusCode::CREATED, page(&s, Nav::Devices, "Device", body)),
         Err(e) => fail(&s, Nav::Devices, e),
     }
 }
@@ -253,6 +279,7 @@ async fn device_page(
     state: &AppState,
     s: &Signed,
     id: &str,
+    issued: Option<(String, String)>,
 ) -> Result<Markup, crate::http::error::ApiError> {
     s.op.require(Permission::View)?;
     let d = api::find(state, &s.op, id).await?;
@@ -310,8 +337,21 @@ async fn device_page(
         }
         @if manage {
             h2 { "Keys" }
+            @if let Some((secret, prefix)) = &issued {
+                section.secret role="status" {
+                    p { strong { "New key " (prefix) "… — copy it now: it is shown only this once." } }
+                    p { code #new-secret { (secret) } " " button type="button" data-copy="#new-secret" hidden { "Copy" } }
+                    p { "It is pending until the device first uses it; revoke the old key once the device has switched." }
+                }
+            }
+            @if !revoked && !d.ephemeral {
+                form method="post" action=(format!("/devices/{}/keys", d.id)) {
+                    (csrf_field(s))
+                    button type="submit" { "Issue a new key" }
+                }
+            }
             @if keys.is_empty() { p.muted { "No keys." } } @else {
-                table {
+                div.scroll { table {
                     thead { tr { th { "Prefix" } th { "State" } th { "Created" } th { "Last used" } th { span.sr { "Actions" } } } }
                     tbody {
                         @for k in &keys {
@@ -329,12 +369,12 @@ async fn device_page(
                             }
                         }
                     }
-                }
+                } }
             }
         }
         h2 { "Trust and grants" }
         @if grants.is_empty() { p.muted { "This device has no automatic-join grants." } } @else {
-            table {
+            div.scroll { table {
                 thead { tr { th { "Granter" } th { "May be joined by" } th { "Scopes" } th { "Expires" } th { "State" } } }
                 tbody { @for g in &grants { tr {
                     td { (g.granter_name.as_deref().unwrap_or(&g.granter)) }
@@ -343,7 +383,7 @@ async fn device_page(
                     td { (g.expires_at) }
                     td { (g.state.replace('_', " ")) }
                 } } }
-            }
+            } }
         }
         h2 { "Recent sessions" }
         @if sessions.is_empty() { p.muted { "No sessions yet." } } @else {

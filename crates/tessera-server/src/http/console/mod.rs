@@ -61,6 +61,7 @@ pub fn routes() -> Router<AppState> {
             get(devices::confirm_revoke).post(devices::revoke),
         )
         .route("/devices/{id}/tags", post(devices::tags))
+        .route("/devices/{id}/keys", post(devices::issue_key))
         .route("/devices/{id}/keys/{key}/revoke", post(devices::revoke_key))
         .route("/events/presence", get(presence::stream))
         .route("/pairings", get(enrollment::pairings))
