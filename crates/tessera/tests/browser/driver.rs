@@ -102,15 +102,13 @@ impl Browser {
             .expect("click");
     }
 
-    /// The visible text of the page.
+    /// The visible text of the page; empty while a new page is loading
+    /// (between a click and the next page, there may be no body to read).
     pub(crate) async fn text(&self) -> String {
-        self.client
-            .find(Locator::Css("body"))
-            .await
-            .expect("body")
-            .text()
-            .await
-            .expect("text")
+        match self.client.find(Locator::Css("body")).await {
+            Ok(body) => body.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
     }
 
     /// Waits until the page's text contains `needle`.
@@ -137,7 +135,9 @@ impl Browser {
     /// Waits until `script` (a function body) returns true.
     pub(crate) async fn wait_until(&self, what: &str, script: &str) {
         for _ in 0..150 {
-            if self.exec(script).await == serde_json::Value::Bool(true) {
+            // An error (a page still loading) counts as "not yet".
+            let now = self.client.execute(script, vec![]).await;
+            if matches!(now, Ok(serde_json::Value::Bool(true))) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
