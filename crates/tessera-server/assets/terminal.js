@@ -126,5 +126,13 @@
     send(bytesField(ENV.data, concat([bytesField(1, str(session)), intField(2, channel), bytesField(3, str(data))])));
   });
   term.onResize(sendResize);
+  // Copy on select, where the browser lets a page write the clipboard
+  // (a secure context: https, or this machine).
+  term.onSelectionChange(function () {
+    var text = term.getSelection();
+    if (text && navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).catch(function () { /* refused: select and copy by hand */ });
+    }
+  });
   window.addEventListener("resize", function () { try { fit.fit(); } catch (e) { /* hidden */ } });
 })();

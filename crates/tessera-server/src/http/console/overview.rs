@@ -56,9 +56,19 @@ pub async fn show(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -
                 g.revoked_at.is_none() && g.grant.expires_at > now && g.grant.expires_at <= soon
             })
             .count();
-        Ok::<_, store::StoreError>((live.len(), online, active, waiting, pairings, expiring))
+        let chain = if s.op.role.allows(Permission::AuditRead) {
+            let (head, _) = store::checkpoints::head(state.db()).await?;
+            let last = store::checkpoints::recent(state.db(), head, 1).await?;
+            Some((head, last.into_iter().next()))
+        } else {
+            None
+        };
+        Ok::<_, store::StoreError>((
+            (live.len(), online, active, waiting, pairings, expiring),
+            chain,
+        ))
     };
-    let (total, online, active, waiting, pairings, expiring) = match counts.await {
+    let ((total, online, active, waiting, pairings, expiring), chain) = match counts.await {
         Ok(c) => c,
         Err(e) => return fail(&s, Nav::Overview, e),
     };
@@ -71,8 +81,14 @@ pub async fn show(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -
                 li { a href="/pairings" { strong { (pairings) } " pairings waiting for approval" } }
             }
             li { strong { (expiring) } " grants expiring within 7 days" }
-            @if s.op.role.allows(Permission::AuditRead) {
-                li { a href="/audit" { "Audit log" } " — verify its chain there" }
+            @if let Some((head, last)) = &chain {
+                li {
+                    a href="/audit" { strong { (head) } " audit rows" }
+                    @if let Some(c) = last {
+                        " — last signed checkpoint at row " (c.seq) ", " (super::when(c.signed_at))
+                    } @else { " — no signed checkpoint yet" }
+                    ". Verify the chain on the Audit page."
+                }
             }
         }
         @if total == 0 {

@@ -136,7 +136,8 @@ fn table(s: &Signed, rows: &[&SessionRow], live: bool) -> maud::Markup {
                 td { (when(r.started_at.unwrap_or(r.created_at))) }
                 td {
                     @if live && may_open(s, r) {
-                        a.button href=(format!("/sessions/{}/terminal", r.id)) {
+                        // Ids let htmx keep keyboard focus across the list's refresh.
+                        a.button id=(format!("open-{}", r.id)) href=(format!("/sessions/{}/terminal", r.id)) {
                             @if s.op.role.allows(Permission::Control) { "Open terminal" } @else { "Watch (view only)" }
                         }
                         " "
@@ -144,7 +145,7 @@ fn table(s: &Signed, rows: &[&SessionRow], live: bool) -> maud::Markup {
                     @if may_end(s, r) {
                         form.inline method="post" action=(format!("/sessions/{}/end", r.id)) {
                             (csrf_field(s))
-                            button.danger type="submit" { "End session" }
+                            button.danger id=(format!("end-{}", r.id)) type="submit" { "End session" }
                         }
                     }
                 }
@@ -216,7 +217,7 @@ pub async fn terminal(
         noscript { p.error { "The web terminal needs JavaScript. Use " code { "tessera connect" } " instead." } }
         div #terminal.terminal data-session=(r.id) data-csrf=(s.csrf) data-control=(if control { "1" } else { "0" })
             tabindex="0" aria-label=(format!("Terminal of {}", r.device_name)) {}
-        p.muted { "Copy: select text (it is copied as you select). Paste: Ctrl+Shift+V or your browser's paste. " }
+        p.muted { "Copy: select text with the mouse (it goes to the clipboard where the browser allows). Paste: Ctrl+Shift+V or your browser's paste." }
         form.inline method="post" action=(format!("/sessions/{}/end", r.id)) {
             (csrf_field(&s))
             @if may_end(&s, &r) { button.danger type="submit" { "End session" } }

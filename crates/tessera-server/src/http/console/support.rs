@@ -109,7 +109,7 @@ async fn codes(state: &AppState, s: &Signed) -> Result<Markup, store::StoreError
                         td {
                             @if let Some(sess) = session {
                                 @if *st == Stage::Live {
-                                    a.button href=(format!("/sessions/{}/terminal", sess.id)) { "Open terminal" }
+                                    a.button id=(format!("open-{}", sess.id)) href=(format!("/sessions/{}/terminal", sess.id)) { "Open terminal" }
                                 } @else if let Some(r) = &sess.end_reason { (r) }
                             }
                         }
