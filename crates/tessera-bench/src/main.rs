@@ -91,6 +91,12 @@ enum Command {
         #[arg(long)]
         batches: Option<usize>,
     },
+    /// The web console's devices, device and audit pages with many devices.
+    ConsolePages {
+        /// Devices (default 10,000; quick 200).
+        #[arg(long)]
+        devices: Option<usize>,
+    },
     /// Turns result files (`*.json`) into docs/BENCHMARKS.md and its chart.
     Report {
         /// Directory of result files from several runs.
@@ -171,6 +177,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::SessionSetup { sessions } => {
             flows::session_setup(&opts, sessions.unwrap_or(if q { 3 } else { 30 })).await?
+        }
+        Command::ConsolePages { devices } => {
+            flows::console_pages(&opts, devices.unwrap_or(if q { 200 } else { 10_000 })).await?
         }
         Command::Ingest { batches } => {
             flows::ingest(&opts, batches.unwrap_or(if q { 6 } else { 200 }), q).await?

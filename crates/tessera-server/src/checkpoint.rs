@@ -245,6 +245,7 @@ pub async fn verify(state: &AppState) -> StoreResult<Report> {
         Err(e) => return Ok(broken(e.to_string(), 0)),
     };
     let mut filter = store::audit::Filter {
+        target: None,
         limit: PAGE,
         ..Default::default()
     };
@@ -273,6 +274,7 @@ pub async fn verify(state: &AppState) -> StoreResult<Report> {
         let first_unsigned = store::audit::list(
             db,
             &store::audit::Filter {
+                target: None,
                 after_seq: Some(covered),
                 limit: 1,
                 ..Default::default()

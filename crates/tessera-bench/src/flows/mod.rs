@@ -7,11 +7,13 @@
 //! fan-out), `devices` (idle devices, connect storm), `sessions` (automatic
 //! session setup) and `ingest`.
 
+mod console;
 mod devices;
 mod ingest;
 mod relay;
 mod sessions;
 
+pub(crate) use console::console_pages;
 pub(crate) use devices::{connect_storm, idle_devices};
 pub(crate) use ingest::ingest;
 pub(crate) use relay::{fanout, relay_latency, relay_throughput};

@@ -44,6 +44,8 @@ pub struct AuditQuery {
     action: Option<String>,
     /// Only this actor, e.g. `user:<id>` or `ip:203.0.113.9`.
     actor: Option<String>,
+    /// Only rows about this target, e.g. `device:<id>` or `session:<id>`.
+    target: Option<String>,
     /// Only rows at or after this time (RFC 3339).
     #[param(format = DateTime)]
     since: Option<String>,
@@ -130,6 +132,7 @@ async fn list_audit(
         tenant_id: Some(tenancy::of(&op).to_owned()),
         action: q.action,
         actor: q.actor,
+        target: q.target,
         since: parse_time("since", q.since.as_deref())?,
         until: parse_time("until", q.until.as_deref())?,
         after_seq: q.after,

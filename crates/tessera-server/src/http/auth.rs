@@ -114,7 +114,30 @@ async fn change_password(
     op: Operator,
     ApiJson(req): ApiJson<ChangePasswordRequest>,
 ) -> ApiResult<Json<ChangePasswordResponse>> {
-    password::check_policy(req.new_password.expose())
+    let revoked = change_own_password(
+        &state,
+        ip,
+        &op,
+        req.current_password.expose(),
+        req.new_password.expose(),
+    )
+    .await?;
+    Ok(Json(ChangePasswordResponse {
+        revoked_sessions: revoked,
+    }))
+}
+
+/// Changes `op`'s own password after checking the current one (counted
+/// toward lockout like a login), and ends their other login sessions.
+/// Returns how many were ended. The API and the console both call this.
+pub async fn change_own_password(
+    state: &AppState,
+    ip: ClientIp,
+    op: &Operator,
+    current: &str,
+    new: &str,
+) -> ApiResult<u64> {
+    password::check_policy(new)
         .map_err(|e| ApiError::unprocessable(ErrorCode::WeakPassword, e.to_string()))?;
     let user = store::users::by_id(state.db().pool(), &op.tenant_id, &op.user_id)
         .await?
@@ -123,7 +146,7 @@ async fn change_password(
     login::admit_password_check(state.db(), ip.0, &keys).await?;
     let ok = verify_password(
         Some(user.password_hash.clone()),
-        Zeroizing::new(req.current_password.expose().to_owned()),
+        Zeroizing::new(current.to_owned()),
     )
     .await;
     if ok {
@@ -138,7 +161,7 @@ async fn change_password(
             "the current password is incorrect",
         ));
     }
-    let hash = hash_password(Zeroizing::new(req.new_password.expose().to_owned())).await;
+    let hash = hash_password(Zeroizing::new(new.to_owned())).await;
     let revoked = state
         .db()
         .write(async |w| {
@@ -162,7 +185,5 @@ async fn change_password(
             Ok::<_, ApiError>(revoked)
         })
         .await?;
-    Ok(Json(ChangePasswordResponse {
-        revoked_sessions: revoked,
-    }))
+    Ok(revoked)
 }

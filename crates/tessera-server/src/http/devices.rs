@@ -141,7 +141,7 @@ fn clean_reason(r: Option<String>) -> Result<String, ApiError> {
 /// A device `op` may see, else 404 as if it did not exist: a support-code
 /// device whose person has not consented is its technician's alone (its
 /// name, host, OS and owner are theirs to know; nobody else may act on it).
-async fn find(state: &AppState, op: &Operator, id: &str) -> ApiResult<DeviceRow> {
+pub async fn find(state: &AppState, op: &Operator, id: &str) -> ApiResult<DeviceRow> {
     let id = DeviceId::parse(id).map_err(|_| ApiError::not_found("device"))?;
     let d = store::devices::by_id(state.db().pool(), tenancy::of(op), id.as_str())
         .await?
@@ -197,15 +197,28 @@ async fn revoke_device(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<RevokeRequest>,
 ) -> ApiResult<Json<DeviceView>> {
+    let d = revoke(&state, ip, &op, &id, req.reason).await?;
+    Ok(Json(device_view(&state, &d)))
+}
+
+/// Revokes a device and all its keys, audited, and cuts its connection;
+/// returns the device as it now is. The API and the console both call this.
+pub async fn revoke(
+    state: &AppState,
+    ip: ClientIp,
+    op: &Operator,
+    id: &str,
+    reason: Option<String>,
+) -> ApiResult<DeviceRow> {
     op.require(Permission::ManageDevices)?;
-    let reason = clean_reason(req.reason)?;
-    let d = find(&state, &op, &id).await?;
+    let reason = clean_reason(reason)?;
+    let d = find(state, op, id).await?;
     state
         .db()
         .write(async |w| {
             if !store::devices::revoke(
                 w,
-                tenancy::of(&op),
+                tenancy::of(op),
                 &d.id,
                 &reason,
                 &format!("user:{}", op.user_id),
@@ -230,12 +243,11 @@ async fn revoke_device(
         })
         .await?;
     // Its automatic sessions lose it (audited) before its connection goes.
-    crate::automatic::standing_changed(&state).await;
+    crate::automatic::standing_changed(state).await;
     state
         .registry()
         .revoke_device(&d.id, ErrorCode::DeviceRevoked, &reason);
-    let d = find(&state, &op, &id).await?;
-    Ok(Json(device_view(&state, &d)))
+    find(state, op, id).await
 }
 
 /// Add and remove tags.
@@ -251,25 +263,38 @@ async fn tag_device(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<TagsRequest>,
 ) -> ApiResult<Json<DeviceView>> {
+    let d = retag(&state, ip, &op, &id, &req.add, &req.remove).await?;
+    Ok(Json(device_view(&state, &d)))
+}
+
+/// Adds and removes a device's tags, audited.
+pub async fn retag(
+    state: &AppState,
+    ip: ClientIp,
+    op: &Operator,
+    id: &str,
+    add: &[String],
+    remove: &[String],
+) -> ApiResult<DeviceRow> {
     op.require(Permission::ManageDevices)?;
-    validate_tags(&req.add)?;
-    validate_tags(&req.remove)?;
-    let tenant = tenancy::of(&op);
-    find(&state, &op, &id).await?;
+    validate_tags(add)?;
+    validate_tags(remove)?;
+    let tenant = tenancy::of(op);
+    find(state, op, id).await?;
     state
         .db()
         .write(async |w| {
-            let key = DeviceId::parse(&id).map_err(|_| ApiError::not_found("device"))?;
+            let key = DeviceId::parse(id).map_err(|_| ApiError::not_found("device"))?;
             let d = store::devices::by_id(w.conn(), tenant, key.as_str())
                 .await?
                 .ok_or_else(|| ApiError::not_found("device"))?;
             let mut tags: Vec<String> = d
                 .tags
                 .iter()
-                .filter(|t| !req.remove.contains(t))
+                .filter(|t| !remove.contains(t))
                 .cloned()
                 .collect();
-            for t in &req.add {
+            for t in add {
                 if !tags.contains(t) {
                     tags.push(t.clone());
                 }
@@ -287,8 +312,7 @@ async fn tag_device(
             Ok::<_, ApiError>(())
         })
         .await?;
-    let d = find(&state, &op, &id).await?;
-    Ok(Json(device_view(&state, &d)))
+    find(state, op, id).await
 }
 
 /// A device's keys (prefixes only; a key is shown once, when issued).
@@ -301,10 +325,15 @@ async fn list_keys(
     op: Operator,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<DeviceKeyView>>> {
-    op.require(Permission::ManageDevices)?;
-    let d = find(&state, &op, &id).await?;
-    let keys = store::devices::list_keys(state.db(), tenancy::of(&op), &d.id).await?;
+    let keys = keys_of(&state, &op, &id).await?;
     Ok(Json(keys.iter().map(DeviceKeyView::from).collect()))
+}
+
+/// A device's keys, for an operator who may manage devices.
+pub async fn keys_of(state: &AppState, op: &Operator, id: &str) -> ApiResult<Vec<KeyRow>> {
+    op.require(Permission::ManageDevices)?;
+    let d = find(state, op, id).await?;
+    Ok(store::devices::list_keys(state.db(), tenancy::of(op), &d.id).await?)
 }
 
 /// Issue a new key for a device; the key is in this response only.
@@ -317,8 +346,15 @@ async fn issue_key(
     op: Operator,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<IssuedKey>)> {
+    let issued = issue(&state, &op, &id).await?;
+    Ok((StatusCode::CREATED, Json(issued)))
+}
+
+/// Issues a new key for a device; the key is in the result only. The API
+/// and the console both call this.
+pub async fn issue(state: &AppState, op: &Operator, id: &str) -> ApiResult<IssuedKey> {
     op.require(Permission::ManageDevices)?;
-    let d = find(&state, &op, &id).await?;
+    let d = find(state, op, id).await?;
     if d.revoked_at.is_some() {
         return Err(ApiError::conflict(
             ErrorCode::DeviceRevoked,
@@ -337,7 +373,7 @@ async fn issue_key(
         .write(async |w| {
             let key_id = enrollment::issue_key(
                 w,
-                tenancy::of(&op),
+                tenancy::of(op),
                 &d.id,
                 &secret,
                 &format!("user:{}", op.user_id),
@@ -347,19 +383,16 @@ async fn issue_key(
             Ok::<_, ApiError>(key_id)
         })
         .await?;
-    let keys = store::devices::list_keys(state.db(), tenancy::of(&op), &d.id).await?;
+    let keys = store::devices::list_keys(state.db(), tenancy::of(op), &d.id).await?;
     let key = keys
         .iter()
         .find(|k| k.id == key_id)
         .map(DeviceKeyView::from)
         .ok_or_else(|| ApiError::internal("issued key vanished"))?;
-    Ok((
-        StatusCode::CREATED,
-        Json(IssuedKey {
-            key,
-            device_key: SecretString::new(secret.expose()),
-        }),
-    ))
+    Ok(IssuedKey {
+        key,
+        device_key: SecretString::new(secret.expose()),
+    })
 }
 
 /// Revoke one key of a device; a connection using it is closed.
@@ -375,21 +408,35 @@ async fn revoke_key(
     Path((id, key_id)): Path<(String, String)>,
     ApiJson(req): ApiJson<RevokeRequest>,
 ) -> ApiResult<Json<DeviceKeyView>> {
+    revoke_one_key(&state, ip, &op, &id, &key_id, req.reason)
+        .await
+        .map(|k| Json(DeviceKeyView::from(&k)))
+}
+
+/// Revokes one key of a device, audited, and closes a connection using it.
+pub async fn revoke_one_key(
+    state: &AppState,
+    ip: ClientIp,
+    op: &Operator,
+    id: &str,
+    key_id: &str,
+    reason: Option<String>,
+) -> ApiResult<KeyRow> {
     op.require(Permission::ManageDevices)?;
-    let reason = clean_reason(req.reason)?;
-    let d = find(&state, &op, &id).await?;
-    let tenant = tenancy::of(&op);
+    let reason = clean_reason(reason)?;
+    let d = find(state, op, id).await?;
+    let tenant = tenancy::of(op);
     state
         .db()
         .write(async |w| {
-            if !store::devices::revoke_key(w, tenant, &d.id, &key_id, &reason, state.now()).await? {
+            if !store::devices::revoke_key(w, tenant, &d.id, key_id, &reason, state.now()).await? {
                 return Err(ApiError::not_found("live key"));
             }
             w.audit(
                 op.event(Action::KeyRevoked)
                     .ip(Some(ip.0))
                     .target(format!("device:{}", d.id))
-                    .detail("key_id", key_id.clone())
+                    .detail("key_id", key_id.to_owned())
                     .detail("reason", reason.clone()),
             )
             .await?;
@@ -398,10 +445,9 @@ async fn revoke_key(
         .await?;
     state
         .registry()
-        .revoke_key(&key_id, ErrorCode::KeyRevoked, &reason);
+        .revoke_key(key_id, ErrorCode::KeyRevoked, &reason);
     let keys = store::devices::list_keys(state.db(), tenant, &d.id).await?;
-    keys.iter()
+    keys.into_iter()
         .find(|k| k.id == key_id)
-        .map(|k| Json(DeviceKeyView::from(k)))
         .ok_or_else(|| ApiError::not_found("key"))
 }

@@ -44,7 +44,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_token))
 }
 
-fn token_view(t: &TokenRow, now: Timestamp) -> EnrollmentTokenView {
+pub fn token_view(t: &TokenRow, now: Timestamp) -> EnrollmentTokenView {
     EnrollmentTokenView {
         id: t.id.clone(),
         prefix: t.token_prefix.clone(),
@@ -70,6 +70,18 @@ async fn create_token(
     op: Operator,
     ApiJson(req): ApiJson<CreateEnrollmentTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedEnrollmentToken>)> {
+    let created = create(&state, ip, &op, &req).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Creates an enrollment token, audited by its prefix; the secret is in the
+/// result only. The API and the console both call this.
+pub async fn create(
+    state: &AppState,
+    ip: ClientIp,
+    op: &Operator,
+    req: &CreateEnrollmentTokenRequest,
+) -> ApiResult<CreatedEnrollmentToken> {
     op.require(Permission::ManageDevices)?;
     if !(1..=MAX_USES).contains(&req.uses) {
         return Err(ApiError::unprocessable(
@@ -87,7 +99,7 @@ async fn create_token(
     validate_tags(&req.tags)?;
     let secret = Secret::generate(SecretKind::EnrollmentToken);
     let id = uuid::Uuid::now_v7().to_string();
-    let tenant = tenancy::of(&op);
+    let tenant = tenancy::of(op);
     let now = state
         .db()
         .write(async |w| {
@@ -123,13 +135,10 @@ async fn create_token(
     let row = store::enrollment::by_hash(state.db().pool(), &secret.hash())
         .await?
         .ok_or_else(|| ApiError::internal("created token vanished"))?;
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedEnrollmentToken {
-            token: token_view(&row, now),
-            secret: SecretString::new(secret.expose()),
-        }),
-    ))
+    Ok(CreatedEnrollmentToken {
+        token: token_view(&row, now),
+        secret: SecretString::new(secret.expose()),
+    })
 }
 
 /// List enrollment tokens (never their secrets).
@@ -157,13 +166,19 @@ async fn revoke_token(
     op: Operator,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
+    revoke(&state, ip, &op, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes a live enrollment token, audited.
+pub async fn revoke(state: &AppState, ip: ClientIp, op: &Operator, id: &str) -> ApiResult<()> {
     op.require(Permission::ManageDevices)?;
-    let tenant = tenancy::of(&op);
+    let tenant = tenancy::of(op);
     state
         .db()
         .write(async |w| {
             let now = w.now();
-            if !store::enrollment::revoke(w, tenant, &id, &op.user_id, now).await? {
+            if !store::enrollment::revoke(w, tenant, id, &op.user_id, now).await? {
                 return Err(ApiError::not_found("live enrollment token"));
             }
             w.audit(
@@ -174,8 +189,7 @@ async fn revoke_token(
             .await?;
             Ok(())
         })
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+        .await
 }
 
 /// Enroll a device with an enrollment token (device plane).

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod console;
 pub mod devices;
 pub mod enroll;
 pub mod error;
@@ -197,6 +198,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ws/device", axum::routing::get(ws_device::upgrade))
         .route("/ws/viewer", axum::routing::get(ws_viewer::upgrade))
         .merge(pages::routes())
+        .merge(console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(

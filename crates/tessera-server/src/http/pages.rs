@@ -12,30 +12,26 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use tessera_core::codes::display_user_code;
 use tessera_core::identity::DeviceId;
 use tessera_core::roles::Permission;
-use tessera_core::secret::{hex, Secret, SecretKind};
 use tessera_core::ErrorCode;
 use tessera_core::Timestamp;
 
+use super::console::session::{self, csrf_for, csrf_ok, same_origin, session_cookie, Form};
 use super::error::{retry_after, ApiError};
-use super::extract::{body_error, form_has_nul, ClientIp};
+use super::extract::ClientIp;
 use crate::auth::lockout::Locked;
 use crate::auth::login::{self, LoginError};
 use crate::auth::Operator;
-use crate::config::TlsMode;
 use crate::pairing::PairingError;
 use crate::store::pairings::PairingRow;
-use crate::{pairing, store, AppState};
-
-const COOKIE: &str = "tessera_session";
+use crate::{pairing, AppState};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -64,39 +60,13 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title} · Tessera</title><style>\
-         body{{font-family:system-ui,sans-serif;max-width:38rem;margin:3rem auto;padding:0 1rem;color:#1d2430}}\
-         h1{{font-size:1.4rem}} .warn{{background:#fff4d6;border:1px solid #e0b84c;padding:.8rem;border-radius:6px}}\
-         table{{border-collapse:collapse;margin:1rem 0}} td{{padding:.3rem .8rem .3rem 0;vertical-align:top}}\
-         td:first-child{{color:#5b6472}} code{{font-size:1.05rem;word-break:break-all}}\
-         input{{font-size:1.1rem;padding:.4rem}} button{{font-size:1rem;padding:.5rem 1.2rem;margin-right:.6rem}}\
-         .error{{color:#a4161a}}</style></head><body>{body}</body></html>",
+         <title>{title} · Tessera</title><link rel=\"stylesheet\" href=\"{css}\"></head>\
+         <body class=\"narrow\">{body}</body></html>",
         title = escape(title),
+        css = super::console::assets::url("console.css"),
     );
     let mut resp = (status, html).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::REFERRER_POLICY,
-        // Not `no-referrer`: with it Chromium posts this page's own forms
-        // with `Origin: null`. `same-origin` still sends nothing to other sites.
-        HeaderValue::from_static("same-origin"),
-    );
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
+    super::console::secure_html(resp.headers_mut());
     resp
 }
 
@@ -122,37 +92,11 @@ fn locked_page(title: &str, body: &str, locked: &Locked) -> Response {
     resp
 }
 
-/// The session cookie's token, if the request has one.
-fn session_token(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_owned())
-}
-
 /// The signed-in operator and their session token, if any.
 async fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<(Operator, String)> {
-    let token = session_token(headers)?;
-    let secret = Secret::parse(SecretKind::OperatorToken, &token).ok()?;
-    let row = store::logins::by_token_hash(state.db(), &secret.hash())
+    session::signed_in(state, headers)
         .await
-        .ok()??;
-    Some((Operator::from_session(row, state.now()).ok()?, token))
-}
-
-/// A CSRF token bound to the session: only someone who holds the session
-/// cookie's value can compute it.
-fn csrf_for(session_token: &str) -> String {
-    hex(&Sha256::digest(format!("tessera/csrf/v1\0{session_token}")))
-}
-
-fn csrf_ok(session_token: &str, presented: Option<&str>) -> bool {
-    use subtle::ConstantTimeEq;
-    presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(csrf_for(session_token).as_bytes())))
+        .map(|s| (s.op, s.token))
 }
 
 #[derive(Deserialize)]
@@ -300,47 +244,12 @@ async fn show(
     }
 }
 
-/// Refuses cross-site form posts (including login CSRF, where another site
-/// signs the browser in to the attacker's account): browsers say where a
-/// request came from in `Sec-Fetch-Site` and `Origin`.
-///
-/// `Sec-Fetch-Site` is decisive when present: the browser sets it and no
-/// page can. `Origin` alone is unreliable: a browser sends `Origin: null`
-/// on a same-origin form post whenever the page's referrer policy withholds
-/// the referrer, so it is only consulted by browsers too old to send
-/// `Sec-Fetch-Site`, where `null` is refused.
-pub fn same_origin(headers: &HeaderMap) -> bool {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(site) = header("sec-fetch-site") {
-        return matches!(site, "same-origin" | "none");
-    }
-    match (header("origin"), header("host")) {
-        (Some("null"), _) => false,
-        (Some(origin), Some(host)) => origin
-            .split_once("://")
-            .is_some_and(|(_, rest)| rest.trim_end_matches('/') == host),
-        (Some(_), None) => false,
-        (None, _) => true,
-    }
-}
-
 fn cross_site() -> Response {
     error_page(ApiError::forbidden("cross-site form submission refused"))
 }
 
-/// The form's fields; an unparsable form reads as empty (each handler then
-/// asks for what is missing), an oversized body or a NUL anywhere is
-/// refused with a page.
 fn form_fields(body: Result<Bytes, BytesRejection>) -> Result<Vec<(String, String)>, ApiError> {
-    let body = body.map_err(body_error)?;
-    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
-    if form_has_nul(&fields) {
-        return Err(ApiError::bad_request(
-            ErrorCode::InvalidField,
-            "text may not contain NUL characters",
-        ));
-    }
-    Ok(fields)
+    Form::parse(body).map(|f| f.0)
 }
 
 fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -348,18 +257,6 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
-}
-
-fn session_cookie(state: &AppState, token: &str, max_age: u64) -> HeaderValue {
-    let secure = if matches!(state.config().tls, TlsMode::Off) {
-        ""
-    } else {
-        "; Secure"
-    };
-    HeaderValue::from_str(&format!(
-        "{COOKIE}={token}; Path=/device; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
-    ))
-    .unwrap_or_else(|_| HeaderValue::from_static("tessera_session=; Max-Age=0"))
 }
 
 fn back_to(code: Option<&str>) -> String {
@@ -529,52 +426,6 @@ async fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_static(v));
-        }
-        h
-    }
-
-    #[test]
-    fn cross_site_posts_are_recognised() {
-        assert!(same_origin(&headers(&[("host", "t.example:8443")])));
-        assert!(same_origin(&headers(&[
-            ("host", "t.example:8443"),
-            ("origin", "https://t.example:8443")
-        ])));
-        assert!(same_origin(&headers(&[
-            ("host", "t"),
-            ("sec-fetch-site", "same-origin")
-        ])));
-        assert!(!same_origin(&headers(&[
-            ("host", "t.example"),
-            ("origin", "https://evil.example")
-        ])));
-        assert!(!same_origin(&headers(&[
-            ("host", "t.example"),
-            ("sec-fetch-site", "cross-site")
-        ])));
-        assert!(!same_origin(&headers(&[
-            ("host", "t.example"),
-            ("origin", "null")
-        ])));
-        assert!(
-            same_origin(&headers(&[
-                ("host", "t.example"),
-                ("origin", "null"),
-                ("sec-fetch-site", "same-origin")
-            ])),
-            "what Chromium sends for a same-origin post under a strict referrer policy"
-        );
-        assert!(!same_origin(&headers(&[
-            ("host", "t.example"),
-            ("origin", "https://t.example"),
-            ("sec-fetch-site", "same-site")
-        ])));
-    }
 
     #[test]
     fn escape_covers_markup_and_quotes() {

@@ -65,7 +65,7 @@ pub fn visible_to(s: &SessionRow, op: &Operator) -> bool {
     s.origin != Origin::Attended || s.consent == Consent::Granted || s.created_by == op.user_id
 }
 
-async fn find(state: &AppState, op: &Operator, id: &str) -> ApiResult<SessionRow> {
+pub async fn find(state: &AppState, op: &Operator, id: &str) -> ApiResult<SessionRow> {
     store::sessions::by_id(state.db().pool(), tenancy::of(op), id)
         .await?
         .filter(|s| visible_to(s, op))
@@ -122,9 +122,23 @@ async fn create_session(
     op: Operator,
     ApiJson(req): ApiJson<CreateSessionRequest>,
 ) -> ApiResult<(StatusCode, Json<SessionView>)> {
+    let row = create(&state, ip, &op, &req.device, req.access.as_deref()).await?;
+    Ok((StatusCode::CREATED, Json(session_view(&row))))
+}
+
+/// Opens a managed session on an online device (asking the person at it
+/// first where the tenant requires consent). The API and the console both
+/// call this.
+pub async fn create(
+    state: &AppState,
+    ip: ClientIp,
+    op: &Operator,
+    device: &str,
+    access: Option<&str>,
+) -> ApiResult<SessionRow> {
     op.require(Permission::Control)?;
-    let access = super::extract::session_access(req.access.as_deref())?;
-    let device = find_device(&state, &op, &req.device).await?;
+    let access = super::extract::session_access(access)?;
+    let device = find_device(state, op, device).await?;
     if device.revoked_at.is_some() {
         return Err(ApiError::conflict(
             ErrorCode::DeviceRevoked,
@@ -137,7 +151,7 @@ async fn create_session(
             "the device is not connected to this server",
         ));
     }
-    let tenant = tenancy::of(&op);
+    let tenant = tenancy::of(op);
     let now = state.now();
     let id = uuid::Uuid::now_v7().to_string();
     let consent = state
@@ -191,14 +205,13 @@ async fn create_session(
             Ok::<_, ApiError>(consent)
         })
         .await?;
-    let row = find(&state, &op, &id).await?;
+    let row = find(state, op, &id).await?;
     if consent == Consent::Pending {
-        session::request_consent(&state, &row);
+        session::request_consent(state, &row);
     } else {
-        session::start_relay(&state, &row).await?;
+        session::start_relay(state, &row).await?;
     }
-    let row = find(&state, &op, &id).await?;
-    Ok((StatusCode::CREATED, Json(session_view(&row))))
+    find(state, op, &id).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -250,14 +263,22 @@ async fn end_session(
     op: Operator,
     Path(id): Path<String>,
 ) -> ApiResult<Json<SessionView>> {
-    let row = find(&state, &op, &id).await?;
+    end(&state, &op, &id)
+        .await
+        .map(|row| Json(session_view(&row)))
+}
+
+/// Ends a session `op` may end (their own, or any with the control
+/// permission); viewers and the device are told at once.
+pub async fn end(state: &AppState, op: &Operator, id: &str) -> ApiResult<SessionRow> {
+    let row = find(state, op, id).await?;
     if row.created_by != op.user_id {
         op.require(Permission::Control)?;
     }
     let reason = format!("ended by {}", op.username);
     if !session::end(
-        &state,
-        &id,
+        state,
+        id,
         EndCode::EndedByOperator,
         &reason,
         Actor::User(op.user_id.clone()),
@@ -270,9 +291,9 @@ async fn end_session(
         ));
     }
     // An automatic session routed here stops now, and its members are told.
-    let routing = crate::automatic::Routing::of(&state);
-    crate::automatic::stop(&routing, &id, EndCode::EndedByOperator.as_str(), &reason);
-    Ok(Json(session_view(&find(&state, &op, &id).await?)))
+    let routing = crate::automatic::Routing::of(state);
+    crate::automatic::stop(&routing, id, EndCode::EndedByOperator.as_str(), &reason);
+    find(state, op, id).await
 }
 
 /// Mint a viewer token for an active session: `control` for operators with
@@ -293,6 +314,18 @@ async fn viewer_token(
     op: Operator,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ViewerTokenResponse>> {
+    mint_viewer_token(&state, ip, &op, &id).await.map(Json)
+}
+
+/// Mints a viewer token for `op` on an active session, recorded (by its
+/// id) with its audit row before it is returned. The API and the console
+/// (for its web terminal, with the cookie's login) both call this.
+pub async fn mint_viewer_token(
+    state: &AppState,
+    ip: ClientIp,
+    op: &Operator,
+    id: &str,
+) -> ApiResult<ViewerTokenResponse> {
     let access = if op.role.allows(Permission::Control) {
         ViewerAccess::Control
     } else if op.role.allows(Permission::View) {
@@ -302,7 +335,7 @@ async fn viewer_token(
             "viewing a session needs the `view` permission",
         ));
     };
-    let row = find(&state, &op, &id).await?;
+    let row = find(state, op, id).await?;
     // The person at the device consented to one technician, by name: only
     // that one may join. Another needs a support code (and consent) of
     // their own.
@@ -374,10 +407,10 @@ async fn viewer_token(
             w.audit(event).await
         })
         .await?;
-    Ok(Json(ViewerTokenResponse {
+    Ok(ViewerTokenResponse {
         token: SecretString::new(token),
         access: access.as_str().to_owned(),
         expires_at: Timestamp::from_millis(claims.exp * 1000).to_rfc3339(),
         session_id: row.id.into_string(),
-    }))
+    })
 }

@@ -63,6 +63,18 @@ async fn create(
     op: Operator,
     ApiJson(req): ApiJson<CreateSupportCodeRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedSupportCode>)> {
+    let created = create_code(&state, ip, &op, &req).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Creates a support code, audited by id; the code is in the result only.
+/// The API and the console both call this.
+pub async fn create_code(
+    state: &AppState,
+    ip: ClientIp,
+    op: &Operator,
+    req: &CreateSupportCodeRequest,
+) -> ApiResult<CreatedSupportCode> {
     op.require(Permission::Control)?;
     let access = super::extract::session_access(req.access.as_deref())?;
     let ttl = req
@@ -75,7 +87,7 @@ async fn create(
             "`ttl_seconds` must be between 60 and 86400",
         ));
     }
-    let tenant = tenancy::of(&op);
+    let tenant = tenancy::of(op);
     let now = state.now();
     let id = uuid::Uuid::now_v7().to_string();
     let mut attempt = 0;
@@ -114,15 +126,12 @@ async fn create(
             .await;
         match inserted {
             Ok(()) => {
-                return Ok((
-                    StatusCode::CREATED,
-                    Json(CreatedSupportCode {
-                        id,
-                        code: SecretString::new(display_support_code(&code)),
-                        access: access.to_string(),
-                        expires_at: now.plus(ttl).to_rfc3339(),
-                    }),
-                ))
+                return Ok(CreatedSupportCode {
+                    id,
+                    code: SecretString::new(display_support_code(&code)),
+                    access: access.to_string(),
+                    expires_at: now.plus(ttl).to_rfc3339(),
+                })
             }
             // 2^44.6 codes: a collision is astronomically rare, but harmless.
             Err(StoreError::Conflict) if attempt < 3 => attempt += 1,

@@ -281,7 +281,7 @@ async fn withdraw_trust(
 }
 
 /// A grant as operators and devices see it, with its state now.
-async fn grant_view(db: &Db, g: &GrantRow) -> Result<GrantView, StoreError> {
+pub async fn grant_view(db: &Db, g: &GrantRow) -> Result<GrantView, StoreError> {
     let granter = store::devices::by_id_any_tenant(db.pool(), &g.grant.granter).await?;
     let grantee = store::devices::by_id_any_tenant(db.pool(), &g.grant.grantee).await?;
     let current_fp = grantee
@@ -428,18 +428,30 @@ async fn operator_revoke_grant(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<RevokeRequest>,
 ) -> ApiResult<Json<GrantView>> {
+    revoke_grant_as_operator(&state, ip, &op, &id, req.reason)
+        .await
+        .map(Json)
+}
+
+/// An operator revokes a grant server-side, audited. The API and the
+/// console both call this.
+pub async fn revoke_grant_as_operator(
+    state: &AppState,
+    ip: ClientIp,
+    op: &Operator,
+    id: &str,
+    reason: Option<String>,
+) -> ApiResult<GrantView> {
     op.require(Permission::ManageDevices)?;
-    let g = store::trust::grant_by_id(state.db().pool(), &id)
+    let g = store::trust::grant_by_id(state.db().pool(), id)
         .await?
-        .filter(|g| g.tenant_id == tenancy::of(&op))
+        .filter(|g| g.tenant_id == tenancy::of(op))
         .ok_or_else(|| ApiError::not_found("grant"))?;
-    let reason = req
-        .reason
-        .unwrap_or_else(|| format!("revoked by {}", op.username));
+    let reason = reason.unwrap_or_else(|| format!("revoked by {}", op.username));
     let reason = trust::revocation_reason(&reason);
     grants::revoke(
         state.db(),
-        &id,
+        id,
         grants::Revocation {
             tenant: &g.tenant_id,
             actor: Actor::User(op.user_id.clone()),
@@ -449,7 +461,7 @@ async fn operator_revoke_grant(
         },
     )
     .await?;
-    crate::automatic::standing_changed(&state).await;
-    let g = grants::by_id(state.db(), &id).await?;
-    Ok(Json(grant_view(state.db(), &g).await?))
+    crate::automatic::standing_changed(state).await;
+    let g = grants::by_id(state.db(), id).await?;
+    Ok(grant_view(state.db(), &g).await?)
 }

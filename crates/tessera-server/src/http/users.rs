@@ -94,6 +94,18 @@ async fn create_user(
     op: Operator,
     ApiJson(req): ApiJson<CreateUserRequest>,
 ) -> ApiResult<(StatusCode, Json<CreateUserResponse>)> {
+    let created = create(&state, ip, &op, &req).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Creates an operator account, audited; a generated password is in the
+/// result only. The API and the console both call this.
+pub async fn create(
+    state: &AppState,
+    ip: ClientIp,
+    op: &Operator,
+    req: &CreateUserRequest,
+) -> ApiResult<CreateUserResponse> {
     op.require(Permission::ManageUsers)?;
     validate_username(&req.username)?;
     let (plain, generated) = match &req.password {
@@ -105,7 +117,7 @@ async fn create_user(
         None => (Zeroizing::new(password::generate()), true),
     };
     let hash = hash_password(plain.clone()).await;
-    let tenant = tenancy::of(&op);
+    let tenant = tenancy::of(op);
     let id = uuid::Uuid::now_v7().to_string();
     let now = state.now();
     state
@@ -143,13 +155,10 @@ async fn create_user(
     let user = store::users::by_id(state.db().pool(), tenant, &id)
         .await?
         .ok_or_else(|| ApiError::internal("created user vanished"))?;
-    Ok((
-        StatusCode::CREATED,
-        Json(CreateUserResponse {
-            user: UserView::from(&user),
-            initial_password: generated.then(|| SecretString::new(plain.as_str())),
-        }),
-    ))
+    Ok(CreateUserResponse {
+        user: UserView::from(&user),
+        initial_password: generated.then(|| SecretString::new(plain.as_str())),
+    })
 }
 
 /// List operator accounts.
@@ -184,6 +193,21 @@ async fn update_user(
     Path(key): Path<String>,
     ApiJson(req): ApiJson<UpdateUserRequest>,
 ) -> ApiResult<Json<UserView>> {
+    update(&state, ip, &op, &key, &req)
+        .await
+        .map(|u| Json(UserView::from(&u)))
+}
+
+/// Changes a user's role and/or disables or enables the account, audited,
+/// with everything that follows (sessions and viewers ended). The API and
+/// the console both call this.
+pub async fn update(
+    state: &AppState,
+    ip: ClientIp,
+    op: &Operator,
+    key: &str,
+    req: &UpdateUserRequest,
+) -> ApiResult<UserRow> {
     op.require(Permission::ManageUsers)?;
     if req.role.is_none() && req.disabled.is_none() {
         return Err(ApiError::unprocessable(
@@ -191,13 +215,13 @@ async fn update_user(
             "give `role` and/or `disabled`",
         ));
     }
-    let tenant = tenancy::of(&op);
+    let tenant = tenancy::of(op);
     let user_id = state
         .db()
         .write(async |w| {
             store::tenants::lock(w, tenant).await?;
             // Read after taking the lock, so the checks below see settled state.
-            let user = find(w, tenant, &key).await?;
+            let user = find(w, tenant, key).await?;
             let now = state.now();
             let actor = Actor::User(op.user_id.clone());
             let target = format!("user:{}", user.id);
@@ -281,5 +305,5 @@ async fn update_user(
         user.role,
         user.disabled_at.is_some(),
     );
-    Ok(Json(UserView::from(&user)))
+    Ok(user)
 }

@@ -63,7 +63,12 @@ pub async fn upgrade(
         )
         .into_response();
     };
-    ws.max_message_size(MAX_VIEWER_FRAME)
+    // A browser cannot set `Authorization` on a WebSocket: the web
+    // terminal offers its token as a subprotocol beside `tessera.viewer`,
+    // which the answer names (a browser drops a connection whose answer
+    // names none of its offers).
+    ws.protocols([BROWSER_PROTOCOL])
+        .max_message_size(MAX_VIEWER_FRAME)
         .max_frame_size(MAX_VIEWER_FRAME)
         .read_buffer_size(crate::control::connection::READ_BUFFER)
         .write_buffer_size(crate::control::connection::WRITE_BUFFER)
@@ -77,6 +82,23 @@ pub async fn upgrade(
         })
 }
 
+/// The subprotocol a browser viewer offers; see [`protocol_token`].
+pub const BROWSER_PROTOCOL: &str = "tessera.viewer";
+/// Prefix of the subprotocol that carries a browser viewer's token.
+pub const TOKEN_PROTOCOL_PREFIX: &str = "tessera.token.";
+
+/// The viewer token a browser offers as the subprotocol
+/// `tessera.token.<token>` alongside `tessera.viewer` (never in the URL,
+/// where logs and history would keep it).
+fn protocol_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(TOKEN_PROTOCOL_PREFIX))
+}
+
 /// Every check before a viewer may join.
 async fn admit(
     state: &AppState,
@@ -84,9 +106,11 @@ async fn admit(
     headers: &HeaderMap,
     ip: std::net::IpAddr,
 ) -> Result<(ViewerClaims, Arc<LiveSession>), ApiError> {
-    let token = bearer_from(headers).ok_or_else(|| {
-        ApiError::unauthorized(ErrorCode::Unauthenticated, "missing viewer token")
-    })?;
+    let token = bearer_from(headers)
+        .or_else(|| protocol_token(headers))
+        .ok_or_else(|| {
+            ApiError::unauthorized(ErrorCode::Unauthenticated, "missing viewer token")
+        })?;
     let claims = state
         .viewer_keys()
         .check(state.db(), token, session_id, state.now())

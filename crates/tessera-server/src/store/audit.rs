@@ -297,6 +297,8 @@ pub struct Filter {
     pub tenant_id: Option<String>,
     pub action: Option<String>,
     pub actor: Option<String>,
+    /// Only rows about this target, e.g. `device:<id>`.
+    pub target: Option<String>,
     pub since: Option<Timestamp>,
     pub until: Option<Timestamp>,
     /// Rows with `seq` greater than this (the pagination cursor).
@@ -339,6 +341,7 @@ macro_rules! list_sql {
                AND ($5 IS NULL OR occurred_at < $5) \
                AND seq > $6 \
                AND ($8 IS NULL OR seq < $8) \
+               AND ($9 IS NULL OR target = $9) \
              ORDER BY seq ",
             $order,
             " LIMIT $7"
@@ -364,6 +367,7 @@ pub async fn list(db: &Db, f: &Filter) -> StoreResult<Vec<AuditRow>> {
         .bind(f.after_seq.unwrap_or(0))
         .bind(f.limit)
         .bind(f.before_seq)
+        .bind(f.target.as_deref())
         .try_map(from_row)
         .fetch_all(db.pool())
         .await?)

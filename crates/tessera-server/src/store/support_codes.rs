@@ -79,6 +79,20 @@ pub async fn by_hash<'e, E: Executor<'e, Database = Any>>(
     Ok(query.try_map(from_row).fetch_optional(ex).await?)
 }
 
+/// The codes `user` asked for, newest first.
+pub async fn of_creator(
+    db: &super::Db,
+    tenant: &str,
+    user: &str,
+    limit: i64,
+) -> StoreResult<Vec<SupportCodeRow>> {
+    let sql = format!(
+        "{SELECT} WHERE c.tenant_id = $1 AND c.created_by = $2 ORDER BY c.created_at DESC, c.id DESC LIMIT $3"
+    );
+    let query = sqlx::query(&sql).bind(tenant).bind(user).bind(limit);
+    Ok(query.try_map(from_row).fetch_all(db.pool()).await?)
+}
+
 /// active → consumed, bound to `session_id`; false if someone else won,
 /// or the code is expired or revoked.
 pub async fn consume(tx: &mut Tx, id: &str, session_id: &str, now: Timestamp) -> StoreResult<bool> {

@@ -102,15 +102,13 @@ impl Browser {
             .expect("click");
     }
 
-    /// The visible text of the page.
+    /// The visible text of the page; empty while a new page is loading
+    /// (between a click and the next page, there may be no body to read).
     pub(crate) async fn text(&self) -> String {
-        self.client
-            .find(Locator::Css("body"))
-            .await
-            .expect("body")
-            .text()
-            .await
-            .expect("text")
+        match self.client.find(Locator::Css("body")).await {
+            Ok(body) => body.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
     }
 
     /// Waits until the page's text contains `needle`.
@@ -124,6 +122,76 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("the page never said {needle:?}; it says:\n{text}");
+    }
+
+    /// Runs `script` in the page (a function body: `return …`).
+    pub(crate) async fn exec(&self, script: &str) -> serde_json::Value {
+        self.client
+            .execute(script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
+    }
+
+    /// Waits until `script` (a function body) returns true.
+    pub(crate) async fn wait_until(&self, what: &str, script: &str) {
+        for _ in 0..150 {
+            // An error (a page still loading) counts as "not yet".
+            let now = self.client.execute(script, vec![]).await;
+            if matches!(now, Ok(serde_json::Value::Bool(true))) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("never true: {what}; the page says:\n{}", self.text().await);
+    }
+
+    /// Signs in on the console's own page and waits for the overview.
+    pub(crate) async fn sign_in(&self, base: &str, user: &str, password: &str) {
+        self.goto(&format!("{base}/login")).await;
+        self.fill("username", user).await;
+        self.fill("password", password).await;
+        self.click_button("Sign in").await;
+        self.wait_for_text("Sign out").await;
+    }
+
+    /// Clicks the link whose text is `label`.
+    pub(crate) async fn click_link(&self, label: &str) {
+        self.client
+            .find(Locator::XPath(&format!("//a[normalize-space()='{label}']")))
+            .await
+            .unwrap_or_else(|e| panic!("no link {label}: {e}"))
+            .click()
+            .await
+            .expect("click");
+    }
+
+    /// Every address this page loaded, itself included, from the
+    /// browser's own record (Resource Timing).
+    pub(crate) async fn loaded_urls(&self) -> Vec<String> {
+        let v = self
+            .exec(
+                "return [location.href].concat(performance.getEntriesByType('resource').map(function (e) { return e.name; }));",
+            )
+            .await;
+        serde_json::from_value(v).expect("a list of addresses")
+    }
+
+    /// The response header `name` of a GET of `path`, fetched by the page
+    /// (with its cookie), and the status.
+    pub(crate) async fn fetch_header(&self, path: &str, name: &str) -> (u16, Option<String>) {
+        let v = self
+            .client
+            .execute_async(
+                "var done = arguments[arguments.length - 1], url = arguments[0], name = arguments[1];\
+                 fetch(url, {credentials: 'same-origin', redirect: 'manual'})\
+                   .then(function (r) { done([r.status, r.headers.get(name)]); })\
+                   .catch(function (e) { done([0, String(e)]); });",
+                vec![json!(path), json!(name)],
+            )
+            .await
+            .expect("fetch");
+        let status = v[0].as_u64().unwrap_or(0) as u16;
+        (status, v[1].as_str().map(str::to_owned))
     }
 
     pub(crate) async fn close(self) {

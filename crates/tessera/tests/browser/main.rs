@@ -5,5 +5,10 @@
 //! this binary is built only with the `browser-tests` feature:
 //! `cargo nextest run -p tessera --features browser-tests --test browser`.
 
+mod console_admin;
+mod console_auth;
+mod console_devices;
+mod console_support;
+mod console_terminal;
 mod device_page;
 mod driver;

@@ -10,6 +10,7 @@ mod auth;
 mod auto_revocation;
 mod bad_input;
 mod cli;
+mod console;
 mod control;
 mod demotion;
 mod device_names;
