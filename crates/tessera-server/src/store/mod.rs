@@ -190,6 +190,7 @@ pub fn migrator_up_to(backend: Backend, version: i64) -> Migrator {
             6 "0006_audit_checkpoints",
             7 "0007_lockouts",
             8 "0008_spent_proofs",
+            9 "0009_console",
         ),
         Backend::Postgres => migrations!("postgres":
             1 "0001_foundation",
@@ -200,6 +201,7 @@ pub fn migrator_up_to(backend: Backend, version: i64) -> Migrator {
             6 "0006_audit_checkpoints",
             7 "0007_lockouts",
             8 "0008_spent_proofs",
+            9 "0009_console",
         ),
     };
     migrations.retain(|m| m.version <= version);
