@@ -3,28 +3,24 @@
 //! acknowledge the frames drawn, ask for a keyframe when the picture cannot
 //! be trusted, and send input — only when the session was joined with
 //! `control` access. Decoding pixels is the caller's business (the
-//! `tessera-screen` decoders); this module hands over whole frames only.
+//! `tessera-screen` decoders); this module hands over whole frames only,
+//! and only those that may be drawn.
 
-use bytes::{Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
 use tessera_core::api::SecretString;
 use tessera_proto::v1::{
-    screen, ChannelKind, ClipboardText, CopyRect, CursorShape, KeyInput, KeyframeRequest,
-    PointerInput, Rect, ReleaseInput, Screen, ScreenAck, ScreenConfigure, ScreenDecoders,
-    ScreenFormat, ScreenFrame, SpecialKeys,
+    screen, ChannelKind, ClipboardText, CursorShape, KeyInput, KeyframeRequest, PointerInput,
+    ReleaseInput, Screen, ScreenAck, ScreenConfigure, ScreenDecoders, ScreenFormat, ScreenFrame,
+    SpecialKeys,
 };
 use tessera_proto::{Body, Envelope, MAX_VIEWER_FRAME};
+use tessera_screen::{FrameAssembler, ReceivedFrame};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::viewer::{open_socket, Ws};
 use crate::{ApiClient, ClientError};
-
-/// The largest frame this viewer puts together from parts (a 7680×4320
-/// picture uncompressed, with room for the parts' framing): a device that
-/// sends more is broken, and the frame is dropped rather than buffered.
-pub const MAX_FRAME_BYTES: usize = 7680 * 4320 * 4 + (1 << 20);
 
 /// Clipboard text a viewer sends at most: what fits one viewer message
 /// with room for the envelope.
@@ -51,31 +47,18 @@ pub fn input_allowed(access: &str) -> bool {
     access == "control"
 }
 
-/// One whole frame, its parts joined in order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WholeFrame {
-    pub number: u64,
-    pub keyframe: bool,
-    pub copies: Vec<CopyRect>,
-    pub rects: Vec<Rect>,
-    pub data: Bytes,
-    pub captured_at_us: i64,
-    /// How many parts it came in.
-    pub parts: u32,
-}
-
 /// What the relay sends a screen viewer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ScreenEvent {
     /// The stream's codec, monitor and size from the next keyframe on.
     Format(ScreenFormat),
     /// A whole frame, ready to decode; acknowledge it once drawn.
-    Frame(WholeFrame),
-    /// A frame could not be put together (parts missing or out of order,
-    /// or too large): it is dropped, nothing is drawn until a keyframe,
-    /// and the caller should send [`ScreenSender::request_keyframe`].
+    Frame(ReceivedFrame),
+    /// A frame could not be put together or does not follow the last one
+    /// (the code says why): nothing is drawn until a keyframe, and the
+    /// caller should send [`ScreenSender::request_keyframe`].
     Resync {
-        reason: &'static str,
+        code: &'static str,
     },
     Cursor(CursorShape),
     Clipboard(String),
@@ -113,7 +96,7 @@ pub async fn connect(
     let (sink, stream) = ws.split();
     let mut rx = ScreenReceiver {
         stream,
-        assembler: FrameAssembler::default(),
+        gate: KeyframeGate::default(),
     };
     let joined = loop {
         match rx.stream.next().await {
@@ -280,7 +263,7 @@ impl ScreenSender {
 /// Receives frames and notices.
 pub struct ScreenReceiver {
     stream: SplitStream<Ws>,
-    assembler: FrameAssembler,
+    gate: KeyframeGate,
 }
 
 impl ScreenReceiver {
@@ -315,13 +298,13 @@ impl ScreenReceiver {
             let event = match body {
                 Body::Screen(s) => match s.body {
                     Some(screen::Body::Format(f)) => {
-                        self.assembler.new_format();
+                        self.gate.new_format();
                         ScreenEvent::Format(f)
                     }
-                    Some(screen::Body::Frame(f)) => match self.assembler.push(f) {
+                    Some(screen::Body::Frame(f)) => match self.gate.push(f) {
                         Assembled::Whole(w) => ScreenEvent::Frame(w),
                         Assembled::Incomplete | Assembled::Skipped => continue,
-                        Assembled::Broken(reason) => ScreenEvent::Resync { reason },
+                        Assembled::Broken(code) => ScreenEvent::Resync { code },
                     },
                     Some(screen::Body::Cursor(c)) => ScreenEvent::Cursor(c),
                     Some(screen::Body::Clipboard(c)) => ScreenEvent::Clipboard(c.text),
@@ -343,31 +326,30 @@ impl ScreenReceiver {
     }
 }
 
-/// What one part did to the frame being put together.
+/// What one part did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Assembled {
-    /// The frame is whole.
-    Whole(WholeFrame),
+    /// A whole frame that may be drawn.
+    Whole(ReceivedFrame),
     /// More parts to come.
     Incomplete,
     /// Dropped quietly: nothing can be drawn until a keyframe, which has
-    /// already been asked for (or is on its way after a format change).
+    /// already been asked for (or is due after a format change).
     Skipped,
-    /// The stream broke here: ask for a keyframe (the reason says why).
+    /// The stream broke here: ask for a keyframe (the code says why).
     Broken(&'static str),
 }
 
-/// Puts frames together from their parts and decides which may be drawn:
-/// parts come in order, numbered from 0, one frame at a time, and frames
-/// follow one another by number; anything else drops what was gathered and
-/// waits for a keyframe, so a picture is never drawn over a missing frame.
+/// Decides which whole frames may be drawn. Parts are put together by the
+/// codec crate's assembler (in order, one frame at a time); on top of it a
+/// frame is drawn only if it is a keyframe or follows the last one drawn
+/// by number. Anything else waits for a keyframe, asked for once, so a
+/// picture is never drawn over a missing frame.
 #[derive(Debug, Default)]
-pub struct FrameAssembler {
-    pending: Option<Pending>,
-    /// The number of the last whole frame handed out.
+pub struct KeyframeGate {
+    parts: FrameAssembler,
+    /// The number of the last frame handed out.
     last: Option<u64>,
-    /// Waiting for a keyframe (at the start, after a format change, or
-    /// after a break); `asked` says a keyframe was already requested.
     resync: Resync,
 }
 
@@ -381,121 +363,68 @@ enum Resync {
     No,
 }
 
-#[derive(Debug)]
-struct Pending {
-    number: u64,
-    keyframe: bool,
-    next_part: u32,
-    copies: Vec<CopyRect>,
-    rects: Vec<Rect>,
-    data: BytesMut,
-    captured_at_us: i64,
-}
-
-impl FrameAssembler {
+impl KeyframeGate {
     /// A `ScreenFormat` arrived: the next frame is a keyframe.
     pub fn new_format(&mut self) {
-        self.pending = None;
+        self.parts = FrameAssembler::new();
+        self.last = None;
         self.resync = Resync::Expected;
     }
 
     pub fn push(&mut self, part: ScreenFrame) -> Assembled {
-        if let Some(p) = &self.pending {
-            if part.number != p.number || part.part != p.next_part {
-                self.pending = None;
-                return self.broken("a frame's parts came out of order");
-            }
-        } else {
-            if part.part != 0 {
-                // The tail of a frame whose start was dropped.
-                return self.skip_or_break("a frame's first part is missing");
-            }
-            let in_sequence = self.last.is_none_or(|l| part.number == l.wrapping_add(1));
-            if !part.keyframe && (self.resync != Resync::No || !in_sequence) {
-                return match self.resync {
-                    Resync::No => self.broken("frames are missing"),
-                    _ => Assembled::Skipped,
-                };
-            }
-            self.pending = Some(Pending {
-                number: part.number,
-                keyframe: part.keyframe,
-                next_part: 0,
-                copies: Vec::new(),
-                rects: Vec::new(),
-                data: BytesMut::new(),
-                captured_at_us: part.captured_at_us,
-            });
-        }
-        let Some(p) = self.pending.as_mut() else {
-            return Assembled::Skipped;
+        let frame = match self.parts.push(part) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Assembled::Incomplete,
+            Err(e) => return self.broken(e.code()),
         };
-        if p.data.len() + part.data.len() > MAX_FRAME_BYTES {
-            self.pending = None;
-            return self.broken("a frame is larger than a viewer accepts");
+        let follows = self.last.is_some_and(|l| frame.number == l.wrapping_add(1));
+        if !frame.frame.keyframe {
+            match self.resync {
+                Resync::No if !follows => return self.broken("frames_missing"),
+                Resync::No => {}
+                Resync::Expected | Resync::Asked => return Assembled::Skipped,
+            }
         }
-        p.next_part = p.next_part.saturating_add(1);
-        p.copies.extend(part.copies);
-        p.rects.extend(part.rects);
-        p.data.extend_from_slice(&part.data);
-        if !part.last_part {
-            return Assembled::Incomplete;
-        }
-        let Some(p) = self.pending.take() else {
-            return Assembled::Skipped;
-        };
-        self.last = Some(p.number);
+        self.last = Some(frame.number);
         self.resync = Resync::No;
-        Assembled::Whole(WholeFrame {
-            number: p.number,
-            keyframe: p.keyframe,
-            copies: p.copies,
-            rects: p.rects,
-            data: p.data.freeze(),
-            captured_at_us: p.captured_at_us,
-            parts: p.next_part,
-        })
+        Assembled::Whole(frame)
     }
 
-    fn skip_or_break(&mut self, reason: &'static str) -> Assembled {
+    fn broken(&mut self, code: &'static str) -> Assembled {
         match self.resync {
-            Resync::No => self.broken(reason),
-            _ => Assembled::Skipped,
+            Resync::Asked => Assembled::Skipped,
+            _ => {
+                self.resync = Resync::Asked;
+                Assembled::Broken(code)
+            }
         }
-    }
-
-    fn broken(&mut self, reason: &'static str) -> Assembled {
-        if self.resync == Resync::Asked {
-            return Assembled::Skipped;
-        }
-        self.resync = Resync::Asked;
-        Assembled::Broken(reason)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tessera_screen::{EncodedFrame, FramePart, Rect};
 
-    fn part(number: u64, keyframe: bool, part: u32, last: bool, data: &[u8]) -> ScreenFrame {
-        ScreenFrame {
-            number,
+    fn parts(number: u64, keyframe: bool, n: usize) -> Vec<ScreenFrame> {
+        EncodedFrame {
             keyframe,
-            part,
-            last_part: last,
             copies: Vec::new(),
-            rects: vec![Rect {
-                x: part,
-                y: 0,
-                width: 1,
-                height: 1,
-            }],
-            data: Bytes::copy_from_slice(data),
-            captured_at_us: 7,
+            parts: (0..n)
+                .map(|i| FramePart {
+                    rects: vec![Rect::new(i as u32, 0, 1, 1)],
+                    data: vec![i as u8],
+                })
+                .collect(),
         }
+        .into_messages(number, 7)
     }
 
-    fn whole(a: Assembled) -> WholeFrame {
+    fn one(number: u64, keyframe: bool) -> ScreenFrame {
+        parts(number, keyframe, 1).remove(0)
+    }
+
+    fn whole(a: Assembled) -> ReceivedFrame {
         match a {
             Assembled::Whole(w) => w,
             other => panic!("expected a whole frame, got {other:?}"),
@@ -503,114 +432,55 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_in_one_part_is_whole_at_once() {
-        let mut a = FrameAssembler::default();
-        let w = whole(a.push(part(1, true, 0, true, b"abc")));
-        assert_eq!((w.number, w.keyframe, w.parts), (1, true, 1));
-        assert_eq!(&w.data[..], b"abc");
-    }
-
-    #[test]
-    fn parts_are_joined_in_order_with_their_rects() {
-        let mut a = FrameAssembler::default();
-        assert_eq!(
-            a.push(part(5, true, 0, false, b"ab")),
-            Assembled::Incomplete
-        );
-        assert_eq!(
-            a.push(part(5, false, 1, false, b"cd")),
-            Assembled::Incomplete
-        );
-        let w = whole(a.push(part(5, false, 2, true, b"e")));
-        assert_eq!(&w.data[..], b"abcde");
-        assert_eq!(w.parts, 3);
-        assert!(
-            w.keyframe,
-            "the first part's keyframe flag holds for the frame"
-        );
-        let xs: Vec<u32> = w.rects.iter().map(|r| r.x).collect();
-        assert_eq!(xs, [0, 1, 2]);
-        let next = whole(a.push(part(6, false, 0, true, b"f")));
-        assert_eq!(next.number, 6);
+    fn a_frame_in_parts_is_handed_out_whole() {
+        let mut g = KeyframeGate::default();
+        let mut ps = parts(5, true, 3).into_iter();
+        assert_eq!(g.push(ps.next().unwrap()), Assembled::Incomplete);
+        assert_eq!(g.push(ps.next().unwrap()), Assembled::Incomplete);
+        let w = whole(g.push(ps.next().unwrap()));
+        assert_eq!((w.number, w.frame.parts.len()), (5, 3));
+        assert_eq!(whole(g.push(one(6, false))).number, 6);
     }
 
     #[test]
     fn nothing_is_drawn_before_the_first_keyframe_and_nothing_is_asked() {
-        let mut a = FrameAssembler::default();
-        assert_eq!(a.push(part(3, false, 0, true, b"x")), Assembled::Skipped);
-        assert_eq!(a.push(part(4, false, 1, true, b"x")), Assembled::Skipped);
-        assert!(whole(a.push(part(9, true, 0, true, b"k"))).keyframe);
+        let mut g = KeyframeGate::default();
+        assert_eq!(g.push(one(3, false)), Assembled::Skipped);
+        assert_eq!(g.push(one(4, false)), Assembled::Skipped);
+        assert!(whole(g.push(one(9, true))).frame.keyframe);
     }
 
     #[test]
     fn a_missing_frame_asks_for_one_keyframe_and_skips_until_it_comes() {
-        let mut a = FrameAssembler::default();
-        whole(a.push(part(1, true, 0, true, b"k")));
-        assert_eq!(
-            a.push(part(3, false, 0, true, b"x")),
-            Assembled::Broken("frames are missing")
-        );
-        assert_eq!(a.push(part(4, false, 0, true, b"x")), Assembled::Skipped);
-        assert_eq!(whole(a.push(part(7, true, 0, true, b"k"))).number, 7);
-        assert_eq!(whole(a.push(part(8, false, 0, true, b"d"))).number, 8);
+        let mut g = KeyframeGate::default();
+        whole(g.push(one(1, true)));
+        assert_eq!(g.push(one(3, false)), Assembled::Broken("frames_missing"));
+        assert_eq!(g.push(one(4, false)), Assembled::Skipped);
+        assert_eq!(whole(g.push(one(7, true))).number, 7);
+        assert_eq!(whole(g.push(one(8, false))).number, 8);
     }
 
     #[test]
-    fn parts_out_of_order_drop_the_frame() {
-        let mut a = FrameAssembler::default();
-        whole(a.push(part(1, true, 0, true, b"k")));
+    fn parts_out_of_order_break_the_stream_until_a_keyframe() {
+        let mut g = KeyframeGate::default();
+        whole(g.push(one(1, true)));
+        let ps = parts(2, false, 3);
+        assert_eq!(g.push(ps[0].clone()), Assembled::Incomplete);
         assert_eq!(
-            a.push(part(2, false, 0, false, b"a")),
-            Assembled::Incomplete
+            g.push(ps[2].clone()),
+            Assembled::Broken("frame_part_out_of_order")
         );
-        assert_eq!(
-            a.push(part(2, false, 2, true, b"c")),
-            Assembled::Broken("a frame's parts came out of order")
-        );
-        // The rest of that frame, and the frames after it, wait for a keyframe.
-        assert_eq!(a.push(part(3, false, 0, true, b"d")), Assembled::Skipped);
-        assert_eq!(whole(a.push(part(4, true, 0, true, b"k"))).number, 4);
-    }
-
-    #[test]
-    fn a_new_frame_before_the_last_part_drops_the_unfinished_one() {
-        let mut a = FrameAssembler::default();
-        assert_eq!(a.push(part(1, true, 0, false, b"a")), Assembled::Incomplete);
-        assert!(matches!(
-            a.push(part(2, true, 0, true, b"b")),
-            Assembled::Broken(_)
-        ));
-    }
-
-    #[test]
-    fn a_stray_tail_part_is_a_break() {
-        let mut a = FrameAssembler::default();
-        whole(a.push(part(1, true, 0, true, b"k")));
-        assert!(matches!(
-            a.push(part(2, false, 1, true, b"b")),
-            Assembled::Broken(_)
-        ));
+        assert_eq!(g.push(one(3, false)), Assembled::Skipped);
+        assert_eq!(whole(g.push(one(4, true))).number, 4);
     }
 
     #[test]
     fn a_format_change_waits_for_its_keyframe_without_asking() {
-        let mut a = FrameAssembler::default();
-        whole(a.push(part(1, true, 0, true, b"k")));
-        a.new_format();
-        assert_eq!(a.push(part(2, false, 0, true, b"x")), Assembled::Skipped);
-        assert!(whole(a.push(part(3, true, 0, true, b"k"))).keyframe);
-    }
-
-    #[test]
-    fn a_frame_over_the_cap_is_dropped_not_buffered() {
-        let mut a = FrameAssembler::default();
-        let big = vec![0u8; MAX_FRAME_BYTES / 2 + 1];
-        assert_eq!(a.push(part(1, true, 0, false, &big)), Assembled::Incomplete);
-        assert_eq!(
-            a.push(part(1, true, 1, false, &big)),
-            Assembled::Broken("a frame is larger than a viewer accepts")
-        );
-        assert!(a.pending.is_none());
+        let mut g = KeyframeGate::default();
+        whole(g.push(one(1, true)));
+        g.new_format();
+        assert_eq!(g.push(one(2, false)), Assembled::Skipped);
+        assert!(whole(g.push(one(3, true))).frame.keyframe);
     }
 
     #[test]
