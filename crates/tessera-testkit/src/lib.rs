@@ -19,6 +19,7 @@ mod process;
 mod pty;
 mod server;
 mod viewer;
+mod x11;
 
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ pub use process::{
 pub use pty::Terminal;
 pub use server::{fast_heartbeat, http_client, Configure, Options, TestServer, METRICS_TOKEN};
 pub use viewer::{read_until, shell_session, watch};
+pub use x11::{pattern, state as x_state, XInput, XTestClient, Xvfb};
 
 /// Polls `check` every 20 ms until it holds or `limit` passes.
 pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
