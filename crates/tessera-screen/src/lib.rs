@@ -28,5 +28,5 @@ mod raw;
 pub use codec::{Codec, DecodeError, Decoder, EncodeError, EncodedFrame, Encoder, FramePart};
 pub use framebuffer::{FormatError, Framebuffer, MAX_DIMENSION};
 pub use geom::{CopyRect, Rect, TILE};
-pub use parts::{FrameAssembler, PartError, PART_DATA_BUDGET};
+pub use parts::{FrameAssembler, PartError, ReceivedFrame, PART_DATA_BUDGET};
 pub use raw::{RawZstdDecoder, RawZstdEncoder, BYTES_PER_PIXEL};
