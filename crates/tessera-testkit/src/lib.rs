@@ -17,6 +17,7 @@ mod db;
 mod device;
 mod process;
 mod pty;
+mod screen;
 mod server;
 mod viewer;
 
@@ -29,6 +30,7 @@ pub use process::{
     ServerProcess,
 };
 pub use pty::Terminal;
+pub use screen::{screen, screen_body, HandDevice, HandViewer, Next};
 pub use server::{fast_heartbeat, http_client, Configure, Options, TestServer, METRICS_TOKEN};
 pub use viewer::{read_until, shell_session, watch};
 
