@@ -404,15 +404,14 @@ mod tests {
         let s = session(CodecPolicy::PreferH264);
         s.screen_from_device(Some(caps())).unwrap();
         let a = s.join("u1", "l1", Access::Control).unwrap();
-        assert_eq!(
+        assert!(
             a.screen
                 .as_ref()
                 .unwrap()
                 .configured
                 .as_ref()
                 .unwrap()
-                .first,
-            true
+                .first
         );
         // a declares raw only: back to raw.
         let out = s
@@ -439,7 +438,7 @@ mod tests {
         let joined = b.screen.unwrap();
         assert_eq!(joined.keyframes_asked, 1);
         let lane_b = b.lane.unwrap();
-        assert_eq!(lane_b.backlog().bytes > 0, true, "the format is waiting");
+        assert!(lane_b.backlog().bytes > 0, "the format is waiting");
         // Frame 2 is a delta: b skips it, a gets it.
         let out = s.screen_from_device(Some(frame(2, false))).unwrap();
         assert_eq!(out.skipped, 1);

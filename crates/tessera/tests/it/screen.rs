@@ -416,20 +416,16 @@ async fn a_stalled_viewer_does_not_slow_a_fast_one_and_resumes_at_a_keyframe() {
         let mut seen = Vec::new();
         loop {
             match fast.next().await {
-                Ok(b) => match screen_body(&b) {
-                    Some(SB::Frame(f)) => {
-                        if f.last_part {
-                            seen.push(f.number);
-                            fast.send(screen(
-                                &fast_session,
-                                SB::Ack(ScreenAck { number: f.number }),
-                            ))
-                            .await;
+                Ok(b) => {
+                    if let Some(SB::Frame(f)) = screen_body(&b) {
+                        if !f.last_part {
+                            continue;
                         }
+                        seen.push(f.number);
+                        let ack = SB::Ack(ScreenAck { number: f.number });
+                        fast.send(screen(&fast_session, ack)).await;
                     }
-                    Some(_) => {}
-                    None => {}
-                },
+                }
                 Err(_) => return seen,
             }
         }
@@ -518,6 +514,7 @@ async fn malformed_screen_messages_are_refused_with_a_close_code() {
     let s = TestServer::start().await;
     let admin = s.admin().await;
     let (mut dev, session) = screen_setup(&s, &admin).await;
+    #[allow(clippy::type_complexity)]
     let cases: Vec<(&str, Option<Body>, Option<Vec<u8>>, u16)> = vec![
         ("garbage", None, Some(vec![0xff; 32]), 1007),
         (
