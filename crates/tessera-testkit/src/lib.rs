@@ -17,6 +17,7 @@ mod db;
 mod device;
 mod process;
 mod pty;
+mod screen;
 mod server;
 mod viewer;
 mod x11;
@@ -30,6 +31,7 @@ pub use process::{
     ServerProcess,
 };
 pub use pty::Terminal;
+pub use screen::{screen, screen_body, HandDevice, HandViewer, Next};
 pub use server::{fast_heartbeat, http_client, Configure, Options, TestServer, METRICS_TOKEN};
 pub use viewer::{read_until, shell_session, watch};
 pub use x11::{pattern, state as x_state, XInput, XTestClient, Xvfb};

@@ -88,6 +88,7 @@ async fn open_session(client: &ApiClient, args: &ConnectArgs) -> anyhow::Result<
                 .as_str()
                 .to_owned(),
             ),
+            channel: None,
         })
         .await?;
     Ok(s.id)

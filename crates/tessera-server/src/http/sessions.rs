@@ -48,6 +48,7 @@ impl From<&SessionRow> for SessionView {
             created_by: s.created_by.clone(),
             created_by_name: s.created_by_name.clone(),
             access: s.access.to_string(),
+            channel: s.channel.to_string(),
             consent: s.consent.to_string(),
             state: s.state.to_string(),
             created_at: s.created_at.to_rfc3339(),
@@ -106,7 +107,8 @@ pub async fn find_device(
     }
 }
 
-/// Open a managed session (a shell) on an online device.
+/// Open a managed session (a shell, or with `channel: screen` the device's
+/// screen) on an online device.
 #[utoipa::path(post, path = "/api/v1/sessions", tag = "sessions",
     security(("operator_token" = [])),
     request_body = CreateSessionRequest,
@@ -114,7 +116,7 @@ pub async fn find_device(
         (status = 201, body = SessionView),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 409, description = "device_offline, device_revoked", body = ErrorBody),
+        (status = 409, description = "device_offline, device_revoked, channel_unsupported", body = ErrorBody),
     ))]
 async fn create_session(
     State(state): State<AppState>,
@@ -124,6 +126,7 @@ async fn create_session(
 ) -> ApiResult<(StatusCode, Json<SessionView>)> {
     op.require(Permission::Control)?;
     let access = super::extract::session_access(req.access.as_deref())?;
+    let channel = super::extract::session_channel(req.channel.as_deref())?;
     let device = find_device(&state, &op, &req.device).await?;
     if device.revoked_at.is_some() {
         return Err(ApiError::conflict(
@@ -135,6 +138,14 @@ async fn create_session(
         return Err(ApiError::conflict(
             ErrorCode::DeviceOffline,
             "the device is not connected to this server",
+        ));
+    }
+    // Refused before anything is recorded or the device is asked: an
+    // older agent would read a screen channel as the end of its connection.
+    if !crate::relay::screen::device_serves(channel, state.registry().protocol_of(&device.id)) {
+        return Err(ApiError::conflict(
+            ErrorCode::ChannelUnsupported,
+            "the device's agent is too old for screen sessions (it needs protocol 4); update it",
         ));
     }
     let tenant = tenancy::of(&op);
@@ -154,6 +165,7 @@ async fn create_session(
                     device_id: &device.id,
                     created_by: &op.user_id,
                     access,
+                    channel,
                     consent,
                     support_code_id: None,
                     now,
@@ -173,6 +185,7 @@ async fn create_session(
                 .detail("origin", Origin::Managed.as_str())
                 .detail("device_id", device.id.clone())
                 .detail("access", access.as_str())
+                .detail("channel", channel.as_str())
                 .detail("consent", consent.as_str()),
             )
             .await?;

@@ -65,6 +65,7 @@ async fn create(
 ) -> ApiResult<(StatusCode, Json<CreatedSupportCode>)> {
     op.require(Permission::Control)?;
     let access = super::extract::session_access(req.access.as_deref())?;
+    let channel = super::extract::session_channel(req.channel.as_deref())?;
     let ttl = req
         .ttl_seconds
         .map(Duration::from_secs)
@@ -91,6 +92,7 @@ async fn create(
                         tenant_id: tenant,
                         code_hash: &code_hash(&code),
                         access,
+                        channel,
                         created_by: &op.user_id,
                         now,
                         expires_at: now.plus(ttl),
@@ -106,6 +108,7 @@ async fn create(
                     .ip(Some(ip.0))
                     .target(format!("support_code:{id}"))
                     .detail("access", access.as_str())
+                    .detail("channel", channel.as_str())
                     .detail("expires_at", now.plus(ttl).to_rfc3339()),
                 )
                 .await?;
@@ -121,6 +124,7 @@ async fn create(
                         code: SecretString::new(display_support_code(&code)),
                         access: access.to_string(),
                         expires_at: now.plus(ttl).to_rfc3339(),
+                        channel: channel.to_string(),
                     }),
                 ))
             }
@@ -194,6 +198,7 @@ async fn preview(
         requested_by: c.created_by_name,
         access: c.access.to_string(),
         expires_at: c.expires_at.to_rfc3339(),
+        channel: c.channel.to_string(),
     }))
 }
 
@@ -295,6 +300,7 @@ async fn bind(
                     device_id: device_id.as_str(),
                     created_by: &owner,
                     access: c.access,
+                    channel: c.channel,
                     consent: Consent::initial(Origin::Attended, true),
                     support_code_id: Some(&c.id),
                     now,
@@ -318,7 +324,8 @@ async fn bind(
                         .detail("origin", Origin::Attended.as_str())
                         .detail("device_id", device_id.to_string())
                         .detail("technician", c.created_by_name.clone())
-                        .detail("access", c.access.as_str()),
+                        .detail("access", c.access.as_str())
+                        .detail("channel", c.channel.as_str()),
                 )
                 .await?;
             }

@@ -188,6 +188,7 @@ pub fn migrator_up_to(backend: Backend, version: i64) -> Migrator {
             5 "0005_node_keys",
             6 "0006_audit_checkpoints",
             7 "0007_lockouts",
+            8 "0008_session_channel",
         ),
         Backend::Postgres => migrations!("postgres":
             1 "0001_foundation",
@@ -197,6 +198,7 @@ pub fn migrator_up_to(backend: Backend, version: i64) -> Migrator {
             5 "0005_node_keys",
             6 "0006_audit_checkpoints",
             7 "0007_lockouts",
+            8 "0008_session_channel",
         ),
     };
     migrations.retain(|m| m.version <= version);

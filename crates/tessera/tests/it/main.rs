@@ -28,6 +28,7 @@ mod ops;
 mod pairing;
 mod pipes;
 mod schema;
+mod screen;
 mod secrets;
 mod sessions;
 mod shell_lifetime;

@@ -218,6 +218,7 @@ async fn viewer_token_minting_follows_permissions_and_session_state() {
         .create_session(&CreateSessionRequest {
             device: "box".into(),
             access: None,
+            channel: None,
         })
         .await
         .unwrap_err();
@@ -232,6 +233,7 @@ async fn viewer_token_minting_follows_permissions_and_session_state() {
         .create_session(&CreateSessionRequest {
             device: "nope".into(),
             access: None,
+            channel: None,
         })
         .await
         .unwrap_err();
