@@ -27,8 +27,8 @@ use std::time::Duration;
 pub use db::{backend, pg_admin_url, Backend, TestDb};
 pub use device::{online_device, open_ws, open_ws_with, Refusal, RunningAgent, TestDevice, Ws};
 pub use process::{
-    cpu_time, ctl, ctl_admin, device_cmd, peak_rss, proc_status_kb, tessera_bin, AgentProcess,
-    ServerProcess,
+    cpu_time, ctl, ctl_admin, device_cmd, peak_rss, proc_status_kb, tessera_bin, view,
+    AgentProcess, ServerProcess,
 };
 pub use pty::Terminal;
 pub use screen::{screen, screen_body, HandDevice, HandViewer, Next};

@@ -167,6 +167,18 @@ pub async fn ctl(config_dir: &Path, args: &[&str], stdin: Option<&str>) -> (i32,
     run_to_end(cmd, stdin, Duration::from_secs(60), "tessera ctl").await
 }
 
+/// Runs `tessera view ARGS --config-dir CONFIG_DIR` (a screen viewer, e.g.
+/// with `--snapshot`); returns (exit code, stdout, stderr).
+pub async fn view(config_dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = tokio::process::Command::new(tessera_bin());
+    cmd.arg("view")
+        .args(args)
+        .arg("--config-dir")
+        .arg(config_dir)
+        .kill_on_drop(true);
+    run_to_end(cmd, None, Duration::from_secs(90), "tessera view").await
+}
+
 /// Runs `cmd` with `stdin` fed in and waits, at most `limit`, for it to end;
 /// returns (exit code, stdout, stderr).
 async fn run_to_end(
@@ -243,6 +255,24 @@ pub struct AgentProcess {
 impl AgentProcess {
     /// Starts the agent and waits until the server sees it online.
     pub async fn start(server: &TestServer, device: &TestDevice) -> AgentProcess {
+        AgentProcess::start_with_env(server, device, &[]).await
+    }
+
+    /// Starts the agent with the X display `display` as its `$DISPLAY` (the
+    /// screen it captures), and waits until the server sees it online.
+    pub async fn start_on_display(
+        server: &TestServer,
+        device: &TestDevice,
+        display: &str,
+    ) -> AgentProcess {
+        AgentProcess::start_with_env(server, device, &[("DISPLAY", display)]).await
+    }
+
+    async fn start_with_env(
+        server: &TestServer,
+        device: &TestDevice,
+        env: &[(&str, &str)],
+    ) -> AgentProcess {
         let log_dir = tempfile::tempdir().expect("tempdir");
         let log_path = log_dir.path().join("agent.log");
         let log = std::fs::File::create(&log_path).expect("log file");
@@ -250,6 +280,7 @@ impl AgentProcess {
             .args(["agent", "run", "--state-dir"])
             .arg(device.dir())
             .env("TESSERA_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))

@@ -29,6 +29,7 @@ mod pairing;
 mod pipes;
 mod schema;
 mod screen;
+mod screen_view;
 mod secrets;
 mod sessions;
 mod shell_lifetime;
