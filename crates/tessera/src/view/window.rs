@@ -6,6 +6,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use tessera_proto::v1::PointerInput;
@@ -14,7 +15,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use winit::application::ApplicationHandler;
 use winit::dpi::PhysicalPosition;
 use winit::event::{ElementState, MouseButton, MouseScrollDelta, WindowEvent};
-use winit::event_loop::{ActiveEventLoop, EventLoop};
+use winit::event_loop::{ActiveEventLoop, ControlFlow, EventLoop};
 use winit::keyboard::Key;
 use winit::platform::scancode::PhysicalKeyExtScancode;
 use winit::platform::x11::EventLoopBuilderExtX11;
@@ -151,7 +152,13 @@ struct App {
     acked: Option<u64>,
     title: String,
     error: Option<anyhow::Error>,
+    /// When the window closes by itself: a while after the session ended,
+    /// long enough to read why in the title.
+    close_at: Option<Instant>,
 }
+
+/// How long the ended session's picture stays, dimmed, with the reason.
+const LINGER: Duration = Duration::from_secs(5);
 
 /// Opens the window and runs it until it is closed. Blocks: call it off
 /// the async runtime.
@@ -185,6 +192,7 @@ pub(crate) fn run(
         acked: None,
         title: String::new(),
         error: None,
+        close_at: None,
     };
     event_loop.run_app(&mut app)?;
     match app.error.take() {
@@ -354,9 +362,21 @@ impl ApplicationHandler<Wake> for App {
         }
     }
 
+    fn about_to_wait(&mut self, event_loop: &ActiveEventLoop) {
+        match self.close_at {
+            Some(at) if Instant::now() >= at => event_loop.exit(),
+            Some(at) => event_loop.set_control_flow(ControlFlow::WaitUntil(at)),
+            None => {}
+        }
+    }
+
     fn user_event(&mut self, _: &ActiveEventLoop, event: Wake) {
         match event {
             Wake::Picture => {
+                if self.close_at.is_none() && lock(&self.shared).ended.is_some() {
+                    self.grab = None;
+                    self.close_at = Some(Instant::now() + LINGER);
+                }
                 self.refresh_title();
                 if let Some(w) = &self.window {
                     w.request_redraw();

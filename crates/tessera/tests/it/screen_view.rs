@@ -456,3 +456,99 @@ async fn under_xvfb_the_viewer_sees_the_display_exactly_and_control_keys_reach_i
     tx.close().await;
     drop(agent);
 }
+
+/// Presses and releases the key with X keycode `keycode` on `display`
+/// through XTEST, with the pointer at (`x`, `y`), after giving the keyboard
+/// focus to the display's one top-level window (what a window manager
+/// would do; there is none here).
+fn x_type(display: &str, keycode: u8, x: i16, y: i16) {
+    use x11rb::connection::Connection;
+    use x11rb::protocol::xproto;
+    use x11rb::protocol::xproto::ConnectionExt as _;
+    use x11rb::protocol::xtest::ConnectionExt as _;
+    use x11rb::wrapper::ConnectionExt as _;
+    let (conn, screen) = x11rb::connect(Some(display)).expect("X");
+    let root = conn.setup().roots[screen].root;
+    let tree = conn.query_tree(root).expect("tree").reply().expect("tree");
+    for w in tree.children {
+        let mapped = conn
+            .get_window_attributes(w)
+            .expect("attributes")
+            .reply()
+            .is_ok_and(|a| a.map_state == xproto::MapState::VIEWABLE);
+        if mapped {
+            conn.set_input_focus(xproto::InputFocus::PARENT, w, x11rb::CURRENT_TIME)
+                .expect("focus");
+        }
+    }
+    conn.xtest_fake_input(xproto::MOTION_NOTIFY_EVENT, 0, 0, root, x, y, 0)
+        .expect("move");
+    for kind in [xproto::KEY_PRESS_EVENT, xproto::KEY_RELEASE_EVENT] {
+        conn.xtest_fake_input(kind, keycode, 0, root, 0, 0, 0)
+            .expect("key");
+    }
+    conn.sync().expect("sync");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_xvfb_the_window_draws_acks_sends_keys_and_says_why_the_session_ended() {
+    let Some(x) = xvfb_or_skip("under_xvfb_the_window_draws_acks_sends_keys") else {
+        return;
+    };
+    let s = TestServer::start().await;
+    let dir = ctl_admin(&s).await;
+    let admin = s.admin().await;
+    let (w, h) = (320, 200);
+    let (mut dev, session) = hand_screen(&s, dir.path(), w, h).await;
+    let window = tokio::process::Command::new(tessera_testkit::tessera_bin())
+        .args(["view", &session, "--config-dir"])
+        .arg(dir.path())
+        .env("DISPLAY", x.display())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::from(
+            std::fs::File::create(dir.path().join("view.log")).expect("log"),
+        ))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("tessera view");
+    let log = dir.path().join("view.log");
+    let log = move || std::fs::read_to_string(&log).unwrap_or_default();
+    dev.next_where(|b| match screen_body(b) {
+        Some(SB::Configure(_)) => Some(()),
+        _ => None,
+    })
+    .await;
+    dev.send(screen(&session, format(w, h))).await;
+    let mut enc = RawZstdEncoder::new();
+    send_frame(&mut dev, &session, &mut enc, &noise(w, h), 1, true).await;
+    // The window drew the frame: its ack credits the device.
+    let credit = dev
+        .next_where(|b| match screen_body(b) {
+            Some(SB::Credit(c)) => Some(c.number),
+            _ => None,
+        })
+        .await;
+    assert_eq!(credit, 1);
+    // A key typed into the window reaches the device by usage and keysym.
+    let display = x.display().to_owned();
+    tokio::task::spawn_blocking(move || x_type(&display, x_keycode("a"), 50, 50))
+        .await
+        .expect("typed");
+    let k = dev
+        .next_where(|b| match screen_body(b) {
+            Some(SB::Key(k)) if k.down => Some(*k),
+            _ => None,
+        })
+        .await;
+    assert_eq!((k.usage, k.keysym), (0x04, 0x61), "viewer: {}", log());
+    // The session ends: the viewer says why and exits.
+    admin.end_session(&session).await.expect("ended");
+    let out = tokio::time::timeout(Duration::from_secs(30), window.wait_with_output())
+        .await
+        .expect("the viewer exits once the session is over")
+        .expect("output");
+    let err = log();
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("the session ended"), "{err}");
+}
