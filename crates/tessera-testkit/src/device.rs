@@ -126,6 +126,7 @@ impl RunningAgent {
                     shell: Some("/bin/sh".to_owned()),
                     consent: tessera_agent::consent::ConsentMode::Deny,
                     inbox: None,
+                    display: None,
                 },
                 async {
                     let _ = stopped.await;

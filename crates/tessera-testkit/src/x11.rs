@@ -199,10 +199,10 @@ impl XTestClient {
         let conn = Arc::new(conn);
         let events = Arc::new(Mutex::new(Vec::new()));
         let (c, ev) = (conn.clone(), events.clone());
-        let per = usize::from(mapping.keysyms_per_keycode);
-        let keysyms = mapping.keysyms;
+        let mut per = usize::from(mapping.keysyms_per_keycode);
+        let mut keysyms = mapping.keysyms;
         std::thread::spawn(move || {
-            let keysym = |keycode: Keycode, st: u16| -> u32 {
+            let keysym = |keysyms: &[u32], per: usize, keycode: Keycode, st: u16| -> u32 {
                 let level =
                     usize::from(st & state::SHIFT != 0) + if st & state::MOD5 != 0 { 4 } else { 0 };
                 let base = usize::from(keycode.saturating_sub(min)) * per;
@@ -216,13 +216,13 @@ impl XTestClient {
                 let input = match event {
                     Event::KeyPress(e) => XInput::Key {
                         keycode: e.detail,
-                        keysym: keysym(e.detail, e.state.into()),
+                        keysym: keysym(&keysyms, per, e.detail, e.state.into()),
                         down: true,
                         state: e.state.into(),
                     },
                     Event::KeyRelease(e) => XInput::Key {
                         keycode: e.detail,
-                        keysym: keysym(e.detail, e.state.into()),
+                        keysym: keysym(&keysyms, per, e.detail, e.state.into()),
                         down: false,
                         state: e.state.into(),
                     },
@@ -242,6 +242,14 @@ impl XTestClient {
                         x: e.event_x,
                         y: e.event_y,
                     },
+                    Event::MappingNotify(_) => {
+                        // The agent bound a spare keycode: read the keymap again.
+                        if let Ok(Ok(m)) = c.get_keyboard_mapping(min, count).map(|c| c.reply()) {
+                            per = usize::from(m.keysyms_per_keycode);
+                            keysyms = m.keysyms;
+                        }
+                        continue;
+                    }
                     _ => continue,
                 };
                 if let Ok(mut events) = ev.lock() {

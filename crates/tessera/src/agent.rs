@@ -38,6 +38,9 @@ struct SessionArgs {
     /// The shell sessions open (default: $SHELL).
     #[arg(long)]
     shell: Option<String>,
+    /// The X display screen sessions show (default: $DISPLAY).
+    #[arg(long)]
+    display: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -73,6 +76,9 @@ struct SupportArgs {
     /// The shell to open (default: $SHELL).
     #[arg(long)]
     shell: Option<String>,
+    /// The X display a screen session shows (default: $DISPLAY).
+    #[arg(long)]
+    display: Option<String>,
     /// Trust exactly the server certificate with this SHA-256 fingerprint.
     #[arg(long)]
     tls_fingerprint: Option<String>,
@@ -159,6 +165,7 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             );
             let opts = RunOptions {
                 shell: sargs.shell,
+                display: sargs.display,
                 consent: match sargs.consent_command {
                     Some(p) => ConsentMode::Command(p),
                     None => ConsentMode::Deny,
@@ -246,6 +253,7 @@ async fn support(a: SupportArgs) -> anyhow::Result<ExitCode> {
     };
     let opts = RunOptions {
         shell: a.shell,
+        display: a.display,
         consent,
         ..RunOptions::default()
     };

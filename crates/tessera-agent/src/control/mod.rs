@@ -54,6 +54,8 @@ pub struct RunOptions {
     /// Where files sent in automatic sessions land (default:
     /// `<state dir>/inbox`).
     pub inbox: Option<std::path::PathBuf>,
+    /// The X display screen channels capture (default: `$DISPLAY`).
+    pub display: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -63,6 +65,7 @@ impl Default for RunOptions {
             shell: None,
             consent: ConsentMode::Deny,
             inbox: None,
+            display: None,
         }
     }
 }
