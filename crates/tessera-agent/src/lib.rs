@@ -13,6 +13,7 @@ pub mod enroll;
 pub mod error;
 pub mod files;
 pub mod process_session;
+pub mod screen;
 pub mod state;
 pub mod support;
 pub mod sysinfo;

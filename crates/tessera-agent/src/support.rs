@@ -98,6 +98,8 @@ pub enum Notice {
     /// The session's shell started: the technician's own, or (`mirrored`)
     /// the person's, shared with the session.
     ShellStarted { mirrored: bool },
+    /// The session's screen is being shared (while someone watches).
+    ScreenStarted,
     /// Someone joined the session.
     Joined {
         name: String,
@@ -188,6 +190,11 @@ fn describe_raw(notice: &Notice, user: &str) -> String {
         ),
         Notice::ShellStarted { mirrored: false } => format!(
             "A shell for the technician is open on this machine (open channel: shell). {}",
+            how_to_end(false)
+        ),
+        Notice::ScreenStarted => format!(
+            "Your screen is shared with the session (open channel: screen); \
+             what the technician may do with it follows their access. {}",
             how_to_end(false)
         ),
         Notice::Joined {

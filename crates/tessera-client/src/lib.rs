@@ -13,6 +13,7 @@ mod devices;
 mod error;
 pub mod lookup;
 mod peers;
+pub mod screen;
 mod sessions;
 pub mod tls;
 pub mod viewer;

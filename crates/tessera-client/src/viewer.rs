@@ -17,7 +17,7 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::{ApiClient, ClientError};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// What the relay sends a viewer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +75,27 @@ pub async fn connect_with(
     token: &SecretString,
     keep: bool,
 ) -> Result<(ViewerSender, ViewerReceiver), ClientError> {
+    let ws = open_socket(client, session_id, token, keep).await?;
+    let (sink, stream) = ws.split();
+    Ok((
+        ViewerSender {
+            sink,
+            session_id: session_id.to_owned(),
+            channel_id: 1,
+        },
+        ViewerReceiver { stream },
+    ))
+}
+
+/// Opens `/ws/viewer` for `session_id` with `token`: the socket that the
+/// shell viewer here and the screen viewer (`crate::screen`) speak over.
+/// The server's refusal of the upgrade comes back as its error code.
+pub(crate) async fn open_socket(
+    client: &ApiClient,
+    session_id: &str,
+    token: &SecretString,
+    keep: bool,
+) -> Result<Ws, ClientError> {
     let mut url = client.ws_url("/ws/viewer")?;
     url.query_pairs_mut().append_pair("session", session_id);
     if keep {
@@ -134,15 +155,7 @@ pub async fn connect_with(
             )
         }
     };
-    let (sink, stream) = ws.split();
-    Ok((
-        ViewerSender {
-            sink,
-            session_id: session_id.to_owned(),
-            channel_id: 1,
-        },
-        ViewerReceiver { stream },
-    ))
+    Ok(ws)
 }
 
 impl ViewerSender {

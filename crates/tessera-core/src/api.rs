@@ -593,6 +593,10 @@ pub struct SessionView {
     pub created_by_name: Option<String>,
     /// What the session allows at most: `view` or `control`.
     pub access: String,
+    /// What it carries: `shell` or `screen` (absent from older servers:
+    /// a shell).
+    #[serde(default = "shell_channel")]
+    pub channel: String,
     /// `not_required`, `pending`, `granted` or `denied`.
     pub consent: String,
     /// `pending` (awaiting consent), `active` or `ended`.
@@ -614,6 +618,15 @@ pub struct CreateSessionRequest {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::kinds::SessionAccess>))]
     #[serde(default)]
     pub access: Option<String>,
+    /// `shell` (default) or `screen` (the device's agent must speak
+    /// protocol 4, else `channel_unsupported`).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::kinds::SessionChannel>))]
+    #[serde(default)]
+    pub channel: Option<String>,
+}
+
+fn shell_channel() -> String {
+    "shell".to_owned()
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -642,6 +655,11 @@ pub struct CreateSupportCodeRequest {
     #[cfg_attr(feature = "openapi", schema(minimum = 60, maximum = 86400))]
     #[serde(default)]
     pub ttl_seconds: Option<u64>,
+    /// `shell` (default) or `screen`: what the session carries once the
+    /// person at the machine consents.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::kinds::SessionChannel>))]
+    #[serde(default)]
+    pub channel: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -653,6 +671,9 @@ pub struct CreatedSupportCode {
     pub code: SecretString,
     pub access: String,
     pub expires_at: String,
+    /// `shell` or `screen`.
+    #[serde(default = "shell_channel")]
+    pub channel: String,
 }
 
 /// What the person at the machine may learn about a code before using it.
@@ -664,6 +685,9 @@ pub struct SupportCodePreview {
     pub requested_by: String,
     pub access: String,
     pub expires_at: String,
+    /// What the technician will get once consented: `shell` or `screen`.
+    #[serde(default = "shell_channel")]
+    pub channel: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

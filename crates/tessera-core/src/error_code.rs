@@ -79,6 +79,9 @@ words! {
         TooManyViewers = "too_many_viewers",
         TooManyConnections = "too_many_connections",
         WrongSession = "wrong_session",
+        /// The device's agent is too old for the session's channel (a
+        /// screen needs protocol 4).
+        ChannelUnsupported = "channel_unsupported",
         // Trust between devices.
         BadSignature = "bad_signature",
         StaleStatement = "stale_statement",

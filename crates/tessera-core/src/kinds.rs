@@ -118,6 +118,15 @@ words! {
 }
 
 words! {
+    /// What a session carries: a terminal, or the device's screen and input
+    /// (protocol 4 agents only).
+    pub enum SessionChannel: "session channel" {
+        Shell = "shell",
+        Screen = "screen",
+    }
+}
+
+words! {
     /// What one viewer token allows.
     pub enum ViewerAccess: "viewer access" {
         ViewOnly = "view_only",
@@ -312,6 +321,14 @@ words! {
         ConsentTimeout = "consent_timeout",
         ConsentAbandoned = "consent_abandoned",
         ShellExited = "shell_exited",
+        /// A screen session to an agent too old to open screen channels
+        /// (below protocol 4): refused before the device is asked.
+        ChannelUnsupported = "channel_unsupported",
+        /// The agent answered the screen channel with `screen_unavailable`
+        /// (no display, no capture permission).
+        ScreenUnavailable = "screen_unavailable",
+        /// The agent closed the screen channel.
+        ScreenClosed = "screen_closed",
         DeviceDisconnected = "device_disconnected",
         DeviceOffline = "device_offline",
         DeviceUnresponsive = "device_unresponsive",

@@ -53,6 +53,10 @@ pub struct ServerConfig {
     pub max_viewers: usize,
     /// Input events a `control` viewer may send per second.
     pub viewer_input_per_second: u32,
+    /// Input events a `control` viewer of a screen may send per second.
+    pub screen_input_per_second: u32,
+    /// How screen sessions choose their codec (see `relay::screen`).
+    pub screen_codec: crate::relay::CodecPolicy,
     /// A second address that serves only `/metrics`, with no token: for a
     /// scraper on loopback or a private network.
     pub metrics_listen: Option<SocketAddr>,
@@ -94,6 +98,8 @@ impl ServerConfig {
             auto_session_max_members: crate::automatic::DEFAULT_MAX_MEMBERS,
             max_viewers: crate::relay::MAX_VIEWERS,
             viewer_input_per_second: crate::relay::viewer::INPUT_PER_SECOND,
+            screen_input_per_second: crate::relay::viewer::INPUT_PER_SECOND,
+            screen_codec: crate::relay::CodecPolicy::Raw,
             metrics_listen: None,
             metrics_token: None,
             max_connections_per_device: crate::control::MAX_CONNECTIONS_PER_DEVICE,

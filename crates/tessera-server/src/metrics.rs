@@ -36,6 +36,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodecLabels {
+    codec: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimiterLabels {
     limiter: String,
 }
@@ -57,6 +62,11 @@ struct Inner {
     oversized_frames: Family<PlaneLabels, Counter>,
     input_dropped: Family<ReasonLabels, Counter>,
     audit_checkpoint_refusals: Counter,
+    screen_frames: Family<CodecLabels, Counter>,
+    screen_bytes: Family<CodecLabels, Counter>,
+    screen_frames_skipped: Counter,
+    screen_keyframes_requested: Counter,
+    screen_input_dropped: Family<ReasonLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -116,8 +126,43 @@ impl Default for Metrics {
              holds the head it signed last (a rewrite)",
             audit_checkpoint_refusals.clone(),
         );
+        let screen_frames = Family::<CodecLabels, Counter>::default();
+        registry.register(
+            "tessera_screen_frames",
+            "Screen frames relayed from devices, by codec",
+            screen_frames.clone(),
+        );
+        let screen_bytes = Family::<CodecLabels, Counter>::default();
+        registry.register(
+            "tessera_screen_bytes",
+            "Screen frame payload bytes relayed from devices, by codec",
+            screen_bytes.clone(),
+        );
+        let screen_frames_skipped = Counter::default();
+        registry.register(
+            "tessera_screen_frames_skipped",
+            "Screen frames a lagging viewer skipped (latest wins, then a keyframe)",
+            screen_frames_skipped.clone(),
+        );
+        let screen_keyframes_requested = Counter::default();
+        registry.register(
+            "tessera_screen_keyframes_requested",
+            "Keyframe requests the relay sent to devices",
+            screen_keyframes_requested.clone(),
+        );
+        let screen_input_dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "tessera_screen_input_dropped",
+            "Screen viewer input dropped at the relay (view_only or rate_limited)",
+            screen_input_dropped.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
+                screen_frames,
+                screen_bytes,
+                screen_frames_skipped,
+                screen_keyframes_requested,
+                screen_input_dropped,
                 registry,
                 requests,
                 latency,
@@ -184,6 +229,38 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// What one screen message did, for the screen counters.
+    pub fn screen(&self, out: &crate::relay::ScreenOutcome) {
+        if let Some((codec, bytes, first)) = out.frame {
+            let labels = CodecLabels {
+                codec: codec.to_owned(),
+            };
+            if first {
+                self.inner.screen_frames.get_or_create(&labels).inc();
+            }
+            self.inner
+                .screen_bytes
+                .get_or_create(&labels)
+                .inc_by(bytes as u64);
+        }
+        if out.skipped > 0 {
+            self.inner.screen_frames_skipped.inc_by(out.skipped);
+        }
+        if out.keyframes_asked > 0 {
+            self.inner
+                .screen_keyframes_requested
+                .inc_by(out.keyframes_asked);
+        }
+        if let Some(why) = out.dropped {
+            self.inner
+                .screen_input_dropped
+                .get_or_create(&ReasonLabels {
+                    reason: why.as_str().to_owned(),
+                })
+                .inc();
+        }
     }
 
     /// The text exposition.

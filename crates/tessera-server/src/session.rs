@@ -18,13 +18,13 @@ pub mod consent;
 
 use std::time::Duration;
 
-use tessera_core::kinds::{EndCode, Origin, ViewerAccess};
+use tessera_core::kinds::{EndCode, Origin, SessionChannel, ViewerAccess};
 use tessera_proto::v1::{ChannelKind, ChannelOpen, ConsentRequest, SessionEnded};
 use tessera_proto::Body;
 
 use self::consent::{ConsentEvent, ConsentOutcome, Refusal};
 use crate::control::Registry;
-use crate::relay::{Hub, SHELL_CHANNEL};
+use crate::relay::{Hub, SCREEN_CHANNEL, SHELL_CHANNEL};
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::sessions::SessionRow;
 use crate::store::{self, Db, StoreError};
@@ -46,6 +46,8 @@ pub enum SessionError {
     DeviceOffline,
     #[error("the device is not responding")]
     DeviceUnresponsive,
+    #[error("the device's agent is too old for this channel")]
+    ChannelUnsupported,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -97,13 +99,24 @@ impl<'a> Sessions<'a> {
             .await?;
             return Err(SessionError::DeviceOffline);
         };
-        let live = self.hub.open(
+        // A screen to an agent below protocol 4 is refused before the
+        // device is sent anything it cannot read.
+        if !crate::relay::screen::device_serves(
+            row.channel,
+            self.registry.protocol_of(&row.device_id),
+        ) {
+            self.end(id, EndCode::ChannelUnsupported, UNSUPPORTED, Actor::System)
+                .await?;
+            return Err(SessionError::ChannelUnsupported);
+        }
+        let live = self.hub.open_channel(
             id,
             &row.tenant_id,
             &row.device_id,
             &row.device_name,
             conn_id,
             max_access(row),
+            row.channel,
         );
         // An operator's shell ends when nobody watches it any more (after
         // the grace period); an attended one ends with its helper's agent.
@@ -117,12 +130,21 @@ impl<'a> Sessions<'a> {
             self.hub.end(id, EndCode::Ended, "the session ended");
             return Err(SessionError::EndedMeanwhile);
         }
-        let open = crate::control::queued(Body::ChannelOpen(ChannelOpen {
-            session_id: id.to_owned(),
-            channel_id: SHELL_CHANNEL,
-            kind: ChannelKind::Shell.into(),
-            cols: INITIAL_COLS,
-            rows: INITIAL_ROWS,
+        let open = crate::control::queued(Body::ChannelOpen(match row.channel {
+            SessionChannel::Shell => ChannelOpen {
+                session_id: id.to_owned(),
+                channel_id: SHELL_CHANNEL,
+                kind: ChannelKind::Shell.into(),
+                cols: INITIAL_COLS,
+                rows: INITIAL_ROWS,
+            },
+            SessionChannel::Screen => ChannelOpen {
+                session_id: id.to_owned(),
+                channel_id: SCREEN_CHANNEL,
+                kind: ChannelKind::Screen.into(),
+                cols: 0,
+                rows: 0,
+            },
         }));
         if notices.try_send(open).is_err() {
             self.end(
@@ -169,9 +191,28 @@ impl<'a> Sessions<'a> {
         Ok(true)
     }
 
-    /// The relay side of an end: viewers and device are told.
+    /// The relay side of an end: viewers and device are told; a screen
+    /// channel that was configured is audited as closed.
     fn finish(self, device_id: &str, id: &str, code: EndCode, reason: &str) {
-        self.hub.end(id, code, reason);
+        let live = self.hub.end(id, code, reason);
+        if let Some((live, (codec, monitor, frames, bytes))) =
+            live.and_then(|l| l.screen_summary().map(|s| (l, s)))
+        {
+            let event = AuditEvent::new(&live.tenant_id, Actor::System, Action::ScreenClosed)
+                .target(format!("session:{id}"))
+                .detail("device_id", live.device_id.clone())
+                .detail("codec", codec)
+                .detail("monitor", monitor)
+                .detail("frames", frames)
+                .detail("bytes", bytes)
+                .detail("code", code.as_str());
+            let db = self.db.clone();
+            tokio::spawn(async move {
+                if let Err(e) = db.audit(event).await {
+                    tracing::warn!(error = %e, "cannot audit a screen channel's close");
+                }
+            });
+        }
         self.notify_device(
             device_id,
             Body::SessionEnded(SessionEnded {
@@ -358,8 +399,34 @@ pub async fn start_relay(state: &AppState, row: &SessionRow) -> Result<(), Sessi
     Sessions::of(state).start_relay(row).await
 }
 
-/// Asks the device (connected here) for consent, and arms the timeout.
+const UNSUPPORTED: &str =
+    "the device's agent is too old for screen sessions (it needs protocol 4); update it";
+
+/// Asks the device (connected here) for consent, and arms the timeout. A
+/// screen session to an agent that cannot open one ends instead
+/// (`channel_unsupported`): nobody is asked to consent to what cannot run.
 pub fn request_consent(state: &AppState, row: &SessionRow) {
+    if !crate::relay::screen::device_serves(
+        row.channel,
+        state.registry().protocol_of(&row.device_id),
+    ) {
+        let state = state.clone();
+        let id = row.id.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = end(
+                &state,
+                &id,
+                EndCode::ChannelUnsupported,
+                UNSUPPORTED,
+                Actor::System,
+            )
+            .await
+            {
+                tracing::warn!(error = %e, "cannot end an unsupported screen session");
+            }
+        });
+        return;
+    }
     let remaining = row
         .consent_deadline
         .map(|d| d.since(state.now()))
@@ -373,6 +440,10 @@ pub fn request_consent(state: &AppState, row: &SessionRow) {
                 .clone()
                 .unwrap_or_else(|| "an operator".to_owned()),
             access: row.access.as_str().to_owned(),
+            kind: match row.channel {
+                SessionChannel::Shell => ChannelKind::Shell.into(),
+                SessionChannel::Screen => ChannelKind::Screen.into(),
+            },
             timeout_ms: u32::try_from(remaining.as_millis()).unwrap_or(u32::MAX),
         }),
     );
@@ -556,15 +627,32 @@ pub async fn channel_closed(
         return;
     }
     live.channel_closed(exit_status, why);
-    let reason = match exit_status {
-        Some(code) => format!("the shell exited with status {code}"),
-        None if why.is_empty() => "the shell ended".to_owned(),
-        None => format!("the shell ended: {why}"),
+    let (code, reason) = match (live.channel, exit_status) {
+        (SessionChannel::Screen, _) if why == EndCode::ScreenUnavailable.as_str() => (
+            EndCode::ScreenUnavailable,
+            "the device cannot share its screen (no display it can capture)".to_owned(),
+        ),
+        (SessionChannel::Screen, _) if why.is_empty() => (
+            EndCode::ScreenClosed,
+            "the device closed its screen".to_owned(),
+        ),
+        (SessionChannel::Screen, _) => (
+            EndCode::ScreenClosed,
+            format!("the device closed its screen: {why}"),
+        ),
+        (SessionChannel::Shell, Some(code)) => (
+            EndCode::ShellExited,
+            format!("the shell exited with status {code}"),
+        ),
+        (SessionChannel::Shell, None) if why.is_empty() => {
+            (EndCode::ShellExited, "the shell ended".to_owned())
+        }
+        (SessionChannel::Shell, None) => (EndCode::ShellExited, format!("the shell ended: {why}")),
     };
     if let Err(e) = end(
         state,
         session_id,
-        EndCode::ShellExited,
+        code,
         &reason,
         Actor::Device(device_id.to_owned()),
     )

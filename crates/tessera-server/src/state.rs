@@ -106,7 +106,11 @@ impl AppState {
         let db = db
             .with_clock(clock.clone())
             .counting_audit_in(metrics.audit_counter());
-        let hub = relay::Hub::with_max_viewers(config.max_viewers);
+        let hub =
+            relay::Hub::with_max_viewers(config.max_viewers).with_screen(relay::ScreenSettings {
+                policy: config.screen_codec,
+                input_per_second: config.screen_input_per_second,
+            });
         AppState {
             inner: Arc::new(Inner {
                 db,

@@ -142,6 +142,7 @@ impl RunningAgent {
                     shell: Some("/bin/sh".to_owned()),
                     consent: tessera_agent::consent::ConsentMode::Deny,
                     inbox: Some(inbox),
+                    display: None,
                 },
                 async {
                     let _ = stopped.await;

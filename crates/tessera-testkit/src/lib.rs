@@ -18,21 +18,25 @@ mod device;
 mod process;
 mod proofs;
 mod pty;
+mod screen;
 mod server;
 mod viewer;
+mod x11;
 
 use std::time::Duration;
 
 pub use db::{backend, pg_admin_url, Backend, TestDb};
 pub use device::{online_device, open_ws, open_ws_with, Refusal, RunningAgent, TestDevice, Ws};
 pub use process::{
-    cpu_time, ctl, ctl_admin, device_cmd, peak_rss, proc_status_kb, tessera_bin, AgentProcess,
-    ServerProcess,
+    cpu_time, ctl, ctl_admin, device_cmd, peak_rss, proc_status_kb, tessera_bin, view,
+    AgentProcess, ServerProcess,
 };
 pub use proofs::{form_pairs, DeviceFields};
 pub use pty::Terminal;
+pub use screen::{screen, screen_body, HandDevice, HandViewer, Next};
 pub use server::{fast_heartbeat, http_client, Configure, Options, TestServer, METRICS_TOKEN};
 pub use viewer::{read_until, shell_session, watch};
+pub use x11::{pattern, state as x_state, XInput, XTestClient, Xvfb};
 
 /// Polls `check` every 20 ms until it holds or `limit` passes.
 pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool

@@ -167,6 +167,18 @@ pub async fn ctl(config_dir: &Path, args: &[&str], stdin: Option<&str>) -> (i32,
     run_to_end(cmd, stdin, Duration::from_secs(60), "tessera ctl").await
 }
 
+/// Runs `tessera view ARGS --config-dir CONFIG_DIR` (a screen viewer, e.g.
+/// with `--snapshot`); returns (exit code, stdout, stderr).
+pub async fn view(config_dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = tokio::process::Command::new(tessera_bin());
+    cmd.arg("view")
+        .args(args)
+        .arg("--config-dir")
+        .arg(config_dir)
+        .kill_on_drop(true);
+    run_to_end(cmd, None, Duration::from_secs(90), "tessera view").await
+}
+
 /// Runs `cmd` with `stdin` fed in and waits, at most `limit`, for it to end;
 /// returns (exit code, stdout, stderr).
 async fn run_to_end(
@@ -256,6 +268,25 @@ impl AgentProcess {
         device: &TestDevice,
         inbox: Option<&Path>,
     ) -> AgentProcess {
+        Self::launch_agent(server, device, inbox, &[]).await
+    }
+
+    /// Starts the agent with the X display `display` as its `$DISPLAY` (the
+    /// screen it captures), and waits until the server sees it online.
+    pub async fn start_on_display(
+        server: &TestServer,
+        device: &TestDevice,
+        display: &str,
+    ) -> AgentProcess {
+        Self::launch_agent(server, device, Some(&device.inbox()), &[("DISPLAY", display)]).await
+    }
+
+    async fn launch_agent(
+        server: &TestServer,
+        device: &TestDevice,
+        inbox: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> AgentProcess {
         let log_dir = tempfile::tempdir().expect("tempdir");
         let log_path = log_dir.path().join("agent.log");
         let log = std::fs::File::create(&log_path).expect("log file");
@@ -271,6 +302,7 @@ impl AgentProcess {
         }
         let child = cmd
             .env("TESSERA_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))

@@ -12,6 +12,7 @@ pub async fn shell_session(client: &ApiClient, device: &str) -> String {
         .create_session(&tessera_core::api::CreateSessionRequest {
             device: device.to_owned(),
             access: None,
+            channel: None,
         })
         .await
         .expect("session")

@@ -42,6 +42,9 @@ struct SessionArgs {
     /// (default: Tessera in your download folder, e.g. ~/Downloads/Tessera).
     #[arg(long, value_name = "DIR", env = "TESSERA_INBOX")]
     inbox: Option<PathBuf>,
+    /// The X display screen sessions show (default: $DISPLAY).
+    #[arg(long)]
+    display: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -77,6 +80,9 @@ struct SupportArgs {
     /// The shell to open (default: $SHELL).
     #[arg(long)]
     shell: Option<String>,
+    /// The X display a screen session shows (default: $DISPLAY).
+    #[arg(long)]
+    display: Option<String>,
     /// Trust exactly the server certificate with this SHA-256 fingerprint.
     #[arg(long)]
     tls_fingerprint: Option<String>,
@@ -169,6 +175,7 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             let opts = RunOptions {
                 shell: sargs.shell,
                 inbox: Some(inbox),
+                display: sargs.display,
                 consent: match sargs.consent_command {
                     Some(p) => ConsentMode::Command(p),
                     None => ConsentMode::Deny,
@@ -256,6 +263,7 @@ async fn support(a: SupportArgs) -> anyhow::Result<ExitCode> {
     };
     let opts = RunOptions {
         shell: a.shell,
+        display: a.display,
         consent,
         ..RunOptions::default()
     };

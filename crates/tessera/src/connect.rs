@@ -5,7 +5,6 @@
 use crate::output::note;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use clap::Args;
@@ -14,6 +13,7 @@ use tessera_client::ApiClient;
 use tessera_core::api::{CreateSessionRequest, SessionView};
 use tessera_core::kinds::{SessionAccess, SessionState, ViewerAccess};
 
+use crate::join;
 use crate::terminal::{self, Remote, RemoteTerminal};
 
 #[derive(Args, Debug)]
@@ -123,43 +123,18 @@ async fn open_session(client: &ApiClient, args: &ConnectArgs) -> anyhow::Result<
                 .as_str()
                 .to_owned(),
             ),
+            channel: None,
         })
         .await?;
     Ok(s.id)
-}
-
-/// Waits while the person at the device decides.
-async fn wait_until_active(client: &ApiClient, id: &str) -> anyhow::Result<()> {
-    let mut told = false;
-    loop {
-        let s = client.session(id).await?;
-        match s.state.parse() {
-            Ok(SessionState::Active) => return Ok(()),
-            Ok(SessionState::Ended) => {
-                return Err(anyhow!(
-                    "the session ended before it started ({}): {}",
-                    s.end_code.unwrap_or_default(),
-                    s.end_reason.unwrap_or_default()
-                ))
-            }
-            _ => {
-                if !told {
-                    note!("Waiting for the person at {} to accept…", s.device_name);
-                    told = true;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
 }
 
 pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     let ctx = crate::ctl::Ctx::from_dir(args.config_dir.clone())?;
     let client = ctx.client()?;
     let id = open_session(&client, &args).await?;
-    wait_until_active(&client, &id).await?;
-    let token = client.viewer_token(&id).await?;
-    let (tx, mut rx) = viewer::connect_with(&client, &id, &token.token, args.keep)
+    let token = join::viewer_token(&client, &id).await?;
+    let (tx, mut rx) = viewer::connect_with(&client, &id, &token, args.keep)
         .await
         .context("cannot join the session")?;
     let (access, device) = match rx.next().await {
@@ -259,6 +234,7 @@ mod tests {
             ended_at: None,
             end_code: None,
             end_reason: None,
+            channel: "shell".into(),
         }
     }
 

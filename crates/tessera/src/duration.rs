@@ -137,6 +137,18 @@ pub(crate) fn shell_grace(s: &str) -> Result<Duration, String> {
     )
 }
 
+/// `view --snapshot --wait`: 1 second to 10 minutes.
+pub(crate) fn snapshot_wait(s: &str) -> Result<Duration, String> {
+    within(
+        s,
+        &Range {
+            what: "the wait for a snapshot",
+            min: (Duration::from_secs(1), "1 second"),
+            max: (10 * MINUTE, "10 minutes"),
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +159,7 @@ mod tests {
         assert_eq!(grant_expiry("1year"), Ok(Duration::from_secs(31_557_600)));
         assert_eq!(enrollment_token_ttl("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(support_code_ttl("30m"), Ok(30 * MINUTE));
+        assert_eq!(snapshot_wait("30s"), Ok(Duration::from_secs(30)));
         let e = grant_expiry("2years").unwrap_err();
         assert!(e.contains("between 1 minute and 1 year"), "{e}");
         let e = support_code_ttl("2d").unwrap_err();

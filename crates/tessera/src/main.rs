@@ -7,12 +7,14 @@ mod ctl;
 mod device;
 mod duration;
 mod hints;
+mod join;
 mod manuals;
 mod output;
 mod progress;
 mod server;
 mod session_shell;
 mod terminal;
+mod view;
 
 use std::process::ExitCode;
 
@@ -41,6 +43,8 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Open a shell on a device (or join a session) in this terminal.
     Connect(connect::ConnectArgs),
+    /// Show a device's screen in a window (or write one picture with --snapshot).
+    View(view::ViewArgs),
     /// Verify and pin your other devices' keys (this device's trust store).
     Trust(device::TrustArgs),
     /// Let trusted devices join this one into their sessions automatically.
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
             Command::Ctl(args) => ctl::run(args).await,
             Command::Agent(args) => agent::run(args).await,
             Command::Connect(args) => connect::run(args).await,
+            Command::View(args) => view::run(args).await,
             Command::Trust(args) => device::trust(args).await,
             Command::Grant(args) => device::grant(args).await,
             Command::Session(args) => device::session(args).await,

@@ -85,6 +85,16 @@ pub(crate) struct ServerArgs {
     /// resizes); more are delayed, then dropped.
     #[arg(long, env = "TESSERA_VIEWER_INPUT_RATE", default_value_t = tessera_server::relay::viewer::INPUT_PER_SECOND, value_parser = clap::value_parser!(u32).range(1..))]
     viewer_input_rate: u32,
+    /// Input events per second a `control` viewer of a screen may send
+    /// (pointer, keys, clipboard); more are dropped and counted.
+    #[arg(long, env = "TESSERA_SCREEN_INPUT_RATE", default_value_t = tessera_server::relay::viewer::INPUT_PER_SECOND, value_parser = clap::value_parser!(u32).range(1..))]
+    screen_input_rate: u32,
+    /// How screen sessions choose their codec: `raw` (lossless raw+zstd
+    /// tiles, exact text, no codec library; the default) or `prefer-h264`
+    /// (H.264 whenever the agent and every viewer can, for motion-heavy
+    /// screens on slow links).
+    #[arg(long, env = "TESSERA_SCREEN_CODEC", default_value = "raw")]
+    screen_codec: tessera_server::relay::CodecPolicy,
     /// URL people and devices use to reach this server (an http or https
     /// URL): pairing links use it, and a device's proof of key possession
     /// must name it. Default: from the request's Host header.
@@ -236,6 +246,8 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     config.max_viewers = usize::from(args.max_viewers);
     config.max_connections_per_device = usize::from(args.max_connections_per_device);
     config.viewer_input_per_second = args.viewer_input_rate;
+    config.screen_input_per_second = args.screen_input_rate;
+    config.screen_codec = args.screen_codec;
     config.metrics_listen = args.metrics_listen;
     config.metrics_token = args
         .metrics_token

@@ -55,6 +55,8 @@ pub struct RunOptions {
     /// `<state dir>/inbox`; `tessera agent run` always gives one, see
     /// `auto::default_inbox`).
     pub inbox: Option<std::path::PathBuf>,
+    /// The X display screen channels capture (default: `$DISPLAY`).
+    pub display: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -64,6 +66,7 @@ impl Default for RunOptions {
             shell: None,
             consent: ConsentMode::Deny,
             inbox: None,
+            display: None,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tessera_core::identity::{DeviceId, DeviceKeys};
 use tessera_core::kinds::RejectionReason;
-use tessera_proto::v1::{ChannelClose, ConsentResponse};
+use tessera_proto::v1::{ChannelClose, ChannelKind, ConsentResponse};
 use tessera_proto::Body;
 use tokio::sync::mpsc;
 
@@ -16,6 +16,7 @@ use super::{Exit, RunOptions};
 use crate::auto::TransferReport;
 use crate::channels::{default_shell, Shell};
 use crate::consent;
+use crate::screen::ScreenChannel;
 use crate::state::AgentState;
 use crate::support::{Attended, Notice};
 use tessera_core::kinds::SessionAccess;
@@ -42,6 +43,11 @@ pub(super) struct Sessions<'a> {
     /// One-session mode: the session this agent exists for.
     pub(super) only: Option<&'a str>,
     pub(super) shells: HashMap<(String, u32), Shell>,
+    /// Screen channels, by session and channel.
+    pub(super) screens: HashMap<(String, u32), ScreenChannel>,
+    /// People in each session now (from `ViewerJoined`/`ViewerLeft`), so a
+    /// screen channel opening after they joined knows someone watches.
+    pub(super) viewers: HashMap<String, u32>,
     pub(super) outbound: mpsc::Sender<Body>,
     /// The person's answers, by session: a shell opens for a session that
     /// asked only once it was granted, never for one that was refused.
@@ -73,6 +79,8 @@ impl<'a> Sessions<'a> {
             opts,
             only,
             shells: HashMap::new(),
+            screens: HashMap::new(),
+            viewers: HashMap::new(),
             outbound,
             answers: Arc::default(),
             state,
@@ -80,6 +88,16 @@ impl<'a> Sessions<'a> {
             members: HashMap::new(),
             report,
             attended,
+        }
+    }
+
+    /// The session's viewer count changed: its screen channels pause at 0.
+    fn viewers_now(&mut self, session: &str, viewers: u32) {
+        self.viewers.insert(session.to_owned(), viewers);
+        for ((sid, _), screen) in &self.screens {
+            if sid == session {
+                screen.viewers(viewers);
+            }
         }
     }
 
@@ -101,7 +119,7 @@ impl<'a> Sessions<'a> {
             return Vec::new();
         };
         let why = "the person at the device ended the session";
-        // The session ends `ended_by_user` first; the shells' closes
+        // The session ends `ended_by_user` first; the channels' closes
         // then find it over.
         std::iter::once(Body::SessionEndRequest(
             tessera_proto::v1::SessionEndRequest {
@@ -109,14 +127,19 @@ impl<'a> Sessions<'a> {
                 reason: why.into(),
             },
         ))
-        .chain(self.shells.keys().map(|(session_id, channel_id)| {
-            Body::ChannelClose(ChannelClose {
-                session_id: session_id.clone(),
-                channel_id: *channel_id,
-                exit_status: None,
-                reason: why.into(),
-            })
-        }))
+        .chain(
+            self.shells
+                .keys()
+                .chain(self.screens.keys())
+                .map(|(session_id, channel_id)| {
+                    Body::ChannelClose(ChannelClose {
+                        session_id: session_id.clone(),
+                        channel_id: *channel_id,
+                        exit_status: None,
+                        reason: why.into(),
+                    })
+                }),
+        )
         .collect()
     }
 
@@ -256,6 +279,28 @@ impl<'a> Sessions<'a> {
                     reason: "the person at this device did not consent to this session".into(),
                 }));
             }
+            Body::ChannelOpen(open) if open.kind == ChannelKind::Screen as i32 => {
+                // A channel opens for someone: count one until told otherwise.
+                let viewers = self.viewers.get(&open.session_id).copied().unwrap_or(1);
+                tracing::info!(session = %open.session_id, channel = open.channel_id, "screen channel opens");
+                self.notify(Notice::ScreenStarted);
+                let screen = ScreenChannel::open(
+                    self.opts.display.clone(),
+                    open.session_id.clone(),
+                    open.channel_id,
+                    viewers,
+                    self.outbound.clone(),
+                );
+                self.screens
+                    .insert((open.session_id, open.channel_id), screen);
+            }
+            Body::Screen(s) => {
+                if let (Some(screen), Some(body)) =
+                    (self.screens.get(&(s.session_id, s.channel_id)), s.body)
+                {
+                    screen.handle(body);
+                }
+            }
             Body::ChannelOpen(open) => {
                 let shell = self.opts.shell.clone().unwrap_or_else(default_shell);
                 let mirrored = self.attended.is_some_and(|a| a.mirror);
@@ -310,6 +355,7 @@ impl<'a> Sessions<'a> {
             }
             Body::ViewerJoined(v) => {
                 tracing::info!(session = %v.session_id, name = %v.name, access = %v.access, "a viewer joined");
+                self.viewers_now(&v.session_id, v.viewers);
                 if let Ok(access) = v.access.parse() {
                     self.notify(Notice::Joined {
                         name: v.name,
@@ -320,6 +366,7 @@ impl<'a> Sessions<'a> {
             }
             Body::ViewerLeft(v) => {
                 tracing::info!(session = %v.session_id, name = %v.name, reason = %v.reason, "a viewer left");
+                self.viewers_now(&v.session_id, v.viewers);
                 if let Ok(access) = v.access.parse() {
                     self.notify(Notice::Left {
                         name: v.name,
@@ -330,7 +377,10 @@ impl<'a> Sessions<'a> {
                 }
             }
             Body::ChannelClose(c) => {
-                self.shells.remove(&(c.session_id, c.channel_id));
+                let key = (c.session_id, c.channel_id);
+                self.shells.remove(&key);
+                // Dropping a screen channel releases every held key and button.
+                self.screens.remove(&key);
             }
             Body::AutoJoinInvite(inv) => {
                 let verdict = self.join(&inv);
@@ -366,6 +416,8 @@ impl<'a> Sessions<'a> {
                     tracing::info!(session = %e.session_id, code = %e.code, reason = %e.reason, "automatic session ended");
                 }
                 self.shells.retain(|(sid, _), _| *sid != e.session_id);
+                self.screens.retain(|(sid, _), _| *sid != e.session_id);
+                self.viewers.remove(&e.session_id);
                 if self.only == Some(e.session_id.as_str()) {
                     return Some(Exit::SessionEnded {
                         code: e.code,

@@ -106,6 +106,7 @@ async fn device_with_session(
         .create_session(&CreateSessionRequest {
             device: dev.id.clone(),
             access: None,
+            channel: None,
         })
         .await?;
     loop {

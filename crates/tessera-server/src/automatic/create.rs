@@ -152,6 +152,7 @@ pub async fn create(
                 device_id: &creator.device_id,
                 created_by: &format!("device:{}", creator.device_id),
                 access: SessionAccess::Control,
+                channel: tessera_core::kinds::SessionChannel::Shell,
                 consent: Consent::initial(Origin::Automatic, false),
                 support_code_id: None,
                 now,

@@ -303,6 +303,9 @@ impl From<crate::session::SessionError> for ApiError {
             SessionError::DeviceOffline | SessionError::DeviceUnresponsive => {
                 ApiError::conflict(ErrorCode::DeviceOffline, e.to_string())
             }
+            SessionError::ChannelUnsupported => {
+                ApiError::conflict(ErrorCode::ChannelUnsupported, e.to_string())
+            }
             SessionError::Store(e) => e.into(),
         }
     }

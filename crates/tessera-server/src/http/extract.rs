@@ -3,7 +3,7 @@
 //! password sent as a number must not come back in an error message).
 
 use std::net::{IpAddr, SocketAddr};
-use tessera_core::kinds::SessionAccess;
+use tessera_core::kinds::{SessionAccess, SessionChannel};
 use tessera_core::ErrorCode;
 
 use axum::body::Bytes;
@@ -59,6 +59,12 @@ where
 pub fn session_access(field: Option<&str>) -> Result<SessionAccess, ApiError> {
     field.unwrap_or("control").parse().map_err(|_| {
         ApiError::unprocessable(ErrorCode::InvalidField, "`access` is control or view")
+    })
+}
+
+pub fn session_channel(field: Option<&str>) -> Result<SessionChannel, ApiError> {
+    field.unwrap_or("shell").parse().map_err(|_| {
+        ApiError::unprocessable(ErrorCode::InvalidField, "`channel` is shell or screen")
     })
 }
 

@@ -48,6 +48,7 @@ impl From<&SessionRow> for SessionView {
             created_by: s.created_by.clone(),
             created_by_name: s.created_by_name.clone(),
             access: s.access.to_string(),
+            channel: s.channel.to_string(),
             consent: s.consent.to_string(),
             state: s.state.to_string(),
             created_at: s.created_at.to_rfc3339(),
@@ -106,7 +107,8 @@ pub async fn find_device(
     }
 }
 
-/// Open a managed session (a shell) on an online device.
+/// Open a managed session (a shell, or with `channel: screen` the device's
+/// screen) on an online device.
 #[utoipa::path(post, path = "/api/v1/sessions", tag = "sessions",
     security(("operator_token" = [])),
     request_body = CreateSessionRequest,
@@ -114,7 +116,7 @@ pub async fn find_device(
         (status = 201, body = SessionView),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 409, description = "device_offline, device_revoked", body = ErrorBody),
+        (status = 409, description = "device_offline, device_revoked, channel_unsupported", body = ErrorBody),
     ))]
 async fn create_session(
     State(state): State<AppState>,
@@ -122,7 +124,15 @@ async fn create_session(
     op: Operator,
     ApiJson(req): ApiJson<CreateSessionRequest>,
 ) -> ApiResult<(StatusCode, Json<SessionView>)> {
-    let row = create(&state, ip, &op, &req.device, req.access.as_deref()).await?;
+    let row = create(
+        &state,
+        ip,
+        &op,
+        &req.device,
+        req.access.as_deref(),
+        req.channel.as_deref(),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(session_view(&row))))
 }
 
@@ -135,9 +145,11 @@ pub async fn create(
     op: &Operator,
     device: &str,
     access: Option<&str>,
+    channel: Option<&str>,
 ) -> ApiResult<SessionRow> {
     op.require(Permission::Control)?;
     let access = super::extract::session_access(access)?;
+    let channel = super::extract::session_channel(channel)?;
     let device = find_device(state, op, device).await?;
     if device.revoked_at.is_some() {
         return Err(ApiError::conflict(
@@ -149,6 +161,14 @@ pub async fn create(
         return Err(ApiError::conflict(
             ErrorCode::DeviceOffline,
             "the device is not connected to this server",
+        ));
+    }
+    // Refused before anything is recorded or the device is asked: an
+    // older agent would read a screen channel as the end of its connection.
+    if !crate::relay::screen::device_serves(channel, state.registry().protocol_of(&device.id)) {
+        return Err(ApiError::conflict(
+            ErrorCode::ChannelUnsupported,
+            "the device's agent is too old for screen sessions (it needs protocol 4); update it",
         ));
     }
     let tenant = tenancy::of(op);
@@ -168,6 +188,7 @@ pub async fn create(
                     device_id: &device.id,
                     created_by: &op.user_id,
                     access,
+                    channel,
                     consent,
                     support_code_id: None,
                     now,
@@ -187,6 +208,7 @@ pub async fn create(
                 .detail("origin", Origin::Managed.as_str())
                 .detail("device_id", device.id.clone())
                 .detail("access", access.as_str())
+                .detail("channel", channel.as_str())
                 .detail("consent", consent.as_str()),
             )
             .await?;

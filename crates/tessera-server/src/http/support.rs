@@ -77,6 +77,7 @@ pub async fn create_code(
 ) -> ApiResult<CreatedSupportCode> {
     op.require(Permission::Control)?;
     let access = super::extract::session_access(req.access.as_deref())?;
+    let channel = super::extract::session_channel(req.channel.as_deref())?;
     let ttl = req
         .ttl_seconds
         .map(Duration::from_secs)
@@ -103,6 +104,7 @@ pub async fn create_code(
                         tenant_id: tenant,
                         code_hash: &code_hash(&code),
                         access,
+                        channel,
                         created_by: &op.user_id,
                         now,
                         expires_at: now.plus(ttl),
@@ -118,6 +120,7 @@ pub async fn create_code(
                     .ip(Some(ip.0))
                     .target(format!("support_code:{id}"))
                     .detail("access", access.as_str())
+                    .detail("channel", channel.as_str())
                     .detail("expires_at", now.plus(ttl).to_rfc3339()),
                 )
                 .await?;
@@ -131,7 +134,8 @@ pub async fn create_code(
                     code: SecretString::new(display_support_code(&code)),
                     access: access.to_string(),
                     expires_at: now.plus(ttl).to_rfc3339(),
-                })
+                    channel: channel.to_string(),
+                });
             }
             // 2^44.6 codes: a collision is astronomically rare, but harmless.
             Err(StoreError::Conflict) if attempt < 3 => attempt += 1,
@@ -203,6 +207,7 @@ async fn preview(
         requested_by: c.created_by_name,
         access: c.access.to_string(),
         expires_at: c.expires_at.to_rfc3339(),
+        channel: c.channel.to_string(),
     }))
 }
 
@@ -312,6 +317,7 @@ async fn bind(
                     device_id: device_id.as_str(),
                     created_by: &owner,
                     access: c.access,
+                    channel: c.channel,
                     consent: Consent::initial(Origin::Attended, true),
                     support_code_id: Some(&c.id),
                     now,
@@ -335,7 +341,8 @@ async fn bind(
                         .detail("origin", Origin::Attended.as_str())
                         .detail("device_id", device_id.to_string())
                         .detail("technician", c.created_by_name.clone())
-                        .detail("access", c.access.as_str()),
+                        .detail("access", c.access.as_str())
+                        .detail("channel", c.channel.as_str()),
                 )
                 .await?;
             }

@@ -184,6 +184,7 @@ async fn admit(
                     .ip(Some(ip))
                     .target(format!("session:{}", claims.sid))
                     .detail("access", claims.access.clone())
+                    .detail("channel", live.channel.as_str())
                     .detail("jti", claims.jti.clone()),
                 )
                 .await?;

@@ -21,7 +21,12 @@
 //! Recent output (the last [`SCROLLBACK`] bytes) is kept so a viewer who
 //! joins late sees the current prompt.
 
+mod lane;
 mod presence;
+pub mod screen;
+pub mod screen_device;
+mod screen_live;
+mod screen_viewer;
 mod scrollback;
 mod standing;
 pub mod viewer;
@@ -38,6 +43,12 @@ use tokio_util::sync::CancellationToken;
 
 use self::scrollback::Scrollback;
 pub use tessera_core::kinds::EndCode;
+use tessera_core::kinds::SessionChannel;
+
+pub use self::lane::Lane;
+pub use self::screen::{CodecPolicy, SCREEN_CHANNEL};
+pub use self::screen_live::{viewer_number, Configured, ScreenOutcome};
+use self::screen_live::{ScreenState, ViewerScreen};
 
 pub use self::standing::{allows, sweep, user_changed};
 
@@ -118,6 +129,8 @@ struct Viewer {
     /// Cancelled to disconnect the viewer (too slow, logged out).
     kick: CancellationToken,
     kicked_because: Arc<Mutex<Option<Kick>>>,
+    /// A screen session's viewer: its lane, flow and input rules.
+    screen: Option<ViewerScreen>,
 }
 
 #[derive(Default)]
@@ -133,6 +146,7 @@ struct Inner {
     /// Whether the session ends once unwatched for the grace period (a
     /// managed shell does; an attended one ends with its device).
     ends_when_unwatched: bool,
+    screen: ScreenState,
 }
 
 impl Inner {
@@ -159,7 +173,28 @@ pub struct LiveSession {
     pub max_access: Access,
     /// How many viewers it admits at once.
     pub max_viewers: usize,
+    /// What it carries.
+    pub channel: SessionChannel,
+    /// The screen's codec policy and input rate (screen sessions).
+    pub screen: ScreenSettings,
     inner: Mutex<Inner>,
+}
+
+/// What the node's configuration says about screen sessions.
+#[derive(Clone, Copy, Debug)]
+pub struct ScreenSettings {
+    pub policy: CodecPolicy,
+    /// Input events a control viewer may send per second.
+    pub input_per_second: u32,
+}
+
+impl Default for ScreenSettings {
+    fn default() -> Self {
+        ScreenSettings {
+            policy: CodecPolicy::default(),
+            input_per_second: viewer::INPUT_PER_SECOND,
+        }
+    }
 }
 
 /// A viewer's place in a session.
@@ -171,6 +206,10 @@ pub struct Joined {
     pub kicked_because: Arc<Mutex<Option<Kick>>>,
     /// What the viewer's task reports as written out.
     pub drained: Drained,
+    /// A screen viewer's lane (its frames and the device's other messages).
+    pub lane: Option<Arc<Lane>>,
+    /// What the device must be told because this screen viewer joined.
+    pub screen: Option<ScreenOutcome>,
 }
 
 /// See [`LiveSession::seat`].
@@ -272,8 +311,23 @@ impl LiveSession {
                 access,
                 kick: kick.clone(),
                 kicked_because: kicked_because.clone(),
+                screen: (self.channel == SessionChannel::Screen).then(|| {
+                    ViewerScreen::new(
+                        access,
+                        viewer_number(viewer_id),
+                        self.screen.input_per_second,
+                    )
+                }),
             },
         );
+        let lane = inner
+            .viewers
+            .get(&viewer_id)
+            .and_then(|v| v.screen.as_ref())
+            .map(ViewerScreen::lane);
+        let screen = lane
+            .is_some()
+            .then(|| self.screen_joined(&mut inner, viewer_id));
         Some(Joined {
             viewer_id,
             queue: rx,
@@ -284,6 +338,8 @@ impl LiveSession {
                 queued,
                 notify: drained,
             },
+            lane,
+            screen,
         })
     }
 
@@ -455,6 +511,7 @@ fn kick(v: &Viewer, why: Kick) {
 pub struct Hub {
     live: Mutex<HashMap<String, Arc<LiveSession>>>,
     max_viewers: usize,
+    screen: ScreenSettings,
 }
 
 impl Default for Hub {
@@ -469,7 +526,14 @@ impl Hub {
         Hub {
             live: Mutex::default(),
             max_viewers: max_viewers.max(1),
+            screen: ScreenSettings::default(),
         }
+    }
+
+    /// The codec policy and input rate of this node's screen sessions.
+    pub fn with_screen(mut self, screen: ScreenSettings) -> Hub {
+        self.screen = screen;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<LiveSession>>> {
@@ -485,6 +549,29 @@ impl Hub {
         conn_id: u64,
         max_access: Access,
     ) -> Arc<LiveSession> {
+        self.open_channel(
+            id,
+            tenant_id,
+            device_id,
+            device_name,
+            conn_id,
+            max_access,
+            SessionChannel::Shell,
+        )
+    }
+
+    /// Opens a session carrying `channel`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open_channel(
+        &self,
+        id: &str,
+        tenant_id: &str,
+        device_id: &str,
+        device_name: &str,
+        conn_id: u64,
+        max_access: Access,
+        channel: SessionChannel,
+    ) -> Arc<LiveSession> {
         let s = Arc::new(LiveSession {
             id: id.to_owned(),
             tenant_id: tenant_id.to_owned(),
@@ -493,6 +580,8 @@ impl Hub {
             conn_id,
             max_access,
             max_viewers: self.max_viewers,
+            channel,
+            screen: self.screen,
             inner: Mutex::new(Inner::default()),
         });
         self.lock().insert(id.to_owned(), s.clone());

@@ -22,6 +22,7 @@ use crate::auth::viewer::{parse_access, ViewerClaims};
 use crate::control::connection::is_too_big;
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::AppState;
+use tessera_core::kinds::SessionChannel;
 
 /// Input events a control viewer may send per second.
 pub const INPUT_PER_SECOND: u32 = 200;
@@ -49,19 +50,22 @@ pub mod close {
 /// reading its socket: it is dropped rather than waited for.
 const SEND_STALL: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn send(sink: &mut futures_util::stream::SplitSink<WebSocket, Message>, body: Body) -> bool {
-    let frame = Message::Binary(Envelope::of(body).encode_to_vec().into());
+pub(super) type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+
+pub(super) async fn send(sink: &mut Sink, body: Body) -> bool {
+    send_encoded(sink, Envelope::of(body).encode_to_vec().into()).await
+}
+
+/// Sends an envelope encoded once for every viewer.
+pub(super) async fn send_encoded(sink: &mut Sink, envelope: bytes::Bytes) -> bool {
+    let frame = Message::Binary(envelope);
     matches!(
         tokio::time::timeout(SEND_STALL, sink.send(frame)).await,
         Ok(Ok(()))
     )
 }
 
-async fn close_with(
-    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
-    code: u16,
-    reason: &str,
-) {
+pub(super) async fn close_with(sink: &mut Sink, code: u16, reason: &str) {
     let frame = Message::Close(Some(CloseFrame {
         code,
         reason: reason.into(),
@@ -77,8 +81,8 @@ async fn close_with(
 }
 
 /// Tells a viewer why the relay dropped it, then closes.
-async fn notify_kicked(
-    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+pub(super) async fn notify_kicked(
+    sink: &mut Sink,
     session_id: &str,
     kicked_because: &std::sync::Mutex<Option<Kick>>,
 ) {
@@ -113,10 +117,10 @@ async fn notify_kicked(
 
 /// What a viewer did, for the aggregate audit row when it leaves.
 #[derive(Default)]
-struct Tally {
-    dropped_view_only: u64,
-    dropped_rate: u64,
-    oversized: bool,
+pub(super) struct Tally {
+    pub(super) dropped_view_only: u64,
+    pub(super) dropped_rate: u64,
+    pub(super) oversized: bool,
 }
 
 async fn audit(
@@ -168,6 +172,8 @@ pub async fn serve(
         kick,
         kicked_because,
         drained,
+        lane,
+        screen,
     }) = live.join(&claims.sub, &claims.lid, access)
     else {
         // Admitted (and audited as joined) but the session ended, or
@@ -194,17 +200,56 @@ pub async fn serve(
     let name = super::presence::name_of(&state, &claims.tid, &claims.sub).await;
     super::presence::joined(&state, &live, &name, access);
     let (mut sink, mut stream) = socket.split();
+    let (channel_id, kind) = match live.channel {
+        SessionChannel::Shell => (SHELL_CHANNEL, ChannelKind::Shell),
+        SessionChannel::Screen => (super::SCREEN_CHANNEL, ChannelKind::Screen),
+    };
     let mut ok = send(
         &mut sink,
         Body::ViewerReady(ViewerReady {
             session_id: live.id.clone(),
             access: access.as_str().to_owned(),
-            channel_id: SHELL_CHANNEL,
+            channel_id,
             device_name: live.device_name.clone(),
-            kind: ChannelKind::Shell as i32,
+            kind: kind as i32,
         }),
     )
     .await;
+    if let (Some(lane), Some(joined)) = (lane, screen) {
+        let mut tally = Tally::default();
+        if ok {
+            super::screen_device::deliver(&state, &live, joined).await;
+            let viewer = super::screen_viewer::ScreenViewer {
+                state: &state,
+                live: &live,
+                viewer_id,
+                lane,
+                kick,
+                kicked_because: &kicked_because,
+            };
+            viewer
+                .run(&mut sink, &mut stream, &mut queue, &mut tally)
+                .await;
+        }
+        seat.leave_unaudited();
+        drop(seat);
+        // What it held is released, and the codec may change for those who
+        // remain.
+        let left = live.screen_left(viewer_id, access);
+        super::screen_device::deliver(&state, &live, left).await;
+        finish(
+            &state,
+            &claims,
+            ip,
+            &live,
+            &name,
+            access,
+            &kicked_because,
+            tally,
+        )
+        .await;
+        return;
+    }
     if ok && !scrollback.is_empty() {
         ok = send(
             &mut sink,
@@ -316,18 +361,38 @@ pub async fn serve(
     }
     seat.leave_unaudited();
     drop(seat);
-    let why = kicked_because.lock().ok().and_then(|w| *w);
-    super::presence::left(
+    finish(
         &state,
+        &claims,
+        ip,
         &live,
         &name,
         access,
-        why.map_or("left", Kick::as_str),
-    );
+        &kicked_because,
+        tally,
+    )
+    .await;
+}
+
+/// After a viewer left: the device is told, and the departure audited
+/// (with what was dropped, if anything).
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    state: &AppState,
+    claims: &ViewerClaims,
+    ip: IpAddr,
+    live: &LiveSession,
+    name: &str,
+    access: Access,
+    kicked_because: &std::sync::Mutex<Option<Kick>>,
+    tally: Tally,
+) {
+    let why = kicked_because.lock().ok().and_then(|w| *w);
+    super::presence::left(state, live, name, access, why.map_or("left", Kick::as_str));
     if tally.dropped_view_only > 0 || tally.dropped_rate > 0 || tally.oversized {
         audit(
-            &state,
-            &claims,
+            state,
+            claims,
             ip,
             Action::ViewerThrottled,
             vec![
@@ -338,5 +403,5 @@ pub async fn serve(
         )
         .await;
     }
-    audit(&state, &claims, ip, Action::SessionLeft, vec![]).await;
+    audit(state, claims, ip, Action::SessionLeft, vec![]).await;
 }

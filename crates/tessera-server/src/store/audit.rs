@@ -104,6 +104,9 @@ pub enum Action {
     AutoJoin,
     AutoMemberLeft,
     AuditCheckpointRefused,
+    ScreenOpened,
+    ScreenReconfigured,
+    ScreenClosed,
 }
 
 impl Action {
@@ -165,6 +168,9 @@ impl Action {
             Action::AutoJoin => "auto_join",
             Action::AutoMemberLeft => "auto_member_left",
             Action::AuditCheckpointRefused => "audit_checkpoint_refused",
+            Action::ScreenOpened => "screen_opened",
+            Action::ScreenReconfigured => "screen_reconfigured",
+            Action::ScreenClosed => "screen_closed",
         }
     }
 }

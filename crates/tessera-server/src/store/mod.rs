@@ -191,6 +191,7 @@ pub fn migrator_up_to(backend: Backend, version: i64) -> Migrator {
             7 "0007_lockouts",
             8 "0008_spent_proofs",
             9 "0009_console",
+            10 "0010_session_channel",
         ),
         Backend::Postgres => migrations!("postgres":
             1 "0001_foundation",
@@ -202,6 +203,7 @@ pub fn migrator_up_to(backend: Backend, version: i64) -> Migrator {
             7 "0007_lockouts",
             8 "0008_spent_proofs",
             9 "0009_console",
+            10 "0010_session_channel",
         ),
     };
     migrations.retain(|m| m.version <= version);

@@ -4,7 +4,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor};
 use tessera_core::ids::SessionId;
-use tessera_core::kinds::{Consent, EndCode, Origin, SessionAccess, SessionState};
+use tessera_core::kinds::{Consent, EndCode, Origin, SessionAccess, SessionChannel, SessionState};
 use tessera_core::Timestamp;
 
 use super::{changed_one, Columns, Db, StoreResult, Tx};
@@ -19,6 +19,8 @@ pub struct SessionRow {
     pub created_by: String,
     pub created_by_name: Option<String>,
     pub access: SessionAccess,
+    /// What it carries: a shell or the screen.
+    pub channel: SessionChannel,
     pub consent: Consent,
     pub state: SessionState,
     pub created_at: Timestamp,
@@ -31,7 +33,7 @@ pub struct SessionRow {
 }
 
 const SELECT: &str = "SELECT s.id, s.tenant_id, s.origin, s.device_id, d.name AS device_name, \
-    s.created_by, u.username, s.access, s.consent, s.state, s.created_at, s.consent_deadline, \
+    s.created_by, u.username, s.access, s.channel, s.consent, s.state, s.created_at, s.consent_deadline, \
     s.started_at, s.ended_at, s.end_code, s.end_reason \
     FROM sessions s JOIN devices d ON d.id = s.device_id LEFT JOIN users u ON u.id = s.created_by";
 
@@ -45,6 +47,7 @@ fn from_row(r: AnyRow) -> Result<SessionRow, sqlx::Error> {
         created_by: r.col("created_by")?,
         created_by_name: r.col("username")?,
         access: r.word("access")?,
+        channel: r.word("channel")?,
         consent: r.word("consent")?,
         state: r.word("state")?,
         created_at: r.time("created_at")?,
@@ -63,6 +66,7 @@ pub struct NewSession<'a> {
     pub device_id: &'a str,
     pub created_by: &'a str,
     pub access: SessionAccess,
+    pub channel: SessionChannel,
     /// `pending` or `not_required`.
     pub consent: Consent,
     pub support_code_id: Option<&'a str>,
@@ -76,8 +80,8 @@ pub async fn insert(tx: &mut Tx, s: NewSession<'_>) -> StoreResult<()> {
     let active = state.carries_traffic();
     sqlx::query(
         "INSERT INTO sessions (id, tenant_id, origin, device_id, created_by, access, consent, state, \
-         support_code_id, created_at, consent_deadline, started_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+         support_code_id, created_at, consent_deadline, started_at, channel) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(s.id)
     .bind(s.tenant_id)
@@ -91,6 +95,7 @@ pub async fn insert(tx: &mut Tx, s: NewSession<'_>) -> StoreResult<()> {
     .bind(s.now.as_millis())
     .bind(s.consent_deadline.map(Timestamp::as_millis))
     .bind(active.then(|| s.now.as_millis()))
+    .bind(s.channel.as_str())
     .execute(&mut **tx)
     .await?;
     Ok(())

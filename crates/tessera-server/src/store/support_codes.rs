@@ -3,7 +3,7 @@
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor};
-use tessera_core::kinds::{SessionAccess, SupportCodeState};
+use tessera_core::kinds::{SessionAccess, SessionChannel, SupportCodeState};
 use tessera_core::Timestamp;
 
 use super::{changed_one, insert_unique, Columns, StoreResult, Tx};
@@ -13,6 +13,8 @@ pub struct SupportCodeRow {
     pub id: String,
     pub tenant_id: String,
     pub access: SessionAccess,
+    /// What the attended session will carry.
+    pub channel: SessionChannel,
     pub created_by: String,
     pub created_by_name: String,
     pub created_at: Timestamp,
@@ -28,7 +30,8 @@ impl SupportCodeRow {
     }
 }
 
-const SELECT: &str = "SELECT c.id, c.tenant_id, c.access, c.created_by, u.username, c.created_at, \
+const SELECT: &str =
+    "SELECT c.id, c.tenant_id, c.access, c.channel, c.created_by, u.username, c.created_at, \
     c.expires_at, c.state, c.session_id FROM support_codes c JOIN users u ON u.id = c.created_by";
 
 fn from_row(r: AnyRow) -> Result<SupportCodeRow, sqlx::Error> {
@@ -36,6 +39,7 @@ fn from_row(r: AnyRow) -> Result<SupportCodeRow, sqlx::Error> {
         id: r.col("id")?,
         tenant_id: r.col("tenant_id")?,
         access: r.word("access")?,
+        channel: r.word("channel")?,
         created_by: r.col("created_by")?,
         created_by_name: r.col("username")?,
         created_at: r.time("created_at")?,
@@ -50,6 +54,7 @@ pub struct NewCode<'a> {
     pub tenant_id: &'a str,
     pub code_hash: &'a [u8; 32],
     pub access: SessionAccess,
+    pub channel: SessionChannel,
     pub created_by: &'a str,
     pub now: Timestamp,
     pub expires_at: Timestamp,
@@ -57,8 +62,8 @@ pub struct NewCode<'a> {
 
 pub async fn insert(tx: &mut Tx, c: NewCode<'_>) -> StoreResult<()> {
     let query = sqlx::query(
-        "INSERT INTO support_codes (id, tenant_id, code_hash, access, created_by, created_at, expires_at, state) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'active')",
+        "INSERT INTO support_codes (id, tenant_id, code_hash, access, created_by, created_at, expires_at, state, channel) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8)",
     )
     .bind(c.id)
     .bind(c.tenant_id)
@@ -66,7 +71,8 @@ pub async fn insert(tx: &mut Tx, c: NewCode<'_>) -> StoreResult<()> {
     .bind(c.access.as_str())
     .bind(c.created_by)
     .bind(c.now.as_millis())
-    .bind(c.expires_at.as_millis());
+    .bind(c.expires_at.as_millis())
+    .bind(c.channel.as_str());
     insert_unique(tx, query).await
 }
 

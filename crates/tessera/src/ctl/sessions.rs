@@ -12,6 +12,21 @@ use crate::output::{self, opt};
 
 #[derive(Subcommand, Debug)]
 pub(super) enum SessionsCommand {
+    /// Open a session on an online device: its shell (default) or its
+    /// screen (`--channel screen`, agents of protocol 4). Prints its id;
+    /// join with `tessera connect ID` (shell) or `tessera view ID` (screen).
+    Create {
+        /// The device: its id, fingerprint or name.
+        device: String,
+        /// What the session carries.
+        #[arg(long, value_enum, default_value_t = Channel::Shell)]
+        channel: Channel,
+        /// Ask to view only (nobody may type or click).
+        #[arg(long)]
+        view_only: bool,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
     /// Sessions you may see (add --all for ended ones).
     List {
         /// Include ended sessions.
@@ -41,12 +56,39 @@ pub(super) enum SupportCodeCommand {
         /// Ask to view only.
         #[arg(long)]
         view_only: bool,
+        /// What the session carries once the person consents.
+        #[arg(long, value_enum, default_value_t = Channel::Shell)]
+        channel: Channel,
         /// How long it stays valid, e.g. `30m` (1 minute to 1 day).
         #[arg(long, default_value = "30m", value_parser = crate::duration::support_code_ttl)]
         ttl: Duration,
         #[command(flatten)]
         out: JsonFlag,
     },
+}
+
+/// What a session carries.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Channel {
+    Shell,
+    Screen,
+}
+
+impl Channel {
+    fn as_str(self) -> &'static str {
+        match self {
+            Channel::Shell => "shell",
+            Channel::Screen => "screen",
+        }
+    }
+
+    /// The command that joins a session of this channel.
+    fn join_command(self) -> &'static str {
+        match self {
+            Channel::Shell => "tessera connect",
+            Channel::Screen => "tessera view",
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -99,6 +141,43 @@ const HEADERS: [&str; 9] = [
 pub(super) async fn sessions(ctx: &Ctx, cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
     let c = ctx.client()?;
     match cmd {
+        SessionsCommand::Create {
+            device,
+            channel,
+            view_only,
+            out,
+        } => {
+            let device = c.resolve_device(&device).await?;
+            let s = c
+                .create_session(&tessera_core::api::CreateSessionRequest {
+                    device,
+                    access: Some(if view_only { "view" } else { "control" }.to_owned()),
+                    channel: Some(channel.as_str().to_owned()),
+                })
+                .await?;
+            if out.json {
+                output::json(&s)?;
+            } else if s.state == "pending" {
+                say!(
+                    "Session {} on {} waits for consent at the device.",
+                    s.id,
+                    s.device_name
+                );
+                say!(
+                    "Once accepted, join with: {} {}",
+                    channel.join_command(),
+                    s.id
+                );
+            } else {
+                say!(
+                    "Session {} ({}) on {} is open.",
+                    s.id,
+                    s.channel,
+                    s.device_name
+                );
+                say!("Join with: {} {}", channel.join_command(), s.id);
+            }
+        }
         SessionsCommand::List { all, out } => {
             let s = c.sessions(all).await?;
             if out.json {
@@ -128,6 +207,7 @@ pub(super) async fn support_code(ctx: &Ctx, cmd: SupportCodeCommand) -> anyhow::
     match cmd {
         SupportCodeCommand::Create {
             view_only,
+            channel,
             ttl,
             out,
         } => {
@@ -135,6 +215,7 @@ pub(super) async fn support_code(ctx: &Ctx, cmd: SupportCodeCommand) -> anyhow::
                 .create_support_code(&CreateSupportCodeRequest {
                     access: Some(if view_only { "view" } else { "control" }.to_owned()),
                     ttl_seconds: Some(ttl.as_secs()),
+                    channel: Some(channel.as_str().to_owned()),
                 })
                 .await?;
             if out.json {
@@ -151,7 +232,10 @@ pub(super) async fn support_code(ctx: &Ctx, cmd: SupportCodeCommand) -> anyhow::
                     c.base_url().as_str().trim_end_matches('/'),
                     code.code.expose()
                 );
-                say!("When they accept, join with: tessera ctl sessions list, then tessera connect SESSION_ID");
+                say!(
+                    "When they accept, join with: tessera ctl sessions list, then {} SESSION_ID",
+                    channel.join_command()
+                );
             }
         }
     }

@@ -30,6 +30,8 @@ mod pairing;
 mod pipes;
 mod reset_admin;
 mod schema;
+mod screen;
+mod screen_view;
 mod secrets;
 mod sessions;
 mod shell_lifetime;

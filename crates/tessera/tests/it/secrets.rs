@@ -159,6 +159,7 @@ async fn no_password_or_token_appears_in_logs_or_audit_rows() {
         .create_session(&tessera_core::api::CreateSessionRequest {
             device: "leaky".into(),
             access: None,
+            channel: None,
         })
         .await
         .unwrap();

@@ -218,6 +218,7 @@ async fn viewer_token_minting_follows_permissions_and_session_state() {
         .create_session(&CreateSessionRequest {
             device: "box".into(),
             access: None,
+            channel: None,
         })
         .await
         .unwrap_err();
@@ -232,6 +233,7 @@ async fn viewer_token_minting_follows_permissions_and_session_state() {
         .create_session(&CreateSessionRequest {
             device: "nope".into(),
             access: None,
+            channel: None,
         })
         .await
         .unwrap_err();
@@ -439,6 +441,7 @@ async fn a_refused_managed_session_says_whether_a_person_declined_or_nobody_coul
                 shell: Some("/bin/sh".to_owned()),
                 consent: tessera_agent::consent::ConsentMode::Command("/bin/false".into()),
                 inbox: None,
+                display: None,
             },
             async {
                 let _ = stopped.await;

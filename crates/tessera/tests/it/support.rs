@@ -341,6 +341,7 @@ async fn lapsed_codes_are_marked_expired_and_refused() {
         .create_support_code(&CreateSupportCodeRequest {
             access: Some("view".into()),
             ttl_seconds: Some(60),
+            channel: None,
         })
         .await
         .unwrap();
@@ -544,6 +545,7 @@ async fn nobody_can_open_another_session_on_a_support_device() {
             .create_session(&tessera_core::api::CreateSessionRequest {
                 device: device.clone(),
                 access: None,
+                channel: None,
             })
             .await
             .unwrap_err();

@@ -309,6 +309,7 @@ async fn a_token_signed_by_the_node_key_but_never_minted_is_refused() {
         .create_session(&CreateSessionRequest {
             device: "box".to_owned(),
             access: Some("view".to_owned()),
+            channel: None,
         })
         .await
         .unwrap()

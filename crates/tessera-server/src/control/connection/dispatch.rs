@@ -47,6 +47,24 @@ impl Session {
                 }
                 return Ok(());
             }
+            // A screen channel's messages: refused ones end the connection
+            // (the device's stream is out of order or malformed).
+            Some(Body::Screen(screen)) => {
+                return crate::relay::screen_device::from_device(
+                    &self.state,
+                    &self.device.device_id,
+                    self.conn_id,
+                    screen,
+                )
+                .await
+                .map_err(|r| {
+                    tracing::warn!(
+                        reason = r.reason,
+                        "refused a screen message from the device"
+                    );
+                    Farewell::close(r.code, r.reason)
+                });
+            }
             Some(Body::ChannelClose(c)) => {
                 crate::session::channel_closed(
                     &self.state,
@@ -185,6 +203,7 @@ fn support_device_may_send(body: Option<&Body>) -> bool {
         Some(
             Body::Heartbeat(_)
                 | Body::ChannelData(_)
+                | Body::Screen(_)
                 | Body::ChannelClose(_)
                 | Body::SessionEndRequest(_)
                 | Body::ConsentResponse(_)

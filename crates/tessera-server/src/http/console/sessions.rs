@@ -166,7 +166,7 @@ pub async fn open(
         Err(r) => return r,
     };
     let device = form.text("device").unwrap_or("");
-    match api::create(&state, ip, &s.op, device, None).await {
+    match api::create(&state, ip, &s.op, device, None, None).await {
         Ok(r) if r.state == SessionState::Pending => done("/sessions"),
         Ok(r) => done(&format!("/sessions/{}/terminal", r.id)),
         Err(e) => fail(&s, Nav::Sessions, e),

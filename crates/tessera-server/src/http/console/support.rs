@@ -180,6 +180,7 @@ pub async fn create(
     let req = CreateSupportCodeRequest {
         access: form.text("access").map(str::to_owned),
         ttl_seconds: form.text("ttl").and_then(|t| t.parse().ok()),
+        channel: form.text("channel").map(str::to_owned),
     };
     match crate::http::support::create_code(&state, ip, &s.op, &req).await {
         Ok(c) => {

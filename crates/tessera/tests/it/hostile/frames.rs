@@ -324,6 +324,7 @@ async fn hostile_viewer_frames_close_with_documented_codes() {
         .create_session(&CreateSessionRequest {
             device: "box".into(),
             access: None,
+            channel: None,
         })
         .await
         .unwrap()

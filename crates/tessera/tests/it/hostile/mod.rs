@@ -99,6 +99,7 @@ impl Known {
             .create_support_code(&tessera_core::api::CreateSupportCodeRequest {
                 access: None,
                 ttl_seconds: Some(86_400),
+                channel: None,
             })
             .await
             .unwrap()

@@ -1,0 +1,32 @@
+//! Tessera's screen channel, the parts that need no display: the
+//! framebuffer, the `Encoder`/`Decoder` traits, the raw-zstd codec over
+//! dirty 64×64 tiles (with copy detection for scrolls and moves), the
+//! splitting of frames into parts under the device plane's message cap, and
+//! the key table (USB HID usage ↔ evdev code ↔ X keycode) with the modifier
+//! bits of `KeyInput`.
+//!
+//! Nothing here touches X, a socket or a file: the agent captures pixels
+//! and injects input, the viewers draw; both call into this crate, and every
+//! decision it makes is a plain function tested on its own.
+//!
+//! Invariants:
+//! - a decoder never panics and never writes outside its framebuffer on
+//!   any input: untrusted frames get a [`DecodeError`] and leave the picture
+//!   as it was;
+//! - an encoder's output, applied in order to the viewer's copy of the
+//!   previous picture, reproduces the captured picture exactly (raw-zstd is
+//!   lossless).
+
+mod codec;
+mod framebuffer;
+mod geom;
+pub mod keys;
+mod motion;
+mod parts;
+mod raw;
+
+pub use codec::{Codec, DecodeError, Decoder, EncodeError, EncodedFrame, Encoder, FramePart};
+pub use framebuffer::{FormatError, Framebuffer, MAX_DIMENSION};
+pub use geom::{CopyRect, Rect, TILE};
+pub use parts::{FrameAssembler, PartError, ReceivedFrame, PART_DATA_BUDGET};
+pub use raw::{RawZstdDecoder, RawZstdEncoder, BYTES_PER_PIXEL};

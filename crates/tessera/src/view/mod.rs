@@ -1,0 +1,201 @@
+//! `tessera view SESSION_ID`: the screen viewer. Joins the session like
+//! `tessera connect` does (`crate::join`), then either shows the remote
+//! screen in a window (`window`) or writes one picture and leaves
+//! (`--snapshot`, `snapshot`). The network side is `tessera_client::screen`;
+//! the picture and its decoder are `stream`; the key mapping is `keys`.
+
+mod grab;
+mod keys;
+mod snapshot;
+mod stream;
+mod window;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::Args;
+use tessera_client::screen::{self, ScreenEvent, ScreenReceiver, ScreenSender};
+use tessera_proto::v1::{KeyInput, PointerInput};
+use tokio::sync::mpsc;
+
+use crate::join;
+use crate::output::note;
+use keys::HostKey;
+use window::{lock, Shared, Wake};
+
+#[derive(Args, Debug)]
+pub(crate) struct ViewArgs {
+    /// The screen session to join (`tessera ctl sessions create DEVICE
+    /// --channel screen` opens one).
+    session: String,
+    /// Write the first whole picture to this PNG file and exit, with no
+    /// window (for scripts and tests).
+    #[arg(long, value_name = "PATH")]
+    snapshot: Option<PathBuf>,
+    /// With --snapshot: how long to wait for the picture.
+    #[arg(long, default_value = "30s", value_parser = crate::duration::snapshot_wait)]
+    wait: Duration,
+    /// The key that captures the keyboard (so Alt+Tab, Super and the like
+    /// go to the remote screen) and gives it back; held with Delete or
+    /// F1–F12 it sends Ctrl+Alt+Delete or Ctrl+Alt+F1–F12.
+    #[arg(long, value_enum, default_value = "right-ctrl")]
+    host_key: HostKey,
+    /// Directory holding the login (default: the user's config dir).
+    #[arg(long, env = "TESSERA_CONFIG_DIR")]
+    config_dir: Option<PathBuf>,
+}
+
+/// What the window asks the network side to send.
+#[derive(Debug)]
+pub(crate) enum Cmd {
+    Ack(u64),
+    Keyframe,
+    Key(KeyInput),
+    Pointer(PointerInput),
+    Special(String),
+    Release,
+    Close,
+}
+
+/// Microseconds since the Unix epoch on this machine's clock.
+pub(crate) fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+pub(crate) async fn run(args: ViewArgs) -> anyhow::Result<ExitCode> {
+    let ctx = crate::ctl::Ctx::from_dir(args.config_dir.clone())?;
+    let client = ctx.client()?;
+    let token = join::viewer_token(&client, &args.session).await?;
+    let (tx, rx, joined) = screen::connect(&client, &args.session, &token, stream::DECODERS)
+        .await
+        .context("cannot join the session")?;
+    if let Some(path) = &args.snapshot {
+        snapshot::run(tx, rx, path, args.wait).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    note!(
+        "Connected to {} ({}).",
+        joined.device_name,
+        if joined.may_control() {
+            "control"
+        } else {
+            "view only: your keys and pointer stay here"
+        }
+    );
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_loop(tx, cmd_rx));
+    let (proxy_tx, proxy_rx) = tokio::sync::oneshot::channel();
+    let reader = tokio::spawn(read_loop(rx, Arc::clone(&shared), cmd_tx.clone(), proxy_rx));
+    let opts = window::Options {
+        control: joined.may_control(),
+        device: joined.device_name,
+        host_key: args.host_key,
+    };
+    let ui_shared = Arc::clone(&shared);
+    let ui_cmds = cmd_tx.clone();
+    let shown = tokio::task::spawn_blocking(move || {
+        window::run(opts, ui_shared, ui_cmds, |proxy| {
+            let _ = proxy_tx.send(proxy);
+        })
+    })
+    .await
+    .context("the viewer's window stopped")?;
+    let _ = cmd_tx.send(Cmd::Close);
+    reader.abort();
+    let _ = writer.await;
+    shown?;
+    let ended = lock(&shared).ended.clone();
+    match ended {
+        Some(why) => {
+            note!("{why}");
+            Ok(ExitCode::FAILURE)
+        }
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Sends what the window asks for, in order, until it closes.
+async fn write_loop(mut tx: ScreenSender, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
+    while let Some(cmd) = cmds.recv().await {
+        let sent = match cmd {
+            Cmd::Ack(n) => tx.ack(n).await,
+            Cmd::Keyframe => tx.request_keyframe().await,
+            Cmd::Key(k) => tx.key(k).await.map(drop),
+            Cmd::Pointer(p) => tx.pointer(p).await.map(drop),
+            Cmd::Special(c) => tx.special_keys(&c).await.map(drop),
+            Cmd::Release => tx.release_input().await.map(drop),
+            Cmd::Close => break,
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+    tx.close().await;
+}
+
+/// Applies what the relay sends to the shared picture and wakes the window.
+async fn read_loop(
+    mut rx: ScreenReceiver,
+    shared: Arc<Mutex<Shared>>,
+    cmds: mpsc::UnboundedSender<Cmd>,
+    proxy: tokio::sync::oneshot::Receiver<winit::event_loop::EventLoopProxy<Wake>>,
+) {
+    let Ok(proxy) = proxy.await else {
+        return;
+    };
+    let wake = || {
+        let _ = proxy.send_event(Wake::Picture);
+    };
+    loop {
+        let event = rx.next().await;
+        let mut s = lock(&shared);
+        match event {
+            ScreenEvent::Format(f) => {
+                if let Err(e) = s.stream.format(&f) {
+                    s.ended = Some(format!("{e} ({})", e.code()));
+                    drop(s);
+                    let _ = cmds.send(Cmd::Close);
+                    wake();
+                    return;
+                }
+            }
+            ScreenEvent::Frame(f) => match s.stream.frame(&f, now_us()) {
+                Ok(()) => {}
+                Err(_) => {
+                    let _ = cmds.send(Cmd::Keyframe);
+                }
+            },
+            ScreenEvent::Resync { .. } => {
+                let _ = cmds.send(Cmd::Keyframe);
+            }
+            ScreenEvent::Notice { code, message } => s.notice = Some(format!("{message} ({code})")),
+            ScreenEvent::ChannelClosed { reason } => {
+                s.ended = Some(format!("the screen channel closed ({reason})"));
+            }
+            ScreenEvent::Ended { code, reason } => {
+                s.ended = Some(format!("the session ended ({code}): {reason}"));
+            }
+            ScreenEvent::Closed { code, reason } => {
+                if s.ended.is_none() {
+                    s.ended = Some(format!(
+                        "disconnected by the server ({}): {reason}",
+                        code.map_or_else(|| "no code".into(), |c| c.to_string())
+                    ));
+                }
+            }
+            ScreenEvent::Cursor(_) | ScreenEvent::Clipboard(_) => continue,
+        }
+        let done = s.ended.is_some();
+        drop(s);
+        wake();
+        if done {
+            return;
+        }
+    }
+}
