@@ -439,6 +439,7 @@ async fn a_refused_managed_session_says_whether_a_person_declined_or_nobody_coul
                 shell: Some("/bin/sh".to_owned()),
                 consent: tessera_agent::consent::ConsentMode::Command("/bin/false".into()),
                 inbox: None,
+                display: None,
             },
             async {
                 let _ = stopped.await;
