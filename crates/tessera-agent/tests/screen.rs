@@ -339,3 +339,38 @@ fn a_missing_display_is_screen_unavailable() {
     }
     assert!(saw_close);
 }
+
+#[test]
+fn clipboard_text_travels_both_ways() {
+    let x = Xvfb::start_with(320, 200).unwrap();
+    let client = XTestClient::open(x.display()).unwrap();
+    let (mut v, _) = Viewer::open(x.display(), 1);
+    v.configure();
+    assert!(matches!(v.next(WAIT), Some(S::Format(_))));
+
+    // Viewer → display: an application pastes what the viewer copied.
+    v.channel.handle(S::Clipboard(pb::ClipboardText {
+        text: "from the viewer ✓".into(),
+        viewer: VIEWER,
+    }));
+    let deadline = Instant::now() + WAIT;
+    let mut pasted = None;
+    while pasted.is_none() && Instant::now() < deadline {
+        pasted = client.paste_text(Duration::from_millis(300)).unwrap();
+    }
+    assert_eq!(pasted.as_deref(), Some("from the viewer ✓"));
+
+    // Display → viewers: an application copies.
+    client.copy_text("from the display").unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the display's clipboard never reached the viewer"
+        );
+        if let Some(S::Clipboard(c)) = v.next(Duration::from_millis(200)) {
+            assert_eq!(c.text, "from the display");
+            break;
+        }
+    }
+}

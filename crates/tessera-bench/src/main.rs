@@ -97,6 +97,13 @@ enum Command {
         #[arg(long)]
         devices: Option<usize>,
     },
+    /// The raw-zstd screen encoder alone on one core at 1920×1080:
+    /// keyframes, typing and scrolling deltas (no server needed).
+    ScreenEncode {
+        /// Frames per case (default 100; quick 10).
+        #[arg(long)]
+        frames: Option<usize>,
+    },
     /// Turns result files (`*.json`) into docs/BENCHMARKS.md and its chart.
     Report {
         /// Directory of result files from several runs.
@@ -139,11 +146,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // The encoder benchmark needs no server (nor its binary).
+    let needs_server = !matches!(cli.command, Command::ScreenEncode { .. });
     let opts = server::Opts {
         backend: cli.backend,
         bin: match cli.server_bin {
             Some(b) => b,
-            None => server::default_bin()?,
+            None if needs_server => server::default_bin()?,
+            None => PathBuf::new(),
         },
     };
     let q = cli.quick;
@@ -180,6 +190,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::ConsolePages { devices } => {
             flows::console_pages(&opts, devices.unwrap_or(if q { 200 } else { 10_000 })).await?
+        }
+        Command::ScreenEncode { frames } => {
+            flows::screen_encode(frames.unwrap_or(if q { 10 } else { 100 })).await?
         }
         Command::Ingest { batches } => {
             flows::ingest(&opts, batches.unwrap_or(if q { 6 } else { 200 }), q).await?

@@ -240,7 +240,13 @@ pub(crate) fn find_copies(old: &Framebuffer, new: &Framebuffer, area: Rect) -> V
     }
     let mut votes = HashMap::new();
     vertical_votes(old, new, area, &mut votes);
-    segment_votes(old, new, area, &mut votes);
+    // A shift most rows agree on is a scroll: no need to look for moves.
+    let strong = votes
+        .values()
+        .any(|&v| u64::from(v) * 4 >= u64::from(area.height));
+    if !strong {
+        segment_votes(old, new, area, &mut votes);
+    }
     let mut ranked: Vec<((i32, i32), u32)> =
         votes.into_iter().filter(|&(_, v)| v >= MIN_VOTES).collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));

@@ -365,12 +365,18 @@ fn pack(picture: &Framebuffer, rects: &[Rect], level: i32) -> Result<Vec<FramePa
 
 fn raw_pixels(picture: &Framebuffer, rects: &[Rect]) -> Vec<u8> {
     let len: u64 = rects.iter().map(|r| r.area()).sum::<u64>() * BYTES_PER_PIXEL as u64;
-    let mut out = Vec::with_capacity(len as usize);
+    let mut out = vec![0u8; len as usize];
+    let mut at = 0;
     for r in rects {
         for y in r.y..r.y + r.height {
-            for p in picture.span(r.x, y, r.width) {
-                out.extend_from_slice(&[(p >> 16) as u8, (p >> 8) as u8, *p as u8]);
+            let n = r.width as usize * BYTES_PER_PIXEL;
+            for (b, p) in out[at..at + n]
+                .chunks_exact_mut(BYTES_PER_PIXEL)
+                .zip(picture.span(r.x, y, r.width))
+            {
+                b.copy_from_slice(&[(p >> 16) as u8, (p >> 8) as u8, *p as u8]);
             }
+            at += n;
         }
     }
     out

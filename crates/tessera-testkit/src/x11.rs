@@ -149,6 +149,16 @@ pub struct XTestClient {
     pub width: u16,
     pub height: u16,
     events: Arc<Mutex<Vec<XInput>>>,
+    clipboard: Arc<Mutex<Clipboard>>,
+    atoms: [u32; 3],
+}
+
+/// The test client's side of the CLIPBOARD: what it offers as owner, and
+/// the last text it read from another owner.
+#[derive(Default)]
+struct Clipboard {
+    offered: Option<String>,
+    received: Option<String>,
 }
 
 impl XTestClient {
@@ -198,7 +208,16 @@ impl XTestClient {
         conn.sync()?;
         let conn = Arc::new(conn);
         let events = Arc::new(Mutex::new(Vec::new()));
-        let (c, ev) = (conn.clone(), events.clone());
+        let clipboard = Arc::new(Mutex::new(Clipboard::default()));
+        let intern = |n: &str| -> anyhow::Result<u32> {
+            Ok(conn.intern_atom(false, n.as_bytes())?.reply()?.atom)
+        };
+        let atoms = [
+            intern("CLIPBOARD")?,
+            intern("UTF8_STRING")?,
+            intern("TEST_CLIPBOARD")?,
+        ];
+        let (c, ev, clip) = (conn.clone(), events.clone(), clipboard.clone());
         let mut per = usize::from(mapping.keysyms_per_keycode);
         let mut keysyms = mapping.keysyms;
         std::thread::spawn(move || {
@@ -242,6 +261,50 @@ impl XTestClient {
                         x: e.event_x,
                         y: e.event_y,
                     },
+                    Event::SelectionNotify(e) if e.property != x11rb::NONE => {
+                        let text = c
+                            .get_property(
+                                true,
+                                e.requestor,
+                                e.property,
+                                x11rb::protocol::xproto::AtomEnum::ANY,
+                                0,
+                                1 << 20,
+                            )
+                            .ok()
+                            .and_then(|c| c.reply().ok())
+                            .map(|r| String::from_utf8_lossy(&r.value).into_owned());
+                        if let Ok(mut clip) = clip.lock() {
+                            clip.received = text;
+                        }
+                        continue;
+                    }
+                    Event::SelectionRequest(e) => {
+                        let offered = clip.lock().ok().and_then(|c| c.offered.clone());
+                        let mut property = x11rb::NONE;
+                        if let Some(text) = offered.filter(|_| e.target == atoms[1]) {
+                            let _ = c.change_property8(
+                                x11rb::protocol::xproto::PropMode::REPLACE,
+                                e.requestor,
+                                e.property,
+                                atoms[1],
+                                text.as_bytes(),
+                            );
+                            property = e.property;
+                        }
+                        let notify = x11rb::protocol::xproto::SelectionNotifyEvent {
+                            response_type: x11rb::protocol::xproto::SELECTION_NOTIFY_EVENT,
+                            sequence: 0,
+                            time: e.time,
+                            requestor: e.requestor,
+                            selection: e.selection,
+                            target: e.target,
+                            property,
+                        };
+                        let _ = c.send_event(false, e.requestor, EventMask::NO_EVENT, notify);
+                        let _ = c.flush();
+                        continue;
+                    }
                     Event::MappingNotify(_) => {
                         // The agent bound a spare keycode: read the keymap again.
                         if let Ok(Ok(m)) = c.get_keyboard_mapping(min, count).map(|c| c.reply()) {
@@ -264,7 +327,44 @@ impl XTestClient {
             width,
             height,
             events,
+            clipboard,
+            atoms,
         })
+    }
+
+    /// Takes the CLIPBOARD with `text` (as an application copying it).
+    pub fn copy_text(&self, text: &str) -> anyhow::Result<()> {
+        if let Ok(mut c) = self.clipboard.lock() {
+            c.offered = Some(text.to_owned());
+        }
+        self.conn
+            .set_selection_owner(self.window, self.atoms[0], x11rb::CURRENT_TIME)?;
+        self.conn.sync()?;
+        Ok(())
+    }
+
+    /// Reads the CLIPBOARD's text from its owner (as an application
+    /// pasting), waiting up to `limit`.
+    pub fn paste_text(&self, limit: Duration) -> anyhow::Result<Option<String>> {
+        if let Ok(mut c) = self.clipboard.lock() {
+            c.received = None;
+        }
+        self.conn.convert_selection(
+            self.window,
+            self.atoms[0],
+            self.atoms[1],
+            self.atoms[2],
+            x11rb::CURRENT_TIME,
+        )?;
+        self.conn.sync()?;
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if let Some(text) = self.clipboard.lock().ok().and_then(|c| c.received.clone()) {
+                return Ok(Some(text));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(None)
     }
 
     /// Everything received so far.

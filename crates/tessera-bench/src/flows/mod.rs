@@ -11,12 +11,14 @@ mod console;
 mod devices;
 mod ingest;
 mod relay;
+mod screen;
 mod sessions;
 
 pub(crate) use console::console_pages;
 pub(crate) use devices::{connect_storm, idle_devices};
 pub(crate) use ingest::ingest;
 pub(crate) use relay::{fanout, relay_latency, relay_throughput};
+pub(crate) use screen::screen_encode;
 pub(crate) use sessions::session_setup;
 
 use std::time::{Duration, Instant};
