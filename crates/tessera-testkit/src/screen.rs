@@ -80,22 +80,33 @@ impl HandDevice {
     /// Connects `device` as its agent speaking `protocol`, and waits until
     /// the server has it online.
     pub async fn connect(server: &TestServer, device: &TestDevice, protocol: u32) -> HandDevice {
+        let keys = device.state.identity().expect("identity");
+        Self::connect_as(server, &keys, device.key.expose(), protocol).await
+    }
+
+    /// Connects the device of `keys` (e.g. a one-time support agent's)
+    /// with device key `key`, speaking `protocol`.
+    pub async fn connect_as(
+        server: &TestServer,
+        keys: &tessera_core::identity::DeviceKeys,
+        key: &str,
+        protocol: u32,
+    ) -> HandDevice {
         let mut ws = open_ws_with(
             &format!("ws://{}/ws/device", server.addr),
-            device.key.expose(),
+            key,
             Some(config()),
         )
         .await
         .expect("upgrade");
-        let keys = device.state.identity().expect("identity");
         let id = keys.device_id();
-        let mut hello = DeviceHello::agent(&keys, &id, "hand");
+        let mut hello = DeviceHello::agent(keys, &id, "hand");
         hello.protocol_version = protocol;
         hello.os = "test-os".into();
         hello.hostname = "test-host".into();
         handshake(&mut ws, &hello).await.expect("welcome");
         let state = server.state.clone();
-        let id = device.device_id.clone();
+        let id = id.to_string();
         assert!(
             crate::eventually(Duration::from_secs(10), || {
                 let (state, id) = (state.clone(), id.clone());

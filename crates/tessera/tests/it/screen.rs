@@ -654,3 +654,79 @@ async fn an_agent_without_a_screen_ends_the_session_with_screen_unavailable() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_screen_support_code_asks_consent_for_the_screen_and_an_old_agent_is_refused() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let code = || async {
+        admin
+            .create_support_code(&tessera_core::api::CreateSupportCodeRequest {
+                access: None,
+                ttl_seconds: None,
+                channel: Some("screen".into()),
+            })
+            .await
+            .unwrap()
+            .code
+            .expose()
+            .to_owned()
+    };
+    let trust = tessera_client::TlsTrust::PublicRoots;
+
+    // An agent too old for screens: nobody is asked, the session ends.
+    let old = code().await;
+    let preview = s.client().preview_support_code(&old).await.unwrap();
+    assert_eq!(preview.channel, "screen");
+    let (creds, bound) = tessera_agent::support::bind(&s.url, &trust, &old, None)
+        .await
+        .unwrap();
+    let mut dev = HandDevice::connect_as(&s, &creds.keys, creds.key.expose(), 3).await;
+    let (admin2, id) = (&admin, &bound.session_id);
+    assert!(
+        eventually(Duration::from_secs(10), || async move {
+            admin2.session(id).await.unwrap().end_code.as_deref() == Some("channel_unsupported")
+        })
+        .await
+    );
+    let asked = dev
+        .next_where(|b| match b {
+            Body::ConsentRequest(_) | Body::ChannelOpen(_) => Some(true),
+            Body::SessionEnded(_) => Some(false),
+            _ => None,
+        })
+        .await;
+    assert!(!asked, "the old agent was asked nothing");
+
+    // A protocol-4 agent is asked for its screen, and opens it on yes.
+    let new = code().await;
+    let (creds, bound) = tessera_agent::support::bind(&s.url, &trust, &new, None)
+        .await
+        .unwrap();
+    let mut dev = HandDevice::connect_as(&s, &creds.keys, creds.key.expose(), 4).await;
+    let request = dev
+        .next_where(|b| match b {
+            Body::ConsentRequest(r) => Some(r.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(request.kind, ChannelKind::Screen as i32);
+    dev.send(Body::ConsentResponse(tessera_proto::v1::ConsentResponse {
+        session_id: bound.session_id.clone(),
+        granted: true,
+        unavailable: false,
+    }))
+    .await;
+    let open = dev
+        .next_where(|b| match b {
+            Body::ChannelOpen(o) => Some(o.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(open.kind, ChannelKind::Screen as i32);
+    assert_eq!(
+        admin.session(&bound.session_id).await.unwrap().channel,
+        "screen"
+    );
+    s.stop().await;
+}
