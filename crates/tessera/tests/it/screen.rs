@@ -730,3 +730,80 @@ async fn a_screen_support_code_asks_consent_for_the_screen_and_an_old_agent_is_r
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demoted_controller_is_dropped_and_the_device_releases_what_it_held() {
+    let s = TestServer::start_with(tessera_testkit::fast_heartbeat(300)).await;
+    let admin = s.admin().await;
+    let (mut dev, session) = screen_setup(&s, &admin).await;
+    let otto = s.user(&admin, "otto", Role::Operator).await;
+    let mut v = HandViewer::join(&s, &otto, &session).await;
+    assert_eq!(v.ready.access, "control");
+    v.send(screen(&session, key(4))).await;
+    let held = dev
+        .next_where(|b| match screen_body(b) {
+            Some(SB::Key(k)) => Some(k.viewer),
+            _ => None,
+        })
+        .await;
+    admin
+        .update_user(
+            "otto",
+            &tessera_core::api::UpdateUserRequest {
+                role: Some(Role::Viewer),
+                disabled: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(v.close_code().await, 4012, "role_changed");
+    let released = dev
+        .next_where(|b| match screen_body(b) {
+            Some(SB::ReleaseInput(r)) => Some(r.viewer),
+            _ => None,
+        })
+        .await;
+    assert_eq!(released, held);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_opens_a_screen_session_with_channel_screen() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let d = TestDevice::enroll(&s, &admin, "kiosk").await;
+    let mut dev = HandDevice::connect(&s, &d, 4).await;
+    let dir = tessera_testkit::ctl_admin(&s).await;
+    let (code, out, err) = tessera_testkit::ctl(
+        dir.path(),
+        &[
+            "sessions",
+            "create",
+            "kiosk",
+            "--channel",
+            "screen",
+            "--json",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let view: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(view["channel"], "screen");
+    let open = dev
+        .next_where(|b| match b {
+            Body::ChannelOpen(o) => Some(o.kind),
+            _ => None,
+        })
+        .await;
+    assert_eq!(open, ChannelKind::Screen as i32);
+    let (code, _, err) = tessera_testkit::ctl(
+        dir.path(),
+        &["sessions", "create", "kiosk", "--channel", "video"],
+        None,
+    )
+    .await;
+    assert_ne!(code, 0);
+    assert!(err.contains("screen"), "{err}");
+    s.stop().await;
+}
