@@ -219,6 +219,18 @@ async fn a_screen_session_relays_by_the_rules_and_is_audited() {
             }),
         ))
         .await;
+    // (Each socket is read by its own task: wait until the server counted
+    // the view-only viewer's three events as dropped.)
+    let s3 = &s;
+    assert!(
+        eventually(Duration::from_secs(10), || async move {
+            metric(
+                &s3.metrics().await,
+                "tessera_screen_input_dropped_total{reason=\"view_only\"}",
+            ) == 3.0
+        })
+        .await
+    );
     // The control viewer's key, stamped by the server whatever it claimed.
     control
         .send(screen(
@@ -287,10 +299,16 @@ async fn a_screen_session_relays_by_the_rules_and_is_audited() {
         .collect();
     accesses.sort();
     assert_eq!(accesses, ["control", "view_only"]);
-    let throttled = audit_rows(&admin, "viewer_throttled").await;
+    // Written by the viewer's task as it ends, after the viewer left.
+    let admin2 = &admin;
     assert!(
-        throttled.iter().any(|d| d["dropped_view_only"] == 3),
-        "{throttled:?}"
+        eventually(Duration::from_secs(10), || async move {
+            audit_rows(admin2, "viewer_throttled")
+                .await
+                .iter()
+                .any(|d| d["dropped_view_only"] == 3)
+        })
+        .await
     );
     let created = audit_rows(&admin, "session_created").await;
     assert_eq!(created[0]["channel"], "screen");
