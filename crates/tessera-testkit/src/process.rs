@@ -278,7 +278,13 @@ impl AgentProcess {
         device: &TestDevice,
         display: &str,
     ) -> AgentProcess {
-        Self::launch_agent(server, device, Some(&device.inbox()), &[("DISPLAY", display)]).await
+        Self::launch_agent(
+            server,
+            device,
+            Some(&device.inbox()),
+            &[("DISPLAY", display)],
+        )
+        .await
     }
 
     async fn launch_agent(

@@ -9,7 +9,7 @@ use prost::Message as _;
 use tessera_client::control::{handshake, DeviceHello};
 use tessera_client::ApiClient;
 use tessera_proto::v1::screen::Body as ScreenBody;
-use tessera_proto::v1::{Screen, ViewerReady};
+use tessera_proto::v1::{Heartbeat, Screen, ViewerReady};
 use tessera_proto::{Body, Envelope};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
@@ -74,28 +74,43 @@ async fn send_on(ws: &mut Ws, body: Body) {
 /// A device's agent connection spoken by hand, at `protocol`.
 pub struct HandDevice {
     pub ws: Ws,
+    keepalive: u64,
 }
+
+/// Heartbeats the hand-spoken device sends on its own count from here.
+const KEEPALIVE: u64 = 1 << 40;
 
 impl HandDevice {
     /// Connects `device` as its agent speaking `protocol`, and waits until
     /// the server has it online.
     pub async fn connect(server: &TestServer, device: &TestDevice, protocol: u32) -> HandDevice {
+        let keys = device.state.identity().expect("identity");
+        Self::connect_as(server, &keys, device.key.expose(), protocol).await
+    }
+
+    /// Connects the device of `keys` (e.g. a one-time support agent's)
+    /// with device key `key`, speaking `protocol`.
+    pub async fn connect_as(
+        server: &TestServer,
+        keys: &tessera_core::identity::DeviceKeys,
+        key: &str,
+        protocol: u32,
+    ) -> HandDevice {
         let mut ws = open_ws_with(
             &format!("ws://{}/ws/device", server.addr),
-            device.key.expose(),
+            key,
             Some(config()),
         )
         .await
         .expect("upgrade");
-        let keys = device.state.identity().expect("identity");
         let id = keys.device_id();
-        let mut hello = DeviceHello::agent(&keys, &id, "hand");
+        let mut hello = DeviceHello::agent(keys, &id, "hand");
         hello.protocol_version = protocol;
         hello.os = "test-os".into();
         hello.hostname = "test-host".into();
         handshake(&mut ws, &hello).await.expect("welcome");
         let state = server.state.clone();
-        let id = device.device_id.clone();
+        let id = id.to_string();
         assert!(
             crate::eventually(Duration::from_secs(10), || {
                 let (state, id) = (state.clone(), id.clone());
@@ -104,15 +119,44 @@ impl HandDevice {
             .await,
             "device online"
         );
-        HandDevice { ws }
+        HandDevice { ws, keepalive: 0 }
     }
 
     pub async fn send(&mut self, body: Body) {
         send_on(&mut self.ws, body).await;
     }
 
+    /// The next message from the server (within 10 s). While it waits,
+    /// the device sends its own heartbeats, as an agent does, so that a
+    /// server with a short heartbeat interval keeps it; their answers are
+    /// not returned.
     pub async fn next(&mut self) -> Next {
-        next_on(&mut self.ws, Duration::from_secs(10)).await
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let slice = tokio::time::timeout(Duration::from_millis(100), self.ws.next()).await;
+            match slice {
+                Err(_) => {
+                    assert!(tokio::time::Instant::now() < deadline, "a message in time");
+                    self.keepalive += 1;
+                    let seq = KEEPALIVE + self.keepalive;
+                    send_on(&mut self.ws, Body::Heartbeat(Heartbeat { seq })).await;
+                }
+                Ok(Some(Ok(Message::Binary(b)))) => {
+                    let body = Envelope::decode(b.as_ref())
+                        .expect("an envelope")
+                        .body
+                        .expect("with a body");
+                    if !matches!(&body, Body::HeartbeatAck(a) if a.seq > KEEPALIVE) {
+                        return Ok(body);
+                    }
+                }
+                Ok(Some(Ok(Message::Close(f)))) => {
+                    return Err(f.map(|f| u16::from(f.code)).unwrap_or(1005))
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(_)) | None) => return Err(1006),
+            }
+        }
     }
 
     /// The next message that `pick` accepts, skipping presence notices and

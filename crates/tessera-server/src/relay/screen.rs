@@ -643,21 +643,32 @@ impl ViewerFlow {
     }
 }
 
+/// How long a keyframe request stays outstanding before another may be
+/// sent (a paused agent, or one that lost the request, is asked again).
+pub const KEYFRAME_RETRY: Duration = Duration::from_secs(2);
+
 /// Keyframe requests to the device: one outstanding at a time.
 #[derive(Debug, Default)]
 pub struct KeyframeAsk {
-    outstanding: bool,
+    outstanding: Option<Instant>,
 }
 
 impl KeyframeAsk {
-    /// Whether to send a request now (none is outstanding).
-    pub fn ask(&mut self) -> bool {
-        !std::mem::replace(&mut self.outstanding, true)
+    /// Whether to send a request now: none is outstanding, or the last
+    /// went unanswered for [`KEYFRAME_RETRY`].
+    pub fn ask(&mut self, now: Instant) -> bool {
+        let due = self
+            .outstanding
+            .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_RETRY);
+        if due {
+            self.outstanding = Some(now);
+        }
+        due
     }
 
     /// A keyframe began: the request is answered.
     pub fn answered(&mut self) {
-        self.outstanding = false;
+        self.outstanding = None;
     }
 }
 
@@ -1038,11 +1049,14 @@ mod tests {
 
     #[test]
     fn one_keyframe_request_is_outstanding_at_a_time() {
+        let now = Instant::now();
         let mut k = KeyframeAsk::default();
-        assert!(k.ask());
-        assert!(!k.ask());
+        assert!(k.ask(now));
+        assert!(!k.ask(now));
         k.answered();
-        assert!(k.ask());
+        assert!(k.ask(now));
+        assert!(!k.ask(now + Duration::from_millis(100)));
+        assert!(k.ask(now + KEYFRAME_RETRY), "unanswered, asked again");
     }
 
     #[test]
@@ -1055,5 +1069,75 @@ mod tests {
         c.forget(2);
         assert_eq!(c.ack(1, 5), None, "never granted twice");
         assert_eq!(c.ack(1, 6), Some(6));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use prost::Message as _;
+
+        /// A device stream of frames of 1–3 parts, some keyframes.
+        fn stream() -> impl Strategy<Value = Vec<(bool, u32, usize)>> {
+            prop::collection::vec((any::<bool>(), 1u32..4, 0usize..5), 1..60)
+        }
+
+        proptest! {
+            #[test]
+            fn a_viewer_gets_whole_frames_and_resumes_only_at_keyframes(frames in stream()) {
+                let mut flow = ViewerFlow::new();
+                let mut given: Vec<(u64, bool, bool)> = Vec::new();
+                for (i, (key, parts, behind)) in frames.into_iter().enumerate() {
+                    let number = i as u64 + 1;
+                    for part in 0..parts {
+                        let p = FramePart { number, keyframe: key, first: part == 0, last: part + 1 == parts };
+                        let backlog = Backlog { frames: behind, bytes: 0 };
+                        if flow.part(p, backlog) == PartFate::Deliver {
+                            given.push((number, key, p.last));
+                        }
+                    }
+                }
+                // Whole frames: every frame given ends with its last part.
+                let mut numbers: Vec<u64> = given.iter().map(|g| g.0).collect();
+                numbers.dedup();
+                for n in &numbers {
+                    prop_assert!(given.iter().any(|g| g.0 == *n && g.2), "frame {n} given whole");
+                }
+                // The first frame, and the first after any gap, is a keyframe.
+                let mut prev: Option<u64> = None;
+                for n in numbers {
+                    let key = given.iter().find(|g| g.0 == n).map(|g| g.1).unwrap_or(false);
+                    if prev.is_none_or(|p| n != p + 1) {
+                        prop_assert!(key, "frame {n} after a gap is a keyframe");
+                    }
+                    prev = Some(n);
+                }
+            }
+
+            #[test]
+            fn any_viewer_bytes_are_judged_without_a_panic_and_input_is_stamped(
+                msgs in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 1..20),
+                control in any::<bool>(),
+            ) {
+                let now = Instant::now();
+                let access = if control { Access::Control } else { Access::ViewOnly };
+                let mut v = ViewerRules::new(access, 9, 200, now);
+                let mut d = DeviceStream::default();
+                for m in msgs {
+                    let Ok(screen) = tessera_proto::v1::Screen::decode(m.as_slice()) else { continue };
+                    let _ = d.judge(screen.body.as_ref());
+                    if let Ok(FromViewer::Input(body)) = v.judge(screen.body, Some(3), now) {
+                        prop_assert!(control);
+                        let stamped = match body {
+                            ScreenBody::Pointer(p) => p.viewer,
+                            ScreenBody::Key(k) => k.viewer,
+                            ScreenBody::SpecialKeys(s) => s.viewer,
+                            ScreenBody::Clipboard(c) => c.viewer,
+                            _ => 0,
+                        };
+                        prop_assert_eq!(stamped, 9);
+                    }
+                }
+            }
+        }
     }
 }

@@ -116,7 +116,7 @@ impl LiveSession {
 
     /// Asks the device for a keyframe unless a request is outstanding.
     fn ask_keyframe(&self, inner: &mut Inner, out: &mut ScreenOutcome) {
-        if inner.screen.keyframe.ask() {
+        if inner.screen.keyframe.ask(Instant::now()) {
             out.keyframes_asked += 1;
             out.notices
                 .push(self.envelope(ScreenBody::KeyframeRequest(KeyframeRequest {})));

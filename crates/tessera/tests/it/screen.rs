@@ -219,6 +219,18 @@ async fn a_screen_session_relays_by_the_rules_and_is_audited() {
             }),
         ))
         .await;
+    // (Each socket is read by its own task: wait until the server counted
+    // the view-only viewer's three events as dropped.)
+    let s3 = &s;
+    assert!(
+        eventually(Duration::from_secs(10), || async move {
+            metric(
+                &s3.metrics().await,
+                "tessera_screen_input_dropped_total{reason=\"view_only\"}",
+            ) == 3.0
+        })
+        .await
+    );
     // The control viewer's key, stamped by the server whatever it claimed.
     control
         .send(screen(
@@ -287,10 +299,16 @@ async fn a_screen_session_relays_by_the_rules_and_is_audited() {
         .collect();
     accesses.sort();
     assert_eq!(accesses, ["control", "view_only"]);
-    let throttled = audit_rows(&admin, "viewer_throttled").await;
+    // Written by the viewer's task as it ends, after the viewer left.
+    let admin2 = &admin;
     assert!(
-        throttled.iter().any(|d| d["dropped_view_only"] == 3),
-        "{throttled:?}"
+        eventually(Duration::from_secs(10), || async move {
+            audit_rows(admin2, "viewer_throttled")
+                .await
+                .iter()
+                .any(|d| d["dropped_view_only"] == 3)
+        })
+        .await
     );
     let created = audit_rows(&admin, "session_created").await;
     assert_eq!(created[0]["channel"], "screen");
@@ -652,5 +670,158 @@ async fn an_agent_without_a_screen_ends_the_session_with_screen_unavailable() {
         })
         .await
     );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_screen_support_code_asks_consent_for_the_screen_and_an_old_agent_is_refused() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let code = || async {
+        admin
+            .create_support_code(&tessera_core::api::CreateSupportCodeRequest {
+                access: None,
+                ttl_seconds: None,
+                channel: Some("screen".into()),
+            })
+            .await
+            .unwrap()
+            .code
+            .expose()
+            .to_owned()
+    };
+    let trust = tessera_client::TlsTrust::PublicRoots;
+
+    // An agent too old for screens: nobody is asked, the session ends.
+    let old = code().await;
+    let preview = s.client().preview_support_code(&old).await.unwrap();
+    assert_eq!(preview.channel, "screen");
+    let (creds, bound) = tessera_agent::support::bind(&s.url, &trust, &old, None)
+        .await
+        .unwrap();
+    let mut dev = HandDevice::connect_as(&s, &creds.keys, creds.key.expose(), 3).await;
+    let (admin2, id) = (&admin, &bound.session_id);
+    assert!(
+        eventually(Duration::from_secs(10), || async move {
+            admin2.session(id).await.unwrap().end_code.as_deref() == Some("channel_unsupported")
+        })
+        .await
+    );
+    let asked = dev
+        .next_where(|b| match b {
+            Body::ConsentRequest(_) | Body::ChannelOpen(_) => Some(true),
+            Body::SessionEnded(_) => Some(false),
+            _ => None,
+        })
+        .await;
+    assert!(!asked, "the old agent was asked nothing");
+
+    // A protocol-4 agent is asked for its screen, and opens it on yes.
+    let new = code().await;
+    let (creds, bound) = tessera_agent::support::bind(&s.url, &trust, &new, None)
+        .await
+        .unwrap();
+    let mut dev = HandDevice::connect_as(&s, &creds.keys, creds.key.expose(), 4).await;
+    let request = dev
+        .next_where(|b| match b {
+            Body::ConsentRequest(r) => Some(r.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(request.kind, ChannelKind::Screen as i32);
+    dev.send(Body::ConsentResponse(tessera_proto::v1::ConsentResponse {
+        session_id: bound.session_id.clone(),
+        granted: true,
+        unavailable: false,
+    }))
+    .await;
+    let open = dev
+        .next_where(|b| match b {
+            Body::ChannelOpen(o) => Some(o.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(open.kind, ChannelKind::Screen as i32);
+    assert_eq!(
+        admin.session(&bound.session_id).await.unwrap().channel,
+        "screen"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demoted_controller_is_dropped_and_the_device_releases_what_it_held() {
+    let s = TestServer::start_with(tessera_testkit::fast_heartbeat(300)).await;
+    let admin = s.admin().await;
+    let (mut dev, session) = screen_setup(&s, &admin).await;
+    let otto = s.user(&admin, "otto", Role::Operator).await;
+    let mut v = HandViewer::join(&s, &otto, &session).await;
+    assert_eq!(v.ready.access, "control");
+    v.send(screen(&session, key(4))).await;
+    let held = dev
+        .next_where(|b| match screen_body(b) {
+            Some(SB::Key(k)) => Some(k.viewer),
+            _ => None,
+        })
+        .await;
+    admin
+        .update_user(
+            "otto",
+            &tessera_core::api::UpdateUserRequest {
+                role: Some(Role::Viewer),
+                disabled: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(v.close_code().await, 4012, "role_changed");
+    let released = dev
+        .next_where(|b| match screen_body(b) {
+            Some(SB::ReleaseInput(r)) => Some(r.viewer),
+            _ => None,
+        })
+        .await;
+    assert_eq!(released, held);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_opens_a_screen_session_with_channel_screen() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let d = TestDevice::enroll(&s, &admin, "kiosk").await;
+    let mut dev = HandDevice::connect(&s, &d, 4).await;
+    let dir = tessera_testkit::ctl_admin(&s).await;
+    let (code, out, err) = tessera_testkit::ctl(
+        dir.path(),
+        &[
+            "sessions",
+            "create",
+            "kiosk",
+            "--channel",
+            "screen",
+            "--json",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let view: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(view["channel"], "screen");
+    let open = dev
+        .next_where(|b| match b {
+            Body::ChannelOpen(o) => Some(o.kind),
+            _ => None,
+        })
+        .await;
+    assert_eq!(open, ChannelKind::Screen as i32);
+    let (code, _, err) = tessera_testkit::ctl(
+        dir.path(),
+        &["sessions", "create", "kiosk", "--channel", "video"],
+        None,
+    )
+    .await;
+    assert_ne!(code, 0);
+    assert!(err.contains("screen"), "{err}");
     s.stop().await;
 }

@@ -220,6 +220,7 @@ mod tests {
             id: "c".into(),
             tenant_id: "t".into(),
             access: tessera_core::kinds::SessionAccess::Control,
+            channel: tessera_core::kinds::SessionChannel::Shell,
             created_by: "u".into(),
             created_by_name: "u".into(),
             created_at: Timestamp::from_millis(0),
