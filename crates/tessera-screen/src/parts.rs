@@ -15,6 +15,9 @@ pub(crate) const MAX_RECTS_PER_PART: usize = 8192;
 /// Most parts a viewer accepts for one frame (a 16384² keyframe of noise
 /// needs about 260).
 const MAX_PARTS: u32 = 512;
+/// Most payload bytes a viewer buffers for one frame (the server's own cap
+/// on a frame): 512 parts of a device's largest message would be 2 GiB.
+pub(crate) const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 
 impl EncodedFrame {
     /// The messages carrying this frame as number `number`; copies travel
@@ -66,6 +69,8 @@ pub enum PartError {
     NotNewer { last: u64, got: u64 },
     #[error("frame {0} has too many parts")]
     TooManyParts(u64),
+    #[error("frame {0} is larger than a viewer buffers")]
+    TooManyBytes(u64),
     #[error("copies outside the first part of frame {0}")]
     LateCopies(u64),
     #[error("a copy without its destination in frame {0}")]
@@ -80,6 +85,7 @@ impl PartError {
             PartError::Interrupted { .. } => "frame_interrupted",
             PartError::NotNewer { .. } => "frame_not_newer",
             PartError::TooManyParts(_) => "frame_too_many_parts",
+            PartError::TooManyBytes(_) => "frame_too_many_bytes",
             PartError::LateCopies(_) => "frame_late_copies",
             PartError::MissingRect(_) => "frame_missing_rect",
         }
@@ -91,6 +97,8 @@ impl PartError {
 pub struct FrameAssembler {
     pending: Option<ReceivedFrame>,
     next_part: u32,
+    /// Payload bytes of the pending frame so far.
+    pending_bytes: usize,
     last_number: Option<u64>,
 }
 
@@ -107,6 +115,7 @@ impl FrameAssembler {
         if result.is_err() {
             self.pending = None;
             self.next_part = 0;
+            self.pending_bytes = 0;
         }
         result
     }
@@ -142,6 +151,11 @@ impl FrameAssembler {
         if msg.part > 0 && !msg.copies.is_empty() {
             return Err(PartError::LateCopies(msg.number));
         }
+        let bytes = self.pending_bytes.saturating_add(msg.data.len());
+        if bytes > MAX_FRAME_BYTES {
+            return Err(PartError::TooManyBytes(msg.number));
+        }
+        self.pending_bytes = bytes;
         if msg.copies.iter().any(|c| c.dst.is_none()) {
             return Err(PartError::MissingRect(msg.number));
         }
@@ -163,6 +177,7 @@ impl FrameAssembler {
             return Ok(None);
         }
         self.next_part = 0;
+        self.pending_bytes = 0;
         self.last_number = Some(msg.number);
         Ok(self.pending.take())
     }
@@ -243,5 +258,26 @@ mod tests {
             a.push(msgs[1].clone()).unwrap_err().code(),
             "frame_late_copies"
         );
+    }
+
+    #[test]
+    fn a_frame_past_the_byte_cap_is_refused_and_the_next_is_taken() {
+        let mut a = FrameAssembler::new();
+        let part = |number: u64, part: u32, last: bool| pb::ScreenFrame {
+            number,
+            part,
+            last_part: last,
+            data: vec![0u8; PART_DATA_BUDGET].into(),
+            ..Default::default()
+        };
+        let parts = (MAX_FRAME_BYTES / PART_DATA_BUDGET) as u32;
+        for i in 0..parts {
+            assert!(a.push(part(1, i, false)).unwrap().is_none());
+        }
+        let e = a.push(part(1, parts, false)).unwrap_err();
+        assert_eq!(e.code(), "frame_too_many_bytes");
+        // Nothing of it is kept: a later whole frame is taken.
+        let whole = a.push(part(2, 0, true)).unwrap().expect("whole");
+        assert_eq!(whole.number, 2);
     }
 }

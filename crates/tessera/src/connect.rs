@@ -52,6 +52,8 @@ fn pick_resumable(
     let mine: Vec<_> = sessions
         .iter()
         .filter(|s| s.created_by == me && s.state == SessionState::Active.as_str())
+        // A screen session is watched with `tessera view`, not resumed here.
+        .filter(|s| s.channel != "screen")
         .filter(|s| match (target, &wanted) {
             (Some(t), Some(w)) => s.device_name == t || s.device_id.replace('-', "") == *w,
             _ => true,
@@ -104,6 +106,12 @@ async fn resume_session(client: &ApiClient, target: Option<&str>) -> anyhow::Res
 async fn open_session(client: &ApiClient, args: &ConnectArgs) -> anyhow::Result<String> {
     let target = args.target.as_deref();
     if let Some(t) = target.filter(|t| uuid::Uuid::parse_str(t).is_ok()) {
+        let session = client.session(t).await?;
+        if session.channel == "screen" {
+            return Err(anyhow!(
+                "{t} is a screen session: watch it with `tessera view {t}`"
+            ));
+        }
         return Ok(t.to_owned());
     }
     if args.resume {
@@ -236,6 +244,14 @@ mod tests {
             end_reason: None,
             channel: "shell".into(),
         }
+    }
+
+    #[test]
+    fn a_screen_session_is_not_resumed_as_a_shell() {
+        let mut screen = session("s1", "box", "me", "active");
+        screen.channel = "screen".into();
+        let e = pick_resumable(&[screen], "me", None).unwrap_err();
+        assert!(e.starts_with("you have no live session to resume"), "{e}");
     }
 
     #[test]
