@@ -196,3 +196,47 @@ async fn the_web_terminals_token_needs_the_cookie_the_page_token_and_this_site()
         .expect("the viewer socket opens");
     assert_eq!(resp.headers()["sec-websocket-protocol"], "tessera.viewer");
 }
+
+/// A screen session is not offered as a terminal, and its terminal page
+/// says to use `tessera view` instead of opening a shell viewer on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_screen_session_is_not_opened_as_a_web_terminal() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let d = tessera_testkit::TestDevice::enroll(&s, &admin, "desk").await;
+    let _dev = tessera_testkit::HandDevice::connect(&s, &d, 4).await;
+    let session = admin
+        .create_session(&tessera_core::api::CreateSessionRequest {
+            device: "desk".into(),
+            access: None,
+            channel: Some("screen".into()),
+        })
+        .await
+        .expect("a screen session")
+        .id;
+    let cookie = sign_in(&s, "admin", s.admin_password.as_deref().unwrap()).await;
+    let list = no_redirects()
+        .get(format!("{}/sessions", s.url))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(list.contains("desk"), "the session is listed");
+    assert!(
+        !list.contains(&format!("/sessions/{session}/terminal")),
+        "no terminal link for a screen session"
+    );
+    let page = no_redirects()
+        .get(format!("{}/sessions/{session}/terminal", s.url))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::CONFLICT);
+    let text = page.text().await.unwrap();
+    assert!(text.contains("tessera view"), "{text}");
+    s.stop().await;
+}

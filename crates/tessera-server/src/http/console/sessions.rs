@@ -16,8 +16,9 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use maud::html;
-use tessera_core::kinds::{Origin, SessionState};
+use tessera_core::kinds::{Origin, SessionChannel, SessionState};
 use tessera_core::roles::Permission;
+use tessera_core::ErrorCode;
 
 use super::session::{self, csrf_ok, same_origin};
 use super::{
@@ -38,10 +39,12 @@ fn may_end(s: &Signed, r: &SessionRow) -> bool {
     r.created_by == s.op.user_id || s.op.role.allows(Permission::Control)
 }
 
-/// Whether `s` may open `r`'s terminal: an attended session only by the
-/// technician the person consented to.
+/// Whether `s` may open `r`'s terminal: a shell session (the console has
+/// no screen viewer yet; `tessera view` shows a screen), an attended one
+/// only by the technician the person consented to.
 fn may_open(s: &Signed, r: &SessionRow) -> bool {
-    s.op.role.allows(Permission::View)
+    r.channel == SessionChannel::Shell
+        && s.op.role.allows(Permission::View)
         && (r.origin != Origin::Attended || r.created_by == s.op.user_id)
 }
 
@@ -205,6 +208,16 @@ pub async fn terminal(
         Ok(r) => r,
         Err(e) => return fail(&s, Nav::Sessions, e),
     };
+    if r.channel != SessionChannel::Shell {
+        let e = ApiError::conflict(
+            ErrorCode::ChannelUnsupported,
+            format!(
+                "this is a screen session: the console shows shells only so far; watch it with `tessera view {}`",
+                r.id
+            ),
+        );
+        return fail(&s, Nav::Sessions, e);
+    }
     let control = s.op.role.allows(Permission::Control)
         && r.access == tessera_core::kinds::SessionAccess::Control;
     let body = html! {
@@ -246,7 +259,7 @@ pub async fn viewer_token(
     }
     let Some(s) = session::signed_in(&state, &headers).await else {
         return refuse(ApiError::unauthorized(
-            tessera_core::ErrorCode::Unauthenticated,
+            ErrorCode::Unauthenticated,
             "your session has ended; sign in again",
         ));
     };
