@@ -203,7 +203,7 @@ async fn the_web_terminals_token_needs_the_cookie_the_page_token_and_this_site()
 async fn a_screen_session_is_not_opened_as_a_web_terminal() {
     let s = TestServer::start().await;
     let admin = s.admin().await;
-    let d = tessera_testkit::TestDevice::enroll(&s, &admin, "desk").await;
+    let d = TestDevice::enroll(&s, &admin, "desk").await;
     let _dev = tessera_testkit::HandDevice::connect(&s, &d, 4).await;
     let session = admin
         .create_session(&tessera_core::api::CreateSessionRequest {
