@@ -157,7 +157,7 @@ fn doing(access: ViewerAccess) -> &'static str {
 /// What the server sent, made safe to print on the person's terminal: no
 /// control characters (a name or reason could otherwise carry escapes).
 fn printable(s: String) -> String {
-    s.chars().filter(|c| !c.is_control()).collect()
+    tessera_core::text::printable(&s, usize::MAX)
 }
 
 /// A notice in words, for the person.

@@ -19,6 +19,7 @@ pub mod kinds;
 pub mod password;
 pub mod roles;
 pub mod secret;
+pub mod text;
 pub mod trust;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};

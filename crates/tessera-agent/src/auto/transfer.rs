@@ -88,10 +88,10 @@ impl Delivery {
     }
 }
 
-/// `s` without control characters (escape sequences included), at most
-/// 512 characters: what a peer names is only ever shown.
+/// What a peer names is only ever shown: printable, at most 512
+/// characters.
 fn printable(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).take(512).collect()
+    tessera_core::text::printable(s, 512)
 }
 
 impl AutoSession {

@@ -114,8 +114,9 @@ pub async fn answer(
     Ok(())
 }
 
+/// A device-supplied name or reason as it may be stored and shown.
 pub(crate) fn clip(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).take(64).collect()
+    tessera_core::text::printable(s, 64)
 }
 
 /// How long a sender waits for room in a receiver's queue before the

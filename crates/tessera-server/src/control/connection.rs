@@ -303,7 +303,7 @@ async fn audit_stall(state: &AppState, device: &DevicePrincipal, conn_id: u64) {
 /// What a device reports about itself is shown to operators: keep it to
 /// printable characters (no terminal escapes) and a sane length.
 fn clip(s: &str, max: usize) -> String {
-    s.chars().filter(|c| !c.is_control()).take(max).collect()
+    tessera_core::text::printable(s, max)
 }
 
 /// An authenticated connection's state.

@@ -158,11 +158,7 @@ pub fn grant_is_stale(g: &AutoJoinGrant, current: Option<&GrantRow>) -> bool {
 /// An operator's revocation reason, as stored: no control characters, at
 /// most 200 characters.
 pub fn revocation_reason(reason: &str) -> String {
-    reason
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(200)
-        .collect()
+    tessera_core::text::printable(reason, 200)
 }
 
 /// The identity a device shows in an exchange step must be its current one.
