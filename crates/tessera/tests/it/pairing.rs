@@ -18,7 +18,7 @@ async fn authorize(
     keys: &DeviceKeys,
 ) -> tessera_core::api::DeviceAuthorizationResponse {
     let form = authorization_form(s, keys);
-    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let pairs = tessera_testkit::form_pairs(&form);
     s.client()
         .device_authorization(&pairs)
         .await
@@ -385,7 +385,7 @@ async fn page_text_from_the_device_is_escaped() {
         &keys,
         ("<script>alert(1)</script>", "\"><img src=x>", "linux"),
     );
-    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let pairs = tessera_testkit::form_pairs(&form);
     let auth = c.device_authorization(&pairs).await.unwrap();
     let pw = s.admin_password.clone().unwrap();
     let http = no_redirects();
@@ -465,7 +465,7 @@ async fn pairing_requires_proof_of_the_key_and_a_new_identity() {
     let send = |form: Vec<(&'static str, String)>| {
         let c = c.clone();
         async move {
-            let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let pairs = tessera_testkit::form_pairs(&form);
             c.device_authorization(&pairs).await
         }
     };
