@@ -3,7 +3,7 @@
 //! channel), seals payloads with an origin tag per member, and moves the
 //! remaining members to a new key whenever one leaves.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -93,6 +93,10 @@ fn joined(o: &MemberOutcome) -> bool {
 /// How long the creator waits for invited members to join.
 const JOIN_WAIT: Duration = Duration::from_secs(20);
 
+/// At most this many messages that came before the reply to a create are
+/// kept for after it.
+const EARLY_KEPT: usize = 1024;
+
 /// The device ids asked for, in their canonical spelling.
 fn canonical(members: &[String]) -> HashSet<String> {
     members
@@ -121,13 +125,18 @@ impl AutoSession {
             all_or_nothing,
         }))
         .await?;
+        // A member's answer travels on the server's notice queue and may
+        // overtake the reply to the create: what comes first is kept, and
+        // read before anything newer.
+        let mut early = VecDeque::new();
         let created = loop {
             match conn.recv().await {
                 Some(Body::AutoSessionCreated(c)) => break c,
                 Some(Body::Error(e)) => {
                     return Err(AutoError::NotStarted(format!("{}: {}", e.code, e.message)))
                 }
-                Some(_) => continue,
+                Some(other) if early.len() < EARLY_KEPT => early.push_back(other),
+                Some(_) => {}
                 None => return Err(AutoError::Closed),
             }
         };
@@ -166,7 +175,11 @@ impl AutoSession {
         }
         let deadline = tokio::time::Instant::now() + JOIN_WAIT;
         while !waiting.is_empty() {
-            let body = match tokio::time::timeout_at(deadline, s.conn.recv()).await {
+            let next = match early.pop_front() {
+                Some(b) => Ok(Some(b)),
+                None => tokio::time::timeout_at(deadline, s.conn.recv()).await,
+            };
+            let body = match next {
                 Ok(Some(b)) => b,
                 Ok(None) => return Err(AutoError::Closed),
                 Err(_) => break,

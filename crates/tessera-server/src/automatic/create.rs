@@ -68,16 +68,57 @@ fn refused(reason: RejectionReason) -> AutoSessionCreated {
     }
 }
 
+/// A created session: the creator's answer, and the invitations to send
+/// once that answer is on its way.
+///
+/// A member answers an invitation on the creator's notice queue, which the
+/// connection's writer may take before its reply queue: the reply must be
+/// queued first, so a creator never reads an answer for a session it has
+/// not yet been told of (PROTOCOL.md §8.2).
+pub struct Creation {
+    pub reply: AutoSessionCreated,
+    pub invites: Invites,
+}
+
+/// Each invited member's connection, the grant that let it in, and its
+/// invitation.
+pub struct Invites(Vec<(u64, String, AutoJoinInvite)>);
+
+impl Creation {
+    fn answer_only(reply: AutoSessionCreated) -> Creation {
+        Creation {
+            reply,
+            invites: Invites(Vec::new()),
+        }
+    }
+}
+
+impl Invites {
+    /// Sends each invitation to its member's connection, noting the use of
+    /// the grant that let it in.
+    pub async fn send(self, state: &AppState) {
+        let now = state.now();
+        for (conn, grant_id, invite) in self.0 {
+            let _ = store::trust::touch_grant(state.db(), &grant_id, now).await;
+            if let Some(q) = state.registry().notices_of_conn(conn) {
+                let _ = q.try_send(crate::control::queued(Body::AutoJoinInvite(invite)));
+            }
+        }
+    }
+}
+
 /// Creates an automatic session for `creator` (on connection `conn_id`).
 pub async fn create(
     state: &AppState,
     creator: &DevicePrincipal,
     conn_id: u64,
     req: AutoSessionCreate,
-) -> Result<AutoSessionCreated, StoreError> {
+) -> Result<Creation, StoreError> {
     let now = state.now();
     let Some(scope) = Scope::parse(&req.scope) else {
-        return Ok(refused(RejectionReason::InvalidScope));
+        return Ok(Creation::answer_only(refused(
+            RejectionReason::InvalidScope,
+        )));
     };
     let db = state.db();
     let Some(creator_row) = store::devices::by_id_any_tenant(db.pool(), &creator.device_id).await?
@@ -85,7 +126,9 @@ pub async fn create(
         return Err(StoreError::Db(sqlx::Error::RowNotFound));
     };
     if req.members.len() > MAX_NAMED {
-        return Ok(refused(RejectionReason::TooManyMembers));
+        return Ok(Creation::answer_only(refused(
+            RejectionReason::TooManyMembers,
+        )));
     }
     // The creator is always a member; duplicates and the creator are
     // dropped from the named list, which keeps its order. A name that is
@@ -199,11 +242,11 @@ pub async fn create(
     .await?;
     let outcomes = outcomes.iter().map(Named::wire).collect();
     if !started {
-        return Ok(AutoSessionCreated {
+        return Ok(Creation::answer_only(AutoSessionCreated {
             session_id,
             outcomes,
             started: false,
-        });
+        }));
     }
 
     let creator_hex = (
@@ -236,26 +279,29 @@ pub async fn create(
             },
         );
     }
-    for (_, conn, index, grant_id) in &invited {
-        let _ = store::trust::touch_grant(db, grant_id, now).await;
-        if let Some(q) = state.registry().notices_of_conn(*conn) {
-            let _ = q.try_send(crate::control::queued(Body::AutoJoinInvite(
-                AutoJoinInvite {
-                    session_id: session_id.clone(),
-                    creator: creator.device_id.clone(),
-                    creator_ed25519: creator_hex.0.clone(),
-                    creator_x25519: creator_hex.1.clone(),
-                    scope: scope.as_str().to_owned(),
-                    member_index: *index,
-                    creator_name: creator_row.name.clone(),
-                },
-            )));
-        }
-    }
-    Ok(AutoSessionCreated {
-        session_id,
-        outcomes,
-        started: true,
+    let invites = invited
+        .into_iter()
+        .map(|(_, conn, index, grant_id)| {
+            let invite = AutoJoinInvite {
+                session_id: session_id.clone(),
+                creator: creator.device_id.clone(),
+                creator_ed25519: creator_hex.0.clone(),
+                creator_x25519: creator_hex.1.clone(),
+                scope: scope.as_str().to_owned(),
+                member_index: index,
+                creator_name: creator_row.name.clone(),
+            };
+            (conn, grant_id, invite)
+        })
+        .collect();
+    let invites = Invites(invites);
+    Ok(Creation {
+        reply: AutoSessionCreated {
+            session_id,
+            outcomes,
+            started: true,
+        },
+        invites,
     })
 }
 

@@ -18,7 +18,7 @@ use tessera_core::kinds::EndCode;
 use tessera_proto::v1::{AutoJoinAnswer, E2eData, E2eHandshake, MemberLeft, SessionEnded};
 use tessera_proto::Body;
 
-pub use self::create::create;
+pub use self::create::{create, Creation, Invites};
 pub use self::decide::{decide, Facts};
 use self::hub::{Auto, MemberState};
 pub use self::hub::{AutoHub, RelayTap};

@@ -107,7 +107,15 @@ impl Session {
             // server routes what they seal for each other.
             Some(Body::AutoSessionCreate(req)) => {
                 match crate::automatic::create(&self.state, &self.device, self.conn_id, req).await {
-                    Ok(created) => Body::AutoSessionCreated(created),
+                    // The reply is queued before any member is invited, so
+                    // no member's answer can overtake it.
+                    Ok(creation) => {
+                        if !queue_reply(replies, Body::AutoSessionCreated(creation.reply)) {
+                            return Err(Farewell::silent());
+                        }
+                        creation.invites.send(&self.state).await;
+                        return Ok(());
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot create an automatic session");
                         error_body("internal", "the session could not be created")
@@ -171,12 +179,11 @@ impl Session {
             }
             _ => return Err(Farewell::close(1008, "unexpected_message")),
         };
-        // A device that asked for more answers than fit in its reply queue
-        // is not reading them: its connection ends rather than waiting.
-        replies.try_send(queued(reply)).map_err(|_| {
-            tracing::warn!("device is not reading its replies; disconnecting");
-            Farewell::silent()
-        })
+        if queue_reply(replies, reply) {
+            Ok(())
+        } else {
+            Err(Farewell::silent())
+        }
     }
 
     /// Tells the device its key or itself is revoked, and ends the
@@ -197,6 +204,17 @@ impl Session {
 /// its session's relay traffic and its consent answer. Automatic sessions,
 /// end-to-end routing and key rotation are for enrolled devices; letting a
 /// one-time key create sessions would let it probe which device ids exist.
+/// Queues a reply; `false` when the device asked for more answers than fit
+/// in its reply queue, so is not reading them and its connection ends
+/// rather than waiting.
+fn queue_reply(replies: &Outbox, reply: Body) -> bool {
+    let queued = replies.try_send(queued(reply)).is_ok();
+    if !queued {
+        tracing::warn!("device is not reading its replies; disconnecting");
+    }
+    queued
+}
+
 fn support_device_may_send(body: Option<&Body>) -> bool {
     matches!(
         body,

@@ -7,6 +7,7 @@
 
 mod grants;
 mod interrupted;
+mod order;
 mod relay;
 mod transfer;
 
