@@ -230,6 +230,64 @@ impl Key {
     }
 }
 
+/// The key a browser names by `KeyboardEvent.code` (the UI Events
+/// code names), for the web console's screen viewer.
+pub fn by_web_code(code: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.web_code().as_deref() == Some(code))
+}
+
+/// Every key a browser can name, as (`KeyboardEvent.code`, usage): what
+/// the web console hands its screen viewer, so the page and `tessera view`
+/// use this one table.
+pub fn web_codes() -> impl Iterator<Item = (String, u32)> {
+    KEYS.iter().filter_map(|k| Some((k.web_code()?, k.usage)))
+}
+
+impl Key {
+    /// The key's `KeyboardEvent.code` (UI Events), derived from its name:
+    /// `a` → `KeyA`, `1` → `Digit1`, `kp_1` → `Numpad1`, `arrow_left` →
+    /// `ArrowLeft`; `None` for the keys a browser reports under another
+    /// entry of this table (the ISO `#~` key is `Backslash`; the consumer
+    /// page's volume keys are `AudioVolume*`; `system_power` is `Power`).
+    pub fn web_code(&self) -> Option<String> {
+        let exact = match self.name {
+            "apostrophe" => Some("Quote"),
+            "grave" => Some("Backquote"),
+            "super_left" => Some("MetaLeft"),
+            "super_right" => Some("MetaRight"),
+            "launch_calculator" => Some("LaunchApp2"),
+            "launch_files" => Some("LaunchApp1"),
+            "non_us_hash" | "system_power" | "mute" | "volume_up" | "volume_down" => return None,
+            _ => None,
+        };
+        if let Some(code) = exact {
+            return Some(code.to_owned());
+        }
+        let mut chars = self.name.chars();
+        if let (Some(c), None) = (chars.next(), chars.next()) {
+            return Some(if c.is_ascii_digit() {
+                format!("Digit{c}")
+            } else {
+                format!("Key{}", c.to_ascii_uppercase())
+            });
+        }
+        let (prefix, rest) = match self.name.strip_prefix("kp_") {
+            Some(rest) => ("Numpad", rest),
+            None => ("", self.name),
+        };
+        let pascal: String = rest
+            .split('_')
+            .map(|w| {
+                let mut cs = w.chars();
+                cs.next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + cs.as_str())
+                    .unwrap_or_default()
+            })
+            .collect();
+        Some(format!("{prefix}{pascal}"))
+    }
+}
+
 /// The key an X keycode stands for.
 pub fn by_x_keycode(keycode: u8) -> Option<&'static Key> {
     by_evdev(u16::from(keycode).checked_sub(X_KEYCODE_OFFSET)?)
@@ -361,6 +419,34 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn browser_codes_name_the_keys_a_browser_reports() {
+        let code = |name: &str| by_name(name).unwrap().web_code();
+        assert_eq!(code("a").as_deref(), Some("KeyA"));
+        assert_eq!(code("1").as_deref(), Some("Digit1"));
+        assert_eq!(code("kp_1").as_deref(), Some("Numpad1"));
+        assert_eq!(code("kp_enter").as_deref(), Some("NumpadEnter"));
+        assert_eq!(code("arrow_left").as_deref(), Some("ArrowLeft"));
+        assert_eq!(code("f12").as_deref(), Some("F12"));
+        assert_eq!(code("control_right").as_deref(), Some("ControlRight"));
+        assert_eq!(code("super_left").as_deref(), Some("MetaLeft"));
+        assert_eq!(code("apostrophe").as_deref(), Some("Quote"));
+        assert_eq!(code("grave").as_deref(), Some("Backquote"));
+        assert_eq!(code("bracket_left").as_deref(), Some("BracketLeft"));
+        assert_eq!(code("intl_backslash").as_deref(), Some("IntlBackslash"));
+        assert_eq!(code("media_play_pause").as_deref(), Some("MediaPlayPause"));
+        assert_eq!(code("non_us_hash"), None, "browsers call it Backslash");
+        assert_eq!(by_web_code("Backslash").unwrap().usage, 0x31);
+        assert_eq!(by_web_code("ShiftLeft").unwrap().usage, 0xE1);
+        assert!(by_web_code("Nonsense").is_none());
+        let codes: Vec<_> = web_codes().map(|(c, _)| c).collect();
+        let unique: HashSet<_> = codes.iter().collect();
+        assert_eq!(unique.len(), codes.len(), "each code names one key");
+        assert!(codes
+            .iter()
+            .all(|c| c.chars().all(|ch| ch.is_ascii_alphanumeric())));
+    }
 
     #[test]
     fn usages_and_names_are_unique() {

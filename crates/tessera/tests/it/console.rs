@@ -197,10 +197,11 @@ async fn the_web_terminals_token_needs_the_cookie_the_page_token_and_this_site()
     assert_eq!(resp.headers()["sec-websocket-protocol"], "tessera.viewer");
 }
 
-/// A screen session is not offered as a terminal, and its terminal page
-/// says to use `tessera view` instead of opening a shell viewer on it.
+/// A screen session is offered as a screen, not as a terminal: its
+/// terminal page refuses and points at its screen page (and `tessera
+/// view`); a shell session's screen page refuses the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_screen_session_is_not_opened_as_a_web_terminal() {
+async fn a_screen_session_opens_as_a_screen_and_never_as_a_web_terminal() {
     let s = TestServer::start().await;
     let admin = s.admin().await;
     let d = TestDevice::enroll(&s, &admin, "desk").await;
@@ -229,6 +230,20 @@ async fn a_screen_session_is_not_opened_as_a_web_terminal() {
         !list.contains(&format!("/sessions/{session}/terminal")),
         "no terminal link for a screen session"
     );
+    assert!(
+        list.contains(&format!("/sessions/{session}/screen")),
+        "a screen link for it"
+    );
+    let screen_page = no_redirects()
+        .get(format!("{}/sessions/{session}/screen", s.url))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(screen_page.status(), StatusCode::OK);
+    let html = screen_page.text().await.unwrap();
+    assert!(html.contains("<canvas id=\"screen\""), "{html}");
+    assert!(html.contains("data-keys="), "the key map rides on the page");
     let page = no_redirects()
         .get(format!("{}/sessions/{session}/terminal", s.url))
         .header(COOKIE, &cookie)
@@ -238,5 +253,36 @@ async fn a_screen_session_is_not_opened_as_a_web_terminal() {
     assert_eq!(page.status(), StatusCode::CONFLICT);
     let text = page.text().await.unwrap();
     assert!(text.contains("tessera view"), "{text}");
+    assert!(
+        text.contains(&format!("/sessions/{session}/screen")),
+        "{text}"
+    );
+
+    // A shell session has no screen page.
+    let shell = admin
+        .create_session(&tessera_core::api::CreateSessionRequest {
+            device: "desk".into(),
+            access: None,
+            channel: None,
+        })
+        .await
+        .expect("a shell session")
+        .id;
+    let page = no_redirects()
+        .get(format!("{}/sessions/{shell}/screen", s.url))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::CONFLICT);
+    let text = page.text().await.unwrap();
+    assert!(
+        text.contains("channel_unsupported") || text.contains("not a screen"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("/sessions/{shell}/terminal")),
+        "{text}"
+    );
     s.stop().await;
 }

@@ -40,6 +40,16 @@ const FILES: &[Asset] = &[
         content_type: JS,
     },
     Asset {
+        name: "screen.js",
+        body: include_bytes!("../../../assets/screen.js"),
+        content_type: JS,
+    },
+    Asset {
+        name: "fzstd-0.1.1.min.js",
+        body: include_bytes!("../../../assets/vendor/fzstd-0.1.1.min.js"),
+        content_type: JS,
+    },
+    Asset {
         name: "htmx-2.0.4.min.js",
         body: include_bytes!("../../../assets/vendor/htmx-2.0.4.min.js"),
         content_type: JS,

@@ -318,10 +318,17 @@ async fn device_page(
             }
         }
         @if control && online && !revoked {
-            form method="post" action="/sessions" {
+            form.inline method="post" action="/sessions" {
                 (csrf_field(s))
                 input type="hidden" name="device" value=(d.id);
                 button type="submit" { "Open a terminal" }
+            }
+            " "
+            form.inline method="post" action="/sessions" {
+                (csrf_field(s))
+                input type="hidden" name="device" value=(d.id);
+                input type="hidden" name="channel" value="screen";
+                button type="submit" { "Open the screen" }
             }
         }
         h2 { "Tags" }

@@ -10,7 +10,8 @@
 //! or style at all), forbids framing, and keeps responses out of caches.
 //! Scripts are progressive enhancement: every page and form works without
 //! them; with them, presence updates live (server-sent events), lists
-//! search as you type (htmx), and the web terminal runs (xterm.js).
+//! search as you type (htmx), the web terminal runs (xterm.js) and the
+//! screen viewer draws a screen session on a canvas (fzstd).
 
 pub mod account;
 pub mod assets;
@@ -20,6 +21,7 @@ pub mod enrollment;
 pub mod grants;
 pub mod overview;
 pub mod presence;
+pub mod screen;
 pub mod session;
 pub mod sessions;
 pub mod support;
@@ -74,6 +76,7 @@ pub fn routes() -> Router<AppState> {
         .route("/sessions", get(sessions::list).post(sessions::open))
         .route("/sessions/{id}/end", post(sessions::end))
         .route("/sessions/{id}/terminal", get(sessions::terminal))
+        .route("/sessions/{id}/screen", get(screen::show))
         .route("/sessions/{id}/viewer-token", post(sessions::viewer_token))
         .route("/support", get(support::show).post(support::create))
         .route("/grants", get(grants::list))

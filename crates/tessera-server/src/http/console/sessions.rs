@@ -1,6 +1,6 @@
 //! Sessions: live, awaiting consent (only to their technician) and ended
-//! with the reason; open a terminal on a device, end a session, and the web
-//! terminal itself.
+//! with the reason; open a terminal or a screen on a device, end a session,
+//! and the web terminal itself (the screen viewer is [`super::screen`]).
 //!
 //! The web terminal gets its viewer token from
 //! `POST /sessions/{id}/viewer-token` (cookie session, CSRF token in the
@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use maud::html;
+use tessera_core::ids::SessionId;
 use tessera_core::kinds::{Origin, SessionChannel, SessionState};
 use tessera_core::roles::Permission;
 use tessera_core::ErrorCode;
@@ -35,17 +36,33 @@ use crate::{store, tenancy, AppState};
 /// How many ended sessions the list shows.
 pub const ENDED_SHOWN: usize = 50;
 
-fn may_end(s: &Signed, r: &SessionRow) -> bool {
+pub(super) fn may_end(s: &Signed, r: &SessionRow) -> bool {
     r.created_by == s.op.user_id || s.op.role.allows(Permission::Control)
 }
 
-/// Whether `s` may open `r`'s terminal: a shell session (the console has
-/// no screen viewer yet; `tessera view` shows a screen), an attended one
-/// only by the technician the person consented to.
+/// Whether `s` may open `r`'s viewer (its terminal or its screen): an
+/// attended one only by the technician the person consented to.
 fn may_open(s: &Signed, r: &SessionRow) -> bool {
-    r.channel == SessionChannel::Shell
-        && s.op.role.allows(Permission::View)
+    s.op.role.allows(Permission::View)
         && (r.origin != Origin::Attended || r.created_by == s.op.user_id)
+}
+
+/// The page that shows `r`: its terminal or its screen.
+pub(super) fn viewer_path(id: &SessionId, channel: SessionChannel) -> String {
+    match channel {
+        SessionChannel::Shell => format!("/sessions/{id}/terminal"),
+        SessionChannel::Screen => format!("/sessions/{id}/screen"),
+    }
+}
+
+/// The open link's words for `channel`.
+pub(super) fn open_label(channel: SessionChannel, control: bool) -> &'static str {
+    match (channel, control) {
+        (SessionChannel::Shell, true) => "Open terminal",
+        (SessionChannel::Screen, true) => "Open screen",
+        (SessionChannel::Shell, false) => "Watch (view only)",
+        (SessionChannel::Screen, false) => "Watch screen (view only)",
+    }
 }
 
 /// `GET /sessions`
@@ -92,14 +109,19 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -
         h1 { "Sessions" }
         @if control {
             @if online.is_empty() {
-                p.muted { "No device is online to open a terminal on." }
+                p.muted { "No device is online to open a terminal or a screen on." }
             } @else {
                 form.inline method="post" action="/sessions" {
                     (csrf_field(&s))
-                    label { "Open a terminal on " select name="device" {
+                    label { "Open on " select name="device" {
                         @for d in &online { option value=(d.id) { (d.name) " (" (d.hostname) ")" } }
                     } }
-                    " " button type="submit" { "Open terminal" }
+                    " "
+                    label { "a " select name="channel" {
+                        option value="shell" { "terminal" }
+                        option value="screen" { "screen" }
+                    } }
+                    " " button type="submit" { "Open" }
                 }
             }
         }
@@ -132,16 +154,16 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -
 fn table(s: &Signed, rows: &[&SessionRow], live: bool) -> maud::Markup {
     html! {
         div.scroll { table {
-            thead { tr { th { "Device" } th { "Kind" } th { "Access" } th { "By" } th { "Since" } th { span.sr { "Actions" } } } }
+            thead { tr { th { "Device" } th { "Kind" } th { "Channel" } th { "Access" } th { "By" } th { "Since" } th { span.sr { "Actions" } } } }
             tbody { @for r in rows { tr {
-                td { (r.device_name) } td { (r.origin.as_str()) } td { (r.access.as_str()) }
+                td { (r.device_name) } td { (r.origin.as_str()) } td { (r.channel.as_str()) } td { (r.access.as_str()) }
                 td { (r.created_by_name.as_deref().unwrap_or("?")) }
                 td { (when(r.started_at.unwrap_or(r.created_at))) }
                 td {
                     @if live && may_open(s, r) {
                         // Ids let htmx keep keyboard focus across the list's refresh.
-                        a.button id=(format!("open-{}", r.id)) href=(format!("/sessions/{}/terminal", r.id)) {
-                            @if s.op.role.allows(Permission::Control) { "Open terminal" } @else { "Watch (view only)" }
+                        a.button id=(format!("open-{}", r.id)) href=(viewer_path(&r.id, r.channel)) {
+                            (open_label(r.channel, s.op.role.allows(Permission::Control)))
                         }
                         " "
                     }
@@ -157,7 +179,8 @@ fn table(s: &Signed, rows: &[&SessionRow], live: bool) -> maud::Markup {
     }
 }
 
-/// `POST /sessions`: opens a managed shell, then its terminal.
+/// `POST /sessions`: opens a managed shell or screen (`channel`), then its
+/// terminal or screen page.
 pub async fn open(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -169,9 +192,9 @@ pub async fn open(
         Err(r) => return r,
     };
     let device = form.text("device").unwrap_or("");
-    match api::create(&state, ip, &s.op, device, None, None).await {
+    match api::create(&state, ip, &s.op, device, None, form.text("channel")).await {
         Ok(r) if r.state == SessionState::Pending => done("/sessions"),
-        Ok(r) => done(&format!("/sessions/{}/terminal", r.id)),
+        Ok(r) => done(&viewer_path(&r.id, r.channel)),
         Err(e) => fail(&s, Nav::Sessions, e),
     }
 }
@@ -212,7 +235,7 @@ pub async fn terminal(
         let e = ApiError::conflict(
             ErrorCode::ChannelUnsupported,
             format!(
-                "this is a screen session: the console shows shells only so far; watch it with `tessera view {}`",
+                "this is a screen session, not a shell: open its screen at /sessions/{0}/screen (or `tessera view {0}`)",
                 r.id
             ),
         );

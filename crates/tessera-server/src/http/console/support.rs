@@ -109,7 +109,7 @@ async fn codes(state: &AppState, s: &Signed) -> Result<Markup, store::StoreError
                         td {
                             @if let Some(sess) = session {
                                 @if *st == Stage::Live {
-                                    a.button id=(format!("open-{}", sess.id)) href=(format!("/sessions/{}/terminal", sess.id)) { "Open terminal" }
+                                    a.button id=(format!("open-{}", sess.id)) href=(super::sessions::viewer_path(&sess.id, sess.channel)) { (super::sessions::open_label(sess.channel, true)) }
                                 } @else if let Some(r) = &sess.end_reason { (r) }
                             }
                         }

@@ -1,0 +1,253 @@
+//! The web screen viewer in Chromium against a real agent capturing an
+//! Xvfb display on which the test kit's X client drew a known pattern: the
+//! canvas shows the display pixel for pixel (read back with getImageData),
+//! a change on the display reaches it, keys typed on the page and the
+//! "Send keys" menu reach the X client as the key table's keycodes, a click
+//! lands where it was made, and the session's end shows in words. A
+//! view-only operator's page sends nothing: a control viewer's key is the
+//! first the X client sees.
+
+use std::time::Duration;
+
+use fantoccini::Locator;
+use tessera_client::screen as client_screen;
+use tessera_core::api::CreateSessionRequest;
+use tessera_core::roles::Role;
+use tessera_proto::v1::KeyInput;
+use tessera_screen::keys;
+use tessera_testkit::{AgentProcess, TestDevice, TestServer, XInput, XTestClient, Xvfb};
+
+use crate::driver::Browser;
+
+const W: u32 = 480;
+const H: u32 = 320;
+
+/// The canvas's pixels as `0x00RRGGBB`, with its size.
+const CANVAS_PIXELS: &str = "var c = document.getElementById('screen');\
+    if (!c || c.width < 2) { return null; }\
+    var d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data, out = new Array(c.width * c.height);\
+    for (var i = 0; i < out.length; i++) { out[i] = d[4 * i] * 65536 + d[4 * i + 1] * 256 + d[4 * i + 2]; }\
+    return [c.width, c.height, out];";
+
+async fn canvas_pixels(b: &Browser) -> Option<(u32, u32, Vec<u32>)> {
+    let v = b.exec(CANVAS_PIXELS).await;
+    let (w, h, px): (u32, u32, Vec<u32>) = serde_json::from_value(v).ok()?;
+    Some((w, h, px))
+}
+
+/// Waits until the canvas shows exactly `want` (`W`×`H`).
+async fn wait_canvas(b: &Browser, want: &[u32], what: &str) {
+    let mut differ = usize::MAX;
+    for _ in 0..150 {
+        if let Some((w, h, px)) = canvas_pixels(b).await {
+            if (w, h) == (W, H) {
+                differ = px.iter().zip(want).filter(|(a, b)| a != b).count();
+                if differ == 0 {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "the canvas never showed {what}: {differ} pixels differ; the page says:\n{}",
+        b.text().await
+    );
+}
+
+fn keys_down(events: &[XInput]) -> Vec<(u8, u32)> {
+    events
+        .iter()
+        .filter_map(|e| match *e {
+            XInput::Key {
+                keycode,
+                keysym,
+                down: true,
+                ..
+            } => Some((keycode, keysym)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn keycode(name: &str) -> u8 {
+    keys::by_name(name)
+        .and_then(|k| k.x_keycode())
+        .expect("an X keycode")
+}
+
+async fn screen_session(admin: &tessera_client::ApiClient, device: &str) -> String {
+    admin
+        .create_session(&CreateSessionRequest {
+            device: device.to_owned(),
+            access: None,
+            channel: Some("screen".to_owned()),
+        })
+        .await
+        .expect("a screen session")
+        .id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_canvas_shows_the_display_exactly_and_control_input_reaches_it() {
+    let x = Xvfb::start_with(W, H).expect("Xvfb starts (the xvfb package)");
+    let client = XTestClient::open(x.display()).expect("X client");
+    client.draw_pattern(11).expect("pattern");
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let dev = TestDevice::enroll(&server, &admin, "kiosk").await;
+    let agent = AgentProcess::start_on_display(&server, &dev, x.display()).await;
+    let pw = server.admin_password.clone().expect("admin password");
+    let b = Browser::start().await;
+    b.sign_in(&server.url, "admin", &pw).await;
+    b.goto(&format!("{}/devices/{}", server.url, dev.device_id))
+        .await;
+    b.click_button("Open the screen").await;
+    b.wait_for_text(&format!("Connected to kiosk: {W}×{H}"))
+        .await;
+    let url = b.client.current_url().await.expect("url");
+    assert!(url.path().ends_with("/screen"), "{url}");
+    assert!(!url.as_str().contains("token"), "no token in the address");
+
+    // Pixel for pixel, the display.
+    let shown = client.screenshot().expect("screenshot");
+    wait_canvas(&b, &shown, "the display").await;
+    // A change on the display reaches the canvas (a delta frame).
+    client.fill(40, 30, 50, 20, 0x00C0FFEE).expect("fill");
+    let shown = client.screenshot().expect("screenshot");
+    wait_canvas(&b, &shown, "the display after a change").await;
+
+    // Keys typed on the picture arrive by physical key, with the keysym.
+    let canvas = b
+        .client
+        .find(Locator::Css("#screen"))
+        .await
+        .expect("the canvas");
+    client.clear_events();
+    canvas.send_keys("a").await.expect("type");
+    let a = keycode("a");
+    let arrived = client.wait_for(Duration::from_secs(10), |e| {
+        keys_down(e).contains(&(a, 0x61))
+    });
+    assert!(
+        arrived,
+        "the X client got {:?}\nagent log:\n{}",
+        client.events(),
+        agent.log()
+    );
+
+    // A click lands where it was made (the canvas is at the display's own
+    // size here, so its middle is the display's middle).
+    client.clear_events();
+    canvas.click().await.expect("click");
+    let clicked = client.wait_for(Duration::from_secs(10), |e| {
+        e.iter().any(|e| {
+            matches!(*e, XInput::Button { button: 1, down: true, x: px, y: py }
+                if (i32::from(px) - (W / 2) as i32).abs() <= 2 && (i32::from(py) - (H / 2) as i32).abs() <= 2)
+        })
+    });
+    assert!(clicked, "the X client got {:?}", client.events());
+
+    // The "Send keys" menu sends Ctrl+Alt+Delete.
+    client.clear_events();
+    b.client
+        .find(Locator::Css("#send-keys summary"))
+        .await
+        .expect("the menu")
+        .click()
+        .await
+        .expect("open the menu");
+    b.click_button("Send Ctrl+Alt+Delete").await;
+    let (ctrl, alt, del) = (
+        keycode("control_left"),
+        keycode("alt_left"),
+        keycode("delete"),
+    );
+    let combo = client.wait_for(Duration::from_secs(10), |e| {
+        let d: Vec<u8> = keys_down(e).into_iter().map(|(k, _)| k).collect();
+        d.starts_with(&[ctrl, alt, del])
+    });
+    assert!(combo, "the X client got {:?}", client.events());
+
+    // The session ends: the page says why, in words.
+    admin
+        .end_session(url.path().split('/').nth(2).expect("the id"))
+        .await
+        .expect("end");
+    let text = b.wait_for_text("The session ended").await;
+    assert!(text.contains("ended by admin"), "{text}");
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_only_operators_screen_page_sends_nothing() {
+    let x = Xvfb::start_with(W, H).expect("Xvfb starts (the xvfb package)");
+    let client = XTestClient::open(x.display()).expect("X client");
+    client.draw_pattern(5).expect("pattern");
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let dev = TestDevice::enroll(&server, &admin, "watched").await;
+    let _agent = AgentProcess::start_on_display(&server, &dev, x.display()).await;
+    server.user(&admin, "vera", Role::Viewer).await;
+    let session = screen_session(&admin, "watched").await;
+
+    let b = Browser::start().await;
+    b.sign_in(&server.url, "vera", "vera-password-123").await;
+    b.goto(&format!("{}/sessions", server.url)).await;
+    let list = b.wait_for_text("watched").await;
+    assert!(list.contains("Watch screen (view only)"), "{list}");
+    b.click_link("Watch screen (view only)").await;
+    b.wait_for_text("(view only).").await;
+    let page = b.text().await;
+    assert!(page.contains("View only: you can watch"), "{page}");
+    assert!(!page.contains("Send keys"), "no key menu: {page}");
+    assert!(!page.contains("End session"), "{page}");
+    let shown = client.screenshot().expect("screenshot");
+    wait_canvas(&b, &shown, "the display").await;
+
+    // The viewer types and clicks: nothing is sent, nothing arrives.
+    client.clear_events();
+    let canvas = b
+        .client
+        .find(Locator::Css("#screen"))
+        .await
+        .expect("the canvas");
+    let _ = canvas.send_keys("q").await;
+    let _ = canvas.click().await;
+    assert_eq!(
+        b.exec("return window.tesseraScreen.sent;").await,
+        serde_json::json!(0),
+        "the page sent input"
+    );
+    // A control viewer's key is the first input the X client gets.
+    let token = admin.viewer_token(&session).await.expect("token").token;
+    let (mut tx, _rx, joined) = client_screen::connect(&admin, &session, &token, &["raw-zstd"])
+        .await
+        .expect("joined");
+    assert!(joined.may_control());
+    let b_key = keys::by_name("b").expect("b");
+    assert!(tx
+        .key(KeyInput {
+            usage: b_key.usage,
+            keysym: 0x62,
+            down: true,
+            ..KeyInput::default()
+        })
+        .await
+        .expect("sent"));
+    let bc = keycode("b");
+    assert!(client.wait_for(Duration::from_secs(10), |e| {
+        keys_down(e).iter().any(|(k, _)| *k == bc)
+    }));
+    let events = client.events();
+    assert!(
+        !events.iter().any(|e| matches!(e, XInput::Button { .. })),
+        "the viewer's click arrived: {events:?}"
+    );
+    assert_eq!(
+        keys_down(&events).first().map(|(k, _)| *k),
+        Some(bc),
+        "the viewer's key arrived first: {events:?}"
+    );
+    b.close().await;
+}
