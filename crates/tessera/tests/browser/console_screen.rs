@@ -148,6 +148,39 @@ async fn the_canvas_shows_the_display_exactly_and_control_input_reaches_it() {
     });
     assert!(clicked, "the X client got {:?}", client.events());
 
+    // The wheel scrolls: up is X button 4 (a negative notch on the wire,
+    // ten bytes of varint the relay must accept), down is 5.
+    client.clear_events();
+    b.exec(
+        "var c = document.getElementById('screen'), r = c.getBoundingClientRect();\
+         [-120, 120].forEach(function (d) { c.dispatchEvent(new WheelEvent('wheel', {deltaY: d,\
+           clientX: r.left + 10, clientY: r.top + 10, bubbles: true, cancelable: true})); });\
+         return true;",
+    )
+    .await;
+    let scrolled = client.wait_for(Duration::from_secs(10), |e| {
+        let presses: Vec<u8> = e
+            .iter()
+            .filter_map(|e| match *e {
+                XInput::Button {
+                    button, down: true, ..
+                } => Some(button),
+                _ => None,
+            })
+            .collect();
+        presses == [4, 5]
+    });
+    assert!(scrolled, "the X client got {:?}", client.events());
+
+    // Shift+b typed on the page: Shift, then b with its keysym B.
+    client.clear_events();
+    canvas.send_keys("B").await.expect("type");
+    let (shift, bk) = (keycode("shift_left"), keycode("b"));
+    let typed = client.wait_for(Duration::from_secs(10), |e| {
+        keys_down(e) == [(shift, 0xFFE1), (bk, 0x42)]
+    });
+    assert!(typed, "the X client got {:?}", client.events());
+
     // The "Send keys" menu sends Ctrl+Alt+Delete.
     client.clear_events();
     b.client

@@ -242,7 +242,10 @@ async fn a_screen_session_opens_as_a_screen_and_never_as_a_web_terminal() {
         .unwrap();
     assert_eq!(screen_page.status(), StatusCode::OK);
     let html = screen_page.text().await.unwrap();
-    assert!(html.contains("<canvas id=\"screen\""), "{html}");
+    assert!(
+        html.contains("<canvas class=\"screen fit\" id=\"screen\""),
+        "{html}"
+    );
     assert!(html.contains("data-keys="), "the key map rides on the page");
     let page = no_redirects()
         .get(format!("{}/sessions/{session}/terminal", s.url))

@@ -153,4 +153,27 @@ mod tests {
         );
         assert!(url("nope.js").contains("missing"));
     }
+
+    /// Every vendored file is listed in `VENDORED.md` with the sha256 of
+    /// exactly the bytes served.
+    #[test]
+    fn vendored_files_match_their_recorded_checksums() {
+        let record = include_str!("../../../assets/vendor/VENDORED.md");
+        let vendored = [
+            "htmx-2.0.4.min.js",
+            "xterm-5.5.0.js",
+            "xterm-5.5.0.css",
+            "xterm-addon-fit-0.10.0.js",
+            "fzstd-0.1.1.min.js",
+        ];
+        for name in vendored {
+            let asset = FILES.iter().find(|a| a.name == name).unwrap();
+            let row = record
+                .lines()
+                .find(|l| l.starts_with(&format!("| {name} |")))
+                .unwrap_or_else(|| panic!("{name} is not in VENDORED.md"));
+            let recorded = row.trim_end_matches('|').rsplit('|').next().unwrap().trim();
+            assert_eq!(recorded, hex(&Sha256::digest(asset.body)), "{name}");
+        }
+    }
 }
