@@ -202,6 +202,53 @@ async fn the_canvas_shows_the_display_exactly_and_control_input_reaches_it() {
     });
     assert!(combo, "the X client got {:?}", client.events());
 
+    // Scale to fit: at 390 px the picture shrinks to the page, and the page
+    // never scrolls sideways; unticked, the picture is at its own size
+    // (inside its own scrolling frame). Screenshots for the README when
+    // asked (scripts/screenshots.sh).
+    let shots = std::env::var_os("TESSERA_SCREENSHOTS").map(std::path::PathBuf::from);
+    for (width, height) in [(1280u32, 900u32), (390, 844)] {
+        b.client
+            .set_window_size(width, height)
+            .await
+            .expect("window size");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let fits = b
+            .exec("return document.documentElement.scrollWidth <= window.innerWidth + 1;")
+            .await;
+        assert_eq!(
+            fits,
+            serde_json::json!(true),
+            "sideways scroll at {width} px"
+        );
+        let shown = b
+            .exec("return document.getElementById('screen').getBoundingClientRect().width;")
+            .await
+            .as_f64()
+            .expect("a width");
+        if width == 390 {
+            assert!(shown < f64::from(W), "scaled to fit: {shown}");
+        }
+        if let Some(dir) = &shots {
+            std::fs::create_dir_all(dir).expect("screenshot dir");
+            let png = b.client.screenshot().await.expect("screenshot");
+            std::fs::write(dir.join(format!("screen-{width}.png")), png).expect("write png");
+        }
+    }
+    b.client
+        .find(Locator::Css("#screen-fit"))
+        .await
+        .expect("the scale checkbox")
+        .click()
+        .await
+        .expect("untick");
+    let shown = b
+        .exec("return document.getElementById('screen').getBoundingClientRect().width;")
+        .await
+        .as_f64()
+        .expect("a width");
+    assert_eq!(shown, f64::from(W), "its own size");
+
     // The session ends: the page says why, in words.
     admin
         .end_session(url.path().split('/').nth(2).expect("the id"))
