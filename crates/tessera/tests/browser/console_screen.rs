@@ -13,9 +13,17 @@ use fantoccini::Locator;
 use tessera_client::screen as client_screen;
 use tessera_core::api::CreateSessionRequest;
 use tessera_core::roles::Role;
-use tessera_proto::v1::KeyInput;
-use tessera_screen::keys;
-use tessera_testkit::{AgentProcess, TestDevice, TestServer, XInput, XTestClient, Xvfb};
+use tessera_proto::v1::screen::Body as SB;
+use tessera_proto::v1::{ChannelKind, KeyInput, Monitor, ScreenCapabilities, ScreenFormat};
+use tessera_proto::Body;
+use tessera_screen::{
+    keys, CopyRect, Decoder, EncodedFrame, Encoder, FramePart, Framebuffer, RawZstdDecoder,
+    RawZstdEncoder, Rect,
+};
+use tessera_testkit::{
+    screen, screen_body, AgentProcess, HandDevice, TestDevice, TestServer, XInput, XTestClient,
+    Xvfb,
+};
 
 use crate::driver::Browser;
 
@@ -108,6 +116,11 @@ async fn the_canvas_shows_the_display_exactly_and_control_input_reaches_it() {
     let url = b.client.current_url().await.expect("url");
     assert!(url.path().ends_with("/screen"), "{url}");
     assert!(!url.as_str().contains("token"), "no token in the address");
+
+    // Everything the page loaded came from this server.
+    for u in b.loaded_urls().await {
+        assert!(u.starts_with(&server.url), "loaded from elsewhere: {u}");
+    }
 
     // Pixel for pixel, the display.
     let shown = client.screenshot().expect("screenshot");
@@ -329,5 +342,187 @@ async fn a_view_only_operators_screen_page_sends_nothing() {
         Some(bc),
         "the viewer's key arrived first: {events:?}"
     );
+    b.close().await;
+}
+
+/// A picture of noise (it does not compress).
+fn noise(w: u32, h: u32, seed: u32) -> Framebuffer {
+    let mut x: u32 = 0x1234_5678 ^ seed;
+    let px = (0..w * h)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x & 0xFF_FFFF
+        })
+        .collect();
+    Framebuffer::from_pixels(w, h, px).expect("picture")
+}
+
+/// Waits until the canvas shows exactly `want`.
+async fn wait_picture(b: &Browser, want: &Framebuffer, what: &str) {
+    let mut last = None;
+    for _ in 0..150 {
+        if let Some((w, h, px)) = canvas_pixels(b).await {
+            if (w, h) == (want.width(), want.height()) && px == want.pixels() {
+                return;
+            }
+            last = Some((w, h));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "the canvas never showed {what} (it is {last:?}); the page says:\n{}",
+        b.text().await
+    );
+}
+
+async fn send_frame(dev: &mut HandDevice, session: &str, frame: EncodedFrame, number: u64) {
+    for part in frame.into_messages(number, 1) {
+        dev.send(screen(session, SB::Frame(part))).await;
+    }
+}
+
+/// The device's next keyframe request, skipping acks' credits.
+async fn keyframe_requested(dev: &mut HandDevice) {
+    dev.next_where(|b| match screen_body(b) {
+        Some(SB::KeyframeRequest(_)) => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
+/// With a device spoken by hand: an overlapping copy is applied as the
+/// codec crate's own decoder applies it; a frame whose payload is not zstd,
+/// or whose rectangle lies outside the picture, leaves the picture as it
+/// was and makes the page ask for a keyframe, which then draws.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_applies_copies_and_refuses_bad_frames_keeping_its_picture() {
+    let (w, h) = (64, 32);
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let d = TestDevice::enroll(&server, &admin, "desk").await;
+    let mut dev = HandDevice::connect(&server, &d, 4).await;
+    let session = screen_session(&admin, "desk").await;
+    dev.next_where(|b| match b {
+        Body::ChannelOpen(o) if o.kind == ChannelKind::Screen as i32 => Some(()),
+        _ => None,
+    })
+    .await;
+    dev.send(screen(
+        &session,
+        SB::Capabilities(ScreenCapabilities {
+            codecs: vec!["raw-zstd".into()],
+            monitors: vec![Monitor {
+                index: 0,
+                name: "screen".into(),
+                width: w,
+                height: h,
+                primary: true,
+                ..Monitor::default()
+            }],
+        }),
+    ))
+    .await;
+    let pw = server.admin_password.clone().expect("admin password");
+    let b = Browser::start().await;
+    b.sign_in(&server.url, "admin", &pw).await;
+    b.goto(&format!("{}/sessions/{session}/screen", server.url))
+        .await;
+    let configure = dev
+        .next_where(|b| match screen_body(b) {
+            Some(SB::Configure(c)) => Some(c.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(configure.codec, "raw-zstd", "the page offers raw-zstd only");
+    dev.send(screen(
+        &session,
+        SB::Format(ScreenFormat {
+            codec: "raw-zstd".into(),
+            monitor: 0,
+            width: w,
+            height: h,
+            reason: String::new(),
+        }),
+    ))
+    .await;
+    let mut enc = RawZstdEncoder::new();
+    let mut picture = noise(w, h, 1);
+    let key = enc
+        .encode(&picture, None, true)
+        .expect("encode")
+        .expect("a frame");
+    // The codec crate's own decoder is the reference for what follows.
+    let mut reference = RawZstdDecoder::new();
+    reference
+        .decode(&key, &mut picture)
+        .expect("the keyframe decodes");
+    send_frame(&mut dev, &session, key, 1).await;
+    wait_picture(&b, &picture, "the keyframe").await;
+
+    // An overlapping copy (a scroll right by 8), no new pixels.
+    let copy = EncodedFrame {
+        keyframe: false,
+        copies: vec![CopyRect {
+            src_x: 0,
+            src_y: 4,
+            dst: Rect::new(8, 4, 40, 20),
+        }],
+        parts: Vec::new(),
+    };
+    reference
+        .decode(&copy, &mut picture)
+        .expect("the codec's decoder applies it");
+    send_frame(&mut dev, &session, copy, 2).await;
+    wait_picture(&b, &picture, "the copied region").await;
+
+    // A payload that is not zstd: refused whole, a keyframe asked for.
+    let garbage = EncodedFrame {
+        keyframe: false,
+        copies: Vec::new(),
+        parts: vec![FramePart {
+            rects: vec![Rect::new(0, 0, 8, 8)],
+            data: b"not a zstd frame".to_vec(),
+        }],
+    };
+    send_frame(&mut dev, &session, garbage, 3).await;
+    keyframe_requested(&mut dev).await;
+    assert_eq!(
+        b.exec("return document.getElementById('screen').getAttribute('data-resync');")
+            .await,
+        serde_json::json!("bad_frame_payload")
+    );
+    wait_picture(&b, &picture, "the picture unchanged").await;
+
+    // The keyframe that answers draws.
+    let picture = noise(w, h, 2);
+    let key = enc
+        .encode(&picture, None, true)
+        .expect("encode")
+        .expect("a frame");
+    send_frame(&mut dev, &session, key, 4).await;
+    wait_picture(&b, &picture, "the new keyframe").await;
+
+    // A rectangle past the picture's edge (with a payload of the right size).
+    let mut small = RawZstdEncoder::new()
+        .encode(&noise(8, 8, 3), None, true)
+        .expect("encode")
+        .expect("an 8×8 keyframe");
+    let mut part = small.parts.remove(0);
+    part.rects = vec![Rect::new(60, 28, 8, 8)];
+    let outside = EncodedFrame {
+        keyframe: false,
+        copies: Vec::new(),
+        parts: vec![part],
+    };
+    send_frame(&mut dev, &session, outside, 5).await;
+    keyframe_requested(&mut dev).await;
+    assert_eq!(
+        b.exec("return document.getElementById('screen').getAttribute('data-resync');")
+            .await,
+        serde_json::json!("frame_out_of_bounds")
+    );
+    wait_picture(&b, &picture, "the picture unchanged").await;
     b.close().await;
 }
