@@ -287,5 +287,42 @@ async fn a_screen_session_opens_as_a_screen_and_never_as_a_web_terminal() {
         text.contains(&format!("/sessions/{shell}/terminal")),
         "{text}"
     );
+
+    // The sessions page's form opens a screen and goes to its page; a
+    // channel it does not know is refused and opens nothing.
+    let token = csrf(&s, &cookie).await;
+    let before = admin.sessions(true).await.unwrap().len();
+    let resp = no_redirects()
+        .post(format!("{}/sessions", s.url))
+        .header(COOKIE, &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .form(&[
+            ("csrf", token.as_str()),
+            ("device", "desk"),
+            ("channel", "telepathy"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(resp.text().await.unwrap().contains("channel"));
+    assert_eq!(admin.sessions(true).await.unwrap().len(), before);
+    let resp = no_redirects()
+        .post(format!("{}/sessions", s.url))
+        .header(COOKIE, &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .form(&[
+            ("csrf", token.as_str()),
+            ("device", "desk"),
+            ("channel", "screen"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let to = resp.headers()["location"].to_str().unwrap().to_owned();
+    assert!(to.ends_with("/screen"), "{to}");
+    let id = to.split('/').nth(2).unwrap();
+    assert_eq!(admin.session(id).await.unwrap().channel, "screen");
     s.stop().await;
 }

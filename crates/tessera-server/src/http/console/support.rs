@@ -153,6 +153,11 @@ async fn render(
                 option value="view" { "view only" }
             } }
             " "
+            label { "For " select name="channel" {
+                option value="shell" selected { "a terminal" }
+                option value="screen" { "the screen" }
+            } }
+            " "
             label { "Valid for " select name="ttl" {
                 option value="900" { "15 minutes" }
                 option value="1800" selected { "30 minutes" }
