@@ -6,6 +6,8 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/tessera.v1.rs"));
 }
 
+pub mod keys;
+
 pub use v1::envelope::Body;
 pub use v1::Envelope;
 

@@ -20,7 +20,6 @@
 mod codec;
 mod framebuffer;
 mod geom;
-pub mod keys;
 mod motion;
 mod parts;
 mod raw;
@@ -30,3 +29,6 @@ pub use framebuffer::{FormatError, Framebuffer, MAX_DIMENSION};
 pub use geom::{CopyRect, Rect, TILE};
 pub use parts::{FrameAssembler, PartError, ReceivedFrame, PART_DATA_BUDGET};
 pub use raw::{RawZstdDecoder, RawZstdEncoder, BYTES_PER_PIXEL};
+/// The key table is the wire's: it lives in `tessera-proto`, beside the
+/// messages that carry its codes.
+pub use tessera_proto::keys;

@@ -389,7 +389,7 @@
   var hostDown = false, hostChord = false;
 
   // The X keysym of what a key typed: Latin-1 is itself, the rest of
-  // Unicode 0x01000000 + code point (tessera_screen::keys::keysym_for_char).
+  // Unicode 0x01000000 + code point (tessera_proto::keys::keysym_for_char).
   function keysym(ev) {
     var k = ev.key;
     if (k && k.length && Array.from(k).length === 1) {

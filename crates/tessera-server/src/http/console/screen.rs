@@ -6,7 +6,7 @@
 //! The page gets its viewer token the way the web terminal does
 //! (`POST /sessions/{id}/viewer-token`, then `/ws/viewer` with the token as
 //! a WebSocket subprotocol). Which keys the page may send comes from the one
-//! key table, `tessera_screen::keys`: the page carries its
+//! key table, `tessera_proto::keys`: the page carries its
 //! `KeyboardEvent.code` → usage map, so the browser and `tessera view`
 //! name a physical key the same way.
 //!
@@ -50,7 +50,7 @@ pub const COMBOS: &[(&str, &str)] = &[
 
 /// The page's key map, `KeyboardEvent.code` → usage, as JSON.
 pub fn key_map_json() -> String {
-    let map: BTreeMap<String, u32> = tessera_screen::keys::web_codes().collect();
+    let map: BTreeMap<String, u32> = tessera_proto::keys::web_codes().collect();
     serde_json::to_string(&map).unwrap_or_else(|_| "{}".to_owned())
 }
 
@@ -148,7 +148,7 @@ mod tests {
     fn every_combo_is_one_the_protocol_knows() {
         for (combo, _) in COMBOS {
             assert!(
-                tessera_screen::keys::Combo::parse(combo).is_some(),
+                tessera_proto::keys::Combo::parse(combo).is_some(),
                 "{combo}"
             );
         }
