@@ -148,11 +148,13 @@ impl LiveSession {
         if inner.viewers.is_empty() {
             return;
         }
-        // Every viewer counts, those yet to declare as raw-zstd only.
+        // Those yet to declare do not count here (a viewer declares first
+        // thing, so the stream starts in the right codec), but they are
+        // sent no stream they may not decode (`has_format`).
         let viewers: Vec<&[String]> = inner
             .viewers
             .values()
-            .filter_map(|v| Some(v.screen.as_ref()?.decoders()))
+            .filter_map(|v| v.screen.as_ref()?.decoders.as_deref())
             .collect();
         let codec = choose_codec(self.screen.policy, &caps.codecs, viewers);
         let monitor = choose_monitor(&caps.monitors, inner.screen.requested_monitor);
@@ -480,24 +482,26 @@ mod tests {
         s.screen_from_device(Some(caps())).unwrap();
         let a = s.join("u1", "l1", Access::Control).unwrap();
         let lane_a = a.lane.clone().unwrap();
+        assert_eq!(a.screen.unwrap().configured.unwrap().codec, "h264");
         let out = declare(&s, a.viewer_id, &["h264", RAW_ZSTD]);
-        assert_eq!(out.configured.unwrap().codec, "h264");
+        assert!(out.configured.is_none());
         s.screen_from_device(Some(format_of("h264"))).unwrap();
         s.screen_from_device(Some(frame(1, true))).unwrap();
         assert_eq!(drain(&lane_a).await.len(), 2, "format and keyframe");
 
-        // b joins and has not said what it decodes: no h264 for it, and the
-        // device is told raw-zstd.
+        // b joins and has not said what it decodes: nothing of the h264
+        // stream reaches it.
         let b = s.join("u2", "l2", Access::ViewOnly).unwrap();
         let lane_b = b.lane.clone().unwrap();
-        assert_eq!(b.screen.unwrap().configured.unwrap().codec, RAW_ZSTD);
         s.screen_from_device(Some(frame(2, false))).unwrap();
         assert!(
             drain(&lane_b).await.is_empty(),
             "nothing of the h264 stream"
         );
-        // b declares raw only: the session stays raw; the raw stream reaches both.
-        assert!(declare(&s, b.viewer_id, &[RAW_ZSTD]).configured.is_none());
+        // b declares raw only: the device is told raw-zstd, and the raw
+        // stream reaches both.
+        let out = declare(&s, b.viewer_id, &[RAW_ZSTD]);
+        assert_eq!(out.configured.unwrap().codec, RAW_ZSTD);
         s.screen_from_device(Some(format_of(RAW_ZSTD))).unwrap();
         s.screen_from_device(Some(frame(3, true))).unwrap();
         for lane in [&lane_a, &lane_b] {
@@ -524,15 +528,19 @@ mod tests {
         s.screen_from_device(Some(frame(1, true))).unwrap();
         let b = s.join("u2", "l2", Access::ViewOnly).unwrap();
         let lane_b = b.lane.clone().unwrap();
-        // The device has not switched yet when b says it decodes h264: b
-        // gets the format, a keyframe is asked for, and deltas wait for it.
-        let out = declare(&s, b.viewer_id, &["h264"]);
-        assert!(out.configured.is_some(), "h264 again after the raw choice");
         s.screen_from_device(Some(frame(2, false))).unwrap();
-        s.screen_from_device(Some(frame(3, true))).unwrap();
+        // b says it decodes h264: it gets the format, and deltas wait for
+        // a keyframe (its joining asked for one; one request is
+        // outstanding at a time).
+        let asked = b.screen.as_ref().unwrap().keyframes_asked;
+        let out = declare(&s, b.viewer_id, &["h264"]);
+        assert!(out.configured.is_none());
+        assert_eq!(asked + out.keyframes_asked, 1);
+        s.screen_from_device(Some(frame(3, false))).unwrap();
+        s.screen_from_device(Some(frame(4, true))).unwrap();
         let got = drain(&lane_b).await;
         assert!(
-            matches!(&got[..], [ScreenBody::Format(f), ScreenBody::Frame(k)] if f.codec == "h264" && k.number == 3),
+            matches!(&got[..], [ScreenBody::Format(f), ScreenBody::Frame(k)] if f.codec == "h264" && k.number == 4),
             "{got:?}"
         );
         drop((a.queue, b.queue));
@@ -550,13 +558,11 @@ mod tests {
         let s = session(CodecPolicy::PreferH264);
         s.screen_from_device(Some(caps())).unwrap();
         let a = s.join("u1", "l1", Access::Control).unwrap();
-        // Until a declares its decoders it counts as raw-zstd only.
         let first = a.screen.as_ref().unwrap().configured.clone().unwrap();
         assert!(first.first);
-        assert_eq!(first.codec, RAW_ZSTD);
-        // a declares raw only: nothing changes.
+        // a declares raw only: back to raw.
         let out = declare(&s, a.viewer_id, &[RAW_ZSTD]);
-        assert!(out.configured.is_none());
+        assert_eq!(out.configured.unwrap().codec, RAW_ZSTD);
         let format = ScreenBody::Format(ScreenFormat {
             codec: RAW_ZSTD.into(),
             width: 8,
