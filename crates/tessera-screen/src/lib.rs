@@ -1,6 +1,7 @@
 //! Tessera's screen channel, the parts that need no display: the
 //! framebuffer, the `Encoder`/`Decoder` traits, the raw-zstd codec over
-//! dirty 64×64 tiles (with copy detection for scrolls and moves), the
+//! dirty 64×64 tiles (with copy detection for scrolls and moves), H.264
+//! through OpenH264 (`h264`: lossy, for motion), the
 //! splitting of frames into parts under the device plane's message cap, and
 //! the key table (USB HID usage ↔ evdev code ↔ X keycode) with the modifier
 //! bits of `KeyInput`.
@@ -20,6 +21,7 @@
 mod codec;
 mod framebuffer;
 mod geom;
+mod h264;
 mod motion;
 mod parts;
 mod raw;
@@ -27,6 +29,7 @@ mod raw;
 pub use codec::{Codec, DecodeError, Decoder, EncodeError, EncodedFrame, Encoder, FramePart};
 pub use framebuffer::{FormatError, Framebuffer, MAX_DIMENSION};
 pub use geom::{CopyRect, Rect, TILE};
+pub use h264::{psnr, H264Decoder, H264Encoder, H264_MAX_LONG_SIDE, H264_MAX_SHORT_SIDE};
 pub use parts::{FrameAssembler, PartError, ReceivedFrame, PART_DATA_BUDGET};
 pub use raw::{RawZstdDecoder, RawZstdEncoder, BYTES_PER_PIXEL};
 /// The key table is the wire's: it lives in `tessera-proto`, beside the

@@ -287,6 +287,19 @@ impl AgentProcess {
         .await
     }
 
+    /// Like [`AgentProcess::start_on_display`], with more environment
+    /// (e.g. a debug build's test hooks).
+    pub async fn start_on_display_with_env(
+        server: &TestServer,
+        device: &TestDevice,
+        display: &str,
+        env: &[(&str, &str)],
+    ) -> AgentProcess {
+        let mut all = vec![("DISPLAY", display)];
+        all.extend_from_slice(env);
+        Self::launch_agent(server, device, Some(&device.inbox()), &all).await
+    }
+
     async fn launch_agent(
         server: &TestServer,
         device: &TestDevice,

@@ -1,6 +1,6 @@
 //! The screen channel on the device: capture of an X display, encoded with
-//! raw-zstd (`tessera_screen`), and input from control viewers injected
-//! through XTest.
+//! raw-zstd or H.264 (`tessera_screen`; the choice and the fall back are
+//! `encoding`), and input from control viewers injected through XTest.
 //!
 //! One thread per channel owns the X connection (X11 I/O is blocking); a
 //! second waits for X events. Both feed one queue that the channel thread
@@ -16,6 +16,7 @@
 //! (`ReleaseInput`), and everyone's when the channel closes.
 
 mod display;
+mod encoding;
 mod held;
 mod stream;
 
@@ -25,11 +26,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tessera_proto::v1::{self as pb, screen::Body as ScreenBody};
 use tessera_proto::Body;
 use tessera_screen::keys::{self, Combo, Modifiers};
-use tessera_screen::{Codec, Encoder, Framebuffer, RawZstdEncoder};
+use tessera_screen::{Codec, Framebuffer};
 use tokio::sync::mpsc;
 use x11rb::connection::Connection as _;
 
 use display::{Display, Monitor, CLIPBOARD_CAP};
+use encoding::{CodecSupport, EncodeFailure, Encoding, FellBack};
 use held::{Action, HeldInput, KeyId};
 use stream::Stream;
 
@@ -132,7 +134,7 @@ impl Out {
 struct Capture {
     monitor: Monitor,
     picture: Option<Framebuffer>,
-    encoder: RawZstdEncoder,
+    encoding: Encoding,
     damage_pending: bool,
 }
 
@@ -186,9 +188,9 @@ fn run(
             }
         }
     });
-    let codecs = vec![Codec::RawZstd.name().to_owned()];
+    let codecs = CodecSupport::probe();
     if !out.send(ScreenBody::Capabilities(pb::ScreenCapabilities {
-        codecs,
+        codecs: codecs.names(),
         monitors: monitors.iter().map(Monitor::to_proto).collect(),
     })) {
         display.wake();
@@ -198,6 +200,9 @@ fn run(
         display,
         out,
         capture: None,
+        codecs,
+        codec: Codec::RawZstd,
+        capabilities_stale: false,
         stream: Stream::new(viewers),
         held: HeldInput::default(),
     };
@@ -223,6 +228,12 @@ struct Channel {
     display: Display,
     out: Out,
     capture: Option<Capture>,
+    codecs: CodecSupport,
+    /// The codec the server configured, as far as this agent can follow.
+    codec: Codec,
+    /// H.264 failed mid-frame: the server hears the new capabilities once
+    /// the frame is out.
+    capabilities_stale: bool,
     stream: Stream,
     held: HeldInput,
 }
@@ -282,12 +293,14 @@ impl Channel {
                 return false;
             }
         };
-        if Codec::from_name(&c.codec) != Some(Codec::RawZstd) {
+        if Codec::from_name(&c.codec).is_none() {
             self.out.notice(
                 "codec_unsupported",
-                &format!("this agent encodes raw-zstd only, not {:?}", c.codec),
+                &format!("this agent does not encode {:?}; sending raw-zstd", c.codec),
             );
         }
+        let codec = self.codecs.choose(&c.codec);
+        let codec_changed = std::mem::replace(&mut self.codec, codec) != codec;
         let monitor = match monitors.iter().find(|m| m.index == c.monitor) {
             Some(m) => m.clone(),
             None => {
@@ -300,16 +313,28 @@ impl Channel {
         };
         let reason = match &self.capture {
             None => "",
-            Some(cap) if cap.monitor == monitor => return true,
-            Some(_) => "monitor_changed",
+            Some(cap) if cap.monitor != monitor => "monitor_changed",
+            Some(_) if codec_changed => "codec_changed",
+            Some(_) => return true,
         };
         self.start(monitor, reason)
     }
 
-    /// Starts (or restarts) the stream on `monitor`: format, then a keyframe.
+    /// Starts (or restarts) the stream on `monitor` with the configured
+    /// codec: format, then a keyframe.
     fn start(&mut self, monitor: Monitor, reason: &str) -> bool {
+        let (encoding, failed) = self.codecs.start(self.codec);
+        let mut reason = reason;
+        if let Some(FellBack(why)) = failed {
+            tracing::warn!(error = %why, "the H.264 encoder did not start; sending raw-zstd");
+            self.codec = Codec::RawZstd;
+            reason = "encoder_failed";
+            if !self.out.notice("encoder_failed", &why) || !self.send_capabilities() {
+                return false;
+            }
+        }
         let format = pb::ScreenFormat {
-            codec: Codec::RawZstd.name().into(),
+            codec: encoding.codec().name().into(),
             monitor: monitor.index,
             width: u32::from(monitor.width),
             height: u32::from(monitor.height),
@@ -320,12 +345,13 @@ impl Channel {
             width = monitor.width,
             height = monitor.height,
             reason,
+            codec = %encoding.codec(),
             "screen stream starts"
         );
         self.capture = Some(Capture {
             monitor,
             picture: None,
-            encoder: RawZstdEncoder::new(),
+            encoding,
             damage_pending: true,
         });
         self.stream.restart();
@@ -459,14 +485,40 @@ impl Channel {
         if damage.as_ref().is_some_and(Vec::is_empty) {
             return true;
         }
-        let frame = match cap.encoder.encode(picture, damage.as_deref(), keyframe) {
+        let frame = match cap.encoding.encode(picture, damage.as_deref(), keyframe) {
             Ok(Some(f)) => f,
             Ok(None) => return true,
-            Err(e) => {
+            Err(EncodeFailure::FellBack(FellBack(why))) => {
+                // H.264 is gone for this channel: the viewers learn why and
+                // get a raw-zstd format and keyframe of this very picture;
+                // the server gets capabilities without h264.
+                tracing::warn!(error = %why, "the H.264 encoder failed; falling back to raw-zstd");
+                self.codecs.h264_failed();
+                self.codec = Codec::RawZstd;
+                self.capabilities_stale = true;
+                let format = pb::ScreenFormat {
+                    codec: Codec::RawZstd.name().into(),
+                    monitor: cap.monitor.index,
+                    width: u32::from(cap.monitor.width),
+                    height: u32::from(cap.monitor.height),
+                    reason: "encoder_failed".into(),
+                };
+                self.stream.restart();
+                if !self.out.notice("encoder_failed", &why)
+                    || !self.out.send(ScreenBody::Format(format))
+                {
+                    return false;
+                }
+                match cap.encoding.encode(picture, None, true) {
+                    Ok(Some(f)) => f,
+                    _ => return true,
+                }
+            }
+            Err(EncodeFailure::Raw(e)) => {
                 tracing::warn!(error = %e, "encoding failed");
                 self.out.notice("encoder_failed", &e.to_string());
                 self.stream.request_keyframe();
-                cap.encoder = RawZstdEncoder::new();
+                cap.encoding = Encoding::raw();
                 return true;
             }
         };
@@ -477,12 +529,28 @@ impl Channel {
                 return false;
             }
         }
+        if std::mem::take(&mut self.capabilities_stale) && !self.send_capabilities() {
+            return false;
+        }
         if is_key {
             // A viewer starting from this keyframe needs the pointer too.
             self.display.forget_cursor();
             return self.send_cursor();
         }
         true
+    }
+
+    /// Tells the server what this agent encodes now (after H.264 failed).
+    fn send_capabilities(&mut self) -> bool {
+        let Ok(monitors) = self.display.monitors() else {
+            return true;
+        };
+        let codecs = self.codecs.names();
+        self.out
+            .send(ScreenBody::Capabilities(pb::ScreenCapabilities {
+                codecs,
+                monitors: monitors.iter().map(Monitor::to_proto).collect(),
+            }))
     }
 
     // --- input -------------------------------------------------------------

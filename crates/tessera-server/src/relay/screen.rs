@@ -606,6 +606,13 @@ impl ViewerFlow {
         self.delivered
     }
 
+    /// It was not sent the stream (a codec it cannot decode): when it is,
+    /// it starts at a keyframe.
+    pub fn await_keyframe(&mut self) {
+        self.awaiting_keyframe = true;
+        self.current = None;
+    }
+
     /// Decides one part's fate for this viewer, given its backlog.
     pub fn part(&mut self, p: FramePart, backlog: Backlog) -> PartFate {
         if !p.first {

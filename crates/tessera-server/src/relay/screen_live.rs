@@ -37,6 +37,8 @@ pub(super) struct ScreenState {
     cursor: Option<Bytes>,
     /// The codec of the stream now (from the device's format), for metrics.
     codec: Option<&'static str>,
+    /// The same, as the device named it: who may be sent the stream.
+    format_codec: Option<String>,
     keyframe: KeyframeAsk,
     credits: Credits,
     pub(super) frames: u64,
@@ -49,6 +51,9 @@ pub(super) struct ViewerScreen {
     flow: ViewerFlow,
     /// Unknown until it speaks; then what it said, or raw-zstd only.
     decoders: Option<Vec<String>>,
+    /// Whether its lane has the current stream's format (a viewer is sent
+    /// a stream only in a codec it decodes).
+    has_format: bool,
     lane: Arc<Lane>,
 }
 
@@ -58,8 +63,20 @@ impl ViewerScreen {
             rules: ViewerRules::new(access, number, input_per_second, Instant::now()),
             flow: ViewerFlow::new(),
             decoders: None,
+            has_format: false,
             lane: Arc::new(Lane::default()),
         }
+    }
+
+    /// The codecs it declared; none until it speaks. raw-zstd, which
+    /// every viewer has, is implied: an undeclared viewer is never sent,
+    /// nor makes the device choose, a codec it may not decode.
+    fn decoders(&self) -> &[String] {
+        self.decoders.as_deref().unwrap_or_default()
+    }
+
+    fn decodes(&self, codec: Option<&str>) -> bool {
+        codec.is_some_and(|c| c == RAW_ZSTD || self.decoders().iter().any(|d| d == c))
     }
 
     pub(super) fn lane(&self) -> Arc<Lane> {
@@ -131,6 +148,9 @@ impl LiveSession {
         if inner.viewers.is_empty() {
             return;
         }
+        // Those yet to declare do not count here (a viewer declares first
+        // thing, so the stream starts in the right codec), but they are
+        // sent no stream they may not decode (`has_format`).
         let viewers: Vec<&[String]> = inner
             .viewers
             .values()
@@ -160,16 +180,23 @@ impl LiveSession {
     /// if this is the first viewer).
     pub(super) fn screen_joined(&self, inner: &mut Inner, viewer_id: u64) -> ScreenOutcome {
         let mut out = ScreenOutcome::default();
+        let codec = inner.screen.format_codec.clone();
         if let Some(vs) = inner
             .viewers
-            .get(&viewer_id)
-            .and_then(|v| v.screen.as_ref())
+            .get_mut(&viewer_id)
+            .and_then(|v| v.screen.as_mut())
         {
-            for b in [&inner.screen.format, &inner.screen.cursor]
-                .into_iter()
-                .flatten()
+            if let Some(f) = inner
+                .screen
+                .format
+                .as_ref()
+                .filter(|_| vs.decodes(codec.as_deref()))
             {
-                vs.lane.push(b.clone(), false);
+                vs.lane.push(f.clone(), false);
+                vs.has_format = true;
+            }
+            if let Some(c) = &inner.screen.cursor {
+                vs.lane.push(c.clone(), false);
             }
         }
         self.reconfigure(inner, &mut out);
@@ -199,12 +226,21 @@ impl LiveSession {
             FromDevice::Format => {
                 if let ScreenBody::Format(f) = &body {
                     inner.screen.codec = Some(codec_label(&f.codec));
+                    inner.screen.format_codec = Some(f.codec.clone());
                 }
+                let codec = inner.screen.format_codec.clone();
                 let bytes = self.encoded(body);
                 inner.screen.format = Some(bytes.clone());
-                for v in inner.viewers.values() {
-                    if let Some(vs) = &v.screen {
-                        vs.lane.push(bytes.clone(), false);
+                for v in inner.viewers.values_mut() {
+                    if let Some(vs) = &mut v.screen {
+                        // One that cannot decode it waits for a stream it
+                        // can (the server reconfigures for it).
+                        vs.has_format = vs.decodes(codec.as_deref());
+                        if vs.has_format {
+                            vs.lane.push(bytes.clone(), false);
+                        } else {
+                            vs.flow.await_keyframe();
+                        }
                     }
                 }
             }
@@ -226,7 +262,7 @@ impl LiveSession {
                 let mut ask = false;
                 let mut lagging = Vec::new();
                 for (id, v) in inner.viewers.iter_mut() {
-                    let Some(vs) = v.screen.as_mut() else {
+                    let Some(vs) = v.screen.as_mut().filter(|vs| vs.has_format) else {
                         continue;
                     };
                     match vs.flow.part(part, vs.lane.backlog()) {
@@ -302,7 +338,28 @@ impl LiveSession {
         match verdict {
             FromViewer::Decoders(d) => {
                 vs.decoders = Some(d);
+                // It may decode the stream now: it starts at a keyframe.
+                let codec = inner.screen.format_codec.clone();
+                let format = inner.screen.format.clone();
+                let late = match (
+                    inner
+                        .viewers
+                        .get_mut(&viewer_id)
+                        .and_then(|v| v.screen.as_mut()),
+                    format,
+                ) {
+                    (Some(vs), Some(f)) if !vs.has_format && vs.decodes(codec.as_deref()) => {
+                        vs.lane.push(f, false);
+                        vs.has_format = true;
+                        vs.flow.await_keyframe();
+                        true
+                    }
+                    _ => false,
+                };
                 self.reconfigure(&mut inner, &mut out);
+                if late && out.configured.is_none() {
+                    self.ask_keyframe(&mut inner, &mut out);
+                }
             }
             FromViewer::Ack(n) => {
                 if let Some(credit) = inner.screen.credits.ack(viewer_id, n) {
@@ -392,6 +449,103 @@ mod tests {
         })
     }
 
+    fn declare(s: &LiveSession, viewer: u64, codecs: &[&str]) -> ScreenOutcome {
+        let body = ScreenBody::Decoders(ScreenDecoders {
+            codecs: codecs.iter().map(|c| (*c).to_owned()).collect(),
+        });
+        s.screen_from_viewer(viewer, Some(body), Instant::now())
+            .unwrap()
+    }
+
+    fn format_of(codec: &str) -> ScreenBody {
+        ScreenBody::Format(ScreenFormat {
+            codec: codec.into(),
+            width: 8,
+            height: 8,
+            ..ScreenFormat::default()
+        })
+    }
+
+    /// What a lane holds, decoded, without waiting.
+    async fn drain(lane: &Lane) -> Vec<ScreenBody> {
+        let mut out = Vec::new();
+        while lane.backlog().bytes > 0 {
+            out.push(decode(&lane.next().await));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn h264_is_sent_only_to_viewers_that_declared_it_and_a_raw_viewer_turns_the_session_to_raw(
+    ) {
+        let s = session(CodecPolicy::PreferH264);
+        s.screen_from_device(Some(caps())).unwrap();
+        let a = s.join("u1", "l1", Access::Control).unwrap();
+        let lane_a = a.lane.clone().unwrap();
+        assert_eq!(a.screen.unwrap().configured.unwrap().codec, "h264");
+        let out = declare(&s, a.viewer_id, &["h264", RAW_ZSTD]);
+        assert!(out.configured.is_none());
+        s.screen_from_device(Some(format_of("h264"))).unwrap();
+        s.screen_from_device(Some(frame(1, true))).unwrap();
+        assert_eq!(drain(&lane_a).await.len(), 2, "format and keyframe");
+
+        // b joins and has not said what it decodes: nothing of the h264
+        // stream reaches it.
+        let b = s.join("u2", "l2", Access::ViewOnly).unwrap();
+        let lane_b = b.lane.clone().unwrap();
+        s.screen_from_device(Some(frame(2, false))).unwrap();
+        assert!(
+            drain(&lane_b).await.is_empty(),
+            "nothing of the h264 stream"
+        );
+        // b declares raw only: the device is told raw-zstd, and the raw
+        // stream reaches both.
+        let out = declare(&s, b.viewer_id, &[RAW_ZSTD]);
+        assert_eq!(out.configured.unwrap().codec, RAW_ZSTD);
+        s.screen_from_device(Some(format_of(RAW_ZSTD))).unwrap();
+        s.screen_from_device(Some(frame(3, true))).unwrap();
+        for lane in [&lane_a, &lane_b] {
+            let got = drain(lane).await;
+            assert!(
+                matches!(&got[..], [.., ScreenBody::Format(f), ScreenBody::Frame(k)] if f.codec == RAW_ZSTD && k.number == 3),
+                "{got:?}"
+            );
+        }
+        // b leaves: back to h264 for a.
+        s.leave(b.viewer_id);
+        let out = s.screen_left(b.viewer_id, Access::ViewOnly);
+        assert_eq!(out.configured.unwrap().codec, "h264");
+        drop((a.queue, b.queue));
+    }
+
+    #[tokio::test]
+    async fn a_viewer_declaring_h264_late_gets_the_stream_from_a_keyframe() {
+        let s = session(CodecPolicy::PreferH264);
+        s.screen_from_device(Some(caps())).unwrap();
+        let a = s.join("u1", "l1", Access::Control).unwrap();
+        declare(&s, a.viewer_id, &["h264", RAW_ZSTD]);
+        s.screen_from_device(Some(format_of("h264"))).unwrap();
+        s.screen_from_device(Some(frame(1, true))).unwrap();
+        let b = s.join("u2", "l2", Access::ViewOnly).unwrap();
+        let lane_b = b.lane.clone().unwrap();
+        s.screen_from_device(Some(frame(2, false))).unwrap();
+        // b says it decodes h264: it gets the format, and deltas wait for
+        // a keyframe (its joining asked for one; one request is
+        // outstanding at a time).
+        let asked = b.screen.as_ref().unwrap().keyframes_asked;
+        let out = declare(&s, b.viewer_id, &["h264"]);
+        assert!(out.configured.is_none());
+        assert_eq!(asked + out.keyframes_asked, 1);
+        s.screen_from_device(Some(frame(3, false))).unwrap();
+        s.screen_from_device(Some(frame(4, true))).unwrap();
+        let got = drain(&lane_b).await;
+        assert!(
+            matches!(&got[..], [ScreenBody::Format(f), ScreenBody::Frame(k)] if f.codec == "h264" && k.number == 4),
+            "{got:?}"
+        );
+        drop((a.queue, b.queue));
+    }
+
     fn decode(b: &Bytes) -> ScreenBody {
         match Envelope::decode(b.as_ref()).unwrap().body.unwrap() {
             Body::Screen(s) => s.body.unwrap(),
@@ -404,25 +558,10 @@ mod tests {
         let s = session(CodecPolicy::PreferH264);
         s.screen_from_device(Some(caps())).unwrap();
         let a = s.join("u1", "l1", Access::Control).unwrap();
-        assert!(
-            a.screen
-                .as_ref()
-                .unwrap()
-                .configured
-                .as_ref()
-                .unwrap()
-                .first
-        );
+        let first = a.screen.as_ref().unwrap().configured.clone().unwrap();
+        assert!(first.first);
         // a declares raw only: back to raw.
-        let out = s
-            .screen_from_viewer(
-                a.viewer_id,
-                Some(ScreenBody::Decoders(ScreenDecoders {
-                    codecs: vec![RAW_ZSTD.into()],
-                })),
-                Instant::now(),
-            )
-            .unwrap();
+        let out = declare(&s, a.viewer_id, &[RAW_ZSTD]);
         assert_eq!(out.configured.unwrap().codec, RAW_ZSTD);
         let format = ScreenBody::Format(ScreenFormat {
             codec: RAW_ZSTD.into(),

@@ -5,11 +5,13 @@
 use std::collections::VecDeque;
 
 use tessera_proto::v1::ScreenFormat;
-use tessera_screen::{Codec, DecodeError, Decoder, Framebuffer, RawZstdDecoder, ReceivedFrame};
+use tessera_screen::{
+    Codec, DecodeError, Decoder, Framebuffer, H264Decoder, RawZstdDecoder, ReceivedFrame,
+};
 
 /// The codecs this viewer decodes, in its order of preference (sent in
-/// `ScreenDecoders`).
-pub(crate) const DECODERS: &[&str] = &["raw-zstd"];
+/// `ScreenDecoders`; the server's policy chooses).
+pub(crate) const DECODERS: &[&str] = &["h264", "raw-zstd"];
 
 /// Why a stream cannot be shown.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -91,7 +93,7 @@ impl Stream {
 fn decoder_for(codec: Codec) -> Result<Box<dyn Decoder>, StreamError> {
     match codec {
         Codec::RawZstd => Ok(Box::new(RawZstdDecoder::new())),
-        Codec::H264 => Err(StreamError::CodecUnsupported(codec.name().to_owned())),
+        Codec::H264 => Ok(Box::new(H264Decoder::new()?)),
     }
 }
 
@@ -229,10 +231,32 @@ mod tests {
         let mut s = Stream::default();
         let e = s.format(&format("vp9", 10, 10)).unwrap_err();
         assert_eq!(e.code(), "codec_unsupported");
-        let e = s.format(&format("h264", 10, 10)).unwrap_err();
-        assert_eq!(e.code(), "codec_unsupported");
         let e = s.format(&format("raw-zstd", 0, 10)).unwrap_err();
         assert_eq!(e.code(), "bad_screen_size");
+    }
+
+    #[test]
+    fn h264_frames_rebuild_the_picture_closely() {
+        let (w, h) = (128, 96);
+        let a = pattern(w, h, 1);
+        let mut b = Framebuffer::new(w, h).unwrap();
+        b.fill(tessera_screen::Rect::new(0, 0, 64, 96), 0x2060A0)
+            .unwrap();
+        let mut enc = tessera_screen::H264Encoder::new().unwrap();
+        let mut s = Stream::default();
+        s.format(&format("h264", w, h)).unwrap();
+        assert_eq!(s.codec(), Some(Codec::H264));
+        for (i, p) in [&a, &b].into_iter().enumerate() {
+            let frame = enc.encode(p, None, i == 0).unwrap().unwrap();
+            let f = ReceivedFrame {
+                number: i as u64 + 1,
+                captured_at_us: 0,
+                frame,
+            };
+            s.frame(&f, 0).unwrap();
+        }
+        let q = tessera_screen::psnr(&b, s.picture().unwrap());
+        assert!(q >= 35.0, "PSNR {q:.1} dB");
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod pipes;
 mod reset_admin;
 mod schema;
 mod screen;
+mod screen_h264;
 mod screen_view;
 mod secrets;
 mod sessions;
