@@ -132,6 +132,48 @@ pub async fn list_visible(
     Ok(query.try_map(from_row).fetch_all(db.pool()).await?)
 }
 
+/// Which sessions a page of the console lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listed {
+    /// Pending or active, newest first.
+    Live,
+    /// Ended, most recently ended first.
+    Ended,
+}
+
+/// One page of the sessions `viewer` may see (as [`list_visible`]), read
+/// in index order: `(tenant_id, state, created_at)` for live ones,
+/// `(tenant_id, state, ended_at, id)` for ended ones. Returns up to
+/// `limit + 1` rows: the extra one says a next page exists, without
+/// counting every ended session.
+pub async fn page(
+    db: &Db,
+    tenant: &str,
+    viewer: &str,
+    listed: Listed,
+    offset: i64,
+    limit: i64,
+) -> StoreResult<Vec<SessionRow>> {
+    let (states, order) = match listed {
+        Listed::Live => (
+            "s.state IN ('pending', 'active')",
+            "s.created_at DESC, s.id DESC",
+        ),
+        Listed::Ended => ("s.state = 'ended'", "s.ended_at DESC, s.id DESC"),
+    };
+    let sql = format!(
+        "{SELECT} WHERE s.tenant_id = $1 AND {states} \
+         AND (s.origin <> 'attended' OR s.consent = 'granted' OR s.created_by = $2) \
+         ORDER BY {order} LIMIT $3 OFFSET $4"
+    );
+    let query = sqlx::query(&sql)
+        .bind(tenant)
+        .bind(viewer)
+        .bind(limit + 1)
+        .bind(offset);
+    Ok(query.try_map(from_row).fetch_all(db.pool()).await?)
+}
+
 /// Sessions of a device waiting for its consent.
 pub async fn pending_for_device(db: &Db, device_id: &str) -> StoreResult<Vec<SessionRow>> {
     let sql = format!(
