@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail};
 use serde_json::json;
 
-use super::console_seed::{seed, Fleet};
+use super::console_seed::{audit_plans, seed, Fleet};
 use crate::result::BenchResult;
 use crate::server::{Opts, Server};
 use crate::stats::{millis, percentile};
@@ -155,6 +155,10 @@ pub(crate) async fn console_pages(opts: &Opts, fleet: Fleet) -> anyhow::Result<B
             vec![format!("/audit?since={since}&until={until}")],
         ),
         (
+            "audit since a date",
+            vec![format!("/audit?since={}", day(180))],
+        ),
+        (
             "audit deep page",
             vec![
                 format!("/audit?before={}", head - head / 2),
@@ -162,6 +166,10 @@ pub(crate) async fn console_pages(opts: &Opts, fleet: Fleet) -> anyhow::Result<B
             ],
         ),
     ];
+    for (name, plan, indexed) in audit_plans(&server.database_url(), head, now).await? {
+        eprintln!("plan of {name}: {plan}");
+        r.check(&format!("{name} reads through an index"), indexed);
+    }
     for (name, paths) in cases {
         let mut times = time_pages(&http, &cookie, &server.url, &paths).await?;
         r.figure(

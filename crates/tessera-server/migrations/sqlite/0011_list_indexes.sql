@@ -7,5 +7,8 @@
 CREATE INDEX devices_list_name ON devices (tenant_id, ephemeral, lower(name), id);
 CREATE INDEX devices_list_seen ON devices (tenant_id, ephemeral, last_seen_at);
 
--- Ended sessions, newest first, paged.
-CREATE INDEX sessions_tenant_ended ON sessions (tenant_id, state, ended_at, id);
+-- Sessions paged newest first (live by creation, ended by end), with the
+-- columns that decide who may see one, so the rows an offset skips are
+-- read from the index alone.
+CREATE INDEX sessions_list_live ON sessions (tenant_id, state, created_at, id, origin, consent, created_by);
+CREATE INDEX sessions_list_ended ON sessions (tenant_id, state, ended_at, id, origin, consent, created_by);

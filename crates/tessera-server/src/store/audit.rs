@@ -356,7 +356,17 @@ pub(crate) fn list_sql(f: &Filter) -> Built {
     }
     if let Some(t) = f.since {
         let p = b.arg(Arg::Int(t.as_millis()));
-        clauses.push(format!("occurred_at >= {p}"));
+        // With no end, the newest rows since then are the first ones met
+        // walking `seq` down: `+occurred_at` keeps the planner from
+        // reading every row since then through the time index and sorting
+        // them (rows are appended in time order, so the walk stops at the
+        // page's last row). With an end, the time index finds the window.
+        let column = if f.until.is_none() && f.newest_first {
+            "+occurred_at"
+        } else {
+            "occurred_at"
+        };
+        clauses.push(format!("{column} >= {p}"));
     }
     if let Some(t) = f.until {
         let p = b.arg(Arg::Int(t.as_millis()));

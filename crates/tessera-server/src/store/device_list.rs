@@ -133,20 +133,27 @@ fn where_clause(b: &mut Built, q: &DeviceQuery) -> String {
         {
             alternatives.push(format!("d.tags LIKE {anywhere} ESCAPE '\\'"));
         }
-        // Ids are shown grouped (`ABCD-EFGH-…`) and stored upper-case.
+        // Ids are shown grouped (`ABCD-EFGH-…`) and stored upper-case, in
+        // base32: only a word in that alphabet can start one.
         let compact: String = word.chars().filter(|c| *c != '-').collect();
-        if !compact.is_empty() {
-            let id = b.arg(Arg::Text(format!(
-                "{}%",
-                like_escape(&compact.to_ascii_uppercase())
-            )));
-            alternatives.push(format!("d.id LIKE {id} ESCAPE '\\'"));
+        if !compact.is_empty()
+            && compact
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c))
+        {
+            let id = b.arg(Arg::Text(format!("{}%", compact.to_ascii_uppercase())));
+            alternatives.push(format!("d.id LIKE {id}"));
         }
-        let key = b.arg(Arg::Text(format!("{}%", like_escape(&word))));
-        alternatives.push(format!(
-            "EXISTS (SELECT 1 FROM device_keys k WHERE k.device_id = d.id \
-             AND k.revoked_at IS NULL AND lower(k.key_prefix) LIKE {key} ESCAPE '\\')"
-        ));
+        // Key prefixes are `cak_` and eight more characters: only such a
+        // word is looked for among the live keys, once for the whole
+        // statement (not once per device).
+        if word.starts_with("cak_") {
+            let key = b.arg(Arg::Text(format!("{}%", like_escape(&word))));
+            alternatives.push(format!(
+                "d.id IN (SELECT k.device_id FROM device_keys k \
+                 WHERE k.revoked_at IS NULL AND lower(k.key_prefix) LIKE {key} ESCAPE '\\')"
+            ));
+        }
         sql.push_str(&format!(" AND ({})", alternatives.join(" OR ")));
     }
     sql
@@ -182,8 +189,16 @@ pub(crate) fn page_sql(q: &DeviceQuery) -> Built {
     let order = order_by(&mut b, q);
     let limit = b.arg(Arg::Int(q.limit));
     let offset = b.arg(Arg::Int(q.offset));
+    // A search reads every device anyway: it counts its matches in the same
+    // pass. The whole list counts from the index instead ([`count_sql`]).
+    let counted = if q.words.is_empty() {
+        ""
+    } else {
+        ", COUNT(*) OVER () AS matched"
+    };
     b.sql = format!(
-        "SELECT {cols} FROM devices d {filter} ORDER BY {order} LIMIT {limit} OFFSET {offset}"
+        "SELECT {cols}{counted} FROM devices d {filter} ORDER BY {order} \
+         LIMIT {limit} OFFSET {offset}"
     );
     b
 }
@@ -204,9 +219,20 @@ pub struct DevicePage {
 
 pub async fn page(db: &Db, q: &DeviceQuery) -> StoreResult<DevicePage> {
     let built = page_sql(q);
-    let rows = built.query().try_map(from_row).fetch_all(db.pool()).await?;
-    let counted = count_sql(q);
-    let matched: i64 = counted.query().fetch_one(db.pool()).await?.col("n")?;
+    let raw = built.query().fetch_all(db.pool()).await?;
+    let in_pass = match raw.first() {
+        Some(r) if !q.words.is_empty() => Some(r.col::<i64>("matched")?),
+        _ => None,
+    };
+    let rows = raw
+        .into_iter()
+        .map(from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let matched = match in_pass {
+        Some(n) => n,
+        // The whole list, or a page past the last match.
+        None => count_sql(q).query().fetch_one(db.pool()).await?.col("n")?,
+    };
     Ok(DevicePage { rows, matched })
 }
 
@@ -301,8 +327,10 @@ mod tests {
         assert!(!b.sql.contains("cak"), "{}", b.sql);
         assert!(b.args.contains(&Arg::Text("%cak\\_\\%%".to_owned())));
         assert!(b.args.contains(&Arg::Text("cak\\_\\%%".to_owned())));
-        // The quote-and-space word cannot be a tag: no tag clause for it.
-        assert_eq!(b.sql.matches("d.tags LIKE").count(), 1);
+        // Neither word can be (part of) a tag: no tag clause for them.
+        assert_eq!(b.sql.matches("d.tags LIKE").count(), 0);
+        let tagged = count_sql(&query(&["lab"], DeviceSort::Name));
+        assert_eq!(tagged.sql.matches("d.tags LIKE").count(), 1);
         // Placeholders are numbered in the order the values are bound.
         let last = format!("${}", b.args.len());
         assert!(b.sql.ends_with(&format!("OFFSET {last}")), "{}", b.sql);
@@ -313,6 +341,9 @@ mod tests {
     fn grouped_ids_search_by_their_compact_prefix() {
         let b = count_sql(&query(&["abcd-ef"], DeviceSort::Name));
         assert!(b.args.contains(&Arg::Text("ABCDEF%".to_owned())));
+        // Not base32 (and no key prefix): neither clause.
+        let b = count_sql(&query(&["host01"], DeviceSort::Name));
+        assert!(!b.sql.contains("d.id LIKE") && !b.sql.contains("device_keys"));
     }
 
     #[test]
