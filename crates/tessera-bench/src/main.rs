@@ -91,11 +91,18 @@ enum Command {
         #[arg(long)]
         batches: Option<usize>,
     },
-    /// The web console's devices, device and audit pages with many devices.
+    /// The web console's devices, sessions and audit pages at fleet size,
+    /// seeded straight into the database.
     ConsolePages {
         /// Devices (default 10,000; quick 200).
         #[arg(long)]
         devices: Option<usize>,
+        /// Sessions, one in a hundred live (default 20,000; quick 500).
+        #[arg(long)]
+        sessions: Option<usize>,
+        /// Audit rows (default 1,000,000; quick 20,000).
+        #[arg(long)]
+        audit_rows: Option<usize>,
     },
     /// The raw-zstd screen encoder alone on one core at 1920×1080:
     /// keyframes, typing and scrolling deltas (no server needed).
@@ -188,8 +195,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::SessionSetup { sessions } => {
             flows::session_setup(&opts, sessions.unwrap_or(if q { 3 } else { 30 })).await?
         }
-        Command::ConsolePages { devices } => {
-            flows::console_pages(&opts, devices.unwrap_or(if q { 200 } else { 10_000 })).await?
+        Command::ConsolePages {
+            devices,
+            sessions,
+            audit_rows,
+        } => {
+            let fleet = flows::Fleet {
+                devices: devices.unwrap_or(if q { 200 } else { 10_000 }).max(1),
+                sessions: sessions.unwrap_or(if q { 500 } else { 20_000 }),
+                audit_rows: audit_rows.unwrap_or(if q { 20_000 } else { 1_000_000 }),
+            };
+            flows::console_pages(&opts, fleet).await?
         }
         Command::ScreenEncode { frames } => {
             flows::screen_encode(frames.unwrap_or(if q { 10 } else { 100 })).await?

@@ -100,6 +100,17 @@ impl Server {
         Ok(c.with_token(login.token))
     }
 
+    /// The database the server uses, for seeding it directly.
+    pub(crate) fn database_url(&self) -> String {
+        match &self.db {
+            Some(d) => d.url.clone(),
+            None => format!(
+                "sqlite://{}",
+                self.process.data_dir().join("tessera.db").display()
+            ),
+        }
+    }
+
     pub(crate) fn addr(&self) -> anyhow::Result<std::net::SocketAddr> {
         self.process.addr()
     }

@@ -46,7 +46,7 @@ pub struct ServerProcess {
     /// Everything it printed on stdout up to "listening".
     pub stdout_head: String,
     pub stderr_path: PathBuf,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl ServerProcess {
@@ -110,8 +110,13 @@ impl ServerProcess {
             url,
             stdout_head: head,
             stderr_path,
-            _dir: dir,
+            dir,
         })
+    }
+
+    /// Its data directory (the default SQLite database is `tessera.db` there).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     pub fn client(&self) -> ApiClient {

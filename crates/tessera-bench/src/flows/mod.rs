@@ -8,6 +8,7 @@
 //! session setup) and `ingest`.
 
 mod console;
+mod console_seed;
 mod devices;
 mod ingest;
 mod relay;
@@ -15,6 +16,7 @@ mod screen;
 mod sessions;
 
 pub(crate) use console::console_pages;
+pub(crate) use console_seed::Fleet;
 pub(crate) use devices::{connect_storm, idle_devices};
 pub(crate) use ingest::ingest;
 pub(crate) use relay::{fanout, relay_latency, relay_throughput};

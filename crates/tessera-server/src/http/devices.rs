@@ -1,8 +1,13 @@
 //! The device registry: list, show, tag, revoke; and each device's keys.
 
+// utoipa's `#[utoipa::path(params(…))]` expands into code that names the
+// params type by its full path, outside any item an allow could sit on.
+#![allow(unused_qualifications)]
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use serde::Deserialize;
 use tessera_core::api::{
     DeviceKeyView, DeviceView, IssuedKey, RevokeRequest, SecretString, TagsRequest,
 };
@@ -11,13 +16,15 @@ use tessera_core::roles::Permission;
 use tessera_core::secret::{Secret, SecretKind};
 use tessera_core::ErrorCode;
 use tessera_core::Timestamp;
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{ApiJson, ClientIp};
+use super::extract::{ApiJson, ApiQuery, ClientIp};
 use crate::auth::Operator;
 use crate::store::audit::Action;
+use crate::store::device_list::{DeviceQuery, DeviceSort};
 use crate::store::devices::{DeviceRow, KeyRow};
 use crate::{enrollment, store, tenancy, AppState};
 
@@ -155,17 +162,78 @@ pub async fn find(state: &AppState, op: &Operator, id: &str) -> ApiResult<Device
     Ok(d)
 }
 
-/// List devices.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeviceListQuery {
+    /// Words that must each match the name, hostname, OS, a tag, or the
+    /// start of the id or of a live key's prefix (case-insensitive).
+    q: Option<String>,
+    /// `name` (default), `-name`, `seen`, `-seen`, `online` or `os`.
+    sort: Option<String>,
+    /// At most this many devices (1–1000); all of them when unset.
+    limit: Option<i64>,
+    /// Skip this many (with `limit`, for paging; at most 100,000).
+    offset: Option<i64>,
+}
+
+/// Largest `limit`, and deepest `offset`, of the device list.
+pub const MAX_LIST_LIMIT: i64 = 1_000;
+pub const MAX_LIST_OFFSET: i64 = 100_000;
+
+/// Checks a list query and turns it into the store's (pure).
+fn device_query(
+    q: DeviceListQuery,
+    tenant: &str,
+    online_since: Timestamp,
+) -> ApiResult<DeviceQuery> {
+    let bad = |m: &str| ApiError::bad_request(ErrorCode::InvalidQuery, m.to_owned());
+    let sort = DeviceSort::parse(q.sort.as_deref().unwrap_or(""))
+        .ok_or_else(|| bad("`sort` must be name, -name, seen, -seen, online or os"))?;
+    let text = q.q.unwrap_or_default();
+    if text.chars().count() > 200 || text.split_whitespace().count() > 8 {
+        return Err(bad("`q` takes at most 8 words and 200 characters"));
+    }
+    let limit = match q.limit {
+        None => i64::MAX,
+        Some(l) if (1..=MAX_LIST_LIMIT).contains(&l) => l,
+        Some(_) => return Err(bad("`limit` must be from 1 to 1000")),
+    };
+    let offset = match q.offset {
+        None => 0,
+        Some(o) if (0..=MAX_LIST_OFFSET).contains(&o) => o,
+        Some(_) => return Err(bad("`offset` must be from 0 to 100000")),
+    };
+    Ok(DeviceQuery {
+        tenant: tenant.to_owned(),
+        words: text.split_whitespace().map(str::to_lowercase).collect(),
+        sort,
+        online_since,
+        offset,
+        limit,
+    })
+}
+
+/// List devices: all of them by name, or searched, sorted and paged by
+/// the database with `q`, `sort`, `limit` and `offset` (the console's
+/// device list uses the same query). The total of matches is in the
+/// `x-total-count` header.
 #[utoipa::path(get, path = "/api/v1/devices", tag = "devices",
     security(("operator_token" = [])),
-    responses((status = 200, body = Vec<DeviceView>), (status = 403, body = ErrorBody)))]
+    params(DeviceListQuery),
+    responses((status = 200, body = Vec<DeviceView>), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn list_devices(
     State(state): State<AppState>,
     op: Operator,
-) -> ApiResult<Json<Vec<DeviceView>>> {
+    ApiQuery(q): ApiQuery<DeviceListQuery>,
+) -> ApiResult<([(&'static str, String); 1], Json<Vec<DeviceView>>)> {
     op.require(Permission::View)?;
-    let rows = store::devices::list(state.db(), tenancy::of(&op)).await?;
-    Ok(Json(rows.iter().map(|d| device_view(&state, d)).collect()))
+    let since = state.now().minus(state.config().heartbeat_interval * 2);
+    let query = device_query(q, tenancy::of(&op), since)?;
+    let found = store::device_list::page(state.db(), &query).await?;
+    Ok((
+        [("x-total-count", found.matched.to_string())],
+        Json(found.rows.iter().map(|d| device_view(&state, d)).collect()),
+    ))
 }
 
 /// Show one device.

@@ -18,7 +18,7 @@ use sqlx::Row;
 use tessera_core::audit::{canonical_json, chain_hash, AuditContent};
 use tessera_core::Timestamp;
 
-use super::{to_hash, Columns, Db, StoreResult, Tx};
+use super::{to_hash, Arg, Built, Columns, Db, StoreResult, Tx};
 
 /// Who acted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -333,48 +333,106 @@ fn from_row(r: AnyRow) -> Result<AuditRow, sqlx::Error> {
     })
 }
 
-/// The one listing statement, in either order.
-macro_rules! list_sql {
-    ($order:literal) => {
-        concat!(
-            "SELECT seq, occurred_at, tenant_id, actor, action, target, source_ip, details, \
-                    prev_hash, hash \
-             FROM audit_log \
-             WHERE ($1 IS NULL OR tenant_id = $1) \
-               AND ($2 IS NULL OR action = $2) \
-               AND ($3 IS NULL OR actor = $3) \
-               AND ($4 IS NULL OR occurred_at >= $4) \
-               AND ($5 IS NULL OR occurred_at < $5) \
-               AND seq > $6 \
-               AND ($8 IS NULL OR seq < $8) \
-               AND ($9 IS NULL OR target = $9) \
-             ORDER BY seq ",
-            $order,
-            " LIMIT $7"
-        )
+/// The listing statement for `f`: only the filters that are set become
+/// clauses, so each combination is its own statement with its own plan,
+/// and an equality filter meets its `(column, seq)` index (a catch-all
+/// `$1 IS NULL OR …` would keep the planner off every index). Values are
+/// bound, never spliced. Pure: tests read it, [`list`] runs it.
+pub(crate) fn list_sql(f: &Filter) -> Built {
+    let mut b = Built::default();
+    let mut clauses = Vec::new();
+    let text = |b: &mut Built, v: &Option<String>| v.clone().map(|v| b.arg(Arg::Text(v)));
+    if let Some(p) = text(&mut b, &f.tenant_id) {
+        clauses.push(format!("tenant_id = {p}"));
+    }
+    if let Some(p) = text(&mut b, &f.action) {
+        clauses.push(format!("action = {p}"));
+    }
+    if let Some(p) = text(&mut b, &f.actor) {
+        clauses.push(format!("actor = {p}"));
+    }
+    if let Some(p) = text(&mut b, &f.target) {
+        clauses.push(format!("target = {p}"));
+    }
+    if let Some(t) = f.since {
+        let p = b.arg(Arg::Int(t.as_millis()));
+        // With no end, the newest rows since then are the first ones met
+        // walking `seq` down: `+occurred_at` keeps the planner from
+        // reading every row since then through the time index and sorting
+        // them (rows are appended in time order, so the walk stops at the
+        // page's last row). With an end, the time index finds the window.
+        let column = if f.until.is_none() && f.newest_first {
+            "+occurred_at"
+        } else {
+            "occurred_at"
+        };
+        clauses.push(format!("{column} >= {p}"));
+    }
+    if let Some(t) = f.until {
+        let p = b.arg(Arg::Int(t.as_millis()));
+        clauses.push(format!("occurred_at < {p}"));
+    }
+    if let Some(seq) = f.after_seq {
+        let p = b.arg(Arg::Int(seq));
+        clauses.push(format!("seq > {p}"));
+    }
+    if let Some(seq) = f.before_seq {
+        let p = b.arg(Arg::Int(seq));
+        clauses.push(format!("seq < {p}"));
+    }
+    let filter = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
     };
+    let order = if f.newest_first { "DESC" } else { "ASC" };
+    let limit = b.arg(Arg::Int(f.limit));
+    b.sql = format!(
+        "SELECT seq, occurred_at, tenant_id, actor, action, target, source_ip, details, \
+                prev_hash, hash \
+         FROM audit_log {filter} ORDER BY seq {order} LIMIT {limit}"
+    );
+    b
 }
 
 /// Rows matching `f`, oldest first (or newest first).
 pub async fn list(db: &Db, f: &Filter) -> StoreResult<Vec<AuditRow>> {
-    // Unset filters compare against NULL and drop out, which keeps this one
-    // statement per order (and one query plan) instead of string-built SQL.
-    let sql = if f.newest_first {
-        list_sql!("DESC")
-    } else {
-        list_sql!("ASC")
-    };
-    Ok(sqlx::query(sql)
-        .bind(f.tenant_id.as_deref())
-        .bind(f.action.as_deref())
-        .bind(f.actor.as_deref())
-        .bind(f.since.map(Timestamp::as_millis))
-        .bind(f.until.map(Timestamp::as_millis))
-        .bind(f.after_seq.unwrap_or(0))
-        .bind(f.limit)
-        .bind(f.before_seq)
-        .bind(f.target.as_deref())
-        .try_map(from_row)
-        .fetch_all(db.pool())
-        .await?)
+    let built = list_sql(f);
+    Ok(built.query().try_map(from_row).fetch_all(db.pool()).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_set_filters_become_clauses_and_values_are_bound() {
+        let all = list_sql(&Filter {
+            limit: 50,
+            newest_first: true,
+            ..Filter::default()
+        });
+        assert!(!all.sql.contains("WHERE"), "{}", all.sql);
+        assert!(all.sql.ends_with("ORDER BY seq DESC LIMIT $1"));
+        let some = list_sql(&Filter {
+            action: Some("x' OR 1=1 --".to_owned()),
+            before_seq: Some(900),
+            limit: 50,
+            ..Filter::default()
+        });
+        assert!(
+            some.sql.contains("WHERE action = $1 AND seq < $2"),
+            "{}",
+            some.sql
+        );
+        assert!(!some.sql.contains("OR 1=1"));
+        assert_eq!(
+            some.args,
+            [
+                Arg::Text("x' OR 1=1 --".to_owned()),
+                Arg::Int(900),
+                Arg::Int(50)
+            ]
+        );
+    }
 }

@@ -390,26 +390,6 @@ pub struct KeyRow {
     pub revoked_reason: Option<String>,
 }
 
-/// The prefix of each device's newest live key, by device id, in one
-/// query (the console's device list shows it).
-pub async fn live_key_prefixes(
-    db: &Db,
-    tenant: &str,
-) -> StoreResult<std::collections::HashMap<String, String>> {
-    let rows = sqlx::query(
-        "SELECT device_id, key_prefix FROM device_keys \
-         WHERE tenant_id = $1 AND revoked_at IS NULL ORDER BY created_at, id",
-    )
-    .bind(tenant)
-    .fetch_all(db.pool())
-    .await?;
-    let mut out = std::collections::HashMap::new();
-    for r in &rows {
-        out.insert(r.col("device_id")?, r.col("key_prefix")?);
-    }
-    Ok(out)
-}
-
 pub async fn list_keys(db: &Db, tenant: &str, device_id: &str) -> StoreResult<Vec<KeyRow>> {
     let rows = sqlx::query(
         "SELECT id, device_id, key_prefix, created_at, created_by, activated_at, last_used_at, \

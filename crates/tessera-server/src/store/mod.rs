@@ -18,6 +18,7 @@
 
 pub mod audit;
 pub mod checkpoints;
+pub mod device_list;
 pub mod devices;
 pub mod enrollment;
 pub mod events;
@@ -192,6 +193,7 @@ pub fn migrator_up_to(backend: Backend, version: i64) -> Migrator {
             8 "0008_spent_proofs",
             9 "0009_console",
             10 "0010_session_channel",
+            11 "0011_list_indexes",
         ),
         Backend::Postgres => migrations!("postgres":
             1 "0001_foundation",
@@ -204,6 +206,7 @@ pub fn migrator_up_to(backend: Backend, version: i64) -> Migrator {
             8 "0008_spent_proofs",
             9 "0009_console",
             10 "0010_session_channel",
+            11 "0011_list_indexes",
         ),
     };
     migrations.retain(|m| m.version <= version);
@@ -418,6 +421,40 @@ where
     E: Executor<'e, Database = Any>,
 {
     Ok(query.execute(ex).await?.rows_affected() == 1)
+}
+
+/// A value bound to a placeholder of a built statement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// A statement built from fixed pieces (which clauses, never input), with
+/// its values in placeholder order, for lists whose filters vary.
+#[derive(Debug, Default)]
+pub(crate) struct Built {
+    pub sql: String,
+    pub args: Vec<Arg>,
+}
+
+impl Built {
+    /// Adds `v` and returns its placeholder.
+    pub(crate) fn arg(&mut self, v: Arg) -> String {
+        self.args.push(v);
+        format!("${}", self.args.len())
+    }
+
+    pub(crate) fn query(&self) -> Query<'_> {
+        let mut q = sqlx::query(&self.sql);
+        for a in &self.args {
+            q = match a {
+                Arg::Text(t) => q.bind(t.as_str()),
+                Arg::Int(i) => q.bind(*i),
+            };
+        }
+        q
+    }
 }
 
 /// `$first, $first+1, …` for `n` bound values (an `IN (…)` list).

@@ -132,6 +132,50 @@ pub async fn list_visible(
     Ok(query.try_map(from_row).fetch_all(db.pool()).await?)
 }
 
+/// Which sessions a page of the console lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listed {
+    /// Pending or active, newest first.
+    Live,
+    /// Ended, most recently ended first.
+    Ended,
+}
+
+/// One page of the sessions `viewer` may see (as [`list_visible`]), read
+/// in index order: `(tenant_id, state, created_at)` for live ones,
+/// `(tenant_id, state, ended_at, id)` for ended ones. Returns up to
+/// `limit + 1` rows: the extra one says a next page exists, without
+/// counting every ended session.
+pub async fn page(
+    db: &Db,
+    tenant: &str,
+    viewer: &str,
+    listed: Listed,
+    offset: i64,
+    limit: i64,
+) -> StoreResult<Vec<SessionRow>> {
+    let (states, order) = match listed {
+        Listed::Live => ("state IN ('pending', 'active')", "created_at DESC, id DESC"),
+        Listed::Ended => ("state = 'ended'", "ended_at DESC, id DESC"),
+    };
+    // The page's ids are chosen from `sessions` alone, through an index
+    // that also holds the visibility columns, so the rows an offset skips
+    // cost an index entry each; only the page's rows are joined.
+    let sql = format!(
+        "{SELECT} WHERE s.id IN (SELECT id FROM sessions WHERE tenant_id = $1 AND {states} \
+           AND (origin <> 'attended' OR consent = 'granted' OR created_by = $2) \
+           ORDER BY {order} LIMIT $3 OFFSET $4) \
+         ORDER BY s.{}",
+        order.replace(", ", ", s.")
+    );
+    let query = sqlx::query(&sql)
+        .bind(tenant)
+        .bind(viewer)
+        .bind(limit + 1)
+        .bind(offset);
+    Ok(query.try_map(from_row).fetch_all(db.pool()).await?)
+}
+
 /// Sessions of a device waiting for its consent.
 pub async fn pending_for_device(db: &Db, device_id: &str) -> StoreResult<Vec<SessionRow>> {
     let sql = format!(

@@ -152,3 +152,60 @@ async fn an_operator_revokes_a_device_after_confirming() {
     b.wait_for_text("The chain verifies").await;
     b.close().await;
 }
+
+/// Inserts `n` devices `box-000`… straight into the server's database.
+async fn seed_devices(server: &tessera_testkit::TestServer, n: usize) {
+    let pool = server.state.db().pool();
+    let owner: String = sqlx::query_scalar("SELECT id FROM users WHERE username = 'admin'")
+        .fetch_one(pool)
+        .await
+        .expect("admin");
+    for i in 0..n {
+        let keys = tessera_core::identity::DeviceKeys::generate();
+        sqlx::query(
+            "INSERT INTO devices (id, tenant_id, ed25519_public, x25519_public, identity_signature, \
+             name, hostname, os, enrolled_via, enrolled_by, owner_user_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'host.lan', 'linux', 'pairing', $7, $7, 0)",
+        )
+        .bind(keys.device_id().as_str().to_owned())
+        .bind(tessera_server::tenancy::BOOTSTRAP_TENANT)
+        .bind(keys.ed25519_public().to_vec())
+        .bind(keys.x25519_public().to_vec())
+        .bind(vec![0u8; 64])
+        .bind(format!("box-{i:03}"))
+        .bind(&owner)
+        .execute(pool)
+        .await
+        .expect("insert device");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_pages_and_searches_the_device_list() {
+    let server = tessera_testkit::TestServer::start().await;
+    seed_devices(&server, 60).await;
+    let pw = server.admin_password.clone().expect("admin password");
+    let b = Browser::start().await;
+    b.sign_in(&server.url, "admin", &pw).await;
+    b.goto(&format!("{}/devices", server.url)).await;
+    let text = b.wait_for_text("Page 1 of 2").await;
+    assert!(
+        text.contains("box-049") && !text.contains("box-050"),
+        "{text}"
+    );
+    b.click_link("Next →").await;
+    let text = b.wait_for_text("Page 2 of 2").await;
+    assert!(
+        text.contains("box-059") && !text.contains("box-049"),
+        "{text}"
+    );
+    b.click_link("← Previous").await;
+    b.wait_for_text("Page 1 of 2").await;
+    // Typing narrows the list in place (htmx), the pager goes away.
+    b.fill("q", "box-05").await;
+    let text = b.wait_for_text("10 of 60 devices").await;
+    assert!(!text.contains("Page 1 of"), "{text}");
+    b.fill("q", "%").await;
+    b.wait_for_text("No device matches this search.").await;
+    b.close().await;
+}

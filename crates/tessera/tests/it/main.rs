@@ -11,6 +11,7 @@ mod auto_revocation;
 mod bad_input;
 mod cli;
 mod console;
+mod console_lists;
 mod control;
 mod demotion;
 mod device_names;

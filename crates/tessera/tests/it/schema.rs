@@ -180,6 +180,7 @@ async fn sqlite_schema(url: &str) -> Schema {
                 .await
                 .unwrap()
                 .iter()
+                // An expression (`lower(name)`) has no name: "" on both sides.
                 .map(|r| r.get::<Option<String>, _>("name").unwrap_or_default())
                 .collect();
             if unique == 1 {
@@ -291,8 +292,9 @@ async fn postgres_schema(url: &str) -> Schema {
     }
     let indexes: Vec<(String, bool, bool, bool, Vec<String>)> = sqlx::query_as(
         "SELECT t.relname::text, ix.indisunique, ix.indisprimary, ix.indpred IS NOT NULL, \
-           ARRAY(SELECT a.attname::text FROM unnest(ix.indkey::int2[]) WITH ORDINALITY k(n, i) \
-                 JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.n \
+           ARRAY(SELECT COALESCE(a.attname::text, '') \
+                 FROM unnest(ix.indkey::int2[]) WITH ORDINALITY k(n, i) \
+                 LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.n \
                  ORDER BY k.i) \
          FROM pg_index ix \
          JOIN pg_class t ON t.oid = ix.indrelid \

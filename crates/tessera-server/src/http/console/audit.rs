@@ -10,12 +10,13 @@ use maud::html;
 use serde::Deserialize;
 use tessera_core::roles::Permission;
 use tessera_core::secret::hex;
-use tessera_core::Timestamp;
+use tessera_core::{ErrorCode, Timestamp};
 
 use super::{
     csrf_field, empty, fail, html_response, page, require_post, require_signed, url_escape, when,
     Nav, Signed,
 };
+use crate::http::error::ApiError;
 use crate::store::audit::Filter;
 use crate::{checkpoint, store, tenancy, AppState};
 
@@ -35,7 +36,69 @@ pub struct AuditQuery {
     #[serde(default)]
     until: String,
     /// Rows older than this sequence number (the next page).
-    before: Option<i64>,
+    #[serde(default)]
+    before: String,
+    /// Rows newer than this sequence number (the previous page).
+    #[serde(default)]
+    after: String,
+}
+
+/// The page's filters, checked: a date or cursor that does not parse is
+/// refused with `invalid_query`, never silently dropped (which would show
+/// rows the operator did not ask for).
+fn filter_of(q: &AuditQuery, tenant: &str) -> Result<Filter, ApiError> {
+    let bad = |m: &str| ApiError::bad_request(ErrorCode::InvalidQuery, m.to_owned());
+    let day = |v: &str, name: &str| -> Result<Option<Timestamp>, ApiError> {
+        match v.trim() {
+            "" => Ok(None),
+            d => parse_day(d).map(Some).ok_or_else(|| {
+                bad(&format!(
+                    "{name} must be a date (YYYY-MM-DD) or an RFC 3339 time"
+                ))
+            }),
+        }
+    };
+    let seq = |v: &str, name: &str| -> Result<Option<i64>, ApiError> {
+        match v.trim() {
+            "" => Ok(None),
+            n => n
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(Some)
+                .ok_or_else(|| {
+                    bad(&format!(
+                        "{name} must be a row number (from the page's links)"
+                    ))
+                }),
+        }
+    };
+    let (before_seq, after_seq) = (seq(&q.before, "before")?, seq(&q.after, "after")?);
+    if before_seq.is_some() && after_seq.is_some() {
+        return Err(bad("give either before or after, not both"));
+    }
+    for (v, name) in [
+        (&q.action, "action"),
+        (&q.actor, "actor"),
+        (&q.target, "target"),
+    ] {
+        if v.chars().count() > 200 {
+            return Err(bad(&format!("{name} is longer than 200 characters")));
+        }
+    }
+    Ok(Filter {
+        tenant_id: Some(tenant.to_owned()),
+        action: opt(&q.action),
+        actor: opt(&q.actor),
+        target: opt(&q.target),
+        since: day(&q.since, "since")?,
+        until: day(&q.until, "until")?,
+        after_seq,
+        before_seq,
+        // Paging back (`after`) reads oldest first and turns the page round.
+        newest_first: after_seq.is_none(),
+        limit: PAGE,
+    })
 }
 
 /// A date field: midnight UTC of `YYYY-MM-DD`, or a full RFC 3339 time.
@@ -62,8 +125,14 @@ pub async fn list(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let q = q.map(|Query(q)| q).unwrap_or_default();
-    render(&state, &s, &q, None).await
+    match q {
+        Ok(Query(q)) => render(&state, &s, &q, None).await,
+        Err(e) => fail(
+            &s,
+            Nav::Audit,
+            ApiError::bad_request(ErrorCode::InvalidQuery, e.body_text()),
+        ),
+    }
 }
 
 async fn render(
@@ -75,35 +144,43 @@ async fn render(
     if let Err(e) = s.op.require(Permission::AuditRead) {
         return fail(s, Nav::Audit, e);
     }
-    let filter = Filter {
-        tenant_id: Some(tenancy::of(&s.op).to_owned()),
-        action: opt(&q.action),
-        actor: opt(&q.actor),
-        target: opt(&q.target),
-        since: parse_day(&q.since),
-        until: parse_day(&q.until),
-        after_seq: None,
-        before_seq: q.before,
-        newest_first: true,
-        limit: PAGE,
+    let filter = match filter_of(q, tenancy::of(&s.op)) {
+        Ok(f) => f,
+        Err(e) => return fail(s, Nav::Audit, e),
     };
-    let rows = match store::audit::list(state.db(), &filter).await {
+    let mut rows = match store::audit::list(state.db(), &filter).await {
         Ok(r) => r,
         Err(e) => return fail(s, Nav::Audit, e),
     };
-    let next = (rows.len() as i64 == PAGE)
-        .then(|| rows.last().map(|r| r.content.seq))
-        .flatten();
-    let next_url = next.map(|seq| {
+    if !filter.newest_first {
+        rows.reverse();
+    }
+    let url = |cursor: &str| {
         format!(
-            "/audit?action={}&actor={}&target={}&since={}&until={}&before={seq}",
+            "/audit?action={}&actor={}&target={}&since={}&until={}&{cursor}",
             url_escape(&q.action),
             url_escape(&q.actor),
             url_escape(&q.target),
             url_escape(&q.since),
             url_escape(&q.until)
         )
-    });
+    };
+    // Older rows exist past a full page read newest first, or whenever we
+    // paged back; newer ones whenever a cursor was given.
+    let full = rows.len() as i64 == PAGE;
+    let older = (full || filter.after_seq.is_some())
+        .then(|| {
+            rows.last()
+                .map(|r| url(&format!("before={}", r.content.seq)))
+        })
+        .flatten();
+    let newer = (filter.before_seq.is_some() || (filter.after_seq.is_some() && full))
+        .then(|| {
+            rows.first()
+                .map(|r| url(&format!("after={}", r.content.seq)))
+        })
+        .flatten();
+    let paged = filter.before_seq.is_some() || filter.after_seq.is_some();
     let body = html! {
         h1 { "Audit log" }
         @if let Some(r) = &verified {
@@ -127,7 +204,9 @@ async fn render(
             button type="submit" { "Filter" }
             " " a href="/audit" { "Clear" }
         }
-        @if rows.is_empty() {
+        @if rows.is_empty() && paged {
+            (empty("No more rows this way.", html! { p { a href=(url("")) { "Back to the newest rows" } } }))
+        } @else if rows.is_empty() {
             (empty("No audit rows match.", html! { p { a href="/audit" { "Show all rows" } } }))
         } @else {
             div.scroll { table.audit {
@@ -142,7 +221,12 @@ async fn render(
                     td { code.details { (r.content.details) } }
                 } } }
             } }
-            @if let Some(u) = next_url { nav.pager aria-label="Pages" { a href=(u) { "Older rows →" } } }
+            @if older.is_some() || newer.is_some() {
+                nav.pager aria-label="Pages" {
+                    @if let Some(u) = &newer { a rel="prev" href=(u) { "← Newer rows" } }
+                    @if let Some(u) = &older { a rel="next" href=(u) { "Older rows →" } }
+                }
+            }
         }
     };
     html_response(StatusCode::OK, page(s, Nav::Audit, "Audit", body))

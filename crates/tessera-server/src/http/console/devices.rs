@@ -12,19 +12,28 @@ use axum::response::Response;
 use maud::{html, Markup};
 use serde::Deserialize;
 use tessera_core::roles::Permission;
-use tessera_core::Timestamp;
+use tessera_core::{ErrorCode, Timestamp};
 
 use super::{
     csrf_field, done, empty, fail, html_response, maybe_when, page, require_post, require_signed,
     url_escape, when, Nav, Signed,
 };
 use crate::http::devices::{self as api, is_online};
+use crate::http::error::ApiError;
 use crate::http::extract::ClientIp;
+use crate::store::device_list::{DeviceQuery, DeviceSort};
 use crate::store::devices::DeviceRow;
 use crate::{store, tenancy, AppState};
 
-pub const PAGE_SIZE: usize = 50;
+pub const PAGE_SIZE: i64 = 50;
+/// The deepest page offered: offsets past this cost the database more
+/// than any person paging by hand needs (search narrows instead).
+pub const MAX_PAGE: i64 = 2_000;
+/// Longest search text, and most words in it.
+pub const MAX_SEARCH: usize = 200;
+pub const MAX_WORDS: usize = 8;
 
+/// The query string as it comes; [`ListRequest::parse`] checks it.
 #[derive(Deserialize, Default, Clone)]
 pub struct ListQuery {
     #[serde(default)]
@@ -32,7 +41,68 @@ pub struct ListQuery {
     #[serde(default)]
     sort: String,
     #[serde(default)]
-    page: usize,
+    page: String,
+}
+
+/// A checked list request: words to search, an order, a 1-based page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListRequest {
+    pub q: String,
+    pub words: Vec<String>,
+    pub sort: DeviceSort,
+    pub page: i64,
+}
+
+impl ListRequest {
+    /// Refuses what no link of the console produces (an unknown sort, a
+    /// page that is not a number or past [`MAX_PAGE`], an over-long search)
+    /// with `invalid_query` and what to do instead.
+    pub fn parse(q: &ListQuery) -> Result<ListRequest, ApiError> {
+        let bad = |m: String| ApiError::bad_request(ErrorCode::InvalidQuery, m);
+        let sort = DeviceSort::parse(q.sort.trim()).ok_or_else(|| {
+            let known: Vec<_> = DeviceSort::ALL.iter().map(|s| s.as_str()).collect();
+            bad(format!(
+                "unknown sort {:?}: use one of {}",
+                q.sort.chars().take(40).collect::<String>(),
+                known.join(", ")
+            ))
+        })?;
+        let page = match q.page.trim() {
+            "" => 1,
+            p => p
+                .parse::<i64>()
+                .ok()
+                .filter(|p| (1..=MAX_PAGE).contains(p))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "page must be a number from 1 to {MAX_PAGE}; search to narrow the list instead of paging deeper"
+                    ))
+                })?,
+        };
+        if q.q.chars().count() > MAX_SEARCH {
+            return Err(bad(format!(
+                "the search is longer than {MAX_SEARCH} characters"
+            )));
+        }
+        let words: Vec<String> = q.q.split_whitespace().map(str::to_lowercase).collect();
+        if words.len() > MAX_WORDS {
+            return Err(bad(format!("the search has more than {MAX_WORDS} words")));
+        }
+        Ok(ListRequest {
+            q: q.q.trim().to_owned(),
+            words,
+            sort,
+            page,
+        })
+    }
+
+    fn url(&self, page: i64) -> String {
+        format!(
+            "/devices?q={}&sort={}&page={page}",
+            url_escape(&self.q),
+            url_escape(self.sort.as_str())
+        )
+    }
 }
 
 /// One row as the list shows it.
@@ -49,50 +119,18 @@ pub struct Row {
     pub key_prefix: Option<String>,
 }
 
-/// What a list page shows: the rows of one page, and how many matched.
+/// What a list page shows: the rows of one page, how many matched, and
+/// how many devices there are at all.
 pub struct Selection {
     pub rows: Vec<Row>,
-    pub matched: usize,
-    pub page: usize,
-    pub pages: usize,
+    pub matched: i64,
+    pub total: i64,
+    pub page: i64,
 }
 
-/// Filters (every word must appear in the name, hostname, OS, a tag or
-/// the id), sorts (`name`, `-name`, `seen`, `-seen`, `online`, `os`) and
-/// pages. Pure: the handler loads, this decides.
-pub fn select(mut rows: Vec<Row>, q: &str, sort: &str, page: usize) -> Selection {
-    let words: Vec<String> = q.split_whitespace().map(str::to_lowercase).collect();
-    rows.retain(|r| {
-        words.iter().all(|w| {
-            r.name.to_lowercase().contains(w)
-                || r.hostname.to_lowercase().contains(w)
-                || r.os.to_lowercase().contains(w)
-                || r.id.to_lowercase().contains(w)
-                || r.tags.iter().any(|t| t.contains(w.as_str()))
-        })
-    });
-    let by_name = |a: &Row, b: &Row| a.name.to_lowercase().cmp(&b.name.to_lowercase());
-    match sort {
-        "-name" => rows.sort_by(|a, b| by_name(b, a)),
-        "seen" => rows.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(by_name(a, b))),
-        "-seen" => rows.sort_by(|a, b| a.last_seen.cmp(&b.last_seen).then(by_name(a, b))),
-        "online" => rows.sort_by(|a, b| b.online.cmp(&a.online).then(by_name(a, b))),
-        "os" => rows.sort_by(|a, b| a.os.cmp(&b.os).then(by_name(a, b))),
-        _ => rows.sort_by(by_name),
-    }
-    let matched = rows.len();
-    let pages = matched.div_ceil(PAGE_SIZE).max(1);
-    let page = page.min(pages - 1);
-    let rows = rows
-        .into_iter()
-        .skip(page * PAGE_SIZE)
-        .take(PAGE_SIZE)
-        .collect();
-    Selection {
-        rows,
-        matched,
-        page,
-        pages,
+impl Selection {
+    pub fn pages(&self) -> i64 {
+        ((self.matched + PAGE_SIZE - 1) / PAGE_SIZE).max(1)
     }
 }
 
@@ -121,12 +159,39 @@ pub fn presence(id: &str, online: bool, revoked: bool) -> Markup {
     html! { span class=(class) data-presence=(id) { (text) } }
 }
 
-fn list_url(q: &str, sort: &str, page: usize) -> String {
-    format!(
-        "/devices?q={}&sort={}&page={page}",
-        url_escape(q),
-        url_escape(sort)
-    )
+/// Loads one page: the database searches, sorts and pages; this node's
+/// registry then marks who is online.
+async fn load(
+    state: &AppState,
+    tenant: &str,
+    req: &ListRequest,
+) -> Result<Selection, store::StoreError> {
+    let query = DeviceQuery {
+        tenant: tenant.to_owned(),
+        words: req.words.clone(),
+        sort: req.sort,
+        online_since: state.now().minus(state.config().heartbeat_interval * 2),
+        offset: (req.page - 1) * PAGE_SIZE,
+        limit: PAGE_SIZE,
+    };
+    let found = store::device_list::page(state.db(), &query).await?;
+    let total = if req.words.is_empty() {
+        found.matched
+    } else {
+        store::device_list::count(state.db(), tenant).await?
+    };
+    let ids: Vec<String> = found.rows.iter().map(|d| d.id.clone()).collect();
+    let prefixes = store::device_list::live_key_prefixes(state.db(), &ids).await?;
+    Ok(Selection {
+        rows: found
+            .rows
+            .iter()
+            .map(|d| row_of(state, d, &prefixes))
+            .collect(),
+        matched: found.matched,
+        total,
+        page: req.page,
+    })
 }
 
 /// `GET /devices`
@@ -143,25 +208,19 @@ pub async fn list(
     if let Err(e) = s.op.require(Permission::View) {
         return fail(&s, Nav::Devices, e);
     }
-    let q = q.map(|Query(q)| q).unwrap_or_default();
-    let tenant = tenancy::of(&s.op);
-    let loaded = async {
-        let devices = store::devices::list(state.db(), tenant).await?;
-        let prefixes = store::devices::live_key_prefixes(state.db(), tenant).await?;
-        Ok::<_, store::StoreError>((devices, prefixes))
+    let req = match q
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidQuery, e.body_text()))
+        .and_then(|Query(q)| ListRequest::parse(&q))
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&s, Nav::Devices, e),
     };
-    let (devices, prefixes) = match loaded.await {
+    let sel = match load(&state, tenancy::of(&s.op), &req).await {
         Ok(x) => x,
         Err(e) => return fail(&s, Nav::Devices, e),
     };
-    let total = devices.len();
-    let rows = devices
-        .iter()
-        .map(|d| row_of(&state, d, &prefixes))
-        .collect();
-    let sel = select(rows, &q.q, &q.sort, q.page);
     let manage = s.op.role.allows(Permission::ManageDevices);
-    let table = devices_table(&sel, &q, total, manage);
+    let table = devices_table(&sel, &req, manage);
     // htmx asks for the table alone while someone types in the search box.
     if headers.contains_key("hx-request") {
         return html_response(StatusCode::OK, table);
@@ -170,13 +229,13 @@ pub async fn list(
         h1 { "Devices" }
         form.search method="get" action="/devices" role="search" {
             label for="q" { "Search" }
-            input #q type="search" name="q" value=(q.q) placeholder="name, host, OS, tag or id"
+            input #q type="search" name="q" value=(req.q) maxlength=(MAX_SEARCH) placeholder="name, host, OS, tag, id or key prefix"
                 hx-get="/devices" hx-trigger="input changed delay:300ms, search" hx-target="#devices"
                 hx-select="#devices" hx-swap="outerHTML" hx-push-url="true" hx-include="closest form";
             label for="sort" { "Sort by" }
             select #sort name="sort" {
-                @for (v, label) in [("name", "name A–Z"), ("-name", "name Z–A"), ("online", "online first"), ("seen", "last seen, newest"), ("-seen", "last seen, oldest"), ("os", "operating system")] {
-                    option value=(v) selected[q.sort == v] { (label) }
+                @for v in DeviceSort::ALL {
+                    option value=(v.as_str()) selected[req.sort == v] { (v.label()) }
                 }
             }
             button type="submit" { "Apply" }
@@ -186,10 +245,11 @@ pub async fn list(
     html_response(StatusCode::OK, page(&s, Nav::Devices, "Devices", body))
 }
 
-fn devices_table(sel: &Selection, q: &ListQuery, total: usize, manage: bool) -> Markup {
+fn devices_table(sel: &Selection, req: &ListRequest, manage: bool) -> Markup {
+    let pages = sel.pages();
     html! {
         div #devices data-live-list="/devices" {
-            @if total == 0 {
+            @if sel.total == 0 {
                 (empty("No devices yet.", html! {
                     p { "To add one, run " code { "tessera agent enroll --server <this server's address>" } " on it and approve its code under "
                         a href="/pairings" { "Pairings" } ", or create an "
@@ -198,8 +258,12 @@ fn devices_table(sel: &Selection, q: &ListQuery, total: usize, manage: bool) -> 
                 }))
             } @else if sel.matched == 0 {
                 (empty("No device matches this search.", html! { p { a href="/devices" { "Show all devices" } } }))
+            } @else if sel.rows.is_empty() {
+                (empty(&format!("There is no page {}: the list has {} page{}.", sel.page, pages, if pages == 1 { "" } else { "s" }), html! {
+                    p { a href=(req.url(pages)) { "Go to the last page" } " or " a href=(req.url(1)) { "the first page" } }
+                }))
             } @else {
-                p.muted { (sel.matched) " of " (total) " devices" }
+                p.muted { (sel.matched) " of " (sel.total) " devices" }
                 div.scroll {
                 table {
                     thead { tr {
@@ -220,11 +284,11 @@ fn devices_table(sel: &Selection, q: &ListQuery, total: usize, manage: bool) -> 
                     }
                 }
                 }
-                @if sel.pages > 1 {
+                @if pages > 1 {
                     nav.pager aria-label="Pages" {
-                        @if sel.page > 0 { a href=(list_url(&q.q, &q.sort, sel.page - 1)) { "← Previous" } }
-                        span { "Page " (sel.page + 1) " of " (sel.pages) }
-                        @if sel.page + 1 < sel.pages { a href=(list_url(&q.q, &q.sort, sel.page + 1)) { "Next →" } }
+                        @if sel.page > 1 { a rel="prev" href=(req.url(sel.page - 1)) { "← Previous" } }
+                        span { "Page " (sel.page) " of " (pages) }
+                        @if sel.page < pages.min(MAX_PAGE) { a rel="next" href=(req.url(sel.page + 1)) { "Next →" } }
                     }
                 }
             }
@@ -280,7 +344,7 @@ async fn device_page(
     s: &Signed,
     id: &str,
     issued: Option<(String, String)>,
-) -> Result<Markup, crate::http::error::ApiError> {
+) -> Result<Markup, ApiError> {
     s.op.require(Permission::View)?;
     let d = api::find(state, &s.op, id).await?;
     let manage = s.op.role.allows(Permission::ManageDevices);
@@ -510,54 +574,43 @@ pub async fn tags(
 mod tests {
     use super::*;
 
-    fn row(name: &str, online: bool, seen: Option<i64>, tags: &[&str]) -> Row {
-        Row {
-            id: format!("ID{name}"),
-            name: name.to_owned(),
-            hostname: format!("{name}.lan"),
-            os: "linux".to_owned(),
-            tags: tags.iter().map(|t| t.to_string()).collect(),
-            online,
-            revoked: false,
-            last_seen: seen.map(Timestamp::from_millis),
-            key_prefix: None,
-        }
+    fn ask(q: &str, sort: &str, page: &str) -> Result<ListRequest, ApiError> {
+        ListRequest::parse(&ListQuery {
+            q: q.to_owned(),
+            sort: sort.to_owned(),
+            page: page.to_owned(),
+        })
     }
 
     #[test]
-    fn search_sort_and_pages() {
-        let rows = vec![
-            row("beta", false, Some(5), &["lab"]),
-            row("Alpha", true, Some(1), &[]),
-            row("gamma", true, None, &["lab", "prod"]),
-        ];
-        let names = |s: Selection| s.rows.into_iter().map(|r| r.name).collect::<Vec<_>>();
+    fn list_requests_are_checked_before_any_query() {
+        let r = ask("  Lab  PROD ", "", "").expect("defaults");
         assert_eq!(
-            names(select(rows.clone(), "", "", 0)),
-            ["Alpha", "beta", "gamma"]
+            (r.words.clone(), r.sort, r.page),
+            (
+                vec!["lab".to_owned(), "prod".to_owned()],
+                DeviceSort::Name,
+                1
+            )
         );
-        assert_eq!(
-            names(select(rows.clone(), "", "-name", 0)),
-            ["gamma", "beta", "Alpha"]
-        );
-        assert_eq!(
-            names(select(rows.clone(), "", "online", 0)),
-            ["Alpha", "gamma", "beta"]
-        );
-        assert_eq!(
-            names(select(rows.clone(), "", "seen", 0)),
-            ["beta", "Alpha", "gamma"]
-        );
-        assert_eq!(names(select(rows.clone(), "LAB", "", 0)), ["beta", "gamma"]);
-        assert_eq!(names(select(rows.clone(), "lab prod", "", 0)), ["gamma"]);
-        assert_eq!(select(rows.clone(), "nothing", "", 0).matched, 0);
+        assert_eq!(ask("", "online", "3").expect("ok").page, 3);
+        for (q, sort, page) in [
+            ("", "name; DROP TABLE devices", ""),
+            ("", "", "0"),
+            ("", "", "-1"),
+            ("", "", "two"),
+            ("", "", "2001"),
+            ("a b c d e f g h i", "", ""),
+        ] {
+            let e = ask(q, sort, page).expect_err("refused");
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        }
+        assert!(ask(&"x".repeat(MAX_SEARCH + 1), "", "").is_err());
+    }
 
-        let many: Vec<Row> = (0..120)
-            .map(|i| row(&format!("d{i:03}"), false, None, &[]))
-            .collect();
-        let p = select(many.clone(), "", "", 2);
-        assert_eq!((p.pages, p.page, p.rows.len(), p.matched), (3, 2, 20, 120));
-        // A page past the end shows the last one.
-        assert_eq!(select(many, "", "", 99).page, 2);
+    #[test]
+    fn page_links_keep_the_search_and_sort() {
+        let r = ask("a&b", "-seen", "").expect("ok");
+        assert_eq!(r.url(4), "/devices?q=a%26b&sort=-seen&page=4");
     }
 }

@@ -10,12 +10,13 @@
 //! subprotocol; it never appears in a URL.
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use maud::html;
+use serde::Deserialize;
 use tessera_core::ids::SessionId;
 use tessera_core::kinds::{Origin, SessionChannel, SessionState};
 use tessera_core::roles::Permission;
@@ -30,11 +31,55 @@ use crate::http::devices::is_online;
 use crate::http::error::ApiError;
 use crate::http::extract::ClientIp;
 use crate::http::sessions as api;
-use crate::store::sessions::SessionRow;
+use crate::store::sessions::{Listed, SessionRow};
 use crate::{store, tenancy, AppState};
 
-/// How many ended sessions the list shows.
-pub const ENDED_SHOWN: usize = 50;
+/// Sessions per page, for the live and the ended list alike.
+pub const PAGE: i64 = 50;
+/// The deepest page offered (see the devices list).
+pub const MAX_PAGE: i64 = 2_000;
+/// Online devices offered in the "open a terminal" menu; past that, open
+/// one from the device's page.
+pub const ONLINE_SHOWN: i64 = 200;
+
+#[derive(Deserialize, Default)]
+pub struct SessionsQuery {
+    /// Page of the live list (pending and active), from 1.
+    #[serde(default)]
+    live: String,
+    /// Page of the ended list, from 1.
+    #[serde(default)]
+    ended: String,
+}
+
+/// A page number from the query: empty is the first; anything else must
+/// be 1..=[`MAX_PAGE`].
+pub fn page_number(v: &str, name: &str) -> Result<i64, ApiError> {
+    match v.trim() {
+        "" => Ok(1),
+        p => p
+            .parse::<i64>()
+            .ok()
+            .filter(|p| (1..=MAX_PAGE).contains(p))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    ErrorCode::InvalidQuery,
+                    format!("{name} must be a page number from 1 to {MAX_PAGE}"),
+                )
+            }),
+    }
+}
+
+fn sessions_url(live: i64, ended: i64) -> String {
+    format!("/sessions?live={live}&ended={ended}")
+}
+
+/// A page of rows read with one extra: the page, and whether more follow.
+fn split_page(mut rows: Vec<SessionRow>) -> (Vec<SessionRow>, bool) {
+    let more = rows.len() as i64 > PAGE;
+    rows.truncate(PAGE as usize);
+    (rows, more)
+}
 
 pub(super) fn may_end(s: &Signed, r: &SessionRow) -> bool {
     r.created_by == s.op.user_id || s.op.role.allows(Permission::Control)
@@ -66,7 +111,12 @@ pub(super) fn open_label(channel: SessionChannel, control: bool) -> &'static str
 }
 
 /// `GET /sessions`
-pub async fn list(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    q: Result<Query<SessionsQuery>, QueryRejection>,
+) -> Response {
     let s = match require_signed(&state, &headers, &uri).await {
         Ok(s) => s,
         Err(r) => return r,
@@ -74,37 +124,67 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -
     if let Err(e) = s.op.require(Permission::View) {
         return fail(&s, Nav::Sessions, e);
     }
-    let tenant = tenancy::of(&s.op);
-    let loaded = async {
-        let rows = store::sessions::list_visible(state.db(), tenant, &s.op.user_id, true).await?;
-        let devices = store::devices::list(state.db(), tenant).await?;
-        Ok::<_, store::StoreError>((rows, devices))
+    let pages = q
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidQuery, e.body_text()))
+        .and_then(|Query(q)| {
+            Ok((
+                page_number(&q.live, "live")?,
+                page_number(&q.ended, "ended")?,
+            ))
+        });
+    let (live_page, ended_page) = match pages {
+        Ok(p) => p,
+        Err(e) => return fail(&s, Nav::Sessions, e),
     };
-    let (rows, devices) = match loaded.await {
+    let tenant = tenancy::of(&s.op);
+    let now = state.now();
+    let hb = state.config().heartbeat_interval;
+    let control = s.op.role.allows(Permission::Control);
+    let loaded = async {
+        let live = store::sessions::page(
+            state.db(),
+            tenant,
+            &s.op.user_id,
+            Listed::Live,
+            (live_page - 1) * PAGE,
+            PAGE,
+        )
+        .await?;
+        let ended = store::sessions::page(
+            state.db(),
+            tenant,
+            &s.op.user_id,
+            Listed::Ended,
+            (ended_page - 1) * PAGE,
+            PAGE,
+        )
+        .await?;
+        let online = if control {
+            store::device_list::online(state.db(), tenant, now.minus(hb * 2), ONLINE_SHOWN + 1)
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok::<_, store::StoreError>((live, ended, online))
+    };
+    let (live, ended, mut online) = match loaded.await {
         Ok(x) => x,
         Err(e) => return fail(&s, Nav::Sessions, e),
     };
-    let now = state.now();
-    let hb = state.config().heartbeat_interval;
-    let online: Vec<_> = devices
-        .iter()
-        .filter(|d| is_online(d, now, hb, state.registry().is_connected(&d.id)))
-        .collect();
-    let live: Vec<_> = rows
+    let more_online = online.len() as i64 > ONLINE_SHOWN;
+    online.truncate(ONLINE_SHOWN as usize);
+    online.retain(|d| is_online(d, now, hb, state.registry().is_connected(&d.id)));
+    let (live, more_live) = split_page(live);
+    let (ended, more_ended) = split_page(ended);
+    let active: Vec<_> = live
         .iter()
         .filter(|r| r.state == SessionState::Active)
         .collect();
-    let waiting: Vec<_> = rows
+    let waiting: Vec<_> = live
         .iter()
         .filter(|r| r.state == SessionState::Pending)
         .collect();
-    let mut ended: Vec<_> = rows
-        .iter()
-        .filter(|r| r.state == SessionState::Ended)
-        .collect();
-    ended.sort_by_key(|r| std::cmp::Reverse(r.ended_at));
-    ended.truncate(ENDED_SHOWN);
-    let control = s.op.role.allows(Permission::Control);
+    let here = sessions_url(live_page, ended_page);
     let body = html! {
         h1 { "Sessions" }
         @if control {
@@ -123,19 +203,33 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -
                     } }
                     " " button type="submit" { "Open" }
                 }
+                @if more_online {
+                    p.muted { "The first " (ONLINE_SHOWN) " online devices by name; open another from its page under " a href="/devices?sort=online" { "Devices" } "." }
+                }
             }
         }
-        div #sessions hx-get="/sessions" hx-trigger="every 5s" hx-select="#sessions" hx-swap="outerHTML" {
+        div #sessions hx-get=(here) hx-trigger="every 5s" hx-select="#sessions" hx-swap="outerHTML" {
             h2 { "Live" }
-            @if live.is_empty() { (empty("No live sessions.", html! {})) } @else {
-                (table(&s, &live, true))
+            @if live.is_empty() && live_page > 1 {
+                (empty("No live sessions on this page.", html! { p { a href=(sessions_url(1, ended_page)) { "First page of live sessions" } } }))
+            } @else if active.is_empty() { (empty("No live sessions.", html! {})) } @else {
+                (table(&s, &active, true))
             }
             h2 { "Awaiting consent" }
             @if waiting.is_empty() { (empty("No session is waiting for the person at a device.", html! {})) } @else {
                 (table(&s, &waiting, false))
             }
+            @if live_page > 1 || more_live {
+                nav.pager aria-label="Pages of live sessions" {
+                    @if live_page > 1 { a rel="prev" href=(sessions_url(live_page - 1, ended_page)) { "← Newer live sessions" } }
+                    span { "Page " (live_page) }
+                    @if more_live && live_page < MAX_PAGE { a rel="next" href=(sessions_url(live_page + 1, ended_page)) { "Older live sessions →" } }
+                }
+            }
             h2 { "Ended" }
-            @if ended.is_empty() { (empty("No ended sessions yet.", html! {})) } @else {
+            @if ended.is_empty() && ended_page > 1 {
+                (empty("No ended sessions on this page.", html! { p { a href=(sessions_url(live_page, 1)) { "First page of ended sessions" } } }))
+            } @else if ended.is_empty() { (empty("No ended sessions yet.", html! {})) } @else {
                 div.scroll { table {
                     thead { tr { th { "Device" } th { "Kind" } th { "By" } th { "Ended" } th { "Why" } } }
                     tbody { @for r in &ended { tr {
@@ -145,6 +239,13 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -
                         td { (r.end_reason.as_deref().unwrap_or(r.end_code.as_deref().unwrap_or(""))) }
                     } } }
                 } }
+            }
+            @if ended_page > 1 || more_ended {
+                nav.pager aria-label="Pages of ended sessions" {
+                    @if ended_page > 1 { a rel="prev" href=(sessions_url(live_page, ended_page - 1)) { "← More recently ended" } }
+                    span { "Page " (ended_page) }
+                    @if more_ended && ended_page < MAX_PAGE { a rel="next" href=(sessions_url(live_page, ended_page + 1)) { "Ended earlier →" } }
+                }
             }
         }
     };
