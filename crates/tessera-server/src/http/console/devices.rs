@@ -248,7 +248,7 @@ pub async fn list(
 fn devices_table(sel: &Selection, req: &ListRequest, manage: bool) -> Markup {
     let pages = sel.pages();
     html! {
-        div #devices data-live-list="/devices" {
+        div #devices data-live-list="/devices" data-total=(sel.total) {
             @if sel.total == 0 {
                 (empty("No devices yet.", html! {
                     p { "To add one, run " code { "tessera agent enroll --server <this server's address>" } " on it and approve its code under "
