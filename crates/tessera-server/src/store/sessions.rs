@@ -176,6 +176,28 @@ pub async fn page(
     Ok(query.try_map(from_row).fetch_all(db.pool()).await?)
 }
 
+/// The newest sessions of one device that `viewer` may see (as
+/// [`list_visible`]), through the `(device_id, state)` index.
+pub async fn recent_for_device(
+    db: &Db,
+    tenant: &str,
+    viewer: &str,
+    device_id: &str,
+    limit: i64,
+) -> StoreResult<Vec<SessionRow>> {
+    let sql = format!(
+        "{SELECT} WHERE s.device_id = $1 AND s.tenant_id = $2 \
+         AND (s.origin <> 'attended' OR s.consent = 'granted' OR s.created_by = $3) \
+         ORDER BY s.created_at DESC, s.id DESC LIMIT $4"
+    );
+    let query = sqlx::query(&sql)
+        .bind(device_id)
+        .bind(tenant)
+        .bind(viewer)
+        .bind(limit);
+    Ok(query.try_map(from_row).fetch_all(db.pool()).await?)
+}
+
 /// Sessions of a device waiting for its consent.
 pub async fn pending_for_device(db: &Db, device_id: &str) -> StoreResult<Vec<SessionRow>> {
     let sql = format!(

@@ -248,7 +248,7 @@ pub async fn list(
 fn devices_table(sel: &Selection, req: &ListRequest, manage: bool) -> Markup {
     let pages = sel.pages();
     html! {
-        div #devices data-live-list="/devices" {
+        div #devices data-live-list="/devices" data-total=(sel.total) {
             @if sel.total == 0 {
                 (empty("No devices yet.", html! {
                     p { "To add one, run " code { "tessera agent enroll --server <this server's address>" } " on it and approve its code under "
@@ -359,12 +359,8 @@ async fn device_page(
     for g in store::trust::list_grants(state.db(), tenant, Some(&d.id)).await? {
         grants.push(crate::http::trust::grant_view(state.db(), &g).await?);
     }
-    let sessions: Vec<_> = store::sessions::list_visible(state.db(), tenant, &s.op.user_id, true)
-        .await?
-        .into_iter()
-        .filter(|r| r.device_id == d.id)
-        .take(10)
-        .collect();
+    let sessions =
+        store::sessions::recent_for_device(state.db(), tenant, &s.op.user_id, &d.id, 10).await?;
     let local = state.registry().is_connected(&d.id);
     let online = is_online(&d, state.now(), state.config().heartbeat_interval, local);
     let revoked = d.revoked_at.is_some();
