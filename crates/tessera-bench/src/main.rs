@@ -60,6 +60,20 @@ enum Command {
         #[arg(long)]
         round_trips: Option<usize>,
     },
+    /// 100-byte messages device → viewer and viewer → device at once, at
+    /// full speed; messages per server CPU-second.
+    RelayMessages {
+        /// Messages each way (default 200,000; quick 2,000).
+        #[arg(long)]
+        messages: Option<u64>,
+    },
+    /// Idle device + viewer pairs (a session each, nothing flowing):
+    /// server memory per pair.
+    IdlePairs {
+        /// Pairs (default 2,000; quick 40).
+        #[arg(long)]
+        pairs: Option<usize>,
+    },
     /// One device, 1/10/50 viewers; and one stalled viewer among 10.
     Fanout {
         /// Bytes the device sends per case (default 256 MiB; quick 40 MiB:
@@ -177,6 +191,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::RelayLatency { round_trips } => {
             flows::relay_latency(&opts, round_trips.unwrap_or(if q { 500 } else { 20_000 })).await?
+        }
+        Command::RelayMessages { messages } => {
+            flows::relay_messages(&opts, messages.unwrap_or(if q { 2_000 } else { 200_000 }))
+                .await?
+        }
+        Command::IdlePairs { pairs } => {
+            flows::idle_pairs(&opts, pairs.unwrap_or(if q { 40 } else { 2_000 })).await?
         }
         Command::Fanout { bytes } => {
             flows::fanout(

@@ -221,15 +221,21 @@ impl Server {
         tokio::spawn(sweep::presence(state.clone()));
         tokio::spawn(sweep::sessions(state.clone()));
         tokio::spawn(sweep::audit_checkpoints(state.clone()));
+        // TCP_NODELAY on every accepted socket: a relayed keystroke or
+        // echo is one small write that must leave at once, not wait for
+        // the peer's acknowledgement of the one before (Nagle).
+        let no_delay = axum_server::accept::NoDelayAcceptor::new();
         let result = match tls {
             Some(tls) => {
                 axum_server::from_tcp_rustls(listener, tls)
+                    .map(|tls| tls.acceptor(no_delay))
                     .handle(handle)
                     .serve(app)
                     .await
             }
             None => {
                 axum_server::from_tcp(listener)
+                    .acceptor(no_delay)
                     .handle(handle)
                     .serve(app)
                     .await

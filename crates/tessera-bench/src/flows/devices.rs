@@ -19,7 +19,7 @@ use crate::stats::{millis, percentile};
 use super::*;
 
 /// Holds one device connection: heartbeats at `every`, counting answers.
-fn hold(ws: device::Ws, every: Duration, acks: Arc<AtomicU64>, open: Arc<AtomicUsize>) {
+pub(super) fn hold(ws: device::Ws, every: Duration, acks: Arc<AtomicU64>, open: Arc<AtomicUsize>) {
     open.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
         let (mut sink, mut stream) = ws.split();

@@ -4,13 +4,15 @@
 //!
 //! Here: what several benchmarks share (numbered blocks, a device with a
 //! session, viewers); the benchmarks are in `relay` (throughput, latency,
-//! fan-out), `devices` (idle devices, connect storm), `sessions` (automatic
+//! fan-out), `messages` (small messages both ways, idle relayed pairs),
+//! `devices` (idle devices, connect storm), `sessions` (automatic
 //! session setup) and `ingest`.
 
 mod console;
 mod console_seed;
 mod devices;
 mod ingest;
+mod messages;
 mod relay;
 mod screen;
 mod sessions;
@@ -19,6 +21,7 @@ pub(crate) use console::console_pages;
 pub(crate) use console_seed::Fleet;
 pub(crate) use devices::{connect_storm, idle_devices};
 pub(crate) use ingest::ingest;
+pub(crate) use messages::{idle_pairs, relay_messages};
 pub(crate) use relay::{fanout, relay_latency, relay_throughput};
 pub(crate) use screen::screen_encode;
 pub(crate) use sessions::session_setup;
@@ -52,6 +55,13 @@ fn one_ip() -> std::net::IpAddr {
 /// A 64 KiB block whose first 8 bytes are its sequence number.
 fn block(seq: u64) -> Bytes {
     let mut v = vec![0x5a_u8; CHUNK];
+    v[..8].copy_from_slice(&seq.to_be_bytes());
+    Bytes::from(v)
+}
+
+/// A 100-byte message (a keystroke, a pointer event) numbered `seq`.
+fn small(seq: u64) -> Bytes {
+    let mut v = vec![0x61_u8; 100];
     v[..8].copy_from_slice(&seq.to_be_bytes());
     Bytes::from(v)
 }
@@ -106,21 +116,32 @@ async fn device_with_session(
         .pop()
         .ok_or_else(|| anyhow!("no device"))?;
     let mut ws = device::connect(server.addr()?, &dev, one_ip()).await?;
+    let session = open_session(admin, &mut ws, &dev.id).await?;
+    Ok((ws, session))
+}
+
+/// Opens a managed shell session to a connected device; returns its id
+/// once the device was told (its ChannelOpen read off `ws`).
+async fn open_session(
+    admin: &ApiClient,
+    ws: &mut device::Ws,
+    device_id: &str,
+) -> anyhow::Result<String> {
     let session = admin
         .create_session(&CreateSessionRequest {
-            device: dev.id.clone(),
+            device: device_id.to_owned(),
             access: None,
             channel: None,
         })
         .await?;
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), recv(&mut ws)).await? {
+        match tokio::time::timeout(Duration::from_secs(10), recv(ws)).await? {
             Some(Body::ChannelOpen(o)) if o.session_id == session.id => break,
             Some(_) => continue,
             None => bail!("the device connection closed"),
         }
     }
-    Ok((ws, session.id))
+    Ok(session.id)
 }
 
 async fn join(admin: &ApiClient, session: &str) -> anyhow::Result<(ViewerSender, ViewerReceiver)> {

@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tessera_client::viewer::ViewerEvent;
@@ -35,9 +34,13 @@ pub(crate) async fn relay_throughput(opts: &Opts, bytes: u64) -> anyhow::Result<
     let (_tx, mut rx) = join(&admin, &session).await?;
     let (mut sink, mut stream) = ws.split();
     let drain = tokio::spawn(async move { while recv(&mut stream).await.is_some() {} });
+    let cpu0 = server.cpu()?;
     let t0 = Instant::now();
     let send = tokio::spawn(async move { blast(&mut sink, &session, blocks).await.map(|()| sink) });
     let (t1, ordered) = drain_viewer(&mut rx, bytes).await?;
+    // The server's own user + system time: robust to the clients sharing
+    // the cores with it, unlike MB/s.
+    let cpu = server.cpu()?.saturating_sub(cpu0);
     let _sink = send.await??;
     drain.abort();
     let relay = mb_per_s(bytes, t1 - t0);
@@ -51,6 +54,11 @@ pub(crate) async fn relay_throughput(opts: &Opts, bytes: u64) -> anyhow::Result<
     let tcp = tcp_throughput(bytes).await?;
 
     r.figure("relay", relay, "MB/s");
+    r.figure(
+        "server CPU per GiB relayed",
+        cpu.as_secs_f64() / (bytes as f64 / f64::from(1u32 << 30)),
+        "s",
+    );
     r.figure("direct websocket", direct.0, "MB/s");
     r.figure("raw tcp", tcp, "MB/s");
     r.figure("relay / raw tcp", relay / tcp, "ratio");
@@ -123,12 +131,6 @@ fn latency_figures(r: &mut BenchResult, label: &str, samples: &mut [Duration]) -
     r.figure(&format!("{label} p99"), p[1], "µs");
     r.figure(&format!("{label} p99.9"), p[2], "µs");
     p
-}
-
-fn small(seq: u64) -> Bytes {
-    let mut v = vec![0x61_u8; 100];
-    v[..8].copy_from_slice(&seq.to_be_bytes());
-    Bytes::from(v)
 }
 
 pub(crate) async fn relay_latency(opts: &Opts, round_trips: usize) -> anyhow::Result<BenchResult> {

@@ -156,7 +156,9 @@ async fn refuse(sink: &mut Sink, close_code: u16, code: &str, message: &str) {
 
 /// What reading one message produced.
 enum Incoming {
-    Envelope(Envelope),
+    /// A message, and the frame it came in (relayed output may go on to
+    /// viewers as it came; see `dispatch`).
+    Envelope(Envelope, bytes::Bytes),
     Closed,
     /// Oversized, undecodable, or a text frame: the connection is closed
     /// (the device's own Close is answered this way too, with its code).
@@ -172,10 +174,11 @@ async fn next_envelope(state: &AppState, stream: &mut Stream) -> Incoming {
                 return Incoming::Bad(frame.as_ref().map_or(1000, |f| f.code), "")
             }
             Some(Ok(Message::Binary(b))) => {
-                return match Envelope::decode(b) {
-                    Ok(env) => Incoming::Envelope(env),
+                // Decoding slices `b` (no copy of the payload).
+                return match Envelope::decode(b.clone()) {
+                    Ok(env) => Incoming::Envelope(env, b),
                     Err(_) => Incoming::Bad(1007, "undecodable_message"),
-                }
+                };
             }
             Some(Ok(Message::Text(_))) => return Incoming::Bad(1003, "binary_frames_only"),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
@@ -339,9 +342,9 @@ impl Session {
                     None => continue,
                 },
                 incoming = next_envelope(&self.state, stream) => match incoming {
-                    Incoming::Envelope(env) => {
+                    Incoming::Envelope(env, frame) => {
                         deadline = tokio::time::Instant::now() + allowance;
-                        if let Err(farewell) = self.handle_or_obey(replies, orders, env).await {
+                        if let Err(farewell) = self.handle_or_obey(replies, orders, env, frame).await {
                             return farewell;
                         }
                     }
@@ -378,6 +381,7 @@ impl Session {
         replies: &Outbox,
         orders: &Orders,
         env: Envelope,
+        frame: bytes::Bytes,
     ) -> Result<(), Farewell> {
         let relayed = matches!(
             env.body,
@@ -386,12 +390,12 @@ impl Session {
         if !relayed {
             // Boxed: the rarely used handlers are large, and an idle
             // connection should not carry their state.
-            return Box::pin(self.handle(replies, env)).await;
+            return Box::pin(self.handle(replies, env, frame)).await;
         }
         // Relaying does not change the key, so the one it started with
         // judges any order that arrives meanwhile.
         let key_id = self.device.key_id.clone();
-        let mut handling = Box::pin(self.handle(replies, env));
+        let mut handling = Box::pin(self.handle(replies, env, frame));
         loop {
             tokio::select! {
                 biased;

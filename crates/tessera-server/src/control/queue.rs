@@ -118,8 +118,24 @@ impl Outbox {
 
     /// Queues `m`, waiting at most `wait` for room in bytes and messages.
     pub async fn send_timeout(&self, m: Queued, wait: Duration) -> Result<(), QueueError> {
-        let deadline = tokio::time::Instant::now() + wait;
         let cost = self.budget.cost(m.encoded_len());
+        // The common case, room at once, takes no timer and no waiter.
+        let m = if self.budget.reserve(cost) {
+            match self.tx.try_send(m) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.budget.give_back(cost);
+                    return Err(QueueError::Closed);
+                }
+                // Bytes reserved, but no slot: wait for one below.
+                Err(mpsc::error::TrySendError::Full(m)) => {
+                    return self.send_reserved(m, cost, wait).await;
+                }
+            }
+        } else {
+            m
+        };
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             // Registered before the check, so bytes given back between the
             // check and the wait still wake this sender.
@@ -135,19 +151,25 @@ impl Outbox {
                 () = tokio::time::sleep_until(deadline) => return Err(QueueError::Full),
             }
         }
-        self.tx
-            .send_timeout(
-                m,
-                deadline.saturating_duration_since(tokio::time::Instant::now()),
-            )
-            .await
-            .map_err(|e| {
-                self.budget.give_back(cost);
-                match e {
-                    mpsc::error::SendTimeoutError::Timeout(_) => QueueError::Full,
-                    mpsc::error::SendTimeoutError::Closed(_) => QueueError::Closed,
-                }
-            })
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.send_reserved(m, cost, left).await
+    }
+
+    /// Sends `m`, whose `cost` bytes are reserved, waiting at most `wait`
+    /// for a slot; the bytes go back if it is not sent.
+    async fn send_reserved(
+        &self,
+        m: Queued,
+        cost: usize,
+        wait: Duration,
+    ) -> Result<(), QueueError> {
+        self.tx.send_timeout(m, wait).await.map_err(|e| {
+            self.budget.give_back(cost);
+            match e {
+                mpsc::error::SendTimeoutError::Timeout(_) => QueueError::Full,
+                mpsc::error::SendTimeoutError::Closed(_) => QueueError::Closed,
+            }
+        })
     }
 }
 

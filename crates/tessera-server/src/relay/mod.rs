@@ -38,6 +38,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use prost::Message as _;
+use tessera_proto::v1::ChannelData;
+use tessera_proto::{Body, Envelope};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -102,10 +105,21 @@ impl Kick {
     }
 }
 
+/// A piece of device output and the envelope that carries it to a viewer:
+/// encoded once for every viewer, or the device's own frame as it came
+/// (see [`LiveSession::output_framed`]), so relaying copies no payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    /// What counts against a viewer's byte budget and goes to scrollback.
+    pub data: Bytes,
+    /// `Envelope { ChannelData { session, SHELL_CHANNEL, data } }`, encoded.
+    pub envelope: Bytes,
+}
+
 /// What the relay sends a viewer's connection task.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ToViewer {
-    Output(Bytes),
+    Output(Output),
     ChannelClosed {
         exit_status: Option<i32>,
         reason: String,
@@ -394,9 +408,23 @@ impl LiveSession {
     /// at once unless every viewer is behind, then waits for the first to
     /// catch up, at most [`STALL_LIMIT`].
     pub async fn output(&self, data: Bytes) {
+        let envelope = Envelope::of(Body::ChannelData(ChannelData {
+            session_id: self.id.clone(),
+            channel_id: SHELL_CHANNEL,
+            data: data.clone(),
+        }))
+        .encode_to_vec()
+        .into();
+        self.output_framed(Output { data, envelope }).await;
+    }
+
+    /// [`LiveSession::output`] of a piece whose envelope is already
+    /// encoded: the caller vouches that `out.envelope` is this session's
+    /// shell `ChannelData` carrying `out.data`.
+    pub async fn output_framed(&self, out: Output) {
         let deadline = tokio::time::Instant::now() + STALL_LIMIT;
         loop {
-            let full = match self.offer(&data) {
+            let full = match self.offer(&out) {
                 None => return,
                 Some(full) => full,
             };
@@ -410,7 +438,7 @@ impl LiveSession {
     /// Sends `data` to every viewer with room, or, if none has room but
     /// some viewer exists, returns what to wait on for room.
     #[allow(clippy::type_complexity)]
-    fn offer(&self, data: &Bytes) -> Option<Vec<Pin<Box<dyn Future<Output = ()> + Send>>>> {
+    fn offer(&self, out: &Output) -> Option<Vec<Pin<Box<dyn Future<Output = ()> + Send>>>> {
         let mut inner = self.lock();
         let any_room = inner.viewers.values().any(Viewer::has_room);
         if !any_room && !inner.viewers.is_empty() {
@@ -418,8 +446,8 @@ impl LiveSession {
         }
         inner.viewers.retain(|_, v| {
             // Only this task sends, so room seen is room kept.
-            if v.has_room() && v.queue.try_send(ToViewer::Output(data.clone())).is_ok() {
-                v.queued.fetch_add(data.len(), Ordering::AcqRel);
+            if v.has_room() && v.queue.try_send(ToViewer::Output(out.clone())).is_ok() {
+                v.queued.fetch_add(out.data.len(), Ordering::AcqRel);
                 true
             } else {
                 kick(v, Kick::TooSlow);
@@ -427,7 +455,7 @@ impl LiveSession {
             }
         });
         inner.settle();
-        inner.scrollback.push(data.clone());
+        inner.scrollback.push(out.data.clone());
         None
     }
 
@@ -617,6 +645,14 @@ impl Hub {
 mod tests {
     use super::*;
 
+    /// The data of the next output in a viewer's queue.
+    fn next_output(q: &mut mpsc::Receiver<ToViewer>) -> Option<Bytes> {
+        match q.try_recv() {
+            Ok(ToViewer::Output(o)) => Some(o.data),
+            _ => None,
+        }
+    }
+
     fn session() -> Arc<LiveSession> {
         Hub::default().open("s", "t", "d", "desk", 1, Access::Control)
     }
@@ -644,18 +680,27 @@ mod tests {
         let b = s.join("u2", "l2", Access::Control).unwrap();
         assert_eq!(b.scrollback, b"hello ");
         s.output(Bytes::from_static(b"world")).await;
-        assert_eq!(
-            a.queue.try_recv().unwrap(),
-            ToViewer::Output(Bytes::from_static(b"hello "))
-        );
-        assert_eq!(
-            a.queue.try_recv().unwrap(),
-            ToViewer::Output(Bytes::from_static(b"world"))
-        );
+        assert_eq!(next_output(&mut a.queue).unwrap(), "hello ");
+        assert_eq!(next_output(&mut a.queue).unwrap(), "world");
         let mut bq = b.queue;
+        assert_eq!(next_output(&mut bq).unwrap(), "world");
+    }
+
+    #[tokio::test]
+    async fn a_viewer_gets_output_in_its_sessions_shell_envelope() {
+        let s = session();
+        let mut v = s.join("u", "l", Access::Control).unwrap();
+        s.output(Bytes::from_static(b"hi")).await;
+        let Ok(ToViewer::Output(o)) = v.queue.try_recv() else {
+            panic!("output")
+        };
         assert_eq!(
-            bq.try_recv().unwrap(),
-            ToViewer::Output(Bytes::from_static(b"world"))
+            Envelope::decode(o.envelope).unwrap().body,
+            Some(Body::ChannelData(ChannelData {
+                session_id: "s".into(),
+                channel_id: SHELL_CHANNEL,
+                data: Bytes::from_static(b"hi"),
+            }))
         );
     }
 
@@ -684,9 +729,7 @@ mod tests {
         assert!(pieces < VIEWER_QUEUE, "the byte budget binds first");
         for _ in 0..pieces {
             s.output(piece.clone()).await;
-            let ToViewer::Output(d) = live.queue.try_recv().unwrap() else {
-                panic!("output")
-            };
+            let d = next_output(&mut live.queue).unwrap();
             live.drained.wrote(d.len());
         }
         assert_eq!(*stalled.kicked_because.lock().unwrap(), Some(Kick::TooSlow));
@@ -705,9 +748,7 @@ mod tests {
         let pending = tokio::spawn(async move { s2.output(Bytes::from_static(b"last")).await });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!pending.is_finished(), "waits for room, drops nothing");
-        let ToViewer::Output(d) = only.queue.try_recv().unwrap() else {
-            panic!("output")
-        };
+        let d = next_output(&mut only.queue).unwrap();
         only.drained.wrote(d.len());
         pending.await.unwrap();
         assert_eq!(s.viewer_count(), 1);
@@ -728,7 +769,7 @@ mod tests {
         assert!(only.queue.try_recv().is_ok());
         pending.await.unwrap();
         let mut last = None;
-        while let Ok(ToViewer::Output(d)) = only.queue.try_recv() {
+        while let Some(d) = next_output(&mut only.queue) {
             last = Some(d);
         }
         assert_eq!(last.as_deref(), Some(&b"last"[..]));

@@ -269,10 +269,9 @@ pub async fn serve(
     while ok {
         tokio::select! {
             out = queue.recv() => match out {
-                Some(ToViewer::Output(data)) => {
-                    let n = data.len();
-                    ok = send(&mut sink, Body::ChannelData(ChannelData { session_id: live.id.clone(), channel_id: SHELL_CHANNEL, data })).await;
-                    drained.wrote(n);
+                Some(ToViewer::Output(out)) => {
+                    ok = send_encoded(&mut sink, out.envelope).await;
+                    drained.wrote(out.data.len());
                 }
                 Some(ToViewer::ChannelClosed { exit_status, reason }) => {
                     ok = send(&mut sink, Body::ChannelClose(ChannelClose { session_id: live.id.clone(), channel_id: SHELL_CHANNEL, exit_status, reason })).await;

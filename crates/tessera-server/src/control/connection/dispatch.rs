@@ -2,7 +2,9 @@
 //! domain that handles it: heartbeats, key rotation, relay traffic,
 //! consent answers and automatic sessions.
 
-use tessera_proto::v1::{HeartbeatAck, Revoked};
+use bytes::Bytes;
+use prost::Message as _;
+use tessera_proto::v1::{ChannelData, HeartbeatAck, Revoked};
 use tessera_proto::{close, Body, Envelope};
 
 use super::rotation::REVOKED_CODE;
@@ -10,11 +12,17 @@ use super::writer::Farewell;
 use super::{clip, error_body, Session};
 use crate::automatic::Routing;
 use crate::control::{queued, Outbox};
+use crate::relay::{Output, MAX_PIECE, SHELL_CHANNEL};
 
 impl Session {
     /// Handles one message; a reply goes to the writer through `replies`.
     /// `Err` ends the connection with that farewell.
-    pub(super) async fn handle(&mut self, replies: &Outbox, env: Envelope) -> Result<(), Farewell> {
+    pub(super) async fn handle(
+        &mut self,
+        replies: &Outbox,
+        env: Envelope,
+        frame: Bytes,
+    ) -> Result<(), Farewell> {
         if self.device.support_session_only && !support_device_may_send(env.body.as_ref()) {
             tracing::warn!("a support-code device sent what only an enrolled device may");
             return Err(Farewell::close(1008, "support_key_scope"));
@@ -36,11 +44,19 @@ impl Session {
                 // Output goes only into this device's own sessions.
                 if let Some(live) = self.state.hub().get(&d.session_id) {
                     if live.device_id == self.device.device_id {
+                        if forwards_as_is(&d, &frame) {
+                            let out = Output {
+                                data: d.data,
+                                envelope: frame,
+                            };
+                            live.output_framed(out).await;
+                            return Ok(());
+                        }
                         // Bounded pieces, so a viewer queue's worst case is
                         // its length times this, whatever the device sends.
                         let mut data = d.data;
                         while !data.is_empty() {
-                            let piece = data.split_to(data.len().min(crate::relay::MAX_PIECE));
+                            let piece = data.split_to(data.len().min(MAX_PIECE));
                             live.output(piece).await;
                         }
                     }
@@ -229,10 +245,61 @@ fn support_device_may_send(body: Option<&Body>) -> bool {
     )
 }
 
+/// Whether the device's frame carrying `d` may go to viewers as it came:
+/// it is what the relay would send them (the shell channel, one piece of
+/// at most [`MAX_PIECE`]) and holds nothing else. A protobuf encoding is
+/// never shorter than the canonical one of what it decodes to, and any
+/// unknown, repeated or default-valued field makes it longer; so a frame
+/// exactly as long as the canonical encoding of `d` says `d` and only `d`
+/// (the session id was matched by the caller).
+fn forwards_as_is(d: &ChannelData, frame: &[u8]) -> bool {
+    d.channel_id == SHELL_CHANNEL
+        && d.data.len() <= MAX_PIECE
+        && !d.data.is_empty()
+        && frame.len() == Envelope::of(Body::ChannelData(d.clone())).encoded_len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tessera_proto::v1::{AutoSessionCreate, E2eData, Heartbeat, RotateKeyRequest};
+
+    fn shell_data(channel_id: u32, data: Vec<u8>) -> ChannelData {
+        ChannelData {
+            session_id: "019a0000-0000-7000-8000-000000000000".into(),
+            channel_id,
+            data: data.into(),
+        }
+    }
+
+    fn framed(d: &ChannelData) -> Vec<u8> {
+        Envelope::of(Body::ChannelData(d.clone())).encode_to_vec()
+    }
+
+    #[test]
+    fn a_canonical_shell_piece_goes_to_viewers_as_it_came() {
+        let d = shell_data(SHELL_CHANNEL, vec![7; MAX_PIECE]);
+        assert!(forwards_as_is(&d, &framed(&d)));
+    }
+
+    #[test]
+    fn a_frame_with_anything_more_than_its_output_is_encoded_again() {
+        let d = shell_data(SHELL_CHANNEL, b"ls\r\n".to_vec());
+        // An unknown field (number 1000, varint 1) after the body: the
+        // decoder skips it, the viewer must not get it.
+        let mut padded = framed(&d);
+        padded.extend_from_slice(&[0xc0, 0x3e, 0x01]);
+        let decoded = Envelope::decode(padded.as_slice()).unwrap();
+        assert_eq!(decoded.body, Some(Body::ChannelData(d.clone())));
+        assert!(!forwards_as_is(&d, &padded));
+        // Another channel, an oversized piece, nothing at all.
+        let other = shell_data(SHELL_CHANNEL + 1, b"x".to_vec());
+        assert!(!forwards_as_is(&other, &framed(&other)));
+        let big = shell_data(SHELL_CHANNEL, vec![7; MAX_PIECE + 1]);
+        assert!(!forwards_as_is(&big, &framed(&big)));
+        let empty = shell_data(SHELL_CHANNEL, Vec::new());
+        assert!(!forwards_as_is(&empty, &framed(&empty)));
+    }
 
     #[test]
     fn a_support_device_may_serve_its_session_and_nothing_else() {

@@ -58,15 +58,18 @@ pub(super) async fn handshake(accepted: Box<Accepted>) -> Option<Box<Connected>>
 
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, next_envelope(&state, &mut stream)).await
     {
-        Ok(Incoming::Envelope(Envelope {
-            body: Some(Body::Hello(h)),
-        })) => h,
+        Ok(Incoming::Envelope(
+            Envelope {
+                body: Some(Body::Hello(h)),
+            },
+            _,
+        )) => h,
         Ok(Incoming::Bad(code, why)) => {
             close_with(&mut sink, code, why).await;
             return None;
         }
         Ok(Incoming::Closed) => return None,
-        Ok(Incoming::Envelope(_)) => {
+        Ok(Incoming::Envelope(..)) => {
             refuse(
                 &mut sink,
                 close::AUTH_FAILED,
