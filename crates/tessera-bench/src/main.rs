@@ -118,8 +118,9 @@ enum Command {
         #[arg(long)]
         audit_rows: Option<usize>,
     },
-    /// The raw-zstd screen encoder alone on one core at 1920×1080:
-    /// keyframes, typing and scrolling deltas (no server needed).
+    /// The screen encoders alone on one core at 1920×1080: raw-zstd
+    /// keyframes, typing and scrolling deltas; H.264 full-screen motion (no
+    /// server needed).
     ScreenEncode {
         /// Frames per case (default 100; quick 10).
         #[arg(long)]

@@ -70,8 +70,9 @@ impl H264Encoder {
             // dropped to meet the rate (the credits pace the agent).
             .skip_frames(false)
             .complexity(Complexity::Low)
-            // OpenH264 turns it off for screen content anyway, with a warning.
+            // OpenH264 turns these off for screen content anyway, with a warning.
             .adaptive_quantization(false)
+            .background_detection(false)
             // One thread: the agent's cost is measured as a share of one core.
             .num_threads(1);
         let inner = OhEncoder::with_api_config(OpenH264API::from_source(), config)

@@ -238,9 +238,9 @@ fn motion_frame(base: &Framebuffer, i: u32) -> anyhow::Result<Framebuffer> {
     }
     for y in 100..700u32 {
         for x in 1000..1800u32 {
-            let r = (x + 3 * i) * 255 / 800 & 0xFF;
-            let g = (y + 2 * i) * 255 / 600 & 0xFF;
-            let b = (x + y + 5 * i) / 4 & 0xFF;
+            let r = ((x + 3 * i) * 255 / 800) & 0xFF;
+            let g = ((y + 2 * i) * 255 / 600) & 0xFF;
+            let b = ((x + y + 5 * i) / 4) & 0xFF;
             px[(y * W + x) as usize] = r << 16 | g << 8 | b;
         }
     }
