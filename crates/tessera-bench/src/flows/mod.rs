@@ -12,13 +12,16 @@ mod devices;
 mod ingest;
 mod relay;
 mod screen;
+mod screen_workloads;
 mod sessions;
+mod stage;
 
 pub(crate) use console::console_pages;
 pub(crate) use devices::{connect_storm, idle_devices};
 pub(crate) use ingest::ingest;
 pub(crate) use relay::{fanout, relay_latency, relay_throughput};
 pub(crate) use screen::screen_encode;
+pub(crate) use screen_workloads::screen_workloads;
 pub(crate) use sessions::session_setup;
 
 use std::time::{Duration, Instant};
