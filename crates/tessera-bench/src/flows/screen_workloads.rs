@@ -35,6 +35,9 @@ struct View {
     frames: u64,
     keyframes: u64,
     bytes: u64,
+    /// Rectangles of pixels and copies the frames carried.
+    rects: u64,
+    copies: u64,
     /// The echo awaited: where, which colour, since when.
     awaiting: Option<(u32, u32, u32, Instant)>,
     latencies: Vec<Duration>,
@@ -100,6 +103,8 @@ async fn watch(
                         return;
                     }
                     v.frames += 1;
+                    v.rects += f.frame.rects().count() as u64;
+                    v.copies += f.frame.copies.len() as u64;
                     v.keyframes += u64::from(f.frame.keyframe);
                     if let (Some((x, y, colour, sent)), Some(p)) = (v.awaiting, &v.picture) {
                         if p.pixels().get((y * p.width() + x) as usize) == Some(&colour) {
@@ -137,6 +142,8 @@ struct Sample {
     secs: f64,
     frames: u64,
     bytes: u64,
+    rects: u64,
+    copies: u64,
     cpu: Duration,
     encode: Vec<Duration>,
 }
@@ -149,6 +156,8 @@ struct Meter<'a> {
     start: Instant,
     frames: u64,
     bytes: u64,
+    rects: u64,
+    copies: u64,
     cpu: Duration,
     log_at: u64,
 }
@@ -163,6 +172,8 @@ impl<'a> Meter<'a> {
             start: Instant::now(),
             frames: v.frames,
             bytes: v.bytes,
+            rects: v.rects,
+            copies: v.copies,
             cpu: tessera_testkit::cpu_time(agent_pid)?,
             log_at: std::fs::metadata(log)?.len(),
         })
@@ -171,9 +182,14 @@ impl<'a> Meter<'a> {
     fn stop(self) -> anyhow::Result<Sample> {
         let secs = self.start.elapsed().as_secs_f64();
         let cpu = tessera_testkit::cpu_time(self.agent_pid)?.saturating_sub(self.cpu);
-        let (frames, bytes) = {
+        let (frames, bytes, rects, copies) = {
             let v = lock(self.view);
-            (v.frames - self.frames, v.bytes - self.bytes)
+            (
+                v.frames - self.frames,
+                v.bytes - self.bytes,
+                v.rects - self.rects,
+                v.copies - self.copies,
+            )
         };
         let log = std::fs::read(self.log)?;
         let segment = log.get(self.log_at as usize..).unwrap_or_default();
@@ -181,6 +197,8 @@ impl<'a> Meter<'a> {
             secs,
             frames,
             bytes,
+            rects,
+            copies,
             cpu,
             encode: encode_times(&String::from_utf8_lossy(segment)),
         })
@@ -237,6 +255,18 @@ fn record(result: &mut BenchResult, name: &str, s: &mut Sample) {
         &format!("{name}: agent CPU"),
         s.cpu.as_secs_f64() / secs * 100.0,
         "% of a core",
+    );
+    let per_frame = |n: u64| n as f64 / s.frames.max(1) as f64;
+    result.figure(&format!("{name}: bytes per frame"), per_frame(s.bytes), "B");
+    result.figure(
+        &format!("{name}: rectangles per frame"),
+        per_frame(s.rects),
+        "",
+    );
+    result.figure(
+        &format!("{name}: copies per frame"),
+        per_frame(s.copies),
+        "",
     );
     let p50 = millis(percentile(&mut s.encode, 50.0));
     let p99 = millis(percentile(&mut s.encode, 99.0));

@@ -349,7 +349,10 @@ mod tests {
         assert_eq!(cells.len(), 500);
         for n in [0, 149, 150, 8399] {
             let (x, y, c) = echo_cell(n);
-            assert!(x >= 100 && x < 1300 && y >= 80 && y < 976, "{n}: {x},{y}");
+            assert!(
+                (100..1300).contains(&x) && (80..976).contains(&y),
+                "{n}: {x},{y}"
+            );
             assert_ne!(c, TERM_BG);
         }
         // The looked-at pixel is on the glyph's vertical bar.
