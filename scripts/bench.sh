@@ -11,7 +11,7 @@ runs="${1:-3}"
 shift || true
 benches=("$@")
 if [ ${#benches[@]} -eq 0 ]; then
-  benches=(relay-throughput relay-latency relay-messages fanout idle-devices idle-pairs connect-storm session-setup ingest console-pages screen-encode)
+  benches=(relay-throughput relay-latency relay-messages fanout idle-devices idle-pairs connect-storm session-setup ingest console-pages screen-encode screen-workloads)
 fi
 
 cargo build --release --locked -p tessera -p tessera-bench

@@ -98,6 +98,44 @@ impl Xvfb {
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
+
+    /// Changes the screen's resolution with `xrandr`, as a person would in
+    /// display settings. Xvfb's RandR lets the screen shrink and grow back
+    /// up to the size it started with (never beyond) and knows only its
+    /// starting mode, so a mode of the new size is made (`--newmode`), put
+    /// on Xvfb's one output, `screen`, and chosen along with the matching
+    /// framebuffer. User modes live as long as the server does, which is
+    /// why [`Xvfb::start_with`] passes `-noreset` (without it, the server
+    /// resets when `xrandr` disconnects and the mode is gone).
+    pub fn resize(&mut self, width: u32, height: u32) -> anyhow::Result<()> {
+        let name = format!("{width}x{height}");
+        if !self
+            .xrandr(&[])?
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(&name))
+        {
+            // The timings mean nothing to Xvfb; only the size counts.
+            let n = |v: u32| v.to_string();
+            self.xrandr(&[
+                "--newmode",
+                &name,
+                "60",
+                &n(width),
+                &n(width + 8),
+                &n(width + 16),
+                &n(width + 24),
+                &n(height),
+                &n(height + 1),
+                &n(height + 2),
+                &n(height + 3),
+            ])?;
+            self.xrandr(&["--addmode", "screen", &name])?;
+        }
+        self.xrandr(&["--output", "screen", "--mode", &name, "--fb", &name])?;
+        self.width = width;
+        self.height = height;
+        Ok(())
+    }
 }
 
 impl Drop for Xvfb {
@@ -467,11 +505,99 @@ impl XTestClient {
         Ok(())
     }
 
+    /// Gives the window a pointer shape: `width`×`height` pixels of one
+    /// colour (`0x00RRGGBB`), hot spot at `hot` (what an application does
+    /// over a text field or a link). The window covers the screen, so the
+    /// pointer is over it and the display shows the new shape at once.
+    pub fn set_cursor(
+        &self,
+        width: u16,
+        height: u16,
+        colour: u32,
+        hot: (u16, u16),
+    ) -> anyhow::Result<()> {
+        let bits = self.conn.generate_id()?;
+        self.conn
+            .create_pixmap(1, bits, self.window, width, height)?;
+        let ones = self.conn.generate_id()?;
+        self.conn
+            .create_gc(ones, bits, &CreateGCAux::new().foreground(1))?;
+        self.conn.poly_fill_rectangle(
+            bits,
+            ones,
+            &[Rectangle {
+                x: 0,
+                y: 0,
+                width,
+                height,
+            }],
+        )?;
+        let channel = |shift: u32| ((colour >> shift) & 0xFF) as u16 * 0x101;
+        let cursor = self.conn.generate_id()?;
+        self.conn.create_cursor(
+            cursor,
+            bits,
+            bits,
+            channel(16),
+            channel(8),
+            channel(0),
+            0,
+            0,
+            0,
+            hot.0,
+            hot.1,
+        )?;
+        self.conn.change_window_attributes(
+            self.window,
+            &x11rb::protocol::xproto::ChangeWindowAttributesAux::new().cursor(cursor),
+        )?;
+        self.conn.free_gc(ones)?;
+        self.conn.free_pixmap(bits)?;
+        self.conn.free_cursor(cursor)?;
+        self.conn.sync()?;
+        Ok(())
+    }
+
     /// Draws a known pattern over the whole window: distinct, textured
     /// pixels derived from `seed`; returns them (row after row).
     pub fn draw_pattern(&self, seed: u32) -> anyhow::Result<Vec<u32>> {
         let pixels = pattern(u32::from(self.width), u32::from(self.height), seed);
         self.put_pixels(0, 0, self.width, &pixels)?;
+        Ok(pixels)
+    }
+
+    /// Makes a known pattern (see [`XTestClient::draw_pattern`]) the
+    /// window's background, so that the X server itself repaints it
+    /// wherever the window is exposed again — after a resolution change,
+    /// say — as an application redrawing on `Expose` would. Returns it.
+    pub fn paint_background(&self, seed: u32) -> anyhow::Result<Vec<u32>> {
+        let pixels = pattern(u32::from(self.width), u32::from(self.height), seed);
+        let pixmap = self.conn.generate_id()?;
+        self.conn
+            .create_pixmap(24, pixmap, self.window, self.width, self.height)?;
+        let width = usize::from(self.width);
+        for (band, chunk) in pixels.chunks(width * 64).enumerate() {
+            let bytes: Vec<u8> = chunk.iter().flat_map(|p| p.to_le_bytes()).collect();
+            self.conn.put_image(
+                ImageFormat::Z_PIXMAP,
+                pixmap,
+                self.gc,
+                self.width,
+                (chunk.len() / width) as u16,
+                0,
+                (band * 64) as i16,
+                0,
+                24,
+                &bytes,
+            )?;
+        }
+        self.conn.change_window_attributes(
+            self.window,
+            &x11rb::protocol::xproto::ChangeWindowAttributesAux::new().background_pixmap(pixmap),
+        )?;
+        self.conn.free_pixmap(pixmap)?;
+        self.conn.clear_area(false, self.window, 0, 0, 0, 0)?;
+        self.conn.sync()?;
         Ok(pixels)
     }
 
@@ -526,5 +652,24 @@ mod tests {
         assert_eq!(client.screenshot().unwrap()[0], 0x123456);
         let xvfb2 = Xvfb::start_with(100, 100).unwrap();
         assert_ne!(x.display(), xvfb2.display());
+    }
+
+    #[test]
+    fn xvfb_shrinks_and_grows_back_through_xrandr() {
+        let mut x = Xvfb::start_with(320, 200).unwrap();
+        let root_size = |x: &Xvfb| {
+            let (conn, screen) = x11rb::connect(Some(x.display())).unwrap();
+            let root = conn.setup().roots[screen].root;
+            let g = conn.get_geometry(root).unwrap().reply().unwrap();
+            (g.width, g.height)
+        };
+        x.resize(200, 120).unwrap();
+        assert_eq!(root_size(&x), (200, 120));
+        assert_eq!((x.width, x.height), (200, 120));
+        x.resize(320, 200).unwrap();
+        assert_eq!(root_size(&x), (320, 200));
+        // Twice to one size: the mode made the first time is reused.
+        x.resize(200, 120).unwrap();
+        assert_eq!(root_size(&x), (200, 120));
     }
 }

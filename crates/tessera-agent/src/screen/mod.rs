@@ -21,7 +21,7 @@ mod held;
 mod stream;
 
 use std::sync::mpsc as std_mpsc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tessera_proto::v1::{self as pb, screen::Body as ScreenBody};
 use tessera_proto::Body;
@@ -453,6 +453,7 @@ impl Channel {
             return true;
         }
         let keyframe = self.stream.wants_keyframe() || cap.picture.is_none();
+        let capture_started = Instant::now();
         let captured = if keyframe {
             self.display.capture_all(&cap.monitor).map(|p| {
                 cap.picture = Some(p);
@@ -485,6 +486,8 @@ impl Channel {
         if damage.as_ref().is_some_and(Vec::is_empty) {
             return true;
         }
+        let capture_us = capture_started.elapsed().as_micros();
+        let encode_started = Instant::now();
         let frame = match cap.encoding.encode(picture, damage.as_deref(), keyframe) {
             Ok(Some(f)) => f,
             Ok(None) => return true,
@@ -522,8 +525,18 @@ impl Channel {
                 return true;
             }
         };
+        let encode_us = encode_started.elapsed().as_micros();
         let is_key = frame.keyframe;
         let number = self.stream.sent(is_key);
+        // What `tessera-bench screen-workloads` reads for encode times.
+        tracing::debug!(
+            number,
+            keyframe = is_key,
+            capture_us,
+            encode_us,
+            bytes = frame.data_len(),
+            "screen frame sent"
+        );
         for msg in frame.into_messages(number, captured_at) {
             if !self.out.send(ScreenBody::Frame(msg)) {
                 return false;

@@ -15,7 +15,9 @@ mod ingest;
 mod messages;
 mod relay;
 mod screen;
+mod screen_workloads;
 mod sessions;
+mod stage;
 
 pub(crate) use console::console_pages;
 pub(crate) use console_seed::Fleet;
@@ -24,6 +26,7 @@ pub(crate) use ingest::ingest;
 pub(crate) use messages::{idle_pairs, relay_messages};
 pub(crate) use relay::{fanout, relay_latency, relay_throughput};
 pub(crate) use screen::screen_encode;
+pub(crate) use screen_workloads::screen_workloads;
 pub(crate) use sessions::session_setup;
 
 use std::time::{Duration, Instant};

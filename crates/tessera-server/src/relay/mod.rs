@@ -226,6 +226,10 @@ pub struct Joined {
     pub screen: Option<ScreenOutcome>,
 }
 
+/// What a screen viewer's seat does with the outcome of its leaving
+/// (release what it held, reconfigure) when its task never did.
+pub type Farewell = Box<dyn FnOnce(ScreenOutcome) + Send>;
+
 /// See [`LiveSession::seat`].
 pub struct Seat {
     session: Arc<LiveSession>,
@@ -233,6 +237,8 @@ pub struct Seat {
     /// The `session_left` row to write if the viewer's task never reaches
     /// its own (it was aborted or panicked).
     leaving: Option<(crate::store::Db, crate::store::audit::AuditEvent)>,
+    /// A screen viewer's leaving, if its task never reaches its own.
+    screen: Option<(Access, Farewell)>,
 }
 
 impl Seat {
@@ -245,11 +251,27 @@ impl Seat {
     pub fn leave_unaudited(&mut self) {
         self.leaving = None;
     }
+
+    /// Arms the seat of a screen viewer with `access`: dropped before its
+    /// task left the screen itself (aborted, panicked), it still leaves —
+    /// the device is sent the release of what the viewer held — and hands
+    /// that outcome to `farewell` to carry out.
+    pub fn leave_screen_on_drop(&mut self, access: Access, farewell: Farewell) {
+        self.screen = Some((access, farewell));
+    }
+
+    /// The task leaves the screen itself.
+    pub fn screen_left_by_task(&mut self) {
+        self.screen = None;
+    }
 }
 
 impl Drop for Seat {
     fn drop(&mut self) {
         self.session.leave(self.viewer_id);
+        if let Some((access, farewell)) = self.screen.take() {
+            farewell(self.session.screen_left(self.viewer_id, access));
+        }
         if let Some((db, event)) = self.leaving.take() {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
@@ -397,6 +419,7 @@ impl LiveSession {
             session: Arc::clone(self),
             viewer_id,
             leaving: None,
+            screen: None,
         }
     }
 
@@ -670,6 +693,57 @@ mod tests {
         task.abort();
         let _ = task.await;
         assert_eq!(s.viewer_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_screen_viewer_task_that_is_aborted_still_releases_what_it_held() {
+        let s = Hub::default().open_channel(
+            "s",
+            "t",
+            "d",
+            "desk",
+            1,
+            Access::Control,
+            SessionChannel::Screen,
+        );
+        let joined = s.join("u1", "l1", Access::Control).unwrap();
+        let number = viewer_number(joined.viewer_id);
+        let mut seat = s.seat(joined.viewer_id);
+        let (tx, rx) = std::sync::mpsc::channel();
+        seat.leave_screen_on_drop(
+            Access::Control,
+            Box::new(move |out| {
+                let _ = tx.send(out);
+            }),
+        );
+        let task = tokio::spawn(async move {
+            let _held = (seat, joined);
+            std::future::pending::<()>().await;
+        });
+        task.abort();
+        let _ = task.await;
+        assert_eq!(s.viewer_count(), 0);
+        let out = rx.try_recv().expect("the seat left the screen");
+        match out.input {
+            Some(tessera_proto::Body::Screen(tessera_proto::v1::Screen {
+                body: Some(tessera_proto::v1::screen::Body::ReleaseInput(r)),
+                ..
+            })) => assert_eq!(r.viewer, number),
+            other => panic!("expected a release, got {other:?}"),
+        }
+        // A task that left the screen itself is not released twice.
+        let joined = s.join("u2", "l2", Access::Control).unwrap();
+        let mut seat = s.seat(joined.viewer_id);
+        let (tx, rx) = std::sync::mpsc::channel();
+        seat.leave_screen_on_drop(
+            Access::Control,
+            Box::new(move |out| {
+                let _ = tx.send(out);
+            }),
+        );
+        seat.screen_left_by_task();
+        drop(seat);
+        assert!(rx.try_recv().is_err());
     }
 
     #[tokio::test]

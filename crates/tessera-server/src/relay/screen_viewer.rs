@@ -3,6 +3,13 @@
 //! and what it sends is judged by `relay::screen` (through the session's
 //! state) before anything reaches the device. Messages are capped at
 //! 64 KiB before they are buffered, as on every viewer connection.
+//!
+//! A control viewer may hold keys down on someone's desktop, so a viewer
+//! that vanishes without closing (a laptop lid shut, a network gone) must
+//! not stay joined until TCP gives up, hours later: the relay pings every
+//! heartbeat interval and drops a viewer it has heard nothing from (not
+//! even a pong) for three intervals (`viewer_unresponsive`, 4014); its
+//! leaving releases what it held.
 
 use std::sync::Arc;
 
@@ -14,10 +21,13 @@ use tessera_proto::{Body, Envelope};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::viewer::{close, close_with, notify_kicked, send, send_encoded, Sink, Tally};
+use super::viewer::{close, close_with, notify_kicked, ping, send, send_encoded, Sink, Tally};
 use super::{Kick, Lane, LiveSession, ToViewer};
 use crate::control::connection::is_too_big;
 use crate::AppState;
+
+/// Heartbeat intervals without a word from the viewer before it is dropped.
+const MISSED_PINGS: u32 = 3;
 
 pub(super) struct ScreenViewer<'a> {
     pub(super) state: &'a AppState,
@@ -38,6 +48,11 @@ impl ScreenViewer<'_> {
         tally: &mut Tally,
     ) {
         let live = self.live;
+        let interval = self.state.config().heartbeat_interval;
+        let allowance = interval * MISSED_PINGS;
+        let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heard = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 // Session events first (an end is said before more frames), then
@@ -62,7 +77,18 @@ impl ScreenViewer<'_> {
                     return;
                 }
                 incoming = stream.next() => {
+                    heard = tokio::time::Instant::now();
                     if !self.incoming(sink, incoming, tally).await {
+                        return;
+                    }
+                }
+                _ = pings.tick() => {
+                    if heard.elapsed() >= allowance {
+                        tracing::info!("screen viewer unresponsive: dropped");
+                        close_with(sink, close::UNRESPONSIVE, "viewer_unresponsive").await;
+                        return;
+                    }
+                    if !ping(sink).await {
                         return;
                     }
                 }

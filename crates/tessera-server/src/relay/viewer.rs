@@ -44,6 +44,10 @@ pub mod close {
     pub const ROLE_CHANGED: u16 = 4012;
     /// The operator's account was disabled.
     pub const USER_DISABLED: u16 = 4013;
+    /// A screen viewer answered no ping for three heartbeat intervals
+    /// (it vanished without closing): it is dropped and what it held is
+    /// released.
+    pub const UNRESPONSIVE: u16 = 4014;
 }
 
 /// A send that does not complete in this long means the viewer stopped
@@ -59,6 +63,15 @@ pub(super) async fn send(sink: &mut Sink, body: Body) -> bool {
 /// Sends an envelope encoded once for every viewer.
 pub(super) async fn send_encoded(sink: &mut Sink, envelope: bytes::Bytes) -> bool {
     let frame = Message::Binary(envelope);
+    matches!(
+        tokio::time::timeout(SEND_STALL, sink.send(frame)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Sends a WebSocket ping (the viewer's library answers it on its own).
+pub(super) async fn ping(sink: &mut Sink) -> bool {
+    let frame = Message::Ping(bytes::Bytes::new());
     matches!(
         tokio::time::timeout(SEND_STALL, sink.send(frame)).await,
         Ok(Ok(()))
@@ -193,6 +206,20 @@ pub async fn serve(
     // However this task ends (an abort included), the departure is audited.
     let mut seat = live.seat(viewer_id);
     seat.audit_leaving(state.db().clone(), left_event(&claims, ip));
+    if screen.is_some() {
+        // However this task ends, what the viewer held is released.
+        let (state, live) = (state.clone(), Arc::clone(&live));
+        seat.leave_screen_on_drop(
+            access,
+            Box::new(move |out| {
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        super::screen_device::deliver(&state, &live, out).await;
+                    });
+                }
+            }),
+        );
+    }
     if keep {
         // `connect --keep`: leaving does not end the shell.
         live.keep();
@@ -232,6 +259,7 @@ pub async fn serve(
                 .await;
         }
         seat.leave_unaudited();
+        seat.screen_left_by_task();
         drop(seat);
         // What it held is released, and the codec may change for those who
         // remain.

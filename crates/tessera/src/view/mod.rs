@@ -4,6 +4,7 @@
 //! (`--snapshot`, `snapshot`). The network side is `tessera_client::screen`;
 //! the picture and its decoder are `stream`; the key mapping is `keys`.
 
+mod cursor;
 mod grab;
 mod keys;
 mod snapshot;
@@ -189,7 +190,8 @@ async fn read_loop(
                     ));
                 }
             }
-            ScreenEvent::Cursor(_) | ScreenEvent::Clipboard(_) => continue,
+            ScreenEvent::Cursor(c) => s.cursor = Some(c),
+            ScreenEvent::Clipboard(_) => continue,
         }
         let done = s.ended.is_some();
         drop(s);

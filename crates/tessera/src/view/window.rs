@@ -21,6 +21,7 @@ use winit::platform::scancode::PhysicalKeyExtScancode;
 use winit::platform::x11::EventLoopBuilderExtX11;
 use winit::window::{Window, WindowId};
 
+use super::cursor;
 use super::grab::KeyboardGrab;
 use super::keys::{self, HostKey, KeyAction, Keyboard};
 use super::stream::{self, Stream};
@@ -41,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) stream: Stream,
     pub(crate) ended: Option<String>,
     pub(crate) notice: Option<String>,
+    /// The remote pointer's newest shape, until the window takes it.
+    pub(crate) cursor: Option<tessera_proto::v1::CursorShape>,
 }
 
 pub(crate) fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -155,6 +158,10 @@ struct App {
     /// When the window closes by itself: a while after the session ended,
     /// long enough to read why in the title.
     close_at: Option<Instant>,
+    /// The remote pointer's shape, and the scale (shown, remote width) it
+    /// was last made at.
+    cursor: Option<tessera_proto::v1::CursorShape>,
+    cursor_made: Option<(u32, u32, u32)>,
 }
 
 /// How long the ended session's picture stays, dimmed, with the reason.
@@ -193,6 +200,8 @@ pub(crate) fn run(
         title: String::new(),
         error: None,
         close_at: None,
+        cursor: None,
+        cursor_made: None,
     };
     event_loop.run_app(&mut app)?;
     match app.error.take() {
@@ -320,6 +329,28 @@ impl App {
         }));
     }
 
+    /// Makes the remote pointer's shape the window's pointer, scaled with
+    /// the picture, when the shape or the scale changed.
+    fn apply_cursor(&mut self, event_loop: &ActiveEventLoop) {
+        let (Some(window), Some(shape)) = (&self.window, &self.cursor) else {
+            return;
+        };
+        let made = (shape.serial, self.place.width, self.src.0);
+        if self.cursor_made == Some(made) {
+            return;
+        }
+        self.cursor_made = Some(made);
+        let Some(img) = cursor::scaled(shape, self.place.width, self.src.0) else {
+            return;
+        };
+        match winit::window::CustomCursor::from_rgba(
+            img.rgba, img.width, img.height, img.hot_x, img.hot_y,
+        ) {
+            Ok(source) => window.set_cursor(event_loop.create_custom_cursor(source)),
+            Err(e) => tracing::debug!(error = %e, "the remote pointer's shape is not usable here"),
+        }
+    }
+
     fn lost_focus(&mut self) {
         self.grab = None;
         let held = self.keyboard.forget_held();
@@ -363,6 +394,7 @@ impl ApplicationHandler<Wake> for App {
     }
 
     fn about_to_wait(&mut self, event_loop: &ActiveEventLoop) {
+        self.apply_cursor(event_loop);
         match self.close_at {
             Some(at) if Instant::now() >= at => event_loop.exit(),
             Some(at) => event_loop.set_control_flow(ControlFlow::WaitUntil(at)),
@@ -373,9 +405,16 @@ impl ApplicationHandler<Wake> for App {
     fn user_event(&mut self, _: &ActiveEventLoop, event: Wake) {
         match event {
             Wake::Picture => {
-                if self.close_at.is_none() && lock(&self.shared).ended.is_some() {
+                let (ended, cursor) = {
+                    let mut s = lock(&self.shared);
+                    (s.ended.is_some(), s.cursor.take())
+                };
+                if self.close_at.is_none() && ended {
                     self.grab = None;
                     self.close_at = Some(Instant::now() + LINGER);
+                }
+                if cursor.is_some() {
+                    self.cursor = cursor;
                 }
                 self.refresh_title();
                 if let Some(w) = &self.window {

@@ -825,3 +825,73 @@ async fn ctl_opens_a_screen_session_with_channel_screen() {
     assert!(err.contains("screen"), "{err}");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_that_vanishes_holding_a_key_is_dropped_and_the_device_releases_it() {
+    use futures_util::StreamExt;
+    // Heartbeats of 300 ms: a viewer silent for 900 ms is gone.
+    let s = TestServer::start_with(tessera_testkit::fast_heartbeat(300)).await;
+    let admin = s.admin().await;
+    let (mut dev, session) = screen_setup(&s, &admin).await;
+    // A second viewer that keeps reading (so it answers the relay's pings)
+    // stays through it all.
+    let watcher = s.user(&admin, "wanda", Role::Viewer).await;
+    let mut alive = HandViewer::join(&s, &watcher, &session).await;
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(m)) = alive.ws.next().await {
+            let _ = seen_tx.send(m);
+        }
+    });
+    // The control viewer presses a key, then vanishes without a word: its
+    // socket stays open but nothing reads it or writes to it again (a
+    // laptop lid shut mid-press).
+    let mut gone = HandViewer::join(&s, &admin, &session).await;
+    gone.send(screen(&session, key(0xE0))).await;
+    let held = dev
+        .next_where(|b| match screen_body(b) {
+            Some(SB::Key(k)) => Some(k.viewer),
+            _ => None,
+        })
+        .await;
+    let released = dev
+        .next_where(|b| match screen_body(b) {
+            Some(SB::ReleaseInput(r)) => Some(r.viewer),
+            _ => None,
+        })
+        .await;
+    assert_eq!(released, held, "the vanished viewer's key is released");
+    assert_eq!(gone.close_code().await, 4014, "viewer_unresponsive");
+    // The reading viewer is still there: a notice reaches it.
+    while seen.try_recv().is_ok() {}
+    dev.send(screen(
+        &session,
+        SB::Notice(tessera_proto::v1::ScreenNotice {
+            code: "still_here".into(),
+            message: String::new(),
+        }),
+    ))
+    .await;
+    let got = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match seen.recv().await {
+                Some(tokio_tungstenite::tungstenite::Message::Binary(b)) => {
+                    let env = <tessera_proto::Envelope as prost::Message>::decode(b.as_ref())
+                        .expect("envelope");
+                    if let Some(Body::Screen(sc)) = env.body {
+                        if let Some(SB::Notice(n)) = sc.body {
+                            return n.code;
+                        }
+                    }
+                }
+                Some(_) => {}
+                None => panic!("the reading viewer was dropped"),
+            }
+        }
+    })
+    .await
+    .expect("the notice in time");
+    assert_eq!(got, "still_here");
+    reader.abort();
+    s.stop().await;
+}

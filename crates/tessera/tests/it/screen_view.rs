@@ -552,3 +552,178 @@ async fn under_xvfb_the_window_draws_acks_sends_keys_and_says_why_the_session_en
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("the session ended"), "{err}");
 }
+
+/// What a test viewer has seen of a screen: the formats, and the picture
+/// the frames drew.
+#[derive(Default)]
+struct Seen {
+    formats: Vec<ScreenFormat>,
+    picture: Option<Framebuffer>,
+    decoder: tessera_screen::RawZstdDecoder,
+}
+
+impl Seen {
+    /// Reads `rx` until a frame is drawn (and acknowledged); whether it was
+    /// a keyframe. A new format first makes the picture a blank one of its
+    /// size. Fails after 20 s.
+    async fn next_drawn(
+        &mut self,
+        tx: &mut client_screen::ScreenSender,
+        rx: &mut client_screen::ScreenReceiver,
+    ) -> bool {
+        use tessera_screen::Decoder;
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(20), rx.next())
+                .await
+                .expect("a screen event in time");
+            match event {
+                ScreenEvent::Format(f) => {
+                    self.picture = Some(Framebuffer::new(f.width, f.height).expect("a picture"));
+                    self.decoder = tessera_screen::RawZstdDecoder::new();
+                    self.formats.push(f);
+                }
+                ScreenEvent::Frame(whole) => {
+                    let p = self.picture.as_mut().expect("a format first");
+                    self.decoder
+                        .decode(&whole.frame, p)
+                        .expect("a frame that fits the picture");
+                    tx.ack(whole.number).await.expect("ack");
+                    return whole.frame.keyframe;
+                }
+                ScreenEvent::Resync { code } => panic!("the stream broke: {code}"),
+                ScreenEvent::Ended { code, .. } => panic!("the session ended: {code}"),
+                ScreenEvent::Closed { code, reason } => panic!("closed: {code:?} {reason}"),
+                _ => {}
+            }
+        }
+    }
+
+    fn shows(&self, want: &[u32]) -> bool {
+        self.picture.as_ref().is_some_and(|p| p.pixels() == want)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_xvfb_a_resolution_change_reaches_the_viewer_as_a_format_and_an_exact_keyframe() {
+    let Some(mut x) = xvfb_or_skip("under_xvfb_a_resolution_change_reaches_the_viewer") else {
+        return;
+    };
+    let (w, h) = (x.width, x.height);
+    let client = XTestClient::open(x.display()).expect("X client");
+    // The pattern is the window's background: the X server repaints it
+    // when a resolution change exposes the window again.
+    let drawn = client.paint_background(3).expect("pattern");
+
+    let s = TestServer::start().await;
+    let dir = ctl_admin(&s).await;
+    let admin = s.admin().await;
+    let device = TestDevice::enroll(&s, &admin, "kiosk").await;
+    let agent = AgentProcess::start_on_display(&s, &device, x.display()).await;
+    let session = create_screen_session(dir.path(), "kiosk", false).await;
+    let (mut tx, mut rx, _) = join(&admin, &session).await;
+    let mut seen = Seen::default();
+    assert!(seen.next_drawn(&mut tx, &mut rx).await);
+    assert!(seen.shows(&drawn), "the first keyframe is the display");
+
+    // The display shrinks (xrandr): the viewer is told the new size and
+    // gets a keyframe of what is left on screen, the top-left corner of
+    // the pattern, pixel for pixel.
+    let (sw, sh) = (w * 3 / 4, h * 3 / 4);
+    x.resize(sw, sh).expect("xrandr");
+    let corner: Vec<u32> = (0..sh)
+        .flat_map(|y| drawn[(y * w) as usize..(y * w + sw) as usize].to_vec())
+        .collect();
+    assert!(
+        seen.next_drawn(&mut tx, &mut rx).await,
+        "the first frame after a new size is a keyframe\nagent log:\n{}",
+        agent.log()
+    );
+    let f = seen.formats.last().expect("a new format");
+    assert_eq!((f.width, f.height), (sw, sh), "{:?}", seen.formats);
+    assert_eq!(f.reason, "resolution_changed");
+    assert!(
+        seen.shows(&corner),
+        "the keyframe at the new size is the display"
+    );
+
+    // Drawing goes on at the new size, and growing back is followed too
+    // (the whole pattern is back: the server repaints the window).
+    client.fill(10, 10, 20, 20, 0x00FF_8000).expect("fill");
+    let mut want = corner.clone();
+    for y in 10..30 {
+        for x in 10..30 {
+            want[(y * sw + x) as usize] = 0x00FF_8000;
+        }
+    }
+    while !seen.shows(&want) {
+        seen.next_drawn(&mut tx, &mut rx).await;
+    }
+    x.resize(w, h).expect("xrandr");
+    let expected = client
+        .screenshot()
+        .expect("the whole window is on screen again");
+    assert!(expected == drawn, "the server repainted the background");
+    let before = seen.formats.len();
+    let mut keyframe = false;
+    while seen.formats.len() == before {
+        keyframe = seen.next_drawn(&mut tx, &mut rx).await;
+    }
+    assert!(keyframe, "the first frame after the format is a keyframe");
+    assert!(
+        seen.shows(&drawn),
+        "the keyframe at the first size again is the display"
+    );
+    let f = &seen.formats[before];
+    assert_eq!(
+        (f.width, f.height, f.reason.as_str()),
+        (w, h, "resolution_changed")
+    );
+    tx.close().await;
+    drop(agent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_xvfb_a_pointer_shape_change_reaches_the_viewer() {
+    let Some(x) = xvfb_or_skip("under_xvfb_a_pointer_shape_change_reaches_the_viewer") else {
+        return;
+    };
+    let client = XTestClient::open(x.display()).expect("X client");
+    client.draw_pattern(5).expect("pattern");
+    let s = TestServer::start().await;
+    let dir = ctl_admin(&s).await;
+    let admin = s.admin().await;
+    let device = TestDevice::enroll(&s, &admin, "kiosk").await;
+    let agent = AgentProcess::start_on_display(&s, &device, x.display()).await;
+    let session = create_screen_session(dir.path(), "kiosk", false).await;
+    let (mut tx, mut rx, _) = join(&admin, &session).await;
+    assert!(Seen::default().next_drawn(&mut tx, &mut rx).await);
+
+    // An application over the whole screen changes the pointer: the
+    // viewer gets the new shape, its pixels and hot spot.
+    client
+        .set_cursor(8, 6, 0x00FF_2000, (3, 4))
+        .expect("a pointer shape");
+    let shape = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match rx.next().await {
+                ScreenEvent::Cursor(c) if (c.width, c.height) == (8, 6) => return c,
+                ScreenEvent::Frame(f) => tx.ack(f.number).await.expect("ack"),
+                ScreenEvent::Ended { .. } | ScreenEvent::Closed { .. } => {
+                    panic!("the session ended")
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no new pointer shape\nagent log:\n{}", agent.log()));
+    assert_eq!((shape.hot_x, shape.hot_y), (3, 4));
+    assert_eq!(shape.rgba.len(), 8 * 6 * 4);
+    assert!(
+        shape.rgba.chunks(4).all(|p| p == [0xFF, 0x20, 0x00, 0xFF]),
+        "the shape's pixels: {:?}",
+        &shape.rgba[..8]
+    );
+    tx.close().await;
+    drop(agent);
+}
