@@ -725,7 +725,7 @@ mod tests {
         assert_eq!(s.viewer_count(), 0);
         let out = rx.try_recv().expect("the seat left the screen");
         match out.input {
-            Some(tessera_proto::Body::Screen(tessera_proto::v1::Screen {
+            Some(Body::Screen(tessera_proto::v1::Screen {
                 body: Some(tessera_proto::v1::screen::Body::ReleaseInput(r)),
                 ..
             })) => assert_eq!(r.viewer, number),
