@@ -35,6 +35,11 @@ const FILES: &[Asset] = &[
         content_type: JS,
     },
     Asset {
+        name: "protobuf.js",
+        body: include_bytes!("../../../assets/protobuf.js"),
+        content_type: JS,
+    },
+    Asset {
         name: "terminal.js",
         body: include_bytes!("../../../assets/terminal.js"),
         content_type: JS,

@@ -113,6 +113,7 @@ pub async fn show(
         }
         " " a href="/sessions" { "Back to sessions" }
         script src=(assets::url("fzstd-0.1.1.min.js")) defer {}
+        script src=(assets::url("protobuf.js")) defer {}
         script src=(assets::url("screen.js")) defer {}
     };
     html_response(StatusCode::OK, page(&s, Nav::Sessions, "Screen", body))

@@ -362,6 +362,7 @@ pub async fn terminal(
         " " a href="/sessions" { "Back to sessions" }
         script src=(assets::url("xterm-5.5.0.js")) defer {}
         script src=(assets::url("xterm-addon-fit-0.10.0.js")) defer {}
+        script src=(assets::url("protobuf.js")) defer {}
         script src=(assets::url("terminal.js")) defer {}
     };
     html_response(StatusCode::OK, page(&s, Nav::Sessions, "Terminal", body))
