@@ -19,7 +19,7 @@ use tessera_proto::{Body, Envelope, MAX_VIEWER_FRAME};
 use tessera_screen::{FrameAssembler, ReceivedFrame};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::viewer::{open_socket, Ws};
+use crate::viewer::{open_socket, read_body, Read, Ws};
 use crate::{ApiClient, ClientError};
 
 /// Clipboard text a viewer sends at most: what fits one viewer message
@@ -270,30 +270,9 @@ impl ScreenReceiver {
     /// The next event; after `Ended` or `Closed` the stream is done.
     pub async fn next(&mut self) -> ScreenEvent {
         loop {
-            let b = match self.stream.next().await {
-                Some(Ok(Message::Binary(b))) => b,
-                Some(Ok(Message::Close(frame))) => {
-                    return ScreenEvent::Closed {
-                        code: frame.as_ref().map(|f| u16::from(f.code)),
-                        reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
-                    }
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => {
-                    return ScreenEvent::Closed {
-                        code: None,
-                        reason: e.to_string(),
-                    }
-                }
-                None => {
-                    return ScreenEvent::Closed {
-                        code: None,
-                        reason: String::new(),
-                    }
-                }
-            };
-            let Some(body) = Envelope::decode(b).ok().and_then(|e| e.body) else {
-                continue;
+            let body = match read_body(&mut self.stream).await {
+                Read::Body(body) => body,
+                Read::Closed { code, reason } => return ScreenEvent::Closed { code, reason },
             };
             let event = match body {
                 Body::Screen(s) => match s.body {

@@ -212,52 +212,70 @@ impl ViewerReceiver {
     /// The next event; after `Closed` the stream is done.
     pub async fn next(&mut self) -> ViewerEvent {
         loop {
-            match self.stream.next().await {
-                Some(Ok(Message::Binary(b))) => {
-                    let Ok(env) = Envelope::decode(b) else {
-                        continue;
-                    };
-                    match env.body {
-                        Some(Body::ViewerReady(r)) => {
-                            return ViewerEvent::Ready {
-                                access: r.access,
-                                device_name: r.device_name,
-                            }
-                        }
-                        Some(Body::ChannelData(d)) => return ViewerEvent::Output(d.data),
-                        Some(Body::ChannelClose(c)) => {
-                            return ViewerEvent::ChannelClosed {
-                                exit_status: c.exit_status,
-                                reason: c.reason,
-                            }
-                        }
-                        Some(Body::SessionEnded(e)) => {
-                            return ViewerEvent::Ended {
-                                code: e.code,
-                                reason: e.reason,
-                            }
-                        }
-                        _ => continue,
+            let body = match read_body(&mut self.stream).await {
+                Read::Body(body) => body,
+                Read::Closed { code, reason } => return ViewerEvent::Closed { code, reason },
+            };
+            match body {
+                Body::ViewerReady(r) => {
+                    return ViewerEvent::Ready {
+                        access: r.access,
+                        device_name: r.device_name,
                     }
                 }
-                Some(Ok(Message::Close(frame))) => {
-                    return ViewerEvent::Closed {
-                        code: frame.as_ref().map(|f| u16::from(f.code)),
-                        reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+                Body::ChannelData(d) => return ViewerEvent::Output(d.data),
+                Body::ChannelClose(c) => {
+                    return ViewerEvent::ChannelClosed {
+                        exit_status: c.exit_status,
+                        reason: c.reason,
                     }
                 }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => {
-                    return ViewerEvent::Closed {
-                        code: None,
-                        reason: e.to_string(),
+                Body::SessionEnded(e) => {
+                    return ViewerEvent::Ended {
+                        code: e.code,
+                        reason: e.reason,
                     }
                 }
-                None => {
-                    return ViewerEvent::Closed {
-                        code: None,
-                        reason: String::new(),
-                    }
+                _ => continue,
+            }
+        }
+    }
+}
+
+/// One read from a viewer socket: an envelope's body, or how it ended.
+pub(crate) enum Read {
+    Body(Body),
+    Closed { code: Option<u16>, reason: String },
+}
+
+/// Reads until a message carries an envelope with a body (anything else is
+/// skipped) or the socket ends: with its close frame's code and reason, a
+/// read error's words, or nothing.
+pub(crate) async fn read_body(stream: &mut SplitStream<Ws>) -> Read {
+    loop {
+        match stream.next().await {
+            Some(Ok(Message::Binary(b))) => {
+                if let Some(body) = Envelope::decode(b).ok().and_then(|e| e.body) {
+                    return Read::Body(body);
+                }
+            }
+            Some(Ok(Message::Close(frame))) => {
+                return Read::Closed {
+                    code: frame.as_ref().map(|f| u16::from(f.code)),
+                    reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                return Read::Closed {
+                    code: None,
+                    reason: e.to_string(),
+                }
+            }
+            None => {
+                return Read::Closed {
+                    code: None,
+                    reason: String::new(),
                 }
             }
         }
