@@ -75,6 +75,31 @@ pub struct ServerConfig {
     /// (and rows followed), whichever comes first; checked every heartbeat.
     pub audit_checkpoint_rows: i64,
     pub audit_checkpoint_interval: Duration,
+    /// This node's id in a cluster; `None` means the one generated once
+    /// into `<data_dir>/node.id`.
+    pub node_id: Option<String>,
+    /// The URL other nodes and operators reach this very node at (shown in
+    /// the node list; the load balancer's address is `public_url`).
+    pub advertise_url: Option<String>,
+    /// How nodes on one database reach each other; `None` runs one node.
+    pub nats: Option<NatsConfig>,
+}
+
+/// `--nats-url` and its credentials (see `crate::cluster`).
+#[derive(Clone, Debug, Default)]
+pub struct NatsConfig {
+    /// One or more `nats://` / `tls://` URLs, comma-separated.
+    pub url: String,
+    /// A `.creds` file (JWT and NKey seed).
+    pub credentials: Option<PathBuf>,
+    /// A file holding an NKey seed (`SU…`).
+    pub nkey: Option<PathBuf>,
+    /// CA certificates (PEM) to trust for the NATS server's TLS.
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate and key (PEM) for mutual TLS.
+    pub tls_client: Option<(PathBuf, PathBuf)>,
+    /// Refuse a NATS connection without TLS.
+    pub require_tls: bool,
 }
 
 impl ServerConfig {
@@ -106,6 +131,9 @@ impl ServerConfig {
             device_write_timeout: crate::control::connection::WRITE_TIMEOUT,
             audit_checkpoint_rows: 1000,
             audit_checkpoint_interval: Duration::from_secs(300),
+            node_id: None,
+            advertise_url: None,
+            nats: None,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod automatic;
 pub mod bootstrap;
 pub mod checkpoint;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod enrollment;
@@ -53,6 +54,10 @@ pub enum StartError {
     },
     #[error(transparent)]
     NodeKey(#[from] node_key::NodeKeyError),
+    #[error(transparent)]
+    NodeId(#[from] cluster::node_id::NodeIdError),
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
     #[error("cannot open the database: {0}")]
     Store(#[from] store::StoreError),
     #[error(transparent)]
@@ -136,7 +141,8 @@ impl Server {
         store::node_keys::publish(&db, node_key.kid(), &node_key.public_key(), clock.now()).await?;
         tracing::info!(kid = node_key.kid(), "node key loaded");
         let viewer_keys = auth::viewer::ViewerKeys::new(&node_key)?;
-        let state = AppState::new(db, clock, config, viewer_keys, Arc::new(node_key));
+        let cluster = Arc::new(join_cluster(&db, &config, clock.now()).await?);
+        let state = AppState::new(db, clock, config, viewer_keys, Arc::new(node_key), cluster);
         let bootstrap = bootstrap::ensure_admin(state.db()).await?;
         let reconciled = session::reconcile_at_start(&state).await?;
         if reconciled > 0 {
@@ -247,9 +253,52 @@ impl Server {
         if let Err(e) = checkpoint::write(&state, checkpoint::When::Uncovered).await {
             tracing::warn!(error = %e, "cannot write the closing audit checkpoint");
         }
+        // Gone at once for the other nodes, rather than when the lease lapses.
+        if let Err(e) = store::nodes::release(state.db(), state.cluster().node_id()).await {
+            tracing::warn!(error = %e, "cannot give up this node's lease");
+        }
         state.db().close().await;
         result.map_err(StartError::Serve)
     }
+}
+
+/// Finds this node's place among the nodes live on its database: refuses
+/// what [`cluster::admission`] refuses, takes the node's lease, and
+/// connects to NATS when configured.
+async fn join_cluster(
+    db: &Db,
+    config: &ServerConfig,
+    now: tessera_core::Timestamp,
+) -> Result<cluster::Cluster, StartError> {
+    let node_id = cluster::node_id::resolve(config.node_id.as_deref(), &config.data_dir)?;
+    let cluster_id = store::nodes::cluster_id(db, &cluster::node_id::fresh(), now).await?;
+    // The lease first, then the look: of two nodes starting at once, each
+    // sees the other, so two nodes without NATS cannot both slip in.
+    let lease = store::nodes::NodeRow {
+        id: node_id.clone(),
+        advertise_url: config.advertise_url.clone(),
+        nats: config.nats.is_some(),
+        started_at: now,
+        lease_until: cluster::lease_until(now, config.heartbeat_interval),
+    };
+    store::nodes::claim(db, &lease).await?;
+    let live = store::nodes::live(db, now).await?;
+    if let Err(why) = cluster::admission(&node_id, lease.nats, &live) {
+        store::nodes::release(db, &node_id).await?;
+        return Err(StartError::Refused(why));
+    }
+    let advertise = config.advertise_url.clone();
+    let cluster = match &config.nats {
+        Some(nats) => cluster::Cluster::connect(nats, node_id, cluster_id, advertise).await?,
+        None => cluster::Cluster::single(node_id, cluster_id, advertise),
+    };
+    tracing::info!(
+        node = cluster.node_id(),
+        cluster = cluster.cluster_id(),
+        nats = cluster.nats().is_some(),
+        "joined the cluster"
+    );
+    Ok(cluster)
 }
 
 /// Periodic housekeeping until shutdown.

@@ -13,6 +13,7 @@ use tessera_core::{Clock, Timestamp};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::ratelimit::IpRateLimiter;
+use crate::cluster::Cluster;
 use crate::metrics::Metrics;
 use crate::node_key::NodeKey;
 use crate::store::Db;
@@ -37,6 +38,8 @@ struct Inner {
     viewer_keys: auth::viewer::ViewerKeys,
     /// Signs audit checkpoints (`crate::checkpoint`).
     node_key: Arc<NodeKey>,
+    /// This node among the nodes on its database.
+    cluster: Arc<Cluster>,
     shutdown: CancellationToken,
 }
 
@@ -100,6 +103,7 @@ impl AppState {
         config: ServerConfig,
         viewer_keys: auth::viewer::ViewerKeys,
         node_key: Arc<NodeKey>,
+        cluster: Arc<Cluster>,
     ) -> Self {
         let limiters = Limiters::new(&clock);
         let metrics = Metrics::default();
@@ -124,6 +128,7 @@ impl AppState {
                 relay_tap: std::sync::RwLock::new(None),
                 viewer_keys,
                 node_key,
+                cluster,
                 shutdown: CancellationToken::new(),
             }),
         }
@@ -187,6 +192,11 @@ impl AppState {
     /// This node's key, which signs audit checkpoints.
     pub fn node_key(&self) -> &NodeKey {
         &self.inner.node_key
+    }
+
+    /// This node among the nodes on its database (`crate::cluster`).
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.inner.cluster
     }
 
     pub fn limiters(&self) -> &Limiters {

@@ -21,10 +21,15 @@ async fn every_heartbeat<F: AsyncFnMut(&AppState)>(state: AppState, mut tick: F)
     }
 }
 
-/// Once per heartbeat interval: the devices connected here were seen, and
-/// those revoked on another node are cut off ([`crate::control::sweep`]).
+/// Once per heartbeat interval: this node's lease is renewed, the devices
+/// connected here were seen, and those revoked on another node are cut off
+/// ([`crate::control::sweep`]).
 pub async fn presence(state: AppState) {
     every_heartbeat(state, async |state: &AppState| {
+        let until = crate::cluster::lease_until(state.now(), state.config().heartbeat_interval);
+        if let Err(e) = store::nodes::renew(state.db(), state.cluster().node_id(), until).await {
+            tracing::warn!(error = %e, "presence sweep: cannot renew this node's lease");
+        }
         crate::control::sweep(state.registry(), state.db()).await;
     })
     .await

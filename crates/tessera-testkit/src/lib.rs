@@ -34,7 +34,9 @@ pub use process::{
 pub use proofs::{form_pairs, DeviceFields};
 pub use pty::Terminal;
 pub use screen::{screen, screen_body, HandDevice, HandViewer, Next};
-pub use server::{fast_heartbeat, http_client, Configure, Options, TestServer, METRICS_TOKEN};
+pub use server::{
+    fast_heartbeat, http_client, nats_url, Configure, Options, TestServer, METRICS_TOKEN,
+};
 pub use viewer::{read_until, shell_session, watch};
 pub use x11::{pattern, state as x_state, XInput, XTestClient, Xvfb};
 

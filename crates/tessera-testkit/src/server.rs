@@ -29,6 +29,16 @@ pub struct Options {
     pub database_url: Option<String>,
     pub clock: Option<ManualClock>,
     pub configure: Option<Configure>,
+    /// Route through the test NATS server ([`nats_url`]): every node of a
+    /// test that runs several at once on one database needs it.
+    pub nats: bool,
+}
+
+/// The NATS server the tests use: `TESSERA_TEST_NATS_URL`, else the
+/// local one on 127.0.0.1:4222. Clusters are scoped by their database's
+/// cluster id, so parallel tests do not hear each other.
+pub fn nats_url() -> String {
+    std::env::var("TESSERA_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
 }
 
 /// A server running in this process on 127.0.0.1:<ephemeral>.
@@ -65,6 +75,12 @@ impl TestServer {
             ServerConfig::new("127.0.0.1:0".parse().unwrap(), data_dir.path().to_owned());
         config.database_url = Some(database_url.clone());
         config.metrics_token = Some(SecretString::new(METRICS_TOKEN.to_owned()));
+        if opts.nats {
+            config.nats = Some(tessera_server::config::NatsConfig {
+                url: nats_url(),
+                ..Default::default()
+            });
+        }
         if let Some(f) = opts.configure {
             f(&mut config);
         }

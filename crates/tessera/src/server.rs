@@ -116,6 +116,43 @@ pub(crate) struct ServerArgs {
     /// environment variable: a command line is visible to other users.
     #[arg(long, env = "TESSERA_METRICS_TOKEN", hide_env_values = true)]
     metrics_token: Option<String>,
+    /// NATS server(s) through which several nodes on one PostgreSQL
+    /// database reach each other's devices (comma-separated `nats://` or
+    /// `tls://` URLs). Without it the server runs as a single node, and
+    /// refuses to start beside another live node on the same database.
+    #[arg(long, env = "TESSERA_NATS_URL", hide_env_values = true)]
+    nats_url: Option<String>,
+    /// NATS credentials file (JWT and NKey seed, `.creds`).
+    #[arg(
+        long,
+        env = "TESSERA_NATS_CREDS",
+        requires = "nats_url",
+        conflicts_with = "nats_nkey"
+    )]
+    nats_creds: Option<PathBuf>,
+    /// File holding an NKey seed to authenticate to NATS with.
+    #[arg(long, env = "TESSERA_NATS_NKEY", requires = "nats_url")]
+    nats_nkey: Option<PathBuf>,
+    /// CA certificates (PEM) that sign the NATS server's certificate.
+    #[arg(long, env = "TESSERA_NATS_TLS_CA", requires = "nats_url")]
+    nats_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS to NATS (needs --nats-tls-key).
+    #[arg(long, env = "TESSERA_NATS_TLS_CERT", requires_all = ["nats_url", "nats_tls_key"])]
+    nats_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --nats-tls-cert.
+    #[arg(long, env = "TESSERA_NATS_TLS_KEY", requires = "nats_tls_cert")]
+    nats_tls_key: Option<PathBuf>,
+    /// Refuse to talk to NATS without TLS.
+    #[arg(long, env = "TESSERA_NATS_REQUIRE_TLS", requires = "nats_url")]
+    nats_require_tls: bool,
+    /// This node's id (letters, digits and dashes, at most 63); default:
+    /// generated once into <data-dir>/node.id.
+    #[arg(long, env = "TESSERA_NODE_ID")]
+    node_id: Option<String>,
+    /// The URL this very node is reached at (shown in the node list and
+    /// `/readyz`); the load balancer's address is --public-url.
+    #[arg(long, env = "TESSERA_ADVERTISE_URL", value_parser = public_url)]
+    advertise_url: Option<String>,
     /// Log line format.
     #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -253,6 +290,16 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         .metrics_token
         .filter(|t| !t.is_empty())
         .map(tessera_core::api::SecretString::new);
+    config.node_id = args.node_id;
+    config.advertise_url = args.advertise_url;
+    config.nats = args.nats_url.map(|url| tessera_server::config::NatsConfig {
+        url,
+        credentials: args.nats_creds,
+        nkey: args.nats_nkey,
+        tls_ca: args.nats_tls_ca,
+        tls_client: args.nats_tls_cert.zip(args.nats_tls_key),
+        require_tls: args.nats_require_tls,
+    });
 
     if config.public_url.is_none() && !config.listen.ip().is_loopback() {
         tracing::warn!(

@@ -205,6 +205,8 @@ pub struct Connected<'a> {
     pub agent_version: &'a str,
     pub os: &'a str,
     pub hostname: &'a str,
+    /// The node that holds the connection.
+    pub node_id: &'a str,
     pub now: Timestamp,
 }
 
@@ -212,13 +214,14 @@ pub async fn mark_connected(db: &Db, c: Connected<'_>) -> StoreResult<()> {
     let mut tx = db.begin_write().await?;
     sqlx::query(
         "UPDATE devices SET connected_at = $1, last_seen_at = $1, last_ip = $2, \
-         agent_version = $3, os = $4, hostname = $5 WHERE id = $6",
+         agent_version = $3, os = $4, hostname = $5, node_id = $6 WHERE id = $7",
     )
     .bind(c.now.as_millis())
     .bind(c.ip)
     .bind(c.agent_version)
     .bind(c.os)
     .bind(c.hostname)
+    .bind(c.node_id)
     .bind(c.id)
     .execute(&mut *tx)
     .await?;

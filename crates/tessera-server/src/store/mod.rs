@@ -26,6 +26,7 @@ pub mod lockouts;
 pub mod logins;
 pub mod members;
 pub mod node_keys;
+pub mod nodes;
 pub mod pairings;
 pub mod proofs;
 pub mod sessions;
@@ -194,6 +195,7 @@ pub fn migrator_up_to(backend: Backend, version: i64) -> Migrator {
             9 "0009_console",
             10 "0010_session_channel",
             11 "0011_list_indexes",
+            12 "0012_nodes",
         ),
         Backend::Postgres => migrations!("postgres":
             1 "0001_foundation",
@@ -207,6 +209,7 @@ pub fn migrator_up_to(backend: Backend, version: i64) -> Migrator {
             9 "0009_console",
             10 "0010_session_channel",
             11 "0011_list_indexes",
+            12 "0012_nodes",
         ),
     };
     migrations.retain(|m| m.version <= version);

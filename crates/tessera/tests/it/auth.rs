@@ -8,7 +8,11 @@ use tessera_testkit::{Options, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_admin_is_created_once_and_only_on_an_empty_database() {
-    let first = TestServer::start().await;
+    let first = TestServer::start_with(Options {
+        nats: true,
+        ..Options::default()
+    })
+    .await;
     assert!(
         first.admin_password.is_some(),
         "first start creates the admin"
@@ -17,6 +21,7 @@ async fn bootstrap_admin_is_created_once_and_only_on_an_empty_database() {
     // A second server on the same, now non-empty database: no new admin.
     let second = TestServer::start_with(Options {
         database_url: Some(url.clone()),
+        nats: true,
         ..Options::default()
     })
     .await;
@@ -45,6 +50,7 @@ async fn concurrent_first_starts_create_exactly_one_admin() {
         tokio::spawn(async move {
             TestServer::start_with(Options {
                 database_url: Some(url),
+                nats: true,
                 ..Options::default()
             })
             .await
@@ -85,9 +91,14 @@ async fn wrong_password_and_unknown_user_get_the_same_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_revokes_the_token_at_once_on_another_server() {
-    let a = TestServer::start().await;
+    let a = TestServer::start_with(Options {
+        nats: true,
+        ..Options::default()
+    })
+    .await;
     let b = TestServer::start_with(Options {
         database_url: Some(a.database_url.clone()),
+        nats: true,
         ..Options::default()
     })
     .await;

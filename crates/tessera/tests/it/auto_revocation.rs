@@ -24,8 +24,13 @@ const SLACK: Duration = Duration::from_millis(600);
 /// for something to arrive (never to show that something does not).
 const ARRIVES: Duration = Duration::from_secs(10);
 
+/// A node that routes through NATS, so that one case can add a second.
 async fn start() -> TestServer {
-    TestServer::start_with(fast_heartbeat(HEARTBEAT.as_millis() as u64)).await
+    TestServer::start_with(Options {
+        nats: true,
+        ..fast_heartbeat(HEARTBEAT.as_millis() as u64)
+    })
+    .await
 }
 
 /// Sealed payloads of `session` the relay routes from now on.
@@ -224,6 +229,7 @@ async fn member_loses_standing(how: How, reason: &str) {
         How::OperatorOnAnotherNodeRevokesGrant => {
             let other = TestServer::start_with(Options {
                 database_url: Some(s.database_url.clone()),
+                nats: true,
                 ..fast_heartbeat(HEARTBEAT.as_millis() as u64)
             })
             .await;

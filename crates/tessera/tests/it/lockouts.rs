@@ -176,9 +176,14 @@ async fn ipv6_guessers_are_counted_by_their_slash_64() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_on_one_database_share_the_lockout() {
-    let a = TestServer::start().await;
+    let a = TestServer::start_with(Options {
+        nats: true,
+        ..Options::default()
+    })
+    .await;
     let b = TestServer::start_with(Options {
         database_url: Some(a.database_url.clone()),
+        nats: true,
         clock: Some(a.clock.clone()),
         ..Options::default()
     })

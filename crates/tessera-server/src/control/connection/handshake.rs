@@ -164,6 +164,7 @@ pub(super) async fn handshake(accepted: Box<Accepted>) -> Option<Box<Connected>>
             agent_version: &clip(&hello.agent_version, 64),
             os: &clip(&hello.os, 128),
             hostname: &clip(&hello.hostname, 255),
+            node_id: state.cluster().node_id(),
             now: connected_at,
         };
         if let Err(e) = Box::pin(store::devices::mark_connected(state.db(), connected)).await {

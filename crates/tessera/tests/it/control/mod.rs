@@ -243,9 +243,14 @@ async fn revoking_a_device_cuts_its_live_connection_and_its_next_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_on_another_node_arrives_within_one_heartbeat() {
     let heartbeat = 400;
-    let a = TestServer::start_with(fast_heartbeat(heartbeat)).await;
+    let a = TestServer::start_with(Options {
+        nats: true,
+        ..fast_heartbeat(heartbeat)
+    })
+    .await;
     let b = TestServer::start_with(Options {
         database_url: Some(a.database_url.clone()),
+        nats: true,
         ..fast_heartbeat(heartbeat)
     })
     .await;
@@ -285,9 +290,14 @@ async fn a_revocation_on_another_node_arrives_within_one_heartbeat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_takeover_leaves_the_device_online_on_every_node() {
     // Long heartbeats: "seen lately" is no part of what this checks.
-    let a = TestServer::start_with(fast_heartbeat(60_000)).await;
+    let a = TestServer::start_with(Options {
+        nats: true,
+        ..fast_heartbeat(60_000)
+    })
+    .await;
     let b = TestServer::start_with(Options {
         database_url: Some(a.database_url.clone()),
+        nats: true,
         ..fast_heartbeat(60_000)
     })
     .await;
