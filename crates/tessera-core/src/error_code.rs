@@ -82,6 +82,9 @@ words! {
         /// The device's agent is too old for the session's channel (a
         /// screen needs protocol 4).
         ChannelUnsupported = "channel_unsupported",
+        /// The session is held by another node that this one cannot reach
+        /// right now (NATS is down, or that node stopped answering).
+        RelayUnavailable = "relay_unavailable",
         // Trust between devices.
         BadSignature = "bad_signature",
         StaleStatement = "stale_statement",

@@ -330,6 +330,9 @@ words! {
         /// The agent closed the screen channel.
         ScreenClosed = "screen_closed",
         DeviceDisconnected = "device_disconnected",
+        /// The node that held the device's connection is gone (killed, or
+        /// cut off): its lease lapsed.
+        NodeLost = "node_lost",
         DeviceOffline = "device_offline",
         DeviceUnresponsive = "device_unresponsive",
         DeviceRevoked = "device_revoked",
