@@ -63,6 +63,8 @@ pub struct Sessions<'a> {
     pub db: &'a Db,
     pub registry: &'a Registry,
     pub hub: &'a Hub,
+    /// This node's id, recorded on the sessions it relays.
+    pub node: &'a str,
 }
 
 impl<'a> Sessions<'a> {
@@ -71,6 +73,7 @@ impl<'a> Sessions<'a> {
             db: state.db(),
             registry: state.registry(),
             hub: state.hub(),
+            node: state.cluster().node_id(),
         }
     }
 
@@ -123,6 +126,8 @@ impl<'a> Sessions<'a> {
         if row.origin == Origin::Managed {
             live.end_when_unwatched();
         }
+        // Where viewers on other nodes find it.
+        store::sessions::set_relay_node(self.db, id, self.node).await?;
         // An end that landed between the caller's read and the open above found
         // nothing in the hub to tear down: look again now that it is there.
         let current = store::sessions::by_id_any_tenant(self.db.pool(), id).await?;
@@ -345,6 +350,19 @@ impl<'a> Sessions<'a> {
                     &id,
                     EndCode::DeviceDisconnected,
                     "the device is no longer connected",
+                    Actor::System,
+                )
+                .await?;
+            }
+        }
+        // Relayed by a node that is gone (never one this node relays: its
+        // own lease may lapse while the database is away).
+        for id in store::sessions::active_on_lost_nodes(self.db, now).await? {
+            if self.hub.get(&id).is_none() {
+                self.end(
+                    &id,
+                    EndCode::NodeLost,
+                    "the server node relaying it is gone",
                     Actor::System,
                 )
                 .await?;
@@ -584,7 +602,10 @@ pub async fn reconcile_at_start(state: &AppState) -> Result<usize, StoreError> {
     let sessions = Sessions::of(state);
     let cutoff = state.now().minus(state.config().heartbeat_interval * 3);
     let mut ended = 0;
-    for id in store::sessions::live_with_device_offline(state.db(), cutoff).await? {
+    // What this very node relayed before it restarted died with it.
+    let mine = store::sessions::active_relayed_by(state.db(), state.cluster().node_id()).await?;
+    let offline = store::sessions::live_with_device_offline(state.db(), cutoff).await?;
+    for id in mine.into_iter().chain(offline) {
         if sessions
             .end(
                 &id,

@@ -22,3 +22,8 @@ CREATE TABLE cluster (
     id         TEXT PRIMARY KEY,
     created_at BIGINT NOT NULL
 );
+
+-- The node relaying a live session (set when its relay starts): where a
+-- viewer on another node finds it, and which sessions end as `node_lost`
+-- when that node's lease lapses.
+ALTER TABLE sessions ADD COLUMN node_id TEXT;

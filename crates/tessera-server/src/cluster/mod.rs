@@ -11,6 +11,7 @@
 //! (`store::nodes`); a node whose lease lapsed is gone, and so are the
 //! device connections it held (`devices.node_id` names the holder).
 
+pub mod link;
 pub mod node_id;
 
 use std::time::Duration;

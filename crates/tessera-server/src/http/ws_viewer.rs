@@ -23,6 +23,7 @@ use super::error::ApiError;
 use super::extract::ClientIp;
 use crate::auth::viewer::{parse_access, ViewerClaims, ViewerTokenError};
 use crate::auth::{bearer_from, check_session};
+use crate::cluster::link;
 use crate::relay::{viewer, LiveSession};
 use crate::store;
 use crate::store::audit::{Action, Actor, AuditEvent};
@@ -51,7 +52,7 @@ pub async fn upgrade(
         return ApiError::bad_request(ErrorCode::InvalidQuery, "give the session as ?session=<id>")
             .into_response();
     };
-    let (claims, live) = match admit(&state, &q.session, &headers, ip.0).await {
+    let (claims, target) = match admit(&state, &q.session, &headers, ip.0).await {
         Ok(admitted) => admitted,
         Err(e) => return e.into_response(),
     };
@@ -63,23 +64,74 @@ pub async fn upgrade(
         )
         .into_response();
     };
+    let live = match target {
+        Target::Here(live) => live,
+        Target::Node(node, token) => {
+            // Admitted here, relayed there: the link carries the socket.
+            let remote = match link::open(&state, &node, &token, &q.session, ip.0, q.keep).await {
+                Ok(remote) => remote,
+                Err(e) => return link_refused(e).into_response(),
+            };
+            let session = q.session.clone();
+            return configure(ws)
+                .on_upgrade(move |socket| async move {
+                    let span = tracing::info_span!("viewer", session = %claims.sid, user = %claims.sub, node = %node);
+                    tracing::Instrument::instrument(link::pump(socket, state, remote, session), span)
+                        .await;
+                });
+        }
+    };
     // A browser cannot set `Authorization` on a WebSocket: the web
     // terminal offers its token as a subprotocol beside `tessera.viewer`,
     // which the answer names (a browser drops a connection whose answer
     // names none of its offers).
+    configure(ws).on_upgrade(move |socket| async move {
+        let span = tracing::info_span!("viewer", session = %claims.sid, user = %claims.sub);
+        tracing::Instrument::instrument(
+            viewer::serve(viewer::local(socket), state, claims, live, ip.0, q.keep),
+            span,
+        )
+        .await;
+    })
+}
+
+/// A viewer socket's limits, wherever its session is relayed.
+fn configure(ws: WebSocketUpgrade) -> WebSocketUpgrade {
     ws.protocols([BROWSER_PROTOCOL])
         .max_message_size(MAX_VIEWER_FRAME)
         .max_frame_size(MAX_VIEWER_FRAME)
         .read_buffer_size(crate::control::connection::READ_BUFFER)
         .write_buffer_size(crate::control::connection::WRITE_BUFFER)
-        .on_upgrade(move |socket| async move {
-            let span = tracing::info_span!("viewer", session = %claims.sid, user = %claims.sub);
-            tracing::Instrument::instrument(
-                viewer::serve(socket, state, claims, live, ip.0, q.keep),
-                span,
-            )
-            .await;
-        })
+}
+
+/// Where an admitted viewer's session is relayed.
+enum Target {
+    Here(Arc<LiveSession>),
+    /// On another node (by id), reached with the viewer's token.
+    Node(String, String),
+}
+
+fn link_refused(e: link::OpenError) -> ApiError {
+    match e {
+        link::OpenError::Unavailable(why) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::RelayUnavailable,
+            format!("the server node relaying this session cannot be reached: {why}"),
+        ),
+        link::OpenError::NodeGone => ApiError::conflict(
+            ErrorCode::SessionNotActive,
+            "the server node relaying this session is gone",
+        ),
+        link::OpenError::Refused(code, message) => match code {
+            ErrorCode::TooManyViewers | ErrorCode::SessionNotActive => {
+                ApiError::conflict(code, message)
+            }
+            ErrorCode::RelayUnavailable => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+            }
+            _ => ApiError::unauthorized(code, message),
+        },
+    }
 }
 
 /// The subprotocol a browser viewer offers; see [`protocol_token`].
@@ -99,13 +151,15 @@ fn protocol_token(headers: &HeaderMap) -> Option<&str> {
         .find_map(|p| p.trim().strip_prefix(TOKEN_PROTOCOL_PREFIX))
 }
 
-/// Every check before a viewer may join.
+/// Every check before a viewer may join. A session relayed by another
+/// node is found there (the session node checks its state and viewer cap
+/// again when the link opens).
 async fn admit(
     state: &AppState,
     session_id: &str,
     headers: &HeaderMap,
     ip: std::net::IpAddr,
-) -> Result<(ViewerClaims, Arc<LiveSession>), ApiError> {
+) -> Result<(ViewerClaims, Target), ApiError> {
     let token = bearer_from(headers)
         .or_else(|| protocol_token(headers))
         .ok_or_else(|| {
@@ -142,22 +196,42 @@ async fn admit(
             access.as_str()
         )));
     }
-    let live = state
+    let not_active = || {
+        ApiError::conflict(
+            ErrorCode::SessionNotActive,
+            "the session is not active on this server",
+        )
+    };
+    let (target, channel) = match state
         .hub()
         .get(session_id)
         .filter(|l| l.tenant_id == claims.tid)
-        .ok_or_else(|| {
-            ApiError::conflict(
-                ErrorCode::SessionNotActive,
-                "the session is not active on this server",
-            )
-        })?;
-    if live.viewer_count() >= live.max_viewers {
-        return Err(ApiError::conflict(
-            ErrorCode::TooManyViewers,
-            "this session has as many viewers as it admits",
-        ));
-    }
+    {
+        Some(live) => {
+            if live.viewer_count() >= live.max_viewers {
+                return Err(ApiError::conflict(
+                    ErrorCode::TooManyViewers,
+                    "this session has as many viewers as it admits",
+                ));
+            }
+            let channel = live.channel;
+            (Target::Here(live), channel)
+        }
+        None => {
+            let node = store::sessions::relay_node(state.db(), session_id, state.now())
+                .await?
+                .filter(|n| n != state.cluster().node_id())
+                .ok_or_else(not_active)?;
+            let row = store::sessions::by_id_any_tenant(state.db().pool(), session_id)
+                .await?
+                .filter(|r| r.tenant_id == claims.tid)
+                .ok_or_else(not_active)?;
+            if state.cluster().nats().is_none() {
+                return Err(not_active());
+            }
+            (Target::Node(node, token.to_owned()), row.channel)
+        }
+    };
     // Last, so that a token refused for another reason is not spent.
     let presented = store::node_keys::Presented {
         jti: &claims.jti,
@@ -184,7 +258,7 @@ async fn admit(
                     .ip(Some(ip))
                     .target(format!("session:{}", claims.sid))
                     .detail("access", claims.access.clone())
-                    .detail("channel", live.channel.as_str())
+                    .detail("channel", channel.as_str())
                     .detail("jti", claims.jti.clone()),
                 )
                 .await?;
@@ -193,7 +267,7 @@ async fn admit(
         })
         .await?;
     match consumed {
-        Consumed::Admitted => Ok((claims, live)),
+        Consumed::Admitted => Ok((claims, target)),
         Consumed::NeverMinted => Err(refused(ViewerTokenError::NotIssued)),
         Consumed::AlreadyUsed => Err(refused(ViewerTokenError::Used)),
         Consumed::Expired => Err(refused(ViewerTokenError::Expired)),

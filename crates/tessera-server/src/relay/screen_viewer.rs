@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::Message;
 use futures_util::StreamExt;
 use prost::Message as _;
 use tessera_proto::v1::SessionEnded;
@@ -21,7 +21,9 @@ use tessera_proto::{Body, Envelope};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::viewer::{close, close_with, notify_kicked, ping, send, send_encoded, Sink, Tally};
+use super::viewer::{
+    close, close_with, notify_kicked, ping, send, send_encoded, Sink, Source, Tally,
+};
 use super::{Kick, Lane, LiveSession, ToViewer};
 use crate::control::connection::is_too_big;
 use crate::AppState;
@@ -43,7 +45,7 @@ impl ScreenViewer<'_> {
     pub(super) async fn run(
         self,
         sink: &mut Sink,
-        stream: &mut futures_util::stream::SplitStream<WebSocket>,
+        stream: &mut Source,
         queue: &mut mpsc::Receiver<ToViewer>,
         tally: &mut Tally,
     ) {

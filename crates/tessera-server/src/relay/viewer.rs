@@ -9,6 +9,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::Stream;
 use futures_util::{SinkExt, StreamExt};
 use governor::{Quota, RateLimiter};
 use prost::Message as _;
@@ -48,13 +49,44 @@ pub mod close {
     /// (it vanished without closing): it is dropped and what it held is
     /// released.
     pub const UNRESPONSIVE: u16 = 4014;
+    /// The viewer's node lost its way to the node relaying the session
+    /// (NATS down, or that node stopped answering): the session may
+    /// still be live; reconnecting may reach it again.
+    pub const RELAY_UNAVAILABLE: u16 = 4015;
 }
 
 /// A send that does not complete in this long means the viewer stopped
 /// reading its socket: it is dropped rather than waited for.
-const SEND_STALL: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const SEND_STALL: std::time::Duration = std::time::Duration::from_secs(10);
 
-pub(super) type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+/// What a viewer's connection reads and writes: its WebSocket on this
+/// node, or the link to the node it is connected to (`cluster::link`).
+pub trait Socket:
+    Stream<Item = Result<Message, axum::Error>>
+    + futures_util::Sink<Message, Error = axum::Error>
+    + Send
+    + 'static
+{
+}
+
+impl<T> Socket for T where
+    T: Stream<Item = Result<Message, axum::Error>>
+        + futures_util::Sink<Message, Error = axum::Error>
+        + Send
+        + 'static
+{
+}
+
+/// A viewer's socket, whichever it is.
+pub type ViewerSocket = std::pin::Pin<Box<dyn Socket>>;
+
+/// A viewer's socket as this node's own WebSocket.
+pub fn local(socket: WebSocket) -> ViewerSocket {
+    Box::pin(socket)
+}
+
+pub(super) type Sink = futures_util::stream::SplitSink<ViewerSocket, Message>;
+pub(super) type Source = futures_util::stream::SplitStream<ViewerSocket>;
 
 pub(super) async fn send(sink: &mut Sink, body: Body) -> bool {
     send_encoded(sink, Envelope::of(body).encode_to_vec().into()).await
@@ -168,7 +200,7 @@ fn left_event(claims: &ViewerClaims, ip: IpAddr) -> AuditEvent {
 
 /// Serves an admitted viewer until it leaves or is dropped.
 pub async fn serve(
-    socket: WebSocket,
+    socket: ViewerSocket,
     state: AppState,
     claims: ViewerClaims,
     live: Arc<LiveSession>,

@@ -333,3 +333,49 @@ pub async fn active_with_device_gone(db: &Db, cutoff: Timestamp) -> StoreResult<
     .await?;
     Ok(ids)
 }
+
+/// Records that `node` relays the session from now on.
+pub async fn set_relay_node(db: &Db, id: &str, node: &str) -> StoreResult<()> {
+    sqlx::query("UPDATE sessions SET node_id = $1 WHERE id = $2")
+        .bind(node)
+        .bind(id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// The node relaying an active session, while that node's lease is live.
+pub async fn relay_node(db: &Db, id: &str, now: Timestamp) -> StoreResult<Option<String>> {
+    let node = sqlx::query_scalar(
+        "SELECT n.id FROM sessions s JOIN nodes n ON n.id = s.node_id \
+         WHERE s.id = $1 AND s.state = 'active' AND n.lease_until > $2",
+    )
+    .bind(id)
+    .bind(now.as_millis())
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(node)
+}
+
+/// Active sessions relayed by a node whose lease lapsed (or was given up):
+/// nothing relays them any more.
+pub async fn active_on_lost_nodes(db: &Db, now: Timestamp) -> StoreResult<Vec<String>> {
+    let ids = sqlx::query_scalar(
+        "SELECT s.id FROM sessions s LEFT JOIN nodes n ON n.id = s.node_id \
+         WHERE s.state = 'active' AND s.node_id IS NOT NULL \
+         AND (n.id IS NULL OR n.lease_until <= $1)",
+    )
+    .bind(now.as_millis())
+    .fetch_all(db.pool())
+    .await?;
+    Ok(ids)
+}
+
+/// Active sessions recorded as relayed by `node`.
+pub async fn active_relayed_by(db: &Db, node: &str) -> StoreResult<Vec<String>> {
+    let ids = sqlx::query_scalar("SELECT id FROM sessions WHERE state = 'active' AND node_id = $1")
+        .bind(node)
+        .fetch_all(db.pool())
+        .await?;
+    Ok(ids)
+}
