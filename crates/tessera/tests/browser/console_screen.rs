@@ -377,7 +377,12 @@ pub(crate) async fn wait_picture(b: &Browser, want: &Framebuffer, what: &str) {
     );
 }
 
-pub(crate) async fn send_frame(dev: &mut HandDevice, session: &str, frame: EncodedFrame, number: u64) {
+pub(crate) async fn send_frame(
+    dev: &mut HandDevice,
+    session: &str,
+    frame: EncodedFrame,
+    number: u64,
+) {
     for part in frame.into_messages(number, 1) {
         dev.send(screen(session, SB::Frame(part))).await;
     }

@@ -9,15 +9,17 @@
 //! - a browser without `VideoDecoder` (deleted before the page's scripts
 //!   run) declares `raw-zstd` only, and the canvas is the display exactly;
 //! - with a device spoken by hand, an H.264 stream the browser cannot show
-//!   (keyframes that decode to another size than the format's) makes the
-//!   page ask for a keyframe, then reconnect declaring `raw-zstd` only,
-//!   say so, and show the raw picture that follows exactly.
+//!   makes the page ask for a keyframe (a "keyframe" with no IDR picture,
+//!   which Chromium's decoder refuses), and when the answer fails too (a
+//!   keyframe that decodes to another size than the format's) reconnect
+//!   declaring `raw-zstd` only, say so, and show the raw picture that
+//!   follows exactly.
 
 use tessera_proto::v1::screen::Body as SB;
 use tessera_proto::v1::{ChannelKind, Monitor, ScreenCapabilities, ScreenFormat};
 use tessera_proto::Body;
 use tessera_screen::{
-    psnr, EncodedFrame, Encoder, Framebuffer, H264Encoder, RawZstdEncoder, Rect,
+    psnr, EncodedFrame, Encoder, FramePart, Framebuffer, H264Encoder, RawZstdEncoder, Rect,
 };
 use tessera_server::relay::CodecPolicy;
 use tessera_testkit::{
@@ -54,7 +56,11 @@ async fn prefer_h264_server() -> TestServer {
 }
 
 fn channels(p: u32) -> [i32; 3] {
-    [(p >> 16) as i32 & 0xFF, (p >> 8) as i32 & 0xFF, p as i32 & 0xFF]
+    [
+        (p >> 16) as i32 & 0xFF,
+        (p >> 8) as i32 & 0xFF,
+        p as i32 & 0xFF,
+    ]
 }
 
 fn near(a: u32, b: u32) -> bool {
@@ -76,7 +82,10 @@ async fn wait_close(b: &Browser, display: &[u32], (x, y, colour): (u32, u32, u32
                 let got = Framebuffer::from_pixels(w, h, px).expect("picture");
                 let q = psnr(&want, &got);
                 if q >= MIN_PSNR_DB && near(middle, colour) {
-                    assert!(q.is_finite(), "an H.264 picture is never exact: was it raw?");
+                    assert!(
+                        q.is_finite(),
+                        "an H.264 picture is never exact: was it raw?"
+                    );
                     return;
                 }
                 seen = format!("PSNR {q:.1} dB, block middle {middle:06x} for {colour:06x}");
@@ -91,7 +100,8 @@ async fn wait_close(b: &Browser, display: &[u32], (x, y, colour): (u32, u32, u32
 }
 
 async fn screen_state(b: &Browser, field: &str) -> serde_json::Value {
-    b.exec(&format!("return window.tesseraScreen.{field};")).await
+    b.exec(&format!("return window.tesseraScreen.{field};"))
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,9 +202,15 @@ async fn a_browser_without_webcodecs_declares_raw_only_and_shows_the_display_exa
     // Exact: the server kept the stream in raw-zstd for this page.
     let shown = client.screenshot().expect("screenshot");
     wait_canvas(&b, &shown, "the display").await;
-    assert_eq!(screen_state(&b, "codec").await, serde_json::json!("raw-zstd"));
+    assert_eq!(
+        screen_state(&b, "codec").await,
+        serde_json::json!("raw-zstd")
+    );
     b.close().await;
 }
+
+/// What the page says of a decoded picture of another size than the stream's.
+const WRONG_SIZE: &str = "a picture of the wrong size";
 
 /// The next `ScreenConfigure` the device is sent, its codec.
 async fn configured(dev: &mut HandDevice) -> String {
@@ -224,6 +240,77 @@ fn h264_keyframe(w: u32, h: u32, claimed: Rect) -> EncodedFrame {
         .expect("a keyframe");
     frame.parts[0].rects = vec![claimed];
     frame
+}
+
+/// The NAL units of an Annex B access unit, each with its start code.
+fn nal_units(data: &[u8]) -> Vec<&[u8]> {
+    let starts: Vec<usize> = (0..data.len().saturating_sub(3))
+        .filter(|&i| data[i..i + 3] == [0, 0, 1])
+        .map(|i| if i > 0 && data[i - 1] == 0 { i - 1 } else { i })
+        .collect();
+    starts
+        .iter()
+        .enumerate()
+        .map(|(k, &a)| &data[a..starts.get(k + 1).copied().unwrap_or(data.len())])
+        .collect()
+}
+
+fn nal_type(unit: &[u8]) -> u8 {
+    let header = unit.iter().position(|&b| b == 1).expect("a start code") + 1;
+    unit[header] & 0x1F
+}
+
+/// A "keyframe" the decoder itself refuses: a real stream's SPS and PPS
+/// followed by a P slice (no IDR picture), flagged as a keyframe.
+fn keyframe_without_idr(w: u32, h: u32) -> EncodedFrame {
+    let mut enc = H264Encoder::new().expect("OpenH264 starts");
+    let first = noise(w, h, 9);
+    // A small change, so the encoder makes a P picture (noise all over
+    // would be a new IDR).
+    let mut px = first.pixels().to_vec();
+    px[..8].fill(0x00FF_FFFF);
+    let second = Framebuffer::from_pixels(w, h, px).expect("picture");
+    let data = |f: EncodedFrame| {
+        f.parts
+            .into_iter()
+            .flat_map(|p| p.data)
+            .collect::<Vec<u8>>()
+    };
+    let key = data(
+        enc.encode(&first, None, true)
+            .expect("encode")
+            .expect("a keyframe"),
+    );
+    let delta = data(
+        enc.encode(&second, None, false)
+            .expect("encode")
+            .expect("a delta"),
+    );
+    let mut bytes: Vec<u8> = nal_units(&key)
+        .into_iter()
+        .filter(|u| matches!(nal_type(u), 7 | 8))
+        .flatten()
+        .copied()
+        .collect();
+    let slices: Vec<&[u8]> = nal_units(&delta)
+        .into_iter()
+        .filter(|u| nal_type(u) == 1)
+        .collect();
+    assert!(!slices.is_empty(), "the delta has a P slice");
+    bytes.extend(slices.into_iter().flatten());
+    EncodedFrame {
+        keyframe: true,
+        copies: Vec::new(),
+        parts: vec![FramePart {
+            rects: vec![Rect::new(0, 0, w, h)],
+            data: bytes,
+        }],
+    }
+}
+
+async fn h264_error(b: &Browser) -> serde_json::Value {
+    b.exec("return document.getElementById('screen').getAttribute('data-h264-error');")
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,31 +357,46 @@ async fn an_h264_stream_the_browser_cannot_show_makes_the_page_fall_back_to_raw(
     );
     while configured(&mut dev).await != "h264" {}
 
-    // Keyframes that decode to 32×32 in a 64×32 stream: refused once (a
-    // keyframe asked for), then again: the page gives up on H.264.
+    // A keyframe the browser's decoder refuses (no IDR picture): a
+    // keyframe asked for, h264 still offered.
     dev.send(screen(&session, format_body("h264", w, h))).await;
-    let whole = Rect::new(0, 0, w, h);
-    send_frame(&mut dev, &session, h264_keyframe(32, 32, whole), 1).await;
+    send_frame(&mut dev, &session, keyframe_without_idr(w, h), 1).await;
     b.wait_until(
         "the page refused the first H.264 keyframe",
         "return document.getElementById('screen').getAttribute('data-resync') === 'bad_frame_payload';",
     )
     .await;
+    let why = h264_error(&b).await;
+    assert!(
+        why.as_str()
+            .is_some_and(|w| !w.is_empty() && w != WRONG_SIZE),
+        "the decoder's own error: {why}"
+    );
     assert_eq!(
         screen_state(&b, "decoders").await,
         serde_json::json!(["h264", "raw-zstd"]),
         "one failure is not enough to give up"
     );
-    send_frame(&mut dev, &session, h264_keyframe(32, 32, whole), 2).await;
+    // The keyframe that answers decodes to 32×32 in a 64×32 stream: the
+    // second failure in a row, and the page gives up on H.264.
+    send_frame(
+        &mut dev,
+        &session,
+        h264_keyframe(32, 32, Rect::new(0, 0, w, h)),
+        2,
+    )
+    .await;
 
     // The page reconnects declaring raw-zstd alone; the server moves the
     // device to raw-zstd for it.
     while configured(&mut dev).await != "raw-zstd" {}
+    assert_eq!(h264_error(&b).await, serde_json::json!(WRONG_SIZE));
     assert_eq!(
         screen_state(&b, "decoders").await,
         serde_json::json!(["raw-zstd"])
     );
-    dev.send(screen(&session, format_body("raw-zstd", w, h))).await;
+    dev.send(screen(&session, format_body("raw-zstd", w, h)))
+        .await;
     let picture = noise(w, h, 4);
     let key = RawZstdEncoder::new()
         .encode(&picture, None, true)

@@ -226,7 +226,10 @@ impl WebDriverCompatibleCommand for Cdp {
         base: &reqwest::Url,
         session: Option<&str>,
     ) -> Result<reqwest::Url, <reqwest::Url as std::str::FromStr>::Err> {
-        base.join(&format!("session/{}/goog/cdp/execute", session.unwrap_or("")))
+        base.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session.unwrap_or("")
+        ))
     }
 
     fn method_and_body(&self, _: &reqwest::Url) -> (reqwest::Method, Option<String>) {
