@@ -360,6 +360,14 @@ async fn an_h264_stream_the_browser_cannot_show_makes_the_page_fall_back_to_raw(
     // A keyframe the browser's decoder refuses (no IDR picture): a
     // keyframe asked for, h264 still offered.
     dev.send(screen(&session, format_body("h264", w, h))).await;
+    // The server may configure h264 before the page's decoders reach it
+    // (none declared yet); then the page gets the format once they do, and
+    // frames from the next keyframe on.
+    b.wait_until(
+        "the page has the h264 format",
+        "return window.tesseraScreen.codec === 'h264';",
+    )
+    .await;
     send_frame(&mut dev, &session, keyframe_without_idr(w, h), 1).await;
     b.wait_until(
         "the page refused the first H.264 keyframe",
