@@ -30,13 +30,13 @@ use tessera_testkit::{
 use crate::console_screen::{
     canvas_pixels, noise, screen_session, send_frame, wait_canvas, wait_picture, H, W,
 };
+use crate::driver::Browser;
 
 /// The display of the H.264 test: odd, so the agent pads to even and the
 /// page crops, and not a whole number of macroblocks, so the stream's SPS
 /// crops too.
 const OW: u32 = 491;
 const OH: u32 = 331;
-use crate::driver::Browser;
 
 /// The floor for an H.264 picture in the browser against the display: the
 /// one `tessera view` meets (tests/it/screen_h264.rs). Chromium 156 shows
