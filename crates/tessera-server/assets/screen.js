@@ -4,9 +4,19 @@
 // POST /sessions/<id>/viewer-token; the token goes to /ws/viewer as a
 // WebSocket subprotocol, never in the URL. Messages are protobuf Envelopes
 // (proto/tessera.proto), the few this page needs encoded and decoded by
-// hand below. The stream is raw-zstd only (docs/PROTOCOL.md §10): each
-// part's data is one zstd frame (decompressed by the vendored fzstd) of
-// R,G,B pixels for the part's rectangles, after the frame's copies.
+// hand (assets/protobuf.js).
+//
+// Two codecs (docs/PROTOCOL.md §10, §11). raw-zstd always: each part's
+// data is one zstd frame (decompressed by the vendored fzstd) of R,G,B
+// pixels for the part's rectangles, after the frame's copies. h264 as
+// well when the browser has WebCodecs and its VideoDecoder says it can
+// decode what the agent's encoder makes (Constrained Baseline up to level
+// 5.1): a frame is one Annex B access unit, handed to the VideoDecoder as
+// it is (no description: Annex B), configured from the keyframe's SPS;
+// each decoded VideoFrame is drawn cropped to the format's size and
+// closed. A decoder failure asks for a keyframe; a second one before any
+// frame decoded makes the page reconnect declaring raw-zstd alone (a
+// viewer declares its decoders once per connection) and say so.
 //
 // Rules kept from the protocol (§9): ScreenDecoders first after
 // ViewerReady; a frame is drawn only once whole, and only if it is a
@@ -29,7 +39,11 @@
   // Screen body fields.
   var SCR = { decoders: 11, format: 13, frame: 14, ack: 15, keyframe: 17, pointer: 18, key: 19,
     special: 20, release: 23, notice: 24 };
-  var CODEC = "raw-zstd";
+  var RAW = "raw-zstd", H264 = "h264";
+  var CODEC_NAMES = { "raw-zstd": "lossless raw-zstd", h264: "H.264" };
+  // The most the agent's OpenH264 encoder makes: Constrained Baseline at
+  // level 5.1 (3840×2160). The page offers h264 only if this decodes.
+  var H264_PROBE = "avc1.42C033";
   var MAX_FRAME_BYTES = 64 * 1024 * 1024;
 
   // --- the page --------------------------------------------------------
@@ -47,7 +61,8 @@
   if (!window.fzstd) { say("The zstd decoder did not load; reload the page."); return; }
 
   // What the page shows, for people and for tests.
-  var view = { frames: 0, width: 0, height: 0, device: "", access: "", sent: 0 };
+  var view = { frames: 0, width: 0, height: 0, device: "", access: "", sent: 0,
+    decoders: [], codec: "", h264: "", avc: "" };
   window.tesseraScreen = view;
 
   var ws = null, channel = 2, device = "";
@@ -62,7 +77,8 @@
   }
 
   // --- frames ------------------------------------------------------------
-  var picture = null;        // ImageData of the whole remote screen
+  var picture = null;        // ImageData of the whole remote screen (raw-zstd)
+  var codec = "";            // the codec of the current format
   var pending = null;        // the frame being put together from its parts
   var last = null;           // number of the last frame drawn
   var lastWhole = null;      // number of the last frame put together
@@ -85,19 +101,36 @@
     if (resync === "asked" && Date.now() - askedAt > 2000 && !ended) { askKeyframe(); }
   }, 1000);
 
+  // A frame is on the canvas: count and acknowledge it.
+  function shown(number) {
+    view.frames++;
+    canvas.setAttribute("data-frame", String(number));
+    send(bytesField(SCR.ack, intField(1, number)));
+  }
+
+  function connected() {
+    say("Connected to " + device + ": " + view.width + "×" + view.height + " in " +
+      (CODEC_NAMES[codec] || codec) + (control ? "" : " (view only)") + "." +
+      (h264.failed ? " " + h264.failed : ""));
+  }
+
   function onFormat(f) {
-    if (text(f, 1) !== CODEC) {
-      stop("The device sends " + text(f, 1) + ", which this page cannot show. Use tessera view.");
+    var c = text(f, 1);
+    if (decoders().indexOf(c) < 0) {
+      stop("The device sends " + c + ", which this page cannot show. Use tessera view.");
       return;
     }
     var w = num(f, 3), h = num(f, 4);
     if (w < 1 || h < 1 || w > 16384 || h > 16384) { stop("The device's screen size is not usable."); return; }
+    closeVideo();
     canvas.width = w; canvas.height = h;
     picture = ctx.createImageData(w, h);
     for (var i = 3; i < picture.data.length; i += 4) { picture.data[i] = 255; }
+    codec = c;
     pending = null; last = null; lastWhole = null; resync = "expected";
-    view.width = w; view.height = h;
-    say("Connected to " + device + ": " + w + "×" + h + (control ? "" : " (view only)") + ".");
+    view.width = w; view.height = h; view.codec = c;
+    canvas.setAttribute("data-codec", c);
+    connected();
   }
 
   function rect(buf) {
@@ -133,21 +166,24 @@
       if (resync !== "no") { return; }
       if (!follows) { return broken("frames_missing"); }
     }
-    var err = draw(frame);
-    if (err) { return broken(err); }
+    if (codec === H264) {
+      // Drawn and acknowledged when the decoder gives the picture back.
+      if (!decodeH264(frame)) { return; }
+    } else {
+      var err = draw(frame);
+      if (err) { return broken(err); }
+      shown(frame.number);
+    }
     last = frame.number;
     resync = "no";
-    view.frames++;
-    canvas.setAttribute("data-frame", String(frame.number));
-    send(bytesField(SCR.ack, intField(1, frame.number)));
   }
 
   function inside(r, w, h) {
     return r && r.x + r.w <= w && r.y + r.h <= h;
   }
 
-  // Applies a whole frame; returns an error code and leaves the picture
-  // unchanged when the frame is not valid.
+  // Applies a whole raw-zstd frame; returns an error code and leaves the
+  // picture unchanged when the frame is not valid.
   function draw(frame) {
     if (!picture) { return "no_keyframe_yet"; }
     var w = picture.width, h = picture.height, px = picture.data, i, r;
@@ -212,49 +248,176 @@
     return null;
   }
 
-  // --- the connection ------------------------------------------------------
-  fetch("/sessions/" + encodeURIComponent(session) + "/viewer-token", {
-    method: "POST", credentials: "same-origin",
-    headers: { "x-csrf-token": canvas.getAttribute("data-csrf") }
-  }).then(function (r) {
-    return r.json().then(function (body) {
-      if (!r.ok) { throw new Error((body.error && body.error.message) || ("HTTP " + r.status)); }
-      return body;
+  // --- H.264 through WebCodecs ------------------------------------------
+  // offered: this browser's VideoDecoder takes H264_PROBE; failures: decoder
+  // failures since the last picture it gave back; failed: why the page
+  // stopped offering h264, in words.
+  var h264 = { offered: false, failures: 0, failed: "" };
+  var video = null;          // { decoder, codec } for the current h264 format
+
+  function decoders() { return h264.offered ? [H264, RAW] : [RAW]; }
+
+  function probeH264() {
+    if (!window.VideoDecoder || !window.EncodedVideoChunk || !window.VideoDecoder.isConfigSupported) {
+      view.h264 = "no WebCodecs VideoDecoder";
+      return Promise.resolve(false);
+    }
+    return window.VideoDecoder.isConfigSupported({ codec: H264_PROBE, optimizeForLatency: true })
+      .then(function (r) {
+        view.h264 = r.supported ? "supported" : H264_PROBE + " not supported";
+        return !!r.supported;
+      }, function (e) { view.h264 = "isConfigSupported failed: " + e.message; return false; });
+  }
+
+  function even(n) { return n + (n & 1); }
+
+  // The WebCodecs codec string of an Annex B access unit's SPS
+  // (avc1.PPCCLL: profile_idc, constraint flags, level_idc), or "".
+  function avcCodec(data) {
+    for (var i = 0; i + 6 < data.length; i++) {
+      if (data[i] === 0 && data[i + 1] === 0 && data[i + 2] === 1 && (data[i + 3] & 0x1F) === 7) {
+        return "avc1." + [data[i + 4], data[i + 5], data[i + 6]].map(function (b) {
+          return (b < 16 ? "0" : "") + b.toString(16).toUpperCase();
+        }).join("");
+      }
+    }
+    return "";
+  }
+
+  function closeVideo() {
+    if (video && video.decoder.state !== "closed") { video.decoder.close(); }
+    video = null;
+  }
+
+  function openVideo(c) {
+    var w = view.width, h = view.height, mine = {};
+    mine.decoder = new window.VideoDecoder({
+      output: function (vf) {
+        // The picture the agent encoded (H.264's own macroblock padding
+        // is cropped away by the SPS): the format's size rounded up to even.
+        var number = vf.timestamp, r = vf.visibleRect;
+        var fits = !!r && r.width === even(w) && r.height === even(h);
+        if (fits && video === mine) { ctx.drawImage(vf, 0, 0, w, h, 0, 0, w, h); }
+        vf.close();
+        if (video !== mine) { return; }
+        if (!fits) { h264Failed("bad_frame_payload", "a picture of the wrong size"); return; }
+        h264.failures = 0;
+        shown(number);
+      },
+      error: function (e) {
+        if (video === mine) { h264Failed("bad_frame_payload", e.message || String(e)); }
+      }
     });
-  }).then(function (t) {
-    var scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    ws = new WebSocket(scheme + location.host + "/ws/viewer?session=" + encodeURIComponent(session),
-      ["tessera.viewer", "tessera.token." + t.token]);
-    ws.binaryType = "arraybuffer";
-    ws.onmessage = function (ev) {
-      var env = parse(new Uint8Array(ev.data)), body;
-      if ((body = env[ENV.screen])) {
-        onScreen(parse(body[0]));
-      } else if ((body = env[ENV.ready])) {
-        var f = parse(body[0]);
-        channel = num(f, 3) || 2;
-        device = text(f, 4);
-        view.device = device;
-        view.access = text(f, 2);
-        if (view.access !== "control") { control = false; }
-        canvas.setAttribute("data-access", view.access);
-        send(bytesField(SCR.decoders, bytesField(1, str(CODEC))));
-        say("Connected to " + device + (control ? "" : " (view only)") + "; waiting for the picture…");
-      } else if ((body = env[ENV.close])) {
-        stop("The screen channel closed: " + (text(parse(body[0]), 4) || "closed") + ".");
-      } else if ((body = env[ENV.ended])) {
-        var e = parse(body[0]);
-        stop("The session ended: " + (text(e, 3) || text(e, 2)) + ".");
-      } else if ((body = env[ENV.error])) {
-        stop("Refused: " + text(parse(body[0]), 2));
+    mine.codec = c;
+    view.avc = c;
+    // The stream's colours are BT.601, limited range (PROTOCOL.md §11), and
+    // its SPS does not say so; unsaid, Chromium assumes BT.709 (a red
+    // comes out 11 levels too red).
+    mine.decoder.configure({ codec: c, codedWidth: even(w), codedHeight: even(h), optimizeForLatency: true,
+      colorSpace: { primaries: "smpte170m", transfer: "smpte170m", matrix: "smpte170m", fullRange: false } });
+    return mine;
+  }
+
+  // Hands a whole h264 frame to the decoder; false when it is refused.
+  function decodeH264(frame) {
+    var w = view.width, h = view.height, i, data = [];
+    if (frame.copies.length) { broken("bad_frame_payload"); return false; }
+    for (i = 0; i < frame.parts.length; i++) {
+      var rs = frame.parts[i].rects, r = rs[0];
+      var whole = rs.length === 1 && r.x === 0 && r.y === 0 && r.w === w && r.h === h;
+      if (i === 0 ? !whole : rs.length) { broken("frame_out_of_bounds"); return false; }
+      data.push(frame.parts[i].data);
+    }
+    data = concat(data);
+    if (!data.length) { broken("bad_frame_payload"); return false; }
+    try {
+      if (frame.keyframe) {
+        var c = avcCodec(data);
+        if (!c) { h264Failed("bad_frame_payload", "a keyframe without its SPS"); return false; }
+        if (!video || video.codec !== c) { closeVideo(); video = openVideo(c); }
       }
-    };
-    ws.onclose = function (ev) {
-      if (!ended) {
-        stop("Disconnected" + (ev.reason ? " (" + ev.reason + ")" : "") + ". Reload the page to reconnect.");
-      }
-    };
-  }).catch(function (e) { stop("Could not open the screen: " + e.message); });
+      if (!video) { broken("no_keyframe_yet"); return false; }
+      video.decoder.decode(new window.EncodedVideoChunk({
+        type: frame.keyframe ? "key" : "delta", timestamp: frame.number, data: data }));
+    } catch (e) {
+      h264Failed("bad_frame_payload", e.message || String(e));
+      return false;
+    }
+    return true;
+  }
+
+  // The decoder refused a frame: start afresh at a keyframe; if that fails
+  // too, stop offering h264.
+  function h264Failed(code, why) {
+    closeVideo();
+    h264.failures++;
+    canvas.setAttribute("data-h264-error", why);
+    if (h264.failures < 2) { broken(code); return; }
+    h264.offered = false;
+    h264.failed = "This browser could not decode the H.264 stream (" + why +
+      "), so the page uses lossless raw-zstd.";
+    view.decoders = decoders();
+    say(h264.failed + " Reconnecting…");
+    open();
+  }
+
+  // --- the connection ------------------------------------------------------
+  // One WebSocket at a time; a new one (after H.264 failed) replaces it.
+  function open() {
+    if (ws) { ws.onmessage = null; ws.onclose = null; ws.close(1000); ws = null; }
+    picture = null; codec = ""; pending = null;
+    fetch("/sessions/" + encodeURIComponent(session) + "/viewer-token", {
+      method: "POST", credentials: "same-origin",
+      headers: { "x-csrf-token": canvas.getAttribute("data-csrf") }
+    }).then(function (r) {
+      return r.json().then(function (body) {
+        if (!r.ok) { throw new Error((body.error && body.error.message) || ("HTTP " + r.status)); }
+        return body;
+      });
+    }).then(function (t) {
+      var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+      var sock = new WebSocket(scheme + location.host + "/ws/viewer?session=" + encodeURIComponent(session),
+        ["tessera.viewer", "tessera.token." + t.token]);
+      sock.binaryType = "arraybuffer";
+      sock.onmessage = onMessage;
+      sock.onclose = function (ev) {
+        if (!ended) {
+          stop("Disconnected" + (ev.reason ? " (" + ev.reason + ")" : "") + ". Reload the page to reconnect.");
+        }
+      };
+      ws = sock;
+    }).catch(function (e) { stop("Could not open the screen: " + e.message); });
+  }
+
+  function onMessage(ev) {
+    var env = parse(new Uint8Array(ev.data)), body;
+    if ((body = env[ENV.screen])) {
+      onScreen(parse(body[0]));
+    } else if ((body = env[ENV.ready])) {
+      var f = parse(body[0]);
+      channel = num(f, 3) || 2;
+      device = text(f, 4);
+      view.device = device;
+      view.access = text(f, 2);
+      if (view.access !== "control") { control = false; }
+      canvas.setAttribute("data-access", view.access);
+      send(bytesField(SCR.decoders, concat(decoders().map(function (c) { return bytesField(1, str(c)); }))));
+      say("Connected to " + device + (control ? "" : " (view only)") + "; waiting for the picture…");
+    } else if ((body = env[ENV.close])) {
+      stop("The screen channel closed: " + (text(parse(body[0]), 4) || "closed") + ".");
+    } else if ((body = env[ENV.ended])) {
+      var e = parse(body[0]);
+      stop("The session ended: " + (text(e, 3) || text(e, 2)) + ".");
+    } else if ((body = env[ENV.error])) {
+      stop("Refused: " + text(parse(body[0]), 2));
+    }
+  }
+
+  probeH264().then(function (yes) {
+    h264.offered = yes;
+    view.decoders = decoders();
+    open();
+  });
 
   function onScreen(s) {
     var b;

@@ -27,8 +27,8 @@ use tessera_testkit::{
 
 use crate::driver::Browser;
 
-const W: u32 = 480;
-const H: u32 = 320;
+pub(crate) const W: u32 = 480;
+pub(crate) const H: u32 = 320;
 
 /// The canvas's pixels as `0x00RRGGBB`, with its size.
 const CANVAS_PIXELS: &str = "var c = document.getElementById('screen');\
@@ -37,14 +37,14 @@ const CANVAS_PIXELS: &str = "var c = document.getElementById('screen');\
     for (var i = 0; i < out.length; i++) { out[i] = d[4 * i] * 65536 + d[4 * i + 1] * 256 + d[4 * i + 2]; }\
     return [c.width, c.height, out];";
 
-async fn canvas_pixels(b: &Browser) -> Option<(u32, u32, Vec<u32>)> {
+pub(crate) async fn canvas_pixels(b: &Browser) -> Option<(u32, u32, Vec<u32>)> {
     let v = b.exec(CANVAS_PIXELS).await;
     let (w, h, px): (u32, u32, Vec<u32>) = serde_json::from_value(v).ok()?;
     Some((w, h, px))
 }
 
 /// Waits until the canvas shows exactly `want` (`W`×`H`).
-async fn wait_canvas(b: &Browser, want: &[u32], what: &str) {
+pub(crate) async fn wait_canvas(b: &Browser, want: &[u32], what: &str) {
     let mut differ = usize::MAX;
     for _ in 0..150 {
         if let Some((w, h, px)) = canvas_pixels(b).await {
@@ -84,7 +84,7 @@ fn keycode(name: &str) -> u8 {
         .expect("an X keycode")
 }
 
-async fn screen_session(admin: &tessera_client::ApiClient, device: &str) -> String {
+pub(crate) async fn screen_session(admin: &tessera_client::ApiClient, device: &str) -> String {
     admin
         .create_session(&CreateSessionRequest {
             device: device.to_owned(),
@@ -346,7 +346,7 @@ async fn a_view_only_operators_screen_page_sends_nothing() {
 }
 
 /// A picture of noise (it does not compress).
-fn noise(w: u32, h: u32, seed: u32) -> Framebuffer {
+pub(crate) fn noise(w: u32, h: u32, seed: u32) -> Framebuffer {
     let mut x: u32 = 0x1234_5678 ^ seed;
     let px = (0..w * h)
         .map(|_| {
@@ -360,7 +360,7 @@ fn noise(w: u32, h: u32, seed: u32) -> Framebuffer {
 }
 
 /// Waits until the canvas shows exactly `want`.
-async fn wait_picture(b: &Browser, want: &Framebuffer, what: &str) {
+pub(crate) async fn wait_picture(b: &Browser, want: &Framebuffer, what: &str) {
     let mut last = None;
     for _ in 0..150 {
         if let Some((w, h, px)) = canvas_pixels(b).await {
@@ -377,7 +377,12 @@ async fn wait_picture(b: &Browser, want: &Framebuffer, what: &str) {
     );
 }
 
-async fn send_frame(dev: &mut HandDevice, session: &str, frame: EncodedFrame, number: u64) {
+pub(crate) async fn send_frame(
+    dev: &mut HandDevice,
+    session: &str,
+    frame: EncodedFrame,
+    number: u64,
+) {
     for part in frame.into_messages(number, 1) {
         dev.send(screen(session, SB::Frame(part))).await;
     }
@@ -435,7 +440,10 @@ async fn the_page_applies_copies_and_refuses_bad_frames_keeping_its_picture() {
             _ => None,
         })
         .await;
-    assert_eq!(configure.codec, "raw-zstd", "the page offers raw-zstd only");
+    assert_eq!(
+        configure.codec, "raw-zstd",
+        "the server's default policy is raw"
+    );
     dev.send(screen(
         &session,
         SB::Format(ScreenFormat {

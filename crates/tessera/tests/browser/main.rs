@@ -9,6 +9,7 @@ mod console_admin;
 mod console_auth;
 mod console_devices;
 mod console_screen;
+mod console_screen_h264;
 mod console_support;
 mod console_terminal;
 mod device_page;

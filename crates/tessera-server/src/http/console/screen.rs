@@ -1,7 +1,8 @@
 //! The web screen viewer: a page with a `<canvas>` that shows a screen
-//! session, decoded in the browser by `assets/screen.js` (raw-zstd, with
-//! the vendored fzstd decompressor), and sends pointer and keyboard input
-//! when the operator may control.
+//! session, decoded in the browser by `assets/screen.js` (raw-zstd with
+//! the vendored fzstd decompressor; H.264 with the browser's WebCodecs
+//! `VideoDecoder` when it has one that decodes the agent's stream), and
+//! sends pointer and keyboard input when the operator may control.
 //!
 //! The page gets its viewer token the way the web terminal does
 //! (`POST /sessions/{id}/viewer-token`, then `/ws/viewer` with the token as
