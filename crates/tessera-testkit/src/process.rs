@@ -317,8 +317,35 @@ impl AgentProcess {
         Self::launch_agent(online_on, device, Some(&device.inbox()), &[], args).await
     }
 
+    /// Starts `tessera agent run ARGS` without waiting for it to come
+    /// online (when the server it goes to is a child process, say): the
+    /// test watches for that itself.
+    pub fn spawn_with_args(device: &TestDevice, args: &[&str]) -> AgentProcess {
+        Self::spawn(device, Some(&device.inbox()), &[], args)
+    }
+
     async fn launch_agent(
         server: &TestServer,
+        device: &TestDevice,
+        inbox: Option<&Path>,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> AgentProcess {
+        let p = Self::spawn(device, inbox, env, args);
+        let (state, id) = (server.state.clone(), device.device_id.clone());
+        assert!(
+            crate::eventually(Duration::from_secs(20), || {
+                let (state, id) = (state.clone(), id.clone());
+                async move { state.registry().is_connected(&id) }
+            })
+            .await,
+            "agent process online; log: {}",
+            p.log()
+        );
+        p
+    }
+
+    fn spawn(
         device: &TestDevice,
         inbox: Option<&Path>,
         env: &[(&str, &str)],
@@ -348,22 +375,11 @@ impl AgentProcess {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn tessera agent run");
-        let p = AgentProcess {
+        AgentProcess {
             child,
             log_path,
             _log_dir: log_dir,
-        };
-        let (state, id) = (server.state.clone(), device.device_id.clone());
-        assert!(
-            crate::eventually(Duration::from_secs(20), || {
-                let (state, id) = (state.clone(), id.clone());
-                async move { state.registry().is_connected(&id) }
-            })
-            .await,
-            "agent process online; log: {}",
-            p.log()
-        );
-        p
+        }
     }
 
     pub fn log(&self) -> String {

@@ -3,12 +3,14 @@
 //! documented first wait (0.5–1 s) and serves sessions there; a server
 //! that is down when it starts is passed over; revocation still stops it
 //! for good; a `--server` that is no URL is refused before anything runs.
+//! The nodes are in-process servers on one database, and one `tessera
+//! server` child process for `kill -9`.
 
 use std::time::Duration;
 
 use tessera_testkit::{
-    eventually, read_until, shell_session, tessera_bin, watch, AgentProcess, Options, TestDb,
-    TestDevice, TestServer,
+    eventually, read_until, shell_session, tessera_bin, watch, AgentProcess, Options,
+    ServerProcess, TestDb, TestDevice, TestServer,
 };
 
 /// Generous: the agent's own bound is about a second; this only stops a
@@ -43,7 +45,8 @@ fn retry_waits(log: &str) -> Vec<u64> {
         .collect()
 }
 
-/// Whether the agent logged a connection to `url`.
+/// Whether the agent logged a connection to `url` (which it does once the
+/// handshake is over: after the node registered it).
 fn connected_to(log: &str, url: &str) -> bool {
     log.lines()
         .any(|l| l.contains(" connected ") && l.contains(&format!("server={url} ")))
@@ -57,7 +60,11 @@ async fn when_its_node_stops_the_agent_comes_back_on_the_next_and_serves_a_shell
     let device = TestDevice::enroll(&first, &admin, "box").await;
     let id = device.device_id.clone();
     let agent = AgentProcess::start_with_args(&first, &device, &["--server", &second.url]).await;
-    assert!(connected_to(&agent.log(), &first.url), "{}", agent.log());
+    assert!(
+        eventually(BACK, || async { connected_to(&agent.log(), &first.url) }).await,
+        "{}",
+        agent.log()
+    );
     assert!(!second.state.registry().is_connected(&id));
 
     first.stop().await;
@@ -66,8 +73,12 @@ async fn when_its_node_stops_the_agent_comes_back_on_the_next_and_serves_a_shell
         "the agent reconnects to the second node; log: {}",
         agent.log()
     );
+    assert!(
+        eventually(BACK, || async { connected_to(&agent.log(), &second.url) }).await,
+        "{}",
+        agent.log()
+    );
     let log = agent.log();
-    assert!(connected_to(&log, &second.url), "{log}");
     assert!(
         log.contains(&format!("next=\"{}\"", second.url)),
         "it says where it goes next: {log}"
@@ -90,6 +101,54 @@ async fn when_its_node_stops_the_agent_comes_back_on_the_next_and_serves_a_shell
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_with_sigkill_loses_its_agent_to_the_alternate_stored_in_device_json() {
+    let db = TestDb::new().await;
+    let second = TestServer::start_with(Options {
+        database_url: Some(db.url.clone()),
+        ..Options::default()
+    })
+    .await;
+    let first = ServerProcess::spawn(&db.url, "warn", &[]).await;
+    let admin = second.admin().await;
+    let device = TestDevice::enroll(&second, &admin, "box").await;
+    let id = device.device_id.clone();
+    // What device.json may say: the node first, another as its alternate.
+    let mut enrollment = device.state.enrollment().unwrap();
+    enrollment.alternates = vec![enrollment.server.clone()];
+    enrollment.server = first.url.clone();
+    device
+        .state
+        .save_enrollment(&enrollment, &device.key)
+        .unwrap();
+    let agent = AgentProcess::spawn_with_args(&device, &[]);
+    assert!(
+        eventually(BACK, || async { connected_to(&agent.log(), &first.url) }).await,
+        "the agent connects to the first node; log: {}",
+        agent.log()
+    );
+    assert!(!second.state.registry().is_connected(&id));
+
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &first.pid().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(
+        eventually(BACK, || async { second.state.registry().is_connected(&id) }).await,
+        "the agent reconnects to its alternate; log: {}",
+        agent.log()
+    );
+    let waits = retry_waits(&agent.log());
+    assert!(
+        waits.first().is_some_and(|w| (500..=1000).contains(w)),
+        "{waits:?}: {}",
+        agent.log()
+    );
+    assert!(admin.device(&id).await.unwrap().online);
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_down_at_start_is_passed_over_and_revocation_still_stops_the_agent() {
     let (_db, first, second) = two_nodes().await;
     let password = first.admin_password.clone().expect("admin bootstrapped");
@@ -103,6 +162,11 @@ async fn a_server_down_at_start_is_passed_over_and_revocation_still_stops_the_ag
     // A comma-separated list; the enrolled server again is taken once.
     let list = format!("{},{down}", second.url);
     let mut agent = AgentProcess::start_with_args(&second, &device, &["--server", &list]).await;
+    assert!(
+        eventually(BACK, || async { connected_to(&agent.log(), &second.url) }).await,
+        "{}",
+        agent.log()
+    );
     let log = agent.log();
     assert!(
         log.lines().any(|l| l.contains("control connection lost")
@@ -110,7 +174,6 @@ async fn a_server_down_at_start_is_passed_over_and_revocation_still_stops_the_ag
             && l.contains(&format!("next=\"{}\"", second.url))),
         "the refused first server is named, and the next one: {log}"
     );
-    assert!(connected_to(&log, &second.url), "{log}");
     assert!(!connected_to(&log, &down), "{log}");
 
     let admin = second.login("admin", &password).await;
