@@ -159,11 +159,8 @@ async fn run_until(
 ) -> Result<Exit, AgentError> {
     let mut shutdown = std::pin::pin!(shutdown);
     let enrollment = state.enrollment()?;
-    let servers = failover::server_list(
-        &enrollment.server,
-        &enrollment.alternates,
-        &opts.alternates,
-    );
+    let servers =
+        failover::server_list(&enrollment.server, &enrollment.alternates, &opts.alternates);
     let mut failover = failover::Failover::new(servers.len(), opts.max_backoff);
     // The address of the last connection, so a name with several nodes
     // behind it moves on to another of them first.

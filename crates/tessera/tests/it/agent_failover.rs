@@ -212,7 +212,10 @@ fn agent_run_refuses_a_server_that_is_not_a_url_and_touches_nothing() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
-        assert!(err.contains("--server") && err.contains(words), "{bad}: {err}");
+        assert!(
+            err.contains("--server") && err.contains(words),
+            "{bad}: {err}"
+        );
         assert!(!state.exists(), "nothing is written for {bad}");
     }
 }
