@@ -160,10 +160,12 @@ async fn a_server_down_at_start_is_passed_over_and_revocation_still_stops_the_ag
     first.stop().await;
 
     // A comma-separated list; the enrolled server again is taken once.
-    let list = format!("{},{down}", second.url);
+    // The second goes by a name, which is resolved and kept as the name.
+    let named = format!("http://localhost:{}", second.addr.port());
+    let list = format!("{named},{down}");
     let mut agent = AgentProcess::start_with_args(&second, &device, &["--server", &list]).await;
     assert!(
-        eventually(BACK, || async { connected_to(&agent.log(), &second.url) }).await,
+        eventually(BACK, || async { connected_to(&agent.log(), &named) }).await,
         "{}",
         agent.log()
     );
@@ -171,8 +173,15 @@ async fn a_server_down_at_start_is_passed_over_and_revocation_still_stops_the_ag
     assert!(
         log.lines().any(|l| l.contains("control connection lost")
             && l.contains(&format!("server=\"{down}\""))
-            && l.contains(&format!("next=\"{}\"", second.url))),
+            && l.contains(&format!("next=\"{named}\""))),
         "the refused first server is named, and the next one: {log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "server={named} address=127.0.0.1:{}",
+            second.addr.port()
+        )),
+        "{log}"
     );
     assert!(!connected_to(&log, &down), "{log}");
 
