@@ -50,6 +50,7 @@ impl EnrollOptions {
     fn trust(&self) -> TlsTrust {
         Enrollment {
             server: self.server.clone(),
+            alternates: Vec::new(),
             device_id: String::new(),
             tls_fingerprint: self.tls_fingerprint.clone(),
             ca_cert: self.ca_cert.clone(),
@@ -60,6 +61,7 @@ impl EnrollOptions {
     fn enrollment(&self, device_id: String) -> Enrollment {
         Enrollment {
             server: self.server.clone(),
+            alternates: Vec::new(),
             device_id,
             tls_fingerprint: self.tls_fingerprint.clone(),
             ca_cert: self.ca_cert.clone(),

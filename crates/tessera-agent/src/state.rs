@@ -3,7 +3,7 @@
 //! | file | holds | mode |
 //! |---|---|---|
 //! | `identity.key` | Ed25519 seed ‖ X25519 secret (64 bytes) | 0600 |
-//! | `device.json` | server URL, DeviceId, TLS trust | 0600 |
+//! | `device.json` | server URL (and alternates), DeviceId, TLS trust | 0600 |
 //! | `device.key` | the `cak_` device key | 0600 |
 //!
 //! The directory is created 0700. Every write goes to a temporary file that
@@ -48,7 +48,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
 /// What enrollment leaves behind, besides the key.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Enrollment {
+    /// The server this device enrolled with: the first it connects to.
     pub server: String,
+    /// Other servers sharing its database, tried in turn after `server`
+    /// (absent from files written before there were any, and from those
+    /// that name none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alternates: Vec<String>,
     pub device_id: String,
     #[serde(default)]
     pub tls_fingerprint: Option<String>,
@@ -296,6 +302,26 @@ mod tests {
         assert!(
             msg.contains("chmod 600") && msg.contains("identity.key") && msg.contains("0644"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_file_from_before_alternates_loads_and_is_written_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = AgentState::new(dir.path());
+        let old = r#"{"server":"http://127.0.0.1:8080","device_id":"ABCD","tls_fingerprint":null,"ca_cert":null}"#;
+        write_private(&dir.path().join("device.json"), old.as_bytes()).unwrap();
+        let e = state.enrollment().unwrap();
+        assert_eq!(e.server, "http://127.0.0.1:8080");
+        assert!(e.alternates.is_empty());
+        let again = serde_json::to_string(&e).unwrap();
+        assert_eq!(again, old, "no new field in a file that names no alternate");
+
+        let with = r#"{"server":"https://a.example","alternates":["https://b.example","https://c.example"],"device_id":"ABCD"}"#;
+        write_private(&dir.path().join("device.json"), with.as_bytes()).unwrap();
+        assert_eq!(
+            state.enrollment().unwrap().alternates,
+            ["https://b.example", "https://c.example"]
         );
     }
 

@@ -139,6 +139,7 @@ impl RunningAgent {
                 &state,
                 tessera_agent::RunOptions {
                     max_backoff: Duration::from_millis(500),
+                    alternates: Vec::new(),
                     shell: Some("/bin/sh".to_owned()),
                     consent: tessera_agent::consent::ConsentMode::Deny,
                     inbox: Some(inbox),

@@ -273,7 +273,7 @@ impl AgentProcess {
         device: &TestDevice,
         inbox: Option<&Path>,
     ) -> AgentProcess {
-        Self::launch_agent(server, device, inbox, &[]).await
+        Self::launch_agent(server, device, inbox, &[], &[]).await
     }
 
     /// Starts the agent with the X display `display` as its `$DISPLAY` (the
@@ -288,6 +288,7 @@ impl AgentProcess {
             device,
             Some(&device.inbox()),
             &[("DISPLAY", display)],
+            &[],
         )
         .await
     }
@@ -302,7 +303,25 @@ impl AgentProcess {
     ) -> AgentProcess {
         let mut all = vec![("DISPLAY", display)];
         all.extend_from_slice(env);
-        Self::launch_agent(server, device, Some(&device.inbox()), &all).await
+        Self::launch_agent(server, device, Some(&device.inbox()), &all, &[]).await
+    }
+
+    /// Starts `tessera agent run ARGS` (e.g. `--server URL` for the nodes
+    /// beside the one the device enrolled with) and waits until `online_on`
+    /// sees it online.
+    pub async fn start_with_args(
+        online_on: &TestServer,
+        device: &TestDevice,
+        args: &[&str],
+    ) -> AgentProcess {
+        Self::launch_agent(online_on, device, Some(&device.inbox()), &[], args).await
+    }
+
+    /// Starts `tessera agent run ARGS` without waiting for it to come
+    /// online (when the server it goes to is a child process, say): the
+    /// test watches for that itself.
+    pub fn spawn_with_args(device: &TestDevice, args: &[&str]) -> AgentProcess {
+        Self::spawn(device, Some(&device.inbox()), &[], args)
     }
 
     async fn launch_agent(
@@ -310,6 +329,27 @@ impl AgentProcess {
         device: &TestDevice,
         inbox: Option<&Path>,
         env: &[(&str, &str)],
+        args: &[&str],
+    ) -> AgentProcess {
+        let p = Self::spawn(device, inbox, env, args);
+        let (state, id) = (server.state.clone(), device.device_id.clone());
+        assert!(
+            crate::eventually(Duration::from_secs(20), || {
+                let (state, id) = (state.clone(), id.clone());
+                async move { state.registry().is_connected(&id) }
+            })
+            .await,
+            "agent process online; log: {}",
+            p.log()
+        );
+        p
+    }
+
+    fn spawn(
+        device: &TestDevice,
+        inbox: Option<&Path>,
+        env: &[(&str, &str)],
+        args: &[&str],
     ) -> AgentProcess {
         let log_dir = tempfile::tempdir().expect("tempdir");
         let log_path = log_dir.path().join("agent.log");
@@ -317,7 +357,9 @@ impl AgentProcess {
         let mut cmd = tokio::process::Command::new(tessera_bin());
         cmd.args(["agent", "run", "--state-dir"])
             .arg(device.dir())
+            .args(args)
             .env("HOME", device.home())
+            .env_remove("TESSERA_SERVER")
             .env_remove("XDG_DOWNLOAD_DIR")
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("TESSERA_INBOX");
@@ -333,22 +375,11 @@ impl AgentProcess {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn tessera agent run");
-        let p = AgentProcess {
+        AgentProcess {
             child,
             log_path,
             _log_dir: log_dir,
-        };
-        let (state, id) = (server.state.clone(), device.device_id.clone());
-        assert!(
-            crate::eventually(Duration::from_secs(20), || {
-                let (state, id) = (state.clone(), id.clone());
-                async move { state.registry().is_connected(&id) }
-            })
-            .await,
-            "agent process online; log: {}",
-            p.log()
-        );
-        p
+        }
     }
 
     pub fn log(&self) -> String {

@@ -47,13 +47,36 @@ struct SessionArgs {
     display: Option<String>,
 }
 
+/// `tessera agent run`: how sessions are served, and where to connect.
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    session: SessionArgs,
+    /// Other servers to use besides the one this device enrolled with:
+    /// nodes on the same database, tried in turn (with a short, growing,
+    /// jittered wait) whenever the current one cannot be reached or goes
+    /// away. Repeat the flag or separate URLs with commas. A name that
+    /// resolves to several addresses has each of them tried.
+    #[arg(long = "server", value_name = "URL", env = "TESSERA_SERVER", value_delimiter = ',', value_parser = server_url)]
+    servers: Vec<String>,
+}
+
+/// A server URL as the agent takes it (`http://` or `https://`), refused
+/// with the URL it probably meant.
+fn server_url(s: &str) -> Result<String, String> {
+    tessera_client::parse_server_url(s)
+        .map(|_| s.trim().to_owned())
+        .map_err(|e| e.to_string())
+}
+
 #[derive(Subcommand, Debug)]
 enum AgentCommand {
     /// Enroll this device: with --token (unattended), or by pairing, which
     /// an operator approves at the URL shown.
     Enroll(EnrollArgs),
-    /// Keep this device connected to its server.
-    Run(SessionArgs),
+    /// Keep this device connected to its server (or, failing it, to one
+    /// of the others given with --server).
+    Run(RunArgs),
     /// Replace this device's key with a new one, over the control channel.
     RotateDeviceKey,
     /// Replace this device's identity key. The old key signs the change;
@@ -156,7 +179,10 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        AgentCommand::Run(sargs) => {
+        AgentCommand::Run(RunArgs {
+            session: sargs,
+            servers,
+        }) => {
             let enrollment = state.enrollment()?;
             // The id the server knows: it names the first key, so after a
             // rotation it is not the current key's hash.
@@ -167,8 +193,17 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 .inbox
                 .or_else(tessera_agent::auto::default_inbox)
                 .unwrap_or_else(|| tessera_agent::auto::inbox_of(&state));
+            let all = tessera_agent::control::failover::server_list(
+                &enrollment.server,
+                &enrollment.alternates,
+                &servers,
+            );
+            let others = match all.split_first() {
+                Some((_, rest)) if !rest.is_empty() => format!(" (then {})", rest.join(", ")),
+                _ => String::new(),
+            };
             say!(
-                "tessera agent: device {id} connecting to {}\nFiles sent to this device are saved in {}",
+                "tessera agent: device {id} connecting to {}{others}\nFiles sent to this device are saved in {}",
                 enrollment.server,
                 inbox.display()
             );
@@ -180,6 +215,7 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
                     Some(p) => ConsentMode::Command(p),
                     None => ConsentMode::Deny,
                 },
+                alternates: servers,
                 ..RunOptions::default()
             };
             let exit = tessera_agent::control::run_reporting(

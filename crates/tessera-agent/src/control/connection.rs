@@ -4,6 +4,7 @@
 //! heartbeats until the connection drops.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
+use super::failover;
 use super::sessions::{Serving, Sessions};
 use super::Exit;
 use crate::credentials::Credentials;
@@ -38,6 +40,9 @@ const OUTBOUND_QUEUE: usize = 256;
 /// An authenticated control connection.
 pub struct Connection {
     pub(super) ws: Ws,
+    /// The server URL it was opened to, and the address it reached.
+    pub server: String,
+    pub addr: SocketAddr,
     pub heartbeat: Duration,
     pub connection_id: String,
 }
@@ -55,11 +60,93 @@ fn revoked_code(code: &str) -> bool {
         .is_ok_and(ErrorCode::is_revocation)
 }
 
-/// Opens the WebSocket with the device key and proves the identity key
-/// (`role` is `tessera_proto::role::AGENT` or `CLIENT`).
+/// Longest wait for a TCP connection to one address: a host that is gone
+/// without a word (no refusal) must not hold the agent back from the next.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Longest wait, once connected, for the TLS, WebSocket and identity
+/// handshakes: a node that accepts and then says nothing is given up on.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens the WebSocket to `creds.server` with the device key and proves
+/// the identity key (`role` is `tessera_proto::role::AGENT` or `CLIENT`).
+/// A name that resolves to several addresses has each tried in turn.
 pub(super) async fn connect(creds: &Credentials, role: u32) -> Result<Connected, AgentError> {
+    connect_after(creds, role, None).await
+}
+
+/// [`connect`], trying the addresses the server's name resolves to from
+/// the one after `last` (the address of the connection that just ended;
+/// see [`failover::address_order`]).
+pub(super) async fn connect_after(
+    creds: &Credentials,
+    role: u32,
+    last: Option<SocketAddr>,
+) -> Result<Connected, AgentError> {
     let client = ApiClient::new(&creds.server, &creds.trust)?;
     let url = client.ws_url("/ws/device")?;
+    let resolved = resolve(&url).await?;
+    let mut failure = AgentError::Connection(format!("{} resolves to no address", creds.server));
+    for addr in failover::address_order(resolved, last) {
+        let attempt = async {
+            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+                .await
+                .map_err(|_| {
+                    AgentError::Connection(format!(
+                        "{addr}: no answer within {} s",
+                        CONNECT_TIMEOUT.as_secs()
+                    ))
+                })?
+                .map_err(|e| AgentError::Connection(format!("{addr}: {e}")))?;
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, open(creds, role, &url, tcp, addr))
+                .await
+                .map_err(|_| {
+                    AgentError::Connection(format!(
+                        "{addr}: no handshake within {} s",
+                        HANDSHAKE_TIMEOUT.as_secs()
+                    ))
+                })?
+        };
+        match attempt.await {
+            Ok(connected) => return Ok(connected),
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => {
+                tracing::debug!(server = %creds.server, address = %addr, error = %e, "address failed");
+                failure = e;
+            }
+        }
+    }
+    Err(failure)
+}
+
+/// The addresses a `ws(s)://` URL's host stands for (an address literal is
+/// itself; a name is asked of the resolver).
+async fn resolve(url: &url::Url) -> Result<Vec<SocketAddr>, AgentError> {
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| AgentError::Connection(format!("{url} has no port")))?;
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => Ok(vec![SocketAddr::from((ip, port))]),
+        Some(url::Host::Ipv6(ip)) => Ok(vec![SocketAddr::from((ip, port))]),
+        Some(url::Host::Domain(name)) => tokio::net::lookup_host((name, port))
+            .await
+            .map(Iterator::collect)
+            .map_err(|e| AgentError::Connection(format!("cannot resolve {name}: {e}"))),
+        None => Err(AgentError::Connection(format!("{url} has no host"))),
+    }
+}
+
+/// The WebSocket upgrade over `tcp` (TLS for `wss`, with the URL's host
+/// as the name checked and sent), then the identity handshake.
+async fn open(
+    creds: &Credentials,
+    role: u32,
+    url: &url::Url,
+    tcp: TcpStream,
+    addr: SocketAddr,
+) -> Result<Connected, AgentError> {
+    // The Nagle delay would hold back each keystroke of a relayed shell.
+    let _ = tcp.set_nodelay(true);
     let mut request = url
         .as_str()
         .into_client_request()
@@ -72,10 +159,10 @@ pub(super) async fn connect(creds: &Credentials, role: u32) -> Result<Connected,
     let mut config = WebSocketConfig::default();
     config.max_message_size = Some(MAX_DEVICE_FRAME);
     config.max_frame_size = Some(MAX_DEVICE_FRAME);
-    let connected = tokio_tungstenite::connect_async_tls_with_config(
+    let connected = tokio_tungstenite::client_async_tls_with_config(
         request,
+        tcp,
         Some(config),
-        true,
         Some(Connector::Rustls(Arc::new(tls))),
     )
     .await;
@@ -107,7 +194,7 @@ pub(super) async fn connect(creds: &Credentials, role: u32) -> Result<Connected,
         Err(e) => return Err(AgentError::Connection(e.to_string())),
     };
 
-    handshake(ws, creds, role)
+    handshake(ws, creds, role, addr)
         .await
         .map(|c| Connected::Ok(Box::new(c)))
 }
@@ -115,7 +202,12 @@ pub(super) async fn connect(creds: &Credentials, role: u32) -> Result<Connected,
 /// The device side of the control handshake (answer the server's challenge
 /// with a hello signed by the identity key, read the welcome), through the
 /// one implementation in `tessera_client::control`.
-async fn handshake(mut ws: Ws, creds: &Credentials, role: u32) -> Result<Connection, AgentError> {
+async fn handshake(
+    mut ws: Ws,
+    creds: &Credentials,
+    role: u32,
+    addr: SocketAddr,
+) -> Result<Connection, AgentError> {
     let hello = DeviceHello {
         keys: &creds.keys,
         device_id: &creds.device_id,
@@ -128,6 +220,8 @@ async fn handshake(mut ws: Ws, creds: &Credentials, role: u32) -> Result<Connect
     match control::handshake(&mut ws, &hello).await {
         Ok(w) => Ok(Connection {
             ws,
+            server: creds.server.clone(),
+            addr,
             heartbeat: Duration::from_millis(u64::from(w.heartbeat_interval_ms.max(100))),
             connection_id: w.connection_id,
         }),

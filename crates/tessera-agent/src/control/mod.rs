@@ -1,7 +1,8 @@
 //! The agent's control channel: connect, heartbeat, carry session
 //! channels, and reconnect with jittered exponential backoff until shut
-//! down or revoked.
+//! down or revoked, moving on to the next of its servers each time.
 //!
+//! - `failover`: which server is next and how long to wait first;
 //! - `connection`: one authenticated WebSocket (connect, the identity
 //!   handshake, send and receive, key rotation, serving until it drops);
 //! - `sessions`: what a connection serves (shells, consent answers,
@@ -11,9 +12,11 @@
 
 mod client;
 mod connection;
+pub mod failover;
 mod sessions;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +29,7 @@ pub use crate::credentials::Credentials;
 pub use crate::error::AgentError;
 pub use client::ClientConnection;
 pub use connection::Connection;
-use connection::{connect, Connected};
+use connection::{connect, connect_after, Connected};
 use sessions::Serving;
 
 use crate::auto::TransferReport;
@@ -47,6 +50,10 @@ pub enum Exit {
 pub struct RunOptions {
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
+    /// Servers to use besides the one this device enrolled with (and the
+    /// alternates stored with it): nodes sharing its database, tried in
+    /// turn when the current one goes away (see [`failover`]).
+    pub alternates: Vec<String>,
     /// The shell sessions run (default: `$SHELL`, else `/bin/sh`).
     pub shell: Option<String>,
     /// How consent is asked for when a session needs it.
@@ -62,7 +69,8 @@ pub struct RunOptions {
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
-            max_backoff: Duration::from_secs(60),
+            max_backoff: failover::DEFAULT_MAX_BACKOFF,
+            alternates: Vec::new(),
             shell: None,
             consent: ConsentMode::Deny,
             inbox: None,
@@ -71,29 +79,38 @@ impl Default for RunOptions {
     }
 }
 
-/// Exponential backoff with jitter: attempt `n` waits a random time in
-/// `[d/2, d]` where `d = min(1 s · 2^n, max)`, so a fleet that lost its
-/// server does not come back in lockstep.
-pub fn backoff(attempt: u32, max: Duration) -> Duration {
-    let d = Duration::from_secs(1)
-        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
-        .min(max);
-    let half = d / 2;
-    half + d
-        .saturating_sub(half)
-        .mul_f64(rand::thread_rng().gen::<f64>())
+/// A uniform draw in `[0, 1)` for the backoff's jitter
+/// ([`failover::jittered`]).
+fn jitter() -> f64 {
+    rand::thread_rng().gen::<f64>()
 }
 
-/// Connects once with the stored key, recovering from an interrupted
-/// rotation (whose new key waits in `device.key.next`).
+/// Connects once to the server this device enrolled with, recovering from
+/// an interrupted rotation (whose new key waits in `device.key.next`).
 pub async fn connect_once(state: &AgentState) -> Result<Result<Box<Connection>, Exit>, AgentError> {
+    connect_to(state, None, None).await
+}
+
+/// [`connect_once`] to `server` (default: the enrolled one), trying its
+/// addresses from the one after `last`.
+async fn connect_to(
+    state: &AgentState,
+    server: Option<&str>,
+    last: Option<SocketAddr>,
+) -> Result<Result<Box<Connection>, Exit>, AgentError> {
     let mut creds = Credentials::load(state)?;
-    let first = connect(&creds, tessera_proto::role::AGENT).await;
+    if let Some(server) = server {
+        server.clone_into(&mut creds.server);
+    }
+    let connect = |creds: Credentials| async move {
+        connect_after(&creds, tessera_proto::role::AGENT, last).await
+    };
+    let first = connect(creds.clone()).await;
     // An identity rotation the server took but this side did not finish:
     // the next identity key answers the challenge.
     if let (Err(AgentError::Refused { .. }), Some(next)) = (&first, state.next_identity()?) {
         creds.keys = Arc::new(next);
-        if let Ok(Connected::Ok(c)) = connect(&creds, tessera_proto::role::AGENT).await {
+        if let Ok(Connected::Ok(c)) = connect(creds.clone()).await {
             state.promote_next_identity()?;
             return Ok(Ok(c));
         }
@@ -103,7 +120,7 @@ pub async fn connect_once(state: &AgentState) -> Result<Result<Box<Connection>, 
         Connected::Revoked(exit) => {
             if let Some(next) = state.next_key()? {
                 creds.key = next;
-                if let Connected::Ok(c) = connect(&creds, tessera_proto::role::AGENT).await? {
+                if let Connected::Ok(c) = connect(creds).await? {
                     state.promote_next_key()?;
                     return Ok(Ok(c));
                 }
@@ -141,16 +158,24 @@ async fn run_until(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Exit, AgentError> {
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut attempt = 0u32;
+    let enrollment = state.enrollment()?;
+    let servers =
+        failover::server_list(&enrollment.server, &enrollment.alternates, &opts.alternates);
+    let mut failover = failover::Failover::new(servers.len(), opts.max_backoff);
+    // The address of the last connection, so a name with several nodes
+    // behind it moves on to another of them first.
+    let mut last: Option<SocketAddr> = None;
     loop {
+        let server = servers[failover.current()];
         let result = tokio::select! {
-            r = connect_once(state) => r,
+            r = connect_to(state, Some(server), last) => r,
             () = &mut shutdown => return Ok(Exit::Shutdown),
         };
-        let failure = match result {
+        let (failure, wait) = match result {
             Ok(Ok(mut conn)) => {
-                attempt = 0;
-                tracing::info!(connection = %conn.connection_id, heartbeat_ms = conn.heartbeat.as_millis() as u64, "connected");
+                last = Some(conn.addr);
+                let up_since = tokio::time::Instant::now();
+                tracing::info!(server = %conn.server, address = %conn.addr, connection = %conn.connection_id, heartbeat_ms = conn.heartbeat.as_millis() as u64, "connected");
                 let keys = state.identity()?;
                 let me = Credentials::load(state)?.device_id;
                 let serving = Serving {
@@ -161,19 +186,24 @@ async fn run_until(
                     report: report.clone(),
                     attended: None,
                 };
-                match conn.serve(serving, &mut shutdown).await {
+                let failure = match conn.serve(serving, &mut shutdown).await {
                     Ok(Some(exit)) => return Ok(exit),
-                    Ok(None) => continue,
+                    Ok(None) => AgentError::Connection("the connection ended".into()),
                     Err(e) => e,
-                }
+                };
+                (failure, failover.dropped(up_since.elapsed(), jitter()))
             }
             Ok(Err(exit)) => return Ok(exit),
             Err(e) if e.is_fatal() => return Err(e),
-            Err(e) => e,
+            Err(e) => (e, failover.failed(jitter())),
         };
-        let wait = backoff(attempt, opts.max_backoff);
-        attempt = attempt.saturating_add(1);
-        tracing::warn!(error = %failure, retry_in_ms = wait.as_millis() as u64, "control connection lost");
+        tracing::warn!(
+            server,
+            error = %failure,
+            next = servers[failover.current()],
+            retry_in_ms = wait.as_millis() as u64,
+            "control connection lost; reconnecting"
+        );
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = &mut shutdown => return Ok(Exit::Shutdown),
@@ -250,21 +280,5 @@ pub async fn rotate_device_key(state: &AgentState) -> Result<String, AgentError>
             })
         }
         Err(Exit::Shutdown) => Err(AgentError::Connection("stopped".into())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_with_jitter_and_caps() {
-        let max = Duration::from_secs(60);
-        for attempt in 0..20 {
-            let d = backoff(attempt, max);
-            let full = Duration::from_secs(1u64 << attempt.min(16)).min(max);
-            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
-        }
-        assert!(backoff(30, max) <= max);
     }
 }

@@ -3,6 +3,7 @@
 //! HTTP. One test binary, so it links once. The servers, devices and clients
 //! come from `tessera_testkit`.
 
+mod agent_failover;
 mod audit;
 mod audit_checkpoints;
 mod audit_cli;

@@ -438,6 +438,7 @@ async fn a_refused_managed_session_says_whether_a_person_declined_or_nobody_coul
             &state,
             tessera_agent::RunOptions {
                 max_backoff: Duration::from_millis(500),
+                alternates: Vec::new(),
                 shell: Some("/bin/sh".to_owned()),
                 consent: tessera_agent::consent::ConsentMode::Command("/bin/false".into()),
                 inbox: None,
