@@ -22,11 +22,13 @@ async fn two_nodes() -> (TestDb, TestServer, TestServer) {
     let db = TestDb::new().await;
     let first = TestServer::start_with(Options {
         database_url: Some(db.url.clone()),
+        nats: true,
         ..Options::default()
     })
     .await;
     let second = TestServer::start_with(Options {
         database_url: Some(db.url.clone()),
+        nats: true,
         ..Options::default()
     })
     .await;
@@ -105,10 +107,12 @@ async fn a_node_killed_with_sigkill_loses_its_agent_to_the_alternate_stored_in_d
     let db = TestDb::new().await;
     let second = TestServer::start_with(Options {
         database_url: Some(db.url.clone()),
+        nats: true,
         ..Options::default()
     })
     .await;
-    let first = ServerProcess::spawn(&db.url, "warn", &[]).await;
+    let nats = tessera_testkit::nats_url();
+    let first = ServerProcess::spawn(&db.url, "warn", &["--nats-url", &nats]).await;
     let admin = second.admin().await;
     let device = TestDevice::enroll(&second, &admin, "box").await;
     let id = device.device_id.clone();

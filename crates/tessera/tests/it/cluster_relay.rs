@@ -149,3 +149,102 @@ async fn a_node_without_nats_cannot_start_beside_a_live_one_and_says_why() {
     assert!(why.contains(one.state.cluster().node_id()), "{why}");
     one.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_session_tells_its_viewers_elsewhere_and_the_device_moves_on() {
+    let db = tessera_testkit::TestDb::new().await;
+    let two = TestServer::start_with(Options {
+        database_url: Some(db.url.clone()),
+        nats: true,
+        ..tessera_testkit::fast_heartbeat(300)
+    })
+    .await;
+    let nats = tessera_testkit::nats_url();
+    let one = tessera_testkit::ServerProcess::spawn(
+        &db.url,
+        "warn",
+        &["--nats-url", &nats, "--heartbeat-interval", "1s"],
+    )
+    .await;
+    let pw = two.admin_password.clone().unwrap();
+    let admin_two = two.login("admin", &pw).await;
+    let device = tessera_testkit::TestDevice::enroll(&two, &admin_two, "on-one").await;
+    let id = device.device_id.clone();
+    // Its agent knows node one first, node two as the alternate.
+    let mut enrollment = device.state.enrollment().unwrap();
+    enrollment.alternates = vec![enrollment.server.clone()];
+    enrollment.server = one.url.clone();
+    device
+        .state
+        .save_enrollment(&enrollment, &device.key)
+        .unwrap();
+    let agent = tessera_testkit::AgentProcess::spawn_with_args(&device, &[]);
+    let login = one
+        .client()
+        .login("admin", tessera_core::api::SecretString::new(pw.clone()))
+        .await
+        .unwrap();
+    let admin_one = one.client().with_token(login.token);
+    assert!(
+        tessera_testkit::eventually(ARRIVES, || async {
+            admin_one.device(&id).await.is_ok_and(|d| d.online)
+        })
+        .await,
+        "online through node one; agent log: {}",
+        agent.log()
+    );
+    assert!(!two.state.registry().is_connected(&id));
+    let session = shell_session(&admin_one, &id).await;
+
+    // A viewer on node two, through the link to node one.
+    let (mut tx, mut rx, _) = watch(&admin_two, &session).await;
+    tx.input(b"echo before-$((5*5))\n").await.unwrap();
+    read_until(&mut rx, "before-25", ARRIVES).await;
+
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &one.pid().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = tokio::time::Instant::now();
+    let ended = until(&mut rx, |e| matches!(e, ViewerEvent::Ended { .. })).await;
+    assert!(
+        matches!(&ended, ViewerEvent::Ended { code, .. } if code == "node_lost"),
+        "{ended:?}"
+    );
+    let closed = tokio::time::timeout(ARRIVES, rx.next()).await.unwrap();
+    assert!(
+        matches!(&closed, ViewerEvent::Closed { code: Some(4000), reason } if reason == "node_lost"),
+        "{closed:?}"
+    );
+    // About a second (the link's ping); bounded well under a heartbeat
+    // of this test's node two even on a loaded machine.
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The device comes back on node two.
+    assert!(
+        tessera_testkit::eventually(ARRIVES, || async { two.state.registry().is_connected(&id) })
+            .await,
+        "the agent reconnects to node two; log: {}",
+        agent.log()
+    );
+    // Once node one's lease lapses (three of its 1 s heartbeats), node
+    // two's sweep ends the session it relayed as node_lost.
+    two.clock.advance(Duration::from_secs(5));
+    assert!(
+        tessera_testkit::eventually(ARRIVES, || async {
+            admin_two
+                .session(&session)
+                .await
+                .is_ok_and(|s| s.end_code.as_deref() == Some("node_lost"))
+        })
+        .await,
+        "{:?}",
+        admin_two.session(&session).await
+    );
+    two.stop().await;
+}
