@@ -248,3 +248,93 @@ async fn a_node_killed_mid_session_tells_its_viewers_elsewhere_and_the_device_mo
     );
     two.stop().await;
 }
+
+/// A node on `db` that routes through the NATS server at `nats`.
+async fn node_on(db: &str, nats: &str) -> TestServer {
+    let nats = nats.to_owned();
+    TestServer::start_with(Options {
+        database_url: Some(db.to_owned()),
+        configure: Some(Box::new(move |c| {
+            c.nats = Some(tessera_server::config::NatsConfig {
+                url: nats,
+                ..Default::default()
+            })
+        })),
+        ..Options::default()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_nats_same_node_sessions_go_on_cross_node_fails_fast_and_all_recovers() {
+    let mut nats = tessera_testkit::PrivateNats::start().await;
+    let db = tessera_testkit::TestDb::new().await;
+    let one = node_on(&db.url, &nats.url()).await;
+    let two = node_on(&db.url, &nats.url()).await;
+    let pw = one.admin_password.clone().unwrap();
+    let admin_one = one.admin().await;
+    let admin_two = two.login("admin", &pw).await;
+    let (_device, _agent) = online_device(&one, &admin_one, "steady").await;
+    let session = shell_session(&admin_one, "steady").await;
+    let (mut local_tx, mut local_rx, _) = watch(&admin_one, &session).await;
+    let (_far_tx, mut far_rx, _) = watch(&admin_two, &session).await;
+    local_tx.input(b"echo both-$((4*4))\n").await.unwrap();
+    read_until(&mut local_rx, "both-16", ARRIVES).await;
+    read_until(&mut far_rx, "both-16", ARRIVES).await;
+
+    nats.stop().await;
+    // The viewer across nodes is told the way is gone, and soon.
+    let started = tokio::time::Instant::now();
+    let closed = tokio::time::timeout(ARRIVES, async {
+        loop {
+            if let e @ ViewerEvent::Closed { .. } = far_rx.next().await {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("the far viewer is closed");
+    assert!(
+        matches!(&closed, ViewerEvent::Closed { code: Some(4015), reason } if reason == "relay_unavailable"),
+        "{closed:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // The viewer on the session's own node goes on.
+    local_tx.input(b"echo still-$((8*8))\n").await.unwrap();
+    read_until(&mut local_rx, "still-64", ARRIVES).await;
+    // A new viewer across nodes is refused at once, with the reason.
+    let token = admin_two.viewer_token(&session).await.unwrap();
+    let asked = tokio::time::Instant::now();
+    let refused = tessera_client::viewer::connect(&admin_two, &session, &token.token)
+        .await
+        .err()
+        .expect("refused while NATS is down");
+    assert!(
+        refused.to_string().contains("relay_unavailable"),
+        "{refused}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+
+    // NATS returns: everything recovers by itself.
+    nats.resume().await;
+    assert!(
+        tessera_testkit::eventually(Duration::from_secs(30), || async {
+            one.state.cluster().nats_connected() && two.state.cluster().nats_connected()
+        })
+        .await,
+        "both nodes reconnect to NATS"
+    );
+    let (mut tx, mut rx, _) = watch(&admin_two, &session).await;
+    tx.input(b"echo again-$((9*9))\n").await.unwrap();
+    read_until(&mut rx, "again-81", ARRIVES).await;
+    two.stop().await;
+    one.stop().await;
+}
