@@ -339,3 +339,74 @@ async fn without_nats_same_node_sessions_go_on_cross_node_fails_fast_and_all_rec
     two.stop().await;
     one.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_screen_held_by_one_node_is_watched_and_driven_from_two_others() {
+    use crate::screen::{format, frame, key, next_screen, screen_setup, RAW};
+    use tessera_proto::v1::screen::Body as SB;
+    use tessera_proto::v1::{ScreenAck, ScreenDecoders};
+    use tessera_testkit::{screen, screen_body, HandViewer};
+
+    let one = node(None).await;
+    let two = node(Some(&one)).await;
+    let three = node(Some(&one)).await;
+    let pw = one.admin_password.clone().unwrap();
+    let admin_one = one.admin().await;
+    let (mut dev, session) = screen_setup(&one, &admin_one).await;
+
+    // A controller on node two: the device is configured, and a frame and
+    // its acknowledgement cross the link.
+    let admin_two = two.login("admin", &pw).await;
+    let mut control = HandViewer::join(&two, &admin_two, &session).await;
+    assert_eq!(control.ready.access, "control");
+    let SB::Configure(c) = next_screen(&mut dev).await else {
+        panic!("configure")
+    };
+    assert_eq!(c.codec, RAW);
+    control
+        .send(screen(
+            &session,
+            SB::Decoders(ScreenDecoders {
+                codecs: vec![RAW.into()],
+            }),
+        ))
+        .await;
+    dev.send(screen(&session, format())).await;
+    // Bigger than one link part: it crosses in pieces and arrives whole.
+    dev.send(screen(&session, frame(1, true, 0, true, 700 * 1024)))
+        .await;
+    let got = control.next().await.unwrap();
+    assert!(matches!(screen_body(&got), Some(SB::Format(_))));
+    let got = control.next().await.unwrap();
+    assert!(
+        matches!(screen_body(&got), Some(SB::Frame(f)) if f.number == 1 && f.data.len() == 700 * 1024)
+    );
+    control
+        .send(screen(&session, SB::Ack(ScreenAck { number: 1 })))
+        .await;
+    let SB::Credit(credit) = next_screen(&mut dev).await else {
+        panic!("credit")
+    };
+    assert_eq!(credit.number, 1);
+
+    // A view-only operator on node three: its keys never reach the device;
+    // the controller's, sent after, come first.
+    let admin_three = three.login("admin", &pw).await;
+    let watcher = three
+        .user(&admin_three, "watcher", tessera_core::roles::Role::Viewer)
+        .await;
+    let mut view_only = HandViewer::join(&three, &watcher, &session).await;
+    assert_eq!(view_only.ready.access, "view_only");
+    view_only.send(screen(&session, key(100))).await;
+    control.send(screen(&session, key(4))).await;
+    let k = loop {
+        match next_screen(&mut dev).await {
+            SB::Key(k) => break k,
+            _ => continue,
+        }
+    };
+    assert_eq!(k.usage, 4, "the view-only key was dropped on node one");
+    three.stop().await;
+    two.stop().await;
+    one.stop().await;
+}

@@ -20,7 +20,7 @@ use tessera_testkit::{
     eventually, screen, screen_body, HandDevice, HandViewer, Options, TestDevice, TestServer,
 };
 
-const RAW: &str = "raw-zstd";
+pub(crate) const RAW: &str = "raw-zstd";
 
 fn screen_request(device: &str, access: Option<&str>) -> CreateSessionRequest {
     CreateSessionRequest {
@@ -30,7 +30,7 @@ fn screen_request(device: &str, access: Option<&str>) -> CreateSessionRequest {
     }
 }
 
-fn key(usage: u32) -> SB {
+pub(crate) fn key(usage: u32) -> SB {
     SB::Key(KeyInput {
         usage,
         keysym: 0x61,
@@ -40,7 +40,7 @@ fn key(usage: u32) -> SB {
     })
 }
 
-fn frame(number: u64, keyframe: bool, part: u32, last_part: bool, size: usize) -> SB {
+pub(crate) fn frame(number: u64, keyframe: bool, part: u32, last_part: bool, size: usize) -> SB {
     SB::Frame(ScreenFrame {
         number,
         keyframe,
@@ -51,7 +51,7 @@ fn frame(number: u64, keyframe: bool, part: u32, last_part: bool, size: usize) -
     })
 }
 
-fn format() -> SB {
+pub(crate) fn format() -> SB {
     SB::Format(ScreenFormat {
         codec: RAW.into(),
         monitor: 0,
@@ -63,7 +63,7 @@ fn format() -> SB {
 
 /// A protocol-4 device online with a screen session open on it: the
 /// device has answered the channel's open with its capabilities.
-async fn screen_setup(s: &TestServer, admin: &ApiClient) -> (HandDevice, String) {
+pub(crate) async fn screen_setup(s: &TestServer, admin: &ApiClient) -> (HandDevice, String) {
     let d = TestDevice::enroll(s, admin, "desk").await;
     let mut dev = HandDevice::connect(s, &d, 4).await;
     let session = admin
@@ -98,7 +98,7 @@ async fn screen_setup(s: &TestServer, admin: &ApiClient) -> (HandDevice, String)
 }
 
 /// The device's next screen message (skipping presence notices).
-async fn next_screen(dev: &mut HandDevice) -> SB {
+pub(crate) async fn next_screen(dev: &mut HandDevice) -> SB {
     dev.next_where(|b| screen_body(b).cloned()).await
 }
 
