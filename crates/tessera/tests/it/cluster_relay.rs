@@ -410,3 +410,126 @@ async fn a_screen_held_by_one_node_is_watched_and_driven_from_two_others() {
     two.stop().await;
     one.stop().await;
 }
+
+/// An operator client signed in at a server process.
+async fn signed_in(
+    p: &tessera_testkit::ServerProcess,
+    user: &str,
+    pw: &str,
+) -> tessera_client::ApiClient {
+    let login = p
+        .client()
+        .login(user, tessera_core::api::SecretString::new(pw.to_owned()))
+        .await
+        .expect("sign in");
+    p.client().with_token(login.token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_server_processes_share_a_device_its_viewers_a_revocation_and_a_lockout() {
+    let db = tessera_testkit::TestDb::new().await;
+    let nats = tessera_testkit::nats_url();
+    let args = ["--nats-url", nats.as_str(), "--heartbeat-interval", "1s"];
+    let p1 = tessera_testkit::ServerProcess::spawn(&db.url, "warn", &args).await;
+    let p2 = tessera_testkit::ServerProcess::spawn(&db.url, "warn", &args).await;
+    let p3 = tessera_testkit::ServerProcess::spawn(&db.url, "warn", &args).await;
+    let pw = p1
+        .bootstrap_password()
+        .expect("the first node made the admin");
+    let (a1, a2, a3) = (
+        signed_in(&p1, "admin", &pw).await,
+        signed_in(&p2, "admin", &pw).await,
+        signed_in(&p3, "admin", &pw).await,
+    );
+
+    // The device's agent runs against node one.
+    let token = a1
+        .create_enrollment_token(&tessera_core::api::CreateEnrollmentTokenRequest {
+            uses: 1,
+            ttl_seconds: 600,
+            tags: vec![],
+        })
+        .await
+        .unwrap();
+    use tessera_core::Clock as _;
+    let now = tessera_core::SystemClock.now().as_millis();
+    let device = tessera_testkit::TestDevice::enroll_at(&p1.url, now, token.secret, "far").await;
+    let id = device.device_id.clone();
+    let agent = tessera_testkit::AgentProcess::spawn_with_args(&device, &[]);
+    assert!(
+        tessera_testkit::eventually(ARRIVES, || async {
+            a1.device(&id).await.is_ok_and(|d| d.online)
+        })
+        .await,
+        "online on node one; agent log: {}",
+        agent.log()
+    );
+    let session = shell_session(&a1, &id).await;
+
+    // A controller on node two, a view-only operator on node three.
+    let (mut tx, mut rx, _) = watch(&a2, &session).await;
+    a3.create_user(&tessera_core::api::CreateUserRequest {
+        username: "watcher".to_owned(),
+        role: tessera_core::roles::Role::Viewer,
+        password: Some(tessera_core::api::SecretString::new(
+            "watcher-password-123".to_owned(),
+        )),
+    })
+    .await
+    .unwrap();
+    let watcher = signed_in(&p3, "watcher", "watcher-password-123").await;
+    let (mut wtx, mut wrx, access) = watch(&watcher, &session).await;
+    assert_eq!(access, "view_only");
+    tx.input(b"echo three-nodes-$((7*6))\n").await.unwrap();
+    read_until(&mut rx, "three-nodes-42", ARRIVES).await;
+    read_until(&mut wrx, "three-nodes-42", ARRIVES).await;
+    wtx.input(b"echo from-the-watcher-$((3*3))\n")
+        .await
+        .unwrap();
+    tx.input(b"echo control-again-$((2*2))\n").await.unwrap();
+    let seen = read_until(&mut rx, "control-again-4", ARRIVES).await;
+    assert!(!seen.contains("from-the-watcher-9"), "{seen}");
+
+    // Guesses at a support code spread over the nodes count together.
+    let real = a1
+        .create_support_code(&tessera_core::api::CreateSupportCodeRequest::default())
+        .await
+        .unwrap()
+        .code
+        .expose()
+        .to_owned();
+    for p in [&p1, &p2, &p3, &p1, &p2, &p3, &p1, &p2, &p3, &p1] {
+        let e = p
+            .client()
+            .preview_support_code("222-222-222")
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some("not_found"), "{e}");
+    }
+    for p in [&p1, &p2, &p3] {
+        let e = p.client().preview_support_code(&real).await.unwrap_err();
+        assert_eq!(e.code(), Some("locked_out"), "{e}");
+    }
+
+    // A revocation through node three cuts the device on node one within
+    // one heartbeat (1 s here), plus slack for a loaded machine.
+    let keys = a3.device_keys(&id).await.unwrap();
+    let started = tokio::time::Instant::now();
+    a3.revoke_device_key(&id, &keys[0].id, None).await.unwrap();
+    assert!(
+        tessera_testkit::eventually(ARRIVES, || async {
+            a2.device(&id).await.is_ok_and(|d| !d.online)
+        })
+        .await
+    );
+    let ended = until(&mut rx, |e| {
+        matches!(e, ViewerEvent::Closed { .. } | ViewerEvent::Ended { .. })
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?} {ended:?}",
+        started.elapsed()
+    );
+    drop(agent);
+}
