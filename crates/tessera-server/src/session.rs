@@ -344,25 +344,26 @@ impl<'a> Sessions<'a> {
                 self.refuse_consent(&id, refusal).await?;
             }
         }
-        for id in store::sessions::active_with_device_gone(self.db, cutoff).await? {
-            if self.hub.get(&id).is_none() {
-                self.end(
-                    &id,
-                    EndCode::DeviceDisconnected,
-                    "the device is no longer connected",
-                    Actor::System,
-                )
-                .await?;
-            }
-        }
         // Relayed by a node that is gone (never one this node relays: its
-        // own lease may lapse while the database is away).
+        // own lease may lapse while the database is away). First: that is
+        // why its device went too.
         for id in store::sessions::active_on_lost_nodes(self.db, now).await? {
             if self.hub.get(&id).is_none() {
                 self.end(
                     &id,
                     EndCode::NodeLost,
                     "the server node relaying it is gone",
+                    Actor::System,
+                )
+                .await?;
+            }
+        }
+        for id in store::sessions::active_with_device_gone(self.db, cutoff).await? {
+            if self.hub.get(&id).is_none() {
+                self.end(
+                    &id,
+                    EndCode::DeviceDisconnected,
+                    "the device is no longer connected",
                     Actor::System,
                 )
                 .await?;
