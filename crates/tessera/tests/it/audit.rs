@@ -241,8 +241,9 @@ async fn a_row_altered_behind_the_triggers_back_fails_verify_and_is_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chain_stays_linear_under_a_concurrent_burst_from_two_processes() {
     let db = TestDb::new().await;
-    let one = ServerProcess::spawn(&db.url, "warn", &[]).await;
-    let two = ServerProcess::spawn(&db.url, "warn", &[]).await;
+    let nats = tessera_testkit::nats_url();
+    let one = ServerProcess::spawn(&db.url, "warn", &["--nats-url", &nats]).await;
+    let two = ServerProcess::spawn(&db.url, "warn", &["--nats-url", &nats]).await;
     let pw = one
         .bootstrap_password()
         .or_else(|| two.bootstrap_password())
