@@ -53,9 +53,10 @@ use sqlx::{Any, AnyPool, Executor, Transaction};
 pub enum StoreError {
     #[error("a row with this key already exists")]
     Conflict,
-    /// The database could not be reached or dropped the connection: the
-    /// statement did not run, or its transaction did not commit. Worth
-    /// trying again once the database is back ([`unreachable`]).
+    /// The database could not be reached or dropped the connection
+    /// ([`unreachable`]). Worth trying again once it is back. Nothing ran,
+    /// unless the connection broke during a commit: whether that commit
+    /// took is then unknown.
     #[error("the database is unreachable: {0}")]
     Unavailable(sqlx::Error),
     #[error("database error: {0}")]
