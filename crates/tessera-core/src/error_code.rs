@@ -27,6 +27,10 @@ words! {
         Conflict = "conflict",
         Internal = "internal",
         Unavailable = "unavailable",
+        /// The database cannot be reached (down, restarting, out of
+        /// connections): come back after `Retry-After`. The request did not
+        /// take effect, unless the connection broke during its commit.
+        StorageUnavailable = "storage_unavailable",
         WebsocketRequired = "websocket_required",
         // Who is asking.
         Unauthenticated = "unauthenticated",

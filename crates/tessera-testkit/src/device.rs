@@ -77,11 +77,14 @@ impl TestDevice {
     }
 
     pub async fn enroll_with(server: &TestServer, token: SecretString, name: &str) -> TestDevice {
-        Self::enroll_at(&server.url, server.clock.now_ms(), token, name).await
+        // The proof of key possession is dated by the server's (test) clock.
+        Self::enroll_at(&server.url, token, name, server.clock.now_ms()).await
     }
 
-    /// Enrolls with the server at `url`, whose clock reads `now_ms`.
-    pub async fn enroll_at(url: &str, now_ms: i64, token: SecretString, name: &str) -> TestDevice {
+    /// Enrolls a new device on the server at `url` (e.g. a
+    /// [`crate::ServerProcess`]) with `token`, its proof of key possession
+    /// dated `now_ms`.
+    pub async fn enroll_at(url: &str, token: SecretString, name: &str, now_ms: i64) -> TestDevice {
         let dir = tempfile::tempdir().expect("tempdir");
         // The home its agent processes get (a shell starts there).
         std::fs::create_dir_all(dir.path().join("home")).expect("home folder");
@@ -92,7 +95,6 @@ impl TestDevice {
             ca_cert: None,
             name: Some(name.to_owned()),
         };
-        // The proof of key possession is dated by the server's (test) clock.
         let id = tessera_agent::enroll::with_token_at(&state, &opts, token, now_ms)
             .await
             .expect("enroll");

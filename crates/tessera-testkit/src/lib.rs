@@ -16,6 +16,7 @@
 mod db;
 mod device;
 mod nats;
+mod pg;
 mod process;
 mod proofs;
 mod pty;
@@ -29,6 +30,7 @@ use std::time::Duration;
 pub use db::{backend, pg_admin_url, Backend, TestDb};
 pub use device::{online_device, open_ws, open_ws_with, Refusal, RunningAgent, TestDevice, Ws};
 pub use nats::PrivateNats;
+pub use pg::PrivatePostgres;
 pub use process::{
     cpu_time, ctl, ctl_admin, device_cmd, peak_rss, proc_status_kb, tessera_bin, view,
     AgentProcess, ServerProcess,

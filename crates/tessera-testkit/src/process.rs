@@ -46,7 +46,16 @@ pub struct ServerProcess {
     /// Everything it printed on stdout up to "listening".
     pub stdout_head: String,
     pub stderr_path: PathBuf,
+    /// How it was started, to start it again ([`ServerProcess::restart`]).
+    launch: Launch,
     dir: TempDir,
+}
+
+struct Launch {
+    bin: PathBuf,
+    database_url: Option<String>,
+    log_level: String,
+    extra: Vec<String>,
 }
 
 impl ServerProcess {
@@ -67,51 +76,43 @@ impl ServerProcess {
         log_level: &str,
         extra: &[&str],
     ) -> anyhow::Result<ServerProcess> {
+        let launch = Launch {
+            bin: bin.to_owned(),
+            database_url: database_url.map(str::to_owned),
+            log_level: log_level.to_owned(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
         let dir = tempfile::tempdir()?;
-        let stderr_path = dir.path().join("stderr.log");
-        let stderr = std::fs::File::create(&stderr_path)?;
-        let mut cmd = tokio::process::Command::new(bin);
-        cmd.args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args(extra)
-            .env("TESSERA_LOG", log_level)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr))
-            .kill_on_drop(true);
-        if let Some(url) = database_url {
-            cmd.env("TESSERA_DATABASE_URL", url);
-        }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let mut head = String::new();
-        let url = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(line) = lines.next_line().await? {
-                head.push_str(&line);
-                head.push('\n');
-                if let Some(url) = line.strip_prefix("tessera server listening on ") {
-                    return Ok::<_, anyhow::Error>(url.to_owned());
-                }
-            }
-            bail!(
-                "the server exited before listening; stderr: {}",
-                stderr_path.display()
-            )
-        })
-        .await
-        .context("the server did not listen within 60 s")??;
-        // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let (child, url, stdout_head) = launch.start(dir.path()).await?;
         Ok(ServerProcess {
             child,
             url,
-            stdout_head: head,
-            stderr_path,
+            stdout_head,
+            stderr_path: stderr_path(dir.path()),
+            launch,
             dir,
         })
+    }
+
+    /// Kills it with SIGKILL — no shutdown path runs, whatever it was
+    /// writing stays half-written — and waits until it is gone.
+    pub async fn kill(&mut self) -> std::process::ExitStatus {
+        self.child.start_kill().expect("SIGKILL the server");
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("a killed server is gone within 20 s")
+            .expect("wait")
+    }
+
+    /// Starts it again after [`ServerProcess::kill`] (or an exit): the same
+    /// binary, flags, database and data directory, on a new ephemeral port
+    /// (`url` changes); waits until it listens.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let (child, url, stdout_head) = self.launch.start(self.dir.path()).await?;
+        self.child = child;
+        self.url = url;
+        self.stdout_head = stdout_head;
+        Ok(())
     }
 
     /// Its data directory (the default SQLite database is `tessera.db` there).
@@ -158,6 +159,59 @@ impl ServerProcess {
             .await
             .expect("server exits within 20 s of SIGTERM")
             .expect("wait")
+    }
+}
+
+/// Where the server in `dir` logs its stderr (appended across restarts).
+fn stderr_path(dir: &Path) -> PathBuf {
+    dir.join("stderr.log")
+}
+
+impl Launch {
+    /// Starts the server with its data in `dir/data`; returns the child,
+    /// its URL and what it printed up to "listening".
+    async fn start(&self, dir: &Path) -> anyhow::Result<(tokio::process::Child, String, String)> {
+        let stderr_path = stderr_path(dir);
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stderr_path)?;
+        let mut cmd = tokio::process::Command::new(&self.bin);
+        cmd.args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.join("data"))
+            .args(&self.extra)
+            .env("TESSERA_LOG", &self.log_level)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .kill_on_drop(true);
+        if let Some(url) = &self.database_url {
+            cmd.env("TESSERA_DATABASE_URL", url);
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let mut head = String::new();
+        let url = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await? {
+                head.push_str(&line);
+                head.push('\n');
+                if let Some(url) = line.strip_prefix("tessera server listening on ") {
+                    return Ok::<_, anyhow::Error>(url.to_owned());
+                }
+            }
+            bail!(
+                "the server exited before listening; stderr: {}",
+                stderr_path.display()
+            )
+        })
+        .await
+        .context("the server did not listen within 60 s")??;
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok((child, url, head))
     }
 }
 

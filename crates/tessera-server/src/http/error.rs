@@ -101,19 +101,33 @@ impl ApiError {
         )
     }
 
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(
+    /// `503 storage_unavailable` with `Retry-After`: the database cannot be
+    /// reached. The driver's words stay in the log (they may name hosts and
+    /// ports); the client is told only to come back.
+    pub fn storage_unavailable() -> Self {
+        let mut e = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Unavailable,
-            message,
-        )
+            ErrorCode::StorageUnavailable,
+            "the database cannot be reached; try again shortly",
+        );
+        e.retry_after = Some(STORAGE_RETRY_AFTER);
+        e
     }
 }
+
+/// How long a client is told to wait before retrying while the database
+/// is unreachable: long enough not to hammer a database on its way back,
+/// short enough that an agent's events catch up soon after.
+pub const STORAGE_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict => ApiError::conflict(ErrorCode::Conflict, "already exists"),
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "the database is unreachable");
+                ApiError::storage_unavailable()
+            }
             other => ApiError::internal(other),
         }
     }

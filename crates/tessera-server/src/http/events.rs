@@ -93,7 +93,10 @@ pub fn prepare(
 }
 
 /// Push a batch of events (device plane). Each event is stored once per
-/// canonical id; see `tessera_core::events` for the derivation.
+/// canonical id; see `tessera_core::events` for the derivation. A batch is
+/// stored whole or not at all, so a device that got no answer, or `503
+/// storage_unavailable`, sends the same batch again: events already stored
+/// come back as `duplicates`.
 #[utoipa::path(post, path = "/api/v1/events", tag = "events",
     security(("device_key" = [])),
     request_body = EventBatch,

@@ -102,7 +102,9 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
 /// and device credentials) where it has a security requirement; 400, 413,
 /// 415 and 422 where it takes a JSON body (the `ApiJson` extractor); 400
 /// where it takes query parameters (`ApiQuery`); 404 where it has a path
-/// parameter (nothing by that id). Derived here, after every route is
+/// parameter (nothing by that id); 503 `storage_unavailable` where it
+/// checks a credential or takes a JSON body (both read the database).
+/// Derived here, after every route is
 /// merged, so a new route cannot forget them; routes that answer 429 say
 /// so in their own annotation, since only the router knows its limiters.
 fn document_common_refusals(doc: &mut utoipa::openapi::OpenApi) {
@@ -140,7 +142,8 @@ fn document_common_refusals(doc: &mut utoipa::openapi::OpenApi) {
                     "no valid credential (missing, wrong, expired or revoked)",
                 ));
             }
-            if op.security.iter().flatten().any(|r| *r != metrics_only) {
+            let credential = op.security.iter().flatten().any(|r| *r != metrics_only);
+            if credential {
                 add.push((
                     "403",
                     "forbidden: the role or the key's scope does not allow this",
@@ -150,6 +153,14 @@ fn document_common_refusals(doc: &mut utoipa::openapi::OpenApi) {
                 .request_body
                 .as_ref()
                 .is_some_and(|b| b.content.contains_key("application/json"));
+            // Checking a credential reads the database, and so does
+            // acting on a JSON body.
+            if credential || json_body {
+                add.push((
+                    "503",
+                    "storage_unavailable: the database cannot be reached (with Retry-After)",
+                ));
+            }
             if json_body {
                 add.push(("400", "malformed_json, unreadable_body"));
                 add.push(("413", "body_too_large"));

@@ -1,5 +1,7 @@
 //! Liveness, readiness and metrics.
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -38,17 +40,24 @@ async fn healthz() -> Json<Health> {
     })
 }
 
-/// The process can serve: its database answers.
+/// How long `/readyz` waits for the database. Shorter than the pool's
+/// acquire timeout and than a load balancer's usual probe timeout, so an
+/// unreachable database reads as "not ready", never as a hung probe.
+const READY_PROBE: Duration = Duration::from_secs(2);
+
+/// The process can serve: its database answers within two seconds.
 #[utoipa::path(get, path = "/readyz", tag = "ops",
-    responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
+    responses(
+        (status = 200, body = Health),
+        (status = 503, description = "storage_unavailable: the database cannot be reached (with Retry-After)", body = ErrorBody),
+    ))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    if state.db().ping().await {
-        Ok(Json(Health {
+    match tokio::time::timeout(READY_PROBE, state.db().ping()).await {
+        Ok(true) => Ok(Json(Health {
             status: "ok",
             version: env!("CARGO_PKG_VERSION"),
-        }))
-    } else {
-        Err(ApiError::unavailable("the database is not reachable"))
+        })),
+        Ok(false) | Err(_) => Err(ApiError::storage_unavailable()),
     }
 }
 

@@ -54,19 +54,59 @@ use sqlx::{Any, AnyPool, Executor, Transaction};
 pub enum StoreError {
     #[error("a row with this key already exists")]
     Conflict,
+    /// The database could not be reached or dropped the connection
+    /// ([`unreachable`]). Worth trying again once it is back. Nothing ran,
+    /// unless the connection broke during a commit: whether that commit
+    /// took is then unknown.
+    #[error("the database is unreachable: {0}")]
+    Unavailable(sqlx::Error),
     #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if unreachable(&e) {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Db(e)
+        }
+    }
+}
+
+/// Whether `e` says the database could not be reached rather than that it
+/// refused the statement: no connection within the pool's acquire timeout
+/// (the server is down or refuses connections), the connection broke
+/// mid-statement, the pool was closed, or PostgreSQL answered that it is
+/// shutting down, starting up or out of connections.
+pub fn unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| sqlstate_unreachable(&c)),
+        _ => false,
+    }
+}
+
+/// PostgreSQL's SQLSTATEs for "cannot serve you now": class 08 (connection
+/// exception), class 53 (insufficient resources: too many connections,
+/// disk full, out of memory) and 57P01–57P03 (admin or crash shutdown,
+/// cannot connect now). SQLite's codes are numbers and never match.
+fn sqlstate_unreachable(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("53") || matches!(code, "57P01" | "57P02" | "57P03")
+}
+
 /// Maps a unique-constraint violation to [`StoreError::Conflict`].
 fn conflict_on_unique(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
-        _ => StoreError::Db(e),
+        _ => StoreError::from(e),
     }
 }
 
@@ -480,4 +520,46 @@ fn bind_all<'q>(mut query: Query<'q>, values: &'q [String]) -> Query<'q> {
 /// corrupted row, which reads as "no match" rather than a panic.
 pub(crate) fn to_hash(v: Vec<u8>) -> [u8; 32] {
     v.try_into().unwrap_or([0u8; 32])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_is_unavailability_and_a_refused_statement_is_not() {
+        let io = |kind| sqlx::Error::Io(std::io::Error::from(kind));
+        for e in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            io(std::io::ErrorKind::ConnectionRefused),
+            io(std::io::ErrorKind::ConnectionReset),
+            io(std::io::ErrorKind::UnexpectedEof),
+        ] {
+            assert!(unreachable(&e), "{e}");
+            assert!(matches!(StoreError::from(e), StoreError::Unavailable(_)));
+        }
+        for e in [
+            sqlx::Error::RowNotFound,
+            sqlx::Error::Protocol("unexpected message".into()),
+            sqlx::Error::ColumnNotFound("id".into()),
+        ] {
+            assert!(!unreachable(&e), "{e}");
+            assert!(matches!(StoreError::from(e), StoreError::Db(_)));
+        }
+    }
+
+    #[test]
+    fn postgres_shutdown_start_up_and_exhaustion_codes_mean_unreachable() {
+        for code in [
+            "08006", "08001", "53300", "53100", "57P01", "57P02", "57P03",
+        ] {
+            assert!(sqlstate_unreachable(code), "{code}");
+        }
+        // Unique and foreign-key violations, a cancelled statement, a
+        // dropped database, a serialization failure, and SQLite's BUSY.
+        for code in ["23505", "23503", "57014", "57P04", "40001", "5"] {
+            assert!(!sqlstate_unreachable(code), "{code}");
+        }
+    }
 }

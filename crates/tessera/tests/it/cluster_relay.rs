@@ -453,7 +453,7 @@ async fn three_server_processes_share_a_device_its_viewers_a_revocation_and_a_lo
         .unwrap();
     use tessera_core::Clock as _;
     let now = tessera_core::SystemClock.now().as_millis();
-    let device = tessera_testkit::TestDevice::enroll_at(&p1.url, now, token.secret, "far").await;
+    let device = tessera_testkit::TestDevice::enroll_at(&p1.url, token.secret, "far", now).await;
     let id = device.device_id.clone();
     let agent = tessera_testkit::AgentProcess::spawn_with_args(&device, &[]);
     assert!(

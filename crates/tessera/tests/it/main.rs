@@ -39,6 +39,7 @@ mod screen_view;
 mod secrets;
 mod sessions;
 mod shell_lifetime;
+mod storage_faults;
 mod support;
 mod support_scope;
 mod support_ui;

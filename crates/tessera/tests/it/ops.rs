@@ -125,8 +125,9 @@ async fn readyz_reports_503_when_the_database_is_gone() {
     s.state.db().close().await;
     let r = s.http().get(s.api("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
     let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "unavailable");
+    assert_eq!(body["error"]["code"], "storage_unavailable");
     s.stop().await;
 }
 
