@@ -199,8 +199,8 @@ fn credentials(state: &AgentState) -> anyhow::Result<Credentials> {
     Credentials::load(state).context("this device is not enrolled (run `tessera agent enroll`)")
 }
 
-/// Reads one answer from standard input; only `yes` (or `y`) is yes.
-/// Asks `question` and waits for the answer line or Ctrl-C (`None`).
+/// Asks `question` and waits for the answer line (only `yes` or `y` is
+/// yes) or Ctrl-C (`None`).
 ///
 /// Once any `tokio::signal::ctrl_c` has been awaited, the process no
 /// longer dies on SIGINT: tokio's handler takes it for good. A blocking
