@@ -171,6 +171,7 @@ pub struct DeviceListQuery {
     #[param(max_length = 200)]
     q: Option<String>,
     /// `name` (default), `-name`, `seen`, `-seen`, `online` or `os`.
+    #[param(pattern = "^(name|-name|seen|-seen|online|os)?$")]
     sort: Option<String>,
     /// At most this many devices (1–1000); all of them when unset.
     #[param(minimum = 1, maximum = 1000)]

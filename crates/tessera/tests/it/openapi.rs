@@ -153,6 +153,7 @@ async fn openapi_document_states_the_enforced_constraints() {
     assert_eq!(offset["schema"]["minimum"], 0);
     assert_eq!(offset["schema"]["maximum"], 100000);
     assert_eq!(param("/api/v1/devices", "q")["schema"]["maxLength"], 200);
+    assert!(param("/api/v1/devices", "sort")["schema"]["pattern"].is_string());
     let tokens = &schemas["CreateEnrollmentTokenRequest"]["properties"];
     assert_eq!(tokens["uses"]["minimum"], 1);
     assert_eq!(tokens["uses"]["maximum"], 10000);
@@ -246,6 +247,17 @@ async fn documented_bounds_are_the_enforced_ones() {
             .unwrap()
             .status();
         assert_eq!(status.is_success(), ok, "devices {name}={value}: {status}");
+    }
+    for (sort, ok) in [("-seen", true), ("", true), ("size", false)] {
+        let status = http
+            .get(s.api("/api/v1/devices"))
+            .query(&[("sort", sort)])
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.is_success(), ok, "devices sort={sort}: {status}");
     }
     let long = "x".repeat(201);
     for (q, ok) in [("x".repeat(200), true), (long, false)] {
