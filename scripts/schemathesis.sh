@@ -64,6 +64,11 @@ EOF
 # data is "rejected"), and serde reads a JSON array as a struct (negative
 # data is "accepted"); run them by hand with --checks ... to see these.
 #
+# One worker: schemathesis's workers are threads, and on Python 3.11 two
+# of them parsing source at once (hypothesis describing a filter's lambda)
+# can fail inside CPython ("AST constructor recursion depth mismatch"),
+# which ends the run with a runtime error although every case passed.
+#
 # Excluded operations, each for a reason:
 # - POST /api/v1/auth/logout ends the very login session whose token every
 #   other request carries; after it the run would test only 401s.
@@ -76,7 +81,7 @@ set +e
   --exclude-path /api/v1/auth/logout \
   --max-examples "$max_examples" \
   --phases examples,coverage,fuzzing \
-  --workers 2 \
+  --workers 1 \
   --seed 1 \
   --no-color \
   "$@")

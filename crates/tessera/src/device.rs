@@ -199,15 +199,34 @@ fn credentials(state: &AgentState) -> anyhow::Result<Credentials> {
     Credentials::load(state).context("this device is not enrolled (run `tessera agent enroll`)")
 }
 
-/// Reads one answer from standard input; only `yes` (or `y`) is yes.
-fn ask(question: &str) -> anyhow::Result<bool> {
+/// Asks `question` and waits for the answer line (only `yes` or `y` is
+/// yes) or Ctrl-C (`None`).
+///
+/// Once any `tokio::signal::ctrl_c` has been awaited, the process no
+/// longer dies on SIGINT: tokio's handler takes it for good. A blocking
+/// read here would then swallow Ctrl-C, so the line is read on a thread of
+/// its own (a plain thread, which does not hold the process open at exit
+/// as a blocking task would) while this waits for either.
+async fn ask(question: &str) -> anyhow::Result<Option<bool>> {
     output::prompt(&format!("{question} "));
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    Ok(matches!(
-        line.trim().to_ascii_lowercase().as_str(),
-        "y" | "yes"
-    ))
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = std::io::stdin().lock().read_line(&mut line).map(|_| line);
+        let _ = tx.send(read);
+    });
+    tokio::select! {
+        read = rx => {
+            let line = read.context("the terminal reader stopped")??;
+            Ok(Some(is_yes(&line)))
+        }
+        _ = tokio::signal::ctrl_c() => Ok(None),
+    }
+}
+
+/// Whether an answer line says yes.
+fn is_yes(line: &str) -> bool {
+    matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
 fn parse_scopes(names: &[String]) -> anyhow::Result<Vec<Scope>> {
@@ -259,9 +278,17 @@ pub(crate) async fn trust(args: TrustArgs) -> anyhow::Result<ExitCode> {
                 x.peer,
                 short(&x.peer_fingerprint)
             );
-            if !ask("Does the other device show the same code? Type yes to trust it:")? {
-                say!("Not trusted. If the codes differ, someone may be in the middle: do not retry on this network.");
-                return Ok(ExitCode::from(2));
+            match ask("Does the other device show the same code? Type yes to trust it:").await? {
+                Some(true) => {}
+                Some(false) => {
+                    say!("Not trusted. If the codes differ, someone may be in the middle: do not retry on this network.");
+                    return Ok(ExitCode::from(2));
+                }
+                None => {
+                    trust::withdraw_open(&creds, &device).await;
+                    say!("\nStopped; nothing was trusted.");
+                    return Ok(ExitCode::from(130));
+                }
             }
             let name = match name {
                 Some(n) => n,
@@ -376,9 +403,16 @@ pub(crate) async fn trust(args: TrustArgs) -> anyhow::Result<ExitCode> {
                         return Ok(ExitCode::from(2));
                     };
                     say!("The pinned key signed the change.");
-                    if !ask("Accept the new key (and re-issue your grant to it)? Type yes:")? {
-                        say!("Kept the old pin; sessions with {device} stay refused.");
-                        return Ok(ExitCode::from(2));
+                    match ask("Accept the new key (and re-issue your grant to it)? Type yes:")
+                        .await?
+                    {
+                        Some(true) => {}
+                        answer => {
+                            say!("Kept the old pin; sessions with {device} stay refused.");
+                            // Ctrl-C ends it as an interrupted command does.
+                            let code = if answer.is_none() { 130 } else { 2 };
+                            return Ok(ExitCode::from(code));
+                        }
                     }
                     trust::accept_new_key(&state, &creds, &device, &identity).await?;
                     say!("Pinned the new key.");
@@ -618,6 +652,21 @@ pub(crate) async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
             s.end().await;
             note!("Transfer of {total} bytes failed: {e}. Receivers kept no partial file.");
             Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_yes;
+
+    #[test]
+    fn only_y_or_yes_in_any_case_is_a_yes() {
+        for yes in ["y\n", "yes\n", " YES \r\n", "Y"] {
+            assert!(is_yes(yes), "{yes:?}");
+        }
+        for no in ["", "\n", "n\n", "no", "yess", "y e s", "ja"] {
+            assert!(!is_yes(no), "{no:?}");
         }
     }
 }

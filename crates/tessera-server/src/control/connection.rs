@@ -148,10 +148,36 @@ async fn close_with(sink: &mut Sink, code: u16, reason: &str) {
     }
 }
 
-/// Sends a refusal and closes.
-async fn refuse(sink: &mut Sink, close_code: u16, code: &str, message: &str) {
+/// Sends a refusal, closes, and waits for the device's own Close.
+async fn refuse(sink: &mut Sink, stream: &mut Stream, close_code: u16, code: &str, message: &str) {
     let _ = send(sink, error_body(code, message)).await;
     close_with(sink, close_code, code).await;
+    linger(stream).await;
+}
+
+/// How long a connection that sent its Close waits for the peer's.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(5);
+
+/// The closing handshake's second half (RFC 6455 §7.1.1), after this side
+/// sent its Close: reads and drops what the peer still sends until its
+/// Close, the end of the stream, or [`CLOSE_LINGER`], so that the server
+/// closes TCP only after both Close frames. Closing at once instead leaves
+/// a peer that is still writing (a pong, input) to hit a closed socket:
+/// the reset that draws can discard the Close it has not read yet, and it
+/// sees 1006 instead of the code. Returns at once when the peer's Close
+/// was already read (its stream has ended).
+pub async fn linger<S>(stream: &mut S)
+where
+    S: futures_util::Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Some(Ok(m)) = stream.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// What reading one message produced.
@@ -277,6 +303,7 @@ impl Connected {
             Box::pin(audit_stall(&state, &session.device, conn_id)).await;
         }
         presence.release().await;
+        linger(&mut stream).await;
     }
 }
 

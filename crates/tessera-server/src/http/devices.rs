@@ -166,13 +166,18 @@ pub async fn find(state: &AppState, op: &Operator, id: &str) -> ApiResult<Device
 #[into_params(parameter_in = Query)]
 pub struct DeviceListQuery {
     /// Words that must each match the name, hostname, OS, a tag, or the
-    /// start of the id or of a live key's prefix (case-insensitive).
+    /// start of the id or of a live key's prefix (case-insensitive); at
+    /// most 8 words and 200 characters.
+    #[param(max_length = 200)]
     q: Option<String>,
     /// `name` (default), `-name`, `seen`, `-seen`, `online` or `os`.
+    #[param(pattern = "^(name|-name|seen|-seen|online|os)?$")]
     sort: Option<String>,
     /// At most this many devices (1–1000); all of them when unset.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     /// Skip this many (with `limit`, for paging; at most 100,000).
+    #[param(minimum = 0, maximum = 100000)]
     offset: Option<i64>,
 }
 

@@ -20,7 +20,7 @@ use tessera_proto::{Body, Envelope};
 
 use super::{Access, Joined, Kick, LiveSession, ToViewer, SHELL_CHANNEL};
 use crate::auth::viewer::{parse_access, ViewerClaims};
-use crate::control::connection::is_too_big;
+use crate::control::connection::{is_too_big, linger};
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::AppState;
 use tessera_core::kinds::SessionChannel;
@@ -231,8 +231,9 @@ pub async fn serve(
             vec![("reason", "session_ended_before_join".into())],
         )
         .await;
-        let (mut sink, _) = socket.split();
+        let (mut sink, mut stream) = socket.split();
         close_with(&mut sink, close::SESSION_ENDED, "session_ended").await;
+        linger(&mut stream).await;
         return;
     };
     // However this task ends (an abort included), the departure is audited.
@@ -308,6 +309,7 @@ pub async fn serve(
             tally,
         )
         .await;
+        linger(&mut stream).await;
         return;
     }
     if ok && !scrollback.is_empty() {
@@ -431,6 +433,8 @@ pub async fn serve(
         tally,
     )
     .await;
+    // Whoever closed, TCP ends after both Close frames (or the linger).
+    linger(&mut stream).await;
 }
 
 /// After a viewer left: the device is told, and the departure audited

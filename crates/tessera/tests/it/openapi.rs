@@ -143,11 +143,17 @@ async fn openapi_document_states_the_enforced_constraints() {
         "/api/v1/audit",
         "/api/v1/audit/checkpoints",
         "/api/v1/events",
+        "/api/v1/devices",
     ] {
         let limit = param(path, "limit");
         assert_eq!(limit["schema"]["minimum"], 1, "{path} limit");
         assert_eq!(limit["schema"]["maximum"], 1000, "{path} limit");
     }
+    let offset = param("/api/v1/devices", "offset");
+    assert_eq!(offset["schema"]["minimum"], 0);
+    assert_eq!(offset["schema"]["maximum"], 100000);
+    assert_eq!(param("/api/v1/devices", "q")["schema"]["maxLength"], 200);
+    assert!(param("/api/v1/devices", "sort")["schema"]["pattern"].is_string());
     let tokens = &schemas["CreateEnrollmentTokenRequest"]["properties"];
     assert_eq!(tokens["uses"]["minimum"], 1);
     assert_eq!(tokens["uses"]["maximum"], 10000);
@@ -221,6 +227,54 @@ async fn documented_bounds_are_the_enforced_ones() {
             .unwrap()
             .status();
         assert_eq!(status.is_success(), ok, "limit={limit}: {status}");
+    }
+    let devices = [
+        ("limit", 0, false),
+        ("limit", 1, true),
+        ("limit", 1000, true),
+        ("limit", 1001, false),
+        ("offset", -1, false),
+        ("offset", 0, true),
+        ("offset", 100000, true),
+        ("offset", 100001, false),
+    ];
+    for (name, value, ok) in devices {
+        let status = http
+            .get(s.api(&format!("/api/v1/devices?{name}={value}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.is_success(), ok, "devices {name}={value}: {status}");
+    }
+    for (sort, ok) in [("-seen", true), ("", true), ("size", false)] {
+        let status = http
+            .get(s.api("/api/v1/devices"))
+            .query(&[("sort", sort)])
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.is_success(), ok, "devices sort={sort}: {status}");
+    }
+    let long = "x".repeat(201);
+    for (q, ok) in [("x".repeat(200), true), (long, false)] {
+        let status = http
+            .get(s.api("/api/v1/devices"))
+            .query(&[("q", q.as_str())])
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(
+            status.is_success(),
+            ok,
+            "devices q of {}: {status}",
+            q.len()
+        );
     }
     for (uses, ok) in [(0, false), (1, true), (10000, true), (10001, false)] {
         let status = http

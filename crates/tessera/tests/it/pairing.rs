@@ -541,3 +541,53 @@ async fn cross_site_form_posts_to_the_device_page_are_refused() {
     assert!(resp.headers().get("set-cookie").is_none());
     s.stop().await;
 }
+
+/// Issue 17: an abandoned pairing leaves `tessera ctl pairing list` when its
+/// lifetime ends, and that lifetime is the server's `pairing_ttl`
+/// (`--pairing-ttl`), here 2 minutes instead of the default 10.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_pairing_leaves_the_list_when_its_configured_lifetime_ends() {
+    let s = TestServer::start_with(Options {
+        configure: Some(Box::new(|c| c.pairing_ttl = Duration::from_secs(120))),
+        ..Options::default()
+    })
+    .await;
+    let ctl = tessera_testkit::ctl_admin(&s).await;
+    let listed = || async {
+        let (code, out, err) =
+            tessera_testkit::ctl(ctl.path(), &["pairing", "list", "--json"], None).await;
+        assert_eq!(code, 0, "{out}{err}");
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&out).expect("a JSON list");
+        rows.iter()
+            .filter_map(|r| r["device_id"].as_str().map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+
+    // The agent gave up on this one; it is never approved or denied.
+    let (old_keys, new_keys) = (DeviceKeys::generate(), DeviceKeys::generate());
+    let (old_id, new_id) = (
+        old_keys.device_id().to_string(),
+        new_keys.device_id().to_string(),
+    );
+    let abandoned = authorize(&s, &old_keys).await;
+    assert_eq!(abandoned.expires_in, 120, "the configured lifetime");
+    assert_eq!(listed().await, vec![old_id.clone()]);
+
+    s.clock.advance(Duration::from_secs(119));
+    assert_eq!(listed().await, vec![old_id.clone()]);
+    authorize(&s, &new_keys).await;
+
+    s.clock.advance(Duration::from_secs(2));
+    assert_eq!(
+        listed().await,
+        vec![new_id],
+        "the lapsed pairing is gone, the younger one stays"
+    );
+    let e = s
+        .client()
+        .device_token(abandoned.device_code.expose(), "tessera-agent")
+        .await
+        .unwrap_err();
+    assert_eq!(oauth_code(e), "expired_token");
+    s.stop().await;
+}

@@ -861,16 +861,12 @@ async fn a_viewer_that_vanishes_holding_a_key_is_dropped_and_the_device_releases
         })
         .await;
     assert_eq!(released, held, "the vanished viewer's key is released");
-    // 4014 (viewer_unresponsive) when the close frame is read; reading it
-    // now also answers the pings it missed, and a pong reaching the
-    // server's closed socket draws a reset that can discard the unread
-    // close frame (1006): the server does not yet linger for the closing
-    // handshake (see DESIGN.md, "Not yet").
+    // 4014 (viewer_unresponsive) when the close frame is read. Reading it
+    // now also answers the pings it missed: the server lingers for the
+    // closing handshake and reads those pongs, so they draw no reset that
+    // could discard the unread close frame (which showed as 1006).
     let code = gone.close_code().await;
-    assert!(
-        matches!(code, 4014 | 1006),
-        "viewer_unresponsive, got {code}"
-    );
+    assert_eq!(code, 4014, "viewer_unresponsive");
     // The reading viewer is still there: a notice reaches it.
     while seen.try_recv().is_ok() {}
     dev.send(screen(

@@ -2,7 +2,9 @@
 //! gone for the grace period (and its background jobs die with it), unless
 //! a viewer left it on purpose (`--keep`); a disabled operator's sessions
 //! end; a restart ends the sessions nothing relays any more. And both
-//! WebSocket endpoints answer a Close with a Close.
+//! WebSocket endpoints keep the closing handshake: they answer a Close
+//! with a Close, and after a Close of their own they end TCP only once
+//! the peer answered.
 
 use std::time::Duration;
 
@@ -339,6 +341,107 @@ async fn the_device_endpoint_answers_close_with_close() {
         .await
         .unwrap();
     close_is_answered(ws).await;
+    s.stop().await;
+}
+
+/// `device`'s control connection, past the challenge (welcomed).
+async fn connected(s: &TestServer, device: &tessera_testkit::TestDevice) -> tessera_testkit::Ws {
+    let mut ws = open_ws(&format!("ws://{}/ws/device", s.addr), device.key.expose())
+        .await
+        .unwrap();
+    let keys = device.state.identity().unwrap();
+    let id = keys.device_id();
+    let hello = tessera_client::control::DeviceHello::agent(&keys, &id, "test");
+    tessera_client::control::handshake(&mut ws, &hello)
+        .await
+        .expect("welcome");
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_endpoint_answers_close_with_close_once_connected() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let device = tessera_testkit::TestDevice::enroll(&s, &admin, "box").await;
+    let ws = connected(&s, &device).await;
+    close_is_answered(ws).await;
+    s.stop().await;
+}
+
+/// Reads until the server's Close and returns its code; then, before this
+/// side answers, the server must still hold TCP open (no end of stream
+/// within `quiet`), and once the answer goes out it must end TCP itself.
+async fn server_close_waits_for_the_answer(mut ws: tessera_testkit::Ws) -> u16 {
+    let code = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map_or(1005, |f| f.code.into()),
+                Some(Ok(_)) => continue,
+                other => panic!("the connection ended without a Close: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the server closes within 20 s");
+    // The answer to that Close is queued, not yet sent. Meanwhile the
+    // socket must not end: peek waits for a byte or the end of stream,
+    // and the server sends nothing after its Close.
+    let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = ws.get_ref() else {
+        panic!("a plain TCP test connection");
+    };
+    let quiet = Duration::from_millis(300);
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(quiet, tcp.peek(&mut byte)).await;
+    assert!(
+        early.is_err(),
+        "the server ended TCP before the peer answered its Close: {early:?}"
+    );
+    // Polling sends the queued answer; then the server ends TCP.
+    let after = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("the server ends TCP once answered");
+    assert!(after.is_none(), "{after:?}");
+    code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_the_server_closes_gets_the_code_and_tcp_ends_after_its_answer() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let (_device, _agent) = online_device(&s, &admin, "box").await;
+    let id = shell_session(&admin, "box").await;
+    let token = admin.viewer_token(&id).await.unwrap();
+    let mut ws = open_ws(
+        &format!("ws://{}/ws/viewer?session={id}", s.addr),
+        token.token.expose(),
+    )
+    .await
+    .unwrap();
+    // Joined (ViewerReady), then the operator ends the session.
+    let ready = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
+    assert!(
+        matches!(ready, Ok(Some(Ok(Message::Binary(_))))),
+        "{ready:?}"
+    );
+    admin.end_session(&id).await.unwrap();
+    assert_eq!(server_close_waits_for_the_answer(ws).await, 4000);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_the_server_closes_gets_the_code_and_tcp_ends_after_its_answer() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let device = tessera_testkit::TestDevice::enroll(&s, &admin, "box").await;
+    let ws = connected(&s, &device).await;
+    admin
+        .revoke_device(&device.device_id, Some("lost".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        server_close_waits_for_the_answer(ws).await,
+        tessera_proto::close::REVOKED
+    );
     s.stop().await;
 }
 

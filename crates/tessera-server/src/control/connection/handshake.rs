@@ -13,7 +13,7 @@ use tessera_proto::v1::Challenge;
 use tessera_proto::{close, Body, Envelope, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 
 use super::{
-    clip, close_with, next_envelope, refuse, send, Accepted, Connected, Incoming, Presence,
+    clip, close_with, linger, next_envelope, refuse, send, Accepted, Connected, Incoming, Presence,
     Session, HELLO_TIMEOUT,
 };
 use crate::auth::device::DevicePrincipal;
@@ -66,12 +66,14 @@ pub(super) async fn handshake(accepted: Box<Accepted>) -> Option<Box<Connected>>
         )) => h,
         Ok(Incoming::Bad(code, why)) => {
             close_with(&mut sink, code, why).await;
+            linger(&mut stream).await;
             return None;
         }
         Ok(Incoming::Closed) => return None,
         Ok(Incoming::Envelope(..)) => {
             refuse(
                 &mut sink,
+                &mut stream,
                 close::AUTH_FAILED,
                 "hello_expected",
                 "expected Hello",
@@ -82,6 +84,7 @@ pub(super) async fn handshake(accepted: Box<Accepted>) -> Option<Box<Connected>>
         Err(_) => {
             refuse(
                 &mut sink,
+                &mut stream,
                 close::AUTH_FAILED,
                 "hello_timeout",
                 "no Hello within 10 s",
@@ -104,6 +107,7 @@ pub(super) async fn handshake(accepted: Box<Accepted>) -> Option<Box<Connected>>
         .await;
         refuse(
             &mut sink,
+            &mut stream,
             close::AUTH_FAILED,
             "identity_proof_failed",
             "the device id does not match the key's device",
@@ -114,6 +118,7 @@ pub(super) async fn handshake(accepted: Box<Accepted>) -> Option<Box<Connected>>
     if hello.protocol_version < MIN_PROTOCOL_VERSION {
         refuse(
             &mut sink,
+            &mut stream,
             close::INCOMPATIBLE,
             "incompatible_version",
             &format!(
@@ -142,6 +147,7 @@ pub(super) async fn handshake(accepted: Box<Accepted>) -> Option<Box<Connected>>
         .await;
         refuse(
             &mut sink,
+            &mut stream,
             close::AUTH_FAILED,
             "identity_proof_failed",
             "the challenge signature does not verify with this device's identity key",
