@@ -761,6 +761,21 @@ pub async fn pump(ws: WebSocket, state: AppState, remote: Remote, session_id: St
         }
         None => {}
     }
+    // The viewer's answer to a Close (and anything it still sent) goes to
+    // the session's node, so its viewer task ends at once; TCP closes after
+    // that answer, as on a local viewer (RFC 6455 §7.1.1).
+    let _ = tokio::time::timeout(crate::control::connection::CLOSE_LINGER, async {
+        while let Some(Ok(m)) = stream.next().await {
+            let last = matches!(m, Message::Close(_));
+            for f in frames_of(m, &mut seq_up) {
+                let _ = nats.publish(up.clone(), f.encode()).await;
+            }
+            if last {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn ended_envelope(session_id: &str, code: &str, reason: &str) -> Bytes {
