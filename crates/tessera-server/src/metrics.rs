@@ -9,6 +9,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -41,6 +42,11 @@ struct CodecLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SideLabels {
+    side: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimiterLabels {
     limiter: String,
 }
@@ -67,6 +73,10 @@ struct Inner {
     screen_frames_skipped: Counter,
     screen_keyframes_requested: Counter,
     screen_input_dropped: Family<ReasonLabels, Counter>,
+    nats_connected: Gauge,
+    nodes_live: Gauge,
+    links: Family<SideLabels, Gauge>,
+    links_lost: Family<ReasonLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -156,8 +166,36 @@ impl Default for Metrics {
             "Screen viewer input dropped at the relay (view_only or rate_limited)",
             screen_input_dropped.clone(),
         );
+        let nats_connected = Gauge::default();
+        registry.register(
+            "tessera_cluster_nats_connected",
+            "1 while this node is connected to NATS (0 when down, or run without NATS)",
+            nats_connected.clone(),
+        );
+        let nodes_live = Gauge::default();
+        registry.register(
+            "tessera_cluster_nodes_live",
+            "Nodes with a live lease on this node's database, itself included",
+            nodes_live.clone(),
+        );
+        let links = Family::<SideLabels, Gauge>::default();
+        registry.register(
+            "tessera_cluster_links",
+            "Open viewer links between nodes, by this node's side (viewer or session)",
+            links.clone(),
+        );
+        let links_lost = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "tessera_cluster_links_lost",
+            "Viewer links ended because the other node or NATS went away",
+            links_lost.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
+                nats_connected,
+                nodes_live,
+                links,
+                links_lost,
                 screen_frames,
                 screen_bytes,
                 screen_frames_skipped,
@@ -263,11 +301,53 @@ impl Metrics {
         }
     }
 
+    /// This node's view of the cluster, once a heartbeat.
+    pub fn cluster(&self, nats_connected: bool, nodes_live: usize) {
+        self.inner.nats_connected.set(i64::from(nats_connected));
+        self.inner
+            .nodes_live
+            .set(i64::try_from(nodes_live).unwrap_or(i64::MAX));
+    }
+
+    /// Counts an open link on `side` (`viewer` or `session`) until the
+    /// returned guard is dropped.
+    pub fn link_open(&self, side: &str) -> LinkGauge {
+        let gauge = self
+            .inner
+            .links
+            .get_or_create(&SideLabels {
+                side: side.to_owned(),
+            })
+            .clone();
+        gauge.inc();
+        LinkGauge(gauge)
+    }
+
+    /// A link ended because the other side went (`node_lost`,
+    /// `relay_unavailable`).
+    pub fn link_lost(&self, reason: &str) {
+        self.inner
+            .links_lost
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
     /// The text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.inner.registry);
         out
+    }
+}
+
+/// One open link, counted until dropped.
+pub struct LinkGauge(Gauge);
+
+impl Drop for LinkGauge {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

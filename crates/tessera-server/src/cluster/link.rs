@@ -359,15 +359,20 @@ async fn accept(
         .map_err(|e| (ErrorCode::RelayUnavailable, e.to_string()))?;
     let span = tracing::info_span!("viewer", session = %claims.sid, user = %claims.sub, link = %opening.link);
     let state = state.clone();
+    let gauge = state.metrics().link_open("session");
     tokio::spawn(tracing::Instrument::instrument(
-        viewer::serve(
-            Box::pin(socket),
-            state,
-            claims,
-            live,
-            opening.ip,
-            opening.keep,
-        ),
+        async move {
+            viewer::serve(
+                Box::pin(socket),
+                state,
+                claims,
+                live,
+                opening.ip,
+                opening.keep,
+            )
+            .await;
+            drop(gauge);
+        },
         span,
     ));
     Ok(())
@@ -664,6 +669,7 @@ pub async fn pump(ws: WebSocket, state: AppState, remote: Remote, session_id: St
         nats,
     } = remote;
     let up = up(&state, &link);
+    let _gauge = state.metrics().link_open("viewer");
     let (mut sink, mut stream) = ws.split();
     let (lost_tx, mut lost_rx) = mpsc::channel::<Lost>(1);
     let watcher = tokio::spawn(watch_node(
@@ -735,6 +741,11 @@ pub async fn pump(ws: WebSocket, state: AppState, remote: Remote, session_id: St
         }
     };
     watcher.abort();
+    match lost {
+        Some(Lost::Node) => state.metrics().link_lost("node_lost"),
+        Some(Lost::Relay) => state.metrics().link_lost("relay_unavailable"),
+        None => {}
+    }
     match lost {
         Some(Lost::Node) => {
             let _ = sink

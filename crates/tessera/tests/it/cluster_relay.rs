@@ -64,6 +64,14 @@ async fn viewers_on_two_other_nodes_drive_a_shell_held_by_the_first() {
         .await,
         "the linked viewer sits in the session on node one"
     );
+    assert!(two
+        .metrics()
+        .await
+        .contains("tessera_cluster_links{side=\"viewer\"} 1"));
+    assert!(one
+        .metrics()
+        .await
+        .contains("tessera_cluster_links{side=\"session\"} 1"));
     let admin_three = three.login("admin", &pw).await;
     let watcher = three
         .user(&admin_three, "watcher", tessera_core::roles::Role::Viewer)
