@@ -149,8 +149,9 @@ pub(crate) struct ServerArgs {
     /// generated once into <data-dir>/node.id.
     #[arg(long, env = "TESSERA_NODE_ID")]
     node_id: Option<String>,
-    /// The URL this very node is reached at (shown in the node list and
-    /// `/readyz`); the load balancer's address is --public-url.
+    /// The URL this very node is reached at (kept with its lease in the
+    /// database, and named when another node is refused beside it); the
+    /// load balancer's address is --public-url.
     #[arg(long, env = "TESSERA_ADVERTISE_URL", value_parser = public_url)]
     advertise_url: Option<String>,
     /// Log line format.
