@@ -23,6 +23,8 @@ use tessera_proto::v1::{ChannelKind, ChannelOpen, ConsentRequest, SessionEnded};
 use tessera_proto::Body;
 
 use self::consent::{ConsentEvent, ConsentOutcome, Refusal};
+use crate::cluster::orders::{self, Order};
+use crate::cluster::Cluster;
 use crate::control::Registry;
 use crate::relay::{Hub, SCREEN_CHANNEL, SHELL_CHANNEL};
 use crate::store::audit::{Action, Actor, AuditEvent};
@@ -48,6 +50,9 @@ pub enum SessionError {
     DeviceUnresponsive,
     #[error("the device's agent is too old for this channel")]
     ChannelUnsupported,
+    /// The device is held by another node that cannot be asked right now.
+    #[error("the node holding the device cannot be reached")]
+    RelayUnavailable,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -57,12 +62,14 @@ pub fn max_access(row: &SessionRow) -> ViewerAccess {
 }
 
 /// What session transitions touch: the database, the devices connected to
-/// this node and the sessions it relays.
+/// this node, the sessions it relays, and the other nodes (told of every
+/// end, see [`crate::cluster::orders`]).
 #[derive(Clone, Copy)]
 pub struct Sessions<'a> {
     pub db: &'a Db,
     pub registry: &'a Registry,
     pub hub: &'a Hub,
+    pub cluster: &'a Cluster,
 }
 
 impl<'a> Sessions<'a> {
@@ -71,6 +78,7 @@ impl<'a> Sessions<'a> {
             db: state.db(),
             registry: state.registry(),
             hub: state.hub(),
+            cluster: state.cluster(),
         }
     }
 
@@ -187,13 +195,30 @@ impl<'a> Sessions<'a> {
         let Some(row) = ended else {
             return Ok(false);
         };
-        self.finish(&row.device_id, id, code, reason);
+        self.finish_everywhere(&row.device_id, id, code, reason)
+            .await;
         Ok(true)
     }
 
-    /// The relay side of an end: viewers and device are told; a screen
-    /// channel that was configured is audited as closed.
-    fn finish(self, device_id: &str, id: &str, code: EndCode, reason: &str) {
+    /// The relay side of an end, here and on every other node at once
+    /// (the node relaying it, or holding its device, may be another).
+    async fn finish_everywhere(self, device_id: &str, id: &str, code: EndCode, reason: &str) {
+        self.finish(device_id, id, code, reason);
+        orders::publish(
+            self.cluster,
+            Order::SessionEnded {
+                session_id: id.to_owned(),
+                device_id: device_id.to_owned(),
+                code,
+                reason: reason.to_owned(),
+            },
+        )
+        .await;
+    }
+
+    /// The relay side of an end on this node: viewers and device are told;
+    /// a screen channel that was configured is audited as closed.
+    pub(crate) fn finish(self, device_id: &str, id: &str, code: EndCode, reason: &str) {
         let live = self.hub.end(id, code, reason);
         if let Some((live, (codec, monitor, frames, bytes))) =
             live.and_then(|l| l.screen_summary().map(|s| (l, s)))
@@ -256,7 +281,8 @@ impl<'a> Sessions<'a> {
         let Some(row) = refused else {
             return Ok(false);
         };
-        self.finish(&row.device_id, id, code, reason);
+        self.finish_everywhere(&row.device_id, id, code, reason)
+            .await;
         Ok(true)
     }
 

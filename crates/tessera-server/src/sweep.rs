@@ -31,6 +31,9 @@ pub async fn presence(state: AppState) {
             tracing::warn!(error = %e, "presence sweep: cannot renew this node's lease");
         }
         crate::control::sweep(state.registry(), state.db()).await;
+        // A node gone without a word (killed) leaves its share of the rate
+        // limits when its lease lapses.
+        crate::cluster::orders::count_nodes(state).await;
     })
     .await
 }

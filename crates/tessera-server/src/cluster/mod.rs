@@ -12,6 +12,7 @@
 //! device connections it held (`devices.node_id` names the holder).
 
 pub mod node_id;
+pub mod orders;
 
 use std::time::Duration;
 
