@@ -331,6 +331,21 @@ impl<'a> Sessions<'a> {
         Ok(())
     }
 
+    /// Ends the live sessions opened by operators since disabled: at once
+    /// on the node that disables one, and by every node's sweep.
+    pub async fn end_of_disabled_users(self) -> Result<(), StoreError> {
+        for id in store::sessions::live_of_disabled_users(self.db).await? {
+            self.end(
+                &id,
+                EndCode::UserDisabled,
+                "the operator who opened it was disabled",
+                Actor::System,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Ends pending sessions past their consent deadline (their device may
     /// never have connected to be asked), active sessions whose device
     /// is gone from every node (not seen since `cutoff`), managed shells
@@ -342,15 +357,7 @@ impl<'a> Sessions<'a> {
     ) -> Result<(), StoreError> {
         // First, so that the disabled operator's kicked viewers leaving
         // does not make it read as merely unwatched.
-        for id in store::sessions::live_of_disabled_users(self.db).await? {
-            self.end(
-                &id,
-                EndCode::UserDisabled,
-                "the operator who opened it was disabled",
-                Actor::System,
-            )
-            .await?;
-        }
+        self.end_of_disabled_users().await?;
         let now_relay = tokio::time::Instant::now();
         for live in self.hub.all() {
             if live.unwatched_for(now_relay).is_some_and(|d| d >= grace) {

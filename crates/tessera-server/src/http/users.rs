@@ -312,5 +312,12 @@ pub async fn update(
         disabled: user.disabled_at.is_some(),
     };
     crate::cluster::orders::publish(state.cluster(), order).await;
+    // The sessions a disabled operator opened end now, wherever they are
+    // relayed (each end is an order to the node relaying it).
+    if user.disabled_at.is_some() {
+        crate::session::Sessions::of(state)
+            .end_of_disabled_users()
+            .await?;
+    }
     Ok(user)
 }

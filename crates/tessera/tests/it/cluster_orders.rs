@@ -211,6 +211,62 @@ async fn a_session_started_through_another_node_relays_on_the_devices_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consent_request_through_another_node_reaches_the_device() {
+    let (a, b) = two_nodes().await;
+    let admin_a = a.admin().await;
+    let admin_b = b.login("admin", &a.admin_password.clone().unwrap()).await;
+    admin_b
+        .set_policy(&tessera_core::api::Policy {
+            require_consent_for_managed: true,
+        })
+        .await
+        .unwrap();
+    // The test agent has nobody to ask and answers so at once: its answer
+    // proves that node A asked it (a timeout would take a minute).
+    let (_device, _agent) = online_device(&a, &admin_a, "box").await;
+    let id = shell_session(&admin_b, "box").await;
+    assert!(
+        eventually(AT_ONCE, || async {
+            admin_b.session(&id).await.unwrap().end_code.as_deref() == Some("consent_unavailable")
+        })
+        .await,
+        "{:?}",
+        admin_b.session(&id).await.unwrap()
+    );
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_disabled_on_another_node_loses_their_sessions_at_once() {
+    let (a, b) = two_nodes().await;
+    let admin_a = a.admin().await;
+    let admin_b = b.login("admin", &a.admin_password.clone().unwrap()).await;
+    let (_device, _agent) = online_device(&a, &admin_a, "box").await;
+    let otto = a.user(&admin_a, "otto", Role::Operator).await;
+    let id = shell_session(&otto, "box").await;
+    // The admin watches otto's session on A; otto is disabled through B.
+    let (_tx, mut rx, _) = watch(&admin_a, &id).await;
+    admin_b
+        .update_user(
+            "otto",
+            &UpdateUserRequest {
+                role: None,
+                disabled: Some(true),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended(&mut rx).await, "user_disabled");
+    assert!(
+        eventually(AT_ONCE, || async { a.state.hub().get(&id).is_none() }).await,
+        "node A no longer relays it"
+    );
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_start_for_a_node_nats_cannot_reach_is_refused_and_records_nothing() {
     let a = TestServer::start_with(Options {
         nats: true,
