@@ -253,7 +253,7 @@ async fn show_device(
 }
 
 /// Revoke a device and all its keys; its control connection is closed at
-/// once on this node and within one heartbeat on others.
+/// once on every node (within one heartbeat if NATS is down).
 #[utoipa::path(post, path = "/api/v1/devices/{id}/revoke", tag = "devices",
     security(("operator_token" = [])),
     params(("id" = String, Path, description = "DeviceId")),
