@@ -117,8 +117,8 @@ pub async fn find_device(
         (status = 201, body = SessionView),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 503, description = "relay_unavailable: the device's node cannot be reached", body = ErrorBody),
         (status = 409, description = "device_offline, device_revoked, channel_unsupported", body = ErrorBody),
+        (status = 503, description = "relay_unavailable: the device's node cannot be reached", body = ErrorBody),
     ))]
 async fn create_session(
     State(state): State<AppState>,

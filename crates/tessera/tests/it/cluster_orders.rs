@@ -297,8 +297,7 @@ async fn a_session_start_for_a_node_nats_cannot_reach_is_refused_and_records_not
             channel: None,
         })
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(e.code(), Some("relay_unavailable"), "{e}");
     assert!(admin_a.sessions(true).await.unwrap().is_empty());
     assert!(a.state.hub().all().is_empty());
