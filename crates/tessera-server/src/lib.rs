@@ -228,6 +228,7 @@ impl Server {
         tokio::spawn(sweep::sessions(state.clone()));
         tokio::spawn(sweep::audit_checkpoints(state.clone()));
         tokio::spawn(cluster::link::serve(state.clone()));
+        tokio::spawn(cluster::orders::serve(state.clone()));
         // TCP_NODELAY on every accepted socket: a relayed keystroke or
         // echo is one small write that must leave at once, not wait for
         // the peer's acknowledgement of the one before (Nagle).
@@ -258,6 +259,7 @@ impl Server {
         if let Err(e) = store::nodes::release(state.db(), state.cluster().node_id()).await {
             tracing::warn!(error = %e, "cannot give up this node's lease");
         }
+        cluster::orders::publish(state.cluster(), cluster::orders::Order::NodesChanged).await;
         state.db().close().await;
         result.map_err(StartError::Serve)
     }

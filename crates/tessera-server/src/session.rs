@@ -23,6 +23,8 @@ use tessera_proto::v1::{ChannelKind, ChannelOpen, ConsentRequest, SessionEnded};
 use tessera_proto::Body;
 
 use self::consent::{ConsentEvent, ConsentOutcome, Refusal};
+use crate::cluster::orders::{self, Order};
+use crate::cluster::Cluster;
 use crate::control::Registry;
 use crate::relay::{Hub, SCREEN_CHANNEL, SHELL_CHANNEL};
 use crate::store::audit::{Action, Actor, AuditEvent};
@@ -48,6 +50,9 @@ pub enum SessionError {
     DeviceUnresponsive,
     #[error("the device's agent is too old for this channel")]
     ChannelUnsupported,
+    /// The device is held by another node that cannot be asked right now.
+    #[error("the node holding the device cannot be reached")]
+    RelayUnavailable,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -57,14 +62,14 @@ pub fn max_access(row: &SessionRow) -> ViewerAccess {
 }
 
 /// What session transitions touch: the database, the devices connected to
-/// this node and the sessions it relays.
+/// this node, the sessions it relays, and the other nodes (told of every
+/// end, see [`crate::cluster::orders`]).
 #[derive(Clone, Copy)]
 pub struct Sessions<'a> {
     pub db: &'a Db,
     pub registry: &'a Registry,
     pub hub: &'a Hub,
-    /// This node's id, recorded on the sessions it relays.
-    pub node: &'a str,
+    pub cluster: &'a Cluster,
 }
 
 impl<'a> Sessions<'a> {
@@ -73,7 +78,7 @@ impl<'a> Sessions<'a> {
             db: state.db(),
             registry: state.registry(),
             hub: state.hub(),
-            node: state.cluster().node_id(),
+            cluster: state.cluster(),
         }
     }
 
@@ -127,7 +132,7 @@ impl<'a> Sessions<'a> {
             live.end_when_unwatched();
         }
         // Where viewers on other nodes find it.
-        store::sessions::set_relay_node(self.db, id, self.node).await?;
+        store::sessions::set_relay_node(self.db, id, self.cluster.node_id()).await?;
         // An end that landed between the caller's read and the open above found
         // nothing in the hub to tear down: look again now that it is there.
         let current = store::sessions::by_id_any_tenant(self.db.pool(), id).await?;
@@ -192,13 +197,30 @@ impl<'a> Sessions<'a> {
         let Some(row) = ended else {
             return Ok(false);
         };
-        self.finish(&row.device_id, id, code, reason);
+        self.finish_everywhere(&row.device_id, id, code, reason)
+            .await;
         Ok(true)
     }
 
-    /// The relay side of an end: viewers and device are told; a screen
-    /// channel that was configured is audited as closed.
-    fn finish(self, device_id: &str, id: &str, code: EndCode, reason: &str) {
+    /// The relay side of an end, here and on every other node at once
+    /// (the node relaying it, or holding its device, may be another).
+    async fn finish_everywhere(self, device_id: &str, id: &str, code: EndCode, reason: &str) {
+        self.finish(device_id, id, code, reason);
+        orders::publish(
+            self.cluster,
+            Order::SessionEnded {
+                session_id: id.to_owned(),
+                device_id: device_id.to_owned(),
+                code,
+                reason: reason.to_owned(),
+            },
+        )
+        .await;
+    }
+
+    /// The relay side of an end on this node: viewers and device are told;
+    /// a screen channel that was configured is audited as closed.
+    pub(crate) fn finish(self, device_id: &str, id: &str, code: EndCode, reason: &str) {
         let live = self.hub.end(id, code, reason);
         if let Some((live, (codec, monitor, frames, bytes))) =
             live.and_then(|l| l.screen_summary().map(|s| (l, s)))
@@ -261,7 +283,8 @@ impl<'a> Sessions<'a> {
         let Some(row) = refused else {
             return Ok(false);
         };
-        self.finish(&row.device_id, id, code, reason);
+        self.finish_everywhere(&row.device_id, id, code, reason)
+            .await;
         Ok(true)
     }
 
@@ -310,6 +333,21 @@ impl<'a> Sessions<'a> {
         Ok(())
     }
 
+    /// Ends the live sessions opened by operators since disabled: at once
+    /// on the node that disables one, and by every node's sweep.
+    pub async fn end_of_disabled_users(self) -> Result<(), StoreError> {
+        for id in store::sessions::live_of_disabled_users(self.db).await? {
+            self.end(
+                &id,
+                EndCode::UserDisabled,
+                "the operator who opened it was disabled",
+                Actor::System,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Ends pending sessions past their consent deadline (their device may
     /// never have connected to be asked), active sessions whose device
     /// is gone from every node (not seen since `cutoff`), managed shells
@@ -321,15 +359,7 @@ impl<'a> Sessions<'a> {
     ) -> Result<(), StoreError> {
         // First, so that the disabled operator's kicked viewers leaving
         // does not make it read as merely unwatched.
-        for id in store::sessions::live_of_disabled_users(self.db).await? {
-            self.end(
-                &id,
-                EndCode::UserDisabled,
-                "the operator who opened it was disabled",
-                Actor::System,
-            )
-            .await?;
-        }
+        self.end_of_disabled_users().await?;
         let now_relay = tokio::time::Instant::now();
         for live in self.hub.all() {
             if live.unwatched_for(now_relay).is_some_and(|d| d >= grace) {

@@ -76,6 +76,19 @@ impl Limiters {
         }
     }
 
+    /// Shares every budget among `nodes` live nodes (see
+    /// [`crate::auth::ratelimit::share`]).
+    pub fn share_among(&self, nodes: usize) {
+        for limiter in self.all() {
+            limiter.share_among(nodes);
+        }
+    }
+
+    /// The live nodes the budgets are shared among.
+    pub fn nodes(&self) -> usize {
+        self.login.nodes()
+    }
+
     pub(crate) fn all(&self) -> [&Arc<IpRateLimiter>; 6] {
         [
             &self.login,

@@ -36,6 +36,9 @@ pub async fn presence(state: AppState) {
                 .cluster(state.cluster().nats_connected(), live.len());
         }
         crate::control::sweep(state.registry(), state.db()).await;
+        // A node gone without a word (killed) leaves its share of the rate
+        // limits when its lease lapses.
+        crate::cluster::orders::count_nodes(state).await;
     })
     .await
 }

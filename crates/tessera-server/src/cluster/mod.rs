@@ -13,6 +13,7 @@
 
 pub mod link;
 pub mod node_id;
+pub mod orders;
 
 use std::time::Duration;
 

@@ -4,9 +4,10 @@
 //! Each connected device has one entry, holding the key it authenticated
 //! with and a small order box for its connection task. A revocation
 //! made on this node reaches the connection at once through [`Registry`];
-//! one made on another node is found by the presence sweep, which runs once
-//! per heartbeat interval, so a revoked device is cut off within one
-//! heartbeat everywhere.
+//! one made on another node arrives as a control order over NATS
+//! (`crate::cluster::orders`), and, should that be lost, is found by the
+//! presence sweep, which runs once per heartbeat interval, so a revoked
+//! device is cut off within one heartbeat everywhere.
 
 pub mod connection;
 pub mod queue;
@@ -360,6 +361,15 @@ impl Registry {
                 code,
                 reason: reason.to_owned(),
             })));
+        }
+    }
+
+    /// Tells the device's agent connection here that a newer one (on
+    /// another node) took over.
+    pub fn replace_agent(&self, device_id: &str) {
+        let c = self.lock();
+        if let Some((_, e)) = Self::agent_entry(&c, device_id) {
+            e.orders.post(ControlCommand::Replaced);
         }
     }
 

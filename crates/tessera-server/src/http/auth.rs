@@ -80,6 +80,7 @@ async fn logout(
     op: Operator,
 ) -> ApiResult<StatusCode> {
     login::logout(state.db(), ip.0, &op.tenant_id, &op.user_id, &op.session_id).await?;
+    crate::cluster::orders::login_ended(&state, &op.session_id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -23,6 +23,7 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, ClientIp};
 use crate::auth::Operator;
+use crate::cluster::orders::{self, Order};
 use crate::store::audit::Action;
 use crate::store::device_list::{DeviceQuery, DeviceSort};
 use crate::store::devices::{DeviceRow, KeyRow};
@@ -257,7 +258,7 @@ async fn show_device(
 }
 
 /// Revoke a device and all its keys; its control connection is closed at
-/// once on this node and within one heartbeat on others.
+/// once on every node (within one heartbeat if NATS is down).
 #[utoipa::path(post, path = "/api/v1/devices/{id}/revoke", tag = "devices",
     security(("operator_token" = [])),
     params(("id" = String, Path, description = "DeviceId")),
@@ -320,6 +321,11 @@ pub async fn revoke(
     state
         .registry()
         .revoke_device(&d.id, ErrorCode::DeviceRevoked, &reason);
+    let order = Order::DeviceRevoked {
+        device_id: d.id.clone(),
+        reason,
+    };
+    orders::publish(state.cluster(), order).await;
     find(state, op, id).await
 }
 
@@ -519,6 +525,11 @@ pub async fn revoke_one_key(
     state
         .registry()
         .revoke_key(key_id, ErrorCode::KeyRevoked, &reason);
+    let order = Order::KeyRevoked {
+        key_id: key_id.to_owned(),
+        reason,
+    };
+    orders::publish(state.cluster(), order).await;
     let keys = store::devices::list_keys(state.db(), tenant, &d.id).await?;
     keys.into_iter()
         .find(|k| k.id == key_id)

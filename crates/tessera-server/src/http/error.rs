@@ -320,6 +320,11 @@ impl From<crate::session::SessionError> for ApiError {
             SessionError::ChannelUnsupported => {
                 ApiError::conflict(ErrorCode::ChannelUnsupported, e.to_string())
             }
+            SessionError::RelayUnavailable => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::RelayUnavailable,
+                e.to_string(),
+            ),
             SessionError::Store(e) => e.into(),
         }
     }

@@ -356,6 +356,7 @@ async fn sign_out(
         {
             return error_page(e);
         }
+        crate::cluster::orders::login_ended(&state, &op.session_id).await;
     }
     let mut resp = Redirect::to("/device").into_response();
     resp.headers_mut()

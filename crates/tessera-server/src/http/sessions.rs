@@ -22,6 +22,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, ClientIp};
 use crate::auth::viewer::{ViewerClaims, PURPOSE, TTL};
 use crate::auth::Operator;
+use crate::cluster::orders::{self, Holder, Start};
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::store::sessions::SessionRow;
 use crate::{session, store, tenancy, AppState};
@@ -117,6 +118,7 @@ pub async fn find_device(
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "device_offline, device_revoked, channel_unsupported", body = ErrorBody),
+        (status = 503, description = "relay_unavailable: the device's node cannot be reached", body = ErrorBody),
     ))]
 async fn create_session(
     State(state): State<AppState>,
@@ -157,15 +159,29 @@ pub async fn create(
             "the device is revoked",
         ));
     }
-    if !state.registry().is_connected(&device.id) {
-        return Err(ApiError::conflict(
-            ErrorCode::DeviceOffline,
-            "the device is not connected to this server",
-        ));
+    // The device's agent may be connected to another node, which is asked
+    // to start the session there (`cluster::orders::start`).
+    let holder = orders::holder(state, &device.id).await?;
+    match &holder {
+        Holder::Nobody => {
+            return Err(ApiError::conflict(
+                ErrorCode::DeviceOffline,
+                "the device is not connected to this server",
+            ))
+        }
+        // Refused before anything is recorded: the start request would fail.
+        Holder::Node(_) if !state.cluster().nats_connected() => {
+            return Err(crate::session::SessionError::RelayUnavailable.into())
+        }
+        Holder::Here | Holder::Node(_) => {}
     }
     // Refused before anything is recorded or the device is asked: an
     // older agent would read a screen channel as the end of its connection.
-    if !crate::relay::screen::device_serves(channel, state.registry().protocol_of(&device.id)) {
+    // (On another node, that node refuses it and the session ends
+    // `channel_unsupported`.)
+    if holder == Holder::Here
+        && !crate::relay::screen::device_serves(channel, state.registry().protocol_of(&device.id))
+    {
         return Err(ApiError::conflict(
             ErrorCode::ChannelUnsupported,
             "the device's agent is too old for screen sessions (it needs protocol 4); update it",
@@ -228,11 +244,12 @@ pub async fn create(
         })
         .await?;
     let row = find(state, op, &id).await?;
-    if consent == Consent::Pending {
-        session::request_consent(state, &row);
+    let start = if consent == Consent::Pending {
+        Start::Consent
     } else {
-        session::start_relay(state, &row).await?;
-    }
+        Start::Relay
+    };
+    orders::start(state, &row, start).await?;
     find(state, op, &id).await
 }
 

@@ -297,13 +297,27 @@ pub async fn update(
     let user = store::users::by_id(state.db().pool(), tenant, user_id.as_str())
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
-    // Open viewers on this node follow the change at once; the session
-    // sweep does the same on every node within a heartbeat.
+    // Open viewers on this node follow the change at once, and on the
+    // others as soon as they hear; the session sweep does the same on
+    // every node within a heartbeat if the order is lost.
     crate::relay::user_changed(
         state.hub(),
         user.id.as_str(),
         user.role,
         user.disabled_at.is_some(),
     );
+    let order = crate::cluster::orders::Order::UserChanged {
+        user_id: user.id.to_string(),
+        role: user.role,
+        disabled: user.disabled_at.is_some(),
+    };
+    crate::cluster::orders::publish(state.cluster(), order).await;
+    // The sessions a disabled operator opened end now, wherever they are
+    // relayed (each end is an order to the node relaying it).
+    if user.disabled_at.is_some() {
+        crate::session::Sessions::of(state)
+            .end_of_disabled_users()
+            .await?;
+    }
     Ok(user)
 }

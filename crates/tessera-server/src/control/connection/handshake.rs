@@ -176,6 +176,11 @@ pub(super) async fn handshake(accepted: Box<Accepted>) -> Option<Box<Connected>>
         if let Err(e) = Box::pin(store::devices::mark_connected(state.db(), connected)).await {
             tracing::warn!(error = %e, "cannot record the connection");
         }
+        // An older agent connection of it on another node gives way.
+        let order = crate::cluster::orders::Order::AgentConnected {
+            device_id: device.device_id.clone(),
+        };
+        Box::pin(crate::cluster::orders::publish(state.cluster(), order)).await;
     }
     // Registered only once the row says what connected, so a device that
     // shows online also shows its agent version and OS.

@@ -109,7 +109,8 @@ impl Held {
         if agent {
             // The shells of this connection died with it; sessions waiting for
             // consent end too unless a newer connection took over (it asks again).
-            let reconnected = registry.is_connected(&device_id);
+            let reconnected =
+                registry.is_connected(&device_id) || connected_elsewhere(&state, &device_id).await;
             Box::pin(crate::session::connection_closed(
                 &state,
                 &device_id,
@@ -129,5 +130,23 @@ impl Held {
             }
         }
         tracing::info!(conn_id, "device disconnected");
+    }
+}
+
+/// Whether the device's agent is connected to another live node now (it
+/// took over from this one): its sessions waiting for consent are asked
+/// again there, not abandoned here.
+async fn connected_elsewhere(state: &AppState, device_id: &str) -> bool {
+    if state.cluster().nats().is_none() {
+        return false;
+    }
+    match store::nodes::of_device(state.db(), device_id, state.now()).await {
+        Ok(holder) => {
+            crate::cluster::orders::gives_way(state.cluster().node_id(), holder.as_deref())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot tell whether a device moved to another node");
+            false
+        }
     }
 }

@@ -159,6 +159,7 @@ pub async fn sign_out(
     {
         return fail(&s, Nav::Account, e);
     }
+    crate::cluster::orders::login_ended(&state, &op.session_id).await;
     let mut resp = Redirect::to("/login").into_response();
     resp.headers_mut()
         .insert(header::SET_COOKIE, session_cookie(&state, "", 0));

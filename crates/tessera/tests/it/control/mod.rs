@@ -23,7 +23,7 @@ use tessera_testkit::{
 };
 
 /// Opens `/ws/device` with a bearer key; `Err` carries the HTTP refusal.
-async fn open(s: &TestServer, key: &str) -> Result<Ws, Refusal> {
+pub(crate) async fn open(s: &TestServer, key: &str) -> Result<Ws, Refusal> {
     open_ws(&format!("ws://{}/ws/device", s.addr), key).await
 }
 
@@ -34,7 +34,7 @@ async fn send(ws: &mut Ws, body: Body) {
 }
 
 /// The next envelope, or the close frame's code.
-async fn next(ws: &mut Ws) -> Result<Body, u16> {
+pub(crate) async fn next(ws: &mut Ws) -> Result<Body, u16> {
     loop {
         match tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
@@ -54,7 +54,7 @@ async fn next(ws: &mut Ws) -> Result<Body, u16> {
 
 /// Answers the challenge with `signer`'s key, claiming `device_id`: the
 /// server's reply (`Welcome` or `Error`), or the close code.
-async fn hello(
+pub(crate) async fn hello(
     ws: &mut Ws,
     signer: &DeviceKeys,
     device_id: &tessera_core::identity::DeviceId,
