@@ -227,6 +227,7 @@ impl Server {
         tokio::spawn(sweep::presence(state.clone()));
         tokio::spawn(sweep::sessions(state.clone()));
         tokio::spawn(sweep::audit_checkpoints(state.clone()));
+        tokio::spawn(automatic::remote::serve(state.clone()));
         // TCP_NODELAY on every accepted socket: a relayed keystroke or
         // echo is one small write that must leave at once, not wait for
         // the peer's acknowledgement of the one before (Nagle).

@@ -10,6 +10,7 @@ mod auth;
 mod auto_revocation;
 mod bad_input;
 mod cli;
+mod cluster_auto;
 mod console;
 mod console_lists;
 mod control;
