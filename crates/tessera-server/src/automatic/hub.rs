@@ -57,14 +57,9 @@ pub(super) struct Auto {
 }
 
 impl Auto {
-    /// Every participant's connection but `except`'s (a member's name).
-    pub(super) fn conns(&self, except: Option<&str>) -> Vec<Conn> {
-        let mut conns: Vec<Conn> = self
-            .members
-            .iter()
-            .filter(|(d, _)| Some(d.as_str()) != except)
-            .map(|(_, m)| m.conn.clone())
-            .collect();
+    /// Every participant's connection.
+    pub(super) fn conns(&self) -> Vec<Conn> {
+        let mut conns: Vec<Conn> = self.members.values().map(|m| m.conn.clone()).collect();
         conns.push(Conn::here(self.creator_conn));
         conns
     }
@@ -265,7 +260,10 @@ mod tests {
             ("B".to_owned(), member(here(2), 1, MemberState::Joined)),
             ("D".to_owned(), member(here(3), 2, MemberState::Joined)),
             ("E".to_owned(), member(here(4), 3, MemberState::Invited)),
-            ("F".to_owned(), member(Conn::at("n2", 2), 4, MemberState::Joined)),
+            (
+                "F".to_owned(),
+                member(Conn::at("n2", 2), 4, MemberState::Joined),
+            ),
         ]
         .into_iter()
         .collect();
@@ -330,13 +328,19 @@ mod tests {
         assert_eq!(h.hub_of("s", "B", 8), None, "not on another connection");
         assert_eq!(h.hub_of("t", "B", 7), None);
         assert_eq!(h.hubs_away(), vec!["n1".to_owned()]);
-        assert_eq!(h.closed_away("B", 7), vec![("s".to_owned(), "n1".to_owned())]);
+        assert_eq!(
+            h.closed_away("B", 7),
+            vec![("s".to_owned(), "n1".to_owned())]
+        );
         assert_eq!(h.hub_of("s", "B", 7), None);
         assert!(h.is_joined_away("s"), "D is still in it");
         h.left_away("s", "D");
         assert!(!h.is_joined_away("s"));
         h.invited_away("u", "n3", "B", 9);
-        assert_eq!(h.lost_hub("n3"), vec![("u".to_owned(), vec![("B".to_owned(), 9)])]);
+        assert_eq!(
+            h.lost_hub("n3"),
+            vec![("u".to_owned(), vec![("B".to_owned(), 9)])]
+        );
         assert!(h.hubs_away().is_empty());
     }
 }

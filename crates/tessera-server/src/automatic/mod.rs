@@ -225,7 +225,7 @@ async fn lose(r: &Routing<'_>, session_id: &str, lost: Lost) {
             for d in &gone {
                 s.members.remove(d);
             }
-            (gone, s.conns(None), s.tenant_id.clone())
+            (gone, s.conns(), s.tenant_id.clone())
         };
         for member in gone {
             tracing::warn!(session = session_id, node = %node, reason = why, "an automatic session lost a member on another node");
@@ -239,7 +239,13 @@ async fn lose(r: &Routing<'_>, session_id: &str, lost: Lost) {
             if let Err(e) = record_left(r.sessions.db, left).await {
                 tracing::warn!(error = %e, "could not record a member leaving");
             }
-            let _ = deliver(r, &notify, &member_left(session_id, &member, why), Queue::Notices).await;
+            let _ = deliver(
+                r,
+                &notify,
+                &member_left(session_id, &member, why),
+                Queue::Notices,
+            )
+            .await;
         }
     }
 }
@@ -339,7 +345,7 @@ async fn remove_member_from(
         let Some(gone) = s.members.remove(member) else {
             return;
         };
-        let mut conns = s.conns(None);
+        let mut conns = s.conns();
         conns.push(gone.conn);
         (conns, s.tenant_id.clone())
     };
@@ -415,7 +421,7 @@ async fn tell_ended(r: &Routing<'_>, session_id: &str, s: &Auto, code: &str, rea
         code: code.to_owned(),
         reason: reason.to_owned(),
     });
-    let _ = deliver(r, &s.conns(None), &body, Queue::Notices).await;
+    let _ = deliver(r, &s.conns(), &body, Queue::Notices).await;
 }
 
 /// The server removes a member whose standing changed (grant revoked or
@@ -437,7 +443,7 @@ pub async fn drop_member(
         let Some(gone) = s.members.remove(member) else {
             return Ok(false);
         };
-        let mut conns = s.conns(None);
+        let mut conns = s.conns();
         conns.push(gone.conn);
         (conns, s.tenant_id.clone())
     };
@@ -510,7 +516,7 @@ async fn member_disconnected(r: &Routing<'_>, device: &str, conn: &Conn, only: O
             }
             if s.members.get(device).is_some_and(|m| m.conn == *conn) {
                 s.members.remove(device);
-                member_of.push((id.clone(), s.tenant_id.clone(), s.conns(None)));
+                member_of.push((id.clone(), s.tenant_id.clone(), s.conns()));
             }
         }
         member_of
@@ -550,6 +556,12 @@ async fn tell_member_left(
     member: &str,
     reason: &str,
 ) {
-    let lost = deliver(r, notify, &member_left(session_id, member, reason), Queue::Notices).await;
+    let lost = deliver(
+        r,
+        notify,
+        &member_left(session_id, member, reason),
+        Queue::Notices,
+    )
+    .await;
     lose(r, session_id, lost).await;
 }

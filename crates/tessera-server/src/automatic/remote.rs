@@ -298,7 +298,10 @@ const DELIVER_WAIT: Duration = Duration::from_secs(ROUTE_WAIT.as_secs() + 3);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Reach {
     /// Connected (here, or on another node that answered).
-    At { conn: Conn, protocol: u32 },
+    At {
+        conn: Conn,
+        protocol: u32,
+    },
     /// Connected to another node that cannot be reached now.
     Unreachable,
     Offline,
@@ -322,7 +325,11 @@ impl Reach {
 
 /// Where `device`'s agent is connected: here, else the node its row names
 /// (while that node's lease is live), asked.
-pub(super) async fn reach(r: &Routing<'_>, device: &str, now: Timestamp) -> Result<Reach, StoreError> {
+pub(super) async fn reach(
+    r: &Routing<'_>,
+    device: &str,
+    now: Timestamp,
+) -> Result<Reach, StoreError> {
     let registry = r.sessions.registry;
     if let (Some(conn), Some(protocol)) = (registry.conn_of(device), registry.protocol_of(device)) {
         return Ok(Reach::At {
@@ -515,7 +522,9 @@ pub async fn serve(state: AppState) {
     let Some(client) = state.cluster().nats().cloned() else {
         return;
     };
-    let subject = state.cluster().node_subject(state.cluster().node_id(), TAIL);
+    let subject = state
+        .cluster()
+        .node_subject(state.cluster().node_id(), TAIL);
     let mut requests = match client.subscribe(subject).await {
         Ok(s) => s,
         Err(e) => {
@@ -561,8 +570,7 @@ async fn handle(state: &AppState, a: Ask) -> Bytes {
             conn,
             body,
         } => {
-            r.auto
-                .invited_away(session_of(&body), &hub, &device, conn);
+            r.auto.invited_away(session_of(&body), &hub, &device, conn);
             deliver_here(&r, conn, body, Queue::Notices).await;
             Bytes::new()
         }
@@ -701,10 +709,7 @@ mod tests {
         .encode();
         assert_eq!(Ask::decode(Some(&h), b"\xff\xff"), Err(Malformed("body")));
         h.insert(CONN, "seven");
-        assert_eq!(
-            Ask::decode(Some(&h), b""),
-            Err(Malformed("connection id"))
-        );
+        assert_eq!(Ask::decode(Some(&h), b""), Err(Malformed("connection id")));
     }
 
     #[test]

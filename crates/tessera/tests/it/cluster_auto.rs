@@ -6,7 +6,8 @@
 //! or disconnects on B is removed for everyone; the creator ending the
 //! session stops routing on both nodes; with NATS out of reach, a member
 //! on another node is answered `relay_unavailable` and a session on one
-//! node goes on.
+//! node goes on; a member's node killed with `kill -9` costs the session
+//! that member (`node_lost`), and only that member.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +16,9 @@ use tessera_agent::auto::{AutoSession, Event};
 use tessera_client::ApiClient;
 use tessera_core::trust::Scope;
 use tessera_proto::Body;
-use tessera_testkit::{eventually, AgentProcess, Options, TestDevice, TestServer};
+use tessera_testkit::{
+    eventually, nats_url, tessera_bin, AgentProcess, Options, ServerProcess, TestDevice, TestServer,
+};
 
 use crate::trusted::{audit, create, grant, trust_both, DAY};
 
@@ -82,7 +85,10 @@ async fn logged(p: &AgentProcess, text: &str) -> bool {
 }
 
 /// The first event of `session` that `pick` takes, within [`ARRIVES`].
-async fn event<T>(session: &mut AutoSession, mut pick: impl FnMut(Event) -> Option<T>) -> Option<T> {
+async fn event<T>(
+    session: &mut AutoSession,
+    mut pick: impl FnMut(Event) -> Option<T>,
+) -> Option<T> {
     let deadline = tokio::time::Instant::now() + ARRIVES;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -127,7 +133,11 @@ async fn members_on_another_node_take_part_end_to_end_and_the_end_reaches_both_n
     .await;
     let mut joined = session.joined();
     joined.sort();
-    let mut want = vec![b.device_id.clone(), c.device_id.clone(), d.device_id.clone()];
+    let mut want = vec![
+        b.device_id.clone(),
+        c.device_id.clone(),
+        d.device_id.clone(),
+    ];
     want.sort();
     assert_eq!(joined, want, "{:?}", session.outcomes);
     let id = session.session_id.clone();
@@ -145,7 +155,7 @@ async fn members_on_another_node_take_part_end_to_end_and_the_end_reaches_both_n
     // through A): `send_files` returns only once each member verified all.
     let dir = tempfile::tempdir().unwrap();
     let file = small_file(dir.path(), "across.bin", 300 * 1024);
-    let items = tessera_agent::files::walk(&[file.clone()]).unwrap();
+    let items = tessera_agent::files::walk(std::slice::from_ref(&file)).unwrap();
     session
         .send_files(&items, |_| {})
         .await
@@ -255,7 +265,9 @@ async fn a_member_on_another_node_that_loses_its_grant_or_disconnects_is_removed
     assert!(left_with(&c.device_id, "grant_revoked"), "{left:?}");
     assert!(left_with(&b.device_id, "disconnected"), "{left:?}");
     assert!(
-        !left.iter().any(|r| r.details["member"] == d.device_id.as_str()),
+        !left
+            .iter()
+            .any(|r| r.details["member"] == d.device_id.as_str()),
         "D did not leave"
     );
     session.end().await;
@@ -267,7 +279,8 @@ async fn a_member_on_another_node_that_loses_its_grant_or_disconnects_is_removed
 async fn without_nats_a_member_on_another_node_is_relay_unavailable_and_one_node_goes_on() {
     // Node A's NATS is a closed loopback port: it never connects. Node B
     // routes through the test NATS server as usual.
-    let na = TestServer::start_with(node_options(None, Some("nats://127.0.0.1:1".to_owned()))).await;
+    let na =
+        TestServer::start_with(node_options(None, Some("nats://127.0.0.1:1".to_owned()))).await;
     let nb = TestServer::start_with(node_options(Some(na.database_url.clone()), None)).await;
     let admin_a = na.admin().await;
     let admin_b = nb.login("admin", &na.admin_password.clone().unwrap()).await;
@@ -293,14 +306,108 @@ async fn without_nats_a_member_on_another_node_is_relay_unavailable_and_one_node
     let mut session = create(&creator, &[&b.device_id, &d.device_id], Scope::Files, false).await;
     assert_eq!(session.joined(), vec![d.device_id.clone()]);
     session.send_text("one-node-goes-on").await.unwrap();
-    assert!(logged(&agent_d, "one-node-goes-on").await, "{}", agent_d.log());
+    assert!(
+        logged(&agent_d, "one-node-goes-on").await,
+        "{}",
+        agent_d.log()
+    );
     let joins = audit(&admin_a, "auto_join").await;
     assert!(
-        joins.iter().any(|r| r.details["member"] == b.device_id.as_str()
-            && r.details["outcome"] == "relay_unavailable"),
+        joins
+            .iter()
+            .any(|r| r.details["member"] == b.device_id.as_str()
+                && r.details["outcome"] == "relay_unavailable"),
         "{joins:?}"
     );
     session.end().await;
     nb.stop().await;
+    na.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_node_is_killed_leaves_with_node_lost_and_the_rest_goes_on() {
+    let na = TestServer::start_with(node_options(None, None)).await;
+    // Node B is a child process on A's database, so it can be killed.
+    let nats = nats_url();
+    let mut nb = ServerProcess::spawn(
+        &na.database_url,
+        "info",
+        &["--nats-url", &nats, "--heartbeat-interval", "1s"],
+    )
+    .await;
+    let admin_a = na.admin().await;
+    let creator = TestDevice::enroll(&na, &admin_a, "creator").await;
+    let b = TestDevice::enroll(&na, &admin_a, "bravo").await;
+    let d = TestDevice::enroll(&na, &admin_a, "delta").await;
+    befriend(&creator, &b).await;
+    befriend(&creator, &d).await;
+    // B's agent talks to node B.
+    let mut enrollment = b.state.enrollment().unwrap();
+    enrollment.server = nb.url.clone();
+    b.state.save_enrollment(&enrollment, &b.key).unwrap();
+    let log_path = b.dir().join("agent-on-b.log");
+    let _agent_b = tokio::process::Command::new(tessera_bin())
+        .args(["agent", "run", "--state-dir"])
+        .arg(b.dir())
+        .env("HOME", b.home())
+        .env("TESSERA_INBOX", b.inbox())
+        .env("TESSERA_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let b_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let on_b = eventually(ARRIVES, || async {
+        let node =
+            tessera_server::store::nodes::of_device(na.state.db(), &b.device_id, na.state.now())
+                .await
+                .unwrap();
+        node.is_some_and(|n| n != na.state.cluster().node_id())
+    })
+    .await;
+    assert!(on_b, "B's agent is online on node B: {}", b_log());
+    let agent_d = AgentProcess::start(&na, &d).await;
+
+    let mut session = create(&creator, &[&b.device_id, &d.device_id], Scope::Files, false).await;
+    assert_eq!(session.joined().len(), 2, "{:?}", session.outcomes);
+    session.send_text("before-the-kill").await.unwrap();
+    assert!(
+        eventually(ARRIVES, || {
+            let has = b_log().contains("before-the-kill");
+            async move { has }
+        })
+        .await,
+        "{}",
+        b_log()
+    );
+    assert!(logged(&agent_d, "before-the-kill").await);
+
+    nb.child.start_kill().unwrap();
+    let _ = nb.child.wait().await;
+    // The next payload finds nobody listening for node B.
+    session.send_text("after-the-kill").await.unwrap();
+    let why = event(&mut session, |e| match e {
+        Event::Left { member, reason } if member == b.device_id => Some(reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(why.as_deref(), Some("node_lost"), "the creator is told why");
+    session.send_text("d-still-hears-this").await.unwrap();
+    assert!(
+        logged(&agent_d, "d-still-hears-this").await,
+        "D stays: {}",
+        agent_d.log()
+    );
+    let left = audit(&admin_a, "auto_member_left").await;
+    assert!(
+        left.iter()
+            .any(|r| r.details["member"] == b.device_id.as_str()
+                && r.details["reason"] == "node_lost"
+                && r.actor == "system"),
+        "{left:?}"
+    );
+    session.end().await;
     na.stop().await;
 }
