@@ -22,8 +22,9 @@
 //! slows its sender (up to [`super::ROUTE_WAIT`], as on one node) and
 //! nobody else (each request is handled in its own task).
 //!
-//! A node that has no listener on its subject (`NoResponders`) is gone:
-//! its members leave with `node_lost`. NATS down: members elsewhere leave
+//! A node that has no listener on its subject (`NoResponders`), or does not
+//! answer a delivery in time and whose lease lapsed, is gone: its members
+//! leave with `node_lost`. NATS down: members elsewhere leave
 //! with `relay_unavailable`, creating a session that needs another node
 //! answers `relay_unavailable` for those members, and sessions whose
 //! participants are all here go on untouched.
@@ -413,7 +414,22 @@ pub(super) async fn deliver(
         queue,
         body: body.clone(),
     };
-    unanswered_reason(ask(r, node, &a, DELIVER_WAIT).await)
+    match ask(r, node, &a, DELIVER_WAIT).await {
+        // Silence from a node whose lease lapsed: it is gone, even if NATS
+        // has not noticed yet.
+        Err(Unanswered::Slow) if !is_live(r, node).await => Err(EndCode::NodeLost.as_str()),
+        answer => unanswered_reason(answer),
+    }
+}
+
+/// Whether `node`'s lease is live (taken as live if the database cannot
+/// say: a member is not removed on a guess).
+async fn is_live(r: &Routing<'_>, node: &str) -> bool {
+    let db = r.sessions.db;
+    match store::nodes::live(db, db.now()).await {
+        Ok(live) => live.iter().any(|n| n.id == node),
+        Err(_) => true,
+    }
 }
 
 /// Forwards what `device` (connection `conn`, here) sent for a session

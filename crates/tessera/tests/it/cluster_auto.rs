@@ -85,11 +85,17 @@ async fn logged(p: &AgentProcess, text: &str) -> bool {
 }
 
 /// The first event of `session` that `pick` takes, within [`ARRIVES`].
-async fn event<T>(
+async fn event<T>(session: &mut AutoSession, pick: impl FnMut(Event) -> Option<T>) -> Option<T> {
+    event_within(session, ARRIVES, pick).await
+}
+
+/// The first event of `session` that `pick` takes, within `limit`.
+async fn event_within<T>(
     session: &mut AutoSession,
+    limit: Duration,
     mut pick: impl FnMut(Event) -> Option<T>,
 ) -> Option<T> {
-    let deadline = tokio::time::Instant::now() + ARRIVES;
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match tokio::time::timeout(left, session.next_event()).await {
@@ -386,9 +392,12 @@ async fn a_member_whose_node_is_killed_leaves_with_node_lost_and_the_rest_goes_o
 
     nb.child.start_kill().unwrap();
     let _ = nb.child.wait().await;
-    // The next payload finds nobody listening for node B.
+    // Node A's clock passes node B's lease: whether NATS already dropped
+    // B's subscription (no responders) or a delivery goes unanswered until
+    // its deadline, B is gone.
+    na.clock.advance(Duration::from_secs(10));
     session.send_text("after-the-kill").await.unwrap();
-    let why = event(&mut session, |e| match e {
+    let why = event_within(&mut session, ARRIVES * 2, |e| match e {
         Event::Left { member, reason } if member == b.device_id => Some(reason),
         _ => None,
     })
