@@ -298,6 +298,9 @@ words! {
         ScopeMissing = "scope_missing",
         Offline = "offline",
         IncompatibleVersion = "incompatible_version",
+        /// The device is online on another node that this one cannot reach
+        /// right now (NATS is down).
+        RelayUnavailable = "relay_unavailable",
         /// The member could not start the end-to-end handshake.
         HandshakeFailed = "handshake_failed",
         /// The request named no scope the server knows (answered for the

@@ -229,6 +229,7 @@ impl Server {
         tokio::spawn(sweep::audit_checkpoints(state.clone()));
         tokio::spawn(cluster::link::serve(state.clone()));
         tokio::spawn(cluster::orders::serve(state.clone()));
+        tokio::spawn(automatic::remote::serve(state.clone()));
         // TCP_NODELAY on every accepted socket: a relayed keystroke or
         // echo is one small write that must leave at once, not wait for
         // the peer's acknowledgement of the one before (Nagle).

@@ -29,6 +29,9 @@ fn refusal(peer: &str, word: &str) -> String {
              `tessera grant add <this device> --scope shell`"
         ),
         "offline" => "it is offline (is `tessera agent run` running there?)".to_owned(),
+        "relay_unavailable" => "it is connected to another server node, which this one cannot \
+             reach right now; try again in a moment"
+            .to_owned(),
         "not_mutually_trusted" => {
             "the two devices do not trust each other yet (`tessera trust add` on both)".to_owned()
         }

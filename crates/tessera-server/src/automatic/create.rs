@@ -13,7 +13,8 @@ use tessera_proto::v1::{self, AutoJoinInvite, AutoSessionCreate, AutoSessionCrea
 use tessera_proto::Body;
 
 use super::decide::{decide, hex, Facts};
-use super::hub::{Auto, Member, MemberState};
+use super::hub::{Auto, Conn, Member, MemberState};
+use super::remote::{self, Reach};
 use super::{clip, MAX_NAMED};
 use crate::auth::device::DevicePrincipal;
 use crate::store::audit::{Action, Actor, AuditEvent};
@@ -80,9 +81,9 @@ pub struct Creation {
     pub invites: Invites,
 }
 
-/// Each invited member's connection, the grant that let it in, and its
+/// Each invited member, its connection, the grant that let it in, and its
 /// invitation.
-pub struct Invites(Vec<(u64, String, AutoJoinInvite)>);
+pub struct Invites(Vec<(String, Conn, String, AutoJoinInvite)>);
 
 impl Creation {
     fn answer_only(reply: AutoSessionCreated) -> Creation {
@@ -94,14 +95,23 @@ impl Creation {
 }
 
 impl Invites {
-    /// Sends each invitation to its member's connection, noting the use of
-    /// the grant that let it in.
+    /// Sends each invitation to its member's connection (here, or through
+    /// the node holding it), noting the use of the grant that let it in. A
+    /// member whose node cannot be reached leaves with the reason.
     pub async fn send(self, state: &AppState) {
         let now = state.now();
-        for (conn, grant_id, invite) in self.0 {
+        let r = super::Routing::of(state);
+        for (device, conn, grant_id, invite) in self.0 {
             let _ = store::trust::touch_grant(state.db(), &grant_id, now).await;
-            if let Some(q) = state.registry().notices_of_conn(conn) {
-                let _ = q.try_send(crate::control::queued(Body::AutoJoinInvite(invite)));
+            let session_id = invite.session_id.clone();
+            let body = Body::AutoJoinInvite(invite);
+            match &conn.node {
+                None => super::deliver_here(&r, conn.id, body, super::Queue::Notices).await,
+                Some(node) => {
+                    if let Err(why) = remote::invite(&r, node, &device, conn.id, body).await {
+                        super::lose(&r, &session_id, vec![(node.clone(), why)]).await;
+                    }
+                }
             }
         }
     }
@@ -150,23 +160,33 @@ pub async fn create(
         .cloned()
         .collect();
     let rows = store::members::for_members(db, &creator.device_id, &ids).await?;
+    let r = super::Routing::of(state);
+    let mut reach = std::collections::HashMap::new();
+    for id in &ids {
+        reach.insert(id.clone(), remote::reach(&r, id, now).await?);
+    }
     let mut outcomes = Vec::new();
     let mut invited = Vec::new();
     for (i, id) in named.iter().enumerate() {
         let device = rows.devices.get(id).filter(|d| !d.ephemeral);
         let grant = rows.grants.get(id);
+        let at = reach.get(id).cloned().unwrap_or(Reach::Offline);
         let facts = Facts {
             device,
             same_tenant: device.is_some_and(|d| d.tenant_id == creator.tenant_id),
             position: i + 2,
-            online: state.registry().is_connected(id),
-            protocol: state.registry().protocol_of(id),
+            online: at.conn().is_some(),
+            protocol: at.protocol(),
             creator_trusts_member: rows.creator_trusts.get(id),
             member_trusts_creator: rows.trusts_creator.get(id),
             grant,
         };
         let outcome = match decide(&creator_row, &facts, scope, max, now) {
             Ok(()) => MemberOutcome::Joined,
+            // Online on a node this one cannot reach right now.
+            Err(RejectionReason::Offline) if at == Reach::Unreachable => {
+                MemberOutcome::Rejected(RejectionReason::RelayUnavailable)
+            }
             Err(reason) => MemberOutcome::Rejected(reason),
         };
         let index = (i + 1) as u32;
@@ -176,7 +196,7 @@ pub async fn create(
             outcome,
         });
         if outcome.joined() {
-            if let (Some(conn), Some(g)) = (state.registry().conn_of(id), grant) {
+            if let (Some(conn), Some(g)) = (at.conn(), grant) {
                 invited.push((id.clone(), conn, index, g.grant.id.clone()));
             }
         }
@@ -261,7 +281,7 @@ pub async fn create(
                 (
                     id.clone(),
                     Member {
-                        conn_id: *conn,
+                        conn: conn.clone(),
                         index: *index,
                         state: MemberState::Invited,
                     },
@@ -281,7 +301,7 @@ pub async fn create(
     }
     let invites = invited
         .into_iter()
-        .map(|(_, conn, index, grant_id)| {
+        .map(|(device, conn, index, grant_id)| {
             let invite = AutoJoinInvite {
                 session_id: session_id.clone(),
                 creator: creator.device_id.clone(),
@@ -291,7 +311,7 @@ pub async fn create(
                 member_index: index,
                 creator_name: creator_row.name.clone(),
             };
-            (conn, grant_id, invite)
+            (device, conn, grant_id, invite)
         })
         .collect();
     let invites = Invites(invites);

@@ -15,16 +15,22 @@ use crate::AppState;
 
 /// After a change to grants, trust, keys or devices on this node: the
 /// members it affects leave their automatic sessions now, not a heartbeat
-/// later. A failure is logged; the sweep tries again.
+/// later, here and on the nodes routing sessions that members connected
+/// here belong to (asked, and answered once they checked). A failure is
+/// logged; the sweep tries again.
 pub async fn standing_changed(state: &AppState) {
     if let Err(e) = recheck(state).await {
         tracing::warn!(error = %e, "cannot re-check automatic sessions");
     }
+    super::remote::recheck_hubs(&Routing::of(state)).await;
 }
 
-/// Checks every automatic session this node routes (see the module).
+/// Checks every automatic session this node routes (see the module), and
+/// forgets those routed by a node that is gone (their members here are
+/// told).
 pub async fn recheck(state: &AppState) -> Result<(), StoreError> {
     let r = Routing::of(state);
+    super::remote::forget_lost_hubs(&r, state.now()).await?;
     let live: Vec<(String, String, Scope, Vec<String>)> = r
         .auto
         .lock()
@@ -39,7 +45,7 @@ pub async fn recheck(state: &AppState) -> Result<(), StoreError> {
         let row = store::sessions::by_id_any_tenant(db.pool(), &id).await?;
         if let Some(ended) = row.as_ref().filter(|r| r.ended_at.is_some()) {
             let code = ended.end_code.as_deref().unwrap_or(EndCode::Ended.as_str());
-            stop(&r, &id, code, ended.end_reason.as_deref().unwrap_or(""));
+            stop(&r, &id, code, ended.end_reason.as_deref().unwrap_or("")).await;
             continue;
         }
         let Some(creator_row) = store::devices::by_id_any_tenant(db.pool(), &creator).await? else {

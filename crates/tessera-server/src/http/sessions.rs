@@ -331,7 +331,7 @@ pub async fn end(state: &AppState, op: &Operator, id: &str) -> ApiResult<Session
     }
     // An automatic session routed here stops now, and its members are told.
     let routing = crate::automatic::Routing::of(state);
-    crate::automatic::stop(&routing, id, EndCode::EndedByOperator.as_str(), &reason);
+    crate::automatic::stop(&routing, id, EndCode::EndedByOperator.as_str(), &reason).await;
     find(state, op, id).await
 }
 

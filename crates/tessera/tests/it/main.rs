@@ -11,6 +11,7 @@ mod auth;
 mod auto_revocation;
 mod bad_input;
 mod cli;
+mod cluster_auto;
 mod cluster_orders;
 mod cluster_relay;
 mod console;
