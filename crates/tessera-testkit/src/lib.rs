@@ -13,6 +13,7 @@
 //! Test code: failures panic with what went wrong, except where a caller
 //! outside tests (the benchmarks) needs a `Result`.
 
+mod balancer;
 mod db;
 mod device;
 mod nats;
@@ -27,6 +28,7 @@ mod x11;
 
 use std::time::Duration;
 
+pub use balancer::Balancer;
 pub use db::{backend, pg_admin_url, Backend, TestDb};
 pub use device::{online_device, open_ws, open_ws_with, Refusal, RunningAgent, TestDevice, Ws};
 pub use nats::PrivateNats;

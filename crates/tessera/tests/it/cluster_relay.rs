@@ -541,3 +541,124 @@ async fn three_server_processes_share_a_device_its_viewers_a_revocation_and_a_lo
     );
     drop(agent);
 }
+
+/// The node holding `device`'s agent connection, by the database.
+async fn holder(db: &str, device: &str) -> Option<String> {
+    use sqlx::Connection as _;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(db).await.ok()?;
+    sqlx::query_scalar::<_, Option<String>>("SELECT node_id FROM devices WHERE id = $1")
+        .bind(device)
+        .fetch_one(&mut conn)
+        .await
+        .ok()
+        .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_behind_one_address_survive_the_loss_of_the_devices_node() {
+    let db = tessera_testkit::TestDb::new().await;
+    let nats = tessera_testkit::nats_url();
+    let args = ["--nats-url", nats.as_str(), "--heartbeat-interval", "1s"];
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(tessera_testkit::ServerProcess::spawn(&db.url, "warn", &args).await);
+    }
+    let pw = nodes[0]
+        .bootstrap_password()
+        .expect("the first node made the admin");
+    let ids: Vec<String> = nodes
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(p.data_dir().join("node.id"))
+                .unwrap()
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    let lb =
+        tessera_testkit::Balancer::start(nodes.iter().map(|p| p.addr().unwrap()).collect()).await;
+    let client = || {
+        tessera_client::ApiClient::new(&lb.url(), &tessera_client::TlsTrust::PublicRoots).unwrap()
+    };
+    let login = client()
+        .login("admin", tessera_core::api::SecretString::new(pw.clone()))
+        .await
+        .unwrap();
+    let admin = client().with_token(login.token);
+
+    // Everything goes through the one address: enrollment, the agent.
+    let token = admin
+        .create_enrollment_token(&tessera_core::api::CreateEnrollmentTokenRequest {
+            uses: 1,
+            ttl_seconds: 600,
+            tags: vec![],
+        })
+        .await
+        .unwrap();
+    use tessera_core::Clock as _;
+    let now = tessera_core::SystemClock.now().as_millis();
+    let device =
+        tessera_testkit::TestDevice::enroll_at(&lb.url(), token.secret, "behind", now).await;
+    let id = device.device_id.clone();
+    let agent = tessera_testkit::AgentProcess::spawn_with_args(&device, &[]);
+    assert!(
+        tessera_testkit::eventually(ARRIVES, || async {
+            admin.device(&id).await.is_ok_and(|d| d.online)
+        })
+        .await,
+        "online; agent log: {}",
+        agent.log()
+    );
+    let held = holder(&db.url, &id).await;
+    let held = held.expect("a node holds the device");
+    let lost = ids.iter().position(|n| *n == held).expect("one of ours");
+    let session = shell_session(&admin, &id).await;
+
+    // The viewer reaches another node than the device's.
+    let token = admin.viewer_token(&session).await.unwrap();
+    lb.steer(lost + 1);
+    let (mut tx, mut rx) = tessera_client::viewer::connect(&admin, &session, &token.token)
+        .await
+        .expect("viewer connects");
+    until(&mut rx, |e| matches!(e, ViewerEvent::Ready { .. })).await;
+    tx.input(b"echo through-one-address-$((6*7))\n")
+        .await
+        .unwrap();
+    read_until(&mut rx, "through-one-address-42", ARRIVES).await;
+
+    // The device's node is killed: the viewer is told why, and the device
+    // is back online through the same address on another node.
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &nodes[lost].pid().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = tokio::time::Instant::now();
+    let ended = until(&mut rx, |e| matches!(e, ViewerEvent::Ended { .. })).await;
+    assert!(
+        matches!(&ended, ViewerEvent::Ended { code, .. } if code == "node_lost"),
+        "{ended:?}"
+    );
+    assert!(
+        tessera_testkit::eventually(ARRIVES, || async {
+            holder(&db.url, &id).await.is_some_and(|n| n != held)
+                && admin.device(&id).await.is_ok_and(|d| d.online)
+        })
+        .await,
+        "back online on another node; agent log: {}",
+        agent.log()
+    );
+    // The documented bound: at most a second after the agent notices
+    // (at once for a killed process), plus its handshake; slack for load.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // A new session through the same address works again.
+    let again = shell_session(&admin, &id).await;
+    let (mut tx, mut rx, _) = watch(&admin, &again).await;
+    tx.input(b"echo after-the-loss-$((2*21))\n").await.unwrap();
+    read_until(&mut rx, "after-the-loss-42", ARRIVES).await;
+}
