@@ -523,6 +523,17 @@ const NOTES: &str = "## How to read these\n\n\
   flowing; memory per pair is marginal, as for idle-devices (the second half of the pairs).\n\
 - *session-setup*: from the creator's request to every member holding the session key (each \
   member's Noise handshake done and its key sent).\n\
+- *cluster-relay*: two nodes on one PostgreSQL database through NATS; the device on node one, \
+  its viewer on node one (same node) and then, with another device, on node two (cross node, \
+  through the link). The same 64 KiB blocks and 100-byte echoes as relay-throughput and \
+  relay-latency; *added* is cross node minus same node. CPU is both nodes' (the NATS server's \
+  is not counted).\n\
+- *cluster-idle*: one node alone holding a third of the devices, then three nodes holding all of \
+  them (device i on node i mod 3); memory per device is marginal per node, as for idle-devices.\n\
+- *cluster-storm*: the fleet on three nodes, each device listing its own node first and the \
+  others as alternates; one node is killed with SIGKILL and each of its devices, reconnecting \
+  as the agent does (next server, jittered backoff from 0.5–1 s up to 5 s), is timed from the \
+  kill to its Welcome on a surviving node.\n\
 - *console-pages*: 10,000 devices (one in twenty online, each with a live key), 20,000 sessions \
   and a million audit rows are written straight into the server's database, then each case's \
   pages are requested 50 times over loopback with a console cookie; a figure is the time from \
