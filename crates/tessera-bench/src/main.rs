@@ -93,6 +93,33 @@ enum Command {
         #[arg(long)]
         devices: Option<usize>,
     },
+    /// Two nodes on one PostgreSQL database through NATS: a device on node
+    /// one, its viewer on node one (same node) against node two (cross
+    /// node); throughput and 100-byte round trips. Always on PostgreSQL.
+    ClusterRelay {
+        /// Bytes to move per case (default 1 GiB; quick 8 MiB).
+        #[arg(long)]
+        bytes: Option<u64>,
+        /// Round trips per case (default 20,000; quick 300).
+        #[arg(long)]
+        round_trips: Option<usize>,
+    },
+    /// Idle devices spread over three nodes, against one node holding a
+    /// third of them alone. Always on PostgreSQL.
+    ClusterIdle {
+        /// Devices over the three nodes (default 30,000; quick 300). Raise
+        /// `ulimit -n` first.
+        #[arg(long)]
+        devices: Option<usize>,
+    },
+    /// Devices spread over three nodes with alternates; one node killed
+    /// with SIGKILL; time until its devices are online on the others.
+    /// Always on PostgreSQL.
+    ClusterStorm {
+        /// Devices (default 10,000; quick 99).
+        #[arg(long)]
+        devices: Option<usize>,
+    },
     /// Automatic sessions of 2, 4 and 8 members, end-to-end keys set up.
     SessionSetup {
         /// Sessions per size (default 30; quick 3).
@@ -217,6 +244,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::ConnectStorm { devices } => {
             flows::connect_storm(&opts, devices.unwrap_or(if q { 100 } else { 2_000 })).await?
+        }
+        Command::ClusterRelay { bytes, round_trips } => {
+            flows::cluster_relay(
+                &opts,
+                bytes.unwrap_or(if q { 8 << 20 } else { 1 << 30 }),
+                round_trips.unwrap_or(if q { 300 } else { 20_000 }),
+            )
+            .await?
+        }
+        Command::ClusterIdle { devices } => {
+            flows::cluster_idle(&opts, devices.unwrap_or(if q { 300 } else { 30_000 }), q).await?
+        }
+        Command::ClusterStorm { devices } => {
+            flows::cluster_storm(&opts, devices.unwrap_or(if q { 99 } else { 10_000 })).await?
         }
         Command::SessionSetup { sessions } => {
             flows::session_setup(&opts, sessions.unwrap_or(if q { 3 } else { 30 })).await?

@@ -66,6 +66,9 @@ fn summarise(results: &[BenchResult]) -> Vec<Bench> {
         "idle-devices",
         "idle-pairs",
         "connect-storm",
+        "cluster-relay",
+        "cluster-idle",
+        "cluster-storm",
         "session-setup",
         "ingest",
     ];
@@ -265,6 +268,52 @@ fn goal_rows(benches: &[Bench]) -> String {
         "%",
         cpu.map(|c| c < 10.0),
     );
+    // Several nodes (issue 15): each against one node in the same run.
+    let ratio = figure(benches, "cluster-relay", "cross / same node throughput").map(|f| f.median);
+    row(
+        "cross-node relay throughput against same-node",
+        "≥ 0.50",
+        ratio,
+        "",
+        ratio.map(|r| r >= 0.5),
+    );
+    let added = figure(benches, "cluster-relay", "added p99 across nodes").map(|f| f.median);
+    row(
+        "added p99 round-trip latency across nodes",
+        "< 1,000 µs",
+        added,
+        "µs",
+        added.map(|a| a < 1000.0),
+    );
+    let mem = figure(
+        benches,
+        "cluster-idle",
+        "RSS per device, cluster / one node",
+    )
+    .map(|f| f.median);
+    row(
+        "memory per idle device on three nodes against one node",
+        "reported",
+        mem,
+        "",
+        None,
+    );
+    let cpu = figure(benches, "cluster-idle", "CPU per node, cluster / one node").map(|f| f.median);
+    row(
+        "idle CPU per node on three nodes against one node",
+        "reported",
+        cpu,
+        "",
+        None,
+    );
+    let back = figure(benches, "cluster-storm", "back online p99").map(|f| f.median);
+    row(
+        "a killed node's devices back online on the others (p99)",
+        "reported",
+        back,
+        "ms",
+        None,
+    );
     // Screen goals (issue 13): against the best lossless VNC figures
     // measured on this machine (the lower end of each range quoted in
     // docs/benchmarks-analysis.md is the better of the two servers).
@@ -404,7 +453,8 @@ pub(crate) fn write(
          the range of the runs follows in brackets. Each benchmark starts its own `tessera server` \
          process (release build) on an ephemeral loopback port and drives it with real device and \
          viewer clients from the `tessera-bench` process; only the ingest benchmark also runs on \
-         PostgreSQL, the others use the embedded SQLite (the relay does not touch the database).\n",
+         PostgreSQL, and the cluster-* benchmarks run several nodes on one PostgreSQL database \
+         through NATS; the others use the embedded SQLite (the relay does not touch the database).\n",
         sh("date", &["-u", "+%Y-%m-%d"]),
     );
     md.push_str("## Machine\n\n");
@@ -473,6 +523,17 @@ const NOTES: &str = "## How to read these\n\n\
   flowing; memory per pair is marginal, as for idle-devices (the second half of the pairs).\n\
 - *session-setup*: from the creator's request to every member holding the session key (each \
   member's Noise handshake done and its key sent).\n\
+- *cluster-relay*: two nodes on one PostgreSQL database through NATS; the device on node one, \
+  its viewer on node one (same node) and then, with another device, on node two (cross node, \
+  through the link). The same 64 KiB blocks and 100-byte echoes as relay-throughput and \
+  relay-latency; *added* is cross node minus same node. CPU is both nodes' (the NATS server's \
+  is not counted).\n\
+- *cluster-idle*: one node alone holding a third of the devices, then three nodes holding all of \
+  them (device i on node i mod 3); memory per device is marginal per node, as for idle-devices.\n\
+- *cluster-storm*: the fleet on three nodes, each device listing its own node first and the \
+  others as alternates; one node is killed with SIGKILL and each of its devices, reconnecting \
+  as the agent does (next server, jittered backoff from 0.5–1 s up to 5 s), is timed from the \
+  kill to its Welcome on a surviving node.\n\
 - *console-pages*: 10,000 devices (one in twenty online, each with a live key), 20,000 sessions \
   and a million audit rows are written straight into the server's database, then each case's \
   pages are requested 50 times over loopback with a console cookie; a figure is the time from \

@@ -18,6 +18,16 @@ pub(crate) struct Opts {
     pub bin: PathBuf,
 }
 
+impl Opts {
+    /// The same binary on PostgreSQL: what several nodes share.
+    pub(crate) fn on_postgres(&self) -> Opts {
+        Opts {
+            backend: Backend::Postgres,
+            bin: self.bin.clone(),
+        }
+    }
+}
+
 /// The `tessera` binary beside this one.
 pub(crate) fn default_bin() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;
@@ -123,6 +133,60 @@ impl Server {
     /// CPU time used so far (user + system).
     pub(crate) fn cpu(&self) -> anyhow::Result<Duration> {
         tessera_testkit::cpu_time(self.process.pid()?)
+    }
+
+    /// Ends the process with SIGKILL, as a crashed or lost machine: no
+    /// lease given back, no connection closed cleanly.
+    pub(crate) async fn kill(&mut self) -> anyhow::Result<()> {
+        self.process.child.kill().await?;
+        Ok(())
+    }
+}
+
+/// The NATS server the nodes of a cluster route through.
+fn nats_url() -> String {
+    std::env::var("TESSERA_BENCH_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+/// Several `tessera server` nodes on one fresh PostgreSQL database,
+/// routing through NATS (issue 15). The first node owns the database (it
+/// drops it); the others are stopped before it.
+pub(crate) struct Cluster {
+    pub nodes: Vec<Server>,
+}
+
+impl Cluster {
+    /// Starts `n` nodes with `extra` flags, one after the other, and waits
+    /// until each listens. Always on PostgreSQL, whatever `--backend` says.
+    pub(crate) async fn start(opts: &Opts, n: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
+        let opts = opts.on_postgres();
+        let nats = nats_url();
+        let mut flags = extra.to_vec();
+        flags.extend(["--nats-url", nats.as_str()]);
+        let first = Server::start(&opts, &flags).await?;
+        let database_url = first.database_url();
+        let admin_password = first.admin_password.clone();
+        let mut nodes = vec![first];
+        for _ in 1..n {
+            let process =
+                ServerProcess::launch(&opts.bin, Some(&database_url), "warn", &flags).await?;
+            nodes.push(Server {
+                url: process.url.clone(),
+                process,
+                admin_password: admin_password.clone(),
+                db: None,
+            });
+        }
+        Ok(Cluster { nodes })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // The later nodes first: the first one drops the database.
+        while let Some(node) = self.nodes.pop() {
+            drop(node);
+        }
     }
 }
 

@@ -82,80 +82,151 @@ async fn connect_all(
     (conns, times, failed)
 }
 
+/// What one node showed while holding its share of idle devices.
+pub(super) struct NodeIdle {
+    /// Resident memory growth per connection over the second half of its
+    /// devices, in KiB.
+    pub rss_per_connection_kib: f64,
+    /// Resident memory with all its devices connected, in MiB.
+    pub rss_mib: f64,
+    /// CPU (user + system) over the quiet window, in % of one core.
+    pub cpu_percent: f64,
+}
+
+/// Idle devices held on one or several nodes.
+pub(super) struct Idle {
+    pub nodes: Vec<NodeIdle>,
+    pub held: usize,
+    pub failed: usize,
+    pub heartbeats_per_s: f64,
+}
+
+/// Enrolls `n` devices, spreads them over `nodes` (device `i` on node
+/// `i mod nodes`), holds them heartbeating at `heartbeat`, and measures
+/// each node's memory and, over two heartbeats of quiet, its CPU.
+pub(super) async fn hold_idle(
+    nodes: &[Server],
+    admin: &ApiClient,
+    n: usize,
+    heartbeat: Duration,
+) -> anyhow::Result<Idle> {
+    let first = nodes.first().ok_or_else(|| anyhow!("no node"))?;
+    let devices = device::enroll(first, admin, n).await?;
+    let mut shares: Vec<Vec<Device>> = nodes.iter().map(|_| Vec::new()).collect();
+    for (i, d) in devices.into_iter().enumerate() {
+        shares[i % nodes.len()].push(d);
+    }
+    let acks = Arc::new(AtomicU64::new(0));
+    let open = Arc::new(AtomicUsize::new(0));
+    // Two halves: memory per connection is the growth over the second
+    // half, so what the first connections warm up once (database cache,
+    // allocator arenas, the registry's tables) is not charged to each.
+    let seconds: Vec<Vec<Device>> = shares
+        .iter_mut()
+        .map(|s| s.split_off(s.len() / 2))
+        .collect();
+    let mut failed = 0;
+    for (node, share) in nodes.iter().zip(shares) {
+        let (conns, _, f) = connect_all(node.addr()?, share, 64).await;
+        failed += f;
+        for ws in conns {
+            hold(ws, heartbeat, acks.clone(), open.clone());
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss0 = nodes
+        .iter()
+        .map(Server::rss)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let halves: Vec<usize> = seconds.iter().map(Vec::len).collect();
+    for (node, share) in nodes.iter().zip(seconds) {
+        let (conns, _, f) = connect_all(node.addr()?, share, 64).await;
+        failed += f;
+        for ws in conns {
+            hold(ws, heartbeat, acks.clone(), open.clone());
+        }
+    }
+    // Let the connect burst settle, then measure a quiet window.
+    tokio::time::sleep(heartbeat.max(Duration::from_secs(2))).await;
+    let rss1 = nodes
+        .iter()
+        .map(Server::rss)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cpu0 = nodes
+        .iter()
+        .map(Server::cpu)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let acks0 = acks.load(Ordering::Relaxed);
+    let w0 = Instant::now();
+    tokio::time::sleep(heartbeat * 2).await;
+    let wall = w0.elapsed();
+    let cpu1 = nodes
+        .iter()
+        .map(Server::cpu)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let answered = acks.load(Ordering::Relaxed) - acks0;
+    let per_node = (0..nodes.len())
+        .map(|k| NodeIdle {
+            rss_per_connection_kib: rss1[k].saturating_sub(rss0[k]) as f64
+                / halves[k].max(1) as f64
+                / 1024.0,
+            rss_mib: rss1[k] as f64 / (1 << 20) as f64,
+            cpu_percent: cpu1[k].saturating_sub(cpu0[k]).as_secs_f64() / wall.as_secs_f64() * 100.0,
+        })
+        .collect();
+    Ok(Idle {
+        nodes: per_node,
+        held: open.load(Ordering::Relaxed),
+        failed,
+        heartbeats_per_s: answered as f64 / wall.as_secs_f64(),
+    })
+}
+
+/// The heartbeat the idle benchmarks run with: the server's default
+/// interval, or one second for a smoke run.
+pub(super) fn idle_heartbeat(quick: bool) -> Duration {
+    if quick {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(15)
+    }
+}
+
 pub(crate) async fn idle_devices(
     opts: &Opts,
     n: usize,
     quick: bool,
 ) -> anyhow::Result<BenchResult> {
-    let heartbeat = if quick {
-        Duration::from_secs(1)
-    } else {
-        Duration::from_secs(15)
-    };
-    let window = heartbeat * 2;
+    let heartbeat = idle_heartbeat(quick);
     let mut r = BenchResult::new(
         "idle-devices",
-        json!({"devices": n, "heartbeat_s": heartbeat.as_secs(), "cpu_window_s": window.as_secs()}),
+        json!({"devices": n, "heartbeat_s": heartbeat.as_secs(), "cpu_window_s": (heartbeat * 2).as_secs()}),
     );
     let hb = format!("{}s", heartbeat.as_secs());
     let mut flags = SERVER_FLAGS.to_vec();
     flags.extend(["--heartbeat-interval", hb.as_str()]);
     let server = Server::start(opts, &flags).await?;
     let admin = server.admin().await?;
-    let mut devices = device::enroll(&server, &admin, n).await?;
-    let addr = server.addr()?;
-    let acks = Arc::new(AtomicU64::new(0));
-    let open = Arc::new(AtomicUsize::new(0));
-    // Two halves: memory per connection is the growth over the second
-    // half, so what the first connections warm up once (database cache,
-    // allocator arenas, the registry's tables) is not charged to each.
-    let second = devices.split_off(n / 2);
-    let (conns, _, failed_a) = connect_all(addr, devices, 64).await;
-    for ws in conns {
-        hold(ws, heartbeat, acks.clone(), open.clone());
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss0 = server.rss()?;
-    let half = second.len();
-    let (conns, _, failed_b) = connect_all(addr, second, 64).await;
-    let failed = failed_a + failed_b;
-    for ws in conns {
-        hold(ws, heartbeat, acks.clone(), open.clone());
-    }
-    // Let the connect burst settle, then measure a quiet window.
-    tokio::time::sleep(heartbeat.max(Duration::from_secs(2))).await;
-    let rss1 = server.rss()?;
-    let cpu0 = server.cpu()?;
-    let acks0 = acks.load(Ordering::Relaxed);
-    let w0 = Instant::now();
-    tokio::time::sleep(window).await;
-    let wall = w0.elapsed();
-    let cpu = server.cpu()? - cpu0;
-    let answered = acks.load(Ordering::Relaxed) - acks0;
-    let held = open.load(Ordering::Relaxed);
-    r.figure("connections held", held as f64, "");
-    r.figure("failed connects", failed as f64, "");
+    let idle = hold_idle(std::slice::from_ref(&server), &admin, n, heartbeat).await?;
+    let node = idle.nodes.first().ok_or_else(|| anyhow!("no node"))?;
+    r.figure("connections held", idle.held as f64, "");
+    r.figure("failed connects", idle.failed as f64, "");
     r.figure(
         "server RSS per connection",
-        (rss1.saturating_sub(rss0)) as f64 / half.max(1) as f64 / 1024.0,
+        node.rss_per_connection_kib,
         "KiB",
     );
-    r.figure(
-        "server RSS with all connected",
-        rss1 as f64 / (1 << 20) as f64,
-        "MiB",
-    );
-    r.figure(
-        "server CPU while idle",
-        cpu.as_secs_f64() / wall.as_secs_f64() * 100.0,
-        "% of one core",
-    );
+    r.figure("server RSS with all connected", node.rss_mib, "MiB");
+    r.figure("server CPU while idle", node.cpu_percent, "% of one core");
     r.figure(
         "heartbeats answered per second",
-        answered as f64 / wall.as_secs_f64(),
+        idle.heartbeats_per_s,
         "/s",
     );
-    r.check("every device stayed connected", held == n && failed == 0);
+    r.check(
+        "every device stayed connected",
+        idle.held == n && idle.failed == 0,
+    );
     Ok(r)
 }
 

@@ -5,9 +5,11 @@
 //! Here: what several benchmarks share (numbered blocks, a device with a
 //! session, viewers); the benchmarks are in `relay` (throughput, latency,
 //! fan-out), `messages` (small messages both ways, idle relayed pairs),
-//! `devices` (idle devices, connect storm), `sessions` (automatic
-//! session setup) and `ingest`.
+//! `devices` (idle devices, connect storm), `cluster` (several nodes:
+//! relay across them, idle devices, a node killed), `sessions`
+//! (automatic session setup) and `ingest`.
 
+mod cluster;
 mod console;
 mod console_seed;
 mod devices;
@@ -19,6 +21,7 @@ mod screen_workloads;
 mod sessions;
 mod stage;
 
+pub(crate) use cluster::{cluster_idle, cluster_relay, cluster_storm};
 pub(crate) use console::console_pages;
 pub(crate) use console_seed::Fleet;
 pub(crate) use devices::{connect_storm, idle_devices};
