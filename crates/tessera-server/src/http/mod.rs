@@ -207,13 +207,21 @@ fn document(openapi: &utoipa::openapi::OpenApi) -> serde_json::Value {
 
     let mut doc = serde_json::to_value(openapi).expect("an OpenAPI document serializes");
     let mut pending: Vec<String> = Vec::new();
-    if let Some(paths) = doc["paths"].as_object_mut() {
+    if let Some(paths) = doc
+        .get_mut("paths")
+        .and_then(serde_json::Value::as_object_mut)
+    {
         for item in paths.values_mut() {
             let Some(item) = item.as_object_mut() else {
                 continue;
             };
             for op in item.values_mut() {
-                let Some(content) = op["requestBody"]["content"].as_object_mut() else {
+                // `get_mut`, not indexing: indexing a missing key inserts it.
+                let Some(content) = op
+                    .get_mut("requestBody")
+                    .and_then(|body| body.get_mut("content"))
+                    .and_then(serde_json::Value::as_object_mut)
+                else {
                     continue;
                 };
                 for media in content.values_mut() {
@@ -229,12 +237,20 @@ fn document(openapi: &utoipa::openapi::OpenApi) -> serde_json::Value {
         if !done.insert(name.clone()) {
             continue;
         }
-        if let Some(schema) = doc["components"]["schemas"].get_mut(&name) {
+        if let Some(schema) = doc
+            .get_mut("components")
+            .and_then(|c| c.get_mut("schemas"))
+            .and_then(|s| s.get_mut(&name))
+        {
             forbid_nul(schema, &mut pending);
         }
     }
     let reference = format!("#/components/schemas/{JSON_WITHOUT_NUL}");
-    if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
+    if let Some(schemas) = doc
+        .get_mut("components")
+        .and_then(|c| c.get_mut("schemas"))
+        .and_then(serde_json::Value::as_object_mut)
+    {
         schemas.insert(
             JSON_WITHOUT_NUL.to_owned(),
             json!({

@@ -356,7 +356,9 @@ fn collect_open_text(
             open.push(format!("{at}: pattern {p} may admit U+0000"));
         }
     }
-    if has_type("object") || schema.get("properties").is_some() {
+    // A branch without a type (an `anyOf` that requires a field) only
+    // narrows the object it belongs to.
+    if has_type("object") {
         if schema["propertyNames"]["pattern"].is_null() {
             open.push(format!("{at}: object without propertyNames"));
         }
