@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes the HTTP API against its own OpenAPI document with schemathesis:
-# fails on any 5xx, any status code the document does not list, and any
-# response body that does not match its schema.
+# fails on any 5xx, any status code the document does not list, any
+# response body that does not match its schema, and any input that matches
+# the document but is refused with 400/422 (see the checks below).
 #   scripts/schemathesis.sh [EXTRA SCHEMATHESIS ARGS...]
 # Starts a real `tessera server` (TESSERA_BIN, default target/debug/tessera)
 # on an ephemeral port with a fresh data directory, logs in as the bootstrap
