@@ -205,7 +205,15 @@ const JSON_WITHOUT_NUL: &str = "JsonWithoutNul";
 fn document(openapi: &utoipa::openapi::OpenApi) -> serde_json::Value {
     use serde_json::json;
 
-    let mut doc = serde_json::to_value(openapi).expect("an OpenAPI document serializes");
+    // The document is maps with string keys, which always serialize; were
+    // it ever to fail, the route serves `null` and says why in the log.
+    let mut doc = match serde_json::to_value(openapi) {
+        Ok(doc) => doc,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialize the OpenAPI document");
+            return serde_json::Value::Null;
+        }
+    };
     let mut pending: Vec<String> = Vec::new();
     if let Some(paths) = doc
         .get_mut("paths")
