@@ -12,6 +12,55 @@ use crate::roles::{Permission, Role};
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
+/// Integer fields that take any JSON number with a whole value: JSON
+/// Schema's `integer` is a value, not a spelling, so `87436.0` is one, and
+/// a client that writes it so must not be refused. A fraction, or a value
+/// outside the field's type, is still refused.
+mod whole_number {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer};
+
+    fn of<'de, D, T>(n: serde_json::Number) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<i64> + TryFrom<u64>,
+    {
+        let wrong = || D::Error::custom("expected a whole number in range");
+        if let Some(u) = n.as_u64() {
+            return T::try_from(u).map_err(|_| wrong());
+        }
+        if let Some(i) = n.as_i64() {
+            return T::try_from(i).map_err(|_| wrong());
+        }
+        let f = n.as_f64().ok_or_else(wrong)?;
+        // Past 2^53 a float no longer holds every whole number exactly.
+        const EXACT: f64 = 9_007_199_254_740_992.0;
+        if f.fract() != 0.0 || f.abs() > EXACT {
+            return Err(wrong());
+        }
+        // In range and whole, so the cast is exact.
+        T::try_from(f as i64).map_err(|_| wrong())
+    }
+
+    pub(super) fn exact<'de, D, T>(d: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<i64> + TryFrom<u64>,
+    {
+        of::<D, T>(serde_json::Number::deserialize(d)?)
+    }
+
+    pub(super) fn optional<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<i64> + TryFrom<u64>,
+    {
+        Option::<serde_json::Number>::deserialize(d)?
+            .map(of::<D, T>)
+            .transpose()
+    }
+}
+
 /// A secret string inside a request or response (a password, a token shown
 /// once). Its `Debug` is redacted so a logged struct does not leak it.
 #[derive(Clone, PartialEq, Eq)]
@@ -142,6 +191,8 @@ pub struct CreateUserResponse {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct UpdateUserRequest {
+    /// At least one of `role` and `disabled` is given and not null (the
+    /// document says so with an `anyOf`), else `nothing_to_change`.
     #[serde(default)]
     pub role: Option<Role>,
     /// `true` disables the account and ends its sessions; `false` enables it.
@@ -370,9 +421,11 @@ pub struct TagsRequest {
 pub struct CreateEnrollmentTokenRequest {
     /// How many devices may enroll with it (1–10000).
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
+    #[serde(deserialize_with = "whole_number::exact")]
     pub uses: u32,
     /// Lifetime in seconds (60 s – 30 days).
     #[cfg_attr(feature = "openapi", schema(minimum = 60, maximum = 2592000))]
+    #[serde(deserialize_with = "whole_number::exact")]
     pub ttl_seconds: u64,
     /// Tags given to every device enrolled with it.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Tag>, max_items = 32))]
@@ -410,7 +463,18 @@ pub struct CreatedEnrollmentToken {
 pub struct EnrollRequest {
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub token: SecretString,
-    /// The device's identity document (base64url).
+    /// The device's identity document (docs/PROTOCOL.md §1): base64url
+    /// without padding of 129 bytes, the first being version 1, so 172
+    /// characters starting `A` and one of `Q`–`f`. Its self-signature must
+    /// verify (`invalid_identity`), which no pattern can say.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 172,
+            max_length = 172,
+            pattern = r"^A[Q-Za-f][A-Za-z0-9_-]{170}$"
+        )
+    )]
     pub identity: String,
     /// 1–128 characters, not blank, no control characters.
     #[cfg_attr(
@@ -444,7 +508,11 @@ pub struct EnrollRequest {
     pub os: String,
     /// Unix milliseconds when `proof` was made; within five minutes of the
     /// server's clock.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number::optional"
+    )]
     pub issued_at: Option<i64>,
     /// Proof that the sender holds the identity key: base64url of its
     /// signature under `pairing-request` over `tessera-agent`, `name`,
@@ -653,7 +721,7 @@ pub struct CreateSupportCodeRequest {
     pub access: Option<String>,
     /// Lifetime in seconds; default 1800 (30 minutes), 60–86400.
     #[cfg_attr(feature = "openapi", schema(minimum = 60, maximum = 86400))]
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number::optional")]
     pub ttl_seconds: Option<u64>,
     /// `shell` (default) or `screen`: what the session carries once the
     /// person at the machine consents.
@@ -696,7 +764,16 @@ pub struct BindSupportCodeRequest {
     /// `XXX-XXX-XXX` (in the body, not the URL, so it stays out of proxy logs).
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub code: SecretString,
-    /// The one-time agent's (ephemeral) identity document.
+    /// The one-time agent's (ephemeral) identity document, in the form
+    /// `EnrollRequest::identity` describes.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 172,
+            max_length = 172,
+            pattern = r"^A[Q-Za-f][A-Za-z0-9_-]{170}$"
+        )
+    )]
     pub identity: String,
     /// 1–128 characters, not blank, no control characters.
     #[cfg_attr(
@@ -730,7 +807,11 @@ pub struct BindSupportCodeRequest {
     pub os: String,
     /// Unix milliseconds when `proof` was made; within five minutes of the
     /// server's clock.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number::optional"
+    )]
     pub issued_at: Option<i64>,
     /// Proof that the sender holds the identity key: base64url of its
     /// signature under `pairing-request` over `tessera-agent`, `name`,
@@ -856,4 +937,50 @@ pub struct GrantView {
     pub state: String,
     pub last_used_at: Option<String>,
     pub revoked_reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_fields_take_whole_numbers_in_any_spelling_and_refuse_fractions() {
+        let token = |body: &str| serde_json::from_str::<CreateEnrollmentTokenRequest>(body);
+        let ok = token(r#"{"uses": 920.0, "ttl_seconds": 87436.0}"#).unwrap();
+        assert_eq!((ok.uses, ok.ttl_seconds), (920, 87436));
+        let ok = token(r#"{"uses": 1, "ttl_seconds": 8.7436e4}"#).unwrap();
+        assert_eq!(ok.ttl_seconds, 87436);
+        for bad in [
+            r#"{"uses": 1.5, "ttl_seconds": 60}"#,
+            r#"{"uses": -1, "ttl_seconds": 60}"#,
+            r#"{"uses": 4294967296, "ttl_seconds": 60}"#,
+            r#"{"uses": 1, "ttl_seconds": -60.0}"#,
+            r#"{"uses": 1, "ttl_seconds": 1e300}"#,
+            r#"{"uses": "1", "ttl_seconds": 60}"#,
+        ] {
+            assert!(token(bad).is_err(), "{bad}");
+        }
+        let code = |body: &str| serde_json::from_str::<CreateSupportCodeRequest>(body);
+        assert_eq!(
+            code(r#"{"ttl_seconds": 600.0}"#).unwrap().ttl_seconds,
+            Some(600)
+        );
+        assert_eq!(code(r#"{"ttl_seconds": null}"#).unwrap().ttl_seconds, None);
+        assert_eq!(code("{}").unwrap().ttl_seconds, None);
+        assert!(code(r#"{"ttl_seconds": 600.25}"#).is_err());
+    }
+
+    #[test]
+    fn the_identity_document_pattern_describes_real_documents() {
+        let doc = crate::identity::DeviceKeys::generate().document().encode();
+        assert_eq!(doc.len(), 172);
+        assert!(doc.starts_with('A'));
+        assert!(
+            matches!(doc.as_bytes()[1], b'Q'..=b'Z' | b'a'..=b'f'),
+            "{doc}"
+        );
+        assert!(doc
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    }
 }

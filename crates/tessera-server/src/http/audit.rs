@@ -46,11 +46,12 @@ pub struct AuditQuery {
     actor: Option<String>,
     /// Only rows about this target, e.g. `device:<id>` or `session:<id>`.
     target: Option<String>,
-    /// Only rows at or after this time (RFC 3339).
-    #[param(format = DateTime)]
+    /// Only rows at or after this time: RFC 3339 in UTC (`Z`), 1970 or
+    /// later.
+    #[param(format = DateTime, pattern = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?Z$")]
     since: Option<String>,
-    /// Only rows before this time (RFC 3339).
-    #[param(format = DateTime)]
+    /// Only rows before this time: RFC 3339 in UTC (`Z`), 1970 or later.
+    #[param(format = DateTime, pattern = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?Z$")]
     until: Option<String>,
     /// Only rows after this sequence number (the paging cursor).
     after: Option<i64>,

@@ -144,12 +144,15 @@ async fn ingest(
 pub struct EventQuery {
     /// Only this kind.
     kind: Option<String>,
-    /// Only from this device.
+    /// Only from this device: its id, grouped in fours or not, any case.
+    #[param(pattern = r"^([A-Za-z2-7]{4}-?){12}[A-Za-z2-7]{3}[AQaq]$")]
     device: Option<String>,
-    /// Only events that occurred at or after this RFC 3339 time.
-    #[param(format = DateTime)]
+    /// Only events that occurred at or after this time: RFC 3339 in UTC
+    /// (`Z`), 1970 or later.
+    #[param(format = DateTime, pattern = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?Z$")]
     since: Option<String>,
-    /// Paging cursor from `next_after`.
+    /// Paging cursor from `next_after`: `<milliseconds>:<event id>`.
+    #[param(pattern = r"^-?[0-9]{1,18}:")]
     after: Option<String>,
     /// Page size, 1–1000; default 100.
     #[param(minimum = 1, maximum = 1000)]

@@ -195,9 +195,172 @@ fn document_common_refusals(doc: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// No U+0000 anywhere in the string.
+const NO_NUL_PATTERN: &str = r"^[^\u0000]*$";
+
+/// The schema of what a request body may carry where its own schema names
+/// nothing (unknown fields, free-form objects).
+const JSON_WITHOUT_NUL: &str = "JsonWithoutNul";
+
+/// The served OpenAPI document: the routes' own, plus what every request
+/// body obeys but no single annotation can say.
+///
+/// - No string in a request body holds U+0000, in a field or a key, known
+///   or not (`parse_json` and the form parsers refuse it: PostgreSQL text
+///   cannot hold it). Every string schema reachable from a request body
+///   without a pattern or enum of its own gets `^[^\u0000]*$`; every object
+///   gets `propertyNames` with that pattern and, unless it says otherwise,
+///   `additionalProperties` of `JsonWithoutNul` (any JSON without NUL).
+/// - `PATCH /api/v1/users/{user}` changes something: `role` or `disabled`
+///   is given and not null, else `nothing_to_change`.
+fn document(openapi: &utoipa::openapi::OpenApi) -> serde_json::Value {
+    use serde_json::json;
+
+    // The document is maps with string keys, which always serialize; were
+    // it ever to fail, the route serves `null` and says why in the log.
+    let mut doc = match serde_json::to_value(openapi) {
+        Ok(doc) => doc,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialize the OpenAPI document");
+            return serde_json::Value::Null;
+        }
+    };
+    let mut pending: Vec<String> = Vec::new();
+    if let Some(paths) = doc
+        .get_mut("paths")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        for item in paths.values_mut() {
+            let Some(item) = item.as_object_mut() else {
+                continue;
+            };
+            for op in item.values_mut() {
+                // `get_mut`, not indexing: indexing a missing key inserts it.
+                let Some(content) = op
+                    .get_mut("requestBody")
+                    .and_then(|body| body.get_mut("content"))
+                    .and_then(serde_json::Value::as_object_mut)
+                else {
+                    continue;
+                };
+                for media in content.values_mut() {
+                    if let Some(schema) = media.get_mut("schema") {
+                        forbid_nul(schema, &mut pending);
+                    }
+                }
+            }
+        }
+    }
+    let mut done = std::collections::BTreeSet::new();
+    while let Some(name) = pending.pop() {
+        if !done.insert(name.clone()) {
+            continue;
+        }
+        if let Some(schema) = doc
+            .get_mut("components")
+            .and_then(|c| c.get_mut("schemas"))
+            .and_then(|s| s.get_mut(&name))
+        {
+            forbid_nul(schema, &mut pending);
+        }
+    }
+    let reference = format!("#/components/schemas/{JSON_WITHOUT_NUL}");
+    if let Some(schemas) = doc
+        .get_mut("components")
+        .and_then(|c| c.get_mut("schemas"))
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        schemas.insert(
+            JSON_WITHOUT_NUL.to_owned(),
+            json!({
+                "description": "Any JSON value with no U+0000 in a string or a key.",
+                "anyOf": [
+                    {"type": ["null", "boolean", "number"]},
+                    {"type": "string", "pattern": NO_NUL_PATTERN},
+                    {"type": "array", "items": {"$ref": reference}},
+                    {
+                        "type": "object",
+                        "propertyNames": {"pattern": NO_NUL_PATTERN},
+                        "additionalProperties": {"$ref": reference}
+                    }
+                ]
+            }),
+        );
+        if let Some(update) = schemas.get_mut("UpdateUserRequest") {
+            update["anyOf"] = json!([
+                {"required": ["role"], "properties": {"role": {"$ref": "#/components/schemas/Role"}}},
+                {"required": ["disabled"], "properties": {"disabled": {"type": "boolean"}}}
+            ]);
+        }
+    }
+    doc
+}
+
+/// States on `schema` and what it contains that no string holds U+0000;
+/// component schemas it refers to are queued in `pending`.
+fn forbid_nul(schema: &mut serde_json::Value, pending: &mut Vec<String>) {
+    use serde_json::{json, Value};
+
+    let Some(obj) = schema.as_object_mut() else {
+        return;
+    };
+    if let Some(name) = obj
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+    {
+        pending.push(name.to_owned());
+        return;
+    }
+    let has_type = |t: &str| match obj.get("type") {
+        Some(Value::String(s)) => s == t,
+        Some(Value::Array(a)) => a.iter().any(|v| v == t),
+        _ => false,
+    };
+    let (string, object) = (
+        has_type("string"),
+        has_type("object") || obj.contains_key("properties"),
+    );
+    if string && !obj.contains_key("pattern") && !obj.contains_key("enum") {
+        obj.insert("pattern".into(), json!(NO_NUL_PATTERN));
+    }
+    if object {
+        obj.entry("propertyNames")
+            .or_insert_with(|| json!({"pattern": NO_NUL_PATTERN}));
+        let open = match obj.get("additionalProperties") {
+            None | Some(Value::Bool(true)) => true,
+            Some(Value::Object(o)) => o.is_empty(),
+            Some(_) => false,
+        };
+        if open {
+            obj.insert(
+                "additionalProperties".into(),
+                json!({"$ref": format!("#/components/schemas/{JSON_WITHOUT_NUL}")}),
+            );
+        }
+    }
+    for key in ["oneOf", "anyOf", "allOf"] {
+        if let Some(Value::Array(items)) = obj.get_mut(key) {
+            for item in items {
+                forbid_nul(item, pending);
+            }
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(item) = obj.get_mut(key) {
+            forbid_nul(item, pending);
+        }
+    }
+    if let Some(Value::Object(props)) = obj.get_mut("properties") {
+        for prop in props.values_mut() {
+            forbid_nul(prop, pending);
+        }
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     let (routes, openapi) = api(&state).split_for_parts();
-    let openapi = std::sync::Arc::new(openapi);
+    let openapi = std::sync::Arc::new(document(&openapi));
     routes
         .route(
             "/api/v1/openapi.json",

@@ -136,11 +136,35 @@ fn required<'a>(form: &'a [(String, String)], name: &str) -> Result<&'a str, OAu
 #[derive(Deserialize, Serialize, ToSchema)]
 pub struct DeviceAuthorizationForm {
     /// Must be `tessera-agent`.
+    #[schema(pattern = "^tessera-agent$")]
     client_id: String,
-    /// The device's identity document (base64url).
+    /// The device's identity document (base64url, docs/PROTOCOL.md §1).
+    #[schema(
+        min_length = 172,
+        max_length = 172,
+        pattern = r"^A[Q-Za-f][A-Za-z0-9_-]{170}$"
+    )]
     identity: String,
+    /// 1–128 characters, not blank, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     name: String,
+    /// 1–255 characters, not blank, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     hostname: String,
+    /// 1–128 characters, not blank, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     os: String,
     /// Unix milliseconds when `proof` was made; within five minutes of the
     /// server's clock.
@@ -351,8 +375,13 @@ async fn pairing_refusal(
 #[derive(Deserialize, Serialize, ToSchema)]
 pub struct TokenForm {
     /// `urn:ietf:params:oauth:grant-type:device_code`
+    #[schema(pattern = "^urn:ietf:params:oauth:grant-type:device_code$")]
     grant_type: String,
+    /// The `device_code` of the device authorization response.
+    #[schema(min_length = 1)]
     device_code: String,
+    /// Must be `tessera-agent`.
+    #[schema(pattern = "^tessera-agent$")]
     client_id: String,
 }
 
