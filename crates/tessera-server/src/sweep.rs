@@ -30,14 +30,9 @@ pub async fn presence(state: AppState) {
         if let Err(e) = store::nodes::renew(state.db(), state.cluster().node_id(), until).await {
             tracing::warn!(error = %e, "presence sweep: cannot renew this node's lease");
         }
-        if let Ok(live) = store::nodes::live(state.db(), state.now()).await {
-            state
-                .metrics()
-                .cluster(state.cluster().nats_connected(), live.len());
-        }
         crate::control::sweep(state.registry(), state.db()).await;
         // A node gone without a word (killed) leaves its share of the rate
-        // limits when its lease lapses.
+        // limits when its lease lapses; the count is also the metric's.
         crate::cluster::orders::count_nodes(state).await;
     })
     .await

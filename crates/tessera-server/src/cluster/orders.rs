@@ -171,10 +171,16 @@ pub async fn login_ended(state: &AppState, login_id: &str) {
     .await;
 }
 
-/// Counts the live nodes and shares the rate limits among them.
+/// Counts the live nodes, shares the rate limits among them, and shows
+/// the count (and whether NATS is up) in the cluster metrics.
 pub async fn count_nodes(state: &AppState) {
     match store::nodes::live(state.db(), state.now()).await {
-        Ok(live) => state.limiters().share_among(live.len()),
+        Ok(live) => {
+            state.limiters().share_among(live.len());
+            state
+                .metrics()
+                .cluster(state.cluster().nats_connected(), live.len());
+        }
         Err(e) => tracing::warn!(error = %e, "cannot count the live nodes"),
     }
 }
