@@ -218,6 +218,10 @@ async fn admit(
             (Target::Here(live), channel)
         }
         None => {
+            // A node alone relays nothing it does not hold.
+            if state.cluster().nats().is_none() {
+                return Err(not_active());
+            }
             let node = store::sessions::relay_node(state.db(), session_id, state.now())
                 .await?
                 .filter(|n| n != state.cluster().node_id())
@@ -226,9 +230,6 @@ async fn admit(
                 .await?
                 .filter(|r| r.tenant_id == claims.tid)
                 .ok_or_else(not_active)?;
-            if state.cluster().nats().is_none() {
-                return Err(not_active());
-            }
             (Target::Node(node, token.to_owned()), row.channel)
         }
     };
