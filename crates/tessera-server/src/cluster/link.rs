@@ -338,7 +338,14 @@ async fn accept(
         .viewer_keys()
         .check(state.db(), &opening.token, &opening.session_id, state.now())
         .await
-        .map_err(|e| (ErrorCode::Internal, e.to_string()))?
+        .map_err(|e| {
+            // The driver's words stay in this node's log.
+            tracing::warn!(error = %e, "cannot check a linked viewer's token");
+            (
+                ErrorCode::RelayUnavailable,
+                "the node relaying this session cannot check the token now".to_owned(),
+            )
+        })?
         .map_err(|e| (e.code(), e.to_string()))?;
     let live = state
         .hub()
