@@ -230,52 +230,97 @@ fn longest_run(
 }
 
 /// Rectangles of `area` that the shift `(dx, dy)` explains exactly.
+/// Each with the number of pixels it fixes.
 fn copies_for(
     old: &Framebuffer,
     new: &Framebuffer,
     area: Rect,
     dx: i32,
     dy: i32,
-    out: &mut Vec<CopyRect>,
+    out: &mut Vec<(CopyRect, u64)>,
 ) {
-    let mut group: Option<(u32, u32, u32, u32)> = None; // x0, x1, y0, rows
+    let runs: Vec<Option<(u32, u32)>> = (area.y..area.y + area.height)
+        .map(|y| longest_run(old, new, area, y, dx, dy).filter(|(a, b)| b - a >= MIN_COPY_WIDTH))
+        .collect();
+    // Rows of text alternate between runs of the text's width and wider
+    // ones (blank rows): narrowing a group to what they share loses little.
+    // A window under rows of exposed background is the opposite: its rows
+    // must not be narrowed to those rows' runs. Both ways, the one that
+    // explains more wins.
+    let narrowing = group_runs(&runs, area.y, (dx, dy), false);
+    let splitting = group_runs(&runs, area.y, (dx, dy), true);
+    // Worth counting: the pixels a copy fixes (those that changed).
+    let worth = |v: Vec<CopyRect>| -> (u64, Vec<(CopyRect, u64)>) {
+        let v: Vec<(CopyRect, u64)> = v
+            .into_iter()
+            .map(|c| (c, changed_pixels(old, new, &c.dst)))
+            .collect();
+        (v.iter().map(|(_, n)| n).sum(), v)
+    };
+    if splitting == narrowing {
+        out.extend(worth(narrowing).1);
+        return;
+    }
+    let (a, narrowing) = worth(narrowing);
+    let (b, splitting) = worth(splitting);
+    out.extend(if b > a { splitting } else { narrowing });
+}
+
+/// Copies of consecutive rows whose runs (`runs[i]`: row `y0 + i`) line
+/// up. A group narrows to what its rows share while that keeps most of
+/// its width; with `split`, a row whose run starts or ends elsewhere (by
+/// more than a little) starts a group of its own instead.
+fn group_runs(
+    runs: &[Option<(u32, u32)>],
+    y0: u32,
+    (dx, dy): (i32, i32),
+    split: bool,
+) -> Vec<CopyRect> {
+    let mut out = Vec::new();
     let flush = |g: Option<(u32, u32, u32, u32)>, out: &mut Vec<CopyRect>| {
-        if let Some((x0, x1, y0, rows)) = g {
-            let dst = Rect::new(x0, y0, x1 - x0, rows);
+        if let Some((x0, x1, gy, rows)) = g {
+            let dst = Rect::new(x0, gy, x1 - x0, rows);
             if dst.width >= MIN_COPY_WIDTH
                 && dst.height >= MIN_COPY_HEIGHT
                 && dst.area() >= MIN_COPY_AREA
             {
                 out.push(CopyRect {
                     src_x: (i64::from(x0) + i64::from(dx)) as u32,
-                    src_y: (i64::from(y0) + i64::from(dy)) as u32,
+                    src_y: (i64::from(gy) + i64::from(dy)) as u32,
                     dst,
                 });
             }
         }
     };
-    for y in area.y..area.y + area.height {
-        let run = longest_run(old, new, area, y, dx, dy).filter(|(a, b)| b - a >= MIN_COPY_WIDTH);
-        group = match (group, run) {
+    // x0, x1, first row, rows
+    let mut group: Option<(u32, u32, u32, u32)> = None;
+    for (y, run) in (y0..).zip(runs) {
+        group = match (group, *run) {
             (None, None) => None,
             (None, Some((a, b))) => Some((a, b, y, 1)),
             (Some(g), None) => {
-                flush(Some(g), out);
+                flush(Some(g), &mut out);
                 None
             }
             (Some((gx0, gx1, gy, rows)), Some((a, b))) => {
                 let (ix0, ix1) = (gx0.max(a), gx1.min(b));
-                // Keep the group while the rows agree on most of its width.
-                if ix1 > ix0 && (ix1 - ix0) * 4 >= (gx1 - gx0) * 3 && ix1 - ix0 >= MIN_COPY_WIDTH {
+                let tol = MIN_COPY_WIDTH.max((gx1 - gx0) / 16);
+                let lined_up = !split || (gx0.abs_diff(a) <= tol && gx1.abs_diff(b) <= tol);
+                if lined_up
+                    && ix1 > ix0
+                    && (ix1 - ix0) * 4 >= (gx1 - gx0) * 3
+                    && ix1 - ix0 >= MIN_COPY_WIDTH
+                {
                     Some((ix0, ix1, gy, rows + 1))
                 } else {
-                    flush(Some((gx0, gx1, gy, rows)), out);
+                    flush(Some((gx0, gx1, gy, rows)), &mut out);
                     Some((a, b, y, 1))
                 }
             }
         };
     }
-    flush(group, out);
+    flush(group, &mut out);
+    out
 }
 
 /// Number of pixels of `r` where the two pictures differ in place.
@@ -302,43 +347,66 @@ pub(crate) fn find_copies(old: &Framebuffer, new: &Framebuffer, area: Rect) -> V
     }
     let mut votes = HashMap::new();
     let segments = vertical_votes(old, new, area, &mut votes);
-    // A shift most row segments agree on is a scroll: no need to look for
-    // moves.
+    // A shift most row segments (and rows) agree on is a scroll: no need
+    // to look for moves.
     let strong = votes
         .values()
-        .any(|&v| u64::from(v) * 4 >= u64::from(segments));
+        .any(|&v| u64::from(v) * 4 >= u64::from(segments.max(area.height)));
+    let mut moves = HashMap::new();
     if !strong {
-        segment_votes(old, new, area, &mut votes);
+        segment_votes(old, new, area, &mut moves);
     }
-    let mut ranked: Vec<((i32, i32), u32)> =
-        votes.into_iter().filter(|&(_, v)| v >= MIN_VOTES).collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let mut accepted: Vec<CopyRect> = Vec::new();
-    let mut covered = 0u64;
-    for ((dx, dy), _) in ranked.into_iter().take(MAX_CANDIDATES) {
-        // What the copies found explain already needs no other guess.
-        if covered * 10 >= area.area() * 9 {
+    // The best guesses of each kind in turn, so that rows repeated in a
+    // window's title bar cannot crowd out the window's move.
+    let rank = |votes: HashMap<(i32, i32), u32>| {
+        let mut ranked: Vec<((i32, i32), u32)> =
+            votes.into_iter().filter(|&(_, v)| v >= MIN_VOTES).collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        ranked.into_iter().map(|(shift, _)| shift)
+    };
+    let (mut vertical, mut moved) = (rank(votes), rank(moves));
+    let mut ranked: Vec<(i32, i32)> = Vec::new();
+    while ranked.len() < MAX_CANDIDATES {
+        let (v, m) = (vertical.next(), moved.next());
+        if v.is_none() && m.is_none() {
             break;
         }
+        for shift in [m, v].into_iter().flatten() {
+            if !ranked.contains(&shift) && ranked.len() < MAX_CANDIDATES {
+                ranked.push(shift);
+            }
+        }
+    }
+    // Each candidate's verified pieces, worth keeping: where pixels changed.
+    let mut tried: Vec<(u64, Vec<CopyRect>)> = Vec::new();
+    let mut total = None;
+    for (dx, dy) in ranked {
         let mut found = Vec::new();
         copies_for(old, new, area, dx, dy, &mut found);
+        // Only worth it where the copy replaces pixels that changed.
+        found.retain(|&(_, fixed)| fixed * 2 >= MIN_COPY_AREA);
         // Pieces of one shift are applied away from where they read: top
         // first when they read below, bottom first when they read above.
         if dy < 0 {
             found.reverse();
         }
-        for c in found {
-            if accepted.len() >= MAX_COPIES {
-                break;
-            }
-            if !may_follow(&accepted, &c) {
-                continue;
-            }
-            // Only worth it where the copy replaces pixels that changed.
-            if changed_pixels(old, new, &c.dst) * 2 < MIN_COPY_AREA {
-                continue;
-            }
-            covered += c.dst.area();
+        let explained: u64 = found.iter().map(|(_, fixed)| fixed).sum();
+        let found: Vec<CopyRect> = found.into_iter().map(|(c, _)| c).collect();
+        tried.push((explained, found));
+        // A guess that explains nearly every change needs no other.
+        if explained * 10 >= *total.get_or_insert_with(|| changed_pixels(old, new, &area)) * 9 {
+            break;
+        }
+    }
+    // The guesses that explain most go first: a wrong one that happens to
+    // fit a few rows must not shut out the true one.
+    tried.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut accepted: Vec<CopyRect> = Vec::new();
+    for c in tried.into_iter().flat_map(|(_, found)| found) {
+        if accepted.len() >= MAX_COPIES {
+            break;
+        }
+        if may_follow(&accepted, &c) {
             accepted.push(c);
         }
     }
