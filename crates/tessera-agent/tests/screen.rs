@@ -185,6 +185,91 @@ fn frames_match_the_display_pixel_for_pixel_and_follow_its_changes() {
     assert!(v.frames[sent..].iter().any(|f| f.keyframe));
 }
 
+/// `lines` lines of text-like glyphs, `width` pixels wide, 16 pixels a
+/// line, light dots on a dark background (row after row).
+fn text(width: u16, lines: u16, seed: u32) -> Vec<u32> {
+    let w = usize::from(width);
+    let mut px = vec![0x1D1F21; w * usize::from(lines) * 16];
+    let mut s = seed | 1;
+    for line in 0..usize::from(lines) {
+        for col in 0..w / 8 {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            for gy in 3..14 {
+                for gx in 1..7 {
+                    if (s >> ((gy * 7 + gx) % 31)) & 1 == 1 {
+                        px[(line * 16 + gy) * w + col * 8 + gx] = 0xC5C8C6;
+                    }
+                }
+            }
+        }
+    }
+    px
+}
+
+#[test]
+fn a_terminal_scrolled_with_copy_area_travels_as_copies_and_stays_pixel_exact() {
+    let x = Xvfb::start_with(800, 600).unwrap();
+    let client = XTestClient::open(x.display()).unwrap();
+    client.fill(0, 0, 800, 600, 0x2E3440).unwrap();
+    // A terminal of 30 lines, 560×480 at (40, 60), and a panel beside it.
+    let (tx, ty, tw, th) = (40i16, 60i16, 560u16, 480u16);
+    client.put_pixels(tx, ty, tw, &text(tw, 30, 1)).unwrap();
+    client.put_pixels(640, 60, 120, &text(120, 30, 2)).unwrap();
+    let (mut v, _) = Viewer::open(x.display(), 1);
+    v.configure();
+    v.until_picture(&client.screenshot().unwrap());
+    for (i, lines) in [1u16, 7, 3, 12, 2].into_iter().enumerate() {
+        let before = v.frames.len();
+        let by = lines * 16;
+        // As a terminal does: the text moves up, new lines are drawn below;
+        // here several lines at once, and a second scroll follows at once
+        // (so a capture may see both), while the panel's clock changes.
+        client
+            .copy_area(tx, ty + by as i16, tx, ty, tw, th - by)
+            .unwrap();
+        let fresh = text(tw, lines, 100 + i as u32);
+        client
+            .put_pixels(tx, ty + (th - by) as i16, tw, &fresh)
+            .unwrap();
+        client.copy_area(tx, ty + 16, tx, ty, tw, th - 16).unwrap();
+        client
+            .put_pixels(tx, ty + th as i16 - 16, tw, &text(tw, 1, 200 + i as u32))
+            .unwrap();
+        client
+            .fill(700, 20, 40, 10, 0x101010 * (i as u32 + 1))
+            .unwrap();
+        v.until_picture(&client.screenshot().unwrap());
+        let delta = &v.frames[before..];
+        assert!(delta.iter().all(|f| !f.keyframe));
+        // The moved text came as copies: they write most of the terminal,
+        // and the pixels sent are about the fresh lines, not the terminal.
+        let copied: u64 = delta
+            .iter()
+            .flat_map(|f| &f.copies)
+            .map(|c| {
+                c.dst
+                    .map_or(0, |d| u64::from(d.width) * u64::from(d.height))
+            })
+            .sum();
+        assert!(
+            copied >= u64::from(tw) * u64::from(th - by - 16) * 9 / 10,
+            "{lines} lines: copies wrote {copied} pixels: {:?}",
+            delta.iter().map(|f| &f.copies).collect::<Vec<_>>()
+        );
+        let sent: u64 = delta
+            .iter()
+            .flat_map(|f| &f.rects)
+            .map(|r| u64::from(r.width) * u64::from(r.height))
+            .sum();
+        assert!(
+            sent <= u64::from(tw) * u64::from(by + 16) * 2 + 4096,
+            "{lines} lines: {sent} pixels sent"
+        );
+    }
+}
+
 #[test]
 fn nothing_is_captured_before_configure_nor_while_nobody_watches() {
     let x = Xvfb::start_with(320, 200).unwrap();

@@ -10,7 +10,7 @@
 use crate::codec::{Codec, DecodeError, Decoder, EncodeError, EncodedFrame, Encoder, FramePart};
 use crate::framebuffer::Framebuffer;
 use crate::geom::{CopyRect, Rect, TILE};
-use crate::motion::{find_copies, MAX_COPIES};
+use crate::motion::{find_copies, may_follow, MAX_COPIES};
 use crate::parts::{MAX_RECTS_PER_PART, PART_DATA_BUDGET};
 
 /// Bytes per pixel in the payload: R, G, B.
@@ -97,12 +97,7 @@ impl Encoder for RawZstdEncoder {
                 }
                 for c in find_copies(model, picture, area) {
                     // Copies of different areas must not read what another wrote.
-                    let clash = copies.iter().any(|a| {
-                        !a.dst.intersect(&c.dst).is_empty()
-                            || !a.dst.intersect(&c.src()).is_empty()
-                            || !c.dst.intersect(&a.src()).is_empty()
-                    });
-                    if !clash && copies.len() < MAX_COPIES {
+                    if may_follow(&copies, &c) && copies.len() < MAX_COPIES {
                         copies.push(c);
                     }
                 }
