@@ -186,15 +186,14 @@ async fn write_loop(mut tx: ScreenSender, mut cmds: mpsc::UnboundedReceiver<Cmd>
 /// Watches this desktop's clipboard: what is copied here goes to the
 /// remote one. Without it (no X display to watch) the viewer runs on.
 fn start_clipboard(cmds: mpsc::UnboundedSender<Cmd>) -> Option<Arc<clipboard::LocalClipboard>> {
-    let copied = move |text: Result<String, usize>| {
-        match text {
+    let copied = move |text: Result<String, usize>| match text {
         Ok(text) => {
             let _ = cmds.send(Cmd::Clipboard(text));
         }
         Err(size) => note!(
-            "The text copied here ({size} bytes) is not sent to the remote clipboard: at most {MAX_CLIPBOARD_TEXT} bytes are shared."
+            "The text copied here ({size} bytes) is not sent to the remote clipboard: \
+             at most {MAX_CLIPBOARD_TEXT} bytes are shared."
         ),
-    }
     };
     match clipboard::LocalClipboard::start(copied) {
         Ok(c) => Some(Arc::new(c)),
