@@ -253,7 +253,13 @@ async fn the_client_asks_for_a_keyframe_when_a_frame_is_missing_and_view_only_se
     let mut enc = RawZstdEncoder::new();
     let mut picture = noise(w, h);
     send_frame(&mut dev, &session, &mut enc, &picture, 1, true).await;
-    let ScreenEvent::Format(f) = rx.next().await else {
+    // The device's monitors come first, then the format.
+    let mut event = rx.next().await;
+    if let ScreenEvent::Monitors(ms) = &event {
+        assert_eq!(ms.len(), 1);
+        event = rx.next().await;
+    }
+    let ScreenEvent::Format(f) = event else {
         panic!("the format first")
     };
     assert_eq!((f.width, f.height), (w, h));
