@@ -11,20 +11,20 @@ use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
 use tessera_core::api::SecretString;
 use tessera_proto::v1::{
-    screen, ChannelKind, ClipboardText, CursorShape, KeyInput, KeyframeRequest, PointerInput,
-    ReleaseInput, Screen, ScreenAck, ScreenConfigure, ScreenDecoders, ScreenFormat, ScreenFrame,
-    SpecialKeys,
+    screen, ChannelKind, ClipboardText, CursorShape, KeyInput, KeyframeRequest, Monitor,
+    PointerInput, ReleaseInput, Screen, ScreenAck, ScreenConfigure, ScreenDecoders, ScreenFormat,
+    ScreenFrame, SpecialKeys,
 };
-use tessera_proto::{Body, Envelope, MAX_VIEWER_FRAME};
+use tessera_proto::{Body, Envelope};
 use tessera_screen::{FrameAssembler, ReceivedFrame};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::viewer::{open_socket, read_body, Read, Ws};
 use crate::{ApiClient, ClientError};
 
-/// Clipboard text a viewer sends at most: what fits one viewer message
-/// with room for the envelope.
-pub const MAX_CLIPBOARD_BYTES: usize = MAX_VIEWER_FRAME - 1024;
+/// Clipboard text a viewer sends at most: the protocol's cap (the relay
+/// closes the socket of a viewer that sends more).
+pub const MAX_CLIPBOARD_BYTES: usize = tessera_proto::MAX_CLIPBOARD_TEXT;
 
 /// What joining told the viewer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +60,12 @@ pub enum ScreenEvent {
     Resync {
         code: &'static str,
     },
+    /// The device's monitors (on joining, and whenever they change); a
+    /// control viewer may ask for another with
+    /// [`ScreenSender::choose_monitor`] by its `index`.
+    Monitors(Vec<Monitor>),
     Cursor(CursorShape),
+    /// Text the remote display's clipboard now holds (control viewers only).
     Clipboard(String),
     /// Something to show in words (capture paused, encoder fell back).
     Notice {
@@ -196,7 +201,8 @@ impl ScreenSender {
             .await
     }
 
-    /// Asks for another monitor (control viewers only).
+    /// Asks for another monitor, by its `index` in [`ScreenEvent::Monitors`]
+    /// (control viewers only: a view-only viewer's request is not sent).
     pub async fn choose_monitor(&mut self, monitor: u32) -> Result<bool, ClientError> {
         self.send_input(screen::Body::Configure(ScreenConfigure {
             codec: String::new(),
@@ -285,6 +291,7 @@ impl ScreenReceiver {
                         Assembled::Incomplete | Assembled::Skipped => continue,
                         Assembled::Broken(code) => ScreenEvent::Resync { code },
                     },
+                    Some(screen::Body::Capabilities(c)) => ScreenEvent::Monitors(c.monitors),
                     Some(screen::Body::Cursor(c)) => ScreenEvent::Cursor(c),
                     Some(screen::Body::Clipboard(c)) => ScreenEvent::Clipboard(c.text),
                     Some(screen::Body::Notice(n)) => ScreenEvent::Notice {

@@ -31,6 +31,9 @@ pub const MIN_PROTOCOL_VERSION: u32 = 1;
 pub const MAX_DEVICE_FRAME: usize = 4 * 1024 * 1024;
 /// Largest WebSocket message a viewer may send.
 pub const MAX_VIEWER_FRAME: usize = 64 * 1024;
+/// Largest `ClipboardText.text`, in bytes, either way: the one cap the
+/// server enforces, the agent reads from its display and the viewer sends.
+pub const MAX_CLIPBOARD_TEXT: usize = 32 * 1024;
 
 /// Connection roles (in `Hello.role`).
 pub mod role {

@@ -208,7 +208,22 @@ impl HandViewer {
         let _ = self.ws.send(Message::Binary(bytes.into())).await;
     }
 
+    /// The next message, past the device's capabilities (the relay
+    /// forwards them to every viewer; `next_any` shows them).
     pub async fn next(&mut self) -> Next {
+        loop {
+            let got = self.next_any().await;
+            if !matches!(
+                &got,
+                Ok(b) if matches!(screen_body(b), Some(tessera_proto::v1::screen::Body::Capabilities(_)))
+            ) {
+                return got;
+            }
+        }
+    }
+
+    /// The next message, whatever it is.
+    pub async fn next_any(&mut self) -> Next {
         next_on(&mut self.ws, Duration::from_secs(10)).await
     }
 

@@ -25,9 +25,9 @@ use x11rb::protocol::xtest::ConnectionExt as _;
 use x11rb::rust_connection::RustConnection;
 use x11rb::wrapper::ConnectionExt as _;
 
-/// Largest clipboard text carried either way (a viewer's whole message must
-/// stay under the viewer plane's 64 KiB).
-pub(crate) const CLIPBOARD_CAP: usize = 60 * 1024;
+/// Largest clipboard text carried either way: the protocol's cap, which the
+/// server enforces (more from the device would close its connection).
+pub(crate) const CLIPBOARD_CAP: usize = tessera_proto::MAX_CLIPBOARD_TEXT;
 /// Largest pointer shape sent (CursorShape's own cap).
 const CURSOR_CAP: u16 = 256;
 

@@ -56,8 +56,8 @@ pub const MAX_BYTES_BEHIND: usize = 24 << 20;
 /// The most one frame may carry across its parts (a 4K frame, raw, is
 /// 33 MiB before compression).
 pub const MAX_FRAME_BYTES: usize = 64 << 20;
-/// Text clipboard, each way.
-pub const MAX_CLIPBOARD: usize = 32 << 10;
+/// Text clipboard, each way (the protocol's one cap).
+pub const MAX_CLIPBOARD: usize = tessera_proto::MAX_CLIPBOARD_TEXT;
 /// Largest coordinate or dimension accepted (X11's own limit is 32767).
 pub const MAX_COORD: u32 = 32767;
 /// Largest cursor image (RGBA).

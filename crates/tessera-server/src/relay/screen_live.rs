@@ -32,7 +32,9 @@ pub(super) struct ScreenState {
     /// The codec and monitor the device was last told.
     configured: Option<(&'static str, u32)>,
     requested_monitor: Option<u32>,
-    /// The newest format and cursor, for viewers who join later.
+    /// The newest capabilities (the monitors a control viewer may choose
+    /// from), format and cursor, for viewers who join later.
+    caps_msg: Option<Bytes>,
     format: Option<Bytes>,
     cursor: Option<Bytes>,
     /// The codec of the stream now (from the device's format), for metrics.
@@ -186,6 +188,9 @@ impl LiveSession {
             .get_mut(&viewer_id)
             .and_then(|v| v.screen.as_mut())
         {
+            if let Some(c) = &inner.screen.caps_msg {
+                vs.lane.push(c.clone(), false);
+            }
             if let Some(f) = inner
                 .screen
                 .format
@@ -218,6 +223,15 @@ impl LiveSession {
         let mut inner = self.lock();
         match verdict {
             FromDevice::Capabilities => {
+                // Every viewer is told the monitors (a control viewer may
+                // ask for another; the window shows which of how many).
+                let bytes = self.encoded(body.clone());
+                for v in inner.viewers.values() {
+                    if let Some(vs) = &v.screen {
+                        vs.lane.push(bytes.clone(), false);
+                    }
+                }
+                inner.screen.caps_msg = Some(bytes);
                 if let ScreenBody::Capabilities(c) = body {
                     inner.screen.caps = Some(c);
                 }
@@ -487,16 +501,28 @@ mod tests {
         assert!(out.configured.is_none());
         s.screen_from_device(Some(format_of("h264"))).unwrap();
         s.screen_from_device(Some(frame(1, true))).unwrap();
-        assert_eq!(drain(&lane_a).await.len(), 2, "format and keyframe");
+        let got = drain(&lane_a).await;
+        assert!(
+            matches!(
+                &got[..],
+                [
+                    ScreenBody::Capabilities(_),
+                    ScreenBody::Format(_),
+                    ScreenBody::Frame(_)
+                ]
+            ),
+            "capabilities, format and keyframe: {got:?}"
+        );
 
         // b joins and has not said what it decodes: nothing of the h264
         // stream reaches it.
         let b = s.join("u2", "l2", Access::ViewOnly).unwrap();
         let lane_b = b.lane.clone().unwrap();
         s.screen_from_device(Some(frame(2, false))).unwrap();
+        let got = drain(&lane_b).await;
         assert!(
-            drain(&lane_b).await.is_empty(),
-            "nothing of the h264 stream"
+            matches!(&got[..], [ScreenBody::Capabilities(_)]),
+            "the monitors, and nothing of the h264 stream: {got:?}"
         );
         // b declares raw only: the device is told raw-zstd, and the raw
         // stream reaches both.
@@ -540,7 +566,7 @@ mod tests {
         s.screen_from_device(Some(frame(4, true))).unwrap();
         let got = drain(&lane_b).await;
         assert!(
-            matches!(&got[..], [ScreenBody::Format(f), ScreenBody::Frame(k)] if f.codec == "h264" && k.number == 4),
+            matches!(&got[..], [ScreenBody::Capabilities(_), ScreenBody::Format(f), ScreenBody::Frame(k)] if f.codec == "h264" && k.number == 4),
             "{got:?}"
         );
         drop((a.queue, b.queue));
@@ -603,8 +629,11 @@ mod tests {
         s.screen_from_device(Some(format)).unwrap();
         let fast_lane = fast.lane.clone().unwrap();
         let slow_lane = slow.lane.clone().unwrap();
-        let _ = fast_lane.next().await;
-        let _ = slow_lane.next().await;
+        // Each lane holds the capabilities and the format.
+        for lane in [&fast_lane, &slow_lane] {
+            let _ = lane.next().await;
+            let _ = lane.next().await;
+        }
         let mut asked = 0;
         for n in 1..=10 {
             let out = s.screen_from_device(Some(frame(n, n == 1))).unwrap();
@@ -682,5 +711,50 @@ mod tests {
             Some(Body::Screen(Screen { body: Some(ScreenBody::ReleaseInput(r)), .. })) if r.viewer == viewer_number(a.viewer_id)
         ));
         let _: Option<ToViewer> = None;
+    }
+
+    #[tokio::test]
+    async fn every_viewer_is_told_the_monitors_on_joining_and_when_they_change() {
+        let s = session(CodecPolicy::Raw);
+        let monitors = |n: u32| {
+            ScreenBody::Capabilities(ScreenCapabilities {
+                codecs: vec![RAW_ZSTD.into()],
+                monitors: (0..n)
+                    .map(|index| tessera_proto::v1::Monitor {
+                        index,
+                        width: 8,
+                        height: 8,
+                        ..Default::default()
+                    })
+                    .collect(),
+            })
+        };
+        let a = s.join("u1", "l1", Access::Control).unwrap();
+        let lane_a = a.lane.clone().unwrap();
+        s.screen_from_device(Some(monitors(2))).unwrap();
+        let got = drain(&lane_a).await;
+        assert!(
+            matches!(&got[..], [ScreenBody::Capabilities(c)] if c.monitors.len() == 2),
+            "{got:?}"
+        );
+        s.screen_from_device(Some(format_of(RAW_ZSTD))).unwrap();
+        // A later viewer gets them before the format, and a change reaches both.
+        let b = s.join("u2", "l2", Access::ViewOnly).unwrap();
+        let lane_b = b.lane.clone().unwrap();
+        let got = drain(&lane_b).await;
+        assert!(
+            matches!(&got[..], [ScreenBody::Capabilities(c), ScreenBody::Format(_)] if c.monitors.len() == 2),
+            "{got:?}"
+        );
+        drain(&lane_a).await;
+        s.screen_from_device(Some(monitors(3))).unwrap();
+        for lane in [&lane_a, &lane_b] {
+            let got = drain(lane).await;
+            assert!(
+                matches!(&got[..], [ScreenBody::Capabilities(c)] if c.monitors.len() == 3),
+                "{got:?}"
+            );
+        }
+        drop((a.queue, b.queue));
     }
 }

@@ -5,7 +5,8 @@
 //! the host key, which is never sent: tapped alone it captures the keyboard
 //! (system combinations such as Alt+Tab and Super go to the remote screen)
 //! or gives it back; held with Delete or F1–F12 it sends Ctrl+Alt+Delete or
-//! Ctrl+Alt+F1–F12 as a `SpecialKeys` request.
+//! Ctrl+Alt+F1–F12 as a `SpecialKeys` request, and with M it shows the
+//! device's next monitor.
 
 use std::collections::BTreeSet;
 
@@ -74,6 +75,8 @@ pub(crate) enum KeyAction {
     ToggleCapture,
     /// Host key + Delete / F1–F12.
     Special(String),
+    /// Host key + M: the device's next monitor.
+    NextMonitor,
     Nothing,
 }
 
@@ -120,6 +123,9 @@ impl Keyboard {
             self.host_chord = true;
             if let Some(combo) = special_for(usage) {
                 return KeyAction::Special(combo);
+            }
+            if keys::by_usage(usage).is_some_and(|k| k.name == "m") {
+                return KeyAction::NextMonitor;
             }
         }
         if usage == 0 && keysym == 0 {
@@ -224,6 +230,11 @@ mod tests {
             k.key(usage("f2"), 0, true),
             KeyAction::Special("ctrl_alt_f2".into())
         );
+        // Host + M: the next monitor, and M itself is not sent.
+        k.key(host, 0, true);
+        assert_eq!(k.key(usage("m"), 0x6d, true), KeyAction::NextMonitor);
+        assert_eq!(k.key(usage("m"), 0x6d, false), KeyAction::Nothing);
+        assert_eq!(k.key(host, 0, false), KeyAction::Nothing);
         k.key(host, 0, true);
         assert!(matches!(k.key(usage("a"), 0x61, true), KeyAction::Send(_)));
         assert_eq!(k.key(host, 0, false), KeyAction::Nothing);

@@ -2,8 +2,10 @@
 //! `tessera connect` does (`crate::join`), then either shows the remote
 //! screen in a window (`window`) or writes one picture and leaves
 //! (`--snapshot`, `snapshot`). The network side is `tessera_client::screen`;
-//! the picture and its decoder are `stream`; the key mapping is `keys`.
+//! the picture and its decoder are `stream`; the key mapping is `keys`; the
+//! local clipboard is `clipboard`.
 
+mod clipboard;
 mod cursor;
 mod grab;
 mod keys;
@@ -20,6 +22,7 @@ use anyhow::Context;
 use clap::Args;
 use tessera_client::screen::{self, ScreenEvent, ScreenReceiver, ScreenSender};
 use tessera_proto::v1::{KeyInput, PointerInput};
+use tessera_proto::MAX_CLIPBOARD_TEXT;
 use tokio::sync::mpsc;
 
 use crate::join;
@@ -41,9 +44,20 @@ pub(crate) struct ViewArgs {
     wait: Duration,
     /// The key that captures the keyboard (so Alt+Tab, Super and the like
     /// go to the remote screen) and gives it back; held with Delete or
-    /// F1–F12 it sends Ctrl+Alt+Delete or Ctrl+Alt+F1–F12.
+    /// F1–F12 it sends Ctrl+Alt+Delete or Ctrl+Alt+F1–F12, and with M it
+    /// shows the device's next monitor.
     #[arg(long, value_enum, default_value = "right-ctrl")]
     host_key: HostKey,
+    /// Show the device's Nth monitor (from 1, in the order its agent lists
+    /// them; the window's title names the one shown). Needs control
+    /// access: the device shows one monitor to every viewer of the session.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=16))]
+    monitor: Option<u32>,
+    /// Do not share the clipboard. Otherwise, with control access, text
+    /// copied on this desktop goes to the remote display's clipboard and
+    /// text copied there comes here (at most 32 KiB; never with --snapshot).
+    #[arg(long)]
+    no_clipboard: bool,
     /// Directory holding the login (default: the user's config dir).
     #[arg(long, env = "TESSERA_CONFIG_DIR")]
     config_dir: Option<PathBuf>,
@@ -58,6 +72,9 @@ pub(crate) enum Cmd {
     Pointer(PointerInput),
     Special(String),
     Release,
+    /// Show the monitor with this index.
+    Monitor(u32),
+    Clipboard(String),
     Close,
 }
 
@@ -76,8 +93,11 @@ pub(crate) async fn run(args: ViewArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("cannot join the session")?;
     if let Some(path) = &args.snapshot {
-        snapshot::run(tx, rx, path, args.wait).await?;
+        snapshot::run(tx, rx, path, args.wait, args.monitor).await?;
         return Ok(ExitCode::SUCCESS);
+    }
+    if args.monitor.is_some() && !joined.may_control() {
+        note!("View only: --monitor cannot choose the monitor; showing the one the session shows.");
     }
     note!(
         "Connected to {} ({}).",
@@ -88,11 +108,25 @@ pub(crate) async fn run(args: ViewArgs) -> anyhow::Result<ExitCode> {
             "view only: your keys and pointer stay here"
         }
     );
-    let shared = Arc::new(Mutex::new(Shared::default()));
+    let shared = Arc::new(Mutex::new(Shared {
+        want_monitor: args.monitor.filter(|_| joined.may_control()),
+        ..Shared::default()
+    }));
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let writer = tokio::spawn(write_loop(tx, cmd_rx));
+    let local_clipboard = if clipboard::shares_clipboard(joined.may_control(), args.no_clipboard) {
+        start_clipboard(cmd_tx.clone())
+    } else {
+        None
+    };
     let (proxy_tx, proxy_rx) = tokio::sync::oneshot::channel();
-    let reader = tokio::spawn(read_loop(rx, Arc::clone(&shared), cmd_tx.clone(), proxy_rx));
+    let reader = tokio::spawn(read_loop(
+        rx,
+        Arc::clone(&shared),
+        cmd_tx.clone(),
+        proxy_rx,
+        local_clipboard.clone(),
+    ));
     let opts = window::Options {
         control: joined.may_control(),
         device: joined.device_name,
@@ -109,7 +143,9 @@ pub(crate) async fn run(args: ViewArgs) -> anyhow::Result<ExitCode> {
     .context("the viewer's window stopped")?;
     let _ = cmd_tx.send(Cmd::Close);
     reader.abort();
+    let _ = reader.await;
     let _ = writer.await;
+    drop(local_clipboard);
     shown?;
     let ended = lock(&shared).ended.clone();
     match ended {
@@ -131,6 +167,13 @@ async fn write_loop(mut tx: ScreenSender, mut cmds: mpsc::UnboundedReceiver<Cmd>
             Cmd::Pointer(p) => tx.pointer(p).await.map(drop),
             Cmd::Special(c) => tx.special_keys(&c).await.map(drop),
             Cmd::Release => tx.release_input().await.map(drop),
+            Cmd::Monitor(m) => tx.choose_monitor(m).await.map(drop),
+            // Over the cap it is refused before sending (and the caller
+            // checked already): not a reason to stop.
+            Cmd::Clipboard(text) => match tx.clipboard(&text).await {
+                Err(tessera_client::ClientError::Api { .. }) => Ok(()),
+                other => other.map(drop),
+            },
             Cmd::Close => break,
         };
         if sent.is_err() {
@@ -140,12 +183,34 @@ async fn write_loop(mut tx: ScreenSender, mut cmds: mpsc::UnboundedReceiver<Cmd>
     tx.close().await;
 }
 
+/// Watches this desktop's clipboard: what is copied here goes to the
+/// remote one. Without it (no X display to watch) the viewer runs on.
+fn start_clipboard(cmds: mpsc::UnboundedSender<Cmd>) -> Option<Arc<clipboard::LocalClipboard>> {
+    let copied = move |text: Result<String, usize>| match text {
+        Ok(text) => {
+            let _ = cmds.send(Cmd::Clipboard(text));
+        }
+        Err(size) => note!(
+            "The text copied here ({size} bytes) is not sent to the remote clipboard: \
+             at most {MAX_CLIPBOARD_TEXT} bytes are shared."
+        ),
+    };
+    match clipboard::LocalClipboard::start(copied) {
+        Ok(c) => Some(Arc::new(c)),
+        Err(e) => {
+            note!("The clipboard is not shared: {e:#}");
+            None
+        }
+    }
+}
+
 /// Applies what the relay sends to the shared picture and wakes the window.
 async fn read_loop(
     mut rx: ScreenReceiver,
     shared: Arc<Mutex<Shared>>,
     cmds: mpsc::UnboundedSender<Cmd>,
     proxy: tokio::sync::oneshot::Receiver<winit::event_loop::EventLoopProxy<Wake>>,
+    local_clipboard: Option<Arc<clipboard::LocalClipboard>>,
 ) {
     let Ok(proxy) = proxy.await else {
         return;
@@ -191,7 +256,29 @@ async fn read_loop(
                 }
             }
             ScreenEvent::Cursor(c) => s.cursor = Some(c),
-            ScreenEvent::Clipboard(_) => continue,
+            ScreenEvent::Monitors(monitors) => {
+                if let Some(n) = s.want_monitor.take() {
+                    match stream::nth_monitor(&monitors, n) {
+                        Some(index) => {
+                            let _ = cmds.send(Cmd::Monitor(index));
+                        }
+                        None => note!(
+                            "The device has {} monitor(s): there is no monitor {n} to show (monitor_unknown).",
+                            monitors.len()
+                        ),
+                    }
+                }
+                s.monitors = monitors;
+            }
+            ScreenEvent::Clipboard(text) => {
+                drop(s);
+                if let Some(c) = &local_clipboard {
+                    if let Err(e) = c.offer(text) {
+                        tracing::debug!(error = %e, "could not take the local clipboard");
+                    }
+                }
+                continue;
+            }
         }
         let done = s.ended.is_some();
         drop(s);

@@ -10,17 +10,19 @@ use tessera_client::screen::{ScreenEvent, ScreenReceiver, ScreenSender};
 use tessera_screen::Framebuffer;
 
 use super::now_us;
-use super::stream::Stream;
+use super::stream::{self, Stream};
 use crate::output::note;
 
-/// Waits at most `wait` for a picture and writes it to `path`.
+/// Waits at most `wait` for a picture (of the `monitor`th monitor, from
+/// 1, if given) and writes it to `path`.
 pub(crate) async fn run(
     mut tx: ScreenSender,
     mut rx: ScreenReceiver,
     path: &Path,
     wait: Duration,
+    monitor: Option<u32>,
 ) -> anyhow::Result<()> {
-    let picture = tokio::time::timeout(wait, first_picture(&mut tx, &mut rx))
+    let picture = tokio::time::timeout(wait, first_picture(&mut tx, &mut rx, monitor))
         .await
         .map_err(|_| {
             anyhow!(
@@ -38,13 +40,38 @@ pub(crate) async fn run(
 async fn first_picture(
     tx: &mut ScreenSender,
     rx: &mut ScreenReceiver,
+    monitor: Option<u32>,
 ) -> anyhow::Result<Framebuffer> {
     let mut stream = Stream::default();
+    // With --monitor: its index once the monitors are known; until the
+    // stream shows it, nothing is drawn.
+    let mut want: Option<u32> = None;
     loop {
         match rx.next().await {
-            ScreenEvent::Format(f) => stream
-                .format(&f)
-                .map_err(|e| anyhow!("{e} ({})", e.code()))?,
+            ScreenEvent::Monitors(ms) => {
+                let Some(n) = monitor else { continue };
+                let index = stream::nth_monitor(&ms, n).ok_or_else(|| {
+                    anyhow!(
+                        "the device has {} monitor(s): there is no monitor {n} (monitor_unknown)",
+                        ms.len()
+                    )
+                })?;
+                if !tx.choose_monitor(index).await? {
+                    bail!("view only: --monitor cannot choose the monitor (control access needed)");
+                }
+                want = Some(index);
+            }
+            ScreenEvent::Format(f) => {
+                if monitor.is_some() && want != Some(f.monitor) {
+                    stream = Stream::default();
+                    continue;
+                }
+                stream
+                    .format(&f)
+                    .map_err(|e| anyhow!("{e} ({})", e.code()))?
+            }
+            // Not the monitor asked for: acknowledged, not drawn.
+            ScreenEvent::Frame(f) if stream.codec().is_none() => tx.ack(f.number).await?,
             ScreenEvent::Frame(f) => match stream.frame(&f, now_us()) {
                 Ok(()) => {
                     tx.ack(f.number).await?;

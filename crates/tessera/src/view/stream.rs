@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use tessera_proto::v1::ScreenFormat;
+use tessera_proto::v1::{Monitor, ScreenFormat};
 use tessera_screen::{
     Codec, DecodeError, Decoder, Framebuffer, H264Decoder, RawZstdDecoder, ReceivedFrame,
 };
@@ -88,6 +88,41 @@ impl Stream {
     pub(crate) fn codec(&self) -> Option<Codec> {
         self.codec
     }
+
+    /// The index of the monitor the stream shows (from its format).
+    pub(crate) fn monitor(&self) -> Option<u32> {
+        self.codec.map(|_| self.monitor)
+    }
+}
+
+/// The index of the monitor after `current` in the device's list (the
+/// first after the last); `None` when there is no other to show.
+pub(crate) fn next_monitor(monitors: &[Monitor], current: Option<u32>) -> Option<u32> {
+    if monitors.len() < 2 {
+        return None;
+    }
+    let at = current.and_then(|c| monitors.iter().position(|m| m.index == c));
+    let next = at.map_or(0, |i| (i + 1) % monitors.len());
+    monitors.get(next).map(|m| m.index)
+}
+
+/// The index of the `n`th monitor (from 1) in the device's list.
+pub(crate) fn nth_monitor(monitors: &[Monitor], n: u32) -> Option<u32> {
+    let i = usize::try_from(n).ok()?.checked_sub(1)?;
+    monitors.get(i).map(|m| m.index)
+}
+
+/// Which monitor the title names: (its place from 1, how many, its name),
+/// when the device has more than one.
+pub(crate) fn monitor_shown(
+    monitors: &[Monitor],
+    current: Option<u32>,
+) -> Option<(usize, usize, &str)> {
+    if monitors.len() < 2 {
+        return None;
+    }
+    let at = monitors.iter().position(|m| Some(m.index) == current)?;
+    Some((at + 1, monitors.len(), monitors[at].name.as_str()))
 }
 
 fn decoder_for(codec: Codec) -> Result<Box<dyn Decoder>, StreamError> {
@@ -140,6 +175,8 @@ pub(crate) struct TitleFacts<'a> {
     pub(crate) size: Option<(u32, u32)>,
     pub(crate) fps: usize,
     pub(crate) latency_ms: Option<f64>,
+    /// The monitor shown, when the device has several: place, count, name.
+    pub(crate) monitor: Option<(usize, usize, &'a str)>,
     pub(crate) control: bool,
     pub(crate) captured: bool,
     pub(crate) host_key: &'a str,
@@ -157,6 +194,15 @@ pub(crate) fn title(t: &TitleFacts<'_>) -> String {
     }
     if let Some(ms) = t.latency_ms {
         s.push_str(&format!(" — {ms:.0} ms"));
+    }
+    if let Some((n, of, name)) = t.monitor {
+        s.push_str(&format!(" — monitor {n}/{of}"));
+        if !name.is_empty() {
+            s.push_str(&format!(" {name}"));
+        }
+        if t.control {
+            s.push_str(&format!(" ({}+M: next)", t.host_key));
+        }
     }
     if !t.control {
         s.push_str(" — view only");
@@ -266,6 +312,45 @@ mod tests {
         assert_eq!(e.code(), "no_keyframe_yet");
     }
 
+    fn monitors(list: &[(u32, &str)]) -> Vec<Monitor> {
+        list.iter()
+            .map(|&(index, name)| Monitor {
+                index,
+                name: name.into(),
+                ..Monitor::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_next_monitor_cycles_through_the_devices_list() {
+        let ms = monitors(&[(0, "a"), (2, "b"), (5, "c")]);
+        assert_eq!(next_monitor(&ms, Some(0)), Some(2));
+        assert_eq!(next_monitor(&ms, Some(2)), Some(5));
+        assert_eq!(
+            next_monitor(&ms, Some(5)),
+            Some(0),
+            "after the last, the first"
+        );
+        assert_eq!(next_monitor(&ms, None), Some(0));
+        assert_eq!(
+            next_monitor(&ms, Some(9)),
+            Some(0),
+            "an unknown one: the first"
+        );
+        assert_eq!(
+            next_monitor(&ms[..1], Some(0)),
+            None,
+            "one monitor: nothing to cycle"
+        );
+        assert_eq!(nth_monitor(&ms, 2), Some(2));
+        assert_eq!(nth_monitor(&ms, 0), None);
+        assert_eq!(nth_monitor(&ms, 4), None);
+        assert_eq!(monitor_shown(&ms, Some(5)), Some((3, 3, "c")));
+        assert_eq!(monitor_shown(&ms[..1], Some(0)), None, "one: not shown");
+        assert_eq!(monitor_shown(&ms, None), None);
+    }
+
     #[test]
     fn fps_counts_the_last_second() {
         let mut st = Stats::default();
@@ -284,6 +369,7 @@ mod tests {
             size: Some((1280, 800)),
             fps: 30,
             latency_ms: Some(4.2),
+            monitor: None,
             control: true,
             captured: true,
             host_key: "Right Ctrl",
@@ -293,8 +379,14 @@ mod tests {
             title(&t),
             "kiosk — raw-zstd 1280×800 — 30 fps — 4 ms — keyboard captured (Right Ctrl gives it back)"
         );
+        let ms = monitors(&[(0, "left"), (1, "right")]);
+        t.monitor = monitor_shown(&ms, Some(1));
+        assert_eq!(
+            title(&t),
+            "kiosk — raw-zstd 1280×800 — 30 fps — 4 ms — monitor 2/2 right (Right Ctrl+M: next) — keyboard captured (Right Ctrl gives it back)"
+        );
         t.control = false;
-        assert!(title(&t).ends_with("— view only"));
+        assert!(title(&t).ends_with("— monitor 2/2 right — view only"));
         t.ended = Some("ended by an operator");
         assert_eq!(title(&t), "kiosk — ended: ended by an operator");
     }

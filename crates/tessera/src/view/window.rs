@@ -44,6 +44,10 @@ pub(crate) struct Shared {
     pub(crate) notice: Option<String>,
     /// The remote pointer's newest shape, until the window takes it.
     pub(crate) cursor: Option<tessera_proto::v1::CursorShape>,
+    /// The device's monitors, as its agent listed them.
+    pub(crate) monitors: Vec<tessera_proto::v1::Monitor>,
+    /// `--monitor N`, until the monitors are known.
+    pub(crate) want_monitor: Option<u32>,
 }
 
 pub(crate) fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -226,6 +230,7 @@ impl App {
                 size: pic.map(|p| (p.width(), p.height())),
                 fps: s.stream.stats.fps(now),
                 latency_ms: s.stream.stats.latency_ms(),
+                monitor: stream::monitor_shown(&s.monitors, s.stream.monitor()),
                 control: self.opts.control,
                 captured: self.grab.is_some(),
                 host_key: self.opts.host_key.label(),
@@ -289,6 +294,15 @@ impl App {
         match self.keyboard.key(usage, keysym, down) {
             KeyAction::Send(k) if self.opts.control => self.send(Cmd::Key(k)),
             KeyAction::Special(combo) if self.opts.control => self.send(Cmd::Special(combo)),
+            KeyAction::NextMonitor if self.opts.control => {
+                let next = {
+                    let s = lock(&self.shared);
+                    stream::next_monitor(&s.monitors, s.stream.monitor())
+                };
+                if let Some(m) = next {
+                    self.send(Cmd::Monitor(m));
+                }
+            }
             KeyAction::ToggleCapture => self.toggle_capture(),
             _ => {}
         }

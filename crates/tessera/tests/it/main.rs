@@ -38,6 +38,7 @@ mod schema;
 mod screen;
 mod screen_h264;
 mod screen_view;
+mod screen_view_desktop;
 mod secrets;
 mod sessions;
 mod shell_lifetime;

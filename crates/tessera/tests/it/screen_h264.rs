@@ -146,7 +146,7 @@ impl Watcher {
                     return f;
                 }
                 ScreenEvent::Notice { code, .. } => self.notices.push(code),
-                ScreenEvent::Cursor(_) | ScreenEvent::Clipboard(_) => {}
+                ScreenEvent::Cursor(_) | ScreenEvent::Clipboard(_) | ScreenEvent::Monitors(_) => {}
                 other => panic!("unexpected {other:?}"),
             }
         }

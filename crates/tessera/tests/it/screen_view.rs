@@ -34,7 +34,7 @@ use tessera_testkit::{
 const RAW: &str = "raw-zstd";
 
 /// The pixels of a PNG file as `0x00RRGGBB`, with its size.
-fn png_pixels(path: &Path) -> (u32, u32, Vec<u32>) {
+pub(crate) fn png_pixels(path: &Path) -> (u32, u32, Vec<u32>) {
     let file = std::fs::File::open(path).expect("the snapshot exists");
     let mut reader = png::Decoder::new(std::io::BufReader::new(file))
         .read_info()
@@ -50,7 +50,7 @@ fn png_pixels(path: &Path) -> (u32, u32, Vec<u32>) {
 }
 
 /// `tessera ctl sessions create DEVICE --channel screen [--view-only]`: the id.
-async fn create_screen_session(dir: &Path, device: &str, view_only: bool) -> String {
+pub(crate) async fn create_screen_session(dir: &Path, device: &str, view_only: bool) -> String {
     let mut args = vec![
         "sessions",
         "create",
@@ -221,7 +221,7 @@ async fn a_snapshot_of_a_shell_session_or_an_unknown_one_fails_with_a_reason() {
 }
 
 /// Joins `session` as a screen viewer through the client library.
-async fn join(
+pub(crate) async fn join(
     client: &ApiClient,
     session: &str,
 ) -> (
@@ -253,7 +253,13 @@ async fn the_client_asks_for_a_keyframe_when_a_frame_is_missing_and_view_only_se
     let mut enc = RawZstdEncoder::new();
     let mut picture = noise(w, h);
     send_frame(&mut dev, &session, &mut enc, &picture, 1, true).await;
-    let ScreenEvent::Format(f) = rx.next().await else {
+    // The device's monitors come first, then the format.
+    let mut event = rx.next().await;
+    if let ScreenEvent::Monitors(ms) = &event {
+        assert_eq!(ms.len(), 1);
+        event = rx.next().await;
+    }
+    let ScreenEvent::Format(f) = event else {
         panic!("the format first")
     };
     assert_eq!((f.width, f.height), (w, h));
@@ -318,7 +324,7 @@ async fn the_client_asks_for_a_keyframe_when_a_frame_is_missing_and_view_only_se
 
 /// An Xvfb display, or `None` (with a message) when Xvfb is not installed
 /// and this is not CI.
-fn xvfb_or_skip(test: &str) -> Option<Xvfb> {
+pub(crate) fn xvfb_or_skip(test: &str) -> Option<Xvfb> {
     let installed = std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join("Xvfb").is_file()));
     if !installed {
@@ -461,7 +467,7 @@ async fn under_xvfb_the_viewer_sees_the_display_exactly_and_control_keys_reach_i
 /// through XTEST, with the pointer at (`x`, `y`), after giving the keyboard
 /// focus to the display's one top-level window (what a window manager
 /// would do; there is none here).
-fn x_type(display: &str, keycode: u8, x: i16, y: i16) {
+pub(crate) fn x_type(display: &str, keycode: u8, x: i16, y: i16) {
     use x11rb::connection::Connection;
     use x11rb::protocol::xproto;
     use x11rb::protocol::xproto::ConnectionExt as _;
@@ -556,8 +562,8 @@ async fn under_xvfb_the_window_draws_acks_sends_keys_and_says_why_the_session_en
 /// What a test viewer has seen of a screen: the formats, and the picture
 /// the frames drew.
 #[derive(Default)]
-struct Seen {
-    formats: Vec<ScreenFormat>,
+pub(crate) struct Seen {
+    pub(crate) formats: Vec<ScreenFormat>,
     picture: Option<Framebuffer>,
     decoder: tessera_screen::RawZstdDecoder,
 }
@@ -566,7 +572,7 @@ impl Seen {
     /// Reads `rx` until a frame is drawn (and acknowledged); whether it was
     /// a keyframe. A new format first makes the picture a blank one of its
     /// size. Fails after 20 s.
-    async fn next_drawn(
+    pub(crate) async fn next_drawn(
         &mut self,
         tx: &mut client_screen::ScreenSender,
         rx: &mut client_screen::ScreenReceiver,
@@ -598,7 +604,7 @@ impl Seen {
         }
     }
 
-    fn shows(&self, want: &[u32]) -> bool {
+    pub(crate) fn shows(&self, want: &[u32]) -> bool {
         self.picture.as_ref().is_some_and(|p| p.pixels() == want)
     }
 }
