@@ -667,9 +667,8 @@ async fn three_nodes_behind_one_address_survive_the_loss_of_the_devices_node() {
 async fn closed(rx: &mut tessera_client::viewer::ViewerReceiver) -> ViewerEvent {
     tokio::time::timeout(ARRIVES, async {
         loop {
-            match rx.next().await {
-                e @ (ViewerEvent::Closed { .. } | ViewerEvent::Ended { .. }) => return e,
-                _ => {}
+            if let e @ (ViewerEvent::Closed { .. } | ViewerEvent::Ended { .. }) = rx.next().await {
+                return e;
             }
         }
     })
