@@ -357,10 +357,12 @@ pub async fn set_relay_node(db: &Db, id: &str, node: &str) -> StoreResult<()> {
 }
 
 /// The node relaying an active session, while that node's lease is live.
+/// Not an automatic session's hub: nothing relays those to viewers.
 pub async fn relay_node(db: &Db, id: &str, now: Timestamp) -> StoreResult<Option<String>> {
     let node = sqlx::query_scalar(
         "SELECT n.id FROM sessions s JOIN nodes n ON n.id = s.node_id \
-         WHERE s.id = $1 AND s.state = 'active' AND n.lease_until > $2",
+         WHERE s.id = $1 AND s.state = 'active' AND s.origin <> 'automatic' \
+         AND n.lease_until > $2",
     )
     .bind(id)
     .bind(now.as_millis())

@@ -587,6 +587,18 @@ async fn the_creators_node_killed_ends_the_session_for_members_elsewhere_with_no
     // Node B in this process; node A, which the creator connects to and
     // which routes the session, a real process killed below.
     let nb = TestServer::start_with(node_options(None, None)).await;
+    // B's test clock keeps pace with the real one: A, on the real clock,
+    // reads the lease B renews by it.
+    let ticking = {
+        let clock = nb.clock.clone();
+        tokio::spawn(async move {
+            let step = Duration::from_millis(200);
+            loop {
+                tokio::time::sleep(step).await;
+                clock.advance(step);
+            }
+        })
+    };
     let nats = nats_url();
     let mut na = ServerProcess::spawn(
         &nb.database_url,
@@ -646,5 +658,6 @@ async fn the_creators_node_killed_ends_the_session_for_members_elsewhere_with_no
         admin_b.session(&id).await
     );
     drop(session);
+    ticking.abort();
     nb.stop().await;
 }
