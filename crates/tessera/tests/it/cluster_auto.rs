@@ -86,6 +86,19 @@ fn routed(s: &TestServer, session: &str) -> Arc<Mutex<usize>> {
     seen
 }
 
+/// Moves `s`'s test clock along with the real one, so that a node on the
+/// real clock (a child process) reads `s`'s lease as live.
+fn keep_pace(s: &TestServer) -> tokio::task::JoinHandle<()> {
+    let clock = s.clock.clone();
+    tokio::spawn(async move {
+        let step = Duration::from_millis(200);
+        loop {
+            tokio::time::sleep(step).await;
+            clock.advance(step);
+        }
+    })
+}
+
 async fn logged(p: &AgentProcess, text: &str) -> bool {
     eventually(ARRIVES, || {
         let has = p.log().contains(text);
@@ -343,6 +356,9 @@ async fn without_nats_a_member_on_another_node_is_relay_unavailable_and_one_node
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_whose_node_is_killed_leaves_with_node_lost_and_the_rest_goes_on() {
     let na = TestServer::start_with(node_options(None, None)).await;
+    // Node B, on the real clock, reads the lease A (the session's hub)
+    // renews by its test clock.
+    let ticking = keep_pace(&na);
     // Node B is a child process on A's database, so it can be killed.
     let nats = nats_url();
     let mut nb = ServerProcess::spawn(
@@ -428,6 +444,7 @@ async fn a_member_whose_node_is_killed_leaves_with_node_lost_and_the_rest_goes_o
         "{left:?}"
     );
     session.end().await;
+    ticking.abort();
     na.stop().await;
 }
 
@@ -587,18 +604,8 @@ async fn the_creators_node_killed_ends_the_session_for_members_elsewhere_with_no
     // Node B in this process; node A, which the creator connects to and
     // which routes the session, a real process killed below.
     let nb = TestServer::start_with(node_options(None, None)).await;
-    // B's test clock keeps pace with the real one: A, on the real clock,
-    // reads the lease B renews by it.
-    let ticking = {
-        let clock = nb.clock.clone();
-        tokio::spawn(async move {
-            let step = Duration::from_millis(200);
-            loop {
-                tokio::time::sleep(step).await;
-                clock.advance(step);
-            }
-        })
-    };
+    // A, on the real clock, reads the lease B renews by its test clock.
+    let ticking = keep_pace(&nb);
     let nats = nats_url();
     let mut na = ServerProcess::spawn(
         &nb.database_url,
