@@ -55,6 +55,11 @@ pub mod close {
     pub const HEARTBEAT_TIMEOUT: u16 = 4008;
     /// A newer connection of the same device replaced this one.
     pub const REPLACED: u16 = 4009;
+    /// The server is stopping (RFC 6455 "going away"): devices and viewers
+    /// reconnect, through the load balancer to another node if there is one.
+    pub const GOING_AWAY: u16 = 1001;
+    /// The reason text sent with [`GOING_AWAY`].
+    pub const SHUTTING_DOWN: &str = "server_shutting_down";
 }
 
 impl std::fmt::Debug for v1::SessionKeyGrant {

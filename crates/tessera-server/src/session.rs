@@ -377,7 +377,8 @@ impl<'a> Sessions<'a> {
         // Relayed by a node that is gone (never one this node relays: its
         // own lease may lapse while the database is away). First: that is
         // why its device went too.
-        for id in store::sessions::active_on_lost_nodes(self.db, now).await? {
+        let me = self.cluster.node_id();
+        for id in store::sessions::active_on_lost_nodes(self.db, me, now).await? {
             if self.hub.get(&id).is_none() {
                 self.end(
                     &id,

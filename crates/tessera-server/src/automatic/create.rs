@@ -223,6 +223,7 @@ pub async fn create(
             },
         )
         .await?;
+        store::sessions::set_routing_node(w, &session_id, state.cluster().node_id()).await?;
         store::trust::insert_member(w, &session_id, &creator.device_id, 0, "creator").await?;
         let actor = Actor::Device(creator.device_id.clone());
         w.audit(

@@ -31,6 +31,9 @@ pub async fn standing_changed(state: &AppState) {
 pub async fn recheck(state: &AppState) -> Result<(), StoreError> {
     let r = Routing::of(state);
     super::remote::forget_lost_hubs(&r, state.now()).await?;
+    if r.cluster.nats().is_some() && !r.cluster.nats_connected() {
+        super::remote::cut_off(&r).await;
+    }
     let live: Vec<(String, String, Scope, Vec<String>)> = r
         .auto
         .lock()

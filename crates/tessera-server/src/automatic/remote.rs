@@ -531,6 +531,49 @@ pub(super) async fn forget_lost_hubs(r: &Routing<'_>, now: Timestamp) -> Result<
     Ok(())
 }
 
+/// While this node cannot reach NATS, no session crosses it: members
+/// here of sessions routed elsewhere are told they left, and members
+/// elsewhere of sessions routed here leave (the others are told), all with
+/// `relay_unavailable` — what the first message that fails to cross says,
+/// said within a heartbeat even when nobody sends. Once NATS is back, new
+/// sessions cross again.
+pub(super) async fn cut_off(r: &Routing<'_>) {
+    let reason = ErrorCode::RelayUnavailable.as_str();
+    for hub in r.auto.hubs_away() {
+        for (session, members) in r.auto.lost_hub(&hub) {
+            for (device, conn) in members {
+                let left = Body::MemberLeft(MemberLeft {
+                    session_id: session.clone(),
+                    device_id: device,
+                    reason: reason.to_owned(),
+                });
+                deliver_here(r, conn, left, Queue::Notices).await;
+            }
+        }
+    }
+    // The sessions routed here, with the other nodes their members are on.
+    let elsewhere: Vec<(String, Vec<String>)> = r
+        .auto
+        .lock()
+        .iter()
+        .map(|(id, s)| {
+            let mut nodes: Vec<String> = s
+                .members
+                .values()
+                .filter_map(|m| m.conn.node.clone())
+                .collect();
+            nodes.sort_unstable();
+            nodes.dedup();
+            (id.clone(), nodes)
+        })
+        .filter(|(_, nodes)| !nodes.is_empty())
+        .collect();
+    for (session, nodes) in elsewhere {
+        let lost = nodes.into_iter().map(|n| (n, reason)).collect();
+        super::lose(r, &session, lost).await;
+    }
+}
+
 /// Answers the other nodes' requests on this node's subject until shutdown.
 /// Each request is handled in its own task, so one member's full queue
 /// holds up only its own sender.

@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tessera_core::ErrorCode;
 use tokio::sync::{mpsc, Notify};
@@ -55,6 +55,9 @@ pub const PART: usize = 512 * 1024;
 pub const WINDOW: u64 = 4 << 20;
 /// The viewer node acknowledges once this much is written, or on its tick.
 const ACK_EVERY: u64 = 256 * 1024;
+/// The viewer node flushes the viewer's socket when NATS holds nothing more
+/// for the link, or after this much.
+const FLUSH_EVERY: u64 = 1 << 20;
 /// How often each side says it is still there.
 pub const KEEPALIVE: Duration = Duration::from_secs(1);
 /// Quiet this long, a link is gone.
@@ -376,6 +379,8 @@ async fn accept(
                 live,
                 opening.ip,
                 opening.keep,
+                // The viewer's node closes it when that node stops.
+                tokio_util::sync::CancellationToken::new(),
             )
             .await;
             drop(gauge);
@@ -657,6 +662,34 @@ pub async fn open(
     }
 }
 
+/// What a frame from the session node means for the viewer's socket.
+#[derive(Debug, PartialEq)]
+enum Down {
+    /// Nothing to write yet (a part, a keepalive, an ack); `n` body bytes taken.
+    Nothing(u64),
+    /// A whole message to write, completed by `n` body bytes.
+    Deliver(Message, u64),
+    /// A gap or garbage: the link cannot go on.
+    Broken,
+}
+
+fn take_down(payload: Bytes, assembler: &mut Assembler) -> Down {
+    let (seq, kind, body) = match Frame::decode(payload) {
+        Ok(Frame::Data { seq, kind, body }) => (seq, kind, body),
+        Ok(_) => return Down::Nothing(0),
+        Err(_) => return Down::Broken,
+    };
+    let n = body.len() as u64;
+    match assembler.push(seq, kind, body) {
+        Ok(Some(m)) => Down::Deliver(m, n),
+        Ok(None) => Down::Nothing(n),
+        Err(e) => {
+            tracing::warn!(error = %e, "a viewer link lost data");
+            Down::Broken
+        }
+    }
+}
+
 /// How a pumped link ended, when the viewer must be told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Lost {
@@ -664,6 +697,8 @@ enum Lost {
     Node,
     /// NATS (or the session node) stopped answering.
     Relay,
+    /// This (the viewer's) node is stopping.
+    Stopping,
 }
 
 /// Carries a linked viewer's WebSocket to and from the session node until
@@ -692,26 +727,40 @@ pub async fn pump(ws: WebSocket, state: AppState, remote: Remote, session_id: St
     let lost = loop {
         tokio::select! {
             msg = down.next() => {
-                let Some(msg) = msg else { break Some(Lost::Relay) };
-                heard = tokio::time::Instant::now();
-                let (seq, kind, body) = match Frame::decode(msg.payload) {
-                    Ok(Frame::Data { seq, kind, body }) => (seq, kind, body),
-                    Ok(_) => continue,
-                    Err(_) => break Some(Lost::Relay),
-                };
-                let n = body.len() as u64;
-                let m = match assembler.push(seq, kind, body) {
-                    Ok(Some(m)) => m,
-                    Ok(None) => { written += n; continue; }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "a viewer link lost data");
-                        break Some(Lost::Relay);
+                // Everything NATS already holds for this link is written
+                // to the viewer's socket, then flushed once: one flush per
+                // burst rather than per message.
+                let mut msg = msg;
+                let mut batch = 0u64;
+                let end = loop {
+                    let Some(m) = msg else { break Some(Some(Lost::Relay)) };
+                    heard = tokio::time::Instant::now();
+                    match take_down(m.payload, &mut assembler) {
+                        Down::Nothing(n) => written += n,
+                        Down::Broken => break Some(Some(Lost::Relay)),
+                        Down::Deliver(m, n) => {
+                            let closing = matches!(m, Message::Close(_));
+                            let fed = tokio::time::timeout(viewer::SEND_STALL, sink.feed(m)).await;
+                            written += n;
+                            batch += n;
+                            if closing || !matches!(fed, Ok(Ok(()))) {
+                                break Some(None);
+                            }
+                        }
+                    }
+                    if batch >= FLUSH_EVERY {
+                        break None;
+                    }
+                    match down.next().now_or_never() {
+                        Some(next) => msg = next,
+                        None => break None,
                     }
                 };
-                let closing = matches!(m, Message::Close(_));
-                let sent = tokio::time::timeout(viewer::SEND_STALL, sink.send(m)).await;
-                written += n;
-                if closing || !matches!(sent, Ok(Ok(()))) {
+                let flushed = tokio::time::timeout(viewer::SEND_STALL, sink.flush()).await;
+                if let Some(end) = end {
+                    break end;
+                }
+                if !matches!(flushed, Ok(Ok(()))) {
                     break None;
                 }
                 if written - acked >= ACK_EVERY {
@@ -735,6 +784,7 @@ pub async fn pump(ws: WebSocket, state: AppState, remote: Remote, session_id: St
                 }
             }
             Some(why) = lost_rx.recv() => break Some(why),
+            () = state.shutdown_token().cancelled() => break Some(Lost::Stopping),
             _ = tick.tick() => {
                 if heard.elapsed() > SILENCE {
                     break Some(if state.cluster().nats_connected() { Lost::Node } else { Lost::Relay });
@@ -751,7 +801,7 @@ pub async fn pump(ws: WebSocket, state: AppState, remote: Remote, session_id: St
     match lost {
         Some(Lost::Node) => state.metrics().link_lost("node_lost"),
         Some(Lost::Relay) => state.metrics().link_lost("relay_unavailable"),
-        None => {}
+        Some(Lost::Stopping) | None => {}
     }
     match lost {
         Some(Lost::Node) => {
@@ -774,6 +824,16 @@ pub async fn pump(ws: WebSocket, state: AppState, remote: Remote, session_id: St
                 .send(Message::Close(Some(CloseFrame {
                     code: close::RELAY_UNAVAILABLE,
                     reason: "relay_unavailable".into(),
+                })))
+                .await;
+        }
+        Some(Lost::Stopping) => {
+            // The viewer's answering Close goes on to the session's node
+            // (below), which lets its side of the viewer go at once.
+            let _ = sink
+                .send(Message::Close(Some(CloseFrame {
+                    code: close::GOING_AWAY,
+                    reason: close::SHUTTING_DOWN.into(),
                 })))
                 .await;
         }
@@ -915,6 +975,33 @@ mod tests {
         );
         assert_eq!(Frame::decode(Frame::Ack(9).encode()), Ok(Frame::Ack(9)));
         assert_eq!(Frame::decode(Frame::Alive.encode()), Ok(Frame::Alive));
+    }
+
+    #[test]
+    fn the_viewer_node_writes_whole_messages_and_counts_every_byte() {
+        let mut seq = 0;
+        let mut frames = frames_of(Message::Binary(Bytes::from(vec![1u8; PART + 3])), &mut seq)
+            .into_iter()
+            .map(|f| f.encode());
+        let mut a = Assembler::default();
+        let first = take_down(frames.next().unwrap(), &mut a);
+        assert_eq!(first, Down::Nothing(PART as u64));
+        assert_eq!(take_down(Frame::Alive.encode(), &mut a), Down::Nothing(0));
+        match take_down(frames.next().unwrap(), &mut a) {
+            Down::Deliver(Message::Binary(b), 3) => assert_eq!(b.len(), PART + 3),
+            other => panic!("{other:?}"),
+        }
+        // A frame skipped (seq 2 never came): the link is broken.
+        let late = Frame::Data {
+            seq: 3,
+            kind: BINARY,
+            body: Bytes::new(),
+        };
+        assert_eq!(take_down(late.encode(), &mut a), Down::Broken);
+        assert_eq!(
+            take_down(Bytes::from_static(b"Z"), &mut Assembler::default()),
+            Down::Broken
+        );
     }
 
     #[test]

@@ -128,7 +128,14 @@ async fn apply(state: &AppState, order: Order) {
             device_id,
             code,
             reason,
-        } => Sessions::of(state).finish(&device_id, &session_id, code, &reason),
+        } => {
+            Sessions::of(state).finish(&device_id, &session_id, code, &reason);
+            // An automatic session routed here (its creator is connected to
+            // this node) stops now and its members are told, rather than
+            // at this node's next session sweep.
+            let routing = crate::automatic::Routing::of(state);
+            crate::automatic::stop(&routing, &session_id, code.as_str(), &reason).await;
+        }
         Order::UserChanged {
             user_id,
             role,

@@ -386,7 +386,7 @@ impl Session {
                     );
                 }
                 () = shutdown.cancelled() => {
-                    return Farewell::close(1001, "server_shutting_down");
+                    return Farewell::close(close::GOING_AWAY, close::SHUTTING_DOWN);
                 }
             }
         }

@@ -88,7 +88,15 @@ pub async fn upgrade(
     configure(ws).on_upgrade(move |socket| async move {
         let span = tracing::info_span!("viewer", session = %claims.sid, user = %claims.sub);
         tracing::Instrument::instrument(
-            viewer::serve(viewer::local(socket), state, claims, live, ip.0, q.keep),
+            viewer::serve(
+                viewer::local(socket),
+                state.clone(),
+                claims,
+                live,
+                ip.0,
+                q.keep,
+                state.shutdown_token().clone(),
+            ),
             span,
         )
         .await;

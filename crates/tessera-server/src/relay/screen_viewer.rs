@@ -38,6 +38,8 @@ pub(super) struct ScreenViewer<'a> {
     pub(super) lane: Arc<Lane>,
     pub(super) kick: CancellationToken,
     pub(super) kicked_because: &'a std::sync::Mutex<Option<Kick>>,
+    /// Cancelled when the node holding the viewer's socket stops.
+    pub(super) stopping: CancellationToken,
 }
 
 impl ScreenViewer<'_> {
@@ -76,6 +78,10 @@ impl ScreenViewer<'_> {
                 },
                 () = self.kick.cancelled() => {
                     notify_kicked(sink, &live.id, self.kicked_because).await;
+                    return;
+                }
+                () = self.stopping.cancelled() => {
+                    close_with(sink, close::GOING_AWAY, close::SHUTTING_DOWN).await;
                     return;
                 }
                 incoming = stream.next() => {

@@ -24,6 +24,7 @@ use crate::control::connection::{is_too_big, linger};
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::AppState;
 use tessera_core::kinds::SessionChannel;
+use tokio_util::sync::CancellationToken;
 
 /// Input events a control viewer may send per second.
 pub const INPUT_PER_SECOND: u32 = 200;
@@ -53,6 +54,10 @@ pub mod close {
     /// (NATS down, or that node stopped answering): the session may
     /// still be live; reconnecting may reach it again.
     pub const RELAY_UNAVAILABLE: u16 = 4015;
+    /// This node is stopping (drained): reconnecting through the load
+    /// balancer reaches the session from a live node. The code and text
+    /// are the device plane's.
+    pub use tessera_proto::close::{GOING_AWAY, SHUTTING_DOWN};
 }
 
 /// A send that does not complete in this long means the viewer stopped
@@ -198,7 +203,10 @@ fn left_event(claims: &ViewerClaims, ip: IpAddr) -> AuditEvent {
     .detail("access", claims.access.clone())
 }
 
-/// Serves an admitted viewer until it leaves or is dropped.
+/// Serves an admitted viewer until it leaves or is dropped. `stopping` is
+/// cancelled when the node holding the viewer's own socket stops: the
+/// viewer is then closed with 1001 `server_shutting_down` (for a viewer
+/// linked from another node, that node says so itself).
 pub async fn serve(
     socket: ViewerSocket,
     state: AppState,
@@ -206,6 +214,7 @@ pub async fn serve(
     live: Arc<LiveSession>,
     ip: IpAddr,
     keep: bool,
+    stopping: CancellationToken,
 ) {
     // The token says what the operator may do; the session may allow less.
     let access =
@@ -286,6 +295,7 @@ pub async fn serve(
                 lane,
                 kick,
                 kicked_because: &kicked_because,
+                stopping,
             };
             viewer
                 .run(&mut sink, &mut stream, &mut queue, &mut tally)
@@ -352,6 +362,10 @@ pub async fn serve(
             },
             () = kick.cancelled() => {
                 notify_kicked(&mut sink, &live.id, &kicked_because).await;
+                break;
+            }
+            () = stopping.cancelled() => {
+                close_with(&mut sink, close::GOING_AWAY, close::SHUTTING_DOWN).await;
                 break;
             }
             incoming = stream.next() => match incoming {

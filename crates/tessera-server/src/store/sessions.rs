@@ -334,6 +334,18 @@ pub async fn active_with_device_gone(db: &Db, cutoff: Timestamp) -> StoreResult<
     Ok(ids)
 }
 
+/// Records, in the transaction creating it, that `node` routes an
+/// automatic session (the node its creator is connected to): if that node
+/// is lost, the others' sweeps end it `node_lost`.
+pub async fn set_routing_node(tx: &mut Tx, id: &str, node: &str) -> StoreResult<()> {
+    sqlx::query("UPDATE sessions SET node_id = $1 WHERE id = $2")
+        .bind(node)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Records that `node` relays the session from now on.
 pub async fn set_relay_node(db: &Db, id: &str, node: &str) -> StoreResult<()> {
     sqlx::query("UPDATE sessions SET node_id = $1 WHERE id = $2")
@@ -345,10 +357,12 @@ pub async fn set_relay_node(db: &Db, id: &str, node: &str) -> StoreResult<()> {
 }
 
 /// The node relaying an active session, while that node's lease is live.
+/// Not an automatic session's hub: nothing relays those to viewers.
 pub async fn relay_node(db: &Db, id: &str, now: Timestamp) -> StoreResult<Option<String>> {
     let node = sqlx::query_scalar(
         "SELECT n.id FROM sessions s JOIN nodes n ON n.id = s.node_id \
-         WHERE s.id = $1 AND s.state = 'active' AND n.lease_until > $2",
+         WHERE s.id = $1 AND s.state = 'active' AND s.origin <> 'automatic' \
+         AND n.lease_until > $2",
     )
     .bind(id)
     .bind(now.as_millis())
@@ -357,15 +371,17 @@ pub async fn relay_node(db: &Db, id: &str, now: Timestamp) -> StoreResult<Option
     Ok(node)
 }
 
-/// Active sessions relayed by a node whose lease lapsed (or was given up):
-/// nothing relays them any more.
-pub async fn active_on_lost_nodes(db: &Db, now: Timestamp) -> StoreResult<Vec<String>> {
+/// Active sessions relayed (or, automatic ones, routed) by a node other
+/// than `me` whose lease lapsed (or was given up): nothing relays them any
+/// more. Never `me`'s own: its lease may lapse while the database is away.
+pub async fn active_on_lost_nodes(db: &Db, me: &str, now: Timestamp) -> StoreResult<Vec<String>> {
     let ids = sqlx::query_scalar(
         "SELECT s.id FROM sessions s LEFT JOIN nodes n ON n.id = s.node_id \
-         WHERE s.state = 'active' AND s.node_id IS NOT NULL \
+         WHERE s.state = 'active' AND s.node_id IS NOT NULL AND s.node_id <> $2 \
          AND (n.id IS NULL OR n.lease_until <= $1)",
     )
     .bind(now.as_millis())
+    .bind(me)
     .fetch_all(db.pool())
     .await?;
     Ok(ids)

@@ -29,11 +29,21 @@ const HEARTBEAT: Duration = Duration::from_millis(1000);
 const ARRIVES: Duration = Duration::from_secs(15);
 
 fn node_options(database_url: Option<String>, nats_url: Option<String>) -> Options {
+    node_options_beating(database_url, nats_url, HEARTBEAT)
+}
+
+/// [`node_options`] with another heartbeat (a long one shows that what
+/// arrives within seconds is no sweep's doing).
+fn node_options_beating(
+    database_url: Option<String>,
+    nats_url: Option<String>,
+    heartbeat: Duration,
+) -> Options {
     Options {
         database_url,
         nats: nats_url.is_none(),
         configure: Some(Box::new(move |c| {
-            c.heartbeat_interval = HEARTBEAT;
+            c.heartbeat_interval = heartbeat;
             c.pairing_interval = Duration::from_secs(1);
             if let Some(url) = nats_url {
                 c.nats = Some(tessera_server::config::NatsConfig {
@@ -74,6 +84,19 @@ fn routed(s: &TestServer, session: &str) -> Arc<Mutex<usize>> {
         }
     })));
     seen
+}
+
+/// Moves `s`'s test clock along with the real one, so that a node on the
+/// real clock (a child process) reads `s`'s lease as live.
+fn keep_pace(s: &TestServer) -> tokio::task::JoinHandle<()> {
+    let clock = s.clock.clone();
+    tokio::spawn(async move {
+        let step = Duration::from_millis(200);
+        loop {
+            tokio::time::sleep(step).await;
+            clock.advance(step);
+        }
+    })
 }
 
 async fn logged(p: &AgentProcess, text: &str) -> bool {
@@ -333,6 +356,9 @@ async fn without_nats_a_member_on_another_node_is_relay_unavailable_and_one_node
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_whose_node_is_killed_leaves_with_node_lost_and_the_rest_goes_on() {
     let na = TestServer::start_with(node_options(None, None)).await;
+    // Node B, on the real clock, reads the lease A (the session's hub)
+    // renews by its test clock.
+    let ticking = keep_pace(&na);
     // Node B is a child process on A's database, so it can be killed.
     let nats = nats_url();
     let mut nb = ServerProcess::spawn(
@@ -418,5 +444,227 @@ async fn a_member_whose_node_is_killed_leaves_with_node_lost_and_the_rest_goes_o
         "{left:?}"
     );
     session.end().await;
+    ticking.abort();
     na.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_ending_it_through_another_node_stops_it_everywhere_at_once() {
+    // A minute's heartbeat: no sweep runs while the test waits, so only
+    // the order can explain what arrives within seconds.
+    let beat = Duration::from_secs(60);
+    let na = TestServer::start_with(node_options_beating(None, None, beat)).await;
+    let nb = TestServer::start_with(node_options_beating(
+        Some(na.database_url.clone()),
+        None,
+        beat,
+    ))
+    .await;
+    let admin_a = na.admin().await;
+    let admin_b = nb.login("admin", &na.admin_password.clone().unwrap()).await;
+    let creator = TestDevice::enroll(&na, &admin_a, "creator").await;
+    let b = TestDevice::enroll(&nb, &admin_b, "bravo").await;
+    befriend(&creator, &b).await;
+    let agent_b = AgentProcess::start(&nb, &b).await;
+    let mut session = create(&creator, &[&b.device_id], Scope::Files, false).await;
+    assert_eq!(
+        session.joined(),
+        vec![b.device_id.clone()],
+        "{:?}",
+        session.outcomes
+    );
+    let id = session.session_id.clone();
+    assert!(na.state.auto().is_routing(&id));
+    session.send_text("before-the-end").await.unwrap();
+    assert!(
+        logged(&agent_b, "before-the-end").await,
+        "{}",
+        agent_b.log()
+    );
+
+    // Ended through node B, which does not route it.
+    admin_b.end_session(&id).await.unwrap();
+    let code = event(&mut session, |e| match e {
+        Event::Ended { code, .. } => Some(code),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code.as_deref(), Some("ended_by_operator"));
+    assert!(
+        eventually(ARRIVES, || async { !na.state.auto().is_routing(&id) }).await,
+        "node A stopped routing it"
+    );
+    assert!(
+        logged(&agent_b, "automatic session ended").await,
+        "{}",
+        agent_b.log()
+    );
+    assert!(
+        agent_b.log().contains("ended_by_operator"),
+        "{}",
+        agent_b.log()
+    );
+    assert!(
+        eventually(ARRIVES, || async { !nb.state.auto().is_joined_away(&id) }).await,
+        "node B forgot it"
+    );
+    nb.stop().await;
+    na.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_stopping_mid_session_is_told_on_both_nodes_and_sessions_cross_again_once_back() {
+    let mut nats = tessera_testkit::PrivateNats::start().await;
+    let na = TestServer::start_with(node_options(None, Some(nats.url()))).await;
+    let nb = TestServer::start_with(node_options(
+        Some(na.database_url.clone()),
+        Some(nats.url()),
+    ))
+    .await;
+    let admin_a = na.admin().await;
+    let admin_b = nb.login("admin", &na.admin_password.clone().unwrap()).await;
+    let creator = TestDevice::enroll(&na, &admin_a, "creator").await;
+    let b = TestDevice::enroll(&nb, &admin_b, "bravo").await;
+    let d = TestDevice::enroll(&na, &admin_a, "delta").await;
+    befriend(&creator, &b).await;
+    befriend(&creator, &d).await;
+    let agent_b = AgentProcess::start(&nb, &b).await;
+    let agent_d = AgentProcess::start(&na, &d).await;
+    let mut session = create(&creator, &[&b.device_id, &d.device_id], Scope::Files, false).await;
+    assert_eq!(session.joined().len(), 2, "{:?}", session.outcomes);
+    let id = session.session_id.clone();
+    session.send_text("before-the-outage").await.unwrap();
+    assert!(
+        logged(&agent_b, "before-the-outage").await,
+        "{}",
+        agent_b.log()
+    );
+    assert!(logged(&agent_d, "before-the-outage").await);
+    assert!(nb.state.auto().is_joined_away(&id));
+
+    nats.stop().await;
+    // Nobody sends: within a heartbeat each node finds NATS gone. The
+    // creator is told B left, and B's agent that it was removed, both
+    // with the reason.
+    let why = event(&mut session, |e| match e {
+        Event::Left { member, reason } if member == b.device_id => Some(reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(why.as_deref(), Some("relay_unavailable"));
+    assert!(
+        logged(&agent_b, "removed from an automatic session").await,
+        "{}",
+        agent_b.log()
+    );
+    assert!(
+        agent_b.log().contains("relay_unavailable"),
+        "{}",
+        agent_b.log()
+    );
+    assert!(!nb.state.auto().is_joined_away(&id));
+    // The member on the creator's node stays.
+    session.send_text("delta-still-hears-this").await.unwrap();
+    assert!(
+        logged(&agent_d, "delta-still-hears-this").await,
+        "{}",
+        agent_d.log()
+    );
+
+    // NATS comes back: a new session crosses the nodes again.
+    nats.resume().await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            na.state.cluster().nats_connected() && nb.state.cluster().nats_connected()
+        })
+        .await,
+        "both nodes reconnect to NATS"
+    );
+    let mut again = create(&creator, &[&b.device_id], Scope::Files, false).await;
+    assert_eq!(
+        again.joined(),
+        vec![b.device_id.clone()],
+        "{:?}",
+        again.outcomes
+    );
+    again.send_text("after-the-outage").await.unwrap();
+    assert!(
+        logged(&agent_b, "after-the-outage").await,
+        "{}",
+        agent_b.log()
+    );
+    again.end().await;
+    session.end().await;
+    nb.stop().await;
+    na.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_creators_node_killed_ends_the_session_for_members_elsewhere_with_node_lost() {
+    // Node B in this process; node A, which the creator connects to and
+    // which routes the session, a real process killed below.
+    let nb = TestServer::start_with(node_options(None, None)).await;
+    // A, on the real clock, reads the lease B renews by its test clock.
+    let ticking = keep_pace(&nb);
+    let nats = nats_url();
+    let mut na = ServerProcess::spawn(
+        &nb.database_url,
+        "warn",
+        &["--nats-url", &nats, "--heartbeat-interval", "1s"],
+    )
+    .await;
+    let admin_b = nb.admin().await;
+    let creator = TestDevice::enroll(&nb, &admin_b, "creator").await;
+    let b = TestDevice::enroll(&nb, &admin_b, "bravo").await;
+    befriend(&creator, &b).await;
+    let agent_b = AgentProcess::start(&nb, &b).await;
+    let mut enrollment = creator.state.enrollment().unwrap();
+    enrollment.server = na.url.clone();
+    creator
+        .state
+        .save_enrollment(&enrollment, &creator.key)
+        .unwrap();
+    let mut session = create(&creator, &[&b.device_id], Scope::Files, false).await;
+    assert_eq!(
+        session.joined(),
+        vec![b.device_id.clone()],
+        "{:?}",
+        session.outcomes
+    );
+    let id = session.session_id.clone();
+    assert!(nb.state.auto().is_joined_away(&id), "routed by node A");
+    session.send_text("before-the-kill").await.unwrap();
+    assert!(
+        logged(&agent_b, "before-the-kill").await,
+        "{}",
+        agent_b.log()
+    );
+
+    na.kill().await;
+    // Node B's clock passes A's lease (three of its 1 s heartbeats); B's
+    // session sweep finds the session's hub gone and tells its member.
+    nb.clock.advance(Duration::from_secs(10));
+    assert!(
+        logged(&agent_b, "automatic session ended").await,
+        "{}",
+        agent_b.log()
+    );
+    assert!(agent_b.log().contains("node_lost"), "{}", agent_b.log());
+    assert!(!nb.state.auto().is_joined_away(&id));
+    // Its row ends too: no session is left listed as live that nothing
+    // routes.
+    assert!(
+        eventually(ARRIVES, || async {
+            admin_b
+                .session(&id)
+                .await
+                .is_ok_and(|s| s.end_code.as_deref() == Some("node_lost"))
+        })
+        .await,
+        "{:?}",
+        admin_b.session(&id).await
+    );
+    drop(session);
+    ticking.abort();
+    nb.stop().await;
 }

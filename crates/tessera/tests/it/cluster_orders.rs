@@ -339,3 +339,69 @@ async fn a_rate_limit_spread_over_two_nodes_refuses_at_the_single_node_budget() 
     b.stop().await;
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_start_for_a_killed_node_whose_lease_is_still_live_fails_fast() {
+    // Node B in this process; node A a real process, killed below. A's
+    // heartbeat is a minute: its lease (three heartbeats) outlives the test.
+    let db = tessera_testkit::TestDb::new().await;
+    let b = TestServer::start_with(Options {
+        database_url: Some(db.url.clone()),
+        nats: true,
+        ..fast_heartbeat(HEARTBEAT_MS)
+    })
+    .await;
+    let nats = tessera_testkit::nats_url();
+    let mut a = tessera_testkit::ServerProcess::spawn(
+        &db.url,
+        "warn",
+        &["--nats-url", &nats, "--heartbeat-interval", "60s"],
+    )
+    .await;
+    let pw = b.admin_password.clone().unwrap();
+    let admin_b = b.login("admin", &pw).await;
+    let device = TestDevice::enroll(&b, &admin_b, "on-a").await;
+    let id = device.device_id.clone();
+    let mut enrollment = device.state.enrollment().unwrap();
+    enrollment.server = a.url.clone();
+    device
+        .state
+        .save_enrollment(&enrollment, &device.key)
+        .unwrap();
+    let agent = tessera_testkit::AgentProcess::spawn_with_args(&device, &[]);
+    assert!(
+        eventually(AT_ONCE, || async {
+            admin_b.device(&id).await.is_ok_and(|d| d.online)
+        })
+        .await,
+        "online through node A; agent log: {}",
+        agent.log()
+    );
+    assert!(!b.state.registry().is_connected(&id));
+
+    a.kill().await;
+    // A's lease is live for minutes yet: B still believes A holds the
+    // device, and asks it. Nobody listens on A's subjects any more, so
+    // NATS answers "no responders" at once.
+    assert!(admin_b.device(&id).await.unwrap().online);
+    let started = tokio::time::Instant::now();
+    let e = admin_b
+        .create_session(&tessera_core::api::CreateSessionRequest {
+            device: id.clone(),
+            access: None,
+            channel: None,
+        })
+        .await
+        .expect_err("refused");
+    let took = started.elapsed();
+    assert_eq!(e.code(), Some("relay_unavailable"), "{e}");
+    // Far less than the request timeout, let alone a heartbeat.
+    assert!(took < tessera_server::cluster::REQUEST_TIMEOUT, "{took:?}");
+    // Nothing is left live: the session it had recorded ended node_lost.
+    let sessions = admin_b.sessions(true).await.unwrap();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0].end_code.as_deref(), Some("node_lost"));
+    assert!(b.state.hub().all().is_empty());
+    drop(agent);
+    b.stop().await;
+}

@@ -662,3 +662,62 @@ async fn three_nodes_behind_one_address_survive_the_loss_of_the_devices_node() {
     tx.input(b"echo after-the-loss-$((2*21))\n").await.unwrap();
     read_until(&mut rx, "after-the-loss-42", ARRIVES).await;
 }
+
+/// The next `Closed` a viewer sees (output before it is skipped).
+async fn closed(rx: &mut tessera_client::viewer::ViewerReceiver) -> ViewerEvent {
+    tokio::time::timeout(ARRIVES, async {
+        loop {
+            if let e @ (ViewerEvent::Closed { .. } | ViewerEvent::Ended { .. }) = rx.next().await {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("the viewer is closed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_closes_its_own_viewers_with_server_shutting_down() {
+    let one = node(None).await;
+    let two = node(Some(&one)).await;
+    let pw = one.admin_password.clone().unwrap();
+    let admin_one = one.admin().await;
+    let admin_two = two.login("admin", &pw).await;
+    let (_device, _agent) = online_device(&one, &admin_one, "stays").await;
+    let session = shell_session(&admin_one, "stays").await;
+    let (mut local_tx, mut local_rx, _) = watch(&admin_one, &session).await;
+    let (_far_tx, mut far_rx, _) = watch(&admin_two, &session).await;
+    local_tx.input(b"echo both-$((3*5))\n").await.unwrap();
+    read_until(&mut local_rx, "both-15", ARRIVES).await;
+    read_until(&mut far_rx, "both-15", ARRIVES).await;
+
+    // Node two is drained: its viewer (linked to node one) is told why.
+    two.stop().await;
+    let e = closed(&mut far_rx).await;
+    assert!(
+        matches!(&e, ViewerEvent::Closed { code: Some(1001), reason } if reason == "server_shutting_down"),
+        "{e:?}"
+    );
+    // The session goes on on node one, and node one lets the linked
+    // viewer go at once (its answering Close crossed the link).
+    local_tx.input(b"echo still-$((7*7))\n").await.unwrap();
+    read_until(&mut local_rx, "still-49", ARRIVES).await;
+    assert!(
+        tessera_testkit::eventually(ARRIVES, || async {
+            one.state
+                .hub()
+                .get(&session)
+                .is_some_and(|l| l.viewer_count() == 1)
+        })
+        .await,
+        "only the local viewer is left"
+    );
+
+    // Node one is stopped: its own viewer is told why, too.
+    one.stop().await;
+    let e = closed(&mut local_rx).await;
+    assert!(
+        matches!(&e, ViewerEvent::Closed { code: Some(1001), reason } if reason == "server_shutting_down"),
+        "{e:?}"
+    );
+}
