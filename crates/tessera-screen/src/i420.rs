@@ -27,25 +27,42 @@ pub(crate) struct I420 {
 }
 
 /// Luma of one pixel: `((66 R + 129 G + 25 B) >> 8) + 16`, 16..=235.
+/// In 16-bit lanes (the sum is at most 220 × 255), which SSE2 multiplies
+/// eight at a time; wrapping operations because nothing overflows.
 #[inline(always)]
 fn luma(p: u32) -> u8 {
-    let (r, g, b) = ((p >> 16) & 0xFF, (p >> 8) & 0xFF, p & 0xFF);
-    (((66 * r + 129 * g + 25 * b) >> 8) + 16) as u8
+    let r = ((p >> 16) & 0xFF) as u16;
+    let g = ((p >> 8) & 0xFF) as u16;
+    let b = (p & 0xFF) as u16;
+    let sum = r
+        .wrapping_mul(66)
+        .wrapping_add(g.wrapping_mul(129))
+        .wrapping_add(b.wrapping_mul(25));
+    ((sum >> 8) as u8).wrapping_add(16)
 }
 
-/// Chroma of a 2×2 block: each channel averaged with rounding, then
-/// `U = ((-38 R - 74 G + 112 B) >> 8) + 128` and
-/// `V = ((112 R - 94 G - 18 B) >> 8) + 128` (arithmetic shift), 16..=239.
+/// Chroma of a 2×2 block: each channel averaged with rounding
+/// (`(a + b + c + d + 2) >> 2`), then `U = ((-38 R - 74 G + 112 B) >> 8) + 128`
+/// and `V = ((112 R - 94 G - 18 B) >> 8) + 128` (arithmetic shift), 16..=239.
+/// R and B are summed side by side in one word (four bytes fit 16 bits);
+/// the weighted sums fit 16 bits signed (|112 × 255| = 28560).
 #[inline(always)]
 fn chroma(a: u32, b: u32, c: u32, d: u32) -> (u8, u8) {
-    let avg = |s: u32| {
-        ((((a >> s) & 0xFF) + ((b >> s) & 0xFF) + ((c >> s) & 0xFF) + ((d >> s) & 0xFF) + 2) >> 2)
-            as i32
-    };
-    let (r, g, bl) = (avg(16), avg(8), avg(0));
-    let u = ((-38 * r - 74 * g + 112 * bl) >> 8) + 128;
-    let v = ((112 * r - 94 * g - 18 * bl) >> 8) + 128;
-    (u as u8, v as u8)
+    const RB: u32 = 0x00FF_00FF;
+    let rb = (a & RB) + (b & RB) + (c & RB) + (d & RB) + 0x0002_0002;
+    let g = ((a >> 8) & 0xFF) + ((b >> 8) & 0xFF) + ((c >> 8) & 0xFF) + ((d >> 8) & 0xFF) + 2;
+    let r = ((rb >> 18) & 0xFF) as i16;
+    let bl = ((rb & 0xFFFF) >> 2) as i16;
+    let g = (g >> 2) as i16;
+    let u = bl
+        .wrapping_mul(112)
+        .wrapping_sub(r.wrapping_mul(38))
+        .wrapping_sub(g.wrapping_mul(74));
+    let v = r
+        .wrapping_mul(112)
+        .wrapping_sub(g.wrapping_mul(94))
+        .wrapping_sub(bl.wrapping_mul(18));
+    (((u >> 8) + 128) as u8, ((v >> 8) + 128) as u8)
 }
 
 /// Luma of a run of pixels.
