@@ -420,6 +420,14 @@ mod tests {
         assert_eq!(enc.planes.as_ref().unwrap().y(), &before[..]);
         enc.encode(&p, None, false).unwrap();
         assert_ne!(enc.planes.as_ref().unwrap().y(), &before[..]);
+        // One more column and row: the same coded size, but the padding
+        // is now real pixels, so the damage alone is not trusted.
+        let bigger = screen(w + 1, h + 1, 5);
+        enc.encode(&bigger, Some(&[Rect::new(0, 0, 2, 2)]), false)
+            .unwrap();
+        let mut whole = I420::new(w + 1, h + 1);
+        whole.convert_all(&bigger);
+        assert!(enc.planes.as_ref().unwrap().y() == whole.y());
     }
 
     #[test]

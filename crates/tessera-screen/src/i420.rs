@@ -19,6 +19,8 @@ pub(crate) fn even(n: u32) -> u32 {
 
 /// I420 planes of an even-sized picture.
 pub(crate) struct I420 {
+    /// The size of the pictures converted (before padding).
+    source: (u32, u32),
     width: usize,
     height: usize,
     y: Vec<u8>,
@@ -86,6 +88,7 @@ impl I420 {
     pub(crate) fn new(width: u32, height: u32) -> I420 {
         let (w, h) = (even(width) as usize, even(height) as usize);
         I420 {
+            source: (width, height),
             width: w,
             height: h,
             y: vec![16; w * h],
@@ -94,13 +97,10 @@ impl I420 {
         }
     }
 
-    /// Whether these planes hold a picture of this size.
+    /// Whether these planes hold a picture of this size (the padding
+    /// depends on the exact size, not only the even one).
     pub(crate) fn fits(&self, picture: &Framebuffer) -> bool {
-        (self.width, self.height)
-            == (
-                even(picture.width()) as usize,
-                even(picture.height()) as usize,
-            )
+        self.source == (picture.width(), picture.height())
     }
 
     /// Converts the whole of `picture` (of the planes' size).
