@@ -156,7 +156,12 @@ enum Command {
     /// The whole screen path at 1920×1080 on its own Xvfb: a real agent,
     /// server and viewer; idle, typing (10 keys/s, key-to-pixel), scroll
     /// (60 lines/s), window move (30/s), full-screen motion (30 fps).
-    ScreenWorkloads,
+    ScreenWorkloads {
+        /// Negotiate H.264 (server `--screen-codec prefer-h264`, a viewer
+        /// that decodes it) instead of raw-zstd.
+        #[arg(long)]
+        h264: bool,
+    },
     /// Turns result files (`*.json`) into docs/BENCHMARKS.md and its chart.
     Report {
         /// Directory of result files from several runs.
@@ -277,7 +282,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ScreenEncode { frames } => {
             flows::screen_encode(frames.unwrap_or(if q { 10 } else { 100 })).await?
         }
-        Command::ScreenWorkloads => flows::screen_workloads(&opts, q).await?,
+        Command::ScreenWorkloads { h264 } => flows::screen_workloads(&opts, q, h264).await?,
         Command::Ingest { batches } => {
             flows::ingest(&opts, batches.unwrap_or(if q { 6 } else { 200 }), q).await?
         }

@@ -10,7 +10,9 @@
 //!
 //! H.264 codes 4:2:0 pictures of even size: an odd width or height is padded
 //! by repeating the last column or row, and the viewer crops it away.
-//! Colours go through OpenH264's own BT.601 conversion both ways.
+//! Colours are BT.601: the agent converts with [`crate::i420`] (OpenH264's
+//! arithmetic, vectorised, and only where the damage says the picture
+//! changed), the viewer with OpenH264's own converter.
 //!
 //! The decoder is fed bytes from the network: the wrapper checks what it
 //! can before OpenH264 sees them (frame shape, no copies, a keyframe first)
@@ -22,12 +24,13 @@ use openh264::encoder::{
     BitRate, Complexity, Encoder as OhEncoder, EncoderConfig, FrameRate, FrameType,
     RateControlMode, UsageType,
 };
-use openh264::formats::{BgraSliceU8, YUVBuffer, YUVSource};
+use openh264::formats::YUVSource;
 use openh264::OpenH264API;
 
 use crate::codec::{Codec, DecodeError, Decoder, EncodeError, EncodedFrame, Encoder, FramePart};
 use crate::framebuffer::Framebuffer;
 use crate::geom::Rect;
+use crate::i420::{even, I420};
 use crate::parts::PART_DATA_BUDGET;
 
 /// OpenH264 encodes at most 3840×2160 (either way round); larger screens
@@ -41,17 +44,11 @@ const TARGET_BITRATE: u32 = 3_500_000;
 /// The frame rate the rate control plans for.
 const TARGET_FPS: f32 = 30.0;
 
-/// Rounds up to even (4:2:0 needs it).
-fn even(n: u32) -> u32 {
-    n + (n & 1)
-}
-
 /// The H.264 encoder of the agent.
 pub struct H264Encoder {
     inner: OhEncoder,
-    yuv: Option<YUVBuffer>,
-    /// BGRA bytes of the even-sized picture when the captured one is odd.
-    padded: Vec<u8>,
+    /// The last picture in I420, of the coded (even) size.
+    planes: Option<I420>,
     /// The coded size of the last frame (`None`: nothing encoded yet).
     size: Option<(u32, u32)>,
     started: std::time::Instant,
@@ -79,8 +76,7 @@ impl H264Encoder {
             .map_err(|e| EncodeError::Encoder(e.to_string()))?;
         Ok(H264Encoder {
             inner,
-            yuv: None,
-            padded: Vec::new(),
+            planes: None,
             size: None,
             started: std::time::Instant::now(),
         })
@@ -99,37 +95,28 @@ impl H264Encoder {
         }
     }
 
-    /// Converts `picture` into the encoder's YUV buffer.
-    fn convert(&mut self, picture: &Framebuffer) {
-        let (w, h) = (picture.width(), picture.height());
-        let (cw, ch) = (even(w), even(h));
-        let yuv = match self.yuv.take() {
-            Some(y) if y.dimensions() == (cw as usize, ch as usize) => y,
-            _ => YUVBuffer::new(cw as usize, ch as usize),
+    /// Brings the encoder's planes up to date with `picture`: everything
+    /// when `damage` is `None` (or the planes are new), else only the
+    /// damaged rectangles, the rest being the previous picture's.
+    fn convert(&mut self, picture: &Framebuffer, damage: Option<&[Rect]>) {
+        let planes = match self.planes.take() {
+            Some(p) if p.fits(picture) => Some(p),
+            _ => None,
         };
-        let yuv = self.yuv.insert(yuv);
-        // 0x00RRGGBB little-endian is B, G, R, 0 in memory: BGRA.
-        let bytes: &[u8] = bytemuck::cast_slice(picture.pixels());
-        if (cw, ch) == (w, h) {
-            yuv.read_bgra8(BgraSliceU8::new(bytes, (cw as usize, ch as usize)));
-            return;
-        }
-        let (w, h, cw) = (w as usize, h as usize, cw as usize);
-        self.padded.clear();
-        self.padded.reserve(cw * even(h as u32) as usize * 4);
-        for y in 0..h {
-            let row = &bytes[y * w * 4..(y + 1) * w * 4];
-            self.padded.extend_from_slice(row);
-            if cw > w {
-                let last = &row[(w - 1) * 4..];
-                self.padded.extend_from_slice(last);
+        let planes = match (planes, damage) {
+            (Some(mut p), Some(rects)) => {
+                for r in rects {
+                    p.convert_rect(picture, *r);
+                }
+                p
             }
-        }
-        if ch as usize > h {
-            let last_row = self.padded[(h - 1) * cw * 4..].to_vec();
-            self.padded.extend_from_slice(&last_row);
-        }
-        yuv.read_bgra8(BgraSliceU8::new(&self.padded, (cw, ch as usize)));
+            (planes, _) => {
+                let mut p = planes.unwrap_or_else(|| I420::new(picture.width(), picture.height()));
+                p.convert_all(picture);
+                p
+            }
+        };
+        self.planes = Some(planes);
     }
 }
 
@@ -159,17 +146,16 @@ impl Encoder for H264Encoder {
             self.inner.force_intra_frame();
         }
         let at = openh264::Timestamp::from_millis(self.started.elapsed().as_millis() as u64);
-        self.convert(picture);
-        // Taken out while the encoder reads it, put back after.
-        let Some(yuv) = self.yuv.take() else {
+        // A keyframe or a new size converts the whole picture.
+        self.convert(picture, damage.filter(|_| !keyframe && !new_size));
+        let Some(planes) = self.planes.as_ref() else {
             return Err(EncodeError::Encoder("no picture converted".into()));
         };
-        let result = self.inner.encode_at(&yuv, at).map(|bits| {
-            let kind = bits.frame_type();
-            (kind, bits.to_vec())
-        });
-        self.yuv = Some(yuv);
-        let (kind, data) = result.map_err(|e| EncodeError::Encoder(e.to_string()))?;
+        let (kind, data) = self
+            .inner
+            .encode_at(planes, at)
+            .map(|bits| (bits.frame_type(), bits.to_vec()))
+            .map_err(|e| EncodeError::Encoder(e.to_string()))?;
         self.size = Some((even(w), even(h)));
         let is_idr = kind == FrameType::IDR;
         if (keyframe || new_size) && !is_idr {
@@ -402,6 +388,46 @@ mod tests {
         assert!(enc.encode(&p, Some(&[]), false).unwrap().is_none());
         assert!(!enc.encode(&p, None, false).unwrap().unwrap().keyframe);
         assert!(enc.encode(&p, None, true).unwrap().unwrap().keyframe);
+    }
+
+    #[test]
+    fn damage_converts_only_what_changed_and_keeps_the_planes_true() {
+        let (w, h) = (161, 99);
+        let mut enc = H264Encoder::new().unwrap();
+        let mut p = screen(w, h, 0);
+        assert!(enc.encode(&p, None, true).unwrap().unwrap().keyframe);
+        for t in 1..4u32 {
+            let changed = [
+                Rect::new(8 * t, 3 * t, 21, 13),
+                Rect::new(w - 3, h - 2, 3, 2),
+            ];
+            for r in &changed {
+                p.fill(*r, 0x00_30_60_90 + t).unwrap();
+            }
+            let f = enc.encode(&p, Some(&changed), false).unwrap().unwrap();
+            assert!(!f.keyframe);
+            let mut whole = I420::new(w, h);
+            whole.convert_all(&p);
+            let planes = enc.planes.as_ref().unwrap();
+            assert!(planes.y() == whole.y() && planes.u() == whole.u() && planes.v() == whole.v());
+        }
+        // A pixel changed outside the damage is not seen until a keyframe
+        // or a frame without damage converts everything again.
+        let before = enc.planes.as_ref().unwrap().y().to_vec();
+        p.fill(Rect::new(100, 50, 2, 2), 0xFF_FFFF).unwrap();
+        enc.encode(&p, Some(&[Rect::new(0, 0, 2, 2)]), false)
+            .unwrap();
+        assert_eq!(enc.planes.as_ref().unwrap().y(), &before[..]);
+        enc.encode(&p, None, false).unwrap();
+        assert_ne!(enc.planes.as_ref().unwrap().y(), &before[..]);
+        // One more column and row: the same coded size, but the padding
+        // is now real pixels, so the damage alone is not trusted.
+        let bigger = screen(w + 1, h + 1, 5);
+        enc.encode(&bigger, Some(&[Rect::new(0, 0, 2, 2)]), false)
+            .unwrap();
+        let mut whole = I420::new(w + 1, h + 1);
+        whole.convert_all(&bigger);
+        assert!(enc.planes.as_ref().unwrap().y() == whole.y());
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod codec;
 mod framebuffer;
 mod geom;
 mod h264;
+mod i420;
 mod motion;
 mod parts;
 mod raw;

@@ -9,6 +9,11 @@
 //! `screen frame sent`), and for typing the key-to-pixel latency: the
 //! viewer sends a key, the stage's terminal echoes a glyph, and the time
 //! runs until the viewer's decoded picture shows it.
+//!
+//! `--h264` runs the same with H.264 negotiated (the server's
+//! `--screen-codec prefer-h264`, a viewer that decodes `h264`); the echo
+//! then counts as seen when the glyph's colour shows within a tolerance,
+//! H.264 being lossy.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -20,18 +25,26 @@ use tessera_client::screen::{self as viewer, ScreenEvent, ScreenReceiver, Screen
 use tessera_core::api::{CreateEnrollmentTokenRequest, CreateSessionRequest};
 use tessera_proto::v1::{screen, KeyInput, Screen};
 use tessera_proto::{Body, Envelope};
-use tessera_screen::{Decoder, Framebuffer, RawZstdDecoder, ReceivedFrame};
+use tessera_screen::{Codec, Decoder, Framebuffer, H264Decoder, RawZstdDecoder, ReceivedFrame};
 
 use super::stage::{echo_cell, Stage, H, W};
 use crate::result::BenchResult;
 use crate::server::{Opts, Server};
 use crate::stats::{millis, percentile};
 
+/// How far (per channel) a decoded pixel may be from the echo's colour
+/// and count as it: exact for raw-zstd, some way off for lossy H.264.
+const H264_TOLERANCE: u32 = 40;
+
 /// What the viewer has seen, shared with the workloads that read it.
 #[derive(Default)]
 struct View {
     picture: Option<Framebuffer>,
-    decoder: RawZstdDecoder,
+    /// For the stream's format (`None`: no format yet, or a codec this
+    /// viewer does not decode).
+    decoder: Option<Box<dyn Decoder>>,
+    /// Per-channel tolerance of the echo test.
+    tolerance: u32,
     frames: u64,
     keyframes: u64,
     bytes: u64,
@@ -87,7 +100,23 @@ async fn watch(
             match event {
                 ScreenEvent::Format(f) => {
                     v.picture = Framebuffer::new(f.width, f.height).ok();
-                    v.decoder = RawZstdDecoder::new();
+                    (v.decoder, v.tolerance) = match Codec::from_name(&f.codec) {
+                        Some(Codec::H264) => match H264Decoder::new() {
+                            Ok(d) => (Some(Box::new(d) as Box<dyn Decoder>), H264_TOLERANCE),
+                            Err(e) => {
+                                v.trouble = Some(format!("no H.264 decoder: {e}"));
+                                return;
+                            }
+                        },
+                        Some(Codec::RawZstd) => {
+                            (Some(Box::new(RawZstdDecoder::new()) as Box<dyn Decoder>), 0)
+                        }
+                        None => {
+                            v.trouble =
+                                Some(format!("the stream's codec {:?} is unknown", f.codec));
+                            return;
+                        }
+                    };
                     None
                 }
                 ScreenEvent::Frame(f) => {
@@ -97,7 +126,8 @@ async fn watch(
                     } = &mut *v;
                     let decoded = picture
                         .as_mut()
-                        .map(|p| decoder.decode(&f.frame, p).map_err(|e| e.to_string()));
+                        .zip(decoder.as_mut())
+                        .map(|(p, d)| d.decode(&f.frame, p).map_err(|e| e.to_string()));
                     if let Some(Err(e)) = decoded {
                         v.trouble = Some(format!("a frame did not decode: {e}"));
                         return;
@@ -107,7 +137,8 @@ async fn watch(
                     v.copies += f.frame.copies.len() as u64;
                     v.keyframes += u64::from(f.frame.keyframe);
                     if let (Some((x, y, colour, sent)), Some(p)) = (v.awaiting, &v.picture) {
-                        if p.pixels().get((y * p.width() + x) as usize) == Some(&colour) {
+                        let at = p.pixels().get((y * p.width() + x) as usize);
+                        if at.is_some_and(|&c| near(c, colour, v.tolerance)) {
                             v.latencies.push(sent.elapsed());
                             v.awaiting = None;
                         }
@@ -135,6 +166,13 @@ async fn watch(
             }
         }
     }
+}
+
+/// Whether two `0x00RRGGBB` colours are within `tolerance` on every channel.
+fn near(a: u32, b: u32, tolerance: u32) -> bool {
+    [16, 8, 0]
+        .iter()
+        .all(|s| ((a >> s) & 0xFF).abs_diff((b >> s) & 0xFF) <= tolerance)
 }
 
 /// What one workload measured.
@@ -352,14 +390,19 @@ async fn start_agent(
     Ok((id.to_string(), child, log))
 }
 
-pub(crate) async fn screen_workloads(opts: &Opts, quick: bool) -> anyhow::Result<BenchResult> {
+pub(crate) async fn screen_workloads(
+    opts: &Opts,
+    quick: bool,
+    h264: bool,
+) -> anyhow::Result<BenchResult> {
+    let codec = if h264 { Codec::H264 } else { Codec::RawZstd };
     let secs = if quick { 1.5 } else { 10.0 };
     let keys: u64 = if quick { 15 } else { 200 };
     let settle = Duration::from_millis(if quick { 300 } else { 1000 });
     let mut result = BenchResult::new(
         "screen-workloads",
         serde_json::json!({
-            "width": W, "height": H, "codec": "raw-zstd", "seconds_per_workload": secs,
+            "width": W, "height": H, "codec": codec.name(), "seconds_per_workload": secs,
             "keys": keys, "typing": "10 keys/s", "scroll": "60 lines/s",
             "window_move": "30 steps/s", "motion": "30 fps",
         }),
@@ -367,7 +410,12 @@ pub(crate) async fn screen_workloads(opts: &Opts, quick: bool) -> anyhow::Result
     let xvfb = tessera_testkit::Xvfb::start_with(u32::from(W), u32::from(H))?;
     let display = xvfb.display().to_owned();
     let stage = Arc::new(tokio::task::spawn_blocking(move || Stage::open(&display)).await??);
-    let server = Server::start(opts, &["--screen-input-rate", "1000"]).await?;
+    let policy = if h264 { "prefer-h264" } else { "raw" };
+    let server = Server::start(
+        opts,
+        &["--screen-input-rate", "1000", "--screen-codec", policy],
+    )
+    .await?;
     let admin = server.admin().await?;
     let dir = tempfile::tempdir()?;
     let (device, agent, log) =
@@ -389,7 +437,12 @@ pub(crate) async fn screen_workloads(opts: &Opts, quick: bool) -> anyhow::Result
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let token = admin.viewer_token(&session).await?;
-    let (tx, rx, _) = viewer::connect(&admin, &session, &token.token, &["raw-zstd"]).await?;
+    let decoders: &[&str] = if h264 {
+        &["h264", "raw-zstd"]
+    } else {
+        &["raw-zstd"]
+    };
+    let (tx, rx, _) = viewer::connect(&admin, &session, &token.token, decoders).await?;
     let tx = Arc::new(tokio::sync::Mutex::new(tx));
     let view = Arc::new(Mutex::new(View::default()));
     let watcher = tokio::spawn(watch(rx, tx.clone(), view.clone(), session.clone()));
@@ -451,12 +504,24 @@ pub(crate) async fn screen_workloads(opts: &Opts, quick: bool) -> anyhow::Result
     }
     watcher.abort();
     drop(agent);
+    if h264 {
+        let used = lock(&view).tolerance == H264_TOLERANCE;
+        result.check("the stream was H.264", used);
+    }
     Ok(result)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colours_are_near_within_the_tolerance_on_every_channel() {
+        assert!(near(0x10_20_30, 0x10_20_30, 0));
+        assert!(!near(0x10_20_30, 0x10_20_31, 0));
+        assert!(near(0x10_20_30, 0x38_00_08, 40));
+        assert!(!near(0x10_20_30, 0x10_20_59, 40));
+    }
 
     #[test]
     fn encode_times_come_from_the_agents_frame_lines() {
