@@ -400,7 +400,7 @@ pub(crate) fn find_copies(old: &Framebuffer, new: &Framebuffer, area: Rect) -> V
     }
     // The guesses that explain most go first: a wrong one that happens to
     // fit a few rows must not shut out the true one.
-    tried.sort_by(|a, b| b.0.cmp(&a.0));
+    tried.sort_by_key(|t| std::cmp::Reverse(t.0));
     let mut accepted: Vec<CopyRect> = Vec::new();
     for c in tried.into_iter().flat_map(|(_, found)| found) {
         if accepted.len() >= MAX_COPIES {
