@@ -10,6 +10,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+use super::selection::{self, SelectionAtoms};
 use tessera_proto::v1 as pb;
 use tessera_screen::{Framebuffer, Rect};
 use x11rb::connection::{Connection, RequestConnection};
@@ -18,8 +19,8 @@ use x11rb::protocol::randr::{self, ConnectionExt as _};
 use x11rb::protocol::shm::{self, ConnectionExt as _};
 use x11rb::protocol::xfixes::{self, ConnectionExt as _};
 use x11rb::protocol::xproto::{
-    self, AtomEnum, ConnectionExt as _, CreateWindowAux, EventMask, ImageFormat, PropMode,
-    SelectionNotifyEvent, SelectionRequestEvent, Window, WindowClass,
+    self, AtomEnum, ConnectionExt as _, CreateWindowAux, EventMask, ImageFormat,
+    SelectionRequestEvent, Window, WindowClass,
 };
 use x11rb::protocol::xtest::ConnectionExt as _;
 use x11rb::rust_connection::RustConnection;
@@ -692,54 +693,12 @@ impl Display {
     }
 
     fn answer_selection(&self, e: &SelectionRequestEvent) -> Result<(), DisplayError> {
-        let property = if e.property == x11rb::NONE {
-            e.target
-        } else {
-            e.property
+        let atoms = SelectionAtoms {
+            clipboard: self.atoms.clipboard,
+            utf8: self.atoms.utf8,
+            targets: self.atoms.targets,
         };
-        let mut answered = x11rb::NONE;
-        if let Some(text) = self
-            .clipboard
-            .as_ref()
-            .filter(|_| e.selection == self.atoms.clipboard)
-        {
-            if e.target == self.atoms.targets {
-                let targets = [
-                    self.atoms.targets,
-                    self.atoms.utf8,
-                    u32::from(AtomEnum::STRING),
-                ];
-                self.conn.change_property32(
-                    PropMode::REPLACE,
-                    e.requestor,
-                    property,
-                    AtomEnum::ATOM,
-                    &targets,
-                )?;
-                answered = property;
-            } else if e.target == self.atoms.utf8 || e.target == u32::from(AtomEnum::STRING) {
-                self.conn.change_property8(
-                    PropMode::REPLACE,
-                    e.requestor,
-                    property,
-                    e.target,
-                    text.as_bytes(),
-                )?;
-                answered = property;
-            }
-        }
-        let notify = SelectionNotifyEvent {
-            response_type: xproto::SELECTION_NOTIFY_EVENT,
-            sequence: 0,
-            time: e.time,
-            requestor: e.requestor,
-            selection: e.selection,
-            target: e.target,
-            property: answered,
-        };
-        self.conn
-            .send_event(false, e.requestor, EventMask::NO_EVENT, notify)?;
-        self.conn.flush()?;
+        selection::answer_request(&self.conn, e, atoms, self.clipboard.as_deref())?;
         Ok(())
     }
 }

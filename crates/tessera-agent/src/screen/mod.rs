@@ -18,6 +18,7 @@
 mod display;
 mod encoding;
 mod held;
+pub mod selection;
 mod stream;
 
 use std::sync::mpsc as std_mpsc;

@@ -23,13 +23,14 @@ use anyhow::anyhow;
 use x11rb::connection::{Connection, RequestConnection as _};
 use x11rb::protocol::xfixes::{self, ConnectionExt as _};
 use x11rb::protocol::xproto::{
-    self, AtomEnum, ClientMessageEvent, ConnectionExt as _, CreateWindowAux, EventMask, PropMode,
-    SelectionNotifyEvent, SelectionRequestEvent, Window, WindowClass,
+    AtomEnum, ClientMessageEvent, ConnectionExt as _, CreateWindowAux, EventMask,
+    SelectionRequestEvent, Window, WindowClass,
 };
 use x11rb::protocol::Event;
 use x11rb::rust_connection::RustConnection;
 use x11rb::wrapper::ConnectionExt as _;
 
+use tessera_agent::screen::selection::{self, SelectionAtoms};
 use tessera_proto::MAX_CLIPBOARD_TEXT;
 
 /// Whether this viewer shares the clipboard at all.
@@ -237,55 +238,17 @@ impl State {
 
     /// Gives a program that pastes the offered text (or the targets).
     fn answer(&self, e: &SelectionRequestEvent) -> anyhow::Result<()> {
-        let property = if e.property == x11rb::NONE {
-            e.target
-        } else {
-            e.property
-        };
         let offered = self
             .offered
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let mut answered = x11rb::NONE;
-        if let Some(text) = offered.filter(|_| e.selection == self.atoms.clipboard) {
-            if e.target == self.atoms.targets {
-                let targets = [
-                    self.atoms.targets,
-                    self.atoms.utf8,
-                    u32::from(AtomEnum::STRING),
-                ];
-                self.conn.change_property32(
-                    PropMode::REPLACE,
-                    e.requestor,
-                    property,
-                    AtomEnum::ATOM,
-                    &targets,
-                )?;
-                answered = property;
-            } else if e.target == self.atoms.utf8 || e.target == u32::from(AtomEnum::STRING) {
-                self.conn.change_property8(
-                    PropMode::REPLACE,
-                    e.requestor,
-                    property,
-                    e.target,
-                    text.as_bytes(),
-                )?;
-                answered = property;
-            }
-        }
-        let notify = SelectionNotifyEvent {
-            response_type: xproto::SELECTION_NOTIFY_EVENT,
-            sequence: 0,
-            time: e.time,
-            requestor: e.requestor,
-            selection: e.selection,
-            target: e.target,
-            property: answered,
+        let atoms = SelectionAtoms {
+            clipboard: self.atoms.clipboard,
+            utf8: self.atoms.utf8,
+            targets: self.atoms.targets,
         };
-        self.conn
-            .send_event(false, e.requestor, EventMask::NO_EVENT, notify)?;
-        self.conn.flush()?;
+        selection::answer_request(&self.conn, e, atoms, offered.as_deref())?;
         Ok(())
     }
 }
