@@ -28,6 +28,7 @@ pub mod sweep;
 pub mod tenancy;
 pub mod tls;
 pub mod trust;
+pub mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;

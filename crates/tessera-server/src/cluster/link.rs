@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use crate::ws::{CloseFrame, Message, WebSocket};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -151,14 +151,14 @@ pub fn frames_of(msg: Message, seq: &mut u32) -> Vec<Frame> {
     };
     let (kind, body): (u8, Bytes) = match msg {
         Message::Binary(b) => (BINARY, b),
-        Message::Text(t) => (TEXT, Bytes::copy_from_slice(t.as_str().as_bytes())),
+        Message::Text(t) => (TEXT, Bytes::copy_from_slice(t.as_bytes())),
         Message::Ping(b) => (PING, b),
         Message::Pong(b) => (PONG, b),
         Message::Close(frame) => {
             let mut b = BytesMut::new();
             if let Some(f) = frame {
                 b.put_u16(f.code);
-                b.put_slice(f.reason.as_str().as_bytes());
+                b.put_slice(f.reason.as_bytes());
             }
             (CLOSE, b.freeze())
         }
@@ -222,11 +222,9 @@ impl Assembler {
         }
         Ok(Some(match kind {
             BINARY => Message::Binary(body),
-            TEXT => Message::Text(
-                String::from_utf8(body.to_vec())
-                    .map_err(|_| AssembleError::NotUtf8)?
-                    .into(),
-            ),
+            TEXT => {
+                Message::Text(String::from_utf8(body.to_vec()).map_err(|_| AssembleError::NotUtf8)?)
+            }
             PING => Message::Ping(body),
             PONG => Message::Pong(body),
             _ => Message::Close(close_frame(&body)),
@@ -238,9 +236,7 @@ fn close_frame(body: &[u8]) -> Option<CloseFrame> {
     let code = body.get(..2)?;
     Some(CloseFrame {
         code: u16::from_be_bytes([code[0], code[1]]),
-        reason: String::from_utf8_lossy(body.get(2..).unwrap_or_default())
-            .into_owned()
-            .into(),
+        reason: String::from_utf8_lossy(body.get(2..).unwrap_or_default()).into_owned(),
     })
 }
 
@@ -437,11 +433,11 @@ impl Window {
     }
 }
 
-type Outbound = Pin<Box<dyn Sink<Message, Error = axum::Error> + Send>>;
+type Outbound = Pin<Box<dyn Sink<Message, Error = crate::ws::Error> + Send>>;
 
 /// A remote viewer's socket on the session node.
 pub struct LinkSocket {
-    inbound: mpsc::Receiver<Result<Message, axum::Error>>,
+    inbound: mpsc::Receiver<Result<Message, crate::ws::Error>>,
     outbound: Outbound,
     window: Arc<Window>,
     reader: tokio::task::JoinHandle<()>,
@@ -476,11 +472,11 @@ impl LinkSocket {
                         _ => 0,
                     };
                     if !window.reserve(n).await {
-                        return Err(axum::Error::new(LinkLost));
+                        return Err(crate::ws::Error::other(LinkLost));
                     }
                     nats.publish(down.clone(), frame.encode())
                         .await
-                        .map_err(axum::Error::new)?;
+                        .map_err(crate::ws::Error::other)?;
                 }
                 Ok((nats, down, window, seq))
             },
@@ -513,7 +509,7 @@ async fn read_up(
     nats: async_nats::Client,
     down: String,
     window: Arc<Window>,
-    tx: mpsc::Sender<Result<Message, axum::Error>>,
+    tx: mpsc::Sender<Result<Message, crate::ws::Error>>,
 ) {
     let mut assembler = Assembler::default();
     let mut alive = tokio::time::interval(KEEPALIVE);
@@ -554,11 +550,11 @@ async fn read_up(
         }
     }
     window.close();
-    let _ = tx.send(Err(axum::Error::new(LinkLost))).await;
+    let _ = tx.send(Err(crate::ws::Error::other(LinkLost))).await;
 }
 
 impl Stream for LinkSocket {
-    type Item = Result<Message, axum::Error>;
+    type Item = Result<Message, crate::ws::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.inbound.poll_recv(cx)
@@ -566,7 +562,7 @@ impl Stream for LinkSocket {
 }
 
 impl Sink<Message> for LinkSocket {
-    type Error = axum::Error;
+    type Error = crate::ws::Error;
 
     fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.outbound.as_mut().poll_ready(cx)

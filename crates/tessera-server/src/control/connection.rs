@@ -15,7 +15,7 @@ mod writer;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use crate::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
@@ -51,13 +51,6 @@ const FAREWELL_WAIT: Duration = Duration::from_secs(1);
 /// reading an answer is not reading: the connection ends.
 const REPLY_QUEUE: usize = 32;
 const REPLY_QUEUE_BYTES: usize = 256 << 10;
-
-/// The WebSocket's read buffer: grows for a large frame, starts (and, for
-/// an idle device, stays) small. The library's default, 128 KiB per
-/// connection, would be most of an idle device's memory.
-pub const READ_BUFFER: usize = 4 * 1024;
-/// Frames are written out once this much is buffered (or on flush).
-pub const WRITE_BUFFER: usize = 64 * 1024;
 
 /// Serves an upgraded device socket whose `cak_` key was checked and which
 /// holds one of the device's connection slots: the handshake, then the
@@ -143,7 +136,7 @@ async fn close_with(sink: &mut Sink, code: u16, reason: &str) {
     }));
     if write(sink, frame, FAREWELL_WAIT).await.is_err() {
         // After the peer's Close, sending another is refused; the reply
-        // tungstenite queued when it read that Close goes out on a flush.
+        // the library queued when it read that Close goes out on a flush.
         let _ = tokio::time::timeout(FAREWELL_WAIT, sink.flush()).await;
     }
 }
@@ -168,7 +161,7 @@ pub const CLOSE_LINGER: Duration = Duration::from_secs(5);
 /// was already read (its stream has ended).
 pub async fn linger<S>(stream: &mut S)
 where
-    S: futures_util::Stream<Item = Result<Message, axum::Error>> + Unpin,
+    S: futures_util::Stream<Item = Result<Message, crate::ws::Error>> + Unpin,
 {
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
         while let Some(Ok(m)) = stream.next().await {
@@ -221,16 +214,8 @@ async fn next_envelope(state: &AppState, stream: &mut Stream) -> Incoming {
 
 /// Whether a WebSocket read failed because a message exceeded the limit
 /// (detected from the frame header, before the payload is buffered).
-pub fn is_too_big(e: &axum::Error) -> bool {
-    use std::error::Error as _;
-    let mut source = e.source();
-    while let Some(s) = source {
-        if let Some(t) = s.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
-            return matches!(t, tokio_tungstenite::tungstenite::Error::Capacity(_));
-        }
-        source = s.source();
-    }
-    false
+pub fn is_too_big(e: &crate::ws::Error) -> bool {
+    e.is_too_big()
 }
 
 impl Connected {

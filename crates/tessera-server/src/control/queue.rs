@@ -182,6 +182,13 @@ impl Inbox {
         Some((m, bytes))
     }
 
+    /// The next message if one is waiting now (see [`Inbox::recv`]).
+    pub fn try_recv(&mut self) -> Option<(Queued, Vec<u8>)> {
+        let m = self.rx.try_recv().ok()?;
+        let bytes = m.encode_to_vec();
+        Some((m, bytes))
+    }
+
     /// A message of `len` encoded bytes left for the socket.
     pub fn written(&self, len: usize) {
         self.budget.give_back(self.budget.cost(len));

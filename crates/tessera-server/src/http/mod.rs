@@ -21,6 +21,7 @@ pub mod support;
 pub mod trust;
 pub mod users;
 pub mod ws_device;
+pub mod ws_upgrade;
 pub mod ws_viewer;
 
 use std::time::{Duration, Instant};

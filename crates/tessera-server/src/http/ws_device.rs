@@ -5,17 +5,15 @@
 //! connection itself (identity proof, heartbeats, relay traffic) is
 //! `control::connection`.
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tessera_core::ErrorCode;
 use tessera_proto::MAX_DEVICE_FRAME;
 
 use super::error::ApiError;
 use super::extract::{ClientIp, ControlPrincipal};
-use crate::control::connection::{self, READ_BUFFER, WRITE_BUFFER};
+use super::ws_upgrade::{NotWebSocket, Upgrade};
+use crate::control::connection;
 use crate::control::Registry;
 use crate::AppState;
 
@@ -24,18 +22,11 @@ pub async fn upgrade(
     State(state): State<AppState>,
     ip: ClientIp,
     ControlPrincipal(device): ControlPrincipal,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<Upgrade, NotWebSocket>,
 ) -> Response {
     let ws = match ws {
         Ok(ws) => ws,
-        Err(_) => {
-            return ApiError::new(
-                StatusCode::UPGRADE_REQUIRED,
-                ErrorCode::WebsocketRequired,
-                "this endpoint speaks WebSocket",
-            )
-            .into_response()
-        }
+        Err(not) => return not.into_response(),
     };
     let cap = state.config().max_connections_per_device;
     let Some(slot) = Registry::reserve(&state, &device.device_id, cap) else {
@@ -45,9 +36,7 @@ pub async fn upgrade(
         )
         .into_response();
     };
-    ws.max_message_size(MAX_DEVICE_FRAME)
-        .max_frame_size(MAX_DEVICE_FRAME)
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| connection::serve(socket, state, device, ip.0, slot))
+    ws.on_upgrade(&[], MAX_DEVICE_FRAME, move |socket| {
+        connection::serve(socket, state, device, ip.0, slot)
+    })
 }

@@ -10,8 +10,6 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,6 +19,7 @@ use tessera_proto::MAX_VIEWER_FRAME;
 
 use super::error::ApiError;
 use super::extract::ClientIp;
+use super::ws_upgrade::{NotWebSocket, Upgrade};
 use crate::auth::viewer::{parse_access, ViewerClaims, ViewerTokenError};
 use crate::auth::{bearer_from, check_session};
 use crate::cluster::link;
@@ -46,7 +45,7 @@ pub async fn upgrade(
     ip: ClientIp,
     query: Result<Query<ViewerQuery>, QueryRejection>,
     headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<Upgrade, NotWebSocket>,
 ) -> Response {
     let Ok(Query(q)) = query else {
         return ApiError::bad_request(ErrorCode::InvalidQuery, "give the session as ?session=<id>")
@@ -56,13 +55,9 @@ pub async fn upgrade(
         Ok(admitted) => admitted,
         Err(e) => return e.into_response(),
     };
-    let Ok(ws) = ws else {
-        return ApiError::new(
-            StatusCode::UPGRADE_REQUIRED,
-            ErrorCode::WebsocketRequired,
-            "this endpoint speaks WebSocket",
-        )
-        .into_response();
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(not) => return not.into_response(),
     };
     let live = match target {
         Target::Here(live) => live,
@@ -73,8 +68,8 @@ pub async fn upgrade(
                 Err(e) => return link_refused(e).into_response(),
             };
             let session = q.session.clone();
-            return configure(ws)
-                .on_upgrade(move |socket| async move {
+            return ws
+                .on_upgrade(&[BROWSER_PROTOCOL], MAX_VIEWER_FRAME, move |socket| async move {
                     let span = tracing::info_span!("viewer", session = %claims.sid, user = %claims.sub, node = %node);
                     tracing::Instrument::instrument(link::pump(socket, state, remote, session), span)
                         .await;
@@ -85,31 +80,26 @@ pub async fn upgrade(
     // terminal offers its token as a subprotocol beside `tessera.viewer`,
     // which the answer names (a browser drops a connection whose answer
     // names none of its offers).
-    configure(ws).on_upgrade(move |socket| async move {
-        let span = tracing::info_span!("viewer", session = %claims.sid, user = %claims.sub);
-        tracing::Instrument::instrument(
-            viewer::serve(
-                viewer::local(socket),
-                state.clone(),
-                claims,
-                live,
-                ip.0,
-                q.keep,
-                state.shutdown_token().clone(),
-            ),
-            span,
-        )
-        .await;
-    })
-}
-
-/// A viewer socket's limits, wherever its session is relayed.
-fn configure(ws: WebSocketUpgrade) -> WebSocketUpgrade {
-    ws.protocols([BROWSER_PROTOCOL])
-        .max_message_size(MAX_VIEWER_FRAME)
-        .max_frame_size(MAX_VIEWER_FRAME)
-        .read_buffer_size(crate::control::connection::READ_BUFFER)
-        .write_buffer_size(crate::control::connection::WRITE_BUFFER)
+    ws.on_upgrade(
+        &[BROWSER_PROTOCOL],
+        MAX_VIEWER_FRAME,
+        move |socket| async move {
+            let span = tracing::info_span!("viewer", session = %claims.sid, user = %claims.sub);
+            tracing::Instrument::instrument(
+                viewer::serve(
+                    viewer::local(socket),
+                    state.clone(),
+                    claims,
+                    live,
+                    ip.0,
+                    q.keep,
+                    state.shutdown_token().clone(),
+                ),
+                span,
+            )
+            .await;
+        },
+    )
 }
 
 /// Where an admitted viewer's session is relayed.

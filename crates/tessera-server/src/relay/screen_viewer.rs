@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::Message;
+use crate::ws::Message;
 use futures_util::StreamExt;
 use prost::Message as _;
 use tessera_proto::v1::SessionEnded;
@@ -113,7 +113,7 @@ impl ScreenViewer<'_> {
     async fn incoming(
         &self,
         sink: &mut Sink,
-        incoming: Option<Result<Message, axum::Error>>,
+        incoming: Option<Result<Message, crate::ws::Error>>,
         tally: &mut Tally,
     ) -> bool {
         let state = self.state;

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use crate::ws::{CloseFrame, Message, WebSocket};
 use futures_util::Stream;
 use futures_util::{SinkExt, StreamExt};
 use governor::{Quota, RateLimiter};
@@ -67,16 +67,16 @@ pub(crate) const SEND_STALL: std::time::Duration = std::time::Duration::from_sec
 /// What a viewer's connection reads and writes: its WebSocket on this
 /// node, or the link to the node it is connected to (`cluster::link`).
 pub trait Socket:
-    Stream<Item = Result<Message, axum::Error>>
-    + futures_util::Sink<Message, Error = axum::Error>
+    Stream<Item = Result<Message, crate::ws::Error>>
+    + futures_util::Sink<Message, Error = crate::ws::Error>
     + Send
     + 'static
 {
 }
 
 impl<T> Socket for T where
-    T: Stream<Item = Result<Message, axum::Error>>
-        + futures_util::Sink<Message, Error = axum::Error>
+    T: Stream<Item = Result<Message, crate::ws::Error>>
+        + futures_util::Sink<Message, Error = crate::ws::Error>
         + Send
         + 'static
 {
@@ -106,6 +106,55 @@ pub(super) async fn send_encoded(sink: &mut Sink, envelope: bytes::Bytes) -> boo
     )
 }
 
+/// Output waiting in a viewer's queue goes out in one write, up to this
+/// much (a burst of small shell writes costs one system call, not one
+/// each).
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// The message held back by the last batch, else the queue's next.
+async fn next_for_viewer(
+    held: &mut Option<ToViewer>,
+    queue: &mut tokio::sync::mpsc::Receiver<ToViewer>,
+) -> Option<ToViewer> {
+    match held.take() {
+        Some(m) => Some(m),
+        None => queue.recv().await,
+    }
+}
+
+/// Writes `first` and the output already waiting behind it, then flushes
+/// once, all within [`SEND_STALL`]. Returns whether the viewer took it,
+/// and the first waiting message that is not output, which the caller
+/// handles next.
+async fn send_outputs(
+    sink: &mut Sink,
+    first: super::Output,
+    queue: &mut tokio::sync::mpsc::Receiver<ToViewer>,
+    drained: &super::Drained,
+) -> (bool, Option<ToViewer>) {
+    let mut held = None;
+    let batch = async {
+        let mut bytes = 0;
+        let mut next = Some(first);
+        while let Some(out) = next.take() {
+            bytes += out.envelope.len();
+            let fed = sink.feed(Message::Binary(out.envelope)).await;
+            drained.wrote(out.data.len());
+            fed?;
+            if bytes < BATCH_BYTES {
+                match queue.try_recv() {
+                    Ok(ToViewer::Output(o)) => next = Some(o),
+                    Ok(other) => held = Some(other),
+                    Err(_) => {}
+                }
+            }
+        }
+        sink.flush().await
+    };
+    let ok = matches!(tokio::time::timeout(SEND_STALL, batch).await, Ok(Ok(())));
+    (ok, held)
+}
+
 /// Sends a WebSocket ping (the viewer's library answers it on its own).
 pub(super) async fn ping(sink: &mut Sink) -> bool {
     let frame = Message::Ping(bytes::Bytes::new());
@@ -125,7 +174,7 @@ pub(super) async fn close_with(sink: &mut Sink, code: u16, reason: &str) {
         Ok(Ok(()))
     ) {
         // After the peer's Close, sending another is refused; the reply
-        // tungstenite queued when it read that Close goes out on a flush.
+        // the library queued when it read that Close goes out on a flush.
         let _ = tokio::time::timeout(SEND_STALL, sink.flush()).await;
     }
 }
@@ -338,12 +387,14 @@ pub async fn serve(
     ));
     let mut tally = Tally::default();
     let device_input = state.registry().input(&live.device_id);
+    // A message taken from the queue behind a batch of output (see
+    // `send_outputs`), handled before the queue is read again.
+    let mut held = None;
     while ok {
         tokio::select! {
-            out = queue.recv() => match out {
+            out = next_for_viewer(&mut held, &mut queue) => match out {
                 Some(ToViewer::Output(out)) => {
-                    ok = send_encoded(&mut sink, out.envelope).await;
-                    drained.wrote(out.data.len());
+                    (ok, held) = send_outputs(&mut sink, out, &mut queue, &drained).await;
                 }
                 Some(ToViewer::ChannelClosed { exit_status, reason }) => {
                     ok = send(&mut sink, Body::ChannelClose(ChannelClose { session_id: live.id.clone(), channel_id: SHELL_CHANNEL, exit_status, reason })).await;

@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::Message;
+use crate::ws::Message;
 use futures_util::SinkExt;
 use tessera_proto::Body;
 use tokio::sync::oneshot;
@@ -74,11 +74,17 @@ pub(super) struct Outgoing {
     pub farewell: oneshot::Receiver<Farewell>,
 }
 
+/// At most this much is written between two flushes: what is waiting in
+/// the queues when the writer wakes goes out in one write (many small
+/// messages, a viewer's keystrokes, cost one system call, not one each).
+const BATCH_BYTES: usize = 64 * 1024;
+const BATCH_MESSAGES: usize = 64;
+
 /// Writes queued messages to `sink` until told to say farewell, the
 /// socket fails, or a write takes longer than `timeout`.
 pub(super) async fn write(sink: &mut Sink, mut out: Outgoing, timeout: Duration) -> WriterEnd {
     loop {
-        let (from, (_, bytes)) = tokio::select! {
+        let first = tokio::select! {
             biased;
             farewell = &mut out.farewell => {
                 if let Ok(f) = farewell {
@@ -86,27 +92,62 @@ pub(super) async fn write(sink: &mut Sink, mut out: Outgoing, timeout: Duration)
                 }
                 return WriterEnd::Finished;
             }
-            Some(m) = out.replies.recv() => (Queue::Replies, m),
-            Some(m) = out.notices.recv() => (Queue::Notices, m),
-            Some(m) = out.input.recv() => (Queue::Input, m),
-            Some(m) = out.e2e.recv() => (Queue::E2e, m),
+            Some((_, m)) = out.replies.recv() => (Queue::Replies, m),
+            Some((_, m)) = out.notices.recv() => (Queue::Notices, m),
+            Some((_, m)) = out.input.recv() => (Queue::Input, m),
+            Some((_, m)) = out.e2e.recv() => (Queue::E2e, m),
             else => return WriterEnd::Gone,
         };
-        let len = bytes.len();
-        let written = tokio::time::timeout(timeout, sink.send(Message::Binary(bytes.into()))).await;
-        // Its bytes are given back once written (or once they never will be).
-        let inbox = match from {
-            Queue::Replies => &out.replies,
-            Queue::Notices => &out.notices,
-            Queue::Input => &out.input,
-            Queue::E2e => &out.e2e,
-        };
-        inbox.written(len);
+        let written = tokio::time::timeout(timeout, write_batch(sink, &mut out, first)).await;
         match written {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return WriterEnd::Gone,
             Err(_) => return WriterEnd::Stalled,
         }
+    }
+}
+
+/// Writes `first` and whatever else is waiting, in the queues' order, up
+/// to the batch bounds, then flushes once. Each message's bytes go back to
+/// its queue once handed to the socket (or once they never will be).
+async fn write_batch(
+    sink: &mut Sink,
+    out: &mut Outgoing,
+    first: (Queue, Vec<u8>),
+) -> Result<(), crate::ws::Error> {
+    let (mut bytes, mut messages) = (0, 0);
+    let mut next = Some(first);
+    while let Some((from, m)) = next.take() {
+        let len = m.len();
+        let fed = sink.feed(Message::Binary(m.into())).await;
+        out.inbox(&from).written(len);
+        fed?;
+        bytes += len;
+        messages += 1;
+        if bytes < BATCH_BYTES && messages < BATCH_MESSAGES {
+            next = out.waiting();
+        }
+    }
+    sink.flush().await
+}
+
+impl Outgoing {
+    fn inbox(&self, from: &Queue) -> &Inbox {
+        match from {
+            Queue::Replies => &self.replies,
+            Queue::Notices => &self.notices,
+            Queue::Input => &self.input,
+            Queue::E2e => &self.e2e,
+        }
+    }
+
+    /// The next message already waiting, in the writer's order.
+    fn waiting(&mut self) -> Option<(Queue, Vec<u8>)> {
+        let take = |q: Queue, m: Option<(crate::control::Queued, Vec<u8>)>| m.map(|(_, b)| (q, b));
+        take(Queue::Replies, self.replies.try_recv())
+            .or_else(|| take(Queue::Notices, self.notices.try_recv()))
+            .or_else(|| take(Queue::Input, self.input.try_recv()))
+            .or_else(|| take(Queue::E2e, self.e2e.try_recv()))
     }
 }
 
