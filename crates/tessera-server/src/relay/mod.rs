@@ -445,12 +445,15 @@ impl LiveSession {
     /// encoded: the caller vouches that `out.envelope` is this session's
     /// shell `ChannelData` carrying `out.data`.
     pub async fn output_framed(&self, out: Output) {
-        let deadline = tokio::time::Instant::now() + STALL_LIMIT;
+        // Read the clock only once some viewer is full: not per message.
+        let mut deadline = None;
         loop {
             let full = match self.offer(&out) {
                 None => return,
                 Some(full) => full,
             };
+            let deadline =
+                *deadline.get_or_insert_with(|| tokio::time::Instant::now() + STALL_LIMIT);
             let room = futures_util::future::select_all(full);
             if tokio::time::timeout_at(deadline, room).await.is_err() {
                 self.kick_full(Kick::Stalled);
