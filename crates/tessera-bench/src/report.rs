@@ -569,7 +569,7 @@ fn draw(benches: &[Bench], path: &Path) -> anyhow::Result<()> {
     let labels: Vec<String> = tput.iter().map(|(l, _)| l.to_string()).collect();
     c.configure_mesh()
         .disable_x_mesh()
-        .x_labels(tput.len().max(1))
+        .x_labels(tput.len().max(1) + 1)
         .x_label_formatter(&|x: &f64| labels.get(x.floor() as usize).cloned().unwrap_or_default())
         .draw()?;
     c.draw_series(tput.iter().enumerate().map(|(i, (_, v))| {
@@ -597,7 +597,7 @@ fn draw(benches: &[Bench], path: &Path) -> anyhow::Result<()> {
         .build_cartesian_2d(0.0..3.0, 0.0..top)?;
     c.configure_mesh()
         .disable_x_mesh()
-        .x_labels(3)
+        .x_labels(4)
         .x_label_formatter(&|x: &f64| {
             pcts.get(x.floor() as usize)
                 .map(|s| s.to_string())
