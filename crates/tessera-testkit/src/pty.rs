@@ -3,6 +3,7 @@
 //! the window is resized.
 
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +15,9 @@ pub struct Terminal {
     writer: Box<dyn Write + Send>,
     child: Box<dyn Child + Send + Sync>,
     screen: Arc<Mutex<Vec<u8>>>,
+    /// Set once the reader has seen the terminal close: everything the
+    /// program wrote is in `screen`.
+    drained: Arc<AtomicBool>,
 }
 
 impl Terminal {
@@ -39,6 +43,8 @@ impl Terminal {
         let writer = pty.master.take_writer().expect("pty writer");
         let screen: Arc<Mutex<Vec<u8>>> = Arc::default();
         let sink = screen.clone();
+        let drained = Arc::new(AtomicBool::new(false));
+        let done = drained.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = reader.read(&mut buf) {
@@ -49,12 +55,14 @@ impl Terminal {
                     .unwrap_or_else(|p| p.into_inner())
                     .extend_from_slice(&buf[..n]);
             }
+            done.store(true, Ordering::Release);
         });
         Terminal {
             master: pty.master,
             writer,
             child,
             screen,
+            drained,
         }
     }
 
@@ -106,6 +114,16 @@ impl Terminal {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
+                // What the program wrote just before it exited may still be
+                // in the terminal: read it all before the caller looks at
+                // `output()` (bounded, in case a child of its own holds the
+                // terminal open).
+                let drain_by = tokio::time::Instant::now() + Duration::from_secs(2);
+                while !self.drained.load(Ordering::Acquire)
+                    && tokio::time::Instant::now() < drain_by
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 return Some(status.exit_code());
             }
             if tokio::time::Instant::now() > deadline {
