@@ -42,7 +42,9 @@ else
 fi
 
 echo "building ${#targets[@]} target(s) (sanitizer: $sanitizer)…" >&2
-"${fuzz[@]}" build --sanitizer "$sanitizer" >&2
+for t in "${targets[@]}"; do
+    "${fuzz[@]}" build --sanitizer "$sanitizer" "$t" >&2
+done
 
 logs="$(mktemp -d)"
 trap 'rm -rf "$logs"' EXIT

@@ -73,6 +73,8 @@ fuzz_target!(|ops: Vec<Op>| {
     // What the sender has sent so far per file id, to send the right hash.
     let mut sent: std::collections::HashMap<u8, Vec<u8>> = Default::default();
     let mut receiver = Receiver::new(inbox.clone());
+    // Every file placed, to check again once the receiver is gone.
+    let mut completed: Vec<PathBuf> = Vec::new();
     for op in ops.into_iter().take(64) {
         match op {
             Op::Start { id, path, size } => {
@@ -103,9 +105,10 @@ fuzz_target!(|ops: Vec<Op>| {
                     hash
                 };
                 if let Ok(placed) = receiver.end(u32::from(id), &hash) {
-                    let real = placed.canonicalize().expect("a placed file exists");
+                    let real = placed.path.canonicalize().expect("a placed file exists");
                     assert!(real.starts_with(&root), "{placed:?} left the inbox");
                     assert_eq!(fs::read(&real).expect("readable"), content);
+                    completed.push(placed.path);
                 }
             }
             Op::Abort => {
@@ -118,7 +121,6 @@ fuzz_target!(|ops: Vec<Op>| {
             "a file appeared outside the inbox"
         );
     }
-    let completed = receiver.completed.clone();
     drop(receiver);
     for p in completed {
         let real = p.canonicalize().expect("a completed file stays");

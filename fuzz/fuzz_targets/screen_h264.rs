@@ -21,7 +21,9 @@ const H: u32 = 46;
 fn keyframe() -> Option<&'static EncodedFrame> {
     static KEY: OnceLock<Option<EncodedFrame>> = OnceLock::new();
     KEY.get_or_init(|| {
-        let px = (0..W * H).map(|i| (i * 2_654_435_761) & 0xFF_FFFF).collect();
+        let px = (0..W * H)
+            .map(|i| (i * 2_654_435_761) & 0xFF_FFFF)
+            .collect();
         let picture = Framebuffer::from_pixels(W, H, px).ok()?;
         H264Encoder::new().ok()?.encode(&picture, None, true).ok()?
     })

@@ -66,8 +66,7 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
             }
-        } else if let Ok(FromViewer::Input(body)) =
-            viewer.judge(screen.body, flow.delivered(), now)
+        } else if let Ok(FromViewer::Input(body)) = viewer.judge(screen.body, flow.delivered(), now)
         {
             let stamped = match body {
                 SB::Pointer(p) => p.viewer,

@@ -8,8 +8,8 @@ use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use tessera_core::secret::{Secret, SecretKind};
-use tessera_server::auth::device::parse_device_key;
-use tessera_server::auth::{bearer_from, parse_operator_token};
+use tessera_server::auth::device::{parse_device_key, DeviceAuthError};
+use tessera_server::auth::{bearer_from, parse_operator_token, AuthError};
 
 const KINDS: [SecretKind; 4] = [
     SecretKind::DeviceKey,
@@ -49,9 +49,19 @@ fn secret(s: &str) {
         operator.is_ok(),
         Secret::parse(SecretKind::OperatorToken, s).is_ok()
     );
-    for refusal in [device.err(), operator.err()].into_iter().flatten() {
-        assert_eq!(refusal.status.as_u16(), 401);
-        assert!(["invalid_token", "wrong_credential_type"].contains(&refusal.code));
+    // A refused string is malformed or the other kind of secret: never a
+    // reason that needs the database (revoked, expired, disabled).
+    if let Err(e) = device {
+        assert!(matches!(
+            e,
+            DeviceAuthError::InvalidKey | DeviceAuthError::WrongCredentialType
+        ));
+    }
+    if let Err(e) = operator {
+        assert!(matches!(
+            e,
+            AuthError::InvalidToken | AuthError::WrongCredentialType
+        ));
     }
 }
 

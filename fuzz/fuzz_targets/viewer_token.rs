@@ -1,13 +1,15 @@
-//! Viewer tokens (HS256 JWTs) on `/ws/viewer`: checking an arbitrary string
-//! never panics and never admits it; the claim checks hold for any claims a
-//! token could carry; a minted token checks exactly as its claims do, and
-//! fails under another key or with any byte of it changed.
+//! Viewer tokens (EdDSA JWTs signed by a node key, named by `kid`) on
+//! `/ws/viewer`: reading the `kid` of or verifying an arbitrary string never
+//! panics and never admits it; the claim checks hold for any claims a token
+//! could carry; a minted token verifies exactly as its claims do, and fails
+//! under another node's key or with any byte of it changed.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use tessera_fuzz::NOW;
-use tessera_server::auth::viewer::{check_claims, ViewerClaims, ViewerKeys};
+use tessera_server::auth::viewer::{check_claims, token_kid, verify, ViewerClaims, ViewerKeys};
+use tessera_server::node_key::NodeKey;
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -24,8 +26,14 @@ struct Input {
 }
 
 fuzz_target!(|i: Input| {
-    let keys = ViewerKeys::new(&[7u8; 32]);
-    assert!(keys.check(&i.token, "s1", NOW).is_err());
+    let node = NodeKey::from_seed(&[7u8; 32]);
+    let other = NodeKey::from_seed(&[8u8; 32]);
+    let public = node.public_key();
+    let _ = token_kid(&i.token);
+    assert!(verify(&i.token, &public, "s1", NOW).is_err());
+    let Ok(keys) = ViewerKeys::new(&node) else {
+        return;
+    };
 
     let claims = ViewerClaims {
         sub: i.sub,
@@ -46,14 +54,13 @@ fuzz_target!(|i: Input| {
     let Ok(token) = keys.mint(&claims) else {
         return;
     };
-    let checked = keys.check(&token, "s1", NOW);
+    assert_eq!(token_kid(&token).as_deref(), Ok(node.kid()));
+    let checked = verify(&token, &public, "s1", NOW);
     assert_eq!(checked.as_ref().err(), expected.as_ref().err());
     if let Ok(c) = checked {
         assert_eq!(c, claims);
     }
-    assert!(ViewerKeys::new(&[8u8; 32])
-        .check(&token, "s1", NOW)
-        .is_err());
+    assert!(verify(&token, &other.public_key(), "s1", NOW).is_err());
     let mut bytes = token.into_bytes();
     let at = i.tamper_at % bytes.len();
     if bytes[at] != i.tamper_with && i.tamper_with.is_ascii_graphic() {
@@ -62,7 +69,7 @@ fuzz_target!(|i: Input| {
             // Base64url has spellings that decode alike only in the unused
             // trailing bits; the JWT library refuses those too.
             assert!(
-                keys.check(&t, "s1", NOW).is_err(),
+                verify(&t, &public, "s1", NOW).is_err(),
                 "tampered token accepted"
             );
         }
