@@ -22,7 +22,7 @@ fn keyframe() -> Option<&'static EncodedFrame> {
     static KEY: OnceLock<Option<EncodedFrame>> = OnceLock::new();
     KEY.get_or_init(|| {
         let px = (0..W * H)
-            .map(|i| (i * 2_654_435_761) & 0xFF_FFFF)
+            .map(|i: u32| i.wrapping_mul(2_654_435_761) & 0xFF_FFFF)
             .collect();
         let picture = Framebuffer::from_pixels(W, H, px).ok()?;
         H264Encoder::new().ok()?.encode(&picture, None, true).ok()?
