@@ -59,7 +59,8 @@ impl Error {
         Self::Other(Box::new(e))
     }
 
-    /// The peer sent a message over the cap.
+    /// The peer sent a message over the cap (found from the frame header,
+    /// before its payload is buffered).
     pub fn is_too_big(&self) -> bool {
         matches!(self, Self::TooBig)
     }

@@ -202,7 +202,7 @@ async fn next_envelope(state: &AppState, stream: &mut Stream) -> Incoming {
             Some(Ok(Message::Text(_))) => return Incoming::Bad(1003, "binary_frames_only"),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Err(e)) => {
-                if is_too_big(&e) {
+                if e.is_too_big() {
                     state.metrics().oversized_frame("device");
                     return Incoming::Bad(1009, "message_too_big");
                 }
@@ -210,12 +210,6 @@ async fn next_envelope(state: &AppState, stream: &mut Stream) -> Incoming {
             }
         }
     }
-}
-
-/// Whether a WebSocket read failed because a message exceeded the limit
-/// (detected from the frame header, before the payload is buffered).
-pub fn is_too_big(e: &crate::ws::Error) -> bool {
-    e.is_too_big()
 }
 
 impl Connected {

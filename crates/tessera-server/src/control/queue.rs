@@ -177,22 +177,24 @@ impl Inbox {
     /// The next message and its encoded bytes. Its bytes stay charged to
     /// the queue until [`Inbox::written`] gives them back.
     pub async fn recv(&mut self) -> Option<(Queued, Vec<u8>)> {
-        let m = self.rx.recv().await?;
-        let bytes = m.encode_to_vec();
-        Some((m, bytes))
+        self.rx.recv().await.map(with_bytes)
     }
 
     /// The next message if one is waiting now (see [`Inbox::recv`]).
     pub fn try_recv(&mut self) -> Option<(Queued, Vec<u8>)> {
-        let m = self.rx.try_recv().ok()?;
-        let bytes = m.encode_to_vec();
-        Some((m, bytes))
+        self.rx.try_recv().ok().map(with_bytes)
     }
 
     /// A message of `len` encoded bytes left for the socket.
     pub fn written(&self, len: usize) {
         self.budget.give_back(self.budget.cost(len));
     }
+}
+
+/// A message and its encoded bytes, as the writer puts them on the socket.
+fn with_bytes(m: Queued) -> (Queued, Vec<u8>) {
+    let bytes = m.encode_to_vec();
+    (m, bytes)
 }
 
 #[cfg(test)]

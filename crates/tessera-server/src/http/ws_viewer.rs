@@ -68,38 +68,43 @@ pub async fn upgrade(
                 Err(e) => return link_refused(e).into_response(),
             };
             let session = q.session.clone();
-            return ws
-                .on_upgrade(&[BROWSER_PROTOCOL], MAX_VIEWER_FRAME, move |socket| async move {
-                    let span = tracing::info_span!("viewer", session = %claims.sid, user = %claims.sub, node = %node);
-                    tracing::Instrument::instrument(link::pump(socket, state, remote, session), span)
-                        .await;
-                });
+            return serve_viewer(ws, move |socket| async move {
+                let span = tracing::info_span!("viewer", session = %claims.sid, user = %claims.sub, node = %node);
+                tracing::Instrument::instrument(link::pump(socket, state, remote, session), span)
+                    .await;
+            });
         }
     };
     // A browser cannot set `Authorization` on a WebSocket: the web
     // terminal offers its token as a subprotocol beside `tessera.viewer`,
     // which the answer names (a browser drops a connection whose answer
     // names none of its offers).
-    ws.on_upgrade(
-        &[BROWSER_PROTOCOL],
-        MAX_VIEWER_FRAME,
-        move |socket| async move {
-            let span = tracing::info_span!("viewer", session = %claims.sid, user = %claims.sub);
-            tracing::Instrument::instrument(
-                viewer::serve(
-                    viewer::local(socket),
-                    state.clone(),
-                    claims,
-                    live,
-                    ip.0,
-                    q.keep,
-                    state.shutdown_token().clone(),
-                ),
-                span,
-            )
-            .await;
-        },
-    )
+    serve_viewer(ws, move |socket| async move {
+        let span = tracing::info_span!("viewer", session = %claims.sid, user = %claims.sub);
+        tracing::Instrument::instrument(
+            viewer::serve(
+                viewer::local(socket),
+                state.clone(),
+                claims,
+                live,
+                ip.0,
+                q.keep,
+                state.shutdown_token().clone(),
+            ),
+            span,
+        )
+        .await;
+    })
+}
+
+/// Answers a viewer's upgrade with a viewer socket's protocol and size
+/// cap, wherever its session is relayed.
+fn serve_viewer<F, Fut>(ws: Upgrade, serve: F) -> Response
+where
+    F: FnOnce(crate::ws::WebSocket) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    ws.on_upgrade(&[BROWSER_PROTOCOL], MAX_VIEWER_FRAME, serve)
 }
 
 /// Where an admitted viewer's session is relayed.

@@ -25,7 +25,6 @@ use super::viewer::{
     close, close_with, notify_kicked, ping, send, send_encoded, Sink, Source, Tally,
 };
 use super::{Kick, Lane, LiveSession, ToViewer};
-use crate::control::connection::is_too_big;
 use crate::AppState;
 
 /// Heartbeat intervals without a word from the viewer before it is dropped.
@@ -162,7 +161,7 @@ impl ScreenViewer<'_> {
             }
             Some(Ok(_)) => true,
             Some(Err(e)) => {
-                if is_too_big(&e) {
+                if e.is_too_big() {
                     tally.oversized = true;
                     state.metrics().oversized_frame("viewer");
                     close_with(sink, 1009, "message_too_big").await;

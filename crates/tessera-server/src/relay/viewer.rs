@@ -20,7 +20,7 @@ use tessera_proto::{Body, Envelope};
 
 use super::{Access, Joined, Kick, LiveSession, ToViewer, SHELL_CHANNEL};
 use crate::auth::viewer::{parse_access, ViewerClaims};
-use crate::control::connection::{is_too_big, linger};
+use crate::control::connection::linger;
 use crate::store::audit::{Action, Actor, AuditEvent};
 use crate::AppState;
 use tessera_core::kinds::SessionChannel;
@@ -475,7 +475,7 @@ pub async fn serve(
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
-                    if is_too_big(&e) {
+                    if e.is_too_big() {
                         tally.oversized = true;
                         state.metrics().oversized_frame("viewer");
                         close_with(&mut sink, 1009, "message_too_big").await;
