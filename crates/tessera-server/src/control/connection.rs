@@ -222,7 +222,7 @@ impl Connected {
     /// farewell the writer gets [`FAREWELL_WAIT`] to say, the writer when
     /// the socket fails or a write stalls. So a device that stops reading
     /// is still cut off by its heartbeat deadline or a revocation, at once.
-    async fn serve(self) {
+    async fn serve(self: Box<Self>) {
         let Connected {
             mut sink,
             mut stream,
@@ -231,7 +231,7 @@ impl Connected {
             mut session,
             agent,
             version,
-        } = self;
+        } = *self;
         let state = session.state.clone();
         let conn_id = session.conn_id;
         let interval = state.config().heartbeat_interval;

@@ -26,7 +26,9 @@ use crate::control::Inbox;
 /// revocation, the refusal) and a close frame.
 #[derive(Debug, Default)]
 pub(super) struct Farewell {
-    pub last: Option<Body>,
+    /// Boxed: a farewell is rare, and every idle connection's loop has
+    /// room for one.
+    pub last: Option<Box<Body>>,
     pub close: Option<(u16, &'static str)>,
 }
 
@@ -42,7 +44,7 @@ impl Farewell {
     /// Says `last`, then closes.
     pub(super) fn after(last: Body, code: u16, reason: &'static str) -> Farewell {
         Farewell {
-            last: Some(last),
+            last: Some(Box::new(last)),
             close: Some((code, reason)),
         }
     }
@@ -88,7 +90,8 @@ pub(super) async fn write(sink: &mut Sink, mut out: Outgoing, timeout: Duration)
             biased;
             farewell = &mut out.farewell => {
                 if let Ok(f) = farewell {
-                    say(sink, f).await;
+                    // Boxed: the idle writer should not carry its state.
+                    Box::pin(say(sink, f)).await;
                 }
                 return WriterEnd::Finished;
             }
@@ -161,7 +164,7 @@ enum Queue {
 /// Says the farewell; each write is time-limited by the helpers.
 async fn say(sink: &mut Sink, f: Farewell) {
     if let Some(last) = f.last {
-        if send(sink, last).await.is_err() {
+        if send(sink, *last).await.is_err() {
             return;
         }
     }
