@@ -256,6 +256,11 @@ fn left_event(claims: &ViewerClaims, ip: IpAddr) -> AuditEvent {
 /// cancelled when the node holding the viewer's own socket stops: the
 /// viewer is then closed with 1001 `server_shutting_down` (for a viewer
 /// linked from another node, that node says so itself).
+///
+/// The task's future is held for the viewer's whole life and has room for
+/// the largest state it passes through, so what runs once or rarely (the
+/// screen viewer's loop, audit rows, screen orders to the device) is
+/// boxed: an idle shell viewer carries only its own loop.
 pub async fn serve(
     socket: ViewerSocket,
     state: AppState,
@@ -281,13 +286,13 @@ pub async fn serve(
     else {
         // Admitted (and audited as joined) but the session ended, or
         // filled, in between: the departure is recorded with why.
-        audit(
+        Box::pin(audit(
             &state,
             &claims,
             ip,
             Action::SessionLeft,
             vec![("reason", "session_ended_before_join".into())],
-        )
+        ))
         .await;
         let (mut sink, mut stream) = socket.split();
         close_with(&mut sink, close::SESSION_ENDED, "session_ended").await;
@@ -336,7 +341,7 @@ pub async fn serve(
     if let (Some(lane), Some(joined)) = (lane, screen) {
         let mut tally = Tally::default();
         if ok {
-            super::screen_device::deliver(&state, &live, joined).await;
+            Box::pin(super::screen_device::deliver(&state, &live, joined)).await;
             let viewer = super::screen_viewer::ScreenViewer {
                 state: &state,
                 live: &live,
@@ -346,9 +351,7 @@ pub async fn serve(
                 kicked_because: &kicked_because,
                 stopping,
             };
-            viewer
-                .run(&mut sink, &mut stream, &mut queue, &mut tally)
-                .await;
+            Box::pin(viewer.run(&mut sink, &mut stream, &mut queue, &mut tally)).await;
         }
         seat.leave_unaudited();
         seat.screen_left_by_task();
@@ -356,8 +359,8 @@ pub async fn serve(
         // What it held is released, and the codec may change for those who
         // remain.
         let left = live.screen_left(viewer_id, access);
-        super::screen_device::deliver(&state, &live, left).await;
-        finish(
+        Box::pin(super::screen_device::deliver(&state, &live, left)).await;
+        Box::pin(finish(
             &state,
             &claims,
             ip,
@@ -366,7 +369,7 @@ pub async fn serve(
             access,
             &kicked_because,
             tally,
-        )
+        ))
         .await;
         linger(&mut stream).await;
         return;
@@ -487,7 +490,7 @@ pub async fn serve(
     }
     seat.leave_unaudited();
     drop(seat);
-    finish(
+    Box::pin(finish(
         &state,
         &claims,
         ip,
@@ -496,7 +499,7 @@ pub async fn serve(
         access,
         &kicked_because,
         tally,
-    )
+    ))
     .await;
     // Whoever closed, TCP ends after both Close frames (or the linger).
     linger(&mut stream).await;
