@@ -19,6 +19,8 @@ use tessera_core::audit::Checkpoint;
 
 use crate::node_key::SignedHead;
 use crate::store::audit::{Action, Actor, AuditEvent};
+use sqlx::AnyConnection;
+
 use crate::store::{self, StoreError, StoreResult};
 use crate::AppState;
 
@@ -47,32 +49,41 @@ pub enum WriteError {
 /// covers the head afterwards (new or already there), or `None` when the
 /// log is empty or a checkpoint is not yet due. Refuses (and raises the
 /// alarm) when the log contradicts the head this node signed last.
+///
+/// The check, the reads and the signature's row are one transaction that
+/// holds the chain and the checkpoints still (see
+/// [`store::checkpoints::hold_still`]): a rewrite or a deletion behind the
+/// server's back lands wholly before it, and is refused, or wholly after
+/// the commit. (Checked first and signed after, a rewrite landing in
+/// between was signed.)
 pub async fn write(state: &AppState, when: When) -> Result<Option<Checkpoint>, WriteError> {
-    if let Some(problem) = contradiction(state).await? {
-        alarm(state, &problem).await;
-        return Err(WriteError::Refused(problem));
-    }
     let db = state.db();
-    let (seq, hash) = store::checkpoints::head(db).await?;
-    if seq == 0 {
-        return Ok(None);
+    // First without the locks: most sweeps find nothing due, and should
+    // not hold the node's writers up to learn it.
+    {
+        let mut c = db.pool().acquire().await.map_err(StoreError::from)?;
+        match assess(state, &mut c, when).await? {
+            Next::Sign(..) => {}
+            Next::Done(covered) => return Ok(covered),
+            Next::Refuse(problem) => {
+                drop(c);
+                alarm(state, &problem).await;
+                return Err(WriteError::Refused(problem));
+            }
+        }
     }
-    let latest = latest_valid(state, seq, &hash).await?;
-    if let Some(c) = latest.as_ref().filter(|c| c.seq >= seq) {
-        return Ok(Some(c.clone()));
-    }
-    let now = state.now();
-    let config = state.config();
-    let due = match (&latest, when) {
-        (_, When::Uncovered) | (None, When::Due) => true,
-        (Some(c), When::Due) => {
-            seq - c.seq >= config.audit_checkpoint_rows
-                || now.since(c.signed_at) >= config.audit_checkpoint_interval
+    let mut tx = db.begin_write().await?;
+    store::checkpoints::hold_still(db, &mut tx).await?;
+    let (seq, hash) = match assess(state, &mut tx, when).await? {
+        Next::Sign(seq, hash) => (seq, hash),
+        Next::Done(covered) => return Ok(covered),
+        Next::Refuse(problem) => {
+            drop(tx);
+            alarm(state, &problem).await;
+            return Err(WriteError::Refused(problem));
         }
     };
-    if !due {
-        return Ok(None);
-    }
+    let now = state.now();
     let key = state.node_key();
     let kid = key.kid().to_owned();
     let signature = key.sign(&Checkpoint::message(seq, &hash, now, &kid));
@@ -83,7 +94,8 @@ pub async fn write(state: &AppState, when: When) -> Result<Option<Checkpoint>, W
         kid,
         signature,
     };
-    store::checkpoints::insert(db, &checkpoint).await?;
+    store::checkpoints::insert(&mut tx, &checkpoint).await?;
+    tx.commit().await.map_err(StoreError::from)?;
     if let Err(e) = key.remember_signed(SignedHead { seq, hash }) {
         // Still remembered in memory; only a restart forgets it.
         tracing::error!(error = %e, "cannot keep the signed audit head on disk");
@@ -92,18 +104,55 @@ pub async fn write(state: &AppState, when: When) -> Result<Option<Checkpoint>, W
     Ok(Some(checkpoint))
 }
 
+/// What [`write`] should do, from what `c` reads now.
+enum Next {
+    /// The log contradicts the head this node signed last.
+    Refuse(String),
+    /// Nothing to sign: the log is empty, not due, or the head is covered
+    /// (by this checkpoint).
+    Done(Option<Checkpoint>),
+    /// Sign this head.
+    Sign(i64, [u8; 32]),
+}
+
+async fn assess(state: &AppState, c: &mut AnyConnection, when: When) -> StoreResult<Next> {
+    if let Some(problem) = contradiction_in(state, c).await? {
+        return Ok(Next::Refuse(problem));
+    }
+    let (seq, hash) = store::checkpoints::head(c).await?;
+    if seq == 0 {
+        return Ok(Next::Done(None));
+    }
+    let latest = latest_valid(c, seq, &hash).await?;
+    if let Some(covering) = latest.as_ref().filter(|l| l.seq >= seq) {
+        return Ok(Next::Done(Some(covering.clone())));
+    }
+    let config = state.config();
+    let due = match (&latest, when) {
+        (_, When::Uncovered) | (None, When::Due) => true,
+        (Some(l), When::Due) => {
+            seq - l.seq >= config.audit_checkpoint_rows
+                || state.now().since(l.signed_at) >= config.audit_checkpoint_interval
+        }
+    };
+    Ok(if due {
+        Next::Sign(seq, hash)
+    } else {
+        Next::Done(None)
+    })
+}
+
 /// The newest checkpoint at or before the head (`seq`, `hash`) that a key
 /// in `node_keys` really signed — and, at the head itself, of the head's
 /// hash. Junk rows (a forged checkpoint at `i64::MAX`, a bad signature)
 /// are passed over, so they cannot stop this node from signing.
 async fn latest_valid(
-    state: &AppState,
+    c: &mut AnyConnection,
     seq: i64,
     hash: &[u8; 32],
 ) -> StoreResult<Option<Checkpoint>> {
-    let db = state.db();
-    let keys = store::checkpoints::node_keys(db).await?;
-    let recent = store::checkpoints::recent(db, seq, LATEST_SCAN).await?;
+    let keys = store::checkpoints::node_keys(c).await?;
+    let recent = store::checkpoints::recent(c, seq, LATEST_SCAN).await?;
     Ok(recent.into_iter().find(|c| {
         (c.seq < seq || &c.hash == hash)
             && keys
@@ -120,11 +169,16 @@ const LATEST_SCAN: i64 = 64;
 /// this node's checkpoint of it is gone or altered (checkpoints were
 /// deleted). `None` when nothing does (or the node signed nothing yet).
 pub async fn contradiction(state: &AppState) -> StoreResult<Option<String>> {
+    let mut c = state.db().pool().acquire().await?;
+    contradiction_in(state, &mut c).await
+}
+
+/// [`contradiction`], read on `c` (a transaction's connection, in [`write`]).
+async fn contradiction_in(state: &AppState, c: &mut AnyConnection) -> StoreResult<Option<String>> {
     let key = state.node_key();
     let Some(signed) = key.signed_head() else {
         return Ok(None);
     };
-    let db = state.db();
     let kid = key.kid();
     let advice = match key.head_file() {
         Some(path) => format!(
@@ -134,7 +188,7 @@ pub async fn contradiction(state: &AppState) -> StoreResult<Option<String>> {
         ),
         None => format!("; this node ({kid}) will not sign the log"),
     };
-    let row = store::checkpoints::row_hash(db, signed.seq).await?;
+    let row = store::checkpoints::row_hash(c, signed.seq).await?;
     let problem = match row {
         None => format!(
             "the log was rewritten: row {} that this node signed is gone",
@@ -145,7 +199,7 @@ pub async fn contradiction(state: &AppState) -> StoreResult<Option<String>> {
             signed.seq
         ),
         Some(_) => {
-            let own = store::checkpoints::get(db, signed.seq, kid).await?;
+            let own = store::checkpoints::get(c, signed.seq, kid).await?;
             let intact = own.is_some_and(|c| c.hash == signed.hash && c.verify(&key.public_key()));
             if intact {
                 return Ok(None);
@@ -215,11 +269,12 @@ pub async fn verify(state: &AppState) -> StoreResult<Report> {
     use tessera_core::audit::LogVerifier;
 
     let db = state.db();
-    let keys: HashMap<String, [u8; 32]> = store::checkpoints::node_keys(db)
-        .await?
-        .into_iter()
-        .map(|k| (k.kid, k.public_key))
-        .collect();
+    let keys: HashMap<String, [u8; 32]> =
+        store::checkpoints::node_keys(&mut *db.pool().acquire().await?)
+            .await?
+            .into_iter()
+            .map(|k| (k.kid, k.public_key))
+            .collect();
     let mut checkpoints = Vec::new();
     loop {
         let (after, after_kid) = checkpoints

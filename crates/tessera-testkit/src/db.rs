@@ -76,4 +76,32 @@ impl TestDb {
         let mut conn = sqlx::AnyConnection::connect(&self.url).await?;
         conn.execute(sql).await.map(|_| ())
     }
+
+    /// Runs raw SQL behind the server's back in a write transaction left
+    /// open: what it changed stays invisible, and the locks it took stay
+    /// held, until [`OpenWrite::commit`] (a writer racing the server).
+    pub async fn raw_uncommitted(&self, sql: &str) -> Result<OpenWrite, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&self.url).await?;
+        // SQLite: take the write lock at once, as the server's writers do.
+        let begin = if self.pg_name.is_some() {
+            "BEGIN"
+        } else {
+            "BEGIN IMMEDIATE"
+        };
+        conn.execute(begin).await?;
+        conn.execute(sql).await?;
+        Ok(OpenWrite { conn })
+    }
+}
+
+/// See [`TestDb::raw_uncommitted`].
+pub struct OpenWrite {
+    conn: sqlx::AnyConnection,
+}
+
+impl OpenWrite {
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        self.conn.execute("COMMIT").await.map(|_| ())
+    }
 }

@@ -29,7 +29,7 @@ mod x11;
 use std::time::Duration;
 
 pub use balancer::Balancer;
-pub use db::{backend, pg_admin_url, Backend, TestDb};
+pub use db::{backend, pg_admin_url, Backend, OpenWrite, TestDb};
 pub use device::{online_device, open_ws, open_ws_with, Refusal, RunningAgent, TestDevice, Ws};
 pub use nats::PrivateNats;
 pub use pg::PrivatePostgres;

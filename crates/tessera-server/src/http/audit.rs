@@ -248,7 +248,7 @@ async fn list_node_keys(
     op: Operator,
 ) -> ApiResult<Json<Vec<NodeKeyView>>> {
     op.require(Permission::AuditRead)?;
-    let keys = store::checkpoints::node_keys(state.db()).await?;
+    let keys = store::checkpoints::node_keys(&mut *state.db().pool().acquire().await?).await?;
     Ok(Json(
         keys.iter()
             .map(|k| NodeKeyView {

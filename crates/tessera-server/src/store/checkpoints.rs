@@ -8,16 +8,35 @@
 //! that nobody without the node key can sign a new checkpoint.
 
 use sqlx::any::AnyRow;
+use sqlx::AnyConnection;
 use tessera_core::audit::Checkpoint;
 use tessera_core::Timestamp;
 
-use super::{to_hash, Columns, Db, StoreResult};
+use super::{to_hash, Backend, Columns, Db, StoreResult, Tx};
+
+/// Holds the chain and its checkpoints still until `tx` ends, so that
+/// what the transaction reads (the head, the row this node signed last,
+/// the checkpoints) is still so when it signs and commits: no other writer
+/// (another node signing, an append, a rewrite behind the server's back)
+/// gets in between. SQLite's write transactions (`BEGIN IMMEDIATE`) hold
+/// every other writer off already; PostgreSQL takes the three tables in a
+/// mode that lets readers through and queues writers, itself included.
+pub async fn hold_still(db: &Db, tx: &mut Tx) -> StoreResult<()> {
+    if db.backend() == Backend::Postgres {
+        sqlx::query(
+            "LOCK TABLE audit_log, audit_head, audit_checkpoints IN SHARE ROW EXCLUSIVE MODE",
+        )
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
 
 /// The committed chain head: the last row's `seq` and hash (0 and zeros
 /// before the first row).
-pub async fn head(db: &Db) -> StoreResult<(i64, [u8; 32])> {
+pub async fn head(c: &mut AnyConnection) -> StoreResult<(i64, [u8; 32])> {
     let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-        .fetch_one(db.pool())
+        .fetch_one(&mut *c)
         .await?;
     Ok((row.col("seq")?, row.key32("hash")?))
 }
@@ -36,10 +55,10 @@ fn from_row(r: AnyRow) -> Result<Checkpoint, sqlx::Error> {
 }
 
 /// The hash of row `seq`, if the row is there.
-pub async fn row_hash(db: &Db, seq: i64) -> StoreResult<Option<[u8; 32]>> {
+pub async fn row_hash(c: &mut AnyConnection, seq: i64) -> StoreResult<Option<[u8; 32]>> {
     let row = sqlx::query("SELECT hash FROM audit_log WHERE seq = $1")
         .bind(seq)
-        .fetch_optional(db.pool())
+        .fetch_optional(&mut *c)
         .await?;
     Ok(match row {
         Some(r) => Some(r.key32("hash")?),
@@ -48,7 +67,7 @@ pub async fn row_hash(db: &Db, seq: i64) -> StoreResult<Option<[u8; 32]>> {
 }
 
 /// The checkpoint `kid` made of row `seq`, if it is there.
-pub async fn get(db: &Db, seq: i64, kid: &str) -> StoreResult<Option<Checkpoint>> {
+pub async fn get(c: &mut AnyConnection, seq: i64, kid: &str) -> StoreResult<Option<Checkpoint>> {
     Ok(sqlx::query(
         "SELECT seq, hash, signed_at, kid, signature FROM audit_checkpoints \
          WHERE seq = $1 AND kid = $2",
@@ -56,14 +75,14 @@ pub async fn get(db: &Db, seq: i64, kid: &str) -> StoreResult<Option<Checkpoint>
     .bind(seq)
     .bind(kid)
     .try_map(from_row)
-    .fetch_optional(db.pool())
+    .fetch_optional(&mut *c)
     .await?)
 }
 
 /// Up to `limit` checkpoints of rows at or before `up_to`, the highest
 /// first. Rows are not trusted for being here: the caller verifies each
 /// (a database writer can insert anything, e.g. a row at `i64::MAX`).
-pub async fn recent(db: &Db, up_to: i64, limit: i64) -> StoreResult<Vec<Checkpoint>> {
+pub async fn recent(c: &mut AnyConnection, up_to: i64, limit: i64) -> StoreResult<Vec<Checkpoint>> {
     Ok(sqlx::query(
         "SELECT seq, hash, signed_at, kid, signature FROM audit_checkpoints \
          WHERE seq <= $1 ORDER BY seq DESC, signed_at DESC LIMIT $2",
@@ -71,7 +90,7 @@ pub async fn recent(db: &Db, up_to: i64, limit: i64) -> StoreResult<Vec<Checkpoi
     .bind(up_to)
     .bind(limit)
     .try_map(from_row)
-    .fetch_all(db.pool())
+    .fetch_all(&mut *c)
     .await?)
 }
 
@@ -106,17 +125,17 @@ pub async fn list(
 
 /// Stores `c`; a second checkpoint of the same row by the same key is
 /// dropped (two ticks racing).
-pub async fn insert(db: &Db, c: &Checkpoint) -> StoreResult<()> {
+pub async fn insert(c: &mut AnyConnection, checkpoint: &Checkpoint) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO audit_checkpoints (seq, hash, signed_at, kid, signature) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq, kid) DO NOTHING",
     )
-    .bind(c.seq)
-    .bind(c.hash.to_vec())
-    .bind(c.signed_at.as_millis())
-    .bind(&c.kid)
-    .bind(c.signature.to_vec())
-    .execute(db.pool())
+    .bind(checkpoint.seq)
+    .bind(checkpoint.hash.to_vec())
+    .bind(checkpoint.signed_at.as_millis())
+    .bind(&checkpoint.kid)
+    .bind(checkpoint.signature.to_vec())
+    .execute(&mut *c)
     .await?;
     Ok(())
 }
@@ -131,7 +150,7 @@ pub struct NodePublicKey {
 
 /// Every node key in `node_keys`: the keys the server's own verification
 /// trusts (a verifier that must not trust the database pins its own).
-pub async fn node_keys(db: &Db) -> StoreResult<Vec<NodePublicKey>> {
+pub async fn node_keys(c: &mut AnyConnection) -> StoreResult<Vec<NodePublicKey>> {
     Ok(
         sqlx::query("SELECT kid, public_key, created_at FROM node_keys ORDER BY created_at, kid")
             .try_map(|r: AnyRow| {
@@ -142,7 +161,7 @@ pub async fn node_keys(db: &Db) -> StoreResult<Vec<NodePublicKey>> {
                     created_at: r.time("created_at")?,
                 })
             })
-            .fetch_all(db.pool())
+            .fetch_all(&mut *c)
             .await?,
     )
 }

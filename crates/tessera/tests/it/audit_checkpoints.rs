@@ -394,7 +394,16 @@ async fn audit_routes_refuse_bad_queries_and_operators_without_audit_read() {
 /// Deletes every checkpoint behind the server's back (triggers dropped
 /// and restored), leaving the rows alone.
 async fn delete_checkpoints(s: &TestServer) {
-    let sql = match backend() {
+    s.db.as_ref()
+        .unwrap()
+        .raw(delete_checkpoints_sql())
+        .await
+        .unwrap();
+}
+
+/// See [`delete_checkpoints`].
+fn delete_checkpoints_sql() -> &'static str {
+    match backend() {
         Backend::Sqlite => {
             "DROP TRIGGER audit_checkpoints_no_delete; DELETE FROM audit_checkpoints; \
              CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints \
@@ -405,8 +414,7 @@ async fn delete_checkpoints(s: &TestServer) {
              DELETE FROM audit_checkpoints; \
              ALTER TABLE audit_checkpoints ENABLE TRIGGER audit_checkpoints_no_update;"
         }
-    };
-    s.db.as_ref().unwrap().raw(sql).await.unwrap();
+    }
 }
 
 fn fast_sweep() -> Options {
@@ -473,6 +481,42 @@ async fn the_server_refuses_to_sign_a_log_rewritten_behind_it() {
             && !metrics.contains("tessera_audit_checkpoint_refusals_total 0"),
         "{metrics}"
     );
+    s.stop().await;
+}
+
+/// A deletion that lands while the node is signing (checked, then
+/// signed) is refused, not signed over: the check, the reads and the
+/// checkpoint's row are one transaction that holds writers off. Before,
+/// the node checked, the deletion committed, and it signed the new head,
+/// which hid the deleted checkpoints from every later check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_deleted_while_the_node_signs_are_refused_not_signed_over() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    some_history(&s, &admin, "a", 2).await;
+    let signed = admin.audit_checkpoint_now().await.unwrap().unwrap();
+    some_history(&s, &admin, "b", 1).await;
+    let deleting =
+        s.db.as_ref()
+            .unwrap()
+            .raw_uncommitted(delete_checkpoints_sql())
+            .await
+            .unwrap();
+    let signing = tokio::spawn({
+        let admin = admin.clone();
+        async move { admin.audit_checkpoint_now().await }
+    });
+    // The node has read the log (still intact, for it) and waits to sign.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    deleting.commit().await.unwrap();
+    let refused = signing.await.unwrap().unwrap_err();
+    assert_eq!(refused.code(), Some("audit_log_rewritten"), "{refused}");
+    assert!(
+        refused.to_string().contains(&format!("row {}", signed.seq)),
+        "{refused}"
+    );
+    let page = admin.audit_checkpoints(0).await.unwrap();
+    assert!(page.checkpoints.is_empty(), "{:?}", page.checkpoints);
     s.stop().await;
 }
 

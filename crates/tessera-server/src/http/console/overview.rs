@@ -57,8 +57,9 @@ pub async fn show(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -
             })
             .count();
         let chain = if s.op.role.allows(Permission::AuditRead) {
-            let (head, _) = store::checkpoints::head(state.db()).await?;
-            let last = store::checkpoints::recent(state.db(), head, 1).await?;
+            let mut c = state.db().pool().acquire().await?;
+            let (head, _) = store::checkpoints::head(&mut c).await?;
+            let last = store::checkpoints::recent(&mut c, head, 1).await?;
             Some((head, last.into_iter().next()))
         } else {
             None
