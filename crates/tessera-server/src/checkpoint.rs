@@ -72,19 +72,26 @@ pub async fn write(state: &AppState, when: When) -> Result<Option<Checkpoint>, W
             }
         }
     }
+    // One signer at a time on this node, from the check to remembering
+    // what it signed: a second one checking in between would judge the
+    // log against the head before.
+    let key = state.node_key();
+    let _signing = key.signing().await;
     let mut tx = db.begin_write().await?;
     store::checkpoints::hold_still(db, &mut tx).await?;
     let (seq, hash) = match assess(state, &mut tx, when).await? {
         Next::Sign(seq, hash) => (seq, hash),
         Next::Done(covered) => return Ok(covered),
         Next::Refuse(problem) => {
-            drop(tx);
+            // Ended before the alarm writes its row.
+            if let Err(e) = tx.rollback().await {
+                tracing::warn!(error = %e, "cannot roll back a refused checkpoint");
+            }
             alarm(state, &problem).await;
             return Err(WriteError::Refused(problem));
         }
     };
     let now = state.now();
-    let key = state.node_key();
     let kid = key.kid().to_owned();
     let signature = key.sign(&Checkpoint::message(seq, &hash, now, &kid));
     let checkpoint = Checkpoint {

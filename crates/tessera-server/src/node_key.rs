@@ -70,6 +70,9 @@ struct HeadMemory {
     head: std::sync::Mutex<Option<SignedHead>>,
     /// Set once the node found the log contradicting `head`.
     alarm: std::sync::atomic::AtomicBool,
+    /// Held by the one checkpoint being signed on this node, from its
+    /// check to remembering what it signed (see `checkpoint::write`).
+    signing: tokio::sync::Mutex<()>,
 }
 
 /// Where the last signed audit head of the key at `key_path` is kept.
@@ -267,8 +270,15 @@ impl NodeKey {
             path: Some(path),
             head: std::sync::Mutex::new(head),
             alarm: Default::default(),
+            signing: Default::default(),
         };
         Ok(())
+    }
+
+    /// Waits until no other checkpoint is being signed on this node; the
+    /// guard lets the next one in.
+    pub async fn signing(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.head.signing.lock().await
     }
 
     /// The last audit chain head this node signed, if any.

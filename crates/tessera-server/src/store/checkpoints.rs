@@ -20,11 +20,14 @@ use super::{to_hash, Backend, Columns, Db, StoreResult, Tx};
 /// (another node signing, an append, a rewrite behind the server's back)
 /// gets in between. SQLite's write transactions (`BEGIN IMMEDIATE`) hold
 /// every other writer off already; PostgreSQL takes the three tables in a
-/// mode that lets readers through and queues writers, itself included.
+/// mode that lets readers through and queues writers, itself included,
+/// one after the other in the order an audit append touches them
+/// (`audit_head`, then `audit_log`): in the other order, an append holding
+/// the head and a checkpoint holding the log wait for each other.
 pub async fn hold_still(db: &Db, tx: &mut Tx) -> StoreResult<()> {
     if db.backend() == Backend::Postgres {
         sqlx::query(
-            "LOCK TABLE audit_log, audit_head, audit_checkpoints IN SHARE ROW EXCLUSIVE MODE",
+            "LOCK TABLE audit_head, audit_log, audit_checkpoints IN SHARE ROW EXCLUSIVE MODE",
         )
         .execute(&mut **tx)
         .await?;
