@@ -15,12 +15,11 @@
 //! on demand (`POST /api/v1/audit/checkpoints`, which `ctl audit export`
 //! calls so its file ends at a signed row).
 
+use sqlx::AnyConnection;
 use tessera_core::audit::Checkpoint;
 
 use crate::node_key::SignedHead;
 use crate::store::audit::{Action, Actor, AuditEvent};
-use sqlx::AnyConnection;
-
 use crate::store::{self, StoreError, StoreResult};
 use crate::AppState;
 
