@@ -30,6 +30,7 @@ mod screen_viewer;
 mod scrollback;
 mod standing;
 pub mod viewer;
+pub mod viewer_queue;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -41,7 +42,7 @@ use bytes::Bytes;
 use prost::Message as _;
 use tessera_proto::v1::ChannelData;
 use tessera_proto::{Body, Envelope};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use self::scrollback::Scrollback;
@@ -131,7 +132,7 @@ pub enum ToViewer {
 }
 
 struct Viewer {
-    queue: mpsc::Sender<ToViewer>,
+    queue: viewer_queue::Sender<ToViewer>,
     /// Output bytes queued and not yet written to the viewer's socket.
     queued: Arc<AtomicUsize>,
     /// Notified each time the viewer's task wrote some out.
@@ -214,7 +215,7 @@ impl Default for ScreenSettings {
 /// A viewer's place in a session.
 pub struct Joined {
     pub viewer_id: u64,
-    pub queue: mpsc::Receiver<ToViewer>,
+    pub queue: viewer_queue::Receiver<ToViewer>,
     pub scrollback: Vec<u8>,
     pub kick: CancellationToken,
     pub kicked_because: Arc<Mutex<Option<Kick>>>,
@@ -306,10 +307,7 @@ impl Viewer {
     /// Resolves when the viewer may have room again.
     fn room(&self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         if self.queue.capacity() == 0 {
-            let q = self.queue.clone();
-            Box::pin(async move {
-                let _ = q.reserve().await;
-            })
+            Box::pin(self.queue.room())
         } else {
             let n = self.drained.clone();
             Box::pin(async move { n.notified().await })
@@ -330,7 +328,7 @@ impl LiveSession {
         }
         inner.next_viewer += 1;
         let viewer_id = inner.next_viewer;
-        let (tx, rx) = mpsc::channel(VIEWER_QUEUE);
+        let (tx, rx) = viewer_queue::bounded(VIEWER_QUEUE);
         inner.empty_since = None;
         let kick = CancellationToken::new();
         let kicked_because = Arc::new(Mutex::new(None));
@@ -471,8 +469,11 @@ impl LiveSession {
             return Some(inner.viewers.values().map(Viewer::room).collect());
         }
         inner.viewers.retain(|_, v| {
-            // Only this task sends, so room seen is room kept.
-            if v.has_room() && v.queue.try_send(ToViewer::Output(out.clone())).is_ok() {
+            // The queue refuses when it is full by count, so only the byte
+            // budget is checked here.
+            if v.queued.load(Ordering::Acquire) < VIEWER_QUEUE_BYTES
+                && v.queue.try_send(ToViewer::Output(out.clone())).is_ok()
+            {
                 v.queued.fetch_add(out.data.len(), Ordering::AcqRel);
                 true
             } else {
@@ -672,7 +673,7 @@ mod tests {
     use super::*;
 
     /// The data of the next output in a viewer's queue.
-    fn next_output(q: &mut mpsc::Receiver<ToViewer>) -> Option<Bytes> {
+    fn next_output(q: &mut viewer_queue::Receiver<ToViewer>) -> Option<Bytes> {
         match q.try_recv() {
             Ok(ToViewer::Output(o)) => Some(o.data),
             _ => None,

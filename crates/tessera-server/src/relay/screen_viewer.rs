@@ -18,7 +18,6 @@ use futures_util::StreamExt;
 use prost::Message as _;
 use tessera_proto::v1::SessionEnded;
 use tessera_proto::{Body, Envelope};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::viewer::{
@@ -47,7 +46,7 @@ impl ScreenViewer<'_> {
         self,
         sink: &mut Sink,
         stream: &mut Source,
-        queue: &mut mpsc::Receiver<ToViewer>,
+        queue: &mut super::viewer_queue::Receiver<ToViewer>,
         tally: &mut Tally,
     ) {
         let live = self.live;

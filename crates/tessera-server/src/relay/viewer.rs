@@ -114,7 +114,7 @@ const BATCH_BYTES: usize = 64 * 1024;
 /// The message held back by the last batch, else the queue's next.
 async fn next_for_viewer(
     held: &mut Option<ToViewer>,
-    queue: &mut tokio::sync::mpsc::Receiver<ToViewer>,
+    queue: &mut super::viewer_queue::Receiver<ToViewer>,
 ) -> Option<ToViewer> {
     match held.take() {
         Some(m) => Some(m),
@@ -129,7 +129,7 @@ async fn next_for_viewer(
 async fn send_outputs(
     sink: &mut Sink,
     first: super::Output,
-    queue: &mut tokio::sync::mpsc::Receiver<ToViewer>,
+    queue: &mut super::viewer_queue::Receiver<ToViewer>,
     drained: &super::Drained,
 ) -> (bool, Option<ToViewer>) {
     let mut held = None;
