@@ -56,7 +56,7 @@ struct Shared {
 
 #[derive(Debug, Default)]
 struct State {
-    waiting: VecDeque<Queued>,
+    waiting: Waiting<Queued>,
     /// Bytes charged: those of the waiting messages and of the ones taken
     /// but not yet written out (see [`Inbox::written`]).
     charged: usize,
@@ -88,7 +88,7 @@ impl Shared {
                 return Err((QueueError::Full, m));
             }
             s.charged += cost;
-            s.waiting.push_back(m);
+            s.waiting.push(m);
         }
         // Stores a permit if the writer is not waiting, so a message queued
         // between its check and its wait still wakes it.
@@ -215,14 +215,8 @@ impl Inbox {
         let (taken, was_full) = {
             let mut s = self.shared.lock();
             let was_full = s.waiting.len() >= self.shared.messages;
-            let taken = match s.waiting.pop_front() {
-                Some(m) => {
-                    // A burst's room is given back once it has drained.
-                    if s.waiting.is_empty() && s.waiting.capacity() > SHRINK_ABOVE {
-                        s.waiting = VecDeque::new();
-                    }
-                    Taken::Message(m)
-                }
+            let taken = match s.waiting.pop() {
+                Some(m) => Taken::Message(m),
                 None if s.senders == 0 => Taken::Ended,
                 None => Taken::Empty,
             };
@@ -265,9 +259,45 @@ impl Drop for Inbox {
 }
 
 /// A waiting list grown past this many slots by a burst is freed once the
-/// burst has drained, so that a device that once received a flood does not
-/// keep the room for it.
+/// burst has drained, so that a connection that once received a flood does
+/// not keep the room for it.
 const SHRINK_ABOVE: usize = 16;
+
+/// The messages waiting in a queue, oldest first: no room while empty, and
+/// a burst's room given back once it drains. Shared with the relay's
+/// viewer queue (`relay::viewer_queue`).
+#[derive(Debug)]
+pub(crate) struct Waiting<T>(VecDeque<T>);
+
+impl<T> Default for Waiting<T> {
+    fn default() -> Self {
+        Waiting(VecDeque::new())
+    }
+}
+
+impl<T> Waiting<T> {
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub(crate) fn push(&mut self, m: T) {
+        self.0.push_back(m);
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<T> {
+        let m = self.0.pop_front();
+        if self.0.is_empty() && self.0.capacity() > SHRINK_ABOVE {
+            self.0 = VecDeque::new();
+        }
+        m
+    }
+
+    /// Slots allocated (for tests of the room an idle queue holds).
+    #[cfg(test)]
+    pub(crate) fn room(&self) -> usize {
+        self.0.capacity()
+    }
+}
 
 enum Taken {
     Message(Queued),
@@ -394,17 +424,17 @@ mod tests {
         tx.try_send(sized(10)).unwrap();
         drop(rx);
         assert_eq!(tx.try_send(sized(1)), Err(QueueError::Closed));
-        assert!(tx.shared.lock().waiting.is_empty());
+        assert_eq!(tx.shared.lock().waiting.len(), 0);
     }
 
     #[test]
     fn an_idle_queue_holds_no_room_and_gives_a_burst_s_room_back() {
         let (tx, mut rx) = bounded(256, 1 << 20);
-        assert_eq!(tx.shared.lock().waiting.capacity(), 0);
+        assert_eq!(tx.shared.lock().waiting.room(), 0);
         for _ in 0..100 {
             tx.try_send(sized(1)).unwrap();
         }
         while rx.try_recv().is_some() {}
-        assert!(tx.shared.lock().waiting.capacity() <= SHRINK_ABOVE);
+        assert!(tx.shared.lock().waiting.room() <= SHRINK_ABOVE);
     }
 }

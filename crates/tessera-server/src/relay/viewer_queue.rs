@@ -9,11 +9,12 @@
 //! drains. One sender (the session, under its lock) and one receiver (the
 //! viewer's task).
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
+
+use crate::control::queue::Waiting;
 
 struct Shared<T> {
     state: Mutex<State<T>>,
@@ -26,7 +27,7 @@ struct Shared<T> {
 }
 
 struct State<T> {
-    waiting: VecDeque<T>,
+    waiting: Waiting<T>,
     sender: bool,
     receiver: bool,
 }
@@ -37,14 +38,11 @@ impl<T> Shared<T> {
     }
 }
 
-/// A list grown past this many slots by a burst is freed once it drains.
-const SHRINK_ABOVE: usize = 16;
-
 /// A queue of at most `messages` messages.
 pub fn bounded<T>(messages: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
-            waiting: VecDeque::new(),
+            waiting: Waiting::default(),
             sender: true,
             receiver: true,
         }),
@@ -81,7 +79,7 @@ impl<T> Sender<T> {
             if !s.receiver || s.waiting.len() >= self.shared.messages {
                 return Err(m);
             }
-            s.waiting.push_back(m);
+            s.waiting.push(m);
         }
         // Stores a permit if the receiver is not waiting, so a message
         // queued between its check and its wait still wakes it.
@@ -152,13 +150,8 @@ impl<T> Receiver<T> {
         let (taken, was_full) = {
             let mut s = self.shared.lock();
             let was_full = s.waiting.len() >= self.shared.messages;
-            let taken = match s.waiting.pop_front() {
-                Some(m) => {
-                    if s.waiting.is_empty() && s.waiting.capacity() > SHRINK_ABOVE {
-                        s.waiting = VecDeque::new();
-                    }
-                    Some(Ok(m))
-                }
+            let taken = match s.waiting.pop() {
+                Some(m) => Some(Ok(m)),
                 None if !s.sender => Some(Err(Empty)),
                 None => None,
             };
@@ -192,7 +185,7 @@ mod tests {
     #[test]
     fn an_idle_queue_holds_no_room_and_gives_a_burst_s_room_back() {
         let (tx, mut rx) = bounded::<u64>(1024);
-        assert_eq!(tx.shared.lock().waiting.capacity(), 0);
+        assert_eq!(tx.shared.lock().waiting.room(), 0);
         for i in 0..500 {
             tx.try_send(i).unwrap();
         }
@@ -200,7 +193,7 @@ mod tests {
         for i in 0..500 {
             assert_eq!(rx.try_recv(), Ok(i), "in the order sent");
         }
-        assert!(tx.shared.lock().waiting.capacity() <= SHRINK_ABOVE);
+        assert!(tx.shared.lock().waiting.room() <= 16);
     }
 
     #[tokio::test]
